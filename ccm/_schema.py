@@ -1,0 +1,55 @@
+"""Load the published JSON Schemas and validate YAML/JSON documents against them."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = ["json_path", "load_schema", "load_yaml", "validate_manifest"]
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the bundled schema ``ccm/schemas/<name>.schema.json``."""
+    text = resources.files("ccm").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def json_path(parts: Any) -> str:
+    """Render a jsonschema error path (deque of keys/indexes) as ``$.a.b[0]``."""
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def load_yaml(path: Path, error: type[Exception]) -> Any:
+    """``yaml.safe_load`` a file; YAML errors become ``error`` naming file and line."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}", path=str(path)) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{where}: invalid YAML: {problem}", path=str(path), line=line) from exc
+
+
+def validate_manifest(doc: Any, schema_name: str, path: Path, error: type[Exception]) -> None:
+    """Validate ``doc`` against a bundled schema; raise ``error`` naming file and key."""
+    validator = jsonschema.Draft202012Validator(load_schema(schema_name))
+    problems = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if problems:
+        first = problems[0]
+        key = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise error(f"{path}: {key}: {first.message}", path=str(path), key=key)

@@ -1,0 +1,208 @@
+"""Exceptions raised by ccm.
+
+Everything ccm raises derives from :class:`CCMError`. Below it there are two
+branches that must never be confused:
+
+* :class:`ConfigError` -- the setup is wrong (a bad ``pack.yaml``, a template
+  that does not compile, an unknown template, channel or locale, a missing
+  key). Nothing will work until a person fixes it, so a batch stops.
+* :class:`MessageError` -- this one message cannot be made (bad data, a
+  render that blew its budget, an idempotency conflict). A batch reports the
+  row and goes on.
+
+::
+
+    CCMError
+    ├── ConfigError
+    │   ├── PackError                (ValueError)   file + key
+    │   ├── TemplateError            (ValueError)   file + line
+    │   │   └── TemplateSyntaxError
+    │   ├── NotFoundError            (LookupError)  lists what exists
+    │   │   ├── UnknownTemplate
+    │   │   ├── UnknownChannel
+    │   │   └── UnknownLocale
+    │   ├── KeyConfigError                          master / signing keys
+    │   ├── ApprovalError                           sources changed since approval
+    │   └── RecordSchemaError                       record needs an upgrade
+    └── MessageError
+        ├── DataError                (ValueError)   JSON path + rule
+        ├── RenderError                             template + file + line
+        │   ├── SandboxError                        template tried to escape
+        │   ├── AssetError                          asset missing / not allowed
+        │   ├── BudgetError                         time or size budget exceeded
+        │   └── SmsTooLongError                     over the pack's segment limit
+        ├── HeaderError              (ValueError)   unsafe email header value
+        ├── PasswordRuleError                       customer lacks the field
+        └── RecordError
+            ├── IdempotencyConflict                 same key, other parameters
+            ├── MessageNotFound      (LookupError)
+            ├── ContentErased                       customer was crypto-shredded
+            └── TokenError           (ValueError)   forged / expired tracking token
+
+Suppression by contact policy is *not* an error: it is a returned decision.
+
+Errors carry where the problem is (file, line, JSON path, customer id) and
+never a password or personal data. They stay picklable, so they cross
+process boundaries in batch runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApprovalError",
+    "AssetError",
+    "BudgetError",
+    "CCMError",
+    "ConfigError",
+    "ContentErased",
+    "DataError",
+    "HeaderError",
+    "IdempotencyConflict",
+    "KeyConfigError",
+    "MessageError",
+    "MessageNotFound",
+    "NotFoundError",
+    "PackError",
+    "PasswordRuleError",
+    "RecordError",
+    "RecordSchemaError",
+    "RenderError",
+    "SandboxError",
+    "SmsTooLongError",
+    "TemplateError",
+    "TemplateSyntaxError",
+    "TokenError",
+    "UnknownChannel",
+    "UnknownLocale",
+    "UnknownTemplate",
+]
+
+
+class CCMError(Exception):
+    """Root of every exception ccm raises."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+        for key, value in context.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword context must survive pickling (batch workers send errors home).
+        return (_rebuild, (type(self), self.message, self.context))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[CCMError], message: str, context: dict[str, Any]) -> CCMError:
+    return cls(message, **context)
+
+
+# --- configuration: a person must fix the setup ------------------------------
+
+
+class ConfigError(CCMError):
+    """The setup is wrong; no message can be made until it is fixed."""
+
+
+class PackError(ConfigError, ValueError):
+    """A brand pack is invalid. ``path`` names the file, ``key`` the field."""
+
+
+class TemplateError(ConfigError, ValueError):
+    """A template folder or source is invalid. ``path`` and ``line`` say where."""
+
+
+class TemplateSyntaxError(TemplateError):
+    """A Jinja source does not compile."""
+
+
+class NotFoundError(ConfigError, LookupError):
+    """Something asked for by name does not exist; ``available`` lists what does."""
+
+
+class UnknownTemplate(NotFoundError):
+    """No template with that id in the templates folder."""
+
+
+class UnknownChannel(NotFoundError):
+    """The template does not support that channel."""
+
+
+class UnknownLocale(NotFoundError):
+    """The pack does not support that locale."""
+
+
+class KeyConfigError(ConfigError):
+    """A required key (master key, signing key) is missing or malformed."""
+
+
+class ApprovalError(ConfigError):
+    """Approval is required and the sources changed since they were approved."""
+
+
+class RecordSchemaError(ConfigError):
+    """The record's schema is from another version; the message says what to do."""
+
+
+# --- per message: report it and go on ----------------------------------------
+
+
+class MessageError(CCMError):
+    """This one message could not be made; others are unaffected."""
+
+
+class DataError(MessageError, ValueError):
+    """Request data breaks the template's contract. ``path`` is a JSON path."""
+
+
+class RenderError(MessageError):
+    """Rendering failed. ``template``, ``channel``, ``path`` and ``line`` say where."""
+
+
+class SandboxError(RenderError):
+    """A template tried to reach outside the sandbox."""
+
+
+class AssetError(RenderError):
+    """An asset is missing, unreadable, or outside the pack. ``url`` names it."""
+
+
+class BudgetError(RenderError):
+    """A render exceeded its time or output-size budget."""
+
+
+class SmsTooLongError(RenderError):
+    """An SMS needs more segments than the pack allows."""
+
+
+class HeaderError(MessageError, ValueError):
+    """An email header value is unsafe (line breaks, NUL, encoded newlines)."""
+
+
+class PasswordRuleError(MessageError):
+    """The PDF password rule cannot be applied (the customer lacks the field)."""
+
+
+class RecordError(MessageError):
+    """The communication record refused or failed an operation."""
+
+
+class IdempotencyConflict(RecordError):
+    """The idempotency key is recorded with different parameters."""
+
+
+class MessageNotFound(RecordError, LookupError):
+    """No message with that id in the record."""
+
+
+class ContentErased(RecordError):
+    """The customer's data key was destroyed; archived content is unreadable."""
+
+
+class TokenError(RecordError, ValueError):
+    """A tracking or unsubscribe token is forged, expired or malformed."""

@@ -1,0 +1,147 @@
+"""The typed results of rendering: :class:`Message` and its request."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any, Literal
+
+__all__ = ["Channel", "Message", "Request", "Status"]
+
+Channel = Literal["pdf", "email", "sms"]
+Status = Literal["generated", "suppressed", "duplicate"]
+CHANNELS: tuple[Channel, ...] = ("pdf", "email", "sms")
+
+#: File suffix written for each channel's content.
+SUFFIXES: dict[str, str] = {"pdf": ".pdf", "email": ".eml", "sms": ".sms.txt"}
+MEDIA_TYPES: dict[str, str] = {
+    "pdf": "application/pdf",
+    "email": "message/rfc822",
+    "sms": "text/plain; charset=utf-8",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One render request: who it is for and the data the template needs."""
+
+    customer: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def customer_id(self) -> str:
+        return str(self.customer.get("id", ""))
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Request:
+        """Build from ``{"customer": {...}, "data": {...}}`` (JSON), checking its shape."""
+        from .errors import DataError
+
+        if not isinstance(obj, dict):
+            raise DataError("request must be a JSON object", path="$", rule="type")
+        customer = obj.get("customer")
+        if not isinstance(customer, dict):
+            raise DataError("request needs a 'customer' object", path="$.customer", rule="required")
+        if "id" not in customer or customer["id"] in (None, ""):
+            raise DataError("customer needs an 'id'", path="$.customer.id", rule="required")
+        data = obj.get("data", {})
+        if not isinstance(data, dict):
+            raise DataError("'data' must be an object", path="$.data", rule="type")
+        extra = set(obj) - {"customer", "data"}
+        if extra:
+            raise DataError(
+                f"unknown request keys: {', '.join(sorted(extra))}", path="$", rule="additionalProperties"
+            )
+        return cls(customer=dict(customer), data=dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"customer": self.customer, "data": self.data}
+
+
+@dataclass
+class Message:
+    """One rendered message on one channel.
+
+    ``content`` is exactly what is delivered: the (encrypted) PDF bytes, the
+    serialised .eml (CRLF), or the SMS text as UTF-8. ``archival`` holds the
+    unencrypted PDF/A-3b copy when the pack archives confidential PDFs; it is
+    never delivered, only kept in the encrypted archive.
+    """
+
+    message_id: str
+    customer_id: str
+    template: str
+    template_version: str
+    pack: str
+    pack_version: str
+    channel: Channel
+    locale: str
+    message_type: str
+    journey: str
+    content: bytes
+    status: Status = "generated"
+    reason: str | None = None
+    subject: str | None = None
+    encrypted: bool = False
+    password_hint: str | None = None
+    archival: bytes | None = None
+    email: EmailMessage | None = None
+    text: str | None = None
+    encoding: str | None = None
+    segments: int | None = None
+    idempotency_key: str | None = None
+    sources_sha256: str | None = None
+    created_at: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the delivered content, hex."""
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def archival_sha256(self) -> str | None:
+        return hashlib.sha256(self.archival).hexdigest() if self.archival is not None else None
+
+    @property
+    def suffix(self) -> str:
+        return SUFFIXES[self.channel]
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES[self.channel]
+
+    @property
+    def filename(self) -> str:
+        """A safe default file name: ``<customer>-<template>-<locale><suffix>``."""
+        from .util import safe_filename
+
+        return safe_filename(f"{self.customer_id}-{self.template}-{self.locale}") + self.suffix
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-friendly fields the CLI prints (no content, no personal data)."""
+        out: dict[str, Any] = {
+            "message_id": self.message_id,
+            "customer_id": self.customer_id,
+            "template": self.template,
+            "template_version": self.template_version,
+            "pack": self.pack,
+            "pack_version": self.pack_version,
+            "channel": self.channel,
+            "locale": self.locale,
+            "status": self.status,
+            "sha256": self.sha256 if self.content else None,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        if self.channel == "sms":
+            out["encoding"] = self.encoding
+            out["segments"] = self.segments
+        if self.channel == "pdf":
+            out["encrypted"] = self.encrypted
+            if self.archival is not None:
+                out["archival_sha256"] = self.archival_sha256
+        if self.password_hint:
+            out["password_hint"] = self.password_hint
+        return out
