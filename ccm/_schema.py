@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .errors import CCMError
+
 __all__ = ["json_path", "load_schema", "load_yaml", "validate_manifest"]
 
 
@@ -30,7 +32,7 @@ def json_path(parts: Any) -> str:
     return out
 
 
-def load_yaml(path: Path, error: type[Exception]) -> Any:
+def load_yaml(path: Path, error: type[CCMError]) -> Any:
     """``yaml.safe_load`` a file; YAML errors become ``error`` naming file and line."""
     try:
         text = path.read_text("utf-8")
@@ -45,7 +47,7 @@ def load_yaml(path: Path, error: type[Exception]) -> Any:
         raise error(f"{where}: invalid YAML: {problem}", path=str(path), line=line) from exc
 
 
-def validate_manifest(doc: Any, schema_name: str, path: Path, error: type[Exception]) -> None:
+def validate_manifest(doc: Any, schema_name: str, path: Path, error: type[CCMError]) -> None:
     """Validate ``doc`` against a bundled schema; raise ``error`` naming file and key."""
     validator = jsonschema.Draft202012Validator(load_schema(schema_name))
     problems = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))

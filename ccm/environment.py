@@ -171,7 +171,7 @@ def static_references(env: ImmutableSandboxedEnvironment, name: str) -> list[tup
     tree = env.parse(source, name, filename)
     out = []
     for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-        target = node.template
+        target = node.template  # type: ignore[attr-defined]
         value = target.value if isinstance(target, nodes.Const) else ""
         out.append((type(node).__name__.lower(), node.lineno, str(value)))
     return out

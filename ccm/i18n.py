@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError, dates, numbers
@@ -72,7 +72,12 @@ def _loc(ctx: Context) -> Locale:
 
 
 @pass_context
-def money(ctx: Context, amount: Any, currency: str, format_type: str = "standard") -> str:
+def money(
+    ctx: Context,
+    amount: Any,
+    currency: str,
+    format_type: Literal["name", "standard", "accounting"] = "standard",
+) -> str:
     """``1234.5|money("EUR")`` → ``1.234,50 €`` in de_DE."""
     return numbers.format_currency(
         _decimal(amount, "money"), currency, locale=_loc(ctx), format_type=format_type

@@ -18,7 +18,7 @@ LAYOUTS = {"pdf": "pdf.html.j2", "email": "email.mjml.j2", "sms": "sms.txt.j2"}
 
 def pack_files(root: Path) -> list[Path]:
     """Every regular file of the pack (the set its SHA-256 covers), hidden files excluded."""
-    out = []
+    out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
         out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))

@@ -1,0 +1,49 @@
+"""Fakes for applications' own tests: an in-memory record and message capture.
+
+::
+
+    from ccm.testing import capture_messages, memory_record
+
+    engine = ccm.Engine("brand_packs/acme", "templates", record=memory_record())
+    with capture_messages(engine) as sent:
+        my_app.on_invoice(engine, event)
+    assert [m.channel for m in sent] == ["email"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .message import Message
+    from .record import Record
+
+__all__ = ["capture_messages", "memory_record"]
+
+
+def memory_record(*, with_archive: bool = True) -> Record:
+    """A complete :class:`~ccm.record.Record` in memory (SQLite ``:memory:``), with a throwaway key.
+
+    Same code path as the real store, so tests see real idempotency, caps and
+    tamper evidence; nothing touches the disk.
+    """
+    from .record import MasterKey, Record
+
+    key = MasterKey.generate() if with_archive else None
+    return Record("sqlite://", master_key=key)
+
+
+@contextmanager
+def capture_messages(engine: Engine) -> Iterator[list[Message]]:
+    """Collect every message ``engine`` finishes inside the block (suppressed ones too)."""
+    captured: list[Message] = []
+    remove = engine.add_listener(captured.append)
+    try:
+        yield captured
+    finally:
+        remove()
+
+

@@ -1,0 +1,523 @@
+"""The PDF channel: pack-only fetching, budgets, metadata, PDF/A-3b, tagging, RTL.
+
+Fixtures are made in each test's tmp folder: the logo is a 4x4 PNG drawn with
+Pillow, the font is DejaVu Sans copied from /usr/share/fonts (fonts-dejavu-core).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+
+from ccm.channels.pdf import (
+    PackFetcher,
+    font_config,
+    load_stylesheet,
+    render_document,
+    write_pdf,
+)
+from ccm.errors import AssetError, BudgetError
+
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+META = {"title": "Monthly statement", "author": "Acme Bank", "lang": "en-GB"}
+
+
+# --- fixtures -----------------------------------------------------------------
+
+
+def _png(path: Path, colour: str = "red") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), colour).save(path, "PNG")
+    return path
+
+
+@pytest.fixture()
+def pack(tmp_path: Path) -> Path:
+    """A pack folder with a logo, a stylesheet and, beside it, files it must not reach."""
+    root = tmp_path / "pack"
+    _png(root / "assets" / "logo.png")
+    (root / "style.css").write_text("body { font-family: sans-serif; }\n")
+    _png(tmp_path / "secret.png", "blue")
+    return root
+
+
+@pytest.fixture()
+def fetcher(pack: Path) -> PackFetcher:
+    return PackFetcher(roots=[pack])
+
+
+@pytest.fixture()
+def weasy_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Fail the test if WeasyPrint logs a warning or error (it logs what it skips)."""
+    caplog.set_level(logging.WARNING, logger="weasyprint")
+    yield caplog
+    problems = [r.getMessage() for r in caplog.records if r.name.startswith("weasyprint")]
+    assert not problems, problems
+
+
+def html_doc(body: str, *, head: str = "", lang: str = "en", extra: str = "") -> str:
+    return (
+        f'<!doctype html><html lang="{lang}"{extra}><head><meta charset="utf-8">'
+        f"<title>t</title>{head}</head><body>{body}</body></html>"
+    )
+
+
+def render(html: str, fetcher: PackFetcher, pack: Path, **kwargs: Any) -> Any:
+    return render_document(html, base_url=pack.as_uri() + "/", fetcher=fetcher, **kwargs)
+
+
+def text_of(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+@pytest.fixture()
+def pdftotext() -> Callable[..., str]:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext not installed (apt-get install poppler-utils)")
+
+    def run(pdf: bytes, *args: str) -> str:
+        out = subprocess.run(
+            ["pdftotext", *args, "-", "-"], input=pdf, capture_output=True, check=True
+        )
+        return out.stdout.decode("utf-8")
+
+    return run
+
+
+# --- fetching: what is served -------------------------------------------------
+
+
+def test_pack_assets_render(fetcher: PackFetcher, pack: Path, weasy_logs: Any) -> None:
+    """Images inside the pack and data: URLs are served and the text lands in the PDF."""
+    data_png = "data:image/png;base64," + base64.b64encode(
+        (pack / "assets" / "logo.png").read_bytes()
+    ).decode()
+    document = render(
+        html_doc(f'<img src="assets/logo.png" alt="Acme"><img src="{data_png}" alt="dot">'
+                 "<p>Balance due</p>"),
+        fetcher, pack,
+    )
+    assert "Balance due" in text_of(write_pdf(document, **META))
+
+
+def test_symlink_inside_pack_is_served(fetcher: PackFetcher, pack: Path, weasy_logs: Any) -> None:
+    """A symlink whose target stays inside the pack is fine."""
+    (pack / "assets" / "alias.png").symlink_to(pack / "assets" / "logo.png")
+    render(html_doc('<img src="assets/alias.png" alt="Acme">'), fetcher, pack)
+
+
+def test_fetcher_caches_bytes_until_the_file_changes(fetcher: PackFetcher, pack: Path) -> None:
+    """Pack files are read once per (path, mtime, size); a changed file is read again."""
+    url = (pack / "style.css").as_uri()
+    first = fetcher.fetch(url).read()
+    assert fetcher.fetch(url)._file_obj.getvalue() is fetcher.fetch(url)._file_obj.getvalue()
+    (pack / "style.css").write_text("p { color: red; }\n")
+    os.utime(pack / "style.css", ns=(1, 1))
+    assert fetcher.fetch(url).read() == b"p { color: red; }\n" != first
+
+
+# --- fetching: what is refused ------------------------------------------------
+
+
+def _refused(html: str, fetcher: PackFetcher, pack: Path) -> AssetError:
+    with pytest.raises(AssetError) as info:
+        render(html, fetcher, pack)
+    return info.value
+
+
+def test_missing_logo_fails_the_render(fetcher: PackFetcher, pack: Path) -> None:
+    """A missing image is an AssetError naming the pack-relative path, not a blank space."""
+    error = _refused(html_doc('<img src="assets/missing.png" alt="x">'), fetcher, pack)
+    assert "assets/missing.png" in str(error)
+    assert "not found" in str(error)
+    assert error.url == (pack / "assets" / "missing.png").as_uri()  # type: ignore[attr-defined]
+
+
+def test_absolute_file_url_outside_is_refused(fetcher: PackFetcher, pack: Path) -> None:
+    """file:///etc/passwd is refused and named."""
+    error = _refused(html_doc('<img src="file:///etc/passwd" alt="x">'), fetcher, pack)
+    assert "file:///etc/passwd" in str(error)
+    assert error.url == "file:///etc/passwd"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("src", ["../secret.png", "assets/../../secret.png", "%2e%2e/secret.png"])
+def test_dotdot_escape_is_refused(fetcher: PackFetcher, pack: Path, src: str) -> None:
+    """A relative path climbing out of the pack is refused (the file exists)."""
+    error = _refused(html_doc(f'<img src="{src}" alt="x">'), fetcher, pack)
+    assert "outside the pack" in str(error)
+
+
+def test_symlink_escaping_the_pack_is_refused(fetcher: PackFetcher, pack: Path) -> None:
+    """A symlink inside the pack pointing outside it is refused (resolved path counts)."""
+    (pack / "assets" / "link.png").symlink_to(pack.parent / "secret.png")
+    error = _refused(html_doc('<img src="assets/link.png" alt="x">'), fetcher, pack)
+    assert "outside the pack" in str(error)
+
+
+def test_network_is_refused_without_touching_it(
+    fetcher: PackFetcher, pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """http://example.com is refused by host before any socket is opened."""
+    calls: list[object] = []
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise OSError("network used in a unit test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    error = _refused(html_doc('<img src="http://example.com/x.png" alt="x">'), fetcher, pack)
+    assert "example.com" in str(error)
+    assert error.url == "http://example.com/x.png"  # type: ignore[attr-defined]
+    assert calls == []
+
+
+def test_other_schemes_are_refused(fetcher: PackFetcher, pack: Path) -> None:
+    """ftp: and friends are refused."""
+    error = _refused(html_doc('<img src="ftp://example.com/x.png" alt="x">'), fetcher, pack)
+    assert "'ftp'" in str(error)
+
+
+def test_css_import_outside_is_refused(fetcher: PackFetcher, pack: Path) -> None:
+    """@import of a stylesheet outside the pack fails the render."""
+    (pack.parent / "evil.css").write_text("body { color: red; }")
+    error = _refused(
+        html_doc("x", head="<style>@import url('../evil.css');</style>"), fetcher, pack
+    )
+    assert (pack.parent / "evil.css").as_uri() in str(error)
+
+
+def test_linked_stylesheet_outside_is_refused(fetcher: PackFetcher, pack: Path) -> None:
+    """<link rel=stylesheet> outside the pack fails the render."""
+    (pack.parent / "evil.css").write_text("body { color: red; }")
+    _refused(html_doc("x", head='<link rel="stylesheet" href="../evil.css">'), fetcher, pack)
+
+
+def test_font_face_outside_is_refused(fetcher: PackFetcher, pack: Path) -> None:
+    """An @font-face src outside the pack fails the render instead of falling back."""
+    shutil.copy(DEJAVU, pack.parent / "outside.ttf")
+    css = (
+        "@font-face { font-family: Sneaky; src: url('../outside.ttf'); }"
+        "body { font-family: Sneaky }"
+    )
+    error = _refused(html_doc("x", head=f"<style>{css}</style>"), fetcher, pack)
+    assert "outside.ttf" in str(error)
+
+
+def test_refusal_swallowed_inside_svg_still_fails(fetcher: PackFetcher, pack: Path) -> None:
+    """WeasyPrint catches everything while drawing SVG; the fetcher's note still fails the write."""
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        'width="10" height="10"><image xlink:href="file:///etc/passwd" width="10" height="10"/>'
+        "</svg>"
+    )
+    (pack / "assets" / "badge.svg").write_text(svg)
+    for body in ('<img src="assets/badge.svg" alt="x">', svg):
+        document = render(html_doc(body), fetcher, pack)  # SVG <image> is fetched when drawn
+        with pytest.raises(AssetError, match="file:///etc/passwd"):
+            write_pdf(document, **META)
+
+
+def test_symlink_loop_is_an_asset_error(fetcher: PackFetcher, pack: Path) -> None:
+    """A symlink loop inside the pack is a missing asset, not a crash."""
+    (pack / "assets" / "loop.png").symlink_to(pack / "assets" / "loop.png")
+    error = _refused(html_doc('<img src="assets/loop.png" alt="x">'), fetcher, pack)
+    assert error.url == (pack / "assets" / "loop.png").as_uri()  # type: ignore[attr-defined]
+
+
+def test_font_registered_by_another_pack_is_still_refused(tmp_path: Path, pack: Path) -> None:
+    """The shared font configuration does not hand pack A's font to pack B by absolute URL."""
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(DEJAVU, pack / "a.ttf")
+    face = f"@font-face {{ font-family: OnlyA; src: url('{(pack / 'a.ttf').as_uri()}'); }}"
+    page = html_doc("x", head=f"<style>{face} body {{ font-family: OnlyA }}</style>")
+    render(page, PackFetcher([pack]), pack)
+    with pytest.raises(AssetError, match="outside the pack"):
+        render(page, PackFetcher([other]), other)
+
+
+def test_fetcher_pickles_to_the_same_policy(fetcher: PackFetcher) -> None:
+    """Batch workers can receive a fetcher; it keeps roots and hosts, not caches."""
+    clone = pickle.loads(pickle.dumps(PackFetcher(fetcher.roots, ["cdn.example.com"])))
+    assert clone.policy == (fetcher.roots, frozenset({"cdn.example.com"}))
+
+
+def test_refusal_inside_stylesheet_from_load_stylesheet(fetcher: PackFetcher, pack: Path) -> None:
+    """load_stylesheet raises AssetError like a render does."""
+    (pack / "bad.css").write_text("@import url('file:///etc/passwd');")
+    with pytest.raises(AssetError):
+        load_stylesheet(pack / "bad.css", fetcher)
+
+
+def test_allowed_host_is_served_and_redirects_are_not_followed(
+    pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allowed host is fetched (a local server); its redirect elsewhere is refused."""
+    for scheme in ("http", "https", "all"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+    png = (pack / "assets" / "logo.png").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/logo.png":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(png)))
+                self.end_headers()
+                self.wfile.write(png)
+            else:
+                self.send_response(302)
+                self.send_header("Location", "http://example.com/x.png")
+                self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        fetcher = PackFetcher([pack], allowed_hosts=["127.0.0.1"])
+        document = render(html_doc(f'<img src="{base}/logo.png" alt="x"><p>ok</p>'), fetcher, pack)
+        assert "ok" in text_of(write_pdf(document, **META))
+        with pytest.raises(AssetError) as info:
+            render(html_doc(f'<img src="{base}/moved.png" alt="x">'), fetcher, pack)
+        assert "302" in str(info.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- stylesheets and fonts ----------------------------------------------------
+
+
+def test_load_stylesheet_reuses_until_a_dependency_changes(
+    fetcher: PackFetcher, pack: Path
+) -> None:
+    """The parsed CSS is reused; touching it or an @import'ed file re-parses it."""
+    (pack / "base.css").write_text("p { color: black; }")
+    (pack / "main.css").write_text("@import url('base.css'); p { margin: 0; }")
+    first = load_stylesheet(pack / "main.css", fetcher)
+    assert load_stylesheet(pack / "main.css", fetcher) is first
+    assert load_stylesheet(pack / "main.css", PackFetcher([pack, pack.parent])) is not first
+    os.utime(pack / "base.css", ns=(1, 1))
+    second = load_stylesheet(pack / "main.css", fetcher)
+    assert second is not first
+    assert load_stylesheet(pack / "main.css", fetcher) is second
+
+
+def test_font_config_is_shared() -> None:
+    """One FontConfiguration per process."""
+    assert font_config() is font_config()
+
+
+def test_pack_font_and_counter_style_from_cached_css(
+    fetcher: PackFetcher, pack: Path, weasy_logs: Any
+) -> None:
+    """@font-face and @counter-style in a cached stylesheet apply to later renders."""
+    shutil.copy(DEJAVU, pack / "brand.ttf")
+    (pack / "brand.css").write_text(
+        "@font-face { font-family: BrandFace; src: url('brand.ttf'); }"
+        "@counter-style stars { system: cyclic; symbols: '*'; suffix: ' '; }"
+        "body { font-family: BrandFace; } ol { list-style: stars; }"
+    )
+    css = load_stylesheet(pack / "brand.css", fetcher)
+    for _ in range(2):
+        document = render(html_doc("<ol><li>Item</li></ol>"), fetcher, pack, stylesheets=[css])
+        pdf = write_pdf(document, **META)
+        fonts = {
+            str(font["/BaseFont"])
+            for page in PdfReader(io.BytesIO(pdf)).pages
+            for font in page["/Resources"]["/Font"].values()
+        }
+        assert any(name.endswith("+BrandFace") for name in fonts), fonts
+        text = text_of(pdf)
+        assert "*" in text and "Item" in text and "1." not in text, text
+
+
+# --- budgets ------------------------------------------------------------------
+
+
+def _slow_html() -> str:
+    rows = "".join(
+        f"<tr><td>{i}</td><td>row {i} text</td><td>{i * 3}.00</td></tr>" for i in range(6000)
+    )
+    return html_doc(f"<table>{rows}</table>")
+
+
+def test_layout_is_interrupted_at_the_deadline(fetcher: PackFetcher, pack: Path) -> None:
+    """On the main thread SIGALRM stops layout; the previous handler is restored."""
+    def sentinel(signum: int, frame: object) -> None:
+        raise AssertionError("the old handler must not fire")
+
+    previous = signal.signal(signal.SIGALRM, sentinel)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BudgetError, match=r"PDF layout exceeded 0\.3 s"):
+            render(_slow_html(), fetcher, pack, deadline=started + 0.3)
+        assert time.monotonic() - started < 2.5
+        assert signal.getsignal(signal.SIGALRM) is sentinel
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_outer_alarm_is_re_armed(fetcher: PackFetcher, pack: Path) -> None:
+    """Someone else's ITIMER_REAL is suspended during layout and re-armed afterwards."""
+    def outer(signum: int, frame: object) -> None:
+        raise AssertionError("outer alarm fired during the test")
+
+    previous = signal.signal(signal.SIGALRM, outer)
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        render(html_doc("quick"), fetcher, pack, deadline=time.monotonic() + 10)
+        delay, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 25 < delay <= 30
+        assert signal.getsignal(signal.SIGALRM) is outer
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_deadline_already_passed_off_main_thread(fetcher: PackFetcher, pack: Path) -> None:
+    """Off the main thread there is no alarm, but a passed deadline is still refused."""
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            render(html_doc("x"), fetcher, pack, deadline=time.monotonic() - 1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], BudgetError)
+
+
+def test_html_too_large_is_refused_before_layout(fetcher: PackFetcher, pack: Path) -> None:
+    """HTML over max_html_bytes (UTF-8 bytes) raises BudgetError."""
+    with pytest.raises(BudgetError, match="larger than 1000 bytes"):
+        render(html_doc("é" * 600), fetcher, pack, max_html_bytes=1000)
+
+
+# --- writing ------------------------------------------------------------------
+
+
+def test_metadata_and_tagging(fetcher: PackFetcher, pack: Path, weasy_logs: Any) -> None:
+    """Title, author (the brand), subject, language; tagged with a structure tree."""
+    document = render(html_doc("<h1>Hello</h1><p>Text</p>", lang="xx"), fetcher, pack)
+    pdf = write_pdf(document, **META, subject="Statement", metadata={"ccm:run": "r1"})
+    reader = PdfReader(io.BytesIO(pdf))
+    assert reader.metadata is not None
+    assert reader.metadata.title == "Monthly statement"
+    assert reader.metadata.author == "Acme Bank"
+    assert reader.metadata.subject == "Statement"
+    assert reader.metadata["/ccm:run"] == "r1"
+    root = reader.trailer["/Root"]
+    assert root["/Lang"] == "en-GB"
+    assert "/StructTreeRoot" in root
+    assert root["/MarkInfo"]["/Marked"] == True  # noqa: E712 (a pypdf BooleanObject)
+
+
+def test_pdfa3b_with_embedded_request(fetcher: PackFetcher, pack: Path, weasy_logs: Any) -> None:
+    """PDF/A-3b: XMP part 3 conformance B, the attachment extractable and unchanged."""
+    request = '{"customer": {"id": "42", "name": "Zoë"}}'.encode()
+    document = render(html_doc("<p>Archive me</p>"), fetcher, pack)
+    pdf = write_pdf(
+        document, **META, variant="pdf/a-3b",
+        attachments=[("request.json", request, "application/json")],
+    )
+    reader = PdfReader(io.BytesIO(pdf))
+    xmp = reader.xmp_metadata
+    assert xmp is not None
+    assert xmp.pdfaid_part == "3" or str(xmp.pdfaid_part) == "3"
+    assert xmp.pdfaid_conformance == "B"
+    assert reader.attachments["request.json"] == [request]
+    root = reader.trailer["/Root"]
+    (filespec,) = {ref.idnum: ref.get_object() for ref in root["/AF"]}.values()
+    assert filespec["/AFRelationship"] == "/Data"
+    assert filespec["/EF"]["/F"].get_object()["/Subtype"] == "/application/json"
+    assert "/OutputIntents" in root and "/StructTreeRoot" in root
+    assert reader.metadata is not None and reader.metadata.title == "Monthly statement"
+
+
+def test_one_document_written_twice(fetcher: PackFetcher, pack: Path, weasy_logs: Any) -> None:
+    """Archival PDF/A then delivery PDF from one layout: the second carries nothing of the first."""
+    (pack / "note.txt").write_text("declared in HTML")
+    document = render(
+        html_doc("<p>Twice</p>", head='<link rel="attachment" href="note.txt">'), fetcher, pack
+    )
+    archival = write_pdf(document, **META, variant="pdf/a-3b",
+                         attachments=[("request.json", b"{}", "application/json")])
+    delivery = write_pdf(document, **META, metadata={"ccm:archival-sha256": "ab" * 32})
+    again = write_pdf(document, **META)
+    root = PdfReader(io.BytesIO(delivery)).trailer["/Root"]
+    assert "/OutputIntents" not in root and "/AF" not in root
+    assert PdfReader(io.BytesIO(delivery)).attachments == {}
+    assert PdfReader(io.BytesIO(archival)).attachments.keys() == {"request.json"}
+    assert text_of(archival) == text_of(delivery) == text_of(again)
+    assert PdfReader(io.BytesIO(delivery)).metadata["/ccm:archival-sha256"] == "ab" * 32  # type: ignore[index]
+
+
+def test_write_rejects_bad_arguments(fetcher: PackFetcher, pack: Path) -> None:
+    """Unknown variants, odd metadata keys and path-like attachment names are refused."""
+    document = render(html_doc("x"), fetcher, pack)
+    with pytest.raises(ValueError, match="variant"):
+        write_pdf(document, **META, variant="pdf/z")
+    for key in ("Title", "has space", "a/b", ""):
+        with pytest.raises(ValueError, match="metadata key"):
+            write_pdf(document, **META, metadata={key: "v"})
+    with pytest.raises(ValueError, match="lang"):
+        write_pdf(document, title="t", author="a", lang="")
+    with pytest.raises(ValueError, match="file name"):
+        write_pdf(document, **META, attachments=[("../x.json", b"{}", "application/json")])
+
+
+def test_page_numbers(fetcher: PackFetcher, pack: Path, pdftotext: Callable[..., str]) -> None:
+    """counter(page) / counter(pages) in a page margin box give "Page 2 of 2"."""
+    css = '@page { @bottom-center { content: "Page " counter(page) " of " counter(pages) } }'
+    body = "".join(f"<p>Line {i}</p>" for i in range(45))
+    document = render(html_doc(body, head=f"<style>{css}</style>"), fetcher, pack)
+    pdf = write_pdf(document, **META)
+    assert len(document.pages) == 2
+    assert "Page 2 of 2" in pdftotext(pdf)
+    assert "Page 2 of 2" in PdfReader(io.BytesIO(pdf)).pages[1].extract_text()
+
+
+def test_arabic_rtl(fetcher: PackFetcher, pack: Path, pdftotext: Callable[..., str]) -> None:
+    """dir=rtl lang=ar with a pack font: shaped Arabic comes back as the same words."""
+    shutil.copy(DEJAVU, pack / "DejaVuSans.ttf")
+    css = ("@font-face { font-family: PackSans; src: url('DejaVuSans.ttf'); }"
+           "body { font-family: PackSans; }")
+    words = "مرحبا بالعالم"
+    document = render(
+        html_doc(f"<p>{words}</p>", lang="ar", extra=' dir="rtl"', head=f"<style>{css}</style>"),
+        fetcher, pack,
+    )
+    pdf = write_pdf(document, title="كشف الحساب", author="Acme", lang="ar")
+    text = pdftotext(pdf)
+    for word in words.split():
+        assert word in text, text
+    assert PdfReader(io.BytesIO(pdf)).metadata.title == "كشف الحساب"  # type: ignore[union-attr]
