@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import formataddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -34,6 +33,7 @@ from .environment import create_environment, gettext_functions, render_source
 from .errors import (
     ApprovalError,
     DataError,
+    PackError,
     RenderError,
     UnknownChannel,
     UnknownLocale,
@@ -588,6 +588,12 @@ class Engine:
         if attachment is not None and attachment.encrypted:
             message.password_hint = attachment.password_hint
         sender = self.pack.senders.get("email", {})
+        if not sender.get("from"):
+            raise PackError(
+                f"{self.pack.root / 'pack.yaml'}: senders.email.from: needed for the email channel",
+                path=str(self.pack.root / "pack.yaml"),
+                key="senders.email.from",
+            )
         headers: dict[str, str] = {}
         if tpl.message_type == "marketing":
             unsubscribe = self._unsubscribe_url(message)
@@ -615,8 +621,8 @@ class Engine:
             subject=subject,
             html=html,
             text=text,
-            from_=sender.get("from", self.pack.name),
-            to=formataddr((str(req.customer.get("name") or ""), str(to_addr))),
+            from_=sender["from"],
+            to=(str(req.customer.get("name") or ""), str(to_addr)),
             reply_to=sender.get("reply_to"),
             headers=headers,
             attachments=attachments,

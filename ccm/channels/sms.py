@@ -1,0 +1,219 @@
+"""SMS finishing: normalise the text, pick GSM-7 or UCS-2, count segments.
+
+The arithmetic follows 3GPP TS 23.038 / 23.040 as handsets and gateways
+apply it: a single GSM-7 message holds 160 septets, a concatenated one 153
+per segment (the user data header takes the rest); UCS-2 holds 70 UTF-16
+code units, 67 per segment when concatenated. An extension-table character
+is sent as ESC + character, two septets that are never split across
+segments, and a surrogate pair (an emoji outside the BMP) is never split
+either, so segments are counted by filling them in order rather than by
+dividing. National language shift tables are not used.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import RenderError, SmsTooLongError
+
+__all__ = [
+    "GSM7_BASIC",
+    "GSM7_EXTENSION",
+    "Encoding",
+    "SmsResult",
+    "encoding_for",
+    "finish_sms",
+    "measure",
+    "non_gsm_chars",
+    "normalise",
+    "split_segments",
+]
+
+Encoding = Literal["GSM-7", "UCS-2"]
+
+#: GSM 03.38 default alphabet in code order; 0x1B (ESC) is left out.
+_BASIC_TABLE = (
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNO"
+    "PQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmno"
+    "pqrstuvwxyzäöñüà"
+)
+GSM7_BASIC: frozenset[str] = frozenset(_BASIC_TABLE) - {"\x1b"}
+#: Characters reached through ESC: each costs two septets.
+GSM7_EXTENSION: frozenset[str] = frozenset("\f^{}\\[~]|€")
+_GSM7 = GSM7_BASIC | GSM7_EXTENSION
+
+_GSM7_SINGLE, _GSM7_MULTI = 160, 153
+_UCS2_SINGLE, _UCS2_MULTI = 70, 67
+
+
+@dataclass(frozen=True)
+class SmsResult:
+    """A measured SMS: the text and what it costs to send."""
+
+    text: str
+    encoding: Encoding
+    #: Septets for GSM-7 (extension characters count 2), UTF-16 code units for UCS-2.
+    units: int
+    segments: int
+
+
+# --- normalisation ------------------------------------------------------------
+
+_LINE_BREAKS = re.compile("\r\n|[\r\x85\u2028\u2029]")
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ
+#: Invisible direction marks that right-to-left text with digits needs; unlike
+#: the embedding/override/isolate controls they cannot reorder a whole run.
+_DIRECTION_MARKS = frozenset("\u200e\u200f\u061c")
+_JOINER_RE = re.compile("[\u200c\u200d]")
+_SPACES = re.compile(" {2,}")
+_BLANK_LINES = re.compile("\n{3,}")
+
+
+def _dropped(ch: str) -> bool:
+    """True for what an SMS must not carry: controls, invisible formatting, lone surrogates."""
+    category = unicodedata.category(ch)
+    if category in ("Cc", "Cs", "Zl", "Zp"):
+        return ch != "\n"
+    if category == "Cf":
+        return ch not in _DIRECTION_MARKS and ch not in _JOINERS
+    return False
+
+
+def _joinable(ch: str) -> bool:
+    return not ch.isascii() and not ch.isspace() and ch not in _JOINERS
+
+
+def _keep_joiner(match: re.Match[str]) -> str:
+    # ZWJ builds emoji sequences and ZWNJ is orthographic in Persian and Indic
+    # scripts; between ASCII letters they only hide words from filters.
+    text, i = match.string, match.start()
+    if 0 < i < len(text) - 1 and _joinable(text[i - 1]) and _joinable(text[i + 1]):
+        return match.group()
+    return ""
+
+
+def normalise(text: str) -> str:
+    """Clean ``text`` for sending: NFC, no control or invisible characters, tidy whitespace.
+
+    Line breaks of any kind become ``\\n`` (single newlines are kept, three or
+    more collapse to a blank line). Tabs and every Unicode space become one
+    ASCII space -- Babel formats amounts with no-break spaces, which would
+    otherwise force UCS-2 and halve what a segment holds. Bidi embedding,
+    override and isolate controls, zero-width characters and other format
+    characters are removed; ZWJ/ZWNJ survive only between two non-ASCII
+    characters (emoji sequences, Persian). The result is stable:
+    ``normalise(normalise(t)) == normalise(t)``.
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = _LINE_BREAKS.sub("\n", text)
+    chars: list[str] = []
+    for ch in text:
+        if ch == "\t" or unicodedata.category(ch) == "Zs":
+            chars.append(" ")
+        elif not _dropped(ch):
+            chars.append(ch)
+    text = _JOINER_RE.sub(_keep_joiner, "".join(chars))
+    # Removing characters can leave a base letter next to its combining mark.
+    text = unicodedata.normalize("NFC", text)
+    text = _SPACES.sub(" ", text)
+    text = "\n".join(line.strip(" ") for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip("\n")
+
+
+# --- encoding and arithmetic ----------------------------------------------------
+
+
+def encoding_for(text: str) -> Encoding:
+    """``"GSM-7"`` when every character is in the GSM 03.38 tables, else ``"UCS-2"``."""
+    return "GSM-7" if all(ch in _GSM7 for ch in text) else "UCS-2"
+
+
+def non_gsm_chars(text: str) -> list[str]:
+    """The distinct characters that force UCS-2, in order of first appearance."""
+    return list(dict.fromkeys(ch for ch in text if ch not in _GSM7))
+
+
+def _costs(text: str, encoding: Encoding) -> list[int]:
+    if encoding == "GSM-7":
+        return [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+    return [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+
+
+def _split(text: str, costs: list[int], encoding: Encoding) -> list[str]:
+    single, multi = (
+        (_GSM7_SINGLE, _GSM7_MULTI) if encoding == "GSM-7" else (_UCS2_SINGLE, _UCS2_MULTI)
+    )
+    units = sum(costs)
+    if units == 0:
+        return []
+    if units <= single:
+        return [text]
+    parts: list[str] = []
+    start = used = 0
+    for index, cost in enumerate(costs):
+        if used + cost > multi:
+            parts.append(text[start:index])
+            start, used = index, 0
+        used += cost
+    parts.append(text[start:])
+    return parts
+
+
+def split_segments(text: str) -> list[str]:
+    """The text each segment carries, in order (none for empty text).
+
+    Segments are filled in order and an ESC pair or a surrogate pair that
+    does not fit moves whole to the next segment, as concatenation does.
+    """
+    encoding = encoding_for(text)
+    return _split(text, _costs(text, encoding), encoding)
+
+
+def measure(text: str) -> SmsResult:
+    """Encoding, units and segments of ``text`` as given (call :func:`normalise` first)."""
+    encoding = encoding_for(text)
+    costs = _costs(text, encoding)
+    return SmsResult(text, encoding, sum(costs), len(_split(text, costs, encoding)))
+
+
+def finish_sms(text: str, *, max_segments: int | None) -> SmsResult:
+    """Normalise and measure a rendered SMS; enforce the pack's segment limit.
+
+    Raises :class:`RenderError` when nothing is left to send and
+    :class:`SmsTooLongError` when the text needs more than ``max_segments``
+    (``None`` means no limit). The error names the characters that forced
+    UCS-2, since one stray typographic quote can double the cost.
+    """
+    if max_segments is not None and max_segments < 1:
+        raise ValueError(f"max_segments must be at least 1, got {max_segments}")
+    result = measure(normalise(text))
+    if result.segments == 0:
+        raise RenderError("SMS body is empty", channel="sms")
+    if max_segments is not None and result.segments > max_segments:
+        forced_by = non_gsm_chars(result.text) if result.encoding == "UCS-2" else []
+        message = (
+            f"SMS needs {result.segments} segments ({result.encoding}, {result.units} units); "
+            f"the limit is {max_segments}"
+        )
+        if forced_by:
+            shown = ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in forced_by[:10])
+            more = f" and {len(forced_by) - 10} more" if len(forced_by) > 10 else ""
+            message += f"; UCS-2 forced by {shown}{more}"
+        raise SmsTooLongError(
+            message,
+            channel="sms",
+            segments=result.segments,
+            max_segments=max_segments,
+            encoding=result.encoding,
+            units=result.units,
+            forced_by=forced_by,
+        )
+    return result
