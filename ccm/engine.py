@@ -659,6 +659,7 @@ class Engine:
             key=TrackingKey.from_env(),
             pixel=bool(tracking.get("pixel", True)),
             ttl_days=int(tracking.get("token_ttl_days", 90)),
+            unsubscribe_url=message.meta.get("unsubscribe_url"),
         )
 
     def _finish_sms(self, tpl: Template, req: Request, message: Message, deadline: float) -> None:
