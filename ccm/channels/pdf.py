@@ -28,6 +28,7 @@ import base64
 import contextlib
 import copy
 import functools
+import gc
 import io
 import mimetypes
 import os
@@ -482,6 +483,10 @@ class _Budget:
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._armed:
             self.expired = True
+            if _inside_gc_callback(frame):
+                # An exception raised in a gc callback is only printed as
+                # "ignored"; the repeating alarm raises again outside it.
+                return
             raise self.error()
 
     def __enter__(self) -> _Budget:
@@ -516,6 +521,17 @@ class _Budget:
         if delay > 0:  # someone else's alarm: re-arm it with what is left
             left = delay - (time.monotonic() - self._started)
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), interval)
+
+
+def _inside_gc_callback(frame: FrameType | None) -> bool:
+    """True when ``frame`` runs inside one of ``gc.callbacks`` (exceptions vanish there)."""
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    codes.discard(None)
+    while codes and frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _html_too_big(html: str, limit: int) -> bool:
