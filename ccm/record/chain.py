@@ -1,0 +1,313 @@
+"""The hash chains that make the record tamper evident, and the check that walks them.
+
+One chain per customer. Every message, event and erasure of a customer is a
+row of ``chain`` with the next ``seq`` (1, 2, 3, ...), the previous row's
+hash, and its own hash::
+
+    hash = SHA-256(canonical JSON of {v, customer_id, seq, kind, ref, at,
+                                      detail, prev, body})
+
+where ``body`` is the message's or event's row (every column except nothing:
+ids, versions, digests, status, reason, archive_ref, ...). Canonical JSON:
+sorted keys, no spaces, UTF-8, timestamps as UTC ISO 8601 with microseconds,
+and fields that are NULL left out -- so a later schema version that adds a
+nullable column leaves every old hash valid.
+
+Why one chain per customer, not one global chain: appending needs the
+previous hash, so a global chain would make every writer wait for every
+other writer (one hot row). Per customer, the lock an append holds is that
+customer's only (PostgreSQL advisory lock; SQLite serialises writers anyway),
+for the few statements of the insert. Writers for different customers never
+wait on each other, and the customer lock is the one that caps need anyway.
+
+What :func:`scan` proves: every chain is unbroken (seq 1..n, each row names
+its predecessor's hash), every row's data still hashes to what was stored,
+every message and event is in exactly one chain, and every archive blob
+belongs to its message. It cannot see rows removed from the *end* of a chain
+together with their data, or a whole record swapped for an older copy, or a
+chain rewritten by someone who recomputes the hashes -- a hash chain has no
+secret. Signed checkpoints (:mod:`ccm.record.checkpoint`) close the first two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .schema import archive, chain, events, messages
+
+__all__ = [
+    "GENESIS",
+    "MESSAGE_FIELDS",
+    "Scan",
+    "VerifyReport",
+    "canonical",
+    "event_body",
+    "iso",
+    "link_hash",
+    "message_body",
+    "scan",
+    "utc",
+]
+
+#: The ``prev_hash`` of every chain's first row.
+GENESIS = "0" * 64
+_HASH_VERSION = 1
+#: Problems listed in a report beyond the first (the count is always exact).
+MAX_PROBLEMS = 100
+
+MESSAGE_FIELDS = (
+    "message_id", "idempotency_key", "params_sha256", "customer_id", "channel", "template",
+    "template_version", "pack", "pack_version", "message_type", "journey", "locale",
+    "created_at", "status", "reason", "content_sha256", "archival_sha256", "sources_sha256",
+    "archive_ref", "segment",
+)
+EVENT_FIELDS = ("event_id", "message_id", "customer_id", "kind", "at", "data")
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC datetime (SQLite hands back naive UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    """The one text form of a timestamp used in hashes and exports."""
+    return utc(value).isoformat(timespec="microseconds")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    """Sorted-key compact UTF-8 JSON with NULL fields left out: the bytes that get hashed."""
+    return json.dumps(
+        _plain(dict(obj)), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
+
+
+def message_body(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a message row commits to."""
+    return {name: row.get(name) for name in MESSAGE_FIELDS}
+
+
+def event_body(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What an event row commits to (``data`` as stored: canonical JSON text)."""
+    return {name: row.get(name) for name in EVENT_FIELDS}
+
+
+def link_hash(
+    *,
+    customer_id: str,
+    seq: int,
+    kind: str,
+    ref: str | None,
+    at: datetime,
+    detail: str | None,
+    prev: str,
+    body: Mapping[str, Any] | None,
+) -> str:
+    """The hash of one chain row."""
+    doc = {
+        "v": _HASH_VERSION, "customer_id": customer_id, "seq": seq, "kind": kind, "ref": ref,
+        "at": at, "detail": detail, "prev": prev, "body": dict(body) if body else None,
+    }
+    return hashlib.sha256(canonical(doc)).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The result of :meth:`ccm.record.Record.verify`.
+
+    ``first_bad`` names the first bad entry and why (chain order: customer,
+    then seq); ``problems`` lists up to 100 problems, ``problem_count`` has
+    them all.
+    """
+
+    ok: bool
+    checked: int
+    first_bad: str | None = None
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+    customers: int = 0
+    checkpoint: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "checked": self.checked, "customers": self.customers,
+            "first_bad": self.first_bad, "problems": list(self.problems),
+            "problem_count": self.problem_count, "checkpoint": self.checkpoint,
+        }
+
+
+@dataclass
+class Scan:
+    """What one pass over the record found (used by verify and checkpoint checks)."""
+
+    checked: int = 0
+    customers: int = 0
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+    heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    pinned: dict[str, str] = field(default_factory=dict)
+
+    def add(self, problem: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+
+def _describe(customer_id: str, seq: int, kind: str, ref: str | None) -> str:
+    what = f"{kind} {ref}" if ref else kind
+    return f"customer {customer_id!r} entry {seq} ({what})"
+
+
+def scan(conn: sa.Connection, *, pins: Mapping[str, int] | None = None,
+         batch: int = 2000) -> Scan:
+    """Walk every chain and cross-check messages, events and archive blobs.
+
+    ``pins`` maps customer -> seq whose stored hash should be reported back
+    in :attr:`Scan.pinned` (a checkpoint's heads).
+    """
+    pins = pins or {}
+    result = Scan()
+    m_cols = [c.label(f"m_{c.name}") for c in messages.c]
+    e_cols = [c.label(f"e_{c.name}") for c in events.c]
+    query = (
+        sa.select(chain, *m_cols, *e_cols)
+        .select_from(
+            chain.outerjoin(
+                messages, sa.and_(chain.c.kind == "message", messages.c.message_id == chain.c.ref)
+            ).outerjoin(events, sa.and_(chain.c.kind == "event", events.c.event_id == chain.c.ref))
+        )
+        .order_by(chain.c.customer_id, chain.c.seq)
+    )
+    customer: str | None = None
+    expected = 1
+    prev = GENESIS
+    for row in conn.execution_options(yield_per=batch).execute(query).mappings():
+        result.checked += 1
+        cid, seq, kind, ref = row["customer_id"], row["seq"], row["kind"], row["ref"]
+        if cid != customer:
+            customer, expected, prev = cid, 1, GENESIS
+            result.customers += 1
+        where = _describe(cid, seq, kind, ref)
+        if seq != expected:
+            missing = (f"entry {expected}" if seq == expected + 1
+                       else f"entries {expected}-{seq - 1}")
+            result.add(f"customer {cid!r}: {missing} missing before entry {seq} (deleted)")
+        elif row["prev_hash"] != prev:
+            result.add(f"{where}: does not follow the entry before it "
+                       "(an entry was inserted, deleted or rewritten before it)")
+        body: dict[str, Any] | None = None
+        if kind == "message":
+            if row["m_message_id"] is None:
+                result.add(f"{where}: the message row is missing (deleted)")
+            else:
+                body = message_body({c.name: row[f"m_{c.name}"] for c in messages.c})
+        elif kind == "event":
+            if row["e_event_id"] is None:
+                result.add(f"{where}: the event row is missing (deleted)")
+            else:
+                body = event_body({c.name: row[f"e_{c.name}"] for c in events.c})
+        elif kind != "erasure":
+            result.add(f"{where}: unknown entry kind")
+        if body is not None or kind == "erasure":
+            computed = link_hash(
+                customer_id=cid, seq=seq, kind=kind, ref=ref, at=row["at"],
+                detail=row["detail"], prev=row["prev_hash"], body=body,
+            )
+            if computed != row["hash"]:
+                result.add(f"{where}: its data no longer matches its hash (edited)")
+        if pins.get(cid) == seq:
+            result.pinned[cid] = row["hash"]
+        result.heads[cid] = (seq, row["hash"])
+        expected, prev = seq + 1, row["hash"]
+    _cross_checks(conn, result)
+    return result
+
+
+def _cross_checks(conn: sa.Connection, result: Scan) -> None:
+    """Rows outside every chain, rows in two places, blobs without their message."""
+    for table, kind, key in ((messages, "message", "message_id"), (events, "event", "event_id")):
+        chained = sa.select(chain.c.ref).where(chain.c.kind == kind, chain.c.ref == table.c[key])
+        query = (
+            sa.select(table.c[key], table.c.customer_id)
+            .where(~sa.exists(chained))
+            .order_by(table.c.customer_id, table.c[key])
+        )
+        for ident, cid in conn.execute(query):
+            result.add(f"{kind} {ident} of customer {cid!r} is in no chain "
+                       "(inserted outside the record)")
+        twice = (
+            sa.select(chain.c.ref)
+            .where(chain.c.kind == kind)
+            .group_by(chain.c.ref)
+            .having(sa.func.count() > 1)
+        )
+        for (ident,) in conn.execute(twice):
+            result.add(f"{kind} {ident} appears more than once in the chains")
+    owner = messages.alias("owner")
+    orphans = (
+        sa.select(archive.c.ref, archive.c.part, archive.c.message_id)
+        .select_from(archive.outerjoin(owner, owner.c.message_id == archive.c.message_id))
+        .where(sa.or_(owner.c.message_id.is_(None), owner.c.archive_ref.is_(None),
+                      owner.c.archive_ref != archive.c.ref))
+        .order_by(archive.c.ref)
+    )
+    for ref, part, message_id in conn.execute(orphans):
+        result.add(f"archive blob {ref}/{part} does not belong to message {message_id} "
+                   "(inserted, or its message was deleted or edited)")
+    link = chain.alias("link")
+    erasure = chain.alias("erasure")
+    missing = (
+        sa.select(messages.c.message_id, messages.c.customer_id)
+        .where(
+            messages.c.archive_ref.is_not(None),
+            ~sa.exists(sa.select(archive.c.ref).where(archive.c.ref == messages.c.archive_ref)),
+            ~sa.exists(
+                sa.select(erasure.c.seq).where(
+                    erasure.c.customer_id == messages.c.customer_id,
+                    erasure.c.kind == "erasure",
+                    erasure.c.seq > sa.select(link.c.seq).where(
+                        link.c.kind == "message", link.c.ref == messages.c.message_id
+                    ).correlate(messages).scalar_subquery(),
+                ).correlate(messages)
+            ),
+        )
+        .order_by(messages.c.customer_id, messages.c.message_id)
+    )
+    for message_id, cid in conn.execute(missing):
+        result.add(f"message {message_id} of customer {cid!r}: its archived content is missing "
+                   "but the customer was never erased (deleted)")
+
+
+def report(
+    result: Scan, extra: Iterable[str] = (), *, checkpoint: str | None = None
+) -> VerifyReport:
+    """Turn a scan (plus checkpoint problems) into a :class:`VerifyReport`."""
+    for problem in extra:
+        result.add(problem)
+    return VerifyReport(
+        ok=result.problem_count == 0,
+        checked=result.checked,
+        first_bad=result.problems[0] if result.problems else None,
+        problems=list(result.problems),
+        problem_count=result.problem_count,
+        customers=result.customers,
+        checkpoint=checkpoint,
+    )

@@ -1,0 +1,196 @@
+"""``ccm record ...`` in-process: output, files written, exit statuses."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ccm.record import MasterKey, Record
+from ccm.record.cli import record as record_group
+
+from ._support import T0, entry, raw_sql
+
+CHECKPOINT_KEY = "cli-checkpoint-key-0123456789abcdef"
+
+
+@pytest.fixture
+def key() -> MasterKey:
+    return MasterKey.generate()
+
+
+@pytest.fixture
+def filled(record_url: str, key: MasterKey) -> Record:
+    """A record with one customer's email (opened) and PDF, and a second customer."""
+    rec = Record(record_url, master_key=key)
+    rec.append(entry("C1", message_id="m-mail", created_at=T0), content=b"Subject: Hi\r\n\r\nBody")
+    rec.append(entry("C1", message_id="m-pdf", channel="pdf", message_type="operational",
+                     created_at=T0), content=b"%PDF encrypted", archival=b"%PDF/A copy")
+    rec.add_event("m-mail", "opened", at=T0)
+    rec.append(entry("C2", message_id="m-other", created_at=T0))
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def run(record_url: str, key: MasterKey, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Invoke ``ccm record ARGS --record URL`` with the master key in the environment."""
+    monkeypatch.setenv("CCM_MASTER_KEY", key.text())
+    monkeypatch.delenv("CCM_MASTER_KEY_FILE", raising=False)
+    monkeypatch.delenv("CCM_CHECKPOINT_KEY", raising=False)
+    runner = CliRunner()
+
+    def _run(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+        return runner.invoke(record_group, [*args, "--record", record_url], input=input)
+
+    return _run
+
+
+def test_timeline_json(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
+    """timeline --json prints customer_id, summary and messages with their events."""
+    result = run("timeline", "C1", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["customer_id"] == "C1"
+    assert {m["message_id"] for m in doc["messages"]} == {"m-mail", "m-pdf"}
+    mail = next(m for m in doc["messages"] if m["message_id"] == "m-mail")
+    assert [e["kind"] for e in mail["events"]] == ["opened"]
+    assert doc["summary"]["engagement_rate"]["email"] == 1.0
+
+
+def test_timeline_text(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
+    """Plain timeline output has one line per message and the engagement rates."""
+    result = run("timeline", "C1")
+    assert result.exit_code == 0
+    assert "2 generated, 0 suppressed" in result.output
+    assert "[opened]" in result.output and "email 100%" in result.output
+
+
+def test_timeline_html(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """timeline --html writes the people's page (made by ccm.reports)."""
+    page = tmp_path / "timeline.html"
+    result = run("timeline", "C1", "--html", str(page))
+    assert result.exit_code == 0, result.output
+    assert "m-mail" in page.read_text() or "offer" in page.read_text()
+
+
+def test_verify_ok_and_bad(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
+    """verify exits 0 on an intact record and 1 naming the first bad entry."""
+    ok = run("verify")
+    assert ok.exit_code == 0 and ok.output.startswith("ok: 4 entries of 2 customer(s)")
+    raw_sql(filled, "UPDATE messages SET template = 'x' WHERE message_id = 'm-pdf'")
+    bad = run("verify")
+    assert bad.exit_code == 1
+    assert "first bad: customer 'C1' entry 2 (message m-pdf)" in bad.output
+    as_json = json.loads(run("verify", "--json").output)
+    assert as_json["ok"] is False and "m-pdf" in as_json["first_bad"]
+
+
+def test_checkpoint_and_verify_against_it(filled: Record, run, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint writes a signed head; verify --checkpoint catches truncation after it."""
+    key_file = tmp_path / "cp.key"
+    key_file.write_text(CHECKPOINT_KEY)
+    out = tmp_path / "cp.json"
+    made = run("checkpoint", "--out", str(out), "--key-file", str(key_file))
+    assert made.exit_code == 0, made.output
+    monkeypatch.setenv("CCM_CHECKPOINT_KEY", CHECKPOINT_KEY)
+    assert run("verify", "--checkpoint", str(out)).exit_code == 0
+    raw_sql(filled, "DELETE FROM chain WHERE customer_id = 'C2'",
+            "DELETE FROM messages WHERE message_id = 'm-other'")
+    assert run("verify").exit_code == 0
+    cut = run("verify", "--checkpoint", str(out), "--key-file", str(key_file))
+    assert cut.exit_code == 1 and "customer 'C2' entry 1" in cut.output
+
+
+def test_checkpoint_without_key_is_an_error(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without a checkpoint key the command fails with one line naming the variable."""
+    result = run("checkpoint", "--out", str(tmp_path / "cp.json"))
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("ccm: error:") and "CCM_CHECKPOINT_KEY" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_show_writes_exact_bytes(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """show prints the entry and writes the exact content and archival bytes."""
+    content, archival = tmp_path / "c.pdf", tmp_path / "a.pdf"
+    result = run("show", "m-pdf", "--content", str(content), "--archival", str(archival))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["message_id"] == "m-pdf"
+    assert content.read_bytes() == b"%PDF encrypted"
+    assert archival.read_bytes() == b"%PDF/A copy"
+
+
+def test_show_unknown_message(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
+    """An unknown message id is a one-line error with exit status 1."""
+    result = run("show", "nope")
+    assert result.exit_code == 1
+    assert result.output.strip() == "ccm: error: no message 'nope' in the record"
+
+
+def test_erase_asks_then_shreds(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """erase asks first (no answer: nothing happens); --yes erases and verify still passes."""
+    refused = run("erase", "C1", input="n\n")
+    assert refused.exit_code == 1
+    assert filled.content("m-mail")
+    done = run("erase", "C1", "--yes")
+    assert done.exit_code == 0 and "erased customer C1" in done.output
+    gone = run("show", "m-mail", "--content", str(tmp_path / "x"))
+    assert gone.exit_code == 1 and "erased" in gone.output
+    assert run("verify").exit_code == 0
+
+
+def test_export_to_file(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """export --out writes the customer's JSON with decrypted content."""
+    out = tmp_path / "c1.json"
+    result = run("export", "C1", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    mail = next(m for m in doc["messages"] if m["message_id"] == "m-mail")
+    assert mail["content"]["data"] == "Subject: Hi\r\n\r\nBody"
+
+
+def test_event_command(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
+    """event adds an event with data and time; bad input is a usage error (exit 2)."""
+    added = run("event", "m-mail", "clicked", "--data", '{"url": "https://a.example"}',
+                "--at", "2025-03-04T10:00:00+00:00")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.output)["data"] == {"url": "https://a.example"}
+    assert [e.kind for e in filled.events("m-mail")] == ["opened", "clicked"]
+    assert run("event", "m-mail", "liked").exit_code == 2
+    assert run("event", "m-mail", "sent", "--data", "{nope").exit_code == 2
+    assert run("event", "m-mail", "sent", "--at", "2025-03-04T10:00").exit_code == 2
+    assert run("event", "nope", "sent").exit_code == 1
+
+
+def test_features_csv(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """features --out writes one CSV row per customer under a fixed header."""
+    out = tmp_path / "features.csv"
+    result = run("features", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["customer_id"] for r in rows] == ["C1", "C2"]
+    assert rows[0]["email_engagement_rate"] == "1.0" and rows[1]["sms_recency_days"] == ""
+
+
+def test_record_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --record the URL comes from CCM_RECORD_URL."""
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    Record(url).append(entry("ENV"))
+    monkeypatch.setenv("CCM_RECORD_URL", url)
+    result = CliRunner().invoke(record_group, ["timeline", "ENV", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["customer_id"] == "ENV"
+
+
+def test_main_cli_mounts_the_group() -> None:
+    """`ccm record --help` lists every subcommand."""
+    from ccm.cli import cli
+
+    result = CliRunner().invoke(cli, ["record", "--help"])
+    assert result.exit_code == 0
+    for name in ("timeline", "verify", "checkpoint", "show", "erase", "export", "event",
+                 "features", "report"):
+        assert name in result.output
