@@ -1,0 +1,279 @@
+"""PDF statements: ccm's overhead over WeasyPrint (a) and batch rate per core vs a naive loop (b).
+
+(a) The same statement HTML through WeasyPrint alone and through ``Engine.render``:
+    * ``a``: the statement as configured (confidential: tagged PDF, PDF/A-3b
+      archival copy, AES-256) against WeasyPrint's plain ``write_pdf()``;
+    * ``a-same-output``: a non-confidential copy of the template (one tagged
+      PDF, no encryption) against WeasyPrint writing the same tagged PDF --
+      ccm's own overhead (validation, sandboxed Jinja, fetcher, metadata).
+(b) Statements per CPU second: ``run_batch`` (in one process, record and files
+    included) against the naive loop, plus prototypes of the strategies the
+    issue suggests, on the same HTML, so each idea is measured on its own:
+    * ``shared``: one FontConfiguration and the pack stylesheet parsed once;
+    * ``merged-write``: lay out each statement, write one PDF for a chunk of
+      statements (fonts subset once), split it with pypdf and encrypt each part;
+    * ``one-document``: one HTML document per chunk (a section per statement,
+      page counter reset per section), split at each section's first page.
+      Note: ``counter(pages)`` is then the chunk's page count, so "Page x of
+      y" is wrong in this variant -- measured to show what it would buy.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    PACK,
+    TEMPLATES,
+    Result,
+    best_of,
+    load_average,
+    naive_statement_pipeline,
+    requests_for,
+)
+
+CHUNK = 8
+
+
+def _encrypt_parts(pdf: bytes, ranges: list[tuple[int, int]], passwords: list[str],
+                   title: str) -> list[bytes]:
+    from pypdf import PdfReader, PdfWriter
+
+    reader = PdfReader(io.BytesIO(pdf))
+    parts = []
+    for (start, stop), password in zip(ranges, passwords, strict=True):
+        writer = PdfWriter()
+        for index in range(start, stop):
+            writer.add_page(reader.pages[index])
+        writer.add_metadata({"/Title": title, "/Author": "Acme Bank"})
+        writer.encrypt(password, os.urandom(16).hex(), algorithm="AES-256")
+        out = io.BytesIO()
+        writer.write(out)
+        parts.append(out.getvalue())
+    return parts
+
+
+class Strategies:
+    """The prototypes of (b), each turning a list of HTML strings into encrypted PDFs."""
+
+    def __init__(self) -> None:
+        from ccm.channels import pdf as pdf_channel
+
+        self.pdf = pdf_channel
+        self.fetcher = pdf_channel.PackFetcher(roots=[PACK, TEMPLATES])
+        self.css = pdf_channel.load_stylesheet(PACK / "layouts" / "pdf.css", self.fetcher)
+        self.base_url = PACK.as_uri() + "/"
+
+    @staticmethod
+    def _unlinked(html: str) -> str:
+        return html.replace('<link rel="stylesheet" href="layouts/pdf.css">', "", 1)
+
+    def _layout(self, html: str) -> Any:
+        return self.pdf.render_document(self._unlinked(html), base_url=self.base_url,
+                                        fetcher=self.fetcher, stylesheets=[self.css])
+
+    def shared(self, htmls: list[str], passwords: list[str]) -> list[bytes]:
+        out = []
+        for html, password in zip(htmls, passwords, strict=True):
+            plain = self._layout(html).write_pdf()
+            out.extend(_encrypt_parts(plain, [(0, _page_count(plain))], [password], "Statement"))
+        return out
+
+    def merged_write(self, htmls: list[str], passwords: list[str]) -> list[bytes]:
+        out = []
+        for i in range(0, len(htmls), CHUNK):
+            docs = [self._layout(h) for h in htmls[i:i + CHUNK]]
+            pages = [page for doc in docs for page in doc.pages]
+            combined = docs[0].copy(pages).write_pdf()
+            ranges, start = [], 0
+            for doc in docs:
+                ranges.append((start, start + len(doc.pages)))
+                start += len(doc.pages)
+            out.extend(_encrypt_parts(combined, ranges, passwords[i:i + CHUNK], "Statement"))
+        return out
+
+    def one_document(self, htmls: list[str], passwords: list[str]) -> list[bytes]:
+        out = []
+        for i in range(0, len(htmls), CHUNK):
+            chunk = htmls[i:i + CHUNK]
+            head = chunk[0].split("<body", 1)[0]
+            sections = []
+            for j, html in enumerate(chunk):
+                body = re.split(r"<body[^>]*>", html, maxsplit=1)[1].rsplit("</body>", 1)[0]
+                sections.append(f'<section class="ccm-part" id="ccm-part-{j}">{body}</section>')
+            style = ("<style>section.ccm-part { break-before: page; counter-reset: page 1 }"
+                     " section.ccm-part:first-child { break-before: auto }</style>")
+            html = head.replace("</head>", style + "</head>") + "<body>" + "".join(sections) \
+                + "</body></html>"
+            doc = self._layout(html)
+            starts = {}
+            for index, page in enumerate(doc.pages):
+                for anchor in page.anchors:
+                    if anchor.startswith("ccm-part-"):
+                        starts.setdefault(int(anchor.rsplit("-", 1)[1]), index)
+            bounds = [starts[j] for j in range(len(chunk))] + [len(doc.pages)]
+            ranges = list(itertools.pairwise(bounds))
+            out.extend(_encrypt_parts(doc.write_pdf(), ranges, passwords[i:i + CHUNK],
+                                      "Statement"))
+        return out
+
+
+def _page_count(pdf: bytes) -> int:
+    from pypdf import PdfReader
+
+    return len(PdfReader(io.BytesIO(pdf)).pages)
+
+
+def _non_confidential_templates() -> Path:
+    """A temporary copy of the templates with the statement not confidential."""
+    folder = Path(tempfile.mkdtemp(prefix="ccm-bench-"))
+    target = folder / "monthly_statement"
+    shutil.copytree(TEMPLATES / "monthly_statement", target)
+    manifest = target / "template.yaml"
+    manifest.write_text(manifest.read_text().replace("confidential: true", "confidential: false"))
+    return folder
+
+
+def bench_overhead(n: int, rounds: int) -> list[Result]:
+    """(a): ccm render vs WeasyPrint alone on the same HTML, per statement."""
+    import weasyprint
+
+    from ccm.engine import Engine
+
+    naive = naive_statement_pipeline()
+    requests = list(requests_for("monthly_statement", n))
+    contexts = [naive.context(r) for r in requests]
+    htmls = [naive.html(c) for c in contexts]
+    plain_templates = _non_confidential_templates()
+    try:
+        full = Engine(PACK, TEMPLATES, record=None)
+        plain = Engine(PACK, plain_templates, record=None)
+        base = naive.base_url
+        for engine in (full, plain):  # warm caches (fonts, stylesheets) as a batch would
+            engine.render("monthly_statement", requests[0], "pdf", record=False)
+        weasyprint.HTML(string=htmls[0], base_url=base).write_pdf()
+        best = best_of(rounds, {
+            "weasyprint": lambda: [weasyprint.HTML(string=h, base_url=base).write_pdf()
+                                   for h in htmls],
+            "weasyprint_tagged": lambda: [
+                weasyprint.HTML(string=h, base_url=base).write_pdf(pdf_tags=True)
+                for h in htmls],
+            "ccm_confidential": lambda: [full.render("monthly_statement", r, "pdf", record=False)
+                                         for r in requests],
+            "ccm_plain": lambda: [plain.render("monthly_statement", r, "pdf", record=False)
+                                  for r in requests],
+        })
+    finally:
+        shutil.rmtree(plain_templates, ignore_errors=True)
+    per = {k: 1000 * v / n for k, v in best.items()}
+    return [
+        Result("a-same-output", "ccm PDF overhead over WeasyPrint, same output (tagged, "
+               "not encrypted)", 100 * (per["ccm_plain"] / per["weasyprint_tagged"] - 1), "%",
+               target=15, higher_is_better=False,
+               details={"ccm_ms": round(per["ccm_plain"], 1),
+                        "weasyprint_tagged_ms": round(per["weasyprint_tagged"], 1)}),
+        Result("a", "ccm confidential statement (tagged + PDF/A-3b copy + AES-256) over "
+               "WeasyPrint's plain write_pdf()",
+               100 * (per["ccm_confidential"] / per["weasyprint"] - 1), "%", target=15,
+               higher_is_better=False,
+               details={"ccm_ms": round(per["ccm_confidential"], 1),
+                        "weasyprint_ms": round(per["weasyprint"], 1)},
+               note="ccm makes two PDFs (delivery + archival) and encrypts; WeasyPrint one"),
+    ]
+
+
+def bench_batch(n: int, rounds: int) -> list[Result]:
+    """(b): statements per CPU second, batch and prototypes vs the naive loop."""
+    from ccm.batch import run_batch
+
+    naive = naive_statement_pipeline()
+    requests = list(requests_for("monthly_statement", n))
+    contexts = [naive.context(r) for r in requests]
+    htmls = [naive.html(c) for c in contexts]
+    passwords = [c["customer"]["date_of_birth"].replace("-", "") for c in contexts]
+    strategies = Strategies()
+    work = Path(tempfile.mkdtemp(prefix="ccm-bench-"))
+    counter = iter(range(1_000_000))
+
+    def batch() -> None:
+        run = next(counter)
+        run_batch("monthly_statement", requests, pack=PACK, templates=TEMPLATES,
+                  out=work / f"out{run}", record_url=f"sqlite:///{work / f'r{run}.db'}",
+                  run_id=f"bench{run}", workers=0, channels=["pdf"], durable=False)
+
+    try:
+        naive.statement(contexts[0])
+        strategies.shared(htmls[:1], passwords[:1])
+        best = best_of(rounds, {
+            "naive": lambda: [naive.statement(c) for c in contexts],
+            "ccm_batch": batch,
+            "shared": lambda: strategies.shared(htmls, passwords),
+            "merged_write": lambda: strategies.merged_write(htmls, passwords),
+            "one_document": lambda: strategies.one_document(htmls, passwords),
+        })
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rate = {k: n / v for k, v in best.items()}
+    details = {f"{k}_per_cpu_s": round(v, 2) for k, v in rate.items()}
+    details["statements"] = n
+    details["load"] = load_average()
+    results = [Result("b", "batch PDF statements per core vs the naive loop (ccm_batch / naive)",
+                      rate["ccm_batch"] / rate["naive"], "x", target=2.0, details=details)]
+    for name, note in (
+        ("shared", "one FontConfiguration + pre-parsed pack CSS"),
+        ("merged_write", f"one write per {CHUNK} statements, split + encrypt with pypdf"),
+        ("one_document", f"one HTML document per {CHUNK} statements (page x of y wrong)"),
+    ):
+        results.append(Result(f"b-{name.replace('_', '-')}", f"prototype: {note}",
+                              rate[name] / rate["naive"], "x", note="untagged, no archival copy"))
+    return results
+
+
+def bench_breakdown(n: int, rounds: int) -> list[Result]:
+    """Where a confidential statement's time goes in ccm's PDF path (ms per statement)."""
+    from ccm.channels import pdf as pdf_channel
+    from ccm.security import encrypt_pdf
+
+    naive = naive_statement_pipeline()
+    contexts = [naive.context(r) for r in requests_for("monthly_statement", n)]
+    htmls = [naive.html(c) for c in contexts]
+    strategies = Strategies()
+    fetcher, base = strategies.fetcher, strategies.base_url
+    docs = [pdf_channel.render_document(h, base_url=base, fetcher=fetcher) for h in htmls]
+    meta = {"title": "Statement", "author": "Acme Bank", "lang": "en-GB"}
+    tagged = [pdf_channel.write_pdf(d, **meta) for d in docs]
+    untagged = [d.write_pdf() for d in docs]
+    best = best_of(rounds, {
+        "layout (pdf.css linked, as the engine does)": lambda: [
+            pdf_channel.render_document(h, base_url=base, fetcher=fetcher) for h in htmls],
+        "layout (pdf.css pre-parsed)": lambda: [strategies._layout(h) for h in htmls],
+        "write tagged delivery PDF": lambda: [pdf_channel.write_pdf(d, **meta) for d in docs],
+        "write untagged PDF": lambda: [d.write_pdf() for d in docs],
+        "write PDF/A-3b archival copy": lambda: [
+            pdf_channel.write_pdf(d, **meta, variant="pdf/a-3b",
+                                  attachments=[("request.json", b"{}", "application/json")])
+            for d in docs],
+        "encrypt tagged PDF (pypdf re-parse)": lambda: [encrypt_pdf(p, "01021980")
+                                                        for p in tagged],
+        "encrypt untagged PDF (pypdf re-parse)": lambda: [encrypt_pdf(p, "01021980")
+                                                          for p in untagged],
+    })
+    details = {k: round(1000 * v / n, 1) for k, v in best.items()}
+    total = (details["layout (pdf.css linked, as the engine does)"]
+             + details["write tagged delivery PDF"] + details["write PDF/A-3b archival copy"]
+             + details["encrypt tagged PDF (pypdf re-parse)"])
+    return [Result("b-breakdown", "ccm confidential statement, sum of its stages",
+                   total, "ms", higher_is_better=False, details=details)]
+
+
+def run(quick: bool) -> list[Result]:
+    """All PDF benchmarks; ``quick`` uses fewer statements and rounds."""
+    n, rounds = (4, 2) if quick else (12, 3)
+    return [*bench_overhead(n, rounds), *bench_batch(n, rounds), *bench_breakdown(n, rounds)]

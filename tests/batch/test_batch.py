@@ -1,0 +1,325 @@
+"""run_batch end to end: files, record, errors, resumption, budgets, print stream, fsspec."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+
+from ccm.batch import BatchEvent, WorkerLimits, run_batch
+from ccm.errors import UnknownChannel, UnknownTemplate
+from ccm.inputs import InputRow
+
+from .conftest import DAYTIME, EPOCH, PACK, TEMPLATES, TEST_TEMPLATES, notes, statements
+
+
+def _files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.is_file())
+
+
+def _no_temp_files(out: Path) -> None:
+    leftovers = [p for p in out.rglob("*") if ".ccm-staging" in str(p) or p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def _errors(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+
+
+def test_every_customer_gets_one_message_per_channel(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """Each request yields one recorded message and one complete file per channel."""
+    out = tmp_path / "out"
+    requests = notes(6)
+    summary = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                        record_url=record_url, run_id="r1", workers=0, now=DAYTIME)
+    assert (summary.rows, summary.generated, summary.failed, summary.exit_status) == (6, 18, 0, 0)
+    record = open_record(record_url)
+    for req in requests:
+        cid = req["customer"]["id"]
+        for channel, suffix in (("pdf", ".pdf"), ("email", ".eml"), ("sms", ".sms.txt")):
+            entry = record.find_key(f"r1:quick_note:{cid}:{channel}")
+            assert entry is not None and entry.status == "generated"
+            data = (out / f"{cid}-quick_note-en_GB{suffix}").read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry.content_sha256
+    assert PdfReader(out / "N0000-quick_note-en_GB.pdf").is_encrypted
+    assert len(_files(out)) == 18 + 1  # and errors.jsonl, empty
+    assert _errors(out) == []
+    _no_temp_files(out)
+    assert record.verify().ok
+
+
+def test_bad_rows_go_to_errors_jsonl_and_the_run_goes_on(tmp_path: Path, record_url: str) -> None:
+    """Invalid data and unreadable rows are reported with line, customer and error; others go on."""
+    out = tmp_path / "out"
+    rows = [
+        InputRow(1, notes(1)[0]),
+        InputRow(2, None, "invalid JSON: Expecting value"),
+        InputRow(3, {"customer": {"id": "BAD"}, "data": {"amount": -5}}),
+        InputRow(4, {"customer": {"id": "NOPHONE", "email": "x@example.com",
+                                  "date_of_birth": "1990-01-01"}, "data": {"amount": 1}}),
+        InputRow(5, notes(2, prefix="M")[1]),
+    ]
+    events: list[BatchEvent] = []
+    summary = run_batch("quick_note", rows, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                        record_url=record_url, run_id="r1", workers=0, channels=["sms"],
+                        on_event=events.append, now=DAYTIME)
+    assert (summary.rows, summary.generated, summary.failed, summary.exit_status) == (5, 2, 3, 1)
+    errors = {e["line"]: e for e in _errors(out)}
+    assert set(errors) == {2, 3, 4}
+    assert errors[2]["error"] == "InputError"
+    assert errors[3]["error"] == "DataError" and errors[3]["customer_id"] == "BAD"
+    assert errors[3]["path"] == "$.data.amount"
+    assert errors[4]["error"] == "DataError" and "phone" in errors[4]["message"]
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("error") == 3
+
+
+def test_rerun_with_the_same_run_id_adds_nothing(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """A second run with the same run id finds every message recorded and renders nothing."""
+    out = tmp_path / "out"
+    kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0)
+    run_batch("quick_note", notes(4), **kwargs)
+    before = {name: (out / name).read_bytes() for name in _files(out)}
+    again = run_batch("quick_note", notes(4), **kwargs)
+    assert (again.generated, again.duplicate, again.skipped, again.rows) == (0, 12, 4, 4)
+    assert {name: (out / name).read_bytes() for name in _files(out)} == before
+    assert open_record(record_url).count("N0001", since=EPOCH, channel="sms") == 1
+
+
+def test_rerun_with_changed_data_is_a_conflict_not_a_silent_skip(
+    tmp_path: Path, record_url: str
+) -> None:
+    """A recorded row whose data changed since is reported, not skipped or sent twice."""
+    out = tmp_path / "out"
+    kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0, channels=["sms"])
+    run_batch("quick_note", notes(2), **kwargs)
+    changed = notes(2)
+    changed[1]["data"]["amount"] = 999
+    again = run_batch("quick_note", changed, **kwargs)
+    assert (again.generated, again.skipped, again.failed) == (0, 1, 1)
+    (error,) = _errors(out)
+    assert error["customer_id"] == "N0001" and error["error"] == "IdempotencyConflict"
+
+
+def test_a_missing_file_is_restored_from_the_archive(
+    tmp_path: Path, record_url: str, master_key: Any
+) -> None:
+    """If a recorded message's file is gone, the rerun writes it back from the archived content."""
+    out = tmp_path / "out"
+    kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0,
+                                  channels=["sms", "pdf"], master_key=master_key)
+    run_batch("quick_note", notes(3), **kwargs)
+    lost = out / "N0001-quick_note-en_GB.pdf"
+    original = lost.read_bytes()
+    lost.unlink()
+    again = run_batch("quick_note", notes(3), **kwargs)
+    assert (again.generated, again.restored, again.rerendered) == (0, 1, 0)
+    assert lost.read_bytes() == original
+
+
+def test_a_staged_file_whose_message_was_committed_is_published(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """Crash between record commit and rename: the rerun publishes the staged file, unchanged."""
+    from ccm.batch import _Output
+
+    out = tmp_path / "out"
+    kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0, channels=["sms"])
+    run_batch("quick_note", notes(2), **kwargs)
+    entry = open_record(record_url).find_key("r1:quick_note:N0000:sms")
+    final = out / "N0000-quick_note-en_GB.sms.txt"
+    staging = Path(_Output(out, "r1", durable=False).staging)
+    staging.mkdir()
+    final.rename(staging / f"{entry.message_id}.sms.txt")
+    again = run_batch("quick_note", notes(2), **kwargs)
+    assert (again.generated, again.restored) == (0, 1)
+    assert hashlib.sha256(final.read_bytes()).hexdigest() == entry.content_sha256
+    _no_temp_files(out)
+
+
+def test_without_an_archive_a_lost_file_is_rendered_again(tmp_path: Path, record_url: str) -> None:
+    """No staged copy and no archive: the file is re-rendered; the record keeps one entry."""
+    out = tmp_path / "out"
+    kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0, channels=["sms"])
+    run_batch("quick_note", notes(2), **kwargs)
+    (out / "N0000-quick_note-en_GB.sms.txt").unlink()
+    again = run_batch("quick_note", notes(2), **kwargs)
+    assert (again.generated, again.rerendered, again.duplicate) == (0, 1, 1)
+    assert (out / "N0000-quick_note-en_GB.sms.txt").exists()
+
+
+def test_contact_policy_suppressions_are_counted_by_rule(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """An SMS in the customer's quiet hours is a recorded suppression, no file; its rule counted."""
+    out = tmp_path / "out"
+    requests = notes(3)
+    requests[1]["customer"]["timezone"] = "Asia/Tokyo"  # midnight there: quiet hours
+    summary = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                        record_url=record_url, run_id="r1", workers=0, channels=["sms"],
+                        now=DAYTIME)
+    assert summary.generated == 2 and sum(summary.suppressed.values()) == 1
+    assert not (out / "N0001-quick_note-en_GB.sms.txt").exists()
+    entry = open_record(record_url).find_key("r1:quick_note:N0001:sms")
+    assert entry.status == "suppressed" and entry.reason in summary.suppressed
+    assert summary.suppressed == {"quiet_hours": 1}
+
+
+def test_pathological_rows_fail_alone_within_their_budgets(tmp_path: Path, record_url: str) -> None:
+    """A 10,000-row table, deep nesting and a huge value fail alone; the other rows render."""
+    out = tmp_path / "out"
+    phone = "+447700900123"
+    nested: Any = "x"
+    for _ in range(200):
+        nested = [nested]
+    rows = [
+        {"customer": {"id": "OK1", "phone": phone}, "data": {"rows": ["a", "b"]}},
+        {"customer": {"id": "TABLE", "phone": phone},
+         "data": {"rows": [f"transaction {i}" for i in range(10_000)]}},
+        {"customer": {"id": "DEEP", "phone": phone}, "data": {"rows": nested}},
+        {"customer": {"id": "HUGE", "phone": phone}, "data": {"note": "y" * 3_000_000}},
+        {"customer": {"id": "OK2", "phone": phone}, "data": {"rows": ["c"]}},
+    ]
+    summary = run_batch("big_table", rows, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                        record_url=record_url, run_id="r1", workers=1, channels=["pdf"],
+                        now=DAYTIME)
+    errors = {e["customer_id"]: e for e in _errors(out)}
+    assert set(errors) == {"TABLE", "DEEP", "HUGE"}
+    assert errors["TABLE"]["error"] in ("BudgetError", "WorkerDied")
+    assert errors["DEEP"]["error"] == "DataError" and errors["DEEP"]["rule"] == "maxDepth"
+    assert errors["HUGE"]["error"] == "DataError" and errors["HUGE"]["rule"] == "maxBytes"
+    assert summary.generated == 2 and summary.failed == 3
+    assert (out / "OK2-big_table-en_GB.pdf").exists()
+
+
+def test_a_worker_over_its_cpu_limit_is_replaced_and_the_row_reported(
+    tmp_path: Path, record_url: str
+) -> None:
+    """Past its CPU budget the worker is killed; the row fails alone and a new worker goes on."""
+    out = tmp_path / "out"
+    phone = "+447700900123"
+    rows = [{"customer": {"id": f"OK{i}", "phone": phone}, "data": {"rows": ["a"]}}
+            for i in range(4)]
+    rows.insert(2, {"customer": {"id": "SLOW", "phone": phone},
+                    "data": {"rows": [f"transaction {i}" for i in range(10_000)]}})
+    # The engine's own budget (3 s) would fail the row gracefully; 1 CPU second kills first.
+    summary = run_batch("big_table", rows, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                        record_url=record_url, run_id="r1", workers=2, channels=["pdf"],
+                        limits=WorkerLimits(memory_mb=None, cpu_seconds=1), now=DAYTIME)
+    (error,) = _errors(out)
+    assert error["customer_id"] == "SLOW" and error["error"] == "WorkerDied"
+    assert summary.workers_replaced >= 1
+    assert summary.generated == 4 and summary.failed == 1
+
+
+def test_a_worker_over_its_memory_budget_fails_the_row_not_the_run(
+    tmp_path: Path, record_url: str
+) -> None:
+    """With a small address-space budget a huge document fails alone; its neighbours render."""
+    out = tmp_path / "out"
+    phone = "+447700900123"
+    rows = [
+        {"customer": {"id": "OK1", "phone": phone}, "data": {"rows": ["a"]}},
+        {"customer": {"id": "BIG", "phone": phone},
+         "data": {"rows": [f"row {i}" for i in range(10_000)]}},
+        {"customer": {"id": "OK2", "phone": phone}, "data": {"rows": ["b"]}},
+        {"customer": {"id": "OK3", "phone": phone}, "data": {"rows": ["c"]}},
+    ]
+    summary = run_batch("big_table", rows, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                        record_url=record_url, run_id="r1", workers=1, channels=["pdf"],
+                        limits=WorkerLimits(memory_mb=64, cpu_seconds=60), now=DAYTIME)
+    (error,) = _errors(out)
+    assert error["customer_id"] == "BIG"
+    assert summary.generated == 3
+
+
+def test_workers_are_retired_after_their_tasks_so_memory_stays_flat(
+    tmp_path: Path, record_url: str
+) -> None:
+    """Workers are replaced after ``tasks_per_worker`` tasks; no row is lost or repeated."""
+    summary = run_batch("quick_note", notes(6), pack=PACK, templates=TEST_TEMPLATES,
+                        out=tmp_path / "out", record_url=record_url, run_id="r1", workers=1,
+                        channels=["sms"], chunk_size=1,
+                        limits=WorkerLimits(tasks_per_worker=2), now=DAYTIME)
+    assert (summary.generated, summary.failed, summary.workers_replaced) == (6, 0, 0)
+    assert summary.workers_retired >= 2
+
+
+def test_print_file_is_unencrypted_and_indexed(tmp_path: Path, record_url: str) -> None:
+    """``print_file`` writes one plain PDF of every statement in input order, with its index."""
+    out = tmp_path / "out"
+    requests = notes(3)
+    summary = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                        record_url=record_url, run_id="r1", workers=0, channels=["pdf"],
+                        print_file=True, now=DAYTIME)
+    assert summary.print_file and summary.print_index
+    stream = PdfReader(summary.print_file)
+    assert not stream.is_encrypted
+    index = list(csv.DictReader(io.StringIO(Path(summary.print_index).read_text())))
+    assert [row["customer_id"] for row in index] == ["N0000", "N0001", "N0002"]
+    assert [int(row["first_page"]) for row in index] == [1, 2, 3]
+    assert len(stream.pages) == sum(int(row["page_count"]) for row in index)
+    assert "£11.00" in stream.pages[1].extract_text()  # N0001 has amount 11
+    assert PdfReader(out / "N0001-quick_note-en_GB.pdf").is_encrypted
+    _no_temp_files(out)
+
+
+def test_outputs_can_go_to_an_fsspec_url(record_url: str) -> None:
+    """``out`` may be an fsspec URL: files and errors.jsonl appear there, staging is cleaned up."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    summary = run_batch("quick_note", notes(3), pack=PACK, templates=TEST_TEMPLATES,
+                        out="memory://batch-out", record_url=record_url, run_id="r1",
+                        workers=0, channels=["sms", "pdf"], now=DAYTIME)
+    names = sorted(p.rsplit("/", 1)[1] for p in fs.find("/batch-out"))
+    assert summary.generated == 6
+    assert "errors.jsonl" in names and "N0002-quick_note-en_GB.pdf" in names
+    assert not any("ccm-staging" in p for p in fs.find("/batch-out", withdirs=True))
+    fs.rm("/batch-out", recursive=True)
+
+
+def test_a_caller_supplied_executor_is_used(tmp_path: Path, record_url: str) -> None:
+    """Any ``concurrent.futures.Executor`` can run the work (here a caller's process pool)."""
+    out = tmp_path / "out"
+    with cf.ProcessPoolExecutor(max_workers=2) as pool:
+        summary = run_batch("quick_note", notes(5), pack=PACK, templates=TEST_TEMPLATES,
+                            out=out, record_url=record_url, run_id="r1", executor=pool,
+                            channels=["sms"], now=DAYTIME)
+    assert summary.generated == 5 and summary.failed == 0
+
+
+def test_the_real_statement_renders_through_a_process_pool(tmp_path: Path, record_url: str) -> None:
+    """Example monthly statements render on every channel through two worker processes."""
+    out = tmp_path / "out"
+    summary = run_batch("monthly_statement", statements(4), pack=PACK, templates=TEMPLATES,
+                        out=out, record_url=record_url, run_id="r1", workers=2, now=DAYTIME)
+    assert summary.failed == 0 and summary.generated == 12
+    assert len([n for n in _files(out) if n.endswith(".pdf")]) == 4
+
+
+def test_configuration_errors_stop_before_any_work(tmp_path: Path, record_url: str) -> None:
+    """An unknown template or channel raises at once instead of failing every row."""
+    with pytest.raises(UnknownTemplate):
+        run_batch("nope", [], pack=PACK, templates=TEST_TEMPLATES, out=tmp_path,
+                  record_url=record_url, workers=0, now=DAYTIME)
+    with pytest.raises(UnknownChannel):
+        run_batch("big_table", [], pack=PACK, templates=TEST_TEMPLATES, out=tmp_path,
+                  record_url=record_url, workers=0, channels=["email"], now=DAYTIME)

@@ -1,0 +1,94 @@
+"""``ccm batch`` in-process: JSON events, plain progress, summary, exit status, extras."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ccm.cli import main
+
+from .conftest import DAYTIME, PACK, TEST_TEMPLATES, notes, write_jsonl
+
+
+def _args(data: Path, out: Path, record_url: str, *extra: str) -> list[str]:
+    return ["batch", "quick_note", "--pack", str(PACK), "--templates", str(TEST_TEMPLATES),
+            "--data", str(data), "--out", str(out), "--record", record_url,
+            "--as-of", DAYTIME.isoformat(), *extra]
+
+
+def test_json_events_stream_start_progress_error_done(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--json`` prints one JSON object per line; a bad row makes an error event and status 1."""
+    data = write_jsonl(tmp_path / "in.jsonl", [*notes(3), "{broken"])
+    status = main(_args(data, tmp_path / "out", record_url, "--json", "--run-id", "j1",
+                        "--workers", "0", "--channel", "sms"))
+    assert status == 1
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "progress" in kinds
+    (error,) = [e for e in events if e["event"] == "error"]
+    assert error["line"] == 4 and error["error"] == "InputError"
+    done = events[-1]
+    assert (done["generated"], done["failed"], done["run_id"], done["total"]) == (3, 1, "j1", 4)
+
+
+def test_plain_output_ends_with_a_summary_and_status_0(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``--json`` and off a terminal, progress is plain lines and a summary is printed."""
+    data = write_jsonl(tmp_path / "in.jsonl", notes(2))
+    status = main(_args(data, tmp_path / "out", record_url, "--workers", "0", "--channel", "sms"))
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "generated   2" in captured.out and "failed      0" in captured.out
+    assert "ccm batch: run " in captured.err
+
+
+def test_csv_input_is_typed_by_the_template_contract(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CSV columns become a request; ``data.amount`` is a number because the contract says so."""
+    data = tmp_path / "in.csv"
+    data.write_text(
+        "customer.id,customer.phone,customer.email,customer.date_of_birth,data.amount,data.tags\n"
+        'C1,+447700900123,c1@example.com,1980-01-02,12.5,"[""a""]"\n'
+        "C2,+447700900123,c2@example.com,1980-01-02,3,\n"
+    )
+    out = tmp_path / "out"
+    status = main(_args(data, out, record_url, "--workers", "0", "--channel", "sms", "--json"))
+    assert status == 0, capsys.readouterr()
+    assert "12.50" in (out / "C1-quick_note-en_GB.sms.txt").read_text()
+
+
+def test_unknown_template_is_a_one_line_error(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A setup error is reported in one line with status 1, before any work."""
+    data = write_jsonl(tmp_path / "in.jsonl", notes(1))
+    args = _args(data, tmp_path / "out", record_url)
+    args[1] = "no_such_template"
+    assert main(args) == 1
+    assert capsys.readouterr().err.startswith("ccm: error: ")
+
+
+def test_missing_distributed_names_the_extra_to_install(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--scheduler`` without the cluster extra says exactly what to pip install."""
+    real_import = builtins.__import__
+
+    def no_distributed(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "distributed" or name.startswith("distributed."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_distributed)
+    data = write_jsonl(tmp_path / "in.jsonl", notes(1))
+    assert main(_args(data, tmp_path / "out", record_url, "--scheduler", "local")) == 1
+    assert "pip install 'ccm[cluster]'" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+"""Crash safety with real processes: SIGKILL ``ccm batch`` mid-run, run again, check everything."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import DAYTIME, EPOCH, PACK, TEST_TEMPLATES, notes, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+CHANNELS = {"pdf": ".pdf", "email": ".eml", "sms": ".sms.txt"}
+
+
+def _start(data: Path, out: Path, record_url: str, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "ccm.cli", "batch", "quick_note", "--pack", str(PACK),
+           "--templates", str(TEST_TEMPLATES), "--data", str(data), "--out", str(out),
+           "--record", record_url, "--run-id", "crash-1", "--workers", "2", "--json",
+           "--as-of", DAYTIME.isoformat()]
+    with log.open("ab") as err:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+
+
+def _kill_after(proc: subprocess.Popen[bytes], out: Path, files: int) -> None:
+    """SIGKILL the whole run (parent and workers) once ``files`` outputs exist."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and sum(1 for p in out.iterdir() if p.is_file()) >= files:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_sigkill_then_rerun_gives_exactly_one_message_per_channel(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """Killed twice mid-run and restarted with the same run id, the run completes exactly once."""
+    requests = notes(40)
+    data = write_jsonl(tmp_path / "in.jsonl", requests)
+    out = tmp_path / "out"
+
+    log = tmp_path / "stderr.log"
+    for files in (4, 50):  # early, then well into the run
+        _kill_after(_start(data, out, record_url, log), out, files)
+
+    final = _start(data, out, record_url, log)
+    assert final.wait(timeout=300) == 0, log.read_text()
+
+    record = open_record(record_url)
+    assert record.verify().ok
+    for req in requests:
+        cid = req["customer"]["id"]
+        for channel, suffix in CHANNELS.items():
+            assert record.count(cid, since=EPOCH, channel=channel) == 1, (cid, channel)
+            entry = record.find_key(f"crash-1:quick_note:{cid}:{channel}")
+            assert entry is not None and entry.status == "generated"
+            content = (out / f"{cid}-quick_note-en_GB{suffix}").read_bytes()
+            assert hashlib.sha256(content).hexdigest() == entry.content_sha256
+    names = [p.name for p in out.rglob("*")]
+    assert not [n for n in names if n.endswith(".tmp") or "ccm-staging" in n]
+    by_suffix = Counter(next(s for s in CHANNELS.values() if n.endswith(s))
+                        for n in names if n != "errors.jsonl")
+    assert by_suffix == {suffix: len(requests) for suffix in CHANNELS.values()}
