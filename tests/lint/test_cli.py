@@ -1,0 +1,56 @@
+"""``ccm lint`` on the command line: output formats and exit status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ccm.cli import main
+
+from .conftest import Project
+from .test_rules import EMAIL, add_text
+
+
+def test_clean_project_exits_zero_with_warnings_printed(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Warnings alone exit 0; each prints as ``file:line: rule-id: message`` relative to cwd."""
+    monkeypatch.chdir(project.root)
+    assert main(["lint"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("brand_packs/acme/pack.yaml:")
+    assert ": weak-password-rule: the PDF password (date_of_birth) has about 15 bits" in out
+    assert "1 warning" in err
+
+
+def test_an_error_exits_one(project: Project, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An error-severity finding makes ``ccm lint`` exit 1."""
+    line = add_text(project, "<mj-text>Please act now.</mj-text>")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--pack", "brand_packs/acme", "--templates", "templates"]) == 1
+    out = capsys.readouterr().out
+    assert f"{EMAIL}:{line}: banned-term: 'act now' is banned by the acme tone of voice" in out
+
+
+def test_json_output_has_every_field(project: Project, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``--format json`` prints a list of objects with place, rule, severity and context."""
+    add_text(project, "<mj-text>Please act now.</mj-text>")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--format", "json"]) == 1
+    items = json.loads(capsys.readouterr().out)
+    banned = next(i for i in items if i["rule"] == "banned-term")
+    assert banned["file"] == EMAIL
+    assert {k: banned[k] for k in ("severity", "pack", "template", "channel")} == {
+        "severity": "error", "pack": "acme", "template": "payment_reminder", "channel": "email"}
+    assert banned["locale"] in ("en_GB", "de_DE")
+
+
+def test_no_packs_is_a_usage_error(tmp_path: object, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --pack and without ./brand_packs, ``ccm lint`` says what to do (exit 2)."""
+    monkeypatch.chdir(str(tmp_path))
+    assert main(["lint"]) == 2
+    assert "--pack" in capsys.readouterr().err
