@@ -106,9 +106,10 @@ class _PackRuntime:
 class Engine:
     """Render messages for one brand pack from a folder of templates.
 
-    ``record`` is a :class:`ccm.record.Record`, a record URL, ``None`` to keep
-    no record, or :data:`DEFAULT` (``CCM_RECORD_URL``, else
-    ``sqlite:///ccm-record.db``). ``master_key`` encrypts archived content; by
+    Every message is recorded unless the caller opts out: ``record`` is a
+    :class:`ccm.record.Record`, a record URL, ``None`` to keep no record, or
+    :data:`DEFAULT` (the default: ``CCM_RECORD_URL``, else
+    ``sqlite:///ccm-record.db`` in the current folder). ``master_key`` encrypts archived content; by
     default it comes from ``CCM_MASTER_KEY`` / ``CCM_MASTER_KEY_FILE`` when set.
     """
 
@@ -117,7 +118,7 @@ class Engine:
         pack: str | os.PathLike[str] | BrandPack,
         templates: str | os.PathLike[str] = "templates",
         *,
-        record: Record | str | None = None,
+        record: Record | str | None = DEFAULT,
         master_key: Any = DEFAULT,
         options: RenderOptions | None = None,
         run_id: str | None = None,
@@ -160,7 +161,12 @@ class Engine:
         if key is DEFAULT:
             key = MasterKey.from_env() if _env_has_master_key() else None
         url = record if record is not DEFAULT else default_record_url()
-        return Record(url, master_key=key)
+        opened = Record(url, master_key=key)
+        if key is None:
+            logger.warning(
+                "record at %s keeps entries but no content: no master key "
+                "(set CCM_MASTER_KEY or CCM_MASTER_KEY_FILE, see docs/privacy.md)", opened.where)
+        return opened
 
     @property
     def policy(self) -> Policy:

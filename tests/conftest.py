@@ -61,3 +61,18 @@ def record_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _default_record_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """An engine made without ``record=`` writes a fresh record of the test's own, not ./ccm-record.db."""
+    saved = os.environ.get("CCM_RECORD_URL")
+    folder = tmp_path_factory.mktemp("default-record")
+    os.environ["CCM_RECORD_URL"] = sqlite_url(folder / "ccm-record.db")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CCM_RECORD_URL", None)
+        else:
+            os.environ["CCM_RECORD_URL"] = saved
