@@ -1,0 +1,109 @@
+"""The runnable examples in examples/, run as a user runs them: in a subprocess."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from ccm.record import MasterKey, Record
+
+from .examples_helpers import ROOT, TEMPLATES
+
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+@pytest.mark.slow
+def test_demo_renders_records_and_verifies(tmp_path: Path) -> None:
+    """`make demo`'s script: files for every customer, a record that verifies, a timeline."""
+    out = tmp_path / "out"
+    result = run_example("demo.py", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "created a local master key" in result.stdout
+    assert "record verify: ok" in result.stdout
+    customers = [json.loads(line) for line in
+                 (EXAMPLES / "customers.jsonl").read_text("utf-8").splitlines() if line.strip()]
+    first = customers[0]["customer"]["id"]
+    assert f"timeline of customer {first}" in result.stdout
+
+    pdfs = sorted(out.rglob("*monthly_statement*.pdf"))
+    assert len(pdfs) == len(customers)
+    emls = list(out.rglob("*.eml"))
+    smss = list(out.rglob("*.sms.txt"))
+    assert emls and smss
+
+    record = Record(f"sqlite:///{out / 'record.db'}",
+                    master_key=MasterKey.from_file(out / "master.key"))
+    try:
+        assert record.verify().ok
+        timeline = record.timeline(first).to_dict()
+        statement = next(m for m in timeline["messages"]
+                         if m["template"] == "monthly_statement" and m["channel"] == "pdf")
+        # The archive returns exactly the bytes written to out/.
+        written = next(p for p in pdfs if first in p.name)
+        assert record.content(statement["message_id"]) == written.read_bytes()
+    finally:
+        record.close()
+
+    # A second run with the same run id makes nothing twice.
+    again = run_example("demo.py", "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "generated" not in again.stdout.split("record:")[1].splitlines()[0]
+    assert "duplicate" in again.stdout
+
+
+def test_billing_app_sends_once_per_invoice(tmp_path: Path) -> None:
+    """The event arrives twice; the email with the encrypted statement is sent once."""
+    out = tmp_path / "billing"
+    result = run_example("billing_app.py", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "emails handed to the transport: 1"
+    statuses = [line.split()[:2] for line in lines[:-1]]
+    assert statuses == [["email", "generated"], ["sms", "generated"],
+                        ["email", "duplicate"], ["sms", "duplicate"]]
+    first_id, retry_id = lines[0].split()[2], lines[2].split()[2]
+    assert first_id == retry_id
+
+    (eml,) = (out / "outbox").glob("*.eml")
+    parsed = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    (attachment,) = list(parsed.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf"
+    reader = PdfReader(io.BytesIO(attachment.get_content()))
+    assert reader.is_encrypted
+
+
+def test_render_folder_reports_bad_files_and_goes_on(tmp_path: Path) -> None:
+    """A folder with one good and one broken request: the good one renders, exit 1 names the bad."""
+    folder = tmp_path / "requests"
+    folder.mkdir()
+    sample = sorted((TEMPLATES / "payment_reminder" / "samples").glob("*.json"))[0]
+    shutil.copy(sample, folder / "a-good.json")
+    bad = json.loads(sample.read_text("utf-8"))
+    del bad["customer"]["id"]
+    (folder / "b-bad.json").write_text(json.dumps(bad), "utf-8")
+    (folder / "c-not-json.json").write_text("{", "utf-8")
+    out = tmp_path / "out"
+    result = run_example("render_folder.py", str(folder), "--template", "payment_reminder",
+                         "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "a-good.json: email ->" in result.stdout
+    assert "a-good.json: sms ->" in result.stdout
+    assert "b-bad.json: error:" in result.stderr and "id" in result.stderr
+    assert "c-not-json.json: error:" in result.stderr
+    assert len(list(out.glob("*.eml"))) == 1 and len(list(out.glob("*.sms.txt"))) == 1
