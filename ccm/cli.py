@@ -159,7 +159,7 @@ def _mount_optional() -> None:
         ("ccm.preview", "preview"),
         ("ccm.proof", "proof"),
         ("ccm.approval", "approve"),
-        ("ccm.tracking_app", "track_serve"),
+        ("ccm.tracking_cli", "track_serve"),
     ):
         try:
             mod = importlib.import_module(module)
