@@ -41,8 +41,10 @@ def load_yaml(path: Path, error: type[CCMError]) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f"{path}:{line + 1}" if line is not None else str(path)
+        mark = getattr(exc, "problem_mark", None)
+        # PyYAML marks count lines from 0; errors (message and context) count from 1.
+        line = mark.line + 1 if mark is not None else None
+        where = f"{path}:{line}" if line is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(f"{where}: invalid YAML: {problem}", path=str(path), line=line) from exc
 

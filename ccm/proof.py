@@ -633,7 +633,7 @@ border-radius:14px;padding:8px 10px;max-width:280px;white-space:pre-wrap;font-si
 .meta{color:var(--muted);font-size:12px}.error{color:var(--err);white-space:pre-wrap;
 font-family:ui-monospace,monospace;font-size:12px}.sev{font-weight:700;text-transform:uppercase;
 font-size:11px}.sev-error{color:var(--err)}.sev-warning{color:var(--warn)}code{font-size:12px}
-th.narrow{width:9%}
+th.narrow{width:9%}td code.rule{white-space:nowrap}
 """
 
 
@@ -664,7 +664,7 @@ def _index_html(
                 str(f.get("file") or "")
             parts.append(
                 f"<tr><td class='sev sev-{esc(sev)}'>{esc(sev)}</td><td><code>{esc(where)}</code>"
-                f"</td><td><code>{esc(str(f.get('rule') or ''))}</code></td>"
+                f"</td><td><code class=rule>{esc(str(f.get('rule') or ''))}</code></td>"
                 f"<td>{esc(str(f.get('message') or ''))}</td></tr>"
             )
         parts.append("</table>")

@@ -47,7 +47,7 @@ class FakeFinding:
 
 def fake_lint(packs: Sequence[Path], templates: Path) -> list[FakeFinding]:
     """A stand-in linter: one warning per pack (the real one has its own tests)."""
-    return [FakeFinding(str(p / "pack.yaml"), 3, "tone-sentence-length", "warning",
+    return [FakeFinding(str(p / "pack.yaml"), 3, "sentence-length", "warning",
                         "sentence too long") for p in packs]
 
 
@@ -182,7 +182,7 @@ def test_index_links_every_output_that_exists(
     assert links and all((result.out_dir / link).is_file() for link in links)
     anchors = re.findall(r"href='#([^']+)'", page)
     assert anchors and all(f"id='{a}'" in page for a in anchors)
-    assert "tone-sentence-length" in page
+    assert "sentence-length" in page
     assert "document.png" in page and "email.html" in page
     assert "http://" not in page and "https://" not in page
 
@@ -269,3 +269,30 @@ def test_proof_without_key_fails_with_hint(tmp_path: Path, monkeypatch: pytest.M
     assert code == 1
     assert "ccm proof --generate-key FILE" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_proof_carries_the_real_lint_findings(tmp_path: Path) -> None:
+    """By default the proof lints with ccm.lint: findings.json, the manifest and the index
+    show a banned term at its template line."""
+    pack = tmp_path / "brand_packs" / "acme"
+    shutil.copytree(PACKS / "acme", pack)
+    shutil.copytree(TEMPLATES / LIGHT, tmp_path / "templates" / LIGHT)
+    for extra in sorted((tmp_path / "templates" / LIGHT / "samples").glob("*.json"))[1:]:
+        extra.unlink()
+    source = tmp_path / "templates" / LIGHT / "email.mjml.j2"
+    text = source.read_text("utf-8").replace(
+        "{% block content %}\n", "{% block content %}\n<mj-text>Please act now.</mj-text>\n", 1)
+    source.write_text(text, "utf-8")
+    line = text.split("\n").index("<mj-text>Please act now.</mj-text>") + 1
+    key = Ed25519PrivateKey.generate()
+    result = build_proof([pack], tmp_path / "templates", tmp_path / "out", key=key,
+                         thumbnails=False)
+    findings = json.loads((result.out_dir / "findings.json").read_text("utf-8"))
+    banned = [f for f in findings if f["rule"] == "banned-term"]
+    assert [(f["file"], f["line"], f["severity"]) for f in banned] == [
+        (f"templates/{LIGHT}/email.mjml.j2", line, "error")]
+    manifest = json.loads((result.out_dir / "manifest.json").read_text("utf-8"))
+    assert manifest["lint"] == {"errors": 1, "warnings": 1}  # and the weak password rule
+    page = (result.out_dir / "index.html").read_text("utf-8")
+    assert f"templates/{LIGHT}/email.mjml.j2:{line}" in page and "banned-term" in page
+    assert verify_proof(result.out_dir, key.public_key()).ok

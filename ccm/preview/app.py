@@ -70,6 +70,7 @@ class Hub:
         self._pages: dict[int, tuple[ViewKey, asyncio.Queue[str | None]]] = {}
         self._ids = 0
         self.closed = False
+        self._lint_task: asyncio.Task[None] | None = None
 
     def token(self) -> str:
         """Names the server run and generation a page shows; a page reloads when it differs."""
@@ -87,7 +88,12 @@ class Hub:
         self._pages.pop(page, None)
 
     async def changed(self) -> None:
-        """Files changed: new generation, re-render what pages show, then tell them."""
+        """Files changed: new generation, re-render what pages show, then tell them.
+
+        Lint for the open pages runs afterwards in the background: the watcher
+        must be free to take the next save at once, and a lint run that a newer
+        save overtakes stops (see :meth:`Workspace.findings`).
+        """
         self.workspace.bump()
         token = self.token()
         pending = dict(self._pages)
@@ -101,16 +107,27 @@ class Hub:
                     del pending[page]
         for _, queue in pending.values():
             queue.put_nowait(token)
+        if self._lint_task is not None:
+            self._lint_task.cancel()
+        self._lint_task = asyncio.create_task(self._lint_open_pages())
+
+    async def _lint_open_pages(self) -> None:
+        """Warm the lint findings of what open pages show, in the current generation."""
         for key in dict.fromkeys(k for k, _ in self._pages.values()):
-            if token != self.token():
+            if self.closed:
                 return
-            await anyio.to_thread.run_sync(self.workspace.findings, key)
+            try:
+                await anyio.to_thread.run_sync(self.workspace.findings, key)
+            except Exception:  # a page asking /lint sees the failure; nothing to do here
+                logger.exception("lint after a change failed")
 
     def close(self) -> None:
         """End every event stream (the server is stopping)."""
         self.closed = True
         for _, queue in self._pages.values():
             queue.put_nowait(None)
+        if self._lint_task is not None:
+            self._lint_task.cancel()
 
 
 def _key(workspace: Workspace, request: Request) -> ViewKey:

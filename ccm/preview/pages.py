@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from ..message import Message
 
-__all__ = ["readable_pdf", "render_pages"]
+__all__ = ["draw_pdf", "readable_pdf", "render_pages"]
 
 
 def readable_pdf(engine: Engine, message: Message, customer: Mapping[str, Any]) -> bytes:
@@ -43,11 +43,40 @@ def readable_pdf(engine: Engine, message: Message, customer: Mapping[str, Any]) 
     return out.getvalue()
 
 
-def render_pages(pdf: bytes, *, scale: float = 1.5, max_pages: int | None = None) -> list[bytes]:
-    """PNG bytes of each page (``scale`` 1 is 72 dpi), the first ``max_pages`` only if given."""
+def draw_pdf(engine: Engine, message: Message, customer: Mapping[str, Any], *,
+             scale: float = 1.5) -> list[bytes]:
+    """PNG bytes of each page of ``message``'s PDF, opened as the customer opens it.
+
+    A confidential PDF is opened with the sample customer's password (pdfium
+    reads AES-256 itself, so nothing is decrypted and rewritten first); a
+    password that does not open it is a :class:`~ccm.errors.RenderError`.
+    """
+    if not message.encrypted:
+        return render_pages(message.content, scale=scale)
     import pypdfium2
 
-    document = pypdfium2.PdfDocument(pdf)
+    from ..errors import RenderError
+    from ..security import password_for
+
+    if engine.password_rule is None:  # pragma: no cover - the engine refuses this first
+        raise RenderError("encrypted PDF without a password rule", template=message.template)
+    try:
+        return render_pages(message.content, scale=scale,
+                            password=password_for(engine.password_rule, customer))
+    except pypdfium2.PdfiumError as exc:
+        raise RenderError(
+            f"{message.template}: the sample customer's password does not open the PDF",
+            template=message.template,
+        ) from exc
+
+
+def render_pages(pdf: bytes, *, scale: float = 1.5, max_pages: int | None = None,
+                 password: str | None = None) -> list[bytes]:
+    """PNG bytes of each page (``scale`` 1 is 72 dpi), the first ``max_pages`` only if given;
+    ``password`` opens an encrypted PDF."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(pdf, password=password)
     try:
         count = len(document) if max_pages is None else min(len(document), max_pages)
         pages = []
@@ -56,7 +85,7 @@ def render_pages(pdf: bytes, *, scale: float = 1.5, max_pages: int | None = None
             try:
                 image = page.render(scale=scale).to_pil()
                 buf = io.BytesIO()
-                image.save(buf, format="PNG", optimize=False)
+                image.save(buf, format="PNG", compress_level=1)  # local: speed over size
                 pages.append(buf.getvalue())
             finally:
                 page.close()

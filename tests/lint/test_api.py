@@ -139,3 +139,25 @@ def test_every_rule_is_documented_with_a_bad_and_a_good_example(rule: str) -> No
     section = doc.split(heading, 1)[1].split("\n### ", 1)[0]
     starts = [line.split(" ")[0].rstrip(":") for line in section.split("\n")]
     assert "Bad" in starts and "Good" in starts
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_has_a_test_that_makes_it_fire(rule: str) -> None:
+    """Each rule id is asserted on by name in the rule tests (a new rule needs its test)."""
+    here = Path(__file__).resolve().parent
+    tests = "\n".join(p.read_text("utf-8") for p in sorted(here.glob("test_*.py")))
+    assert f'"{rule}"' in tests or f"'{rule}'" in tests or f": {rule}:" in tests
+
+
+@pytest.mark.parametrize("doc", ["lint.md", "designer-guide.md"])
+def test_docs_show_only_real_rule_ids(doc: str) -> None:
+    """Example findings and ``lint:`` settings in the docs name rules that exist."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / doc).read_text("utf-8")
+    shown = set(re.findall(r"^\S+:\d+: ([a-z-]+): ", text, re.MULTILINE))
+    for disabled in re.findall(r"^\s*disabled: \[(.*)\]", text, re.MULTILINE):
+        shown |= {d.strip() for d in disabled.split(",") if d.strip()}
+    for severity in re.findall(r"^\s*severity: \{(.*)\}", text, re.MULTILINE):
+        shown |= {s.split(":")[0].strip() for s in severity.split(",") if s.strip()}
+    assert shown and shown <= set(RULES), sorted(shown - set(RULES))

@@ -54,3 +54,17 @@ def test_no_packs_is_a_usage_error(tmp_path: object, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(str(tmp_path))
     assert main(["lint"]) == 2
     assert "--pack" in capsys.readouterr().err
+
+
+def test_text_and_json_report_the_same_findings(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each text line is ``file:line: rule-id: message`` of one JSON item, in the same order."""
+    add_text(project, "<mj-text>Please act now. Sorry for the problem!</mj-text>")
+    monkeypatch.chdir(project.root)
+    assert main(["lint"]) == 1
+    text = capsys.readouterr().out.splitlines()
+    assert main(["lint", "--format", "json"]) == 1
+    items = json.loads(capsys.readouterr().out)
+    assert len(items) >= 4  # banned, preferred, exclamation, weak password
+    assert text == [f"{i['file']}:{i['line']}: {i['rule']}: {i['message']}" for i in items]

@@ -54,6 +54,41 @@ def test_a_pack_that_does_not_load_is_a_render_error(project: Project) -> None:
     assert [(f.rule, Path(f.file).name) for f in found] == [("render-error", "pack.yaml")]
 
 
+def test_invalid_yaml_is_a_render_error_at_its_one_based_line(project: Project) -> None:
+    """A pack.yaml that does not parse is reported at the line the YAML parser stopped on."""
+    manifest = "brand_packs/acme/pack.yaml"
+    project.edit(manifest, "name: Acme Bank", "name: Acme: Bank")
+    found = project.lint()
+    assert [(f.rule, where(f, project.root)) for f in found] == [
+        ("render-error", (manifest, project.line_of(manifest, "name: Acme: Bank")))]
+    assert found[0].message.startswith("invalid YAML: mapping values are not allowed")
+
+
+def test_invalid_template_yaml_is_reported_at_its_line(project: Project) -> None:
+    """A template.yaml that does not parse names its own file and line."""
+    manifest = "templates/payment_reminder/template.yaml"
+    project.write(manifest, (project.root / manifest).read_text("utf-8") + "channels: [email\n")
+    found = rules(project.lint(), "render-error")
+    lines = (project.root / manifest).read_text("utf-8").split("\n")
+    assert [where(f, project.root) for f in found] == [(manifest, len(lines))]
+
+
+def test_load_yaml_context_line_is_one_based(tmp_path: Path) -> None:
+    """The error's ``line`` context agrees with the ``file:line`` in its message."""
+    from ccm._schema import load_yaml
+    from ccm.errors import PackError
+
+    path = tmp_path / "pack.yaml"
+    path.write_text("id: x\nname: a: b\n", "utf-8")
+    try:
+        load_yaml(path, PackError)
+    except PackError as exc:
+        assert exc.context["line"] == 2
+        assert str(exc).startswith(f"{path}:2: invalid YAML")
+    else:
+        raise AssertionError("invalid YAML loaded")
+
+
 # -- unsafe-construct -------------------------------------------------------------------
 
 
@@ -96,6 +131,54 @@ def test_mj_include_outside_the_pack_is_unsafe(project: Project) -> None:
     line = add_text(project, '<mj-include path="../../../etc/passwd" />')
     found = [f for f in rules(project.lint(), "unsafe-construct") if "mj-include" in f.message]
     assert [where(f, project.root) for f in found] == [(EMAIL, line)]
+
+
+def test_dynamic_extends_and_import_are_unsafe(project: Project) -> None:
+    """``{% extends %}`` or ``{% import %}`` of a computed name is reported at its line."""
+    project.edit(EMAIL, '{% extends "pack/email.mjml.j2" %}',
+                 '{% extends "pack/" ~ "email.mjml.j2" %}')
+    line = add_text(project, '{% import data.reference as m %}<mj-text>Due.</mj-text>')
+    found = rules(project.lint(), "unsafe-construct")
+    assert sorted((where(f, project.root), f.message.split(" of ")[0]) for f in found) == [
+        ((EMAIL, 1), "extends"), ((EMAIL, line), "import")]
+
+
+def test_literal_names_and_autoescape_on_are_safe(tmp_path: Path) -> None:
+    """Includes, extends and imports of literal names, and ``autoescape true``, are fine."""
+    import jinja2
+
+    from ccm.lint.unsafe import unsafe_constructs
+
+    source = tmp_path / "t.j2"
+    source.write_text('{% extends "pack/email.mjml.j2" %}{% import "macros.j2" as m %}'
+                      '{% block content %}{% include "part.j2" %}'
+                      "{% autoescape true %}{{ data.name }}{% endautoescape %}"
+                      '{{ data.name|e }}{{ "<br>"|safe }}'
+                      """{{ "Page %(n)s"|format(n='" counter(page) "'|safe) }}{% endblock %}""",
+                      "utf-8")
+    assert unsafe_constructs(jinja2.Environment(), str(source), "t.j2") == []
+    source.write_text("{{ (data.name ~ '')|safe }}", "utf-8")
+    assert [m for _, m in unsafe_constructs(jinja2.Environment(), str(source), "t.j2")] == [
+        "|safe marks a value as markup: it is no longer escaped; write the markup in the "
+        "template instead"]
+
+
+def test_mj_include_inside_the_pack_or_template_is_fine(tmp_path: Path) -> None:
+    """A relative mj-include that stays in the pack or template folder passes; a URL, an
+    absolute path or a climb out does not."""
+    from ccm.lint.unsafe import mj_includes
+
+    pack, template = tmp_path / "pack", tmp_path / "templates" / "t"
+    template.mkdir(parents=True)
+    pack.mkdir()
+    source = template / "email.mjml.j2"
+    source.write_text('<mj-include path="parts/footer.mjml" />\n'
+                      "<mj-include path='https://evil.example/x.mjml' />\n"
+                      '<mj-include path="/etc/passwd" />\n'
+                      '<mj-include path="parts/../../../secret.mjml" />\n', "utf-8")
+    found = mj_includes(str(source), [pack, template])
+    assert [(line, message.split("' ")[1].split(":")[0]) for line, message in found] == [
+        (2, "is a URL"), (3, "is absolute"), (4, "climbs out with '..'")]
 
 
 # -- contract-violation -------------------------------------------------------------------
@@ -164,6 +247,16 @@ def test_greeting_and_sign_off_missing_from_email(project: Project) -> None:
     assert {f.channel for f in greeting} == {"email"}
     assert "'Dear {name},'" in greeting[0].message
     assert {f.channel for f in rules(found, "sign-off-missing")} == {"email"}
+
+
+def test_sign_off_message_names_the_pack_sign_off(project: Project) -> None:
+    """Without the sign-off the finding quotes the pack's sign-off and says how to add it."""
+    project.edit(LAYOUT, '{{ brand.sign_off|replace("\\n", "<br>"|safe) }}', "")
+    found = [f for f in rules(project.lint(), "sign-off-missing") if f.locale == "en_GB"]
+    assert len(found) == 1 and found[0].severity == "error"
+    assert "does not end with the acme sign-off 'Yours sincerely, Acme Bank'" in \
+        found[0].message
+    assert found[0].message.endswith("add {{ brand.sign_off }}")
 
 
 def test_greeting_missing_from_a_letter(tmp_path: Path) -> None:
@@ -403,6 +496,13 @@ def test_sms_too_long(project: Project) -> None:
     assert "the limit is 3" in found[0].message
 
 
+def test_sms_within_a_higher_pack_limit_passes(project: Project) -> None:
+    """The same long SMS is fine when the pack allows enough segments."""
+    project.edit(SMS, "{% block content %}", "{% block content %}" + "Long text. " * 50)
+    project.edit("brand_packs/acme/pack.yaml", "max_segments: 3", "max_segments: 6")
+    assert rules(project.lint(), "sms-too-long") == []
+
+
 def test_sms_ucs2_names_the_stray_character_and_its_line(project: Project) -> None:
     """An en dash in the SMS source forces UCS-2: reported with the character and line."""
     project.edit(SMS, "{% block content %}", "{% block content %}\nThank you – ")
@@ -434,6 +534,15 @@ def test_missing_translation_for_each_non_english_locale(project: Project) -> No
     found = rules(project.lint(), "missing-translation")
     assert [(where(f, project.root), f.locale) for f in found] == [((EMAIL, line), "de_DE")]
     assert "'A sentence nobody translated.'" in found[0].message
+
+
+def test_a_translated_message_id_passes(project: Project) -> None:
+    """Once the German catalog translates the new message id, the finding goes away."""
+    add_text(project, '<mj-text>{{ _("A sentence nobody translated.") }}</mj-text>')
+    catalog = project.template("payment_reminder") / "locales/de_DE/LC_MESSAGES/messages.po"
+    catalog.write_text(catalog.read_text("utf-8") + '\nmsgid "A sentence nobody translated."\n'
+                       'msgstr "Ein Satz, den niemand übersetzt hat."\n', "utf-8")
+    assert rules(project.lint(), "missing-translation") == []
 
 
 # -- manifests ---------------------------------------------------------------------------------

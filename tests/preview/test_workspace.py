@@ -171,8 +171,10 @@ def test_findings_are_for_what_is_shown(project: tuple[list[Path], Path],
     calls: list[tuple[str, str, str]] = []
 
     def findings_for(engine: Any, template_id: str, channel: str, locale: str,
-                     request: Any) -> list[_Finding]:
+                     request: Any, *, sample: Path, result: Any) -> list[_Finding]:
         calls.append((template_id, channel, locale))
+        assert sample == templates / template_id / "samples" / f"{key.sample}.json"
+        assert result is not None  # the message the view rendered, checked as shown
         src = str(templates / template_id / f"{channel}.txt.j2")
         return [_Finding(src, 2, "tone-banned-term", "warning", "say 'pay', not 'remit'"),
                 _Finding(src, None, "sms-ucs2", "error", "’ forces UCS-2")]
@@ -194,7 +196,7 @@ def test_a_failing_linter_is_shown_not_raised(project: tuple[list[Path], Path],
     """An exception inside the linter becomes one 'lint-failed' finding."""
     packs, templates = project
 
-    def findings_for(*args: Any) -> list[Any]:
+    def findings_for(*args: Any, **kwargs: Any) -> list[Any]:
         raise RuntimeError("linter bug")
 
     fake = types.ModuleType("ccm.lint")
@@ -213,3 +215,79 @@ def test_error_info_reads_the_message_location(tmp_path: Path) -> None:
     assert info.where == "t/sms.txt.j2:2"
     assert info.message == "t/sms.txt.j2:2: boom"
     assert info.excerpt == ((1, "one"), (2, "two"), (3, "three"))
+
+
+def test_real_findings_point_at_the_template_and_the_sample(
+        project: tuple[list[Path], Path]) -> None:
+    """The linter's findings for the view name the template line and the sample line."""
+    packs, templates = project
+    email = templates / LIGHT / "email.mjml.j2"
+    insert_in_block(email, "<mj-text>Please act now.</mj-text>\n")
+    sample = templates / LIGHT / "samples" / "01_en_GB_overdue.json"
+    sample.write_text(sample.read_text("utf-8").replace(
+        '"pay_url": "https://pay.example.com/r/7Q2M9X"', '"pay_url": 42'), "utf-8")
+    ws = Workspace(packs, templates)
+    key = ws.resolve("acme", LIGHT, "en_GB", "01_en_GB_overdue")
+    lines = sample.read_text("utf-8").split("\n")
+    pay_line = next(n for n, text in enumerate(lines, 1) if '"pay_url"' in text)
+    found = {(f.rule, f.where) for f in ws.findings(key)}
+    assert ("contract-violation", f"templates/{LIGHT}/samples/01_en_GB_overdue.json:{pay_line}") \
+        in found
+    sample.write_text(sample.read_text("utf-8").replace(
+        '"pay_url": 42', '"pay_url": "https://pay.example/r/1"'), "utf-8")
+    ws.bump()
+    act_line = email.read_text("utf-8").split("\n").index(
+        "<mj-text>Please act now.</mj-text>") + 1
+    found = {(f.rule, f.where) for f in ws.findings(key)}
+    assert found == {("banned-term", f"templates/{LIGHT}/email.mjml.j2:{act_line}")}
+
+
+def test_findings_follow_the_generation(project: tuple[list[Path], Path]) -> None:
+    """After a change on disk the findings are those of the new sources, not the cached ones."""
+    packs, templates = project
+    ws = Workspace(packs, templates)
+    key = ws.resolve("acme", LIGHT, "en_GB")
+    assert ws.findings(key) == ()
+    insert_in_block(templates / LIGHT / "sms.txt.j2", "Pay IMMEDIATELY. ")
+    assert ws.findings(key) == ()  # same generation: cached
+    ws.bump()
+    assert [(f.rule, f.where) for f in ws.findings(key)] == [
+        ("shouting", f"templates/{LIGHT}/sms.txt.j2:3")]
+
+
+def test_lint_checks_the_messages_the_view_rendered(project: tuple[list[Path], Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Showing a view and its findings renders each channel once, not twice."""
+    import ccm.engine
+
+    packs, templates = project
+    ws = Workspace(packs, templates)
+    key = ws.resolve("acme", LIGHT, "en_GB")
+    ws.engine("acme")
+    renders: list[Any] = []
+    original = ccm.engine.Engine.render
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        renders.append(args[:2])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ccm.engine.Engine, "render", counting)
+    ws.view(key)
+    ws.findings(key)
+    assert len(renders) == 1  # every channel in one call, reused by lint
+
+
+def test_pack_manifest_error_shows_the_line_of_its_key(
+        project: tuple[list[Path], Path]) -> None:
+    """A pack.yaml that parses but breaks a rule points at the line of the key it names."""
+    packs, templates = project
+    manifest = packs[0] / "pack.yaml"
+    text = manifest.read_text("utf-8")
+    manifest.write_text(text.replace("locales: [en_GB, de_DE]", "locales: [en_GB, de_DE, fr_FR]"),
+                        "utf-8")
+    listing = Workspace(packs, templates, lint=False).listing("acme")
+    legal = text.split("\n").index("legal:") + 1
+    assert listing.error is not None
+    assert listing.error.where == f"brand_packs/acme/pack.yaml:{legal}"
+    assert "legal: no text for locale(s) fr_FR" in listing.error.message
+    assert (legal, "legal:") in listing.error.excerpt
