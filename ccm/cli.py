@@ -7,7 +7,6 @@ Exit status: 0 success, 1 a one-line error about the input or the setup,
 from __future__ import annotations
 
 import json
-
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -144,7 +143,8 @@ def _describe(summary: dict[str, Any]) -> str:
         bits.append(f"{summary['encoding']}, {summary['segments']} segment(s)")
     if summary["status"] != "generated":
         reason = f": {summary['reason']}" if summary.get("reason") else ""
-        return f"{summary['status']:9} {summary['template']} for {summary['customer_id']} ({', '.join(bits)}){reason}"
+        return (f"{summary['status']:9} {summary['template']} for {summary['customer_id']} "
+                f"({', '.join(bits)}){reason}")
     return f"generated {summary['path']} ({', '.join(bits)})"
 
 

@@ -35,7 +35,10 @@ def _autoescape(name: str | None) -> bool:
 
 
 def create_environment(pack_layouts: Path, templates_dir: Path) -> ImmutableSandboxedEnvironment:
-    """Build the environment for one pack: ``pack/…`` names its layouts, ``templates/…`` the templates."""
+    """Build the environment for one pack.
+
+    ``pack/…`` names the pack's layouts, ``templates/…`` the templates.
+    """
     loader = jinja2.PrefixLoader(
         {
             "pack": jinja2.FileSystemLoader(str(pack_layouts)),
@@ -58,7 +61,10 @@ def create_environment(pack_layouts: Path, templates_dir: Path) -> ImmutableSand
 
 
 def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
-    """Per-render ``gettext``/``ngettext``/``_`` bound to one catalog (newstyle, autoescape-aware)."""
+    """Per-render ``gettext``/``ngettext``/``_`` bound to one catalog.
+
+    Newstyle and autoescape-aware.
+    """
     gettext = _make_new_gettext(translations.gettext)
     ngettext = _make_new_ngettext(translations.ngettext)
     return {"gettext": gettext, "ngettext": ngettext, "_": gettext}
@@ -96,7 +102,8 @@ def _consume(chunks: Iterator[str], *, name: str, deadline: float | None, max_ch
             raise BudgetError(f"{name}: output exceeds the {max_chars} character budget",
                               path=name, budget="size")
         if deadline is not None and time.monotonic() > deadline:
-            raise BudgetError(f"{name}: rendering exceeded its time budget", path=name, budget="time")
+            raise BudgetError(f"{name}: rendering exceeded its time budget",
+                              path=name, budget="time")
     return "".join(out)
 
 
@@ -166,7 +173,10 @@ def render_source(
 
 
 def static_references(env: ImmutableSandboxedEnvironment, name: str) -> list[tuple[str, int, str]]:
-    """``(kind, line, target)`` of every extends/include/import in a source; target '' if dynamic."""
+    """``(kind, line, target)`` of every extends/include/import in a source.
+
+    ``target`` is ``''`` when the name is dynamic.
+    """
     source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
     tree = env.parse(source, name, filename)
     out = []

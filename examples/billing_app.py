@@ -36,7 +36,9 @@ class OutboxTransport:
         return path
 
 
-def on_invoice_issued(engine: ccm.Engine, transport: OutboxTransport, event: dict) -> list[ccm.Message]:
+def on_invoice_issued(
+    engine: ccm.Engine, transport: OutboxTransport, event: dict
+) -> list[ccm.Message]:
     """Handle one ``invoice.issued`` event: statement email (with the PDF attached) and SMS."""
     request = {"customer": event["customer"], "data": event["statement"]}
     messages = []

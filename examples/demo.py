@@ -23,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 import ccm  # noqa: E402
 from ccm.util import atomic_write  # noqa: E402
 
-PACK_FOR_LANGUAGE = {"en_GB": "acme", "de_DE": "acme", "de": "acme", "en_US": "globex", "ar": "globex"}
+PACK_FOR_LANGUAGE = {
+    "en_GB": "acme", "de_DE": "acme", "de": "acme", "en_US": "globex", "ar": "globex",
+}
 OTHER_TEMPLATES = ["payment_reminder", "welcome", "product_offer", "nps_survey"]
 
 

@@ -1,6 +1,7 @@
 """Render every request file in a folder, one output folder per template run.
 
-    python examples/render_folder.py templates/payment_reminder/samples --template payment_reminder \
+    python examples/render_folder.py templates/payment_reminder/samples \
+        --template payment_reminder \
         --pack brand_packs/acme --out out/folder
 
 Bad requests are reported with their file name and skipped; the script exits

@@ -65,7 +65,7 @@ def record_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _default_record_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """An engine made without ``record=`` writes a fresh record of the test's own, not ./ccm-record.db."""
+    """An engine made without ``record=`` writes a record of the test's own, not ./ccm-record.db."""
     saved = os.environ.get("CCM_RECORD_URL")
     folder = tmp_path_factory.mktemp("default-record")
     os.environ["CCM_RECORD_URL"] = sqlite_url(folder / "ccm-record.db")

@@ -80,7 +80,9 @@ def test_unknown_template_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 1 and "payment_reminder" in err
 
 
-def test_invalid_json_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_json_names_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A .jsonl with a broken line: exit 1 naming file and line."""
     path = tmp_path / "reqs.jsonl"
     path.write_text(json.dumps(sample("payment_reminder")) + "\n{oops\n")
@@ -91,7 +93,9 @@ def test_invalid_json_names_file_and_line(tmp_path: Path, capsys: pytest.Capture
     assert code == 1 and "reqs.jsonl:2" in err
 
 
-def test_bad_pack_exits_1_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_pack_exits_1_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A broken pack.yaml: exit 1 naming pack.yaml."""
     (tmp_path / "pack").mkdir()
     (tmp_path / "pack" / "pack.yaml").write_text("id: [unclosed\n")

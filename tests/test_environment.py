@@ -101,7 +101,8 @@ def test_time_budget(make_env) -> None:  # type: ignore[no-untyped-def]
     """A render past its deadline fails with BudgetError instead of hanging."""
     import time
 
-    env, name = make_env("x.txt.j2", "{% for i in range(1000) %}{% for j in range(1000) %}{{ j }}{% endfor %}{% endfor %}")
+    loop = "{% for i in range(1000) %}{% for j in range(1000) %}{{ j }}{% endfor %}{% endfor %}"
+    env, name = make_env("x.txt.j2", loop)
     with pytest.raises(BudgetError):
         render_source(env, name, {}, deadline=time.monotonic() - 1)
 

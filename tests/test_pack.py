@@ -29,7 +29,8 @@ def test_example_packs_load(pack: str) -> None:
     assert loaded.id == pack and loaded.default_locale in loaded.locales
     assert len(loaded.sources_sha256) == 64
     schema = json.loads((Path(ccm.__file__).parent / "schemas" / "pack.schema.json").read_text())
-    jsonschema.Draft202012Validator(schema).validate(yaml.safe_load((PACKS / pack / "pack.yaml").read_text()))
+    manifest = yaml.safe_load((PACKS / pack / "pack.yaml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(manifest)
 
 
 def test_packs_look_different() -> None:
@@ -75,7 +76,7 @@ def test_missing_layout_is_named(tmp_path: Path) -> None:
     """A pack without its email layout names the missing file."""
     pack_dir, _ = copy_examples(tmp_path)
     (pack_dir / "layouts" / "email.mjml.j2").unlink()
-    with pytest.raises(PackError, match="email.mjml.j2"):
+    with pytest.raises(PackError, match=r"email\.mjml\.j2"):
         ccm.load_pack(pack_dir)
 
 
@@ -83,6 +84,7 @@ def test_pack_yaml_is_loaded_safely(tmp_path: Path) -> None:
     """Python object tags in pack.yaml are refused, not constructed."""
     pack_dir, _ = copy_examples(tmp_path)
     text = (pack_dir / "pack.yaml").read_text()
-    (pack_dir / "pack.yaml").write_text(text + "\nexploit: !!python/object/apply:os.system ['true']\n")
+    exploit = "\nexploit: !!python/object/apply:os.system ['true']\n"
+    (pack_dir / "pack.yaml").write_text(text + exploit)
     with pytest.raises(PackError):
         ccm.load_pack(pack_dir)

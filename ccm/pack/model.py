@@ -76,7 +76,10 @@ class BrandPack:
         return localised(value, locale, self.default_locale) if isinstance(value, dict) else None
 
     def resolve_locale(self, requested: str | None) -> str:
-        """The locale to render: ``requested`` when supported (exact or by language), else default."""
+        """The locale to render: ``requested`` when supported (exact or by language).
+
+        Otherwise the pack's default locale.
+        """
         if requested:
             norm = requested.replace("-", "_")
             if norm in self.locales:
