@@ -61,7 +61,16 @@ SUPPRESSED = "suppressed"
 _CHANNEL_ORDER = {"pdf": 0, "email": 1, "sms": 2}
 _COLOUR = re.compile(r"#(?:[0-9A-Fa-f]{3}){1,2}")
 _DEFAULT_PALETTE = {"primary": "#1F4E79", "text": "#1A1A1A", "background": "#FFFFFF"}
+#: Least contrast with the page background for a brand colour to colour a chart series.
+_SERIES_CONTRAST = 2.0
+#: Least RGB distance between two series colours.
+_SERIES_DISTANCE = 64.0
 _FALLBACK_SERIES = ("#E07A1F", "#2E8B57", "#8E44AD", "#C0392B", "#16A085", "#7F8C8D")
+#: The breakdowns that also get a chart of their volume per week.
+WEEKLY_DIMENSIONS = ("type", "journey", "segment", "template", "pack")
+#: Labels drawn in a weekly breakdown chart before the rest become "other".
+WEEKLY_SERIES = 5
+OTHER = "other"
 _NPS_COLOURS = {"detractors": "#C0392B", "passives": "#B8B8B8", "promoters": "#2E8B57"}
 
 
@@ -93,6 +102,12 @@ def _luminance(colour: str) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
+def _contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two colours (1 to 21)."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
 def _palette(brand: Mapping[str, Any] | None) -> dict[str, str]:
     """The page colours: the brand's where valid, the rest derived."""
     given = (brand or {}).get("palette")
@@ -104,10 +119,21 @@ def _palette(brand: Mapping[str, Any] | None) -> dict[str, str]:
     colours["line"] = _mix(text, background, 0.15)
     colours["panel"] = _mix(text, background, 0.03)
     colours["on_primary"] = "#FFFFFF" if _luminance(colours["primary"]) < 0.4 else "#111111"
-    extras = [v for k, v in valid.items() if k not in _DEFAULT_PALETTE]
-    pool = [colours["primary"], *extras, *_FALLBACK_SERIES]
-    colours["_series"] = ",".join(dict.fromkeys(c.upper() for c in pool))
+    # Panel and rule tints (a pack's "surface", "rule") would vanish as chart series.
+    extras = [v for k, v in valid.items()
+              if k not in _DEFAULT_PALETTE and _contrast(v, background) >= _SERIES_CONTRAST]
+    pool: list[str] = []
+    for colour in (colours["primary"], *extras, *_FALLBACK_SERIES):
+        # Two shades of one brand colour side by side read as one series.
+        if all(_distance(colour, kept) >= _SERIES_DISTANCE for kept in pool):
+            pool.append(colour.upper())
+    colours["_series"] = ",".join(pool)
     return colours
+
+
+def _distance(a: str, b: str) -> float:
+    """Euclidean distance of two colours in RGB (0 to 441)."""
+    return math.dist(_rgb(a), _rgb(b))
 
 
 def _series_colours(names: Sequence[str], colours: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -219,7 +245,7 @@ def bars_svg(
 ) -> Markup:
     """Horizontal bars, one ``<rect class="bar">`` per row (the ``limit`` largest)."""
     shown = list(rows)[:limit]
-    row_h, label_w, pad = 22, 150, 6
+    row_h, label_w, pad = 22, 170, 6
     height = max(len(shown), 1) * row_h + 2 * pad
     plot_w = width - label_w - 50
     ceiling = max((v for _, v in shown), default=0) or 1
@@ -474,6 +500,8 @@ def timeline_html(timeline: Mapping[str, Any], *, brand: Mapping[str, Any] | Non
     view = _timeline_view(timeline)
     messages = view["messages"]
     summary = _timeline_summary(messages, latest_score_in_timeline(timeline))
+    recorded = timeline.get("summary")
+    summary["segment"] = recorded.get("segment") if isinstance(recorded, Mapping) else None
     context = _page_context(brand)
     sent = [m for m in messages if m["status"] != SUPPRESSED and m["created"]]
     channels = sorted({m["channel"] for m in sent}, key=_channel_key)
@@ -541,6 +569,9 @@ class OrgReport:
     suppressions: list[tuple[str, int]] = field(default_factory=list)
     engagement: list[ChannelEngagement] = field(default_factory=list)
     nps: dict[str, Any] = field(default_factory=dict)
+    #: ``{dimension: {(week, label): messages}}`` for the dimensions of
+    #: :data:`WEEKLY_DIMENSIONS` (labels as in the ``by_*`` lists).
+    weekly: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
 
 
 def render_report(report: OrgReport, *, brand: Mapping[str, Any] | None = None) -> str:
@@ -560,15 +591,23 @@ def render_report(report: OrgReport, *, brand: Mapping[str, Any] | None = None) 
     for ident, title, label, rows in breakdowns:
         if rows is None:
             continue
-        sections.append(
-            {
-                "id": ident,
-                "title": title,
-                "label": label,
-                "rows": rows,
-                "chart": bars_svg(rows, title=title, colour=primary),
-            }
-        )
+        section: dict[str, Any] = {
+            "id": ident,
+            "title": title,
+            "label": label,
+            "rows": rows,
+            "chart": bars_svg(rows, title=title, colour=primary),
+            "weekly": None,
+            "series": [],
+        }
+        counts = report.weekly.get(label)
+        if counts and report.weeks:
+            week_series, week_values = _top_series(rows, counts, colours)
+            section["series"] = week_series
+            section["weekly"] = stacked_columns_svg(
+                report.weeks, week_series, week_values, title=f"Messages per week, {title.lower()}"
+            )
+        sections.append(section)
     nps = report.nps or {"overall": _empty_nps(), "segments": {}}
     nps_rows = [("overall", nps["overall"]), *sorted(nps.get("segments", {}).items())]
     charts = {
@@ -599,6 +638,24 @@ def render_report(report: OrgReport, *, brand: Mapping[str, Any] | None = None) 
             nps_series=list(_NPS_COLOURS.items()),
         )
     )
+
+
+def _top_series(
+    rows: Sequence[tuple[str, int]],
+    counts: Mapping[tuple[str, str], int],
+    colours: Mapping[str, str],
+    limit: int = WEEKLY_SERIES,
+) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
+    """Series for a weekly chart of one breakdown: its ``limit`` largest labels, then "other"."""
+    pool = colours["_series"].split(",")
+    top = [label for label, _ in rows[:limit]]
+    series = [(label, pool[i % len(pool)]) for i, label in enumerate(top)]
+    values: Counter[tuple[str, str]] = Counter()
+    for (week, label), n in counts.items():
+        values[(week, label if label in top else OTHER)] += n
+    if any(label == OTHER for _, label in values):
+        series.append((OTHER, colours["muted"]))
+    return series, dict(values)
 
 
 def _empty_nps() -> dict[str, Any]:
@@ -642,21 +699,37 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
             sa.select(sa.func.count(sa.distinct(m.customer_id))).where(*sent)
         ).scalar_one()
         volume: Counter[tuple[str, str]] = Counter()
+        weekly: dict[str, Counter[tuple[str, str]]] = {dim: Counter() for dim in WEEKLY_DIMENSIONS}
         days: set[date] = set()
-        for created, channel in conn.execute(
-            sa.select(m.created_at, m.channel).where(*sent).execution_options(yield_per=10_000)
+        for row in conn.execute(
+            sa.select(m.created_at, m.channel, m.message_type, m.journey, m.segment, m.template,
+                      m.template_version, m.pack, m.pack_version)
+            .where(*sent).execution_options(yield_per=10_000)
         ):
-            moment = _when(created)
-            if moment is not None:
-                volume[(iso_week(moment.date()), channel)] += 1
-                days.add(moment.date())
+            moment = _when(row.created_at)
+            if moment is None:
+                continue
+            week = iso_week(moment.date())
+            volume[(week, row.channel)] += 1
+            days.add(moment.date())
+            labels = {
+                "type": row.message_type or "—",
+                "journey": row.journey or "—",
+                "segment": row.segment or "—",
+                "template": _versioned(row.template, row.template_version),
+                "pack": _versioned(row.pack, row.pack_version),
+            }
+            for dim, label in labels.items():
+                weekly[dim][(week, label)] += 1
         report.weeks = _week_range(days)
         report.volume = dict(volume)
+        report.weekly = {dim: dict(counts) for dim, counts in weekly.items()}
         report.channels = sorted({c for _, c in volume}, key=_channel_key)
         report.by_type = ranked((r[0] or "—", r.n) for r in grouped(m.message_type))
         report.by_journey = ranked((r[0] or "—", r.n) for r in grouped(m.journey))
-        if "segment" in m:
-            report.by_segment = ranked((r[0] or "—", r.n) for r in grouped(m.segment))
+        segments = grouped(m.segment)
+        if any(r[0] for r in segments):  # a record without segments gets no segment section
+            report.by_segment = ranked((r[0] or "—", r.n) for r in segments)
         report.by_template = ranked(
             (_versioned(r[0], r[1]), r.n) for r in grouped(m.template, m.template_version)
         )
@@ -768,9 +841,8 @@ _pack_option = click.option(
 def timeline_html_cmd(customer: str, record_url: str, html_path: Path, pack: Path | None) -> None:
     """Write CUSTOMER's communication timeline as an HTML page."""
     try:
-        written = write_timeline_html(
-            _open_record(record_url), customer, html_path, brand=_brand_option(pack)
-        )
+        with _open_record(record_url) as record:
+            written = write_timeline_html(record, customer, html_path, brand=_brand_option(pack))
     except CCMError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {written}")
@@ -794,12 +866,13 @@ def timeline_html_cmd(customer: str, record_url: str, html_path: Path, pack: Pat
 def report_cmd(record_url: str, since: datetime | None, html_path: Path, pack: Path | None) -> None:
     """Write the organisation report (volumes, engagement, NPS) as an HTML page."""
     try:
-        written = write_report_html(
-            _open_record(record_url),
-            html_path,
-            since=since.date() if since else None,
-            brand=_brand_option(pack),
-        )
+        with _open_record(record_url) as record:
+            written = write_report_html(
+                record,
+                html_path,
+                since=since.date() if since else None,
+                brand=_brand_option(pack),
+            )
     except CCMError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {written}")

@@ -38,7 +38,14 @@ def memory_record(*, with_archive: bool = True) -> Record:
 
 @contextmanager
 def capture_messages(engine: Engine) -> Iterator[list[Message]]:
-    """Collect every message ``engine`` finishes inside the block (suppressed ones too)."""
+    """Collect every message ``engine`` renders inside the block.
+
+    That is what the engine hands to its listeners: generated messages, and
+    any a frequency cap stopped at the last moment (``status="suppressed"``,
+    content dropped). Messages the contact policy stopped before rendering,
+    and duplicates, never reach a sender and are not captured: the record
+    holds them (``record.timeline(customer_id)``).
+    """
     captured: list[Message] = []
     remove = engine.add_listener(captured.append)
     try:

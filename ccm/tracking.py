@@ -487,9 +487,21 @@ class EventSink(Protocol):
         self,
         message_id: str,
         kind: str,
+        *,
         at: datetime | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> Any: ...
+
+    def add_event_once(
+        self,
+        message_id: str,
+        kind: str,
+        *,
+        at: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+    def has_event(self, message_id: str, kind: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -502,19 +514,9 @@ class TrackedEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def has_event(record: Any, message_id: str, event: str) -> bool:
+def has_event(record: EventSink, message_id: str, event: str) -> bool:
     """Whether the record holds an ``event`` (e.g. ``opted_out``) for ``message_id``."""
-    finder = getattr(record, "has_event", None)
-    if callable(finder):
-        return bool(finder(message_id, event))
-    entry = record.get(message_id)
-    events = getattr(entry, "events", None) or ()
-    return any(_event_kind(e) == event for e in events)
-
-
-def _event_kind(event: Any) -> str | None:
-    kind = event.get("kind") if isinstance(event, Mapping) else getattr(event, "kind", None)
-    return kind if isinstance(kind, str) else None
+    return bool(record.has_event(message_id, event))
 
 
 def record_verified(
@@ -527,9 +529,10 @@ def record_verified(
     if data.kind == "click":
         payload = {"url": data.target}
     elif data.kind == "unsub":
+        # Once per message, checked and added atomically: repeated or racing POSTs add one.
         payload = {"channel": entry.channel}
-        if has_event(record, data.message_id, event):
-            return TrackedEvent(data, event, added=False, data=payload)
+        added = record.add_event_once(data.message_id, event, at=_now(at), data=payload)
+        return TrackedEvent(data, event, added=added is not None, data=payload)
     else:
         payload = {}
     record.add_event(data.message_id, event, at=_now(at), data=payload or None)

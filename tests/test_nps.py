@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccm.nps import latest_score_in_timeline, score_from_url, summarise
+from ccm.nps import (
+    latest_score,
+    latest_score_in_timeline,
+    nps_scores,
+    score_from_url,
+    summarise,
+)
+from ccm.record import Record
+
+from .record._support import entry
 
 
 @pytest.mark.parametrize(
@@ -79,3 +89,44 @@ def test_latest_answer_in_a_timeline_wins() -> None:
     )
     assert latest_score_in_timeline(timeline) == 9
     assert latest_score_in_timeline({"messages": []}) is None
+
+
+# --- scores from a real record ------------------------------------------------------------
+
+T = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+
+
+def answered(record: Record, customer: str, segment: str | None, *clicks: tuple[int, str]) -> str:
+    """Append an nps_survey email for ``customer`` and click the given (hours, url) links."""
+    survey = entry(customer, template="nps_survey", message_type="operational", created_at=T,
+                   segment=segment)
+    record.append(survey)
+    for hours, url in clicks:
+        record.add_event(survey.message_id, "clicked", at=T + timedelta(hours=hours),
+                         data={"url": url})
+    return survey.message_id
+
+
+def test_scores_and_nps_per_segment_from_the_record(record_url: str) -> None:
+    """The latest click per customer is their score; NPS is per recorded segment and overall."""
+    record = Record(record_url)
+    answered(record, "A", "retail", (1, "https://s.example/?score=2"), (3, "https://s.example/?score=10"))
+    answered(record, "B", "retail", (1, "https://s.example/?score=4"))
+    answered(record, "C", "business", (2, "https://s.example/?score=8"), (5, "https://s.example/x"))
+    answered(record, "D", None, (1, "https://s.example/?score=9"))
+    offer = entry("A", template="offer", created_at=T)
+    record.append(offer)
+    record.add_event(offer.message_id, "clicked", at=T + timedelta(hours=9),
+                     data={"url": "https://s.example/?score=0"})
+    result = nps_scores(record)
+    assert result["scores"] == {"A": 10, "B": 4, "C": 8, "D": 9}
+    assert result["overall"]["nps"] == 25.0
+    assert result["segments"]["retail"] == summarise([10, 4])
+    assert result["segments"]["business"]["passives"] == 1
+    assert set(result["segments"]) == {"retail", "business"}
+    assert nps_scores(record, segments={"A": "vip"})["segments"] == {"vip": summarise([10])}
+    assert nps_scores(record, since=T + timedelta(hours=2))["scores"] == {"A": 10, "C": 8}
+    assert latest_score(record, "A") == 10 and latest_score(record, "nobody") is None
+    assert record.timeline("A").summary["nps_score"] == 10
+    assert record.timeline("A").summary["segment"] == "retail"
+    record.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-import ccm.nps
-import ccm.reports
+from ccm.record import Record
 from ccm.reports import (
     ChannelEngagement,
     OrgReport,
@@ -21,7 +20,10 @@ from ccm.reports import (
     render_report,
     stacked_columns_svg,
     timeline_html,
+    write_timeline_html,
 )
+
+from .record._support import entry
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 BRAND = {
@@ -350,76 +352,39 @@ def test_report_escapes_hostile_template_names() -> None:
     assert f"{HOSTILE}@1" in list(page.text_in("td"))
 
 
-# --- organisation report (collected from a record) --------------------------------------
-# TEMPORARY: a stand-in record with the expected tables, until ccm.record exists.
+# --- organisation report (collected from a real record, SQLite and PostgreSQL) -----------
 
 
-class StandIn:
-    def __init__(self) -> None:
-        self.engine = sa.create_engine("sqlite://")
-        meta = sa.MetaData()
-        self.messages = sa.Table(
-            "messages",
-            meta,
-            sa.Column("message_id", sa.String, primary_key=True),
-            *(
-                sa.Column(name, sa.String)
-                for name in [
-                    "customer_id",
-                    "channel",
-                    "template",
-                    "template_version",
-                    "pack",
-                    "pack_version",
-                    "message_type",
-                    "journey",
-                    "locale",
-                    "status",
-                    "reason",
-                    "segment",
-                ]
-            ),
-            sa.Column("created_at", sa.DateTime(timezone=True)),
-        )
-        self.events = sa.Table(
-            "events",
-            meta,
-            sa.Column("id", sa.Integer, primary_key=True),
-            sa.Column("message_id", sa.String),
-            sa.Column("kind", sa.String),
-            sa.Column("at", sa.DateTime(timezone=True)),
-            sa.Column("data", sa.JSON),
-        )
-        meta.create_all(self.engine)
-
-    def add(self, msg: dict[str, Any], segment: str | None = None) -> None:
-        row = {k: v for k, v in msg.items() if k in self.messages.c and k != "created_at"}
-        row["created_at"] = datetime.fromisoformat(msg["created_at"])
-        row["segment"] = segment
-        with self.engine.begin() as conn:
-            conn.execute(self.messages.insert().values(**row))
-            for e in msg["events"]:
-                conn.execute(
-                    self.events.insert().values(
-                        message_id=msg["message_id"],
-                        kind=e["kind"],
-                        at=datetime.fromisoformat(e["at"]),
-                        data=e["data"],
-                    )
-                )
+def add_to_record(record: Record, msg: dict[str, Any], segment: str | None) -> None:
+    """Append a ``message()`` dict (and its events) to a real record."""
+    e = entry(
+        msg["customer_id"],
+        message_id=msg["message_id"],
+        channel=msg["channel"],
+        template=msg["template"],
+        message_type=msg["message_type"],
+        journey=msg["journey"],
+        status=msg["status"],
+        reason=msg["reason"],
+        pack_version=msg["pack_version"],
+        created_at=datetime.fromisoformat(msg["created_at"]),
+        segment=segment,
+    )
+    record.append(e)
+    for ev in msg["events"]:
+        record.add_event(msg["message_id"], ev["kind"], at=datetime.fromisoformat(ev["at"]),
+                         data=ev["data"])
 
 
 @pytest.fixture
-def filled(monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    store = StandIn()
-    monkeypatch.setattr(ccm.nps, "record_tables", lambda r: (r.engine, r.messages, r.events))
-    monkeypatch.setattr(ccm.reports, "record_tables", lambda r: (r.engine, r.messages, r.events))
+def filled(record_url: str) -> Iterator[Record]:
+    """Customer C1 (segment gold: sample_timeline) and C2 (silver: a survey answered 2)."""
+    store = Record(record_url)
     for msg in sample_timeline()["messages"]:
-        store.add(msg, segment="gold")
+        add_to_record(store, msg, segment="gold")
     other = message(
         9,
         MON - timedelta(days=30),
-        customer_id="C2",
         template="nps_survey",
         events=[
             {
@@ -430,11 +395,12 @@ def filled(monkeypatch: pytest.MonkeyPatch) -> StandIn:
         ],
     )
     other["customer_id"] = "C2"
-    store.add(other, segment="silver")
-    return store
+    add_to_record(store, other, segment="silver")
+    yield store
+    store.close()
 
 
-def test_collected_report_counts(filled: StandIn) -> None:
+def test_collected_report_counts(filled: Record) -> None:
     """Volumes, breakdowns, suppressions, engagement and NPS are counted from the record."""
     report = collect_report(filled)
     assert (report.sent, report.suppressed, report.customers) == (4, 1, 2)
@@ -455,7 +421,7 @@ def test_collected_report_counts(filled: StandIn) -> None:
     assert report.nps["segments"]["silver"]["nps"] == -100.0
 
 
-def test_collected_report_since(filled: StandIn) -> None:
+def test_collected_report_since(filled: Record) -> None:
     """--since leaves out older messages and older survey answers."""
     report = collect_report(filled, since=date(2026, 1, 1))
     assert report.sent == 3
@@ -463,9 +429,88 @@ def test_collected_report_since(filled: StandIn) -> None:
     assert report.nps["overall"]["responses"] == 1
 
 
-def test_org_report_page_from_a_record(filled: StandIn) -> None:
+def figure(html: str, ident: str) -> Page:
+    """The ``<figure id=ident>`` of a page, parsed on its own."""
+    start = html.index(f'id="{ident}"')
+    return Page(html[start:html.index("</figure>", start)])
+
+
+def test_org_report_page_from_a_record(filled: Record) -> None:
     """The page from a record has a bar per week and a row per template."""
-    page = Page(org_report_html(filled, brand=BRAND))
-    weeks = [b for b in page.find("g", "bar") if (b.get("data-label") or "").startswith("20")]
-    assert len(weeks) == 8  # 2025-W49 .. 2026-W04
+    html = org_report_html(filled, brand=BRAND)
+    page = Page(html)
+    weeks = [b["data-label"] for b in figure(html, "volume").find("g", "bar")]
+    assert len(weeks) == 8 and weeks[0] == "2025-W49" and weeks[-1] == "2026-W04"
     assert "nps_survey@2" in list(page.text_in("td"))
+
+
+def test_each_breakdown_has_its_volume_per_week(filled: Record) -> None:
+    """Type, journey, segment, template and pack each get a weekly stacked chart whose parts add
+    up to the messages sent that week."""
+    html = org_report_html(filled)
+    for ident in ("by-type", "by-journey", "by-segment", "by-template", "by-pack"):
+        chart = figure(html, f"{ident}-weekly")
+        assert len(chart.find("g", "bar")) == 8, ident
+    segments = figure(html, "by-segment-weekly")
+    parts = {(p["data-series"]) for p in segments.find("rect", "seg")}
+    assert parts == {"gold", "silver"}
+    assert [t for t in segments.text_in("li")] == ["gold", "silver"]
+    report = collect_report(filled)
+    assert report.weekly["segment"] == {("2025-W49", "silver"): 1, ("2026-W02", "gold"): 1,
+                                        ("2026-W04", "gold"): 2}
+    assert report.weekly["template"][("2026-W04", "nps_survey@2")] == 1
+
+
+def test_weekly_breakdown_folds_the_small_labels_into_other() -> None:
+    """Past the five largest labels, the rest of a breakdown is drawn as "other"."""
+    report = sample_report()
+    report.by_template = [(f"t{i}@1", 10 - i) for i in range(7)]
+    report.weekly = {"template": {("2026-W01", f"t{i}@1"): 10 - i for i in range(7)}}
+    chart = figure(render_report(report), "by-template-weekly")
+    names = [p["data-series"] for p in chart.find("rect", "seg")]
+    assert names == ["t0@1", "t1@1", "t2@1", "t3@1", "t4@1", "other"]
+    assert "other: 9" in chart.text  # 5 + 4
+
+
+def test_collected_report_volume_per_segment(filled: Record) -> None:
+    """Sent messages are counted per recorded segment (suppressed ones are not)."""
+    report = collect_report(filled)
+    assert report.by_segment == [("gold", 3), ("silver", 1)]
+    page = Page(render_report(report))
+    assert any(a.get("id") == "by-segment" for _, a in page.elements)
+    assert "gold" in list(page.text_in("td"))
+
+
+def test_timeline_page_from_a_record(filled: Record, tmp_path: Path) -> None:
+    """The page written from a real record shows the segment, the latest NPS answer and the
+    suppression with its rule."""
+    written = write_timeline_html(filled, "C1", tmp_path / "c1.html", brand=BRAND)
+    page = Page(written.read_text("utf-8"))
+    assert [li["data-message-id"] for li in page.find("li", "msg")] == ["m-1", "m-2", "m-3", "m-4"]
+    assert "gold" in list(page.text_in("span"))
+    assert "9" in [t.strip() for t in page.text_in("div")]
+    assert "frequency_cap" in page.text
+    assert page.find("svg") and "--primary: #AA3300" in written.read_text("utf-8")
+
+
+def test_a_record_without_segments_has_no_segment_section(record_url: str) -> None:
+    """When no message has a segment, the report leaves the segment breakdown out."""
+    with Record(record_url) as record:
+        add_to_record(record, message(1, MON), segment=None)
+        report = collect_report(record)
+    assert report.by_segment is None and report.sent == 1
+
+
+def test_series_colours_stay_apart_from_the_background_and_each_other() -> None:
+    """A pack's panel tint (too close to the background) and a second shade of its primary are
+    not used for chart series; its other colours are, and every series differs."""
+    brand = {"name": "Pale", "palette": {"primary": "#007C80", "surface": "#E8F6F5",
+                                         "accent": "#0A9396", "secondary": "#FF6F59",
+                                         "background": "#FFFFFF"}}
+    report = sample_report()
+    report.by_journey = [(f"j{i}", 10 - i) for i in range(6)]
+    report.weekly = {"journey": {("2026-W01", f"j{i}"): 10 - i for i in range(6)}}
+    html = render_report(report, brand=brand)
+    fills = {p["fill"] for p in figure(html, "by-journey-weekly").find("rect", "seg")}
+    assert len(fills) == 6
+    assert {"#007C80", "#FF6F59"} <= fills and not {"#E8F6F5", "#0A9396"} & fills

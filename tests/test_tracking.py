@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.provisional import urls
 
 from ccm.errors import ConfigError, KeyConfigError, MessageNotFound, TokenError
+from ccm.record import Record
 from ccm.tracking import (
     KEY_ENV,
     KEY_FILE_ENV,
@@ -28,6 +30,8 @@ from ccm.tracking import (
     unsubscribe_url,
     verify,
 )
+
+from .record._support import entry
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 KEY = TrackingKey(b"k" * 32)
@@ -426,65 +430,73 @@ def test_compiled_mjml_gets_tracked_links_and_one_pixel() -> None:
     assert out.index(f"{BASE}/o/") < out.lower().rindex("</body>")
 
 
-# TEMPORARY stand-in until ccm.record exists; then these use a real Record on SQLite.
-class _Entry:
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self.events: list[dict[str, object]] = []
+# --- recording into a real record ---------------------------------------------------
 
 
-class _Record:
-    def __init__(self, **channels: str) -> None:
-        self.entries = {mid: _Entry(ch) for mid, ch in channels.items()}
-
-    def get(self, message_id: str) -> _Entry:
-        if message_id not in self.entries:
-            raise MessageNotFound(message_id)
-        return self.entries[message_id]
-
-    def add_event(self, message_id: str, kind: str, at: object = None, data: object = None) -> None:
-        self.get(message_id).events.append({"kind": kind, "at": at, "data": data})
+@pytest.fixture
+def record(tmp_path: Path) -> Iterator[Record]:
+    """A SQLite record holding an email ``m1`` and an SMS ``m2`` for customer C1."""
+    rec = Record(f"sqlite:///{tmp_path / 'record.db'}")
+    for message_id, channel in (("m1", "email"), ("m2", "sms")):
+        rec.append(entry("C1", message_id=message_id, channel=channel, created_at=NOW))
+    yield rec
+    rec.close()
 
 
-def test_record_event_adds_the_tokens_event() -> None:
+def kinds(record: Record, message_id: str) -> list[tuple[str, object]]:
+    return [(e.kind, e.data) for e in record.events(message_id)]
+
+
+def test_record_event_adds_the_tokens_event(record: Record) -> None:
     """A click records its URL, an open nothing more, an unsubscribe the message's channel."""
-    record = _Record(m1="email")
+    later = [NOW + timedelta(minutes=n) for n in range(3)]
     record_event(
-        record, click("https://a.example/x", "m1").rsplit("/", 1)[1], "click", key=KEY, now=NOW
+        record, click("https://a.example/x", "m1").rsplit("/", 1)[1], "click", key=KEY,
+        now=later[0],
     )
-    record_event(record, sign("open", "m1", key=KEY, now=NOW), "open", key=KEY, now=NOW)
-    done = record_event(record, sign("unsub", "m1", key=KEY, now=NOW), "unsub", key=KEY, now=NOW)
+    record_event(record, sign("open", "m1", key=KEY, now=NOW), "open", key=KEY, now=later[1])
+    done = record_event(record, sign("unsub", "m1", key=KEY, now=NOW), "unsub", key=KEY,
+                        now=later[2])
     assert done.added and done.event == "opted_out"
-    assert [(e["kind"], e["data"]) for e in record.get("m1").events] == [
+    assert kinds(record, "m1") == [
         ("clicked", {"url": "https://a.example/x"}),
         ("opened", None),
         ("opted_out", {"channel": "email"}),
     ]
+    assert [e.at for e in record.events("m1")] == later
     assert has_event(record, "m1", "opted_out")
+    assert record.verify().ok
 
 
-def test_click_token_of_another_message_records_on_its_own_message() -> None:
+def test_unsubscribe_withdraws_consent_for_the_channel(record: Record) -> None:
+    """An unsubscribe from the SMS opts the customer out of SMS only."""
+    record_event(record, sign("unsub", "m2", key=KEY, now=NOW), "unsub", key=KEY, now=NOW)
+    assert record.consent_overrides("C1") == {"sms": False}
+    assert record.timeline("C1").summary["opted_out"] == ["sms"]
+
+
+def test_click_token_of_another_message_records_on_its_own_message(record: Record) -> None:
     """The event goes to the message inside the token, never to another one."""
-    record = _Record(m1="email", m2="sms")
     token = sign("click", "m2", key=KEY, target="https://a.example/", now=NOW)
     record_event(record, token, "click", key=KEY, now=NOW)
-    assert record.get("m1").events == [] and len(record.get("m2").events) == 1
+    assert kinds(record, "m1") == [] and kinds(record, "m2") == [
+        ("clicked", {"url": "https://a.example/"})
+    ]
 
 
-def test_unsubscribe_is_recorded_once() -> None:
+def test_unsubscribe_is_recorded_once(record: Record) -> None:
     """A second unsubscribe for the same message adds nothing and says so."""
-    record = _Record(m1="email")
     token = sign("unsub", "m1", key=KEY, now=NOW)
     assert record_event(record, token, "unsub", key=KEY, now=NOW).added
     assert not record_event(record, token, "unsub", key=KEY, now=NOW).added
-    assert len(record.get("m1").events) == 1
+    assert kinds(record, "m1") == [("opted_out", {"channel": "email"})]
 
 
-def test_record_event_refuses_bad_tokens_and_unknown_messages() -> None:
+def test_record_event_refuses_bad_tokens_and_unknown_messages(record: Record) -> None:
     """A forged token raises TokenError, a valid one for an unknown message MessageNotFound."""
-    record = _Record(m1="email")
     with pytest.raises(TokenError):
         record_event(record, sign("open", "m1", key=OTHER_KEY, now=NOW), "open", key=KEY, now=NOW)
     with pytest.raises(MessageNotFound):
         record_event(record, sign("open", "zz", key=KEY, now=NOW), "open", key=KEY, now=NOW)
-    assert record.get("m1").events == []
+    assert kinds(record, "m1") == []
+    assert record.verify().checked == 2

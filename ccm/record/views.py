@@ -67,6 +67,7 @@ class TimelineItem:
             "message_type": e.message_type,
             "journey": e.journey,
             "locale": e.locale,
+            "segment": e.segment,
             "status": e.status,
             "reason": e.reason,
             "created_at": utc(e.created_at).isoformat(),
@@ -120,6 +121,8 @@ def summarise(
     (what was actually made); suppressions are counted by reason. The
     engagement rate of a channel is the share of its generated messages
     with an open or a click (PDF is never tracked, so it is 0 there).
+    ``segment`` is the newest segment recorded on the customer's messages;
+    ``nps_score`` the latest survey answer (see :mod:`ccm.nps`).
     """
     made = [i for i in items if i.entry.status == "generated"]
     by_channel: Counter[str] = Counter(i.entry.channel for i in made)
@@ -127,6 +130,7 @@ def summarise(
     last: dict[str, str] = {}
     for i in made:
         last[i.entry.channel] = utc(i.entry.created_at).isoformat()  # items are in time order
+    segments = [i.entry.segment for i in items if i.entry.segment]
     packs = sorted({
         f"{i.entry.pack}@{i.entry.pack_version}" if i.entry.pack_version else str(i.entry.pack)
         for i in made if i.entry.pack
@@ -147,7 +151,24 @@ def summarise(
         "pack_versions": packs,
         "opted_out": sorted(ch for ch, ok in overrides.items() if not ok),
         "erased_at": utc(erasures[-1]).isoformat() if erasures else None,
+        "segment": segments[-1] if segments else None,
+        "nps_score": _latest_score(items),
     }
+
+
+def _latest_score(items: Sequence[TimelineItem]) -> int | None:
+    """The customer's latest NPS answer: the newest scored click on an ``nps_survey`` message."""
+    from ..nps import NPS_TEMPLATE, score_from_url
+
+    best: tuple[datetime, int] | None = None
+    for item in items:
+        if item.entry.template != NPS_TEMPLATE:
+            continue
+        for ev in item.events:
+            score = score_from_url((ev.data or {}).get("url")) if ev.kind == "clicked" else None
+            if score is not None and (best is None or ev.at >= best[0]):
+                best = (ev.at, score)
+    return None if best is None else best[1]
 
 
 # -- DSAR export ---------------------------------------------------------------

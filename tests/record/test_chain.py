@@ -12,7 +12,7 @@ from ccm.record import MasterKey, Record
 from ccm.record.chain import GENESIS, canonical, link_hash, message_body
 from ccm.record.schema import chain, messages
 
-from ._support import T0, entry, raw_rows, raw_sql
+from ._support import T0, entry, raw_sql
 
 
 @pytest.fixture

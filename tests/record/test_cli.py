@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ccm.pack import load_pack
 from ccm.record import MasterKey, Record
 from ccm.record.cli import record as record_group
 
@@ -75,6 +76,19 @@ def test_timeline_html(filled: Record, run, tmp_path: Path) -> None:  # type: ig
     result = run("timeline", "C1", "--html", str(page))
     assert result.exit_code == 0, result.output
     assert "m-mail" in page.read_text() or "offer" in page.read_text()
+
+
+def test_report_html_in_the_brands_colours(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """report --html --pack writes the organisation page: charts, counts, the pack's colours."""
+    page = tmp_path / "report.html"
+    pack = Path(__file__).resolve().parents[2] / "brand_packs" / "acme"
+    result = run("report", "--html", str(page), "--pack", str(pack))
+    assert result.exit_code == 0, result.output
+    text = page.read_text("utf-8")
+    assert text.count("<svg") >= 3 and "offer@2" in text
+    assert load_pack(pack).palette["primary"] in text
+    later = run("report", "--since", "2099-01-01", "--html", str(page))
+    assert later.exit_code == 0 and "offer@2" not in page.read_text("utf-8")
 
 
 def test_verify_ok_and_bad(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
@@ -194,3 +208,17 @@ def test_main_cli_mounts_the_group() -> None:
     for name in ("timeline", "verify", "checkpoint", "show", "erase", "export", "event",
                  "features", "report"):
         assert name in result.output
+
+
+def test_every_subcommand_takes_record_url() -> None:
+    """Each `ccm record` subcommand has a --record URL option."""
+    import click
+
+    ctx = click.Context(record_group)
+    names = record_group.list_commands(ctx)
+    assert {"timeline", "verify", "checkpoint", "show", "erase", "export", "event", "features",
+            "report"} <= set(names)
+    for name in names:
+        command = record_group.get_command(ctx, name)
+        assert command is not None
+        assert any("--record" in p.opts for p in command.params), name

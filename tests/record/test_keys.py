@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ccm.errors import KeyConfigError
+from ccm.errors import KeyConfigError, RecordError
 from ccm.record import MasterKey
 from ccm.record.archive import new_data_key, open_blob, seal_blob
-from ccm.errors import RecordError
 
 KEY = bytes(range(32))
 TEXT = base64.urlsafe_b64encode(KEY).decode()
@@ -49,7 +48,7 @@ def test_malformed_key_is_refused(text: str) -> None:
 
 def test_missing_key_file_is_named(tmp_path: Path) -> None:
     """A key file that does not exist is named in the error."""
-    with pytest.raises(KeyConfigError, match="nope.key"):
+    with pytest.raises(KeyConfigError, match=r"nope\.key"):
         MasterKey.from_file(tmp_path / "nope.key")
 
 

@@ -74,7 +74,8 @@ def test_export_holds_content_until_erased(story: Record) -> None:
     """The export decrypts content (text for email and SMS, base64 for PDF) until erasure."""
     doc = story.export("C1")
     by_id = {m["message_id"]: m for m in doc["messages"]}
-    assert by_id["t1"]["content"] == {"status": "archived", "media_type": "text/plain; charset=utf-8",
+    assert by_id["t1"]["content"] == {"status": "archived",
+                                      "media_type": "text/plain; charset=utf-8",
                                       "encoding": "text", "data": "Hi – 20% off"}
     assert by_id["e1"]["content"]["data"].startswith("Subject: Offer")
     pdf = by_id["s1"]

@@ -1,0 +1,362 @@
+"""Record appends per second: one writer and concurrent writer processes, SQLite and PostgreSQL.
+
+    python benchmarks/record_bench.py            # the figures in docs/performance.md (~2 min)
+    python benchmarks/record_bench.py --quick    # a smoke run (~20 s)
+    python benchmarks/record_bench.py --json out.json
+
+Each figure appends realistic messages (an entry plus a 2 KB content blob,
+encrypted into the archive under a master key) with :meth:`Record.append`,
+one durable transaction per message, exactly as the engine does, and
+compares it in the same run with a **naive baseline**: the same columns and
+the same content inserted by plain SQLAlchemy Core into a table with only a
+primary key, one transaction per row, on the same database with the same
+durability settings (SQLite WAL + ``synchronous=FULL``; PostgreSQL
+``synchronous_commit=on``), and no idempotency check, customer lock, cap
+check, encryption or hash chain. The ratio ``record / naive`` is what those
+guarantees cost. ``append_many`` (what batch runs use: many messages per
+transaction) is measured for the single writer as well.
+
+Concurrent figures start ``--writers`` processes (spawn) that wait at a
+barrier and then append for customers of their own; appends per second is
+all their appends over the wall time from the barrier to the last one done
+(start-up and imports excluded). PostgreSQL runs use a fresh schema in the
+database of ``CCM_TEST_PG_URL`` (dropped afterwards) and are skipped, saying
+so, when it is not set. Wall-clock times; the best of ``--rounds`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import ROOT, Result, load_average  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from ccm.record import Entry, MasterKey, Record  # noqa: E402
+
+SPAWN = multiprocessing.get_context("spawn")
+PG_ENV = "CCM_TEST_PG_URL"
+CONTENT = (b"Subject: Your statement is ready\r\n\r\n" + b"x" * 2048)
+_T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+# --- what gets appended --------------------------------------------------------------
+
+
+def make_entry(customer: str, n: int) -> Entry:
+    """A generated operational email, as the engine would record it."""
+    mid = uuid.uuid4().hex
+    return Entry(
+        message_id=mid, idempotency_key=f"bench:{customer}:{n}",
+        params_sha256=hashlib.sha256(mid.encode()).hexdigest(), customer_id=customer,
+        channel="email", template="monthly_statement", template_version="1.0.0", pack="acme",
+        pack_version="1.0.0", message_type="operational", journey="servicing", locale="en_GB",
+        created_at=_T0, status="generated", reason=None,
+        content_sha256=hashlib.sha256(CONTENT).hexdigest(), archival_sha256=None,
+        sources_sha256="5" * 64, archive_ref=None, segment="retail",
+    )
+
+
+def _customers(writer: int, count: int, per_customer: int = 5) -> Iterator[str]:
+    """Customer ids for one writer: ``per_customer`` messages each, never shared with others."""
+    for i in range(count):
+        yield f"W{writer}-C{i // per_customer:05d}"
+
+
+# --- the naive baseline ----------------------------------------------------------------
+
+_naive_meta = sa.MetaData()
+naive_messages = sa.Table(
+    "naive_messages", _naive_meta,
+    sa.Column("message_id", sa.String, primary_key=True),
+    *(sa.Column(name, sa.String) for name in (
+        "idempotency_key", "params_sha256", "customer_id", "channel", "template",
+        "template_version", "pack", "pack_version", "message_type", "journey", "locale",
+        "status", "reason", "content_sha256", "archival_sha256", "sources_sha256",
+        "archive_ref", "segment")),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("content", sa.LargeBinary),
+)
+
+
+def naive_engine(url: str) -> sa.Engine:
+    """A plain SQLAlchemy engine with the record's durability settings, and the table."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA busy_timeout = 30000")
+            cursor.close()
+    _naive_meta.create_all(engine)
+    return engine
+
+
+def naive_insert(engine: sa.Engine, entry: Entry) -> None:
+    """One row, one transaction: what an application without ccm would write."""
+    row = {c.name: getattr(entry, c.name) for c in naive_messages.c if c.name != "content"}
+    with engine.begin() as conn:
+        conn.execute(naive_messages.insert().values(**row, content=CONTENT))
+
+
+# --- writers (top level, so spawned processes can import them) ----------------------------
+
+
+def _writer(kind: str, url: str, key_text: str, writer: int, count: int, barrier: Any,
+            out: Any) -> None:
+    """Append ``count`` messages after the barrier; report (start, end) wall times."""
+    if kind == "record":
+        rec = Record(url, master_key=MasterKey.from_text(key_text))
+        entries = [make_entry(c, i) for i, c in enumerate(_customers(writer, count))]
+
+        def work() -> None:
+            for e in entries:
+                rec.append(e, content=CONTENT)
+        done: Callable[[], None] = rec.close
+    else:
+        engine = naive_engine(url)
+        entries = [make_entry(c, i) for i, c in enumerate(_customers(writer, count))]
+
+        def work() -> None:
+            for e in entries:
+                naive_insert(engine, e)
+        done = engine.dispose
+    barrier.wait()
+    start = time.time()
+    work()
+    end = time.time()
+    done()
+    out.put((start, end))
+
+
+def concurrent_rate(kind: str, url: str, key: MasterKey, writers: int, per_writer: int) -> float:
+    """Appends per second of ``writers`` processes together (wall clock)."""
+    barrier, out = SPAWN.Barrier(writers), SPAWN.Queue()
+    procs = [SPAWN.Process(target=_writer,
+                           args=(kind, url, key.text(), w, per_writer, barrier, out))
+             for w in range(writers)]
+    for p in procs:
+        p.start()
+    times: list[tuple[float, float]] = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(60)
+        if p.exitcode != 0:
+            raise RuntimeError(f"{kind} writer {p.pid} exited with {p.exitcode}")
+    elapsed = max(e for _, e in times) - min(s for s, _ in times)
+    return writers * per_writer / elapsed
+
+
+# --- databases ----------------------------------------------------------------------------
+
+
+@contextmanager
+def sqlite_db(folder: Path) -> Iterator[str]:
+    """A fresh SQLite file URL in ``folder``."""
+    path = folder / f"bench-{uuid.uuid4().hex[:8]}.db"
+    try:
+        yield f"sqlite:///{path}"
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def pg_db(base: str) -> Iterator[str]:
+    """A fresh schema in the PostgreSQL database at ``base``; dropped afterwards."""
+    from sqlalchemy.pool import NullPool
+
+    schema = f"ccm_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
+
+
+# --- the measurements -----------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], None], n: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def single_rates(open_db: Callable[[], Any], key: MasterKey, n: int, rounds: int,
+                 batch: int) -> dict[str, float]:
+    """Best appends/s of one writer: ``append``, ``append_many`` and the naive insert."""
+    best: dict[str, float] = {}
+
+    def keep(name: str, rate: float) -> None:
+        best[name] = max(rate, best.get(name, 0.0))
+
+    for _ in range(rounds):
+        with open_db() as url:
+            rec = Record(url, master_key=key)
+            entries = [make_entry(c, i) for i, c in enumerate(_customers(0, n))]
+            rec.append(make_entry("warm-up", 0), content=CONTENT)
+
+            def appends(rec: Record = rec, entries: list[Entry] = entries) -> None:
+                for e in entries:
+                    rec.append(e, content=CONTENT)
+            keep("record", _timed(appends, n))
+            many = [{"entry": make_entry(c, i), "content": CONTENT}
+                    for i, c in enumerate(_customers(1, n))]
+
+            def bulk(rec: Record = rec, many: list[dict[str, Any]] = many) -> None:
+                for i in range(0, len(many), batch):
+                    rec.append_many(many[i:i + batch])
+            keep("append_many", _timed(bulk, n))
+            assert rec.verify().ok
+            rec.close()
+        with open_db() as url:
+            engine = naive_engine(url)
+            rows = [make_entry(c, i) for i, c in enumerate(_customers(0, n))]
+            naive_insert(engine, make_entry("warm-up", 0))
+
+            def plain(engine: sa.Engine = engine, rows: list[Entry] = rows) -> None:
+                for e in rows:
+                    naive_insert(engine, e)
+            keep("naive", _timed(plain, n))
+            engine.dispose()
+    return best
+
+
+def concurrent_rates(open_db: Callable[[], Any], key: MasterKey, writers: int,
+                     per_writer: int, rounds: int) -> dict[str, float]:
+    """Best appends/s of ``writers`` processes, record and naive."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for kind in ("record", "naive"):
+            with open_db() as url:
+                if kind == "record":
+                    Record(url, master_key=key).close()  # the schema, as an application would
+                else:
+                    naive_engine(url).dispose()
+                rate = concurrent_rate(kind, url, key, writers, per_writer)
+                if kind == "record":
+                    with Record(url) as rec:
+                        report = rec.verify()
+                        if not report.ok or report.checked != writers * per_writer:
+                            raise RuntimeError(f"concurrent run lost entries: {report.to_dict()}")
+            best[kind] = max(rate, best.get(kind, 0.0))
+    return best
+
+
+def figures(backend: str, open_db: Callable[[], Any], *, n: int, writers: int,
+            per_writer: int, rounds: int, batch: int) -> list[Result]:
+    """The four figures of one backend."""
+    key = MasterKey.generate()
+    single = single_rates(open_db, key, n, rounds, batch)
+    many = concurrent_rates(open_db, key, writers, per_writer, rounds)
+    how = f"{n} appends, best of {rounds}"
+    return [
+        Result(f"{backend}-1", f"{backend}: one writer, Record.append", single["record"],
+               "msg/s", details={"naive insert": f"{single['naive']:,.0f}/s",
+                                 "record / naive": f"{single['record'] / single['naive']:.2f}x",
+                                 "run": how}),
+        Result(f"{backend}-1-bulk", f"{backend}: one writer, append_many({batch})",
+               single["append_many"], "msg/s",
+               details={"append_many / naive": f"{single['append_many'] / single['naive']:.2f}x"}),
+        Result(f"{backend}-{writers}", f"{backend}: {writers} writer processes, Record.append",
+               many["record"], "msg/s",
+               details={"naive insert": f"{many['naive']:,.0f}/s",
+                        "record / naive": f"{many['record'] / many['naive']:.2f}x",
+                        f"{writers} writers / 1 writer":
+                            f"{many['record'] / single['record']:.2f}x",
+                        "run": f"{writers} x {per_writer} appends, best of {rounds}"}),
+    ]
+
+
+def run(quick: bool = False, *, writers: int = 4, rounds: int | None = None,
+        folder: Path | None = None, backends: tuple[str, ...] = ("sqlite", "postgresql"),
+        ) -> tuple[list[Result], list[str]]:
+    """Every record figure; returns (results, notes about what was skipped)."""
+    n = 200 if quick else 1000
+    per_writer = 100 if quick else 500
+    rounds = rounds or (1 if quick else 3)
+    results: list[Result] = []
+    notes: list[str] = []
+    scratch = Path(tempfile.mkdtemp(prefix="ccm-record-bench-", dir=folder))
+    try:
+        if "sqlite" in backends:
+            results += figures("sqlite", lambda: sqlite_db(scratch), n=n, writers=writers,
+                               per_writer=per_writer, rounds=rounds, batch=100)
+        if "postgresql" in backends:
+            base = os.environ.get(PG_ENV)
+            if base:
+                results += figures("postgresql", lambda: pg_db(base), n=n, writers=writers,
+                                   per_writer=per_writer, rounds=rounds, batch=100)
+            else:
+                notes.append(f"PostgreSQL skipped: set {PG_ENV} "
+                             "(e.g. postgresql+psycopg://ccm:ccm@127.0.0.1:5432/ccm_test)")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return results, notes
+
+
+def _print(results: list[Result]) -> None:
+    for r in results:
+        print(f"  {r.id:16} {r.value:>10,.0f}/s  {r.title}")
+        for name, value in r.details.items():
+            print(f"  {'':16} {'':>12}  {name}: {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small runs, for a smoke test")
+    parser.add_argument("--writers", type=int, default=4, help="concurrent writer processes")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (best kept)")
+    parser.add_argument("--only", default="sqlite,postgresql",
+                        help="comma-separated backends: sqlite, postgresql")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the SQLite files go (default: the temp folder)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    backends = tuple(b.strip() for b in args.only.split(",") if b.strip())
+    unknown = set(backends) - {"sqlite", "postgresql"}
+    if unknown or args.writers < 2:
+        parser.error("--only takes sqlite and/or postgresql; --writers at least 2")
+    print(f"record appends  python {platform.python_version()}  sqlalchemy {sa.__version__}  "
+          f"cpus {os.cpu_count()}  load {load_average()}")
+    started = time.perf_counter()
+    results, notes = run(args.quick, writers=args.writers, rounds=args.rounds, folder=args.dir,
+                         backends=backends)
+    _print(results)
+    for note in notes:
+        print(f"  note: {note}")
+    print(f"  ({time.perf_counter() - started:.0f} s)")
+    if args.json is not None:
+        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
