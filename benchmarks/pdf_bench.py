@@ -1,8 +1,9 @@
 """PDF statements: ccm's overhead over WeasyPrint (a) and batch rate per core vs a naive loop (b).
 
 (a) The same statement HTML through WeasyPrint alone and through ``Engine.render``:
-    * ``a``: the statement as configured (confidential: tagged PDF, PDF/A-3b
-      archival copy, AES-256) against WeasyPrint's plain ``write_pdf()``;
+    * ``a``: the statement as configured (confidential: tagged PDF/A-3b
+      archival copy, tagged delivery PDF, AES-256) against WeasyPrint's plain
+      ``write_pdf()``;
     * ``a-same-output``: a non-confidential copy of the template (one tagged
       PDF, no encryption) against WeasyPrint writing the same tagged PDF --
       ccm's own overhead (validation, sandboxed Jinja, fetcher, metadata).
@@ -11,11 +12,15 @@
     issue suggests, on the same HTML, so each idea is measured on its own:
     * ``shared``: one FontConfiguration and the pack stylesheet parsed once;
     * ``merged-write``: lay out each statement, write one PDF for a chunk of
-      statements (fonts subset once), split it with pypdf and encrypt each part;
+      statements (fonts subset once), split it with qpdf and encrypt each part;
     * ``one-document``: one HTML document per chunk (a section per statement,
       page counter reset per section), split at each section's first page.
       Note: ``counter(pages)`` is then the chunk's page count, so "Page x of
       y" is wrong in this variant -- measured to show what it would buy.
+    The prototypes write untagged PDFs without an archival copy and encrypt
+    with qpdf (pikepdf), as ccm does.
+(b-breakdown) Where a confidential statement's time goes, stage by stage,
+    with pypdf's encryption (what ccm used before) for comparison.
 """
 
 from __future__ import annotations
@@ -44,19 +49,21 @@ CHUNK = 8
 
 def _encrypt_parts(pdf: bytes, ranges: list[tuple[int, int]], passwords: list[str],
                    title: str) -> list[bytes]:
-    from pypdf import PdfReader, PdfWriter
+    """Split ``pdf`` into page ranges with qpdf, each part AES-256 with its own password."""
+    import pikepdf
 
-    reader = PdfReader(io.BytesIO(pdf))
+    from ccm.security import encrypt_pdf
+
     parts = []
-    for (start, stop), password in zip(ranges, passwords, strict=True):
-        writer = PdfWriter()
-        for index in range(start, stop):
-            writer.add_page(reader.pages[index])
-        writer.add_metadata({"/Title": title, "/Author": "Acme Bank"})
-        writer.encrypt(password, os.urandom(16).hex(), algorithm="AES-256")
-        out = io.BytesIO()
-        writer.write(out)
-        parts.append(out.getvalue())
+    with pikepdf.open(io.BytesIO(pdf)) as combined:
+        for (start, stop), password in zip(ranges, passwords, strict=True):
+            with pikepdf.new() as part:
+                part.pages.extend(combined.pages[start:stop])
+                part.docinfo["/Title"] = title
+                part.docinfo["/Author"] = "Acme Bank"
+                buffer = io.BytesIO()
+                part.save(buffer)
+            parts.append(encrypt_pdf(buffer.getvalue(), password))
     return parts
 
 
@@ -80,10 +87,12 @@ class Strategies:
                                         fetcher=self.fetcher, stylesheets=[self.css])
 
     def shared(self, htmls: list[str], passwords: list[str]) -> list[bytes]:
+        from ccm.security import encrypt_pdf
+
         out = []
         for html, password in zip(htmls, passwords, strict=True):
             plain = self._layout(html).write_pdf()
-            out.extend(_encrypt_parts(plain, [(0, _page_count(plain))], [password], "Statement"))
+            out.append(encrypt_pdf(plain, password))
         return out
 
     def merged_write(self, htmls: list[str], passwords: list[str]) -> list[bytes]:
@@ -123,12 +132,6 @@ class Strategies:
             out.extend(_encrypt_parts(doc.write_pdf(), ranges, passwords[i:i + CHUNK],
                                       "Statement"))
         return out
-
-
-def _page_count(pdf: bytes) -> int:
-    from pypdf import PdfReader
-
-    return len(PdfReader(io.BytesIO(pdf)).pages)
 
 
 def _non_confidential_templates() -> Path:
@@ -185,7 +188,8 @@ def bench_overhead(n: int, rounds: int) -> list[Result]:
                higher_is_better=False,
                details={"ccm_ms": round(per["ccm_confidential"], 1),
                         "weasyprint_ms": round(per["weasyprint"], 1)},
-               note="ccm makes two PDFs (delivery + archival) and encrypts; WeasyPrint one"),
+               note="ccm writes the archival PDF/A-3b, derives the delivery PDF from it "
+                    "and encrypts it (qpdf); WeasyPrint writes one plain PDF"),
     ]
 
 
@@ -228,16 +232,19 @@ def bench_batch(n: int, rounds: int) -> list[Result]:
                       rate["ccm_batch"] / rate["naive"], "x", target=2.0, details=details)]
     for name, note in (
         ("shared", "one FontConfiguration + pre-parsed pack CSS"),
-        ("merged_write", f"one write per {CHUNK} statements, split + encrypt with pypdf"),
+        ("merged_write", f"one write per {CHUNK} statements, split + encrypt with qpdf"),
         ("one_document", f"one HTML document per {CHUNK} statements (page x of y wrong)"),
     ):
         results.append(Result(f"b-{name.replace('_', '-')}", f"prototype: {note}",
-                              rate[name] / rate["naive"], "x", note="untagged, no archival copy"))
+                              rate[name] / rate["naive"], "x",
+                              note="untagged, no archival copy, qpdf encryption"))
     return results
 
 
 def bench_breakdown(n: int, rounds: int) -> list[Result]:
     """Where a confidential statement's time goes in ccm's PDF path (ms per statement)."""
+    import hashlib
+
     from ccm.channels import pdf as pdf_channel
     from ccm.security import encrypt_pdf
 
@@ -248,27 +255,47 @@ def bench_breakdown(n: int, rounds: int) -> list[Result]:
     fetcher, base = strategies.fetcher, strategies.base_url
     docs = [pdf_channel.render_document(h, base_url=base, fetcher=fetcher) for h in htmls]
     meta = {"title": "Statement", "author": "Acme Bank", "lang": "en-GB"}
+    request = [("request.json", b"{}", "application/json")]
     tagged = [pdf_channel.write_pdf(d, **meta) for d in docs]
     untagged = [d.write_pdf() for d in docs]
+    archival = [pdf_channel.write_pdf(d, **meta, variant="pdf/a-3b", attachments=request)
+                for d in docs]
+
+    def delivery(pdf: bytes) -> bytes:
+        edit = pdf_channel.delivery_from_archival(
+            {"ccm:archival-sha256": hashlib.sha256(pdf).hexdigest()})
+        return encrypt_pdf(pdf, "01021980", edit=edit)
+
+    def pypdf_encrypt(pdf: bytes) -> bytes:
+        from pypdf import PdfReader, PdfWriter
+
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
+        writer.encrypt("01021980", os.urandom(16).hex(), algorithm="AES-256")
+        out = io.BytesIO()
+        writer.write(out)
+        return out.getvalue()
+
     best = best_of(rounds, {
-        "layout (pdf.css linked, as the engine does)": lambda: [
+        "layout (pdf.css linked, parsed once, as the engine does)": lambda: [
             pdf_channel.render_document(h, base_url=base, fetcher=fetcher) for h in htmls],
-        "layout (pdf.css pre-parsed)": lambda: [strategies._layout(h) for h in htmls],
-        "write tagged delivery PDF": lambda: [pdf_channel.write_pdf(d, **meta) for d in docs],
-        "write untagged PDF": lambda: [d.write_pdf() for d in docs],
         "write PDF/A-3b archival copy": lambda: [
-            pdf_channel.write_pdf(d, **meta, variant="pdf/a-3b",
-                                  attachments=[("request.json", b"{}", "application/json")])
+            pdf_channel.write_pdf(d, **meta, variant="pdf/a-3b", attachments=request)
             for d in docs],
-        "encrypt tagged PDF (pypdf re-parse)": lambda: [encrypt_pdf(p, "01021980")
-                                                        for p in tagged],
-        "encrypt untagged PDF (pypdf re-parse)": lambda: [encrypt_pdf(p, "01021980")
-                                                          for p in untagged],
+        "delivery PDF from the archival copy + AES-256 (qpdf)": lambda: [
+            delivery(p) for p in archival],
+        "(before) write tagged delivery PDF": lambda: [
+            pdf_channel.write_pdf(d, **meta) for d in docs],
+        "(before) encrypt tagged PDF with pypdf": lambda: [pypdf_encrypt(p) for p in tagged],
+        "(compare) encrypt tagged PDF with qpdf": lambda: [encrypt_pdf(p, "01021980")
+                                                           for p in tagged],
+        "(compare) write untagged PDF": lambda: [d.write_pdf() for d in docs],
+        "(compare) encrypt untagged PDF with pypdf": lambda: [pypdf_encrypt(p)
+                                                              for p in untagged],
     })
     details = {k: round(1000 * v / n, 1) for k, v in best.items()}
-    total = (details["layout (pdf.css linked, as the engine does)"]
-             + details["write tagged delivery PDF"] + details["write PDF/A-3b archival copy"]
-             + details["encrypt tagged PDF (pypdf re-parse)"])
+    total = (details["layout (pdf.css linked, parsed once, as the engine does)"]
+             + details["write PDF/A-3b archival copy"]
+             + details["delivery PDF from the archival copy + AES-256 (qpdf)"])
     return [Result("b-breakdown", "ccm confidential statement, sum of its stages",
                    total, "ms", higher_is_better=False, details=details)]
 

@@ -3,7 +3,8 @@
 A confidential PDF is encrypted with a *user* password derived from the
 customer's data by the pack's :class:`PasswordRule` (e.g. the date of birth
 as ``DDMMYYYY``) and a random *owner* password, so the customer opens it with
-user rights: printing allowed, changing and copying not.
+user rights: printing allowed, changing and copying not. qpdf (pikepdf)
+encrypts; :func:`decrypt_pdf` gives the print stream its unencrypted copy.
 
 Passwords never leave this module except as the return value of
 :func:`password_for`: they are not logged, not put in exception messages
@@ -20,12 +21,11 @@ import re
 import secrets
 import stringprep
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any
 
-from pypdf import PdfReader, PdfWriter
 from pypdf.constants import UserAccessPermissions as Perm
 
 from .errors import PackError, PasswordRuleError
@@ -34,6 +34,7 @@ __all__ = [
     "DATE_FORMATS",
     "PERMISSIONS",
     "PasswordRule",
+    "decrypt_pdf",
     "encrypt_pdf",
     "entropy_bits",
     "password_for",
@@ -314,41 +315,102 @@ def _checked(password: str, which: str) -> str:
     return prepared
 
 
-def encrypt_pdf(pdf: bytes, user_password: str, *, owner_password: str | None = None) -> bytes:
+def _pike_permissions() -> Any:
+    """:data:`PERMISSIONS` as qpdf's permission flags."""
+    import pikepdf
+
+    def allowed(flag: Perm) -> bool:
+        return flag in PERMISSIONS
+
+    return pikepdf.Permissions(
+        accessibility=allowed(Perm.EXTRACT_TEXT_AND_GRAPHICS),
+        extract=allowed(Perm.EXTRACT),
+        modify_annotation=allowed(Perm.ADD_OR_MODIFY),
+        modify_assembly=allowed(Perm.ASSEMBLE_DOC),
+        modify_form=allowed(Perm.FILL_FORM_FIELDS),
+        modify_other=allowed(Perm.MODIFY),
+        print_lowres=allowed(Perm.PRINT),
+        print_highres=allowed(Perm.PRINT_TO_REPRESENTATION),
+    )
+
+
+def encrypt_pdf(
+    pdf: bytes,
+    user_password: str,
+    *,
+    owner_password: str | None = None,
+    edit: Callable[[Any], None] | None = None,
+) -> bytes:
     """Encrypt ``pdf`` with AES-256 (R6), user rights :data:`PERMISSIONS`.
 
     The owner password is random (256 bits) unless given, and never equal to
     the user password -- otherwise opening with the user password would give
     owner rights. Metadata and the structure tree (tagging) are kept. Raises
     :class:`ValueError` for an empty, blank or unusable password (the message never
-    contains it) or an already encrypted PDF.
+    contains it), an already encrypted PDF or bytes that are not a PDF.
+
+    qpdf (through pikepdf, in C++) does the work, about four times faster
+    than pypdf on a tagged statement, whose structure tree pypdf re-builds
+    object by object; it writes object streams (smaller files). Passwords
+    are handed over SASLprep-prepared, as PDF 2.0 requires for AES-256 and
+    as readers prepare them. ``edit``, when given, is called with the opened
+    ``pikepdf.Pdf`` before it is saved, so a caller can change the document
+    in the same pass (see :func:`ccm.channels.pdf.delivery_from_archival`).
     """
+    import pikepdf
+
     user = _checked(user_password, "user")
     if owner_password is None:
-        owner_password = secrets.token_urlsafe(32)
-    elif _checked(owner_password, "owner") == user:
-        raise ValueError("owner password must differ from the user password")
+        owner = secrets.token_urlsafe(32)
+    else:
+        owner = _checked(owner_password, "owner")
+        if owner == user:
+            raise ValueError("owner password must differ from the user password")
 
-    reader = PdfReader(io.BytesIO(pdf))
-    if reader.is_encrypted:
+    try:
+        document = pikepdf.open(io.BytesIO(pdf))
+    except pikepdf.PasswordError:
+        document = None  # encrypted with a user password
+    except pikepdf.PdfError:
+        raise ValueError("not a readable PDF") from None
+    if document is None:
         raise ValueError("PDF is already encrypted")
-    writer = PdfWriter(clone_from=reader)
-    # strict: on a password pypdf cannot prepare it raises (caught below) instead
-    # of logging a warning that names the character.
-    writer.strict = True
+    with document:
+        if document.is_encrypted:
+            raise ValueError("PDF is already encrypted")
+        if edit is not None:
+            edit(document)
+        out = io.BytesIO()
+        document.save(
+            out,
+            encryption=pikepdf.Encryption(
+                user=user, owner=owner, R=6, aes=True, metadata=True,
+                allow=_pike_permissions(),
+            ),
+            object_stream_mode=pikepdf.ObjectStreamMode.generate,
+            fix_metadata_version=False,
+        )
+    return out.getvalue()
+
+
+def decrypt_pdf(pdf: bytes, password: str) -> bytes:
+    """``pdf`` (from :func:`encrypt_pdf`) opened with ``password`` and written unencrypted.
+
+    For the print stream, which print houses need in the clear. Raises
+    :class:`ValueError` -- quoting nothing -- when the password does not open it.
+    """
+    import pikepdf
+
+    prepared = _checked(password, "user")
     failed = False
     try:
-        writer.encrypt(
-            user_password=user_password,
-            owner_password=owner_password,
-            algorithm="AES-256",  # never let pypdf fall back to RC4
-            permissions_flag=PERMISSIONS,
-        )
-    except ValueError:
+        document = pikepdf.open(io.BytesIO(pdf), password=prepared)
+    except pikepdf.PasswordError:
         failed = True
-    if failed:  # raised outside the except block: nothing chained quotes the password
-        raise ValueError("user password could not be prepared for AES-256 encryption")
-    writer.strict = False
-    out = io.BytesIO()
-    writer.write(out)
+    if failed:  # raised outside the except block: nothing chained
+        raise ValueError("the password does not open this PDF")
+    with document:
+        out = io.BytesIO()
+        document.save(out, object_stream_mode=pikepdf.ObjectStreamMode.generate,
+                      fix_metadata_version=False)
     return out.getvalue()

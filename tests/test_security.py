@@ -27,6 +27,7 @@ from ccm.errors import PackError, PasswordRuleError
 from ccm.security import (
     DATE_FORMATS,
     PasswordRule,
+    decrypt_pdf,
     encrypt_pdf,
     entropy_bits,
     password_for,
@@ -343,3 +344,41 @@ def test_encrypt_keeps_arrays_of_fonts(encrypted: bytes) -> None:
     reader = opened(encrypted, PASSWORD)
     assert all(isinstance(page["/MediaBox"], ArrayObject) for page in reader.pages)
     assert all("/Font" in page["/Resources"] for page in reader.pages)
+
+
+def test_owner_password_gives_owner_rights_user_password_does_not(plain_pdf: bytes) -> None:
+    """qpdf writes distinct user and owner keys: only the owner password opens as OWNER."""
+    pdf = encrypt_pdf(plain_pdf, PASSWORD, owner_password="owner-secret-42")
+    assert PdfReader(io.BytesIO(pdf)).decrypt(PASSWORD).name == "USER_PASSWORD"
+    assert PdfReader(io.BytesIO(pdf)).decrypt("owner-secret-42").name == "OWNER_PASSWORD"
+
+
+def test_edit_runs_before_encryption(plain_pdf: bytes) -> None:
+    """An ``edit`` changes the document in the same pass; the result is still AES-256 R6."""
+    import pikepdf
+
+    def edit(pdf: pikepdf.Pdf) -> None:
+        pdf.docinfo[pikepdf.Name("/ccm:note")] = "edited"
+
+    reader = opened(encrypt_pdf(plain_pdf, PASSWORD, edit=edit), PASSWORD)
+    assert reader.metadata is not None and reader.metadata["/ccm:note"] == "edited"
+    assert reader.trailer["/Encrypt"]["/R"] == 6
+    assert texts(reader) == texts(opened(plain_pdf))
+
+
+def test_not_a_pdf_refused() -> None:
+    """Bytes that are not a PDF raise ValueError, not a qpdf error."""
+    with pytest.raises(ValueError, match="not a readable PDF"):
+        encrypt_pdf(b"hello", PASSWORD)
+
+
+def test_decrypt_pdf_gives_the_plain_document(plain_pdf: bytes, encrypted: bytes) -> None:
+    """The user password gives back an unencrypted PDF with the same text and tags."""
+    plain = decrypt_pdf(encrypted, PASSWORD)
+    reader = opened(plain)
+    assert not reader.is_encrypted
+    assert texts(reader) == texts(opened(plain_pdf))
+    assert "/StructTreeRoot" in reader.trailer["/Root"]
+    with pytest.raises(ValueError, match="does not open") as info:
+        decrypt_pdf(encrypted, "01011990")
+    assert "01011990" not in str(info.value) and info.value.__context__ is None

@@ -9,15 +9,18 @@ swallow, and :func:`render_document` / :func:`write_pdf` turn it into
 :class:`~ccm.errors.AssetError`. Failures WeasyPrint would still swallow
 (inside SVG drawing) are noted by the fetcher and raised afterwards.
 
-Rendering is split in two so one layout can be written twice (the PDF/A-3b
-archival copy and the delivery PDF):
+Rendering is split in two so one layout can be written more than once:
 
 * :func:`render_document` -- parse and lay out; time and size budgets apply.
 * :func:`write_pdf` -- draw one PDF with ccm's metadata; safe to repeat.
+* :func:`delivery_from_archival` -- the delivery PDF made from the PDF/A-3b
+  archival copy by qpdf while it encrypts, instead of a second ``write_pdf``.
 
-Batch cost is in parsing CSS and fonts, so :func:`load_stylesheet` keeps an
-LRU of parsed pack stylesheets and :func:`font_config` one font configuration
-per process; each :class:`PackFetcher` caches the bytes it reads.
+Batch cost is in layout and writing; parsing CSS and fonts is shared:
+:func:`load_stylesheet` keeps an LRU of parsed pack stylesheets (also
+used for the stylesheet a layout ``<link>``s), :func:`font_config` one font
+configuration per process, and each :class:`PackFetcher` caches the bytes it
+reads.
 
 This module logs nothing itself; WeasyPrint logs to the ``weasyprint`` logger.
 """
@@ -62,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_HTML_BYTES",
     "AssetRefused",
     "PackFetcher",
+    "delivery_from_archival",
     "font_config",
     "load_stylesheet",
     "render_document",
@@ -453,6 +457,78 @@ def _fatal_to_error(exc: BaseException, session: _Session) -> AssetError:
     return AssetError(f"asset fetch failed: {exc}", url=None)
 
 
+# --- linked pack stylesheets, parsed once -------------------------------------
+
+# A statement links the pack's stylesheet (``<link rel="stylesheet"
+# href="layouts/pdf.css">``); WeasyPrint would parse it -- tokenise, validate,
+# compile every selector -- for every document, ~10 ms for an 8 KB sheet.
+# Handing WeasyPrint a parsed copy through ``stylesheets=`` is no substitute:
+# those are *user* stylesheets, which lose to every author rule whatever its
+# specificity. So while ccm renders on a thread, WeasyPrint's ``CSS`` in
+# ``weasyprint.css`` (used there for ``<link>``, ``<style>`` and ``@import``)
+# is answered for a ``<link>`` to a ``.css`` file inside the fetcher's roots
+# with :func:`load_stylesheet`'s cached parse: same origin (author), same
+# order, same fonts; everything else goes to WeasyPrint unchanged.
+
+_reuse = threading.local()
+_weasy_css = weasyprint.CSS
+
+
+def _linked_css(*args: Any, **kwargs: Any) -> Any:
+    fetcher: PackFetcher | None = getattr(_reuse, "fetcher", None)
+    url = kwargs.get("url")
+    if (
+        fetcher is not None
+        and not args
+        and kwargs.get("_check_mime_type")  # only find_stylesheets' <link> call sets it
+        and isinstance(url, str)
+        and kwargs.get("matcher") is None
+        and kwargs.get("layer") is None
+        and kwargs.get("media_type", "print") == "print"
+        and kwargs.get("font_config") is font_config()
+    ):
+        path = fetcher._path_of(url)
+        resolved = _pack_file(fetcher, path) if path is not None else None
+        if resolved is not None and resolved.suffix.lower() == ".css":
+            css = load_stylesheet(resolved, fetcher)
+            if not css.layers:  # @layer order is shared across a document's sheets
+                counters, profiles = _css_extras.get(css, ({}, {}))
+                if kwargs.get("counter_style") is not None:
+                    kwargs["counter_style"].update(counters)
+                if kwargs.get("color_profiles") is not None:
+                    kwargs["color_profiles"].update(profiles)
+                return css
+    return _weasy_css(*args, **kwargs)
+
+
+def _pack_file(fetcher: PackFetcher, path: Path) -> Path | None:
+    """``path`` resolved when it is a file the fetcher serves, else ``None``."""
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if fetcher._root_of(resolved) is None or not resolved.is_file():
+        return None
+    return resolved
+
+
+def _install_linked_css() -> None:
+    import weasyprint.css as weasy_css
+
+    if getattr(weasy_css, "CSS", None) is _weasy_css:
+        weasy_css.CSS = _linked_css
+
+
+@contextlib.contextmanager
+def _reusing_stylesheets(fetcher: PackFetcher) -> Iterator[None]:
+    previous = getattr(_reuse, "fetcher", None)
+    _reuse.fetcher = fetcher
+    try:
+        yield
+    finally:
+        _reuse.fetcher = previous
+
+
 # --- layout -------------------------------------------------------------------
 
 
@@ -559,7 +635,10 @@ def render_document(
     passes (the previous handler and timer are restored), elsewhere it is
     checked before and after. Both, and HTML over ``max_html_bytes``, raise
     :class:`~ccm.errors.BudgetError`. ``stylesheets`` should come from
-    :func:`load_stylesheet`, parsed with the same :func:`font_config`.
+    :func:`load_stylesheet`, parsed with the same :func:`font_config`; they
+    apply as *user* CSS. A stylesheet the HTML links (a ``.css`` file inside
+    the fetcher's roots) is taken from the same cache instead of being
+    parsed again, and applies as author CSS, where the link puts it.
     """
     if _html_too_big(html, max_html_bytes):
         raise BudgetError(
@@ -573,7 +652,8 @@ def render_document(
         counter_style.update(counters)
         color_profiles.update(profiles)
     budget = _Budget(deadline)
-    with fetcher._session() as session:
+    _install_linked_css()
+    with fetcher._session() as session, _reusing_stylesheets(fetcher):
         try:
             with budget:
                 document = weasyprint.HTML(
@@ -647,10 +727,14 @@ def _output_intent(target: Any, variant: str | None) -> str | None:
     return key
 
 
-def _info_finisher(metadata: Mapping[str, str]) -> Any:
+def _check_info_keys(metadata: Mapping[str, str]) -> None:
     for key in metadata:
         if not _INFO_KEY.fullmatch(key) or key in _STANDARD_INFO_KEYS:
             raise ValueError(f"custom PDF metadata key not allowed: {key!r}")
+
+
+def _info_finisher(metadata: Mapping[str, str]) -> Any:
+    _check_info_keys(metadata)
 
     def finish(document: Any, pdf: Any) -> None:
         # WeasyPrint's custom_metadata strips ':' and '-' from keys; set them as given.
@@ -728,3 +812,37 @@ def write_pdf(
     if session is not None and session.failures:
         raise session.failures[0].to_error()
     return pdf
+
+
+def delivery_from_archival(metadata: Mapping[str, str] = _NO_METADATA) -> Any:
+    """An ``edit`` for :func:`ccm.security.encrypt_pdf`: archival copy in, delivery PDF out.
+
+    The PDF/A-3b archival copy from :func:`write_pdf` and the tagged delivery
+    PDF share everything a reader sees -- pages, fonts, structure tree,
+    title, author, language -- and differ only in what PDF/A adds: the
+    embedded request (``/AF``, ``/Names /EmbeddedFiles``), the XMP packet that
+    claims PDF/A conformance and the sRGB output intent. Removing those from
+    the archival copy while encrypting it gives the delivery PDF without
+    drawing and serialising the document a second time (WeasyPrint's
+    ``write_pdf`` is the dear part); ``metadata`` adds document-info keys
+    as :func:`write_pdf` does. The returned callable takes a ``pikepdf.Pdf``.
+    """
+    _check_info_keys(metadata)
+    custom = dict(metadata)
+
+    def edit(pdf: Any) -> None:
+        import pikepdf
+
+        root = pdf.Root
+        for key in ("/AF", "/Metadata", "/OutputIntents"):
+            if key in root:
+                del root[key]
+        names = root.get("/Names")
+        if names is not None and "/EmbeddedFiles" in names:
+            del names["/EmbeddedFiles"]
+            if not names.keys():
+                del root["/Names"]
+        for key, value in custom.items():
+            pdf.docinfo[pikepdf.Name("/" + key)] = pikepdf.String(str(value))
+
+    return edit

@@ -22,18 +22,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pikepdf
 import pytest
 from PIL import Image
 from pypdf import PdfReader
 
 from ccm.channels.pdf import (
     PackFetcher,
+    delivery_from_archival,
     font_config,
     load_stylesheet,
     render_document,
     write_pdf,
 )
 from ccm.errors import AssetError, BudgetError
+from ccm.security import encrypt_pdf
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 META = {"title": "Monthly statement", "author": "Acme Bank", "lang": "en-GB"}
@@ -356,6 +359,60 @@ def test_pack_font_and_counter_style_from_cached_css(
         assert "*" in text and "Item" in text and "1." not in text, text
 
 
+def _colour_of(document: Any, tag: str) -> tuple[float, ...]:
+    for page in document.pages:
+        for box in page._page_box.descendants():
+            if getattr(box, "element_tag", None) == tag:
+                return tuple(box.style["color"])
+    raise AssertionError(f"no <{tag}> box")
+
+
+def test_linked_pack_stylesheet_is_parsed_once_and_stays_author_css(
+    fetcher: PackFetcher, pack: Path, weasy_logs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A <link>ed pack stylesheet is parsed once per process and cascades as author CSS."""
+    import weasyprint
+
+    shutil.copy(DEJAVU, pack / "brand.ttf")
+    (pack / "linked.css").write_text(
+        "@font-face { font-family: LinkedFace; src: url('brand.ttf'); }"
+        "@counter-style dashes { system: cyclic; symbols: '~'; suffix: ' '; }"
+        "p.x { color: rgb(255, 0, 0); } body { font-family: LinkedFace; }"
+        "ol { list-style: dashes; }"
+    )
+    parsed: list[str] = []
+    real_css = weasyprint.CSS
+
+    def counting_css(*args: Any, **kwargs: Any) -> Any:
+        parsed.append(str(kwargs.get("url")))
+        return real_css(*args, **kwargs)
+
+    monkeypatch.setattr(weasyprint, "CSS", counting_css)
+    # The inline rule is less specific: author CSS from the link must beat it.
+    head = '<link rel="stylesheet" href="linked.css"><style>p { color: rgb(0, 0, 255); }</style>'
+    for _ in range(3):
+        document = render(html_doc('<p class="x">Red</p><ol><li>Item</li></ol>', head=head),
+                          fetcher, pack)
+        assert _colour_of(document, "p")[:3] == (1.0, 0.0, 0.0)
+        pdf = write_pdf(document, **META)
+        assert "~" in text_of(pdf)
+        fonts = {str(font["/BaseFont"]) for page in PdfReader(io.BytesIO(pdf)).pages
+                 for font in page["/Resources"]["/Font"].values()}
+        assert any(name.endswith("+LinkedFace") for name in fonts), fonts
+    assert [url for url in parsed if url.endswith("linked.css")] == [
+        (pack / "linked.css").resolve().as_uri()]
+
+
+def test_linked_stylesheet_changes_are_seen(fetcher: PackFetcher, pack: Path) -> None:
+    """Editing a linked pack stylesheet takes effect on the next render."""
+    (pack / "live.css").write_text("p { color: rgb(255, 0, 0); }")
+    html = html_doc("<p>Text</p>", head='<link rel="stylesheet" href="live.css">')
+    assert _colour_of(render(html, fetcher, pack), "p")[:3] == (1.0, 0.0, 0.0)
+    (pack / "live.css").write_text("p { color: rgb(0, 255, 0); }")
+    os.utime(pack / "live.css", ns=(10**18, 10**18))
+    assert _colour_of(render(html, fetcher, pack), "p")[:3] == (0.0, 1.0, 0.0)
+
+
 # --- budgets ------------------------------------------------------------------
 
 
@@ -479,6 +536,34 @@ def test_one_document_written_twice(fetcher: PackFetcher, pack: Path, weasy_logs
     assert PdfReader(io.BytesIO(archival)).attachments.keys() == {"request.json"}
     assert text_of(archival) == text_of(delivery) == text_of(again)
     assert PdfReader(io.BytesIO(delivery)).metadata["/ccm:archival-sha256"] == "ab" * 32  # type: ignore[index]
+
+
+def test_delivery_from_archival_copy(fetcher: PackFetcher, pack: Path, weasy_logs: Any) -> None:
+    """The delivery PDF made from the archival copy has its pages and tags, none of PDF/A."""
+    document = render(html_doc("<h1>Statement</h1><p>Derived</p>"), fetcher, pack)
+    archival = write_pdf(document, **META, subject="Statement", variant="pdf/a-3b",
+                         attachments=[("request.json", b'{"secret": 1}', "application/json")])
+    direct = write_pdf(document, **META, subject="Statement")
+    delivery = encrypt_pdf(archival, "pw-1234",
+                           edit=delivery_from_archival({"ccm:archival-sha256": "cd" * 32}))
+    reader = PdfReader(io.BytesIO(delivery))
+    assert reader.decrypt("pw-1234").name == "USER_PASSWORD"
+    root = reader.trailer["/Root"]
+    for key in ("/AF", "/Names", "/Metadata", "/OutputIntents"):
+        assert key not in root
+    assert reader.attachments == {}
+    with pikepdf.open(io.BytesIO(delivery), password="pw-1234") as opened:
+        kinds = {str(obj.get("/Type")) for obj in opened.objects if hasattr(obj, "get")}
+    assert "/EmbeddedFile" not in kinds and "/Filespec" not in kinds  # request not carried
+    assert root["/Lang"] == "en-GB" and "/StructTreeRoot" in root
+    assert root["/MarkInfo"]["/Marked"] == True  # noqa: E712 (a pypdf BooleanObject)
+    assert reader.metadata is not None
+    assert (reader.metadata.title, reader.metadata.author, reader.metadata.subject) == (
+        "Monthly statement", "Acme Bank", "Statement")
+    assert reader.metadata["/ccm:archival-sha256"] == "cd" * 32
+    assert "\n".join(page.extract_text() for page in reader.pages) == text_of(direct)
+    with pytest.raises(ValueError, match="metadata key"):
+        delivery_from_archival({"Title": "x"})
 
 
 def test_write_rejects_bad_arguments(fetcher: PackFetcher, pack: Path) -> None:
