@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any, Literal
 
 __all__ = ["Channel", "Message", "Request", "Status"]
@@ -51,12 +52,51 @@ class Request:
         extra = set(obj) - {"customer", "data"}
         if extra:
             raise DataError(
-                f"unknown request keys: {', '.join(sorted(extra))}", path="$", rule="additionalProperties"
+                f"unknown request keys: {', '.join(sorted(extra))}", path="$",
+                rule="additionalProperties",
             )
         return cls(customer=dict(customer), data=dict(data))
 
     def to_dict(self) -> dict[str, Any]:
         return {"customer": self.customer, "data": self.data}
+
+
+class _LazyEmail:
+    """``Message.email``: set as usual, or parsed from ``content`` on first read.
+
+    The engine writes an email's bytes directly (fast) and does not build the
+    :class:`~email.message.EmailMessage` unless someone reads it: assigning
+    :data:`PARSE_CONTENT` defers the parse to the first access.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> EmailMessage | None:
+        if obj is None:
+            return None  # the dataclass default
+        value = obj.__dict__.get(self._slot)
+        if value is PARSE_CONTENT:
+            from .channels.email import POLICY
+
+            value = BytesParser(policy=POLICY).parsebytes(obj.content) if obj.content else None
+            obj.__dict__[self._slot] = value
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self._slot] = value
+
+
+class _ParseContent:
+    def __repr__(self) -> str:
+        return "PARSE_CONTENT"
+
+    def __reduce__(self) -> str:
+        return "PARSE_CONTENT"  # pickled by name: the same sentinel in a worker process
+
+
+#: Assign to :attr:`Message.email` to have it parsed from ``content`` when first read.
+PARSE_CONTENT: Any = _ParseContent()
 
 
 @dataclass
@@ -86,7 +126,7 @@ class Message:
     encrypted: bool = False
     password_hint: str | None = None
     archival: bytes | None = None
-    email: EmailMessage | None = None
+    email: EmailMessage | None = _LazyEmail()  # type: ignore[assignment]
     text: str | None = None
     encoding: str | None = None
     segments: int | None = None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from ._fastschema import Check, compile_check
 from ._schema import json_path, load_schema, load_yaml, validate_manifest
 from .errors import DataError, TemplateError, UnknownTemplate
 from .message import CHANNELS, Request
@@ -27,6 +28,18 @@ MAX_DEPTH = 32
 MAX_REQUEST_BYTES = 2_000_000
 
 _FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
+#: Drafts whose keywords the fast check reads the same way (draft 4 differs).
+_FAST_DRAFTS = (
+    jsonschema.Draft202012Validator, jsonschema.Draft201909Validator,
+    jsonschema.Draft7Validator, jsonschema.Draft6Validator,
+)
+
+
+def _fast_check(schema: dict[str, Any], cls: type[Any]) -> Check | None:
+    """The fast "certainly valid" check of ``schema`` (see :mod:`ccm._fastschema`), or None."""
+    if cls not in _FAST_DRAFTS:
+        return None
+    return compile_check(schema, _FORMATS)
 
 
 @dataclass(frozen=True)
@@ -73,12 +86,28 @@ class Template:
         return f"templates/{self.id}/{SOURCES[channel]}"
 
     @cached_property
+    def _validator_class(self) -> type[Any]:
+        cls: type[Any] = jsonschema.validators.validator_for(
+            self.contract, default=jsonschema.Draft202012Validator)
+        return cls
+
+    @cached_property
     def _validator(self) -> jsonschema.protocols.Validator:
-        cls = jsonschema.validators.validator_for(self.contract, default=jsonschema.Draft202012Validator)
-        return cls(self.contract, format_checker=_FORMATS)  # type: ignore[no-any-return]
+        return self._validator_class(self.contract, format_checker=_FORMATS)  # type: ignore[no-any-return]
+
+    @cached_property
+    def _fast_check(self) -> Check | None:
+        return _fast_check(self.contract, self._validator_class)
 
     def validate_data(self, data: Any, *, customer_id: str | None = None) -> None:
-        """Check ``data`` against the contract; :class:`DataError` names path and rule."""
+        """Check ``data`` against the contract; :class:`DataError` names path and rule.
+
+        The contract is compiled once per template; a fast check accepts the
+        common valid case and jsonschema explains anything else.
+        """
+        fast = self._fast_check
+        if fast is not None and fast(data):
+            return
         errors = sorted(self._validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
             err = errors[0]
@@ -97,19 +126,57 @@ class Template:
         return sorted((self.root / "samples").glob("*.json"))
 
 
-def _depth(obj: Any, limit: int) -> int:
+def _shape(obj: Any, limit: int) -> tuple[int, int]:
+    """``(depth, bound)``: :func:`_depth`, and an upper bound of ``len(json.dumps(obj))``.
+
+    The bound counts 12 characters per character of text (``json.dumps``
+    writes at most a surrogate pair of ``\\uXXXX`` escapes for one), plus
+    punctuation; anything but plain JSON values makes it unbounded.
+    """
     stack: list[tuple[Any, int]] = [(obj, 1)]
-    deepest = 0
+    deepest = bound = 0
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest, bound
+        kind = type(item)
+        if kind is str:
+            bound += 12 * len(item) + 2
+        elif kind is dict:
+            bound += 2
+            for key, value in item.items():
+                if type(key) is not str:
+                    bound += MAX_REQUEST_BYTES + 1  # json.dumps decides (and may refuse)
+                else:
+                    bound += 12 * len(key) + 6
+                stack.append((value, depth + 1))
+        elif kind is list:
+            bound += 2
+            for value in item:
+                bound += 2
+                stack.append((value, depth + 1))
+        elif kind is int:
+            bound += item.bit_length() // 3 + 3  # decimal digits <= 0.302 * bits + 1
+        elif kind is bool or item is None:
+            bound += 5
+        elif kind is float:
+            bound += 32
+        else:
+            bound += MAX_REQUEST_BYTES + 1
+    return deepest, bound
+
+
+@cache
+def _request_validator() -> jsonschema.Draft202012Validator:
+    """The request shape validator, built once (building one costs more than using it)."""
+    return jsonschema.Draft202012Validator(load_schema("request"), format_checker=_FORMATS)
+
+
+@cache
+def _request_check() -> Check | None:
+    return _fast_check(load_schema("request"), jsonschema.Draft202012Validator)
 
 
 def validate_request(obj: Any) -> Request:
@@ -117,19 +184,22 @@ def validate_request(obj: Any) -> Request:
     customer_id = None
     if isinstance(obj, dict) and isinstance(obj.get("customer"), dict):
         customer_id = obj["customer"].get("id")
-    if _depth(obj, MAX_DEPTH) > MAX_DEPTH:
+    depth, bound = _shape(obj, MAX_DEPTH)
+    if depth > MAX_DEPTH:
         raise DataError(
             f"request is nested deeper than {MAX_DEPTH} levels", path="$", rule="maxDepth",
             customer_id=customer_id,
         )
-    size = len(json.dumps(obj, default=str))
+    # Serialise only when the cheap upper bound does not already prove the size is fine.
+    size = len(json.dumps(obj, default=str)) if bound > MAX_REQUEST_BYTES else 0
     if size > MAX_REQUEST_BYTES:
         raise DataError(
             f"request is {size} bytes, over the {MAX_REQUEST_BYTES} byte budget",
             path="$", rule="maxBytes", customer_id=customer_id,
         )
-    validator = jsonschema.Draft202012Validator(load_schema("request"), format_checker=_FORMATS)
-    errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+    fast = _request_check()
+    errors = [] if fast is not None and fast(obj) else sorted(
+        _request_validator().iter_errors(obj), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         path = json_path(err.absolute_path)
@@ -180,7 +250,8 @@ def load_template(root: str | os.PathLike[str]) -> Template:
         raise TemplateError(f"{contract_path}:{exc.lineno}: invalid JSON: {exc.msg}",
                             path=str(contract_path), line=exc.lineno) from exc
     try:
-        jsonschema.validators.validator_for(contract, default=jsonschema.Draft202012Validator).check_schema(contract)
+        jsonschema.validators.validator_for(
+            contract, default=jsonschema.Draft202012Validator).check_schema(contract)
     except jsonschema.SchemaError as exc:
         raise TemplateError(f"{contract_path}: not a valid JSON Schema: {exc.message}",
                             path=str(contract_path)) from exc

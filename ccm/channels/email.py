@@ -22,6 +22,7 @@ import email.policy
 import hashlib
 import re
 import secrets
+import sys
 import threading
 import unicodedata
 from collections import OrderedDict
@@ -34,6 +35,8 @@ from email.headerregistry import AddressHeader
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, formataddr, getaddresses
+from functools import lru_cache
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -47,6 +50,7 @@ __all__ = [
     "AddressValue",
     "Attachment",
     "build_email",
+    "build_email_bytes",
     "clear_mjml_cache",
     "compile_mjml",
     "compile_mjml_cached",
@@ -229,6 +233,18 @@ _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
+def _start_facts(tag: str, attrs: list[tuple[str, str | None]]) -> tuple[str, bool, str, str]:
+    """``(tag, hides, alt, href)``: whether the element hides itself, its alt text and link."""
+    attributes = dict(attrs)
+    hides = (
+        tag in _SKIPPED
+        or "hidden" in attributes
+        or bool(_HIDDEN_STYLE.search(attributes.get("style") or ""))
+    )
+    return (tag, hides, (attributes.get("alt") or "").strip(),
+            (attributes.get("href") or "").strip())
+
+
 class _TextExtractor(HTMLParser):
     """Collects visible text with line and paragraph breaks; see :func:`html_to_text`."""
 
@@ -266,15 +282,12 @@ class _TextExtractor(HTMLParser):
             row[0] = True
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        hidden = (
-            self._hidden
-            or tag in _SKIPPED
-            or "hidden" in attributes
-            or bool(_HIDDEN_STYLE.search(attributes.get("style") or ""))
-        )
+        self._start(*_start_facts(tag, attrs))
+
+    def _start(self, tag: str, hides: bool, alt: str, href: str) -> None:
+        """A start tag, reduced to what the text needs (see :func:`_start_facts`)."""
+        hidden = self._hidden or hides
         if tag == "img":
-            alt = (attributes.get("alt") or "").strip()
             if alt and not hidden and self._links:
                 self._links[-1][2].append(alt)
             return
@@ -300,7 +313,7 @@ class _TextExtractor(HTMLParser):
         elif tag == "li":
             self._prefix = "- "
         elif tag == "a":
-            self._links.append(((attributes.get("href") or "").strip(), len(self.out), []))
+            self._links.append((href, len(self.out), []))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _VOID:
@@ -351,6 +364,89 @@ def _link_key(value: str) -> str:
     return value.rstrip("/").casefold()
 
 
+# The strict shapes of markup that HTMLParser reads unambiguously; compiled MJML
+# uses nothing else. See _fast_feed.
+_FAST_TOKEN = re.compile(
+    r"<!--.*?--\s*>"  # a comment: up to the first "--" ">" after "<!--", as HTMLParser
+    r"|<![dD][oO][cC][tT][yY][pP][eE][^>]*>"
+    r"|</([a-zA-Z][-.a-zA-Z0-9:_]*)\s*>"
+    r"|<([a-zA-Z][-.a-zA-Z0-9:_]*)"
+    r"((?:\s+[a-zA-Z_:][-.a-zA-Z0-9_:]*(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*)\s*(/?)>",
+    re.DOTALL,
+)
+_FAST_ATTR = re.compile(r"\s+([a-zA-Z_:][-.a-zA-Z0-9_:]*)(?:\s*=\s*(\"[^\"]*\"|'[^']*'))?")
+_CDATA_END = {tag: re.compile(rf"</\s*{tag}\s*>", re.IGNORECASE) for tag in ("script", "style")}
+
+
+#: What start tags seen before reduce to: compiled MJML repeats the same tags in every email.
+_TAG_FACTS: dict[str, tuple[str, bool, str, str]] = {}
+_TAG_FACTS_MAX = 4096
+
+
+def _fast_feed(parser: _TextExtractor, html: str) -> bool:
+    """Feed ``parser`` the events :class:`HTMLParser` would, for strictly formed markup.
+
+    HTMLParser is pure Python and costs about 1.5 ms for an email's 20 KB of
+    compiled MJML. This tokenizer reads only unambiguous markup -- comments,
+    a doctype, start tags whose attributes are all quoted or bare, end tags,
+    and text whose every ``<`` starts one of those -- and hands the same
+    calls (lowercased names, unescaped text and values, ``/>`` as start plus
+    end, script and style content as raw data) to the same handlers. On
+    anything else it returns False before the caller's result is used, and
+    the caller parses with HTMLParser instead.
+    """
+    unescape = html_unescape
+    pos, size = 0, len(html)
+    search = _FAST_TOKEN.search
+    while pos < size:
+        match = search(html, pos)
+        start = match.start() if match is not None else size
+        if start > pos:
+            text = html[pos:start]
+            if "<" in text:
+                return False
+            parser.handle_data(unescape(text) if "&" in text else text)
+        if match is None:
+            return True
+        pos = match.end()
+        end_name, name, attributes, closed = match.group(1, 2, 3, 4)
+        if end_name is not None:
+            tag = end_name.lower()
+            stack = parser._open
+            if stack and stack[-1][0] == tag:
+                # The usual case, handle_endtag's loop unrolled: close the innermost element.
+                hidden = stack.pop()[1]
+                if not hidden:
+                    parser._close(tag)
+            else:
+                parser.handle_endtag(tag)
+        elif name is not None:
+            raw = match.group()
+            facts = _TAG_FACTS.get(raw)
+            if facts is None:
+                attrs: list[tuple[str, str | None]] = []
+                if attributes:
+                    for key, quoted in _FAST_ATTR.findall(attributes):
+                        value = quoted[1:-1] if quoted else None
+                        attrs.append((key.lower(), unescape(value) if value else value))
+                facts = _start_facts(name.lower(), attrs)
+                if len(_TAG_FACTS) < _TAG_FACTS_MAX:
+                    _TAG_FACTS[raw] = facts
+            tag = facts[0]
+            parser._start(*facts)
+            if closed:
+                parser.handle_endtag(tag)
+            elif tag in _CDATA_END:
+                close = _CDATA_END[tag].search(html, pos)
+                if close is None:
+                    return False
+                if close.start() > pos:
+                    parser.handle_data(html[pos:close.start()])
+                parser.handle_endtag(tag)
+                pos = close.end()
+    return True
+
+
 def html_to_text(html: str) -> str:
     """A readable ``text/plain`` alternative of compiled email HTML.
 
@@ -360,8 +456,10 @@ def html_to_text(html: str) -> str:
     by ``|``. Standard library only.
     """
     parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
+    if not _fast_feed(parser, html):
+        parser = _TextExtractor()
+        parser.feed(html)
+        parser.close()
     lines = (line.strip() for line in "".join(parser.out).split("\n"))
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -415,8 +513,14 @@ def _check_line_breaks(name: str, value: str) -> None:
             )
 
 
+_ASCII_CONTROLS = dict.fromkeys([*range(32), 127])
+
+
 def _clean_text(value: str) -> str:
     """Drop control and bidi override characters, tabs become spaces, runs of spaces one."""
+    if value.isascii():
+        # ASCII's control characters are exactly C0 and DEL: no loop needed.
+        return _SPACES.sub(" ", value.replace("\t", " ").translate(_ASCII_CONTROLS)).strip(" ")
     chars = []
     for ch in value.replace("\t", " "):
         category = unicodedata.category(ch)
@@ -426,6 +530,7 @@ def _clean_text(value: str) -> str:
     return _SPACES.sub(" ", "".join(chars)).strip(" ")
 
 
+@lru_cache(maxsize=1024)  # subjects repeat across a batch (names rarely do)
 def _encode_words(text: str, header: str) -> str:
     """``text`` as RFC 2047 encoded words (UTF-8) separated by single spaces.
 
@@ -448,7 +553,22 @@ def _not_one_address(name: str) -> HeaderError:
     return HeaderError(f"{name} header must be exactly one valid address", header=name)
 
 
+#: A bare address in plain dot-atom form: what every parser reads as that one address.
+_SIMPLE_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+
+
 def _safe_address(name: str, value: str) -> str:
+    if _SIMPLE_ADDRESS.fullmatch(value):
+        # The common case (a customer's bare address), without the stdlib's header
+        # parser, which costs ~0.1 ms: such a value parses to exactly itself.
+        return value
+    return _parsed_address(name, value)
+
+
+def _parsed_address(name: str, value: str) -> str:
     value = _clean_text(value)
     try:
         parsed = email.policy.default.header_factory(name, value)
@@ -609,9 +729,14 @@ _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
+@lru_cache(maxsize=256)
+def _sender_domain(sender: str) -> str:
+    return getaddresses([sender])[0][1].rpartition("@")[2]
+
+
 def _message_id(sender: str, domain: str | None) -> str:
     if domain is None:
-        domain = getaddresses([sender])[0][1].rpartition("@")[2]
+        domain = _sender_domain(sender)
     if not _DOMAIN.fullmatch(domain):
         domain = "ccm.invalid"
     # Random rather than make_msgid(): no host name lookup, no pid or clock in the id.
@@ -673,6 +798,127 @@ def build_email(
             # Parts added as EmailMessage get their own MIME-Version; it belongs on top only.
             del part["MIME-Version"]
     return msg
+
+
+# --- the message, written directly -------------------------------------------------
+
+_CRLF = b"\r\n"
+
+
+@lru_cache(maxsize=256)
+def _constant_header(name: str, value: AddressValue) -> bytes:
+    """One header line for a value that repeats (pack senders), checked and folded once."""
+    safe = _address_pair(name, value) if isinstance(value, tuple) else safe_header(name, value)
+    return _header_line(name, safe)
+
+
+def _header_line(name: str, safe: str) -> bytes:
+    # What POLICY writes for a set_raw value: "Name: " + folded lines joined by CRLF.
+    return (f"{name}: " + _folded(name, safe).replace("\n", "\r\n") + "\r\n").encode("ascii")
+
+
+@lru_cache(maxsize=256)
+def _sender_address(sender: AddressValue) -> str:
+    return _address_pair("From", sender) if isinstance(sender, tuple) else safe_header(
+        "From", sender)
+
+
+def _qp_body(text: str) -> bytes:
+    """``text`` as the quoted-printable body :meth:`EmailMessage.set_content` makes.
+
+    The same lines (``bytes.splitlines`` of the UTF-8), each ending in CRLF, but
+    encoded by :func:`binascii.b2a_qp` (C) instead of :mod:`email.quoprimime`;
+    both are valid quoted-printable of the same bytes, so the decoded content is equal.
+    """
+    data = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    return binascii.b2a_qp(data, istext=True).replace(b"\n", _CRLF)
+
+
+def _boundary() -> bytes:
+    # The stdlib's shape; "=" never occurs in quoted-printable or base64 text
+    # except as "=XX" escapes and final padding, so it cannot collide with a body.
+    return b"===============%019d==" % secrets.randbelow(sys.maxsize)
+
+
+def _attachment_part(attachment: Attachment) -> bytes:
+    """An attachment part exactly as :meth:`EmailMessage.add_attachment` writes it."""
+    part = EmailMessage(policy=POLICY)
+    maintype, _, subtype = attachment.media_type.partition("/")
+    part.set_content(attachment.content, maintype=maintype, subtype=subtype,
+                     disposition="attachment", filename=attachment.filename)
+    del part["MIME-Version"]
+    return part.as_bytes(policy=POLICY)
+
+
+def build_email_bytes(
+    *,
+    subject: str,
+    html: str,
+    text: str,
+    from_: AddressValue,
+    to: AddressValue,
+    reply_to: AddressValue | None = None,
+    headers: Mapping[str, str] = _NO_HEADERS,
+    attachments: Sequence[Attachment] = (),
+    message_id_domain: str | None = None,
+    date: datetime | None = None,
+) -> bytes:
+    """:func:`to_bytes` of :func:`build_email` with the same arguments, written directly.
+
+    Same headers, checked the same way (:func:`safe_header`), in the same
+    order; the same MIME structure and part headers; quoted-printable bodies
+    that decode to the same text. Parsing the result gives a message equal to
+    :func:`build_email`'s part by part, in a tenth of the time: the standard
+    library's ``email`` package builds an object tree and encodes with pure
+    Python, which is most of what an email costs to make. The pack's senders
+    are checked once and remembered.
+    """
+    out = [_constant_header("From", from_)]
+    sender = _sender_address(from_)
+    out.append(_header_line("To", _address_pair("To", to) if isinstance(to, tuple)
+                            else safe_header("To", to)))
+    if reply_to is not None:
+        out.append(_constant_header("Reply-To", reply_to))
+    out.append(_header_line("Subject", safe_header("Subject", subject)))
+    when = date if date is not None else datetime.now(UTC)
+    if when.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    out.append(_header_line("Date", safe_header("Date", format_datetime(when))))
+    out.append(_header_line("Message-ID", safe_header(
+        "Message-ID", _message_id(sender, message_id_domain))))
+    out.append(b"MIME-Version: 1.0\r\n")
+    for name, value in headers.items():
+        if name.lower() in _RESERVED:
+            raise HeaderError(f"{name} cannot be set through headers", header=name)
+        out.append(_header_line(name, safe_header(name, value)))
+    inner = _boundary()
+    alternative = [
+        b"Content-Type: multipart/alternative;\r\n boundary=\"" + inner + b"\"\r\n\r\n",
+        b"--" + inner + b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+        _qp_body(_lines(text)),
+        b"\r\n--" + inner + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+        _qp_body(_lines(html)),
+        b"\r\n--" + inner + b"--\r\n",
+    ]
+    if attachments:
+        outer = _boundary()
+        out.append(b"Content-Type: multipart/mixed; boundary=\"" + outer + b"\"\r\n\r\n")
+        out.append(b"--" + outer + b"\r\n")
+        out.extend(alternative)
+        for attachment in attachments:
+            out.append(b"\r\n--" + outer + b"\r\n")
+            out.append(_attachment_part(attachment))
+        out.append(b"\r\n--" + outer + b"--\r\n")
+    else:
+        out.extend(alternative)
+    data = b"".join(out)
+    rest = data.replace(_CRLF, b"")
+    if b"\n" in rest or b"\r" in rest:
+        raise RenderError("serialised email has a bare line feed or carriage return",
+                          channel="email")
+    return data
 
 
 def to_bytes(msg: EmailMessage) -> bytes:

@@ -87,6 +87,18 @@ def _dropped(ch: str) -> bool:
     return False
 
 
+def _action(ch: str) -> str | None:
+    """What :func:`normalise` makes of one character: itself, a space, or None (dropped)."""
+    if ch == "\t" or unicodedata.category(ch) == "Zs":
+        return " "
+    return None if _dropped(ch) else ch
+
+
+_MISSING = object()
+#: :func:`_action` of characters seen so far.
+_ACTIONS: dict[str, object] = {}
+
+
 def _joinable(ch: str) -> bool:
     return not ch.isascii() and not ch.isspace() and ch not in _JOINERS
 
@@ -98,6 +110,17 @@ def _keep_joiner(match: re.Match[str]) -> str:
     if 0 < i < len(text) - 1 and _joinable(text[i - 1]) and _joinable(text[i + 1]):
         return match.group()
     return ""
+
+
+#: ASCII control characters except ``\n`` (all of them category Cc): dropped; tab: a space.
+_ASCII_CLEAN = {i: None for i in range(32) if i != 10} | {9: " ", 127: None}
+
+
+def _tidy(text: str) -> str:
+    text = _SPACES.sub(" ", text)
+    if " \n" in text or "\n " in text or text[:1] == " " or text[-1:] == " ":
+        text = "\n".join(line.strip(" ") for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip("\n")
 
 
 def normalise(text: str) -> str:
@@ -112,28 +135,46 @@ def normalise(text: str) -> str:
     characters (emoji sequences, Persian). The result is stable:
     ``normalise(normalise(t)) == normalise(t)``.
     """
+    if text.isascii():
+        # The common case, without a loop over characters: ASCII is already NFC and
+        # its only characters to drop or replace are the C0 controls and DEL.
+        return _tidy(_LINE_BREAKS.sub("\n", text).translate(_ASCII_CLEAN))
     text = unicodedata.normalize("NFC", text)
     text = _LINE_BREAKS.sub("\n", text)
-    chars: list[str] = []
-    for ch in text:
-        if ch == "\t" or unicodedata.category(ch) == "Zs":
-            chars.append(" ")
-        elif not _dropped(ch):
-            chars.append(ch)
-    text = _JOINER_RE.sub(_keep_joiner, "".join(chars))
+    # One decision per distinct character (a text has a few dozen), applied by translate.
+    table: dict[int, str | None] = {}
+    for ch in set(text):
+        action = _ACTIONS.get(ch, _MISSING)
+        if action is _MISSING:
+            action = _action(ch)
+            if len(_ACTIONS) < 65536:
+                _ACTIONS[ch] = action
+        if action != ch:
+            table[ord(ch)] = action  # type: ignore[assignment]
+    if table:
+        text = text.translate(table)
+    text = _JOINER_RE.sub(_keep_joiner, text)
     # Removing characters can leave a base letter next to its combining mark.
-    text = unicodedata.normalize("NFC", text)
-    text = _SPACES.sub(" ", text)
-    text = "\n".join(line.strip(" ") for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip("\n")
+    return _tidy(unicodedata.normalize("NFC", text))
 
 
 # --- encoding and arithmetic ----------------------------------------------------
 
 
+_NOT_GSM7 = re.compile("[^" + re.escape("".join(sorted(_GSM7))) + "]")
+_GSM7_EXT_RE = re.compile("[" + re.escape("".join(sorted(GSM7_EXTENSION))) + "]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
 def encoding_for(text: str) -> Encoding:
     """``"GSM-7"`` when every character is in the GSM 03.38 tables, else ``"UCS-2"``."""
-    return "GSM-7" if all(ch in _GSM7 for ch in text) else "UCS-2"
+    return "UCS-2" if _NOT_GSM7.search(text) else "GSM-7"
+
+
+def _units(text: str, encoding: Encoding) -> int:
+    """Septets (GSM-7) or UTF-16 code units (UCS-2) of ``text``: ``sum(_costs(...))``."""
+    wide = _GSM7_EXT_RE if encoding == "GSM-7" else _ASTRAL
+    return len(text) + len(wide.findall(text))
 
 
 def non_gsm_chars(text: str) -> list[str]:
@@ -180,8 +221,12 @@ def split_segments(text: str) -> list[str]:
 def measure(text: str) -> SmsResult:
     """Encoding, units and segments of ``text`` as given (call :func:`normalise` first)."""
     encoding = encoding_for(text)
+    units = _units(text, encoding)
+    if units <= (_GSM7_SINGLE if encoding == "GSM-7" else _UCS2_SINGLE):
+        # One segment (or none): no need to fill segments character by character.
+        return SmsResult(text, encoding, units, 1 if units else 0)
     costs = _costs(text, encoding)
-    return SmsResult(text, encoding, sum(costs), len(_split(text, costs, encoding)))
+    return SmsResult(text, encoding, units, len(_split(text, costs, encoding)))
 
 
 def finish_sms(text: str, *, max_segments: int | None) -> SmsResult:

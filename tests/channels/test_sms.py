@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ccm.channels import sms
 from ccm.channels.sms import (
     GSM7_BASIC,
     GSM7_EXTENSION,
@@ -303,3 +304,46 @@ def test_finish_sms_agrees_with_measure(text: str) -> None:
         return
     assert result == measure(normalise(text))
     assert result.segments >= 1
+
+
+def _normalise_by_character(text: str) -> str:
+    """normalise as first written: one decision per character, in a Python loop."""
+    text = unicodedata.normalize("NFC", text)
+    text = sms._LINE_BREAKS.sub("\n", text)
+    chars = []
+    for ch in text:
+        if ch == "\t" or unicodedata.category(ch) == "Zs":
+            chars.append(" ")
+        elif not sms._dropped(ch):
+            chars.append(ch)
+    text = sms._JOINER_RE.sub(sms._keep_joiner, "".join(chars))
+    text = unicodedata.normalize("NFC", text)
+    text = sms._SPACES.sub(" ", text)
+    text = "\n".join(line.strip(" ") for line in text.split("\n"))
+    return sms._BLANK_LINES.sub("\n\n", text).strip("\n")
+
+
+def _measure_by_filling(text: str) -> tuple[str, str, int, int]:
+    encoding = "GSM-7" if all(ch in sms._GSM7 for ch in text) else "UCS-2"
+    costs = sms._costs(text, encoding)  # type: ignore[arg-type]
+    return text, encoding, sum(costs), len(sms._split(text, costs, encoding))  # type: ignore[arg-type]
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
+       | st.text(alphabet="ab \t\n\r\x00\x7f\x1b€[^é\u00a0\u200d\u200c\u202e\u2028😀", max_size=60))
+def test_fast_normalise_and_measure_equal_the_character_loop(text: str) -> None:
+    """The translate-table normalise and the regex measure give what the per-character loop gave."""
+    assert normalise(text) == _normalise_by_character(text)
+    result = measure(text)
+    got = (result.text, result.encoding, result.units, result.segments)
+    assert got == _measure_by_filling(text)
+
+
+@pytest.mark.parametrize("ch", ["a", "€", "😀", "é", "["])
+def test_measure_at_segment_boundaries(ch: str) -> None:
+    """Around every single-segment limit, counting by regex agrees with filling segments."""
+    for size in range(60, 330):
+        result = measure(ch * size)
+        assert (result.text, result.encoding, result.units, result.segments) == \
+            _measure_by_filling(ch * size)
