@@ -30,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -78,6 +79,8 @@ COMMIT_SECONDS = 1.0
 TASK_SECONDS = 0.05
 #: Most rows in one task.
 MAX_CHUNK = 256
+#: Input rows read ahead at a time: their record lookups (resume, consent) are one query each.
+LOOKUP_ROWS = 256
 #: Seconds between progress events.
 PROGRESS_SECONDS = 0.5
 
@@ -103,9 +106,11 @@ class WorkerLimits:
 
     memory_mb: int | None = 1024
     cpu_seconds: float | None = 120.0
-    #: Tasks a worker runs before it is replaced by a fresh process. WeasyPrint's
-    #: native memory (Pango, fontconfig) grows by ~50 KB per statement and is never
-    #: given back; replacing workers keeps their peak flat however long the run.
+    #: Tasks a worker runs before it is replaced by a fresh process. WeasyPrint 70
+    #: leaks native memory (a Pango attribute list, ~40 KB per statement) for text
+    #: with OpenType features such as ``font-variant-numeric``; the example packs no
+    #: longer use them, and replacing workers keeps any pack's peak flat however long
+    #: the run.
     tasks_per_worker: int | None = 250
 
     def __post_init__(self) -> None:
@@ -261,8 +266,12 @@ def _init_worker(spec: _Spec) -> None:
 
 
 def _warm_up_pdf() -> None:
-    """Lay out one tiny document so Pango and fontconfig start their threads before the cap."""
+    """Lay out one tiny document so Pango and fontconfig start their threads before the cap.
+
+    qpdf (pikepdf), which encrypts the statements, is loaded here too.
+    """
     with contextlib.suppress(Exception):
+        import pikepdf  # noqa: F401
         import weasyprint
 
         from .channels.pdf import font_config
@@ -384,6 +393,8 @@ def _render_request(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, 
         message.meta["explanation"] = decision.reason
         if decision.defer_until is not None:
             message.meta["defer_until"] = decision.defer_until.isoformat()
+            # Not under the run's key: a rerun after quiet hours sends it.
+            message.idempotency_key = f"msg:{message.message_id}"
         out[channel] = _pack(engine, tpl, req, message, spec)
     if not allowed:
         # Engine.render checks the contract; with nothing to render, check it here, so
@@ -456,6 +467,7 @@ def _pack(engine: Engine, tpl: Any, req: Request, message: Message, spec: _Spec)
         "archival_sha256": message.archival_sha256,
         "sources_sha256": message.sources_sha256,
         "archive_ref": None,
+        "segment": req.customer.get("segment"),
     }
     print_pdf = None
     if spec.print_copy and message.channel == "pdf" and message.content:
@@ -474,20 +486,11 @@ def _print_copy(engine: Engine, req: Request, message: Message) -> bytes:
         return plain
     if not message.encrypted:
         return message.content
-    import io
-
-    from pypdf import PdfReader, PdfWriter
-
-    from .security import password_for
+    from .security import decrypt_pdf, password_for
 
     if engine.password_rule is None:
         raise ConfigError("encrypted PDF without a password rule")
-    reader = PdfReader(io.BytesIO(message.content))
-    reader.decrypt(password_for(engine.password_rule, req.customer))
-    writer = PdfWriter(clone_from=reader)
-    buf = io.BytesIO()
-    writer.write(buf)
-    return buf.getvalue()
+    return decrypt_pdf(message.content, password_for(engine.password_rule, req.customer))
 
 
 def _key(run_id: str, template: str, customer_id: str, channel: str) -> str:
@@ -965,6 +968,9 @@ class _Batch:
         } if self.engine.pack.policy else {}
         self._config_error: BaseException | None = None
         self._overrides = getattr(self.record, "consent_overrides", None)
+        self._ahead: deque[InputRow] = deque()
+        self._known: dict[str, Any] = {}
+        self._consent: dict[str, Any] = {}
 
     @staticmethod
     def _open_record(record: Any, master_key: Any) -> Any:
@@ -1069,7 +1075,7 @@ class _Batch:
             isolating = any(t.isolated for t in in_flight.values())
             while (not suspects and not isolating and not recycle and not exhausted
                    and len(in_flight) < window):
-                row = next(rows, None)
+                row = self._next_row(rows)
                 if row is None:
                     exhausted = True
                     if chunk:
@@ -1174,7 +1180,7 @@ class _Batch:
         todo: list[str] = []
         redo: list[str] = []
         for channel in self.channels:
-            entry = self.record.find_key(_key(self.run_id, self.tpl.id, customer_id, channel))
+            entry = self._find_key(_key(self.run_id, self.tpl.id, customer_id, channel))
             if entry is None:
                 todo.append(channel)
                 continue
@@ -1194,9 +1200,51 @@ class _Batch:
             self.summary.skipped += 1
             self.summary.duplicate += len(self.channels)
             return None
-        overrides = self._overrides(customer_id) if self._overrides is not None else None
+        overrides = self._consent_of(customer_id)
         channels = None if len(todo) == len(self.channels) else tuple(todo)
         return (row.line, row.request, channels, overrides), tuple(redo)
+
+    def _next_row(self, rows: Iterator[InputRow]) -> InputRow | None:
+        """The next input row; rows are read :data:`LOOKUP_ROWS` at a time so that what the
+        record knows about them (resume keys, withdrawn consent) comes in two queries, not
+        two per row."""
+        if not self._ahead:
+            block = list(itertools.islice(rows, LOOKUP_ROWS))
+            if not block:
+                return None
+            self._ahead.extend(block)
+            self._lookup(block)
+        return self._ahead.popleft()
+
+    def _lookup(self, block: list[InputRow]) -> None:
+        customers = {row.customer_id for row in block
+                     if row.error is None and row.customer_id is not None}
+        self._known.clear()
+        self._consent.clear()
+        if not customers:
+            return
+        find_keys = getattr(self.record, "find_keys", None)
+        if find_keys is not None:
+            keys = [_key(self.run_id, self.tpl.id, cid, channel)
+                    for cid in customers for channel in self.channels]
+            found = find_keys(keys)
+            self._known.update(dict.fromkeys(keys))
+            self._known.update(found)
+        many = getattr(self.record, "consent_overrides_many", None)
+        if many is not None and self._overrides is not None:
+            self._consent.update(many(customers))
+
+    def _find_key(self, key: str) -> Any:
+        if key in self._known:
+            return self._known[key]
+        return self.record.find_key(key)
+
+    def _consent_of(self, customer_id: str) -> Any:
+        if self._overrides is None:
+            return None
+        if customer_id in self._consent:
+            return self._consent[customer_id]
+        return self._overrides(customer_id)
 
     def _params(self, row: InputRow, channel: str) -> str | None:
         """What this row's message on ``channel`` would commit to (as the engine computes it)."""

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +40,7 @@ from .errors import (
     UnknownTemplate,
 )
 from .i18n import catalog_for
-from .message import CHANNELS, Message, Request
+from .message import CHANNELS, PARSE_CONTENT, Message, Request
 from .pack import BrandPack, load_pack
 from .pack.model import localised
 from .security import PasswordRule, encrypt_pdf, password_for
@@ -83,6 +83,9 @@ class RenderOptions:
     max_output_chars: int = 5_000_000
     #: Write every PDF as PDF/A-3b (only possible for unencrypted PDFs).
     pdfa: bool = False
+    #: Also write the PDF/A-3b archival copy of confidential PDFs when the pack
+    #: archives them (previews, which never show it, turn this off).
+    archival: bool = True
     #: Refuse to render sources whose digests differ from their approval.
     require_approval: bool = False
     #: Where approvals are kept (``ccm approve`` writes here).
@@ -132,6 +135,9 @@ class Engine:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._env = create_environment(self.pack.layouts_dir, self.templates_dir)
         self._catalogs: dict[tuple[str, str], Any] = {}
+        self._gettext_cache: dict[tuple[str, str], dict[str, Callable[..., Any]]] = {}
+        self._brand_cache: dict[tuple[str, str], dict[str, Any]] = {}
+        self._sources_cache: dict[tuple[str, str], str] = {}
         self._fetcher = pdf_channel.PackFetcher(
             roots=[self.pack.root, self.templates_dir],
             allowed_hosts=tuple(self.pack.security.get("allowed_hosts", ())),
@@ -183,16 +189,20 @@ class Engine:
             return self.templates[template_id]
         except KeyError:
             raise UnknownTemplate(
-                f"unknown template {template_id!r}; available: {', '.join(sorted(self.templates)) or '(none)'}",
+                f"unknown template {template_id!r}; available: "
+                f"{', '.join(sorted(self.templates)) or '(none)'}",
                 template=template_id,
                 available=sorted(self.templates),
             ) from None
 
     def sources_sha256(self, template: Template) -> str:
         """One SHA-256 over the pack's and the template's files: proves the exact sources."""
-        return hashlib.sha256(
-            f"{self.pack.sources_sha256}:{template.sources_sha256}".encode()
-        ).hexdigest()
+        key = (self.pack.sources_sha256, template.sources_sha256)
+        digest = self._sources_cache.get(key)
+        if digest is None:
+            digest = self._sources_cache[key] = hashlib.sha256(
+                f"{key[0]}:{key[1]}".encode()).hexdigest()
+        return digest
 
     def _catalog(self, template: Template, locale: str) -> Any:
         key = (template.id, locale)
@@ -245,20 +255,7 @@ class Engine:
         returned message with ``status="suppressed"`` and the rule in ``reason``.
         """
         tpl = self.template(template)
-        if channel is not None and channel not in tpl.channels:
-            raise UnknownChannel(
-                f"template {tpl.id!r} has no {channel!r} channel; it has: {', '.join(tpl.channels)}",
-                template=tpl.id,
-                channel=channel,
-                available=list(tpl.channels),
-            )
-        if locale is not None and locale not in self.pack.locales:
-            raise UnknownLocale(
-                f"pack {self.pack.id!r} has no locale {locale!r}; it has: {', '.join(self.pack.locales)}",
-                locale=locale,
-                available=list(self.pack.locales),
-            )
-        self._check_approval(tpl)
+        self._check_call(tpl, channel, locale)
         req = request if isinstance(request, Request) else validate_request(dict(request))
         tpl.validate_data(req.data, customer_id=req.customer_id)
         loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
@@ -280,6 +277,134 @@ class Engine:
         if channel is not None:
             return results[channel]
         return [results[c] for c in channels]
+
+    def _check_call(self, tpl: Template, channel: str | None, locale: str | None) -> None:
+        """Channel and locale exist; the template is approved when approval is required."""
+        if channel is not None and channel not in tpl.channels:
+            raise UnknownChannel(
+                f"template {tpl.id!r} has no {channel!r} channel; "
+                f"it has: {', '.join(tpl.channels)}",
+                template=tpl.id,
+                channel=channel,
+                available=list(tpl.channels),
+            )
+        if locale is not None and locale not in self.pack.locales:
+            raise UnknownLocale(
+                f"pack {self.pack.id!r} has no locale {locale!r}; "
+                f"it has: {', '.join(self.pack.locales)}",
+                locale=locale,
+                available=list(self.pack.locales),
+            )
+        self._check_approval(tpl)
+
+    def render_many(
+        self,
+        template: str,
+        requests: Iterable[Request | Mapping[str, Any]],
+        channel: str,
+        locale: str | None = None,
+        *,
+        chunk_size: int = 256,
+    ) -> list[Message]:
+        """Render ``template`` on ``channel`` for many requests; record them in few transactions.
+
+        The messages come back in request order, as :meth:`render` would give
+        them one by one, but the record is written with
+        :meth:`~ccm.record.Record.append_many`: one transaction per
+        ``chunk_size`` messages, and every message is committed before this
+        returns (so before anything can be sent). The record is read in bulk
+        too: idempotency keys and withdrawn consents once per chunk. Frequency
+        caps are counted when the chunk is written, inside its transaction and
+        including the chunk's earlier messages; a message over a cap comes back
+        ``suppressed`` with ``reason="cap:<name>"`` and no content. An
+        exception (a bad request, a render error) stops the call: chunks
+        already written stay written, the failing chunk is not written. Needs
+        a record; without one this is :meth:`render` in a loop.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        out: list[Message] = []
+        pending: list[Request | Mapping[str, Any]] = []
+        for request in requests:
+            pending.append(request)
+            if len(pending) >= chunk_size:
+                out.extend(self._render_chunk(template, pending, channel, locale))
+                pending = []
+        if pending:
+            out.extend(self._render_chunk(template, pending, channel, locale))
+        return out
+
+    def _render_chunk(self, template: str, requests: Sequence[Request | Mapping[str, Any]],
+                      channel: str, locale: str | None) -> list[Message]:
+        record = self.record
+        if record is None:
+            return [self.render(template, r, channel, locale) for r in requests]
+        tpl = self.template(template)
+        self._check_call(tpl, channel, locale)
+        reqs = [r if isinstance(r, Request) else validate_request(dict(r)) for r in requests]
+        for req in reqs:
+            tpl.validate_data(req.data, customer_id=req.customer_id)
+        keys = [self._key(tpl, req, channel, None) for req in reqs]
+        known = record.find_keys([k for k in keys if k is not None])
+        consents = record.consent_overrides_many({req.customer_id for req in reqs})
+        caps = self.policy.caps_for(tpl.message_type, channel)
+        messages: list[Message] = []
+        rendered: list[Message] = []
+        items: list[tuple[Message, dict[str, Any]]] = []
+        for req, key in zip(reqs, keys, strict=True):
+            loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
+            params = self._params_sha256(tpl, req, channel, loc)
+            earlier = known.get(key) if key is not None else None
+            if earlier is not None:
+                if earlier.params_sha256 != params:
+                    from .errors import IdempotencyConflict
+
+                    raise IdempotencyConflict(
+                        f"idempotency key {key!r} is recorded for other parameters "
+                        f"(message {earlier.message_id}); use a new key",
+                        key=key, message_id=earlier.message_id, customer_id=req.customer_id,
+                    )
+                messages.append(_from_entry(earlier, status="duplicate"))
+                continue
+            now = self._clock()
+            message = self._new_message(tpl, req, channel, loc, key, now)
+            # Caps are left to the write (counted there, atomically): 0 here.
+            decision = self.policy.evaluate(
+                customer=req.customer, message_type=tpl.message_type, channel=channel,
+                now=now, counter=lambda cap: 0,
+                consent_overrides=consents.get(req.customer_id, {}),
+            )
+            item_caps: Sequence[Any] = caps
+            if not decision.allowed:
+                message.status = "suppressed"
+                message.reason = decision.rule
+                message.meta["explanation"] = decision.reason
+                if decision.defer_until is not None:
+                    message.meta["defer_until"] = decision.defer_until.isoformat()
+                    message.idempotency_key = None  # as render(): the retry is no duplicate
+                item_caps = ()
+            else:
+                attachment = None
+                if channel == "email" and tpl.attach_pdf and "pdf" in tpl.channels:
+                    attachment = self._render_channel(tpl, req, "pdf", loc, key=None,
+                                                      use_record=False)
+                self._finish(tpl, req, message, attachment)
+                rendered.append(message)
+            messages.append(message)
+            items.append((message, {
+                "entry": self._entry(message, params, req.customer.get("segment")),
+                "content": message.content or None, "archival": message.archival,
+                "caps": item_caps,
+            }))
+        results = record.append_many([item for _, item in items])
+        for (message, _), result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # another writer recorded the key for other parameters
+            _apply(result, message)
+        for message in rendered:  # as render() does, once the chunk is committed
+            for listener in list(self._listeners):
+                listener(message)
+        return messages
 
     # -- composition ---------------------------------------------------------
 
@@ -320,25 +445,11 @@ class Engine:
         attachment: Message | None = None,
     ) -> Message:
         now = self._clock()
-        message = Message(
-            message_id=uuid.uuid4().hex,
-            customer_id=req.customer_id,
-            template=tpl.id,
-            template_version=tpl.version,
-            pack=self.pack.id,
-            pack_version=self.pack.version,
-            channel=channel,  # type: ignore[arg-type]
-            locale=locale,
-            message_type=tpl.message_type,
-            journey=tpl.journey,
-            content=b"",
-            idempotency_key=key,
-            sources_sha256=self.sources_sha256(tpl),
-            created_at=now.isoformat(),
-        )
+        message = self._new_message(tpl, req, channel, locale, key, now)
         record = self.record if use_record else None
-        params = self._params_sha256(tpl, req, channel, locale)
+        params = ""  # only the record needs it: a SHA-256 over the whole request
         if record is not None:
+            params = self._params_sha256(tpl, req, channel, locale)
             if key is not None:
                 earlier = record.find_key(key)
                 if earlier is not None:
@@ -360,20 +471,19 @@ class Engine:
                 message.meta["explanation"] = decision.reason
                 if decision.defer_until is not None:
                     message.meta["defer_until"] = decision.defer_until.isoformat()
-                self._append(record, message, params, caps=())
+                    # Recorded under its own id, so the retry after quiet hours,
+                    # with the same idempotency key, is not taken for a duplicate.
+                    message.idempotency_key = None
+                self._append(record, message, params, caps=(),
+                             segment=req.customer.get("segment"))
                 return message
 
-        deadline = time.monotonic() + float(tpl.budget.get("seconds", self.options.time_budget))
-        if channel == "pdf":
-            self._finish_pdf(tpl, req, message, deadline)
-        elif channel == "email":
-            self._finish_email(tpl, req, message, deadline, attachment)
-        else:
-            self._finish_sms(tpl, req, message, deadline)
+        self._finish(tpl, req, message, attachment)
 
         if record is not None:
             caps = self.policy.caps_for(tpl.message_type, channel)
-            self._append(record, message, params, caps=caps)
+            self._append(record, message, params, caps=caps,
+                         segment=req.customer.get("segment"))
         for listener in list(self._listeners):
             listener(message)
         logger.debug(
@@ -381,6 +491,36 @@ class Engine:
             tpl.id, channel, req.customer_id, message.message_id,
         )
         return message
+
+    def _new_message(self, tpl: Template, req: Request, channel: str, locale: str,
+                     key: str | None, now: datetime) -> Message:
+        return Message(
+            message_id=uuid.uuid4().hex,
+            customer_id=req.customer_id,
+            template=tpl.id,
+            template_version=tpl.version,
+            pack=self.pack.id,
+            pack_version=self.pack.version,
+            channel=channel,  # type: ignore[arg-type]
+            locale=locale,
+            message_type=tpl.message_type,
+            journey=tpl.journey,
+            content=b"",
+            idempotency_key=key,
+            sources_sha256=self.sources_sha256(tpl),
+            created_at=now.isoformat(),
+        )
+
+    def _finish(self, tpl: Template, req: Request, message: Message,
+                attachment: Message | None) -> None:
+        """The channel's part: fill ``message`` with its content."""
+        deadline = time.monotonic() + float(tpl.budget.get("seconds", self.options.time_budget))
+        if message.channel == "pdf":
+            self._finish_pdf(tpl, req, message, deadline)
+        elif message.channel == "email":
+            self._finish_email(tpl, req, message, deadline, attachment)
+        else:
+            self._finish_sms(tpl, req, message, deadline)
 
     def _decide(
         self, tpl: Template, req: Request, channel: str, now: datetime, record: Record
@@ -408,10 +548,21 @@ class Engine:
             consent_overrides=record.consent_overrides(req.customer_id),
         )
 
-    def _append(self, record: Record, message: Message, params: str, caps: Sequence[Any]) -> None:
+    def _append(self, record: Record, message: Message, params: str, caps: Sequence[Any],
+                segment: str | None = None) -> None:
+        result = record.append(
+            self._entry(message, params, segment),
+            content=message.content or None,
+            archival=message.archival,
+            caps=caps,
+        )
+        _apply(result, message)
+
+    def _entry(self, message: Message, params: str, segment: str | None) -> Any:
+        """The record entry of ``message``."""
         from .record import Entry
 
-        entry = Entry(
+        return Entry(
             message_id=message.message_id,
             idempotency_key=message.idempotency_key or f"msg:{message.message_id}",
             params_sha256=params,
@@ -431,23 +582,8 @@ class Engine:
             archival_sha256=message.archival_sha256,
             sources_sha256=message.sources_sha256,
             archive_ref=None,
+            segment=segment,
         )
-        result = record.append(
-            entry,
-            content=message.content or None,
-            archival=message.archival,
-            caps=caps,
-        )
-        if result.status == "duplicate":
-            message.status = "duplicate"
-            message.message_id = result.entry.message_id
-        elif result.status == "suppressed" and message.status != "suppressed":
-            # Another writer reached the cap first: nothing may be sent.
-            message.status = "suppressed"
-            message.reason = result.reason
-            message.content = b""
-            message.archival = None
-            message.email = None
 
     # -- context ---------------------------------------------------------------
 
@@ -456,37 +592,13 @@ class Engine:
     ) -> dict[str, Any]:
         """The variables a template sees (documented in docs/templates.md)."""
         pack = self.pack
-        tone = pack.tone
         name = req.customer.get("name")
+        brand = dict(self._brand(channel, locale))
         if name:
-            greeting = (localised(tone.get("greeting"), locale, pack.default_locale) or "{name}")
-            greeting = greeting.replace("{name}", str(name))
+            brand["greeting"] = brand["greeting"].replace("{name}", str(name))
         else:
-            greeting = localised(tone.get("greeting_fallback"), locale, pack.default_locale) or ""
-        logo = pack.raw.get("logo")
-        if channel == "email" and logo:
-            base = pack.raw.get("assets_url")
-            logo = f"{base.rstrip('/')}/{logo}" if base else None
-        senders = pack.senders
-        sms = dict(senders.get("sms", {}))
-        sms["opt_out"] = localised(sms.get("opt_out"), locale, pack.default_locale) or ""
-        brand = {
-            "id": pack.id,
-            "name": pack.name,
-            "version": pack.version,
-            "palette": pack.palette,
-            "fonts": pack.raw.get("fonts", {}),
-            "logo": logo,
-            "logo_alt": pack.text("logo_alt", locale) or pack.name,
-            "legal": pack.text("legal", locale) or "",
-            "greeting": greeting,
-            "sign_off": localised(tone.get("sign_off"), locale, pack.default_locale) or "",
-            "sender": senders,
-            "website": pack.raw.get("website", ""),
-            "sms": sms,
-            "return_address": senders.get("pdf", {}).get("return_address", ""),
-            "letter_standard": senders.get("pdf", {}).get("letter_standard", ""),
-        }
+            brand["greeting"] = brand.pop("_greeting_fallback")
+        brand.pop("_greeting_fallback", None)
         msg = {
             "id": message.message_id,
             "channel": channel,
@@ -511,8 +623,57 @@ class Engine:
             "dir": "rtl" if pack.is_rtl(locale) else "ltr",
             "timezone": req.customer.get("timezone") or "UTC",
         }
-        ctx.update(gettext_functions(self._catalog(tpl, locale)))
+        ctx.update(self._gettext(tpl, locale))
         return ctx
+
+    def _gettext(self, tpl: Template, locale: str) -> dict[str, Callable[..., Any]]:
+        key = (tpl.id, locale)
+        functions = self._gettext_cache.get(key)
+        if functions is None:
+            functions = self._gettext_cache[key] = gettext_functions(self._catalog(tpl, locale))
+        return functions
+
+    def _brand(self, channel: str, locale: str) -> dict[str, Any]:
+        """The ``brand`` variables of ``channel`` and ``locale`` (built once; copied per render).
+
+        ``greeting`` still holds ``{name}``; ``_greeting_fallback`` is the text for
+        customers without a name. Both are resolved per customer in :meth:`context`.
+        """
+        key = (channel, locale)
+        cached = self._brand_cache.get(key)
+        if cached is not None:
+            return cached
+        pack = self.pack
+        tone = pack.tone
+        greeting = localised(tone.get("greeting"), locale, pack.default_locale) or "{name}"
+        fallback = localised(tone.get("greeting_fallback"), locale, pack.default_locale) or ""
+        logo = pack.raw.get("logo")
+        if channel == "email" and logo:
+            base = pack.raw.get("assets_url")
+            logo = f"{base.rstrip('/')}/{logo}" if base else None
+        senders = pack.senders
+        sms = dict(senders.get("sms", {}))
+        sms["opt_out"] = localised(sms.get("opt_out"), locale, pack.default_locale) or ""
+        brand = {
+            "id": pack.id,
+            "name": pack.name,
+            "version": pack.version,
+            "palette": pack.palette,
+            "fonts": pack.raw.get("fonts", {}),
+            "logo": logo,
+            "logo_alt": pack.text("logo_alt", locale) or pack.name,
+            "legal": pack.text("legal", locale) or "",
+            "greeting": greeting,
+            "_greeting_fallback": fallback,
+            "sign_off": localised(tone.get("sign_off"), locale, pack.default_locale) or "",
+            "sender": senders,
+            "website": pack.raw.get("website", ""),
+            "sms": sms,
+            "return_address": senders.get("pdf", {}).get("return_address", ""),
+            "letter_standard": senders.get("pdf", {}).get("letter_standard", ""),
+        }
+        self._brand_cache[key] = brand
+        return brand
 
     def _render(
         self, tpl: Template, req: Request, channel: str, message: Message, deadline: float,
@@ -561,7 +722,7 @@ class Engine:
                 )
             password = password_for(self.password_rule, req.customer)
             metadata: dict[str, str] = {}
-            if self.pack.security.get("archive_pdfa", True):
+            if self.pack.security.get("archive_pdfa", True) and self.options.archival:
                 request_json = json.dumps(req.to_dict(), sort_keys=True, indent=2,
                                           ensure_ascii=False).encode()
                 message.archival = pdf_channel.write_pdf(
@@ -569,8 +730,15 @@ class Engine:
                     attachments=[("request.json", request_json, "application/json")],
                 )
                 metadata["ccm:archival-sha256"] = hashlib.sha256(message.archival).hexdigest()
-            delivery = pdf_channel.write_pdf(document, **meta, metadata=metadata)
-            message.content = encrypt_pdf(delivery, password)
+            if message.archival is not None:
+                # One WeasyPrint write: qpdf strips what PDF/A added while it encrypts.
+                message.content = encrypt_pdf(
+                    message.archival, password,
+                    edit=pdf_channel.delivery_from_archival(metadata),
+                )
+            else:
+                delivery = pdf_channel.write_pdf(document, **meta, metadata=metadata)
+                message.content = encrypt_pdf(delivery, password)
             message.encrypted = True
             message.password_hint = self.password_hint(message.locale)
         else:
@@ -610,7 +778,8 @@ class Engine:
             headers["List-Unsubscribe"] = ", ".join(targets)
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         headers["X-CCM-Message-ID"] = message.message_id
-        rendered = self._render(tpl, req, "email", message, deadline, blocks=("subject", "preheader"))
+        rendered = self._render(tpl, req, "email", message, deadline,
+                                blocks=("subject", "preheader"))
         html = email_channel.compile_mjml_cached(
             rendered.text, include_roots=(self.pack.root, tpl.root)
         )
@@ -623,7 +792,7 @@ class Engine:
                 email_channel.Attachment(tpl.attachment_name, attachment.content, "application/pdf")
             )
             message.meta["attachment_sha256"] = attachment.sha256
-        msg = email_channel.build_email(
+        message.content = email_channel.build_email_bytes(
             subject=subject,
             html=html,
             text=text,
@@ -633,9 +802,8 @@ class Engine:
             headers=headers,
             attachments=attachments,
         )
-        message.email = msg
+        message.email = PARSE_CONTENT  # parsed from content when someone reads it
         message.subject = subject
-        message.content = email_channel.to_bytes(msg)
 
     def _unsubscribe_url(self, message: Message) -> str:
         tracking = self.pack.tracking
@@ -692,6 +860,20 @@ class Engine:
         from .approval import check_approved
 
         check_approved(self, tpl)
+
+
+def _apply(result: Any, message: Message) -> None:
+    """What the record did with an appended message, applied to the message."""
+    if result.status == "duplicate":
+        message.status = "duplicate"
+        message.message_id = result.entry.message_id
+    elif result.status == "suppressed" and message.status != "suppressed":
+        # Another writer reached the cap first: nothing may be sent.
+        message.status = "suppressed"
+        message.reason = result.reason
+        message.content = b""
+        message.archival = None
+        message.email = None
 
 
 def _env_has_master_key() -> bool:

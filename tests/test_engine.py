@@ -75,6 +75,20 @@ def test_pdf_metadata_and_archival_copy_are_linked() -> None:
     assert meta.get("/ccm:archival-sha256") == msg.archival_sha256
 
 
+def test_archival_copy_can_be_turned_off() -> None:
+    """RenderOptions(archival=False) writes only the encrypted delivery PDF (what previews use)."""
+    from .examples_helpers import PACKS, TEMPLATES
+
+    req = sample("monthly_statement")
+    quick = ccm.Engine(PACKS / "acme", TEMPLATES, record=None,
+                       options=ccm.RenderOptions(archival=False))
+    msg = quick.render("monthly_statement", req, channel="pdf")
+    assert msg.archival is None and msg.encrypted
+    reader = PdfReader(BytesIO(msg.content))
+    reader.decrypt(dob_password(req["customer"]))
+    assert reader.metadata is not None and "/ccm:archival-sha256" not in reader.metadata
+
+
 def test_email_attaches_the_encrypted_pdf_and_states_the_hint() -> None:
     """The statement email parses back, carries the encrypted PDF and the password hint."""
     req = sample("monthly_statement")
@@ -198,7 +212,7 @@ def test_invalid_data_names_the_json_path() -> None:
 
 
 def test_missing_password_field_is_a_clear_error() -> None:
-    """A confidential PDF for a customer without a date of birth fails naming the field, not data."""
+    """A confidential PDF for a customer without a date of birth fails naming the field."""
     req = copy.deepcopy(sample("monthly_statement"))
     del req["customer"]["date_of_birth"]
     with pytest.raises(PasswordRuleError, match="date_of_birth"):
@@ -245,7 +259,7 @@ names = st.text(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=names)
 def test_any_customer_name_keeps_email_safe(name: str) -> None:
-    """Property: any name yields exactly one recipient, CRLF only, and escaped HTML — or a clear error."""
+    """Property: any name yields one recipient, CRLF only, escaped HTML — or a clear error."""
     req = copy.deepcopy(sample("payment_reminder"))
     req["customer"]["name"] = name
     try:
@@ -275,3 +289,23 @@ def test_any_customer_name_keeps_sms_arithmetic(name: str) -> None:
     again = measure(msg.text or "")
     assert (again.encoding, again.segments) == (msg.encoding, msg.segments)
     assert not any(ord(c) < 32 and c != "\n" for c in msg.text or "")
+
+
+def test_delivery_pdf_is_the_archival_copy_without_pdfa_parts() -> None:
+    """The confidential delivery PDF has the archival copy's pages and text, but no request."""
+    import hashlib
+
+    req = sample("monthly_statement")
+    msg = engine("acme").render("monthly_statement", req, channel="pdf")
+    assert msg.archival is not None
+    password = dob_password(req["customer"])
+    reader = PdfReader(BytesIO(msg.content))
+    assert reader.decrypt(password).name == "USER_PASSWORD"
+    root = reader.trailer["/Root"]
+    for key in ("/AF", "/Names", "/Metadata", "/OutputIntents"):
+        assert key not in root
+    assert "/StructTreeRoot" in root and reader.attachments == {}
+    assert reader.metadata is not None
+    assert reader.metadata["/ccm:archival-sha256"] == hashlib.sha256(msg.archival).hexdigest()
+    archival = PdfReader(BytesIO(msg.archival))
+    assert [p.extract_text() for p in reader.pages] == [p.extract_text() for p in archival.pages]

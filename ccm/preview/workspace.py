@@ -80,6 +80,12 @@ class ErrorInfo:
         if not path:
             return cls(type(exc).__name__, message)
         file = _locate(str(path), root) or Path(str(path))
+        key = context.get("key")
+        if line is None and key and file.suffix in (".yaml", ".yml") and file.is_file():
+            # A manifest error names its key; the page shows the key's line too.
+            from ..lint.sources import yaml_key_line
+
+            line = yaml_key_line(file, str(key))
         excerpt: tuple[tuple[int, str], ...] = ()
         if isinstance(line, int) and line > 0 and file.is_file():
             try:
@@ -242,6 +248,8 @@ class Workspace:
         self._lint_lock = threading.Lock()
         self._engines: dict[tuple[int, str], Engine | ErrorInfo] = {}
         self._views: OrderedDict[tuple[int, ViewKey], View] = OrderedDict()
+        # The messages behind each view, so lint checks what was shown without rendering again.
+        self._results: OrderedDict[tuple[int, ViewKey], dict[str, Any]] = OrderedDict()
         self._findings: OrderedDict[tuple[int, ViewKey], tuple[FindingView, ...]] = OrderedDict()
 
     @property
@@ -270,7 +278,7 @@ class Workspace:
             return found
         try:
             result: Engine | ErrorInfo = Engine(self.packs[pack], self.templates_dir,
-                                                record=None, options=RenderOptions())
+                                                record=None, options=RenderOptions(archival=False))
         except KeyError:
             result = ErrorInfo("NotFoundError", f"no pack {pack!r}; there are: "
                                f"{', '.join(self.packs)}")
@@ -346,27 +354,39 @@ class Workspace:
             if hit is not None:
                 return hit
             gen = self.generation
-            view = self._render_view(key, gen)
+            results: dict[str, Any] = {}
+            view = self._render_view(key, gen, results)
             with self._state:
                 self._views[(gen, key)] = view
+                self._results[(gen, key)] = results
                 while len(self._views) > _MAX_VIEWS:
                     self._views.popitem(last=False)
+                while len(self._results) > _MAX_VIEWS:
+                    self._results.popitem(last=False)
             return view
 
     def findings(self, key: ViewKey) -> tuple[FindingView, ...]:
-        """The lint findings for what ``key`` shows (each channel, its locale and sample)."""
+        """The lint findings for what ``key`` shows (each channel, its locale and sample).
+
+        The messages the view rendered are checked as they are (nothing is
+        rendered twice). A run overtaken by a change on disk is dropped and
+        started again on the new generation, so stale findings never show.
+        """
         with self._lint_lock:
-            gen = self.generation
-            with self._state:
-                hit = self._findings.get((gen, key))
-            if hit is not None:
-                return hit
-            result = self._lint(key)
-            with self._state:
-                self._findings[(gen, key)] = result
-                while len(self._findings) > _MAX_VIEWS:
-                    self._findings.popitem(last=False)
-            return result
+            while True:
+                gen = self.generation
+                with self._state:
+                    hit = self._findings.get((gen, key))
+                if hit is not None:
+                    return hit
+                result = self._lint(key, gen)
+                if result is None:
+                    continue  # a newer generation started while this one was checked
+                with self._state:
+                    self._findings[(gen, key)] = result
+                    while len(self._findings) > _MAX_VIEWS:
+                        self._findings.popitem(last=False)
+                return result
 
     @contextlib.contextmanager
     def _slot(self, *, first: bool) -> Iterator[None]:
@@ -402,7 +422,7 @@ class Workspace:
         except OSError as exc:
             raise _SampleError(f"{path}: cannot read: {exc.strerror}", path=str(path)) from exc
 
-    def _render_view(self, key: ViewKey, gen: int) -> View:
+    def _render_view(self, key: ViewKey, gen: int, results: dict[str, Any]) -> View:
         started = time.monotonic()
         engine = self.engine(key.pack)
         if isinstance(engine, ErrorInfo):
@@ -416,11 +436,13 @@ class Workspace:
                         seconds=time.monotonic() - started)
         from ..proof import render_channels
 
+        rendered: dict[str, Any]
         try:
-            results = render_channels(engine, tpl, request, key.locale or None)
+            rendered = dict(render_channels(engine, tpl, request, key.locale or None))
         except Exception as exc:  # not a ccm error: a bug, still shown rather than raised
-            results = dict.fromkeys(tpl.channels, exc)
-        channels = tuple(self._channel_view(engine, key, ch, results[ch], request)
+            rendered = dict.fromkeys(tpl.channels, exc)
+        results.update(rendered)
+        channels = tuple(self._channel_view(engine, key, ch, rendered[ch], request)
                          for ch in tpl.channels)
         return View(key, gen, engine.pack.name, tpl.name, channels,
                     seconds=time.monotonic() - started)
@@ -441,7 +463,8 @@ class Workspace:
             return ChannelView(channel, error=ErrorInfo.from_exception(exc, root=self.root))
         return ChannelView(channel, output)
 
-    def _lint(self, key: ViewKey) -> tuple[FindingView, ...]:
+    def _lint(self, key: ViewKey, gen: int) -> tuple[FindingView, ...] | None:
+        """The findings for ``key`` in generation ``gen``; None once ``gen`` is stale."""
         if not self.lint_enabled:
             return ()
         engine = self.engine(key.pack)
@@ -452,13 +475,21 @@ class Workspace:
         except ImportError as exc:
             return (FindingView("info", "", "lint-unavailable",
                                 f"ccm.lint cannot be loaded: {exc}"),)
+        self.view(key)  # what the page shows, rendered once and checked as it is
+        with self._state:
+            results = self._results.get((gen, key), {})
         try:
             tpl = engine.template(key.template)
             request = self._load_request(key)
+            sample = self._sample_path(key.template, key.sample)
             found: list[Any] = []
             for channel in tpl.channels:
                 with self._slot(first=False):
-                    found.extend(findings_for(engine, tpl.id, channel, key.locale, request))
+                    if self.generation != gen:
+                        return None
+                    found.extend(findings_for(engine, tpl.id, channel, key.locale or None,
+                                              request, sample=sample,
+                                              result=results.get(channel)))
         except Exception as exc:  # the linter failing must not take the preview down
             info = ErrorInfo.from_exception(exc, root=self.root)
             return (FindingView("error", info.where or "", "lint-failed", info.message),)
@@ -508,10 +539,9 @@ def _png_size(png: bytes) -> tuple[int, int]:
 
 
 def _pdf_view(engine: Engine, message: Any, request: Any) -> PdfView:
-    from .pages import readable_pdf, render_pages
+    from .pages import draw_pdf
 
-    pdf = readable_pdf(engine, message, request.get("customer", {}))
-    pages = tuple(render_pages(pdf, scale=1.5))
+    pages = tuple(draw_pdf(engine, message, request.get("customer", {}), scale=1.5))
     return PdfView(pages, tuple(_png_size(p) for p in pages), message.subject,
                    message.encrypted, message.password_hint, len(message.content))
 

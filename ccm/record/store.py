@@ -133,6 +133,7 @@ class Entry:
 
 
 _STR_FIELDS = tuple(f.name for f in fields(Entry) if f.name != "created_at")
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,12 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "kind": self.kind,
                 "at": utc(self.at).isoformat(), "data": self.data}
+
+
+def _slices(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """``values`` in slices small enough for one ``IN (...)`` on every backend."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def open_record(url: str, *, master_key: MasterKey | None = None) -> Record:
@@ -348,6 +355,22 @@ class Record:
         with self._tx(write=False) as conn:
             return self._find(conn, idempotency_key)
 
+    def find_keys(self, idempotency_keys: Iterable[str]) -> dict[str, Entry]:
+        """The entries recorded under any of ``idempotency_keys`` (one read; batch resume).
+
+        Keys with no entry are absent from the result.
+        """
+        keys = sorted(set(idempotency_keys))
+        found: dict[str, Entry] = {}
+        with self._tx(write=False) as conn:
+            for part in _slices(keys):
+                for row in conn.execute(
+                    sa.select(messages).where(messages.c.idempotency_key.in_(part))
+                ):
+                    entry = self._entry(row)
+                    found[entry.idempotency_key] = entry
+        return found
+
     def get(self, message_id: str) -> Entry:
         """The entry of ``message_id``; :class:`MessageNotFound` when there is none."""
         with self._tx(write=False) as conn:
@@ -436,18 +459,138 @@ class Record:
             def run(conn: sa.Connection,
                     chunk: list[tuple[Entry, Mapping[str, Any]]] = chunk,
                     ) -> list[AppendResult | IdempotencyConflict]:
-                out: list[AppendResult | IdempotencyConflict] = []
-                for entry, raw in chunk:
-                    try:
-                        out.append(self._append(conn, entry, raw.get("content"),
-                                                raw.get("archival"), raw.get("caps") or ()))
-                    except IdempotencyConflict as exc:
-                        out.append(exc)
-                return out
+                return self._append_bulk(conn, chunk)
 
             results.extend(self._retrying(customers, run))
             start = end
         return results
+
+    def _append_bulk(
+        self, conn: sa.Connection, chunk: Sequence[tuple[Entry, Mapping[str, Any]]]
+    ) -> list[AppendResult | IdempotencyConflict]:
+        """:meth:`_append` for many entries at once, with the same checks, in a few statements.
+
+        One query finds the recorded idempotency keys, one the chain heads, one
+        the customers' recent generated messages (for caps); each cap is then
+        counted in Python, including what this chunk adds before it, and all
+        rows are inserted with one ``executemany`` per table. Runs inside the
+        caller's locked write transaction, so check and insert stay atomic.
+        """
+        keys = sorted({entry.idempotency_key for entry, _ in chunk})
+        customers = sorted({entry.customer_id for entry, _ in chunk})
+        known: dict[str, Entry] = {}
+        for part in _slices(keys):
+            for row in conn.execute(
+                sa.select(messages).where(messages.c.idempotency_key.in_(part))
+            ):
+                found = self._entry(row)
+                known[found.idempotency_key] = found
+        heads: dict[str, tuple[int, str]] = {}
+        for part in _slices(customers):
+            top = (sa.select(chain.c.customer_id, sa.func.max(chain.c.seq).label("top"))
+                   .where(chain.c.customer_id.in_(part)).group_by(chain.c.customer_id)
+                   .subquery())
+            for row in conn.execute(
+                sa.select(chain.c.customer_id, chain.c.seq, chain.c.hash).join(
+                    top, sa.and_(chain.c.customer_id == top.c.customer_id,
+                                 chain.c.seq == top.c.top))
+            ):
+                heads[row.customer_id] = (int(row.seq), row.hash)
+        capped = [(e, raw["caps"]) for e, raw in chunk
+                  if e.status == "generated" and raw.get("caps")]
+        recent: dict[str, list[tuple[datetime, str | None, str]]] = {}
+        if capped:
+            oldest = utc(min(e.created_at - cap.window for e, caps in capped for cap in caps))
+            for part in _slices(sorted({e.customer_id for e, _ in capped})):
+                for row in conn.execute(
+                    sa.select(messages.c.customer_id, messages.c.created_at,
+                              messages.c.message_type, messages.c.channel)
+                    .where(messages.c.customer_id.in_(part),
+                           messages.c.status == "generated",
+                           messages.c.created_at >= oldest)
+                ):
+                    recent.setdefault(row.customer_id, []).append(
+                        (utc(row.created_at), row.message_type, row.channel))
+
+        out: list[AppendResult | IdempotencyConflict] = []
+        message_rows: list[dict[str, Any]] = []
+        archive_rows: list[dict[str, Any]] = []
+        chain_rows: list[dict[str, Any]] = []
+        for entry, raw in chunk:
+            earlier = known.get(entry.idempotency_key)
+            if earlier is not None:
+                if earlier.params_sha256 == entry.params_sha256:
+                    out.append(AppendResult("duplicate", earlier, earlier.reason))
+                else:
+                    out.append(IdempotencyConflict(
+                        f"idempotency key {entry.idempotency_key!r} is recorded for other "
+                        f"parameters (message {earlier.message_id}); use a new key to send a "
+                        "different message",
+                        key=entry.idempotency_key, message_id=earlier.message_id,
+                        customer_id=entry.customer_id,
+                    ))
+                continue
+            customer = entry.customer_id
+            status: Literal["generated", "suppressed"] = (
+                "generated" if entry.status == "generated" else "suppressed"
+            )
+            reason = entry.reason
+            if status == "generated":
+                for cap in raw.get("caps") or ():
+                    if not cap.applies_to(entry.message_type or "", entry.channel):
+                        continue  # as in _append: a cap only stops what it counts
+                    since = entry.created_at - cap.window
+                    made = sum(
+                        1 for at, kind, channel in recent.get(customer, ())
+                        if at >= since
+                        and (cap.message_type is None or kind == cap.message_type)
+                        and (cap.channel is None or channel == cap.channel)
+                    )
+                    if made >= cap.max:
+                        status, reason = "suppressed", f"cap:{cap.name}"
+                        break
+            content, archival = raw.get("content"), raw.get("archival")
+            if status != "generated":
+                content = archival = None
+                entry = replace(entry, content_sha256=None, archival_sha256=None)
+            parts = [(p, d) for p, d in (("content", content), ("archival", archival))
+                     if d is not None]
+            ref = uuid.uuid4().hex if parts and self.master_key is not None else None
+            stored = replace(entry, status=status, reason=reason, archive_ref=ref)
+            values = {name: getattr(stored, name) for name in _ENTRY_FIELDS}
+            message_rows.append(values)
+            if ref is not None:
+                key_id, key = self._data_key(conn, customer)
+                archive_rows.extend(
+                    {"ref": ref, "part": part, "message_id": stored.message_id,
+                     "customer_id": customer, "key_id": key_id,
+                     "blob": seal_blob(key, data, message_id=stored.message_id, part=part,
+                                       customer_id=customer)}
+                    for part, data in parts
+                )
+            seq, prev = heads.get(customer, (0, GENESIS))
+            seq += 1
+            at = datetime.now(UTC)
+            digest = link_hash(customer_id=customer, seq=seq, kind="message",
+                               ref=stored.message_id, at=at, detail=None, prev=prev,
+                               body=message_body(values))
+            chain_rows.append({"customer_id": customer, "seq": seq, "kind": "message",
+                               "ref": stored.message_id, "at": at, "detail": None,
+                               "prev_hash": prev, "hash": digest})
+            heads[customer] = (seq, digest)
+            known[stored.idempotency_key] = stored
+            if status == "generated":
+                recent.setdefault(customer, []).append(
+                    (stored.created_at, stored.message_type, stored.channel))
+            out.append(AppendResult(status, stored, reason))
+        if message_rows:
+            conn.execute(messages.insert(), message_rows)
+        if archive_rows:
+            conn.execute(archive.insert(), archive_rows)
+        if chain_rows:
+            conn.execute(chain.insert(), chain_rows)
+        logger.debug("appended %d message(s) in one statement per table", len(message_rows))
+        return out
 
     def _retrying(self, customers: Iterable[str], work: Any) -> Any:
         """Run ``work(conn)`` in a locked write transaction, again after a unique-key race.
@@ -516,6 +659,8 @@ class Record:
         reason = entry.reason
         if status == "generated":
             for cap in caps:
+                if not cap.applies_to(entry.message_type or "", entry.channel):
+                    continue  # a marketing cap never stops an operational message
                 made = self._count(conn, entry.customer_id, since=entry.created_at - cap.window,
                                    message_type=cap.message_type, channel=cap.channel,
                                    status="generated")
@@ -530,7 +675,7 @@ class Record:
         ref = uuid.uuid4().hex if parts and self.master_key is not None else None
         stored = replace(entry, status=status, reason=reason, archive_ref=ref)
         row = {f.name: getattr(stored, f.name) for f in fields(Entry)}
-        conn.execute(messages.insert().values(**row))
+        conn.execute(messages.insert(), row)
         if ref is not None:
             key_id, key = self._data_key(conn, stored.customer_id)
             conn.execute(archive.insert(), [
@@ -560,10 +705,10 @@ class Record:
         at = datetime.now(UTC)
         digest = link_hash(customer_id=customer_id, seq=seq, kind=kind, ref=ref, at=at,
                            detail=detail, prev=prev, body=body)
-        conn.execute(chain.insert().values(
-            customer_id=customer_id, seq=seq, kind=kind, ref=ref, at=at, detail=detail,
-            prev_hash=prev, hash=digest,
-        ))
+        conn.execute(chain.insert(), {
+            "customer_id": customer_id, "seq": seq, "kind": kind, "ref": ref, "at": at,
+            "detail": detail, "prev_hash": prev, "hash": digest,
+        })
         return seq, digest
 
     # -- keys and archive -------------------------------------------------------
@@ -600,10 +745,10 @@ class Record:
                 f"{master.fingerprint}", url=self.where,
             )
         key, key_id = new_data_key(), uuid.uuid4().hex
-        conn.execute(data_keys.insert().values(
-            customer_id=customer_id, key_id=key_id,
-            wrapped=master.wrap(key, customer_id=customer_id), created_at=datetime.now(UTC),
-        ))
+        conn.execute(data_keys.insert(), {
+            "customer_id": customer_id, "key_id": key_id,
+            "wrapped": master.wrap(key, customer_id=customer_id), "created_at": datetime.now(UTC),
+        })
         return key_id, self._cache(key_id, key)
 
     def _erased(self, conn: sa.Connection, customer_id: str) -> datetime | None:
@@ -697,6 +842,28 @@ class Record:
         ``complained``) event withdraws consent for the message's channel, or
         for ``data["channel"]`` when given (see :meth:`consent_overrides`).
         """
+        added = self._add_event(message_id, kind, at=at, data=data, once=False)
+        assert added is not None  # only once=True can find one already there
+        return added
+
+    def add_event_once(
+        self,
+        message_id: str,
+        kind: str,
+        *,
+        at: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event | None:
+        """:meth:`add_event` unless the message already has an event of ``kind``; then ``None``.
+
+        The check and the insert happen in one transaction under the
+        customer's lock, so two callers at once (a repeated unsubscribe POST)
+        add exactly one event.
+        """
+        return self._add_event(message_id, kind, at=at, data=data, once=True)
+
+    def _add_event(self, message_id: str, kind: str, *, at: datetime | None,
+                   data: Mapping[str, Any] | None, once: bool) -> Event | None:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; one of {', '.join(EVENT_KINDS)}")
         if at is not None and at.tzinfo is None:
@@ -715,11 +882,18 @@ class Record:
         row = {"event_id": event_id, "message_id": message_id, "customer_id": customer_id,
                "kind": kind, "at": when, "data": text}
 
-        def work(conn: sa.Connection) -> None:
-            conn.execute(events.insert().values(**row))
+        def work(conn: sa.Connection) -> bool:
+            if once and conn.execute(
+                sa.select(sa.exists().where(events.c.message_id == message_id,
+                                            events.c.kind == kind))
+            ).scalar_one():
+                return False
+            conn.execute(events.insert(), row)
             self._link(conn, customer_id, "event", event_id, event_body(row))
+            return True
 
-        self._retrying([customer_id], work)
+        if not self._retrying([customer_id], work):
+            return None
         return Event(event_id, message_id, customer_id, kind, when,
                      json.loads(text) if text is not None else None)
 
@@ -763,6 +937,26 @@ class Record:
         """``{channel: False}`` for every channel the customer opted out of (or complained on)."""
         with self._tx(write=False) as conn:
             return self._overrides(conn, customer_id)
+
+    def consent_overrides_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, bool]]:
+        """:meth:`consent_overrides` of many customers in one read (batch runs).
+
+        Every customer asked about is in the result (``{}`` when nothing is withdrawn).
+        """
+        ids = sorted(set(customer_ids))
+        out: dict[str, dict[str, bool]] = {cid: {} for cid in ids}
+        with self._tx(write=False) as conn:
+            for part in _slices(ids):
+                rows = conn.execute(
+                    sa.select(events.c.customer_id, events.c.data, messages.c.channel)
+                    .select_from(events.join(messages,
+                                             events.c.message_id == messages.c.message_id))
+                    .where(events.c.customer_id.in_(part), events.c.kind.in_(OPT_OUT_KINDS))
+                )
+                for customer_id, data, channel in rows:
+                    named = json.loads(data).get("channel") if data else None
+                    out[customer_id][str(named or channel)] = False
+        return {cid: dict(sorted(found.items())) for cid, found in out.items()}
 
     # -- erasure ----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +178,19 @@ def test_contact_policy_suppressions_are_counted_by_rule(
                         now=DAYTIME)
     assert summary.generated == 2 and sum(summary.suppressed.values()) == 1
     assert not (out / "N0001-quick_note-en_GB.sms.txt").exists()
-    entry = open_record(record_url).find_key("r1:quick_note:N0001:sms")
-    assert entry.status == "suppressed" and entry.reason in summary.suppressed
+    record = open_record(record_url)
+    (entry,) = record.timeline("N0001").to_dict()["messages"]
+    assert entry["status"] == "suppressed" and entry["reason"] in summary.suppressed
     assert summary.suppressed == {"quiet_hours": 1}
+    # The deferral does not hold the run's key: rerun after the window, it is sent once.
+    assert record.find_key("r1:quick_note:N0001:sms") is None
+    morning_in_tokyo = DAYTIME + timedelta(hours=8, minutes=30)
+    rerun = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                      record_url=record_url, run_id="r1", workers=0, channels=["sms"],
+                      now=morning_in_tokyo)
+    assert (rerun.generated, rerun.duplicate, rerun.suppressed) == (1, 2, {})
+    assert (out / "N0001-quick_note-en_GB.sms.txt").exists()
+    assert record.find_key("r1:quick_note:N0001:sms").status == "generated"
 
 
 def test_pathological_rows_fail_alone_within_their_budgets(tmp_path: Path, record_url: str) -> None:

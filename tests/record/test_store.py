@@ -75,7 +75,7 @@ def test_unknown_message_is_not_found(record: Record) -> None:
 def test_entry_time_must_be_aware(record: Record) -> None:
     """A naive created_at is refused before anything is written."""
     with pytest.raises(ValueError, match="timezone-aware"):
-        record.append(entry("C1", created_at=datetime(2025, 1, 1)))  # noqa: DTZ001
+        record.append(entry("C1", created_at=datetime(2025, 1, 1)))
 
 
 def test_given_digest_must_match_content(record: Record) -> None:
@@ -186,6 +186,21 @@ def test_operational_messages_do_not_count_against_marketing_caps(record: Record
     assert record.append(entry("C1"), caps=[WEEKLY]).status == "generated"
 
 
+def test_a_cap_given_for_another_message_type_is_ignored(record: Record) -> None:
+    """A marketing cap passed with an operational message never suppresses it."""
+    for _ in range(2):
+        record.append(entry("C1"), caps=[WEEKLY])
+    op = record.append(entry("C1", message_type="operational", channel="pdf"), caps=[WEEKLY])
+    assert (op.status, op.reason) == ("generated", None)
+    assert record.append(entry("C1"), caps=[WEEKLY]).reason == "cap:marketing-weekly"
+    bulk = record.append_many([
+        {"entry": entry("C1", message_type="operational", channel="sms"), "caps": [WEEKLY]},
+        {"entry": entry("C1"), "caps": [WEEKLY]},
+    ])
+    assert [(r.status, r.reason) for r in bulk] == [  # type: ignore[union-attr]
+        ("generated", None), ("suppressed", "cap:marketing-weekly")]
+
+
 def test_channel_cap_counts_only_its_channel(record: Record) -> None:
     """A per-channel cap counts that channel only."""
     sms = Cap(name="marketing-sms", max=1, window_days=7, message_type="marketing", channel="sms")
@@ -222,7 +237,7 @@ def test_count_filters(record: Record) -> None:
     assert record.count("C1", since=T0, status="suppressed") == 1
     assert record.count("C2", since=T0) == 0
     with pytest.raises(ValueError):
-        record.count("C1", since=datetime(2025, 1, 1))  # noqa: DTZ001
+        record.count("C1", since=datetime(2025, 1, 1))
 
 
 # -- no master key, wrong master key -------------------------------------------------------
@@ -282,7 +297,7 @@ def test_event_kinds_and_data_are_checked(record: Record) -> None:
     with pytest.raises(ValueError, match="unknown event kind"):
         record.add_event(e.message_id, "liked")
     with pytest.raises(ValueError, match="timezone-aware"):
-        record.add_event(e.message_id, "sent", at=datetime(2025, 1, 1))  # noqa: DTZ001
+        record.add_event(e.message_id, "sent", at=datetime(2025, 1, 1))
     with pytest.raises(ValueError, match="plain JSON"):
         record.add_event(e.message_id, "sent", data={"when": object()})
 
@@ -363,7 +378,7 @@ def test_erased_key_bytes_leave_the_sqlite_file(tmp_path: Path, master_key: Mast
 
 def test_no_personal_data_in_clear(record: Record) -> None:
     """Names, addresses and content never appear in any table: only the customer id does."""
-    body = "Dear Eleanor Whitfield, 27 Kingsway, eleanor@example.co.uk".encode()
+    body = b"Dear Eleanor Whitfield, 27 Kingsway, eleanor@example.co.uk"
     e = entry("D-1001")
     record.append(e, content=body, archival=body)
     record.add_event(e.message_id, "opened", data={"url": "https://acme.example/offer"})
@@ -446,3 +461,22 @@ def test_created_at_keeps_microseconds_and_zone(record: Record) -> None:
     record.append(e)
     back = record.get(e.message_id).created_at
     assert back == when and back.tzinfo == UTC
+
+
+def test_add_event_once_adds_one_event_even_from_racing_threads(record: Record) -> None:
+    """Eight threads adding the same kind of event once to one message leave exactly one."""
+    e = entry("C1")
+    record.append(e)
+    barrier = threading.Barrier(8)
+
+    def work() -> bool:
+        barrier.wait()
+        return record.add_event_once(e.message_id, "opted_out", data={"channel": "email"}) \
+            is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        added = list(pool.map(lambda _: work(), range(8)))
+    assert added.count(True) == 1
+    assert [ev.kind for ev in record.events(e.message_id)] == ["opted_out"]
+    assert record.add_event_once(e.message_id, "opened") is not None
+    assert record.verify().ok

@@ -1,0 +1,91 @@
+"""Bulk appends (``Record.append_many``): the same outcomes as one ``append`` per message."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ccm.errors import IdempotencyConflict
+from ccm.policy import Cap
+from ccm.record import MasterKey, Record
+
+from ._support import EPOCH, T0, entry
+
+DAILY = Cap(name="daily", max=2, window_days=1)
+SMS_WEEKLY = Cap(name="sms-weekly", max=1, window_days=7, channel="sms")
+
+
+def _outcome(result: Any) -> tuple[str, str | None]:
+    if isinstance(result, IdempotencyConflict):
+        return ("conflict", None)
+    return (result.status, result.reason)
+
+
+def _items(seed: int) -> list[dict[str, Any]]:
+    """A mix of customers, channels, repeated keys and caps, some past the caps."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(120):
+        customer = f"C{rng.randint(1, 12)}"
+        key = f"k{rng.randint(1, 90)}"
+        item: dict[str, Any] = {
+            "entry": entry(customer, key=key, params=rng.choice("pq"),
+                           channel=rng.choice(("sms", "email")),
+                           message_type=rng.choice(("marketing", "operational")),
+                           created_at=T0 + timedelta(hours=i)),
+            "content": f"content {i}".encode(),
+            "caps": rng.choice(([], [DAILY], [DAILY, SMS_WEEKLY])),
+        }
+        items.append(item)
+    return items
+
+
+def test_append_many_answers_as_appends_one_by_one(
+    record: Record, open_record: Callable[..., Record], master_key: MasterKey, tmp_path: Path
+) -> None:
+    """Duplicates, conflicts and caps (counting earlier items of one call) come out the same."""
+    reference = open_record(master_key, f"sqlite:///{tmp_path / 'one-by-one.db'}")
+    for seed in range(3):
+        items = _items(seed)
+        expected = []
+        for item in items:
+            try:
+                expected.append(_outcome(reference.append(
+                    item["entry"], content=item["content"], caps=item["caps"])))
+            except IdempotencyConflict as exc:
+                expected.append(_outcome(exc))
+        got = [_outcome(r) for r in record.append_many(items)]
+        assert got == expected
+        assert any(status == "suppressed" for status, _ in got)
+        assert any(status == "conflict" for status, _ in got)
+        assert any(status == "duplicate" for status, _ in got)
+    assert record.verify().ok
+    assert record.count("C1", since=EPOCH) == reference.count("C1", since=EPOCH)
+
+
+def test_append_many_continues_each_customers_chain_and_archives(record: Record) -> None:
+    """Entries appended in bulk after single appends extend the chains; content reads back."""
+    record.append(entry("C1", created_at=T0), content=b"first")
+    items = [{"entry": entry(f"C{i % 3}", created_at=T0 + timedelta(minutes=i)),
+              "content": f"bulk {i}".encode()} for i in range(9)]
+    results = record.append_many(items)
+    assert all(_outcome(r) == ("generated", None) for r in results)
+    for item in items:
+        assert record.content(item["entry"].message_id) == item["content"]
+    timeline = record.timeline("C1")
+    assert len(timeline.messages) == 4
+    assert record.verify().ok
+
+
+def test_append_many_rerun_is_all_duplicates(record: Record) -> None:
+    """Appending the same batch again (a resumed run) adds nothing."""
+    items = [{"entry": entry(f"C{i}", key=f"run:{i}"), "content": b"x", "caps": [DAILY]}
+             for i in range(5)]
+    record.append_many(items)
+    again = [{**item, "entry": entry(item["entry"].customer_id, key=item["entry"].idempotency_key)}
+             for item in items]
+    assert [_outcome(r)[0] for r in record.append_many(again)] == ["duplicate"] * 5
+    assert sum(record.count(f"C{i}", since=EPOCH) for i in range(5)) == 5
