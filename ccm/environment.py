@@ -53,7 +53,10 @@ def create_environment(pack_layouts: Path, templates_dir: Path) -> ImmutableSand
         keep_trailing_newline=False,
         trim_blocks=True,
         lstrip_blocks=True,
-        auto_reload=True,
+        # The engine renders what it loaded (and recorded digests of): edits on
+        # disk need a new Engine, as the preview makes after every save.
+        auto_reload=False,
+        cache_size=-1,
     )
     env.filters.update(FILTERS)
     env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]

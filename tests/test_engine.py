@@ -190,6 +190,24 @@ def test_a_brand_change_reaches_every_channel(tmp_path) -> None:  # type: ignore
                 assert "Rebranded Legal Text" in " ".join(pdf_text(msg.content, pw).split())
 
 
+def test_an_engine_renders_the_sources_it_loaded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Editing a template on disk does not change what a running engine renders (its record
+    digests stay true); a new engine picks the edit up, with a new sources digest."""
+    pack_dir, templates = copy_examples(tmp_path)
+    req = sample("payment_reminder")
+    running = ccm.Engine(pack_dir, templates, record=None)
+    before = running.render("payment_reminder", req, channel="sms")
+    source = templates / "payment_reminder" / "sms.txt.j2"
+    source.write_text("Edited on disk. " + source.read_text("utf-8"), "utf-8")
+    again = running.render("payment_reminder", req, channel="sms")
+    assert b"Edited on disk" not in again.content
+    assert again.sources_sha256 == before.sources_sha256
+    fresh = ccm.Engine(pack_dir, templates, record=None).render(
+        "payment_reminder", req, channel="sms")
+    assert b"Edited on disk" in fresh.content
+    assert fresh.sources_sha256 != before.sources_sha256
+
+
 def test_unknown_names_list_what_exists() -> None:
     """Unknown template, channel and locale errors list what is available."""
     eng = engine("acme")
