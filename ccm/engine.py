@@ -463,7 +463,9 @@ class Engine:
                             message_id=earlier.message_id,
                             customer_id=req.customer_id,
                         )
-                    return _from_entry(earlier, status="duplicate")
+                    duplicate = _from_entry(earlier, status="duplicate")
+                    _restore_content(record, duplicate, earlier, tpl)
+                    return duplicate
             decision = self._decide(tpl, req, channel, now, record)
             if not decision.allowed:
                 message.status = "suppressed"
@@ -905,6 +907,23 @@ def _from_entry(entry: Any, *, status: Literal["duplicate"]) -> Message:
         created_at=entry.created_at.isoformat() if entry.created_at else None,
         meta={"recorded_status": entry.status},
     )
+
+
+def _restore_content(record: Record, message: Message, entry: Any, tpl: Template) -> None:
+    """Give a duplicate the exact bytes recorded for it, when the archive can (a retried
+    send re-sends what was generated); left empty without a master key or after erasure."""
+    if record.master_key is None or entry.content_sha256 is None:
+        return
+    from .errors import CCMError
+
+    try:
+        message.content = record.content(entry.message_id)
+        message.archival = record.archival(entry.message_id)
+    except CCMError as exc:  # erased, or archived under another key
+        logger.info("duplicate %s: recorded content not available (%s)",
+                    entry.message_id, type(exc).__name__)
+        return
+    message.encrypted = message.channel == "pdf" and tpl.confidential
 
 
 _ = ApprovalError  # re-exported for users catching it from the engine module

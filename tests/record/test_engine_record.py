@@ -156,6 +156,24 @@ def test_a_callers_key_is_kept_once_per_channel(rec: Record) -> None:
     assert rec.timeline(offer()["customer"]["id"]).summary["messages"] == 2
 
 
+def test_a_duplicate_carries_the_recorded_bytes(rec: Record) -> None:
+    """A retried call gets the exact bytes generated the first time (to re-send them), the
+    statement PDF still encrypted; after erasure the duplicate comes back without content."""
+    engine = engine_for(rec)
+    statement = sample("monthly_statement")
+    first = engine.render("monthly_statement", statement, idempotency_key="stmt-10")
+    again = engine.render("monthly_statement", statement, idempotency_key="stmt-10")
+    assert [m.status for m in again] == ["duplicate"] * len(first)
+    for made, dup in zip(first, again, strict=True):
+        assert dup.content == made.content and dup.sha256 == made.sha256, made.channel
+        assert dup.archival == made.archival
+        assert dup.encrypted == made.encrypted
+    rec.erase(statement["customer"]["id"])
+    erased = engine.render("monthly_statement", statement, channel="sms",
+                           idempotency_key="stmt-10")
+    assert erased.status == "duplicate" and erased.content == b""
+
+
 def test_same_key_other_parameters_is_a_conflict(rec: Record) -> None:
     """The same key with other data is refused, naming the key and the earlier message."""
     engine = engine_for(rec)
