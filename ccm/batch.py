@@ -1200,6 +1200,9 @@ class _Batch:
             self.summary.skipped += 1
             self.summary.duplicate += len(self.channels)
             return None
+        # The channels already recorded (a row cut off mid-way, or a deferred SMS
+        # beside a sent PDF and email) are duplicates of this run too.
+        self.summary.duplicate += len(self.channels) - len(todo)
         overrides = self._consent_of(customer_id)
         channels = None if len(todo) == len(self.channels) else tuple(todo)
         return (row.line, row.request, channels, overrides), tuple(redo)

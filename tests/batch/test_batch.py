@@ -193,6 +193,24 @@ def test_contact_policy_suppressions_are_counted_by_rule(
     assert record.find_key("r1:quick_note:N0001:sms").status == "generated"
 
 
+def test_a_rerun_counts_every_recorded_channel_of_a_partly_done_row(
+    tmp_path: Path, record_url: str
+) -> None:
+    """A row whose SMS was deferred but whose PDF and email went out: on a rerun inside the
+    quiet hours those two are duplicates and the SMS is deferred again; every message of every
+    row is accounted for."""
+    out = tmp_path / "out"
+    requests = notes(2)
+    requests[1]["customer"]["timezone"] = "Asia/Tokyo"  # midnight there: quiet hours
+    first = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                      record_url=record_url, run_id="r1", workers=0, now=DAYTIME)
+    assert (first.generated, first.suppressed) == (5, {"quiet_hours": 1})
+    rerun = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                      record_url=record_url, run_id="r1", workers=0, now=DAYTIME)
+    assert (rerun.generated, rerun.duplicate, rerun.suppressed) == (0, 5, {"quiet_hours": 1})
+    assert rerun.messages == 6
+
+
 def test_pathological_rows_fail_alone_within_their_budgets(tmp_path: Path, record_url: str) -> None:
     """A 10,000-row table, deep nesting and a huge value fail alone; the other rows render."""
     out = tmp_path / "out"
