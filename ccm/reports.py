@@ -801,7 +801,7 @@ def write_report_html(
 def _open_record(url: str) -> Any:
     from .record import Record
 
-    return Record(url)
+    return Record(url, create=False)
 
 
 def _brand_option(pack: Path | None) -> dict[str, Any] | None:

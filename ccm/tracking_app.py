@@ -218,5 +218,5 @@ def serve(
     from .record import Record
 
     key = TrackingKey.load(key_file)
-    app = create_app(Record(record_url), key, brand=brand)
+    app = create_app(Record(record_url, create=False), key, brand=brand)
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

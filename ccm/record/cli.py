@@ -65,7 +65,7 @@ def _master_key() -> MasterKey | None:
 def _opened(url: str | None, *, with_key: bool = False) -> Iterator[Record]:
     """Open the record, turning ccm errors into one line and exit status 1."""
     try:
-        rec = Record(_url(url), master_key=_master_key() if with_key else None)
+        rec = Record(_url(url), master_key=_master_key() if with_key else None, create=False)
     except CCMError as exc:
         raise _Fail(str(exc)) from exc
     try:

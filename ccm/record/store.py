@@ -190,6 +190,15 @@ def _lock_id(customer_id: str) -> int:
 _SETUP_LOCK = _lock_id("\x00schema")
 
 
+def _must_exist(url: sa.URL, where: str) -> None:
+    """Refuse a SQLite file that is not there (opening would create an empty record)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if not Path(str(url.database)).expanduser().is_file():
+        raise RecordError(f"no record at {where}: ccm render and ccm batch create one; "
+                          "check --record or CCM_RECORD_URL", url=where)
+
+
 def _create_engine(url: sa.URL) -> tuple[sa.Engine, bool]:
     """An engine with the record's durability settings; returns ``(engine, in_memory)``."""
     backend = url.get_backend_name()
@@ -249,10 +258,14 @@ class Record:
     every entry but no content. Thread-safe; open one per process.
     """
 
-    def __init__(self, url: str, *, master_key: MasterKey | None = None) -> None:
+    def __init__(self, url: str, *, master_key: MasterKey | None = None,
+                 create: bool = True) -> None:
         self._url = sa.make_url(url)
         self.where = _where(self._url)
+        if not create:
+            _must_exist(self._url, self.where)
         self.master_key = master_key
+        self._create = create
         self.engine, self._memory = _create_engine(self._url)
         self.backend = self._url.get_backend_name()
         # One shared connection in memory: serialise its users.
@@ -310,6 +323,9 @@ class Record:
     def _open(self) -> None:
         with self._tx(write=False) as conn:
             version = read_version(conn)
+            if version is None and not self._create:
+                raise RecordError(f"no record at {self.where}: ccm render and ccm batch "
+                                  "create one; check --record or CCM_RECORD_URL", url=self.where)
             check_version(version, where=self.where)
             fingerprint = meta_value(conn, "master_key_fingerprint") if version else None
         if version != SCHEMA_VERSION:

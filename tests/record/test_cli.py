@@ -222,3 +222,27 @@ def test_every_subcommand_takes_record_url() -> None:
         command = record_group.get_command(ctx, name)
         assert command is not None
         assert any("--record" in p.opts for p in command.params), name
+
+
+@pytest.mark.parametrize("args", [
+    ["timeline", "C1", "--json"], ["verify"], ["show", "m1"], ["export", "C1"],
+    ["features", "--out", "{tmp}/f.csv"], ["report", "--html", "{tmp}/r.html"],
+    ["timeline", "C1", "--html", "{tmp}/t.html"],
+])
+def test_a_mistyped_record_path_is_an_error_not_an_empty_record(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Reading commands never create a record: a wrong path fails, naming it, and makes no file
+    (an empty record would otherwise 'verify' and show an empty timeline)."""
+    missing = tmp_path / "typo" / "record.db"
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(record_group, [*args, "--record", f"sqlite:///{missing}"])
+    assert result.exit_code == 1, result.output
+    assert "no record at" in result.output and str(missing) in result.output
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_a_database_without_a_record_is_refused(record_url: str) -> None:
+    """On either backend, a database without the record's tables is refused by reading commands."""
+    result = CliRunner().invoke(record_group, ["verify", "--record", record_url])
+    assert result.exit_code == 1 and "no record at" in result.output
