@@ -105,6 +105,7 @@ def render(
     except CCMError as exc:
         raise _Fail(str(exc)) from exc
     failures = 0
+    recorded = 0
     try:
         for lineno, request in read_requests(data_file):
             try:
@@ -119,6 +120,7 @@ def render(
                 click.echo(f"ccm: error: {data_file}:{lineno}: {exc}", err=True)
                 continue
             for message in result if isinstance(result, list) else [result]:
+                recorded += message.status != "duplicate"
                 summary = message.summary()
                 path = None
                 if message.status == "generated" and message.content:
@@ -131,6 +133,12 @@ def render(
     finally:
         if engine.record is not None:
             engine.record.close()
+    if engine.record is not None and recorded:
+        archived = ("" if engine.record.master_key is not None else
+                    "; content not archived: no master key (CCM_MASTER_KEY or "
+                    "CCM_MASTER_KEY_FILE, see docs/privacy.md)")
+        click.echo(f"ccm: recorded {recorded} message(s) in {engine.record.where}{archived}",
+                   err=True)
     if failures:
         raise SystemExit(1)
 

@@ -111,3 +111,30 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     """A missing required option is a usage error: exit 2."""
     code, _, _ = run(capsys, "render", "monthly_statement")
     assert code == 2
+
+
+def test_render_says_where_it_recorded_and_whether_content_is_archived(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default record is written; stderr names it, and warns when no master key archives
+    the content. With a key the warning goes, and the archive returns the file's bytes."""
+    from ccm.record import MasterKey, Record
+
+    data = write_request(tmp_path, sample("payment_reminder"))
+    url = f"sqlite:///{tmp_path / 'rec.db'}"
+    args = ["render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
+            str(TEMPLATES), "--data", str(data), "--out", str(tmp_path / "out"),
+            "--record", url, "--channel", "sms"]
+    monkeypatch.delenv("CCM_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CCM_MASTER_KEY_FILE", raising=False)
+    code, _, err = run(capsys, *args)
+    assert code == 0
+    assert f"recorded 1 message(s) in {url}; content not archived: no master key" in err
+
+    key = MasterKey.generate()
+    monkeypatch.setenv("CCM_MASTER_KEY", key.text())
+    code, out, err = run(capsys, *args, "--idempotency-key", "k1", "--json")
+    assert code == 0 and err.strip() == f"ccm: recorded 1 message(s) in {url}"
+    made = json.loads(out)
+    with Record(url, master_key=key) as record:
+        assert record.content(made["message_id"]) == Path(made["path"]).read_bytes()
