@@ -354,17 +354,8 @@ class Engine:
         for req, key in zip(reqs, keys, strict=True):
             loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
             params = self._params_sha256(tpl, req, channel, loc)
-            earlier = known.get(key) if key is not None else None
-            if earlier is not None:
-                if earlier.params_sha256 != params:
-                    from .errors import IdempotencyConflict
-
-                    raise IdempotencyConflict(
-                        f"idempotency key {key!r} is recorded for other parameters "
-                        f"(message {earlier.message_id}); use a new key",
-                        key=key, message_id=earlier.message_id, customer_id=req.customer_id,
-                    )
-                messages.append(_from_entry(earlier, status="duplicate"))
+            if key is not None and (earlier := known.get(key)) is not None:
+                messages.append(_duplicate(earlier, key, params, req))
                 continue
             now = self._clock()
             message = self._new_message(tpl, req, channel, loc, key, now)
@@ -376,12 +367,7 @@ class Engine:
             )
             item_caps: Sequence[Any] = caps
             if not decision.allowed:
-                message.status = "suppressed"
-                message.reason = decision.rule
-                message.meta["explanation"] = decision.reason
-                if decision.defer_until is not None:
-                    message.meta["defer_until"] = decision.defer_until.isoformat()
-                    message.idempotency_key = None  # as render(): the retry is no duplicate
+                _suppress(message, decision)
                 item_caps = ()
             else:
                 attachment = None
@@ -453,29 +439,12 @@ class Engine:
             if key is not None:
                 earlier = record.find_key(key)
                 if earlier is not None:
-                    if earlier.params_sha256 != params:
-                        from .errors import IdempotencyConflict
-
-                        raise IdempotencyConflict(
-                            f"idempotency key {key!r} is recorded for other parameters "
-                            f"(message {earlier.message_id}); use a new key",
-                            key=key,
-                            message_id=earlier.message_id,
-                            customer_id=req.customer_id,
-                        )
-                    duplicate = _from_entry(earlier, status="duplicate")
+                    duplicate = _duplicate(earlier, key, params, req)
                     _restore_content(record, duplicate, earlier, tpl)
                     return duplicate
             decision = self._decide(tpl, req, channel, now, record)
             if not decision.allowed:
-                message.status = "suppressed"
-                message.reason = decision.rule
-                message.meta["explanation"] = decision.reason
-                if decision.defer_until is not None:
-                    message.meta["defer_until"] = decision.defer_until.isoformat()
-                    # Recorded under its own id, so the retry after quiet hours,
-                    # with the same idempotency key, is not taken for a duplicate.
-                    message.idempotency_key = None
+                _suppress(message, decision)
                 self._append(record, message, params, caps=(),
                              segment=req.customer.get("segment"))
                 return message
@@ -907,6 +876,31 @@ def _from_entry(entry: Any, *, status: Literal["duplicate"]) -> Message:
         created_at=entry.created_at.isoformat() if entry.created_at else None,
         meta={"recorded_status": entry.status},
     )
+
+
+def _duplicate(earlier: Any, key: str, params: str, req: Request) -> Message:
+    """The recorded message for ``key``; a conflict when it was made from other parameters."""
+    if earlier.params_sha256 != params:
+        from .errors import IdempotencyConflict
+
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} is recorded for other parameters "
+            f"(message {earlier.message_id}); use a new key",
+            key=key, message_id=earlier.message_id, customer_id=req.customer_id,
+        )
+    return _from_entry(earlier, status="duplicate")
+
+
+def _suppress(message: Message, decision: Decision) -> None:
+    """Mark ``message`` suppressed by the policy, saying by which rule and until when."""
+    message.status = "suppressed"
+    message.reason = decision.rule
+    message.meta["explanation"] = decision.reason
+    if decision.defer_until is not None:
+        message.meta["defer_until"] = decision.defer_until.isoformat()
+        # Recorded under its own id, so the retry after quiet hours, with the
+        # same idempotency key, is not taken for a duplicate.
+        message.idempotency_key = None
 
 
 def _restore_content(record: Record, message: Message, entry: Any, tpl: Template) -> None:
