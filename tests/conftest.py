@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 from sqlalchemy.pool import NullPool
+
+# Property tests check behaviour, not speed (budgets have tests of their own), so no
+# per-example deadline: a slow machine must not turn a warm-up into a failure. CI
+# (.ci/run sets HYPOTHESIS_PROFILE=ci) draws the same examples every run, so a red
+# build is reproducible; local runs explore new examples each time.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def pg_base_url() -> str | None:
