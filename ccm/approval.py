@@ -346,7 +346,8 @@ def compare(
 def check_approved(engine: Engine, template: Template) -> None:
     """Raise :class:`ApprovalError` unless ``template`` in ``engine``'s pack is approved as is.
 
-    Compares the files on disk now (what Jinja would read) with the approved
+    Compares the files on disk now (a template Jinja has not compiled yet, or a
+    pack asset the PDF fetcher reads, comes from there) with the approved
     digests, and the sources the engine loaded with the approved ones. The
     error names each file that changed, was added or was removed.
     """

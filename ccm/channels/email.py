@@ -913,18 +913,17 @@ def build_email_bytes(
         out.append(b"\r\n--" + outer + b"--\r\n")
     else:
         out.extend(alternative)
-    data = b"".join(out)
-    rest = data.replace(_CRLF, b"")
-    if b"\n" in rest or b"\r" in rest:
-        raise RenderError("serialised email has a bare line feed or carriage return",
-                          channel="email")
-    return data
+    return _crlf_only(b"".join(out))
 
 
 def to_bytes(msg: EmailMessage) -> bytes:
     """Serialise as an ``.eml`` with CRLF line endings only."""
-    data = msg.as_bytes(policy=POLICY)
-    rest = data.replace(b"\r\n", b"")
+    return _crlf_only(msg.as_bytes(policy=POLICY))
+
+
+def _crlf_only(data: bytes) -> bytes:
+    """``data`` unchanged, or :class:`RenderError` when a line ends in anything but CRLF."""
+    rest = data.replace(_CRLF, b"")
     if b"\n" in rest or b"\r" in rest:
         raise RenderError("serialised email has a bare line feed or carriage return",
                           channel="email")
