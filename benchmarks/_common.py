@@ -146,8 +146,8 @@ class NaivePipeline:
     def __init__(self, template: str = "monthly_statement") -> None:
         import jinja2
 
-        from ccm.engine import Engine
-        from ccm.i18n import FILTERS
+        from ccm.render.engine import Engine
+        from ccm.render.i18n import FILTERS
 
         self.engine = Engine(PACK, TEMPLATES, record=None)
         self.tpl = self.engine.template(template)
@@ -166,7 +166,7 @@ class NaivePipeline:
     def context(self, request: dict[str, Any]) -> dict[str, Any]:
         """The same variables ccm gives the template (built by ccm, outside the timing)."""
         from ccm.message import Message
-        from ccm.template import validate_request
+        from ccm.render.template import validate_request
 
         req = validate_request(request)
         locale = self.engine.pack.resolve_locale(req.customer.get("locale"))

@@ -52,7 +52,7 @@ def _encrypt_parts(pdf: bytes, ranges: list[tuple[int, int]], passwords: list[st
     """Split ``pdf`` into page ranges with qpdf, each part AES-256 with its own password."""
     import pikepdf
 
-    from ccm.security import encrypt_pdf
+    from ccm.render.security import encrypt_pdf
 
     parts = []
     with pikepdf.open(io.BytesIO(pdf)) as combined:
@@ -87,7 +87,7 @@ class Strategies:
                                         fetcher=self.fetcher, stylesheets=[self.css])
 
     def shared(self, htmls: list[str], passwords: list[str]) -> list[bytes]:
-        from ccm.security import encrypt_pdf
+        from ccm.render.security import encrypt_pdf
 
         out = []
         for html, password in zip(htmls, passwords, strict=True):
@@ -148,7 +148,7 @@ def bench_overhead(n: int, rounds: int) -> list[Result]:
     """(a): ccm render vs WeasyPrint alone on the same HTML, per statement."""
     import weasyprint
 
-    from ccm.engine import Engine
+    from ccm.render.engine import Engine
 
     naive = naive_statement_pipeline()
     requests = list(requests_for("monthly_statement", n))
@@ -246,7 +246,7 @@ def bench_breakdown(n: int, rounds: int) -> list[Result]:
     import hashlib
 
     from ccm.channels import pdf as pdf_channel
-    from ccm.security import encrypt_pdf
+    from ccm.render.security import encrypt_pdf
 
     naive = naive_statement_pipeline()
     contexts = [naive.context(r) for r in requests_for("monthly_statement", n)]

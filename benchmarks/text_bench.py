@@ -27,15 +27,16 @@ from typing import Any
 from _common import PACK, TEMPLATES, Result, best_of, load_average, requests_for
 
 TEMPLATE = "payment_reminder"
-#: Messages per record transaction, as the batch parent commits them (ccm.batch.COMMIT_MESSAGES).
+#: Messages per record transaction, as the batch parent commits them
+#: (ccm.batch.run.COMMIT_MESSAGES).
 BATCH = 256
 
 
 def bench_render_and_record(channel: str, n: int, rounds: int) -> Result:
     """Render + record write per message, in one process, through the engine's public API."""
-    from ccm.engine import Engine
     from ccm.record import Record
-    from ccm.template import validate_request
+    from ccm.render.engine import Engine
+    from ccm.render.template import validate_request
 
     # Daytime for every sample's timezone (Chicago to Dubai): the pack's SMS quiet
     # hours would otherwise defer some messages, depending on when the benchmark runs.
@@ -117,9 +118,9 @@ def _html_to_text_slow(html: str) -> str:
 def bench_email_stages(n: int, rounds: int) -> Result:
     """Milliseconds per email, stage by stage."""
     from ccm.channels import email as email_channel
-    from ccm.engine import Engine
     from ccm.message import Message
-    from ccm.template import validate_request
+    from ccm.render.engine import Engine
+    from ccm.render.template import validate_request
 
     engine = Engine(PACK, TEMPLATES, record=None)
     tpl = engine.template(TEMPLATE)

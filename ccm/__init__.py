@@ -7,33 +7,79 @@ communication record. Start with :class:`Engine`.
 
 from __future__ import annotations
 
-from . import errors as errors
-from .engine import DEFAULT as DEFAULT
-from .engine import Engine as Engine
-from .engine import RenderOptions as RenderOptions
-from .errors import CCMError as CCMError
-from .errors import ConfigError as ConfigError
-from .errors import MessageError as MessageError
-from .message import Message as Message
-from .message import Request as Request
-from .pack import BrandPack as BrandPack
-from .pack import load_pack as load_pack
-from .template import Template as Template
-from .template import load_template as load_template
-
-__version__ = "0.1.0"
+from ccm import errors as errors
+from ccm._version import __version__ as __version__
+from ccm.errors import ApprovalError as ApprovalError
+from ccm.errors import AssetError as AssetError
+from ccm.errors import BudgetError as BudgetError
+from ccm.errors import CCMError as CCMError
+from ccm.errors import ConfigError as ConfigError
+from ccm.errors import ContentErased as ContentErased
+from ccm.errors import DataError as DataError
+from ccm.errors import HeaderError as HeaderError
+from ccm.errors import IdempotencyConflict as IdempotencyConflict
+from ccm.errors import KeyConfigError as KeyConfigError
+from ccm.errors import MessageError as MessageError
+from ccm.errors import MessageNotFound as MessageNotFound
+from ccm.errors import NotFoundError as NotFoundError
+from ccm.errors import PackError as PackError
+from ccm.errors import PasswordRuleError as PasswordRuleError
+from ccm.errors import RecordError as RecordError
+from ccm.errors import RecordSchemaError as RecordSchemaError
+from ccm.errors import RenderError as RenderError
+from ccm.errors import SandboxError as SandboxError
+from ccm.errors import SmsTooLongError as SmsTooLongError
+from ccm.errors import TemplateError as TemplateError
+from ccm.errors import TemplateSyntaxError as TemplateSyntaxError
+from ccm.errors import TokenError as TokenError
+from ccm.errors import UnknownChannel as UnknownChannel
+from ccm.errors import UnknownLocale as UnknownLocale
+from ccm.errors import UnknownTemplate as UnknownTemplate
+from ccm.message import Message as Message
+from ccm.message import Request as Request
+from ccm.pack import BrandPack as BrandPack
+from ccm.pack import load_pack as load_pack
+from ccm.render.engine import DEFAULT as DEFAULT
+from ccm.render.engine import Engine as Engine
+from ccm.render.engine import RenderOptions as RenderOptions
+from ccm.render.template import Template as Template
+from ccm.render.template import load_template as load_template
 
 __all__ = [
     "DEFAULT",
+    "ApprovalError",
+    "AssetError",
     "BrandPack",
+    "BudgetError",
     "CCMError",
     "ConfigError",
+    "ContentErased",
+    "DataError",
     "Engine",
+    "HeaderError",
+    "IdempotencyConflict",
+    "KeyConfigError",
     "Message",
     "MessageError",
+    "MessageNotFound",
+    "NotFoundError",
+    "PackError",
+    "PasswordRuleError",
+    "RecordError",
+    "RecordSchemaError",
+    "RenderError",
     "RenderOptions",
     "Request",
+    "SandboxError",
+    "SmsTooLongError",
     "Template",
+    "TemplateError",
+    "TemplateSyntaxError",
+    "TokenError",
+    "UnknownChannel",
+    "UnknownLocale",
+    "UnknownTemplate",
+    "__version__",
     "errors",
     "load_pack",
     "load_template",

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import CCMError
+from ccm.errors import CCMError
 
 __all__ = ["json_path", "load_schema", "load_yaml", "validate_manifest"]
 

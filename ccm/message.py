@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -13,6 +14,9 @@ __all__ = ["Channel", "Message", "Request", "Status"]
 Channel = Literal["pdf", "email", "sms"]
 Status = Literal["generated", "suppressed", "duplicate"]
 CHANNELS: tuple[Channel, ...] = ("pdf", "email", "sms")
+
+#: How emails are written and parsed: SMTP line endings, source lines never refolded.
+POLICY = email.policy.SMTP.clone(refold_source="none")
 
 #: File suffix written for each channel's content.
 SUFFIXES: dict[str, str] = {"pdf": ".pdf", "email": ".eml", "sms": ".sms.txt"}
@@ -37,7 +41,7 @@ class Request:
     @classmethod
     def from_dict(cls, obj: Any) -> Request:
         """Build from ``{"customer": {...}, "data": {...}}`` (JSON), checking its shape."""
-        from .errors import DataError
+        from ccm.errors import DataError
 
         if not isinstance(obj, dict):
             raise DataError("request must be a JSON object", path="$", rule="type")
@@ -77,8 +81,6 @@ class _LazyEmail:
             return None  # the dataclass default
         value = obj.__dict__.get(self._slot)
         if value is PARSE_CONTENT:
-            from .channels.email import POLICY
-
             value = BytesParser(policy=POLICY).parsebytes(obj.content) if obj.content else None
             obj.__dict__[self._slot] = value
         return value  # type: ignore[no-any-return]
@@ -155,7 +157,7 @@ class Message:
     @property
     def filename(self) -> str:
         """A safe default file name: ``<customer>-<template>-<locale><suffix>``."""
-        from .util import safe_filename
+        from ccm._util import safe_filename
 
         return safe_filename(f"{self.customer_id}-{self.template}-{self.locale}") + self.suffix
 

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .message import Message
-    from .record import Record
+    from ccm.message import Message
+    from ccm.record import Record
+    from ccm.render.engine import Engine
 
 __all__ = ["capture_messages", "memory_record"]
 
@@ -30,7 +30,7 @@ def memory_record(*, with_archive: bool = True) -> Record:
     Same code path as the real store, so tests see real idempotency, caps and
     tamper evidence; nothing touches the disk.
     """
-    from .record import MasterKey, Record
+    from ccm.record import MasterKey, Record
 
     key = MasterKey.generate() if with_archive else None
     return Record("sqlite://", master_key=key)

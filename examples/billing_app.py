@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ccm  # noqa: E402
-from ccm.util import atomic_write  # noqa: E402
+from ccm._util import atomic_write  # noqa: E402
 
 
 class OutboxTransport:
@@ -54,14 +55,18 @@ def on_invoice_issued(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "billing")
+    parser.add_argument("--as-of", type=datetime.fromisoformat, default=None,
+                        help="the time the contact policy sees (ISO 8601) [default: now]")
     args = parser.parse_args(argv)
+    as_of = args.as_of
     sample = sorted((ROOT / "templates" / "monthly_statement" / "samples").glob("*.json"))[0]
     request = json.loads(sample.read_text("utf-8"))
     event = {"invoice_id": "INV-2026-10-0001", "customer": request["customer"],
              "statement": request["data"]}
 
     engine = ccm.Engine(ROOT / "brand_packs" / "acme", ROOT / "templates",
-                        record=f"sqlite:///{args.out / 'record.db'}")
+                        record=f"sqlite:///{args.out / 'record.db'}",
+                        clock=None if as_of is None else (lambda: as_of))
     transport = OutboxTransport(args.out / "outbox")
     first = on_invoice_issued(engine, transport, event)
     retry = on_invoice_issued(engine, transport, event)  # the event bus delivered it twice

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ccm  # noqa: E402
-from ccm.util import atomic_write  # noqa: E402
+from ccm._util import atomic_write  # noqa: E402
 
 PACK_FOR_LANGUAGE = {
     "en_GB": "acme", "de_DE": "acme", "de": "acme", "en_US": "globex", "ar": "globex",

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ccm  # noqa: E402
-from ccm.util import atomic_write  # noqa: E402
+from ccm._util import atomic_write  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,10 +67,14 @@ def test_demo_renders_records_and_verifies(tmp_path: Path) -> None:
     assert "duplicate" in again.stdout
 
 
+#: Midday UTC: outside every pack's quiet hours, whatever the hour the tests run.
+DAYTIME = "2026-06-01T12:00:00+00:00"
+
+
 def test_billing_app_sends_once_per_invoice(tmp_path: Path) -> None:
     """The event arrives twice; the email with the encrypted statement is sent once."""
     out = tmp_path / "billing"
-    result = run_example("billing_app.py", "--out", str(out), cwd=tmp_path)
+    result = run_example("billing_app.py", "--out", str(out), "--as-of", DAYTIME, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1] == "emails handed to the transport: 1"

@@ -43,7 +43,8 @@ from types import MappingProxyType
 
 from mjml import mjml2html
 
-from ..errors import HeaderError, RenderError
+from ccm.errors import HeaderError, RenderError
+from ccm.message import POLICY
 
 __all__ = [
     "POLICY",
@@ -62,7 +63,6 @@ __all__ = [
 
 #: ``email.policy.SMTP`` (CRLF, 78-column folding) that writes the headers ccm
 #: folded itself as they are instead of refolding them (see the module docstring).
-POLICY = email.policy.SMTP.clone(refold_source="none")
 
 
 # --- MJML ---------------------------------------------------------------------

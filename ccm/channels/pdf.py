@@ -59,7 +59,7 @@ from weasyprint.pdf import VARIANTS
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
-from ..errors import AssetError, BudgetError, CCMError, RenderError
+from ccm.errors import AssetError, BudgetError, CCMError, RenderError
 
 __all__ = [
     "DEFAULT_MAX_HTML_BYTES",
@@ -815,7 +815,7 @@ def write_pdf(
 
 
 def delivery_from_archival(metadata: Mapping[str, str] = _NO_METADATA) -> Any:
-    """An ``edit`` for :func:`ccm.security.encrypt_pdf`: archival copy in, delivery PDF out.
+    """An ``edit`` for :func:`ccm.render.security.encrypt_pdf`: archival copy in, delivery PDF out.
 
     The PDF/A-3b archival copy from :func:`write_pdf` and the tagged delivery
     PDF share everything a reader sees -- pages, fonts, structure tree,

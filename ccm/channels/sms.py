@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import RenderError, SmsTooLongError
+from ccm.errors import RenderError, SmsTooLongError
 
 __all__ = [
     "GSM7_BASIC",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .loader import load_pack as load_pack
-from .model import BrandPack as BrandPack
+from ccm.pack.loader import load_pack as load_pack
+from ccm.pack.model import BrandPack as BrandPack
 
 __all__ = ["BrandPack", "load_pack"]

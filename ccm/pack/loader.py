@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._schema import load_yaml, validate_manifest
-from ..errors import PackError
-from ..util import sha256_files
-from .model import BrandPack
+from ccm._schema import load_yaml, validate_manifest
+from ccm._util import sha256_files
+from ccm.errors import PackError
+from ccm.pack.model import BrandPack
 
 __all__ = ["LAYOUTS", "load_pack", "pack_files"]
 

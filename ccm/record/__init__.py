@@ -13,15 +13,15 @@ erasure, export).
 
 from __future__ import annotations
 
-from ..policy import Cap as Cap
-from .chain import VerifyReport as VerifyReport
-from .keys import MasterKey as MasterKey
-from .store import AppendResult as AppendResult
-from .store import Entry as Entry
-from .store import Event as Event
-from .store import Record as Record
-from .store import open_record as open_record
-from .views import Timeline as Timeline
+from ccm.record.chain import VerifyReport as VerifyReport
+from ccm.record.entries import AppendResult as AppendResult
+from ccm.record.entries import Entry as Entry
+from ccm.record.entries import Event as Event
+from ccm.record.keys import MasterKey as MasterKey
+from ccm.record.policy import Cap as Cap
+from ccm.record.store import Record as Record
+from ccm.record.store import open_record as open_record
+from ccm.record.views import Timeline as Timeline
 
 __all__ = [
     "AppendResult",

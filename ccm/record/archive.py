@@ -18,7 +18,7 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import RecordError
+from ccm.errors import RecordError
 
 __all__ = ["PARTS", "new_data_key", "open_blob", "seal_blob"]
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .schema import archive, chain, events, messages
+from ccm.record.schema import archive, chain, events, messages
 
 __all__ = [
     "GENESIS",

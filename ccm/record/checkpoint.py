@@ -34,10 +34,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import KeyConfigError
-from ..util import atomic_write
-from .chain import canonical, iso
-from .schema import SCHEMA_VERSION, chain, events, messages
+from ccm._util import atomic_write
+from ccm.errors import KeyConfigError
+from ccm.record.chain import canonical, iso
+from ccm.record.schema import SCHEMA_VERSION, chain, events, messages
 
 __all__ = [
     "ENV_CHECKPOINT_KEY",

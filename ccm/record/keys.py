@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import KeyConfigError
+from ccm.errors import KeyConfigError
 
 __all__ = ["ENV_KEY", "ENV_KEY_FILE", "MasterKey"]
 

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from ..errors import RecordSchemaError
+from ccm.errors import RecordSchemaError
 
 __all__ = [
     "MIGRATIONS",
@@ -143,7 +143,7 @@ archive = sa.Table(
 
 
 def _ccm_version() -> str:
-    from .. import __version__
+    from ccm._version import __version__
 
     return __version__
 

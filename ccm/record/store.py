@@ -30,7 +30,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.pool import StaticPool
 
-from ..errors import (
+from ccm.errors import (
     ConfigError,
     ContentErased,
     IdempotencyConflict,
@@ -47,11 +47,10 @@ from ..errors import (
     MessageNotFound,
     RecordError,
 )
-from ..policy import Cap
-from . import checkpoint as checkpoints
-from . import views
-from .archive import new_data_key, open_blob, seal_blob
-from .chain import (
+from ccm.record import checkpoint as checkpoints
+from ccm.record import views
+from ccm.record.archive import new_data_key, open_blob, seal_blob
+from ccm.record.chain import (
     GENESIS,
     VerifyReport,
     canonical,
@@ -62,8 +61,18 @@ from .chain import (
     scan,
     utc,
 )
-from .keys import MasterKey
-from .schema import (
+from ccm.record.entries import (
+    _ENTRY_FIELDS,
+    _STR_FIELDS,
+    EVENT_KINDS,
+    OPT_OUT_KINDS,
+    AppendResult,
+    Entry,
+    Event,
+)
+from ccm.record.keys import MasterKey
+from ccm.record.policy import Cap
+from ccm.record.schema import (
     SCHEMA_VERSION,
     archive,
     chain,
@@ -79,91 +88,14 @@ from .schema import (
 
 __all__ = ["EVENT_KINDS", "AppendResult", "Entry", "Event", "Record", "open_record"]
 
+
 logger = logging.getLogger("ccm.record")
 
-#: Event kinds the record accepts.
-EVENT_KINDS = (
-    "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
-)
-#: Event kinds that withdraw consent for the message's channel.
-OPT_OUT_KINDS = ("opted_out", "complained")
 _BUSY_MS = 30_000
 _RETRIES = 3
 #: Customers locked by one bulk transaction (PostgreSQL's lock table is finite).
 _BULK_CUSTOMERS = 200
 _KEY_CACHE = 4096
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One message in the record (generated or suppressed): ids, versions, digests, status.
-
-    ``created_at`` is an aware datetime (stored as UTC). ``reason`` names the
-    rule that suppressed it. ``archive_ref`` is filled in by the record when
-    it archives content. ``segment`` is an optional coarse marketing segment
-    label (e.g. ``retail``), never free text.
-    """
-
-    message_id: str
-    idempotency_key: str
-    params_sha256: str
-    customer_id: str
-    channel: str
-    template: str
-    template_version: str | None
-    pack: str | None
-    pack_version: str | None
-    message_type: str | None
-    journey: str | None
-    locale: str | None
-    created_at: datetime
-    status: str
-    reason: str | None
-    content_sha256: str | None
-    archival_sha256: str | None
-    sources_sha256: str | None
-    archive_ref: str | None
-    segment: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly fields (``created_at`` as UTC ISO 8601)."""
-        out = asdict(self)
-        out["created_at"] = utc(self.created_at).isoformat()
-        return out
-
-
-_STR_FIELDS = tuple(f.name for f in fields(Entry) if f.name != "created_at")
-_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """What :meth:`Record.append` did.
-
-    ``status`` is ``generated``, ``suppressed`` (by the caller's policy, or
-    by a cap re-checked under the lock: then ``reason`` is ``cap:<name>``) or
-    ``duplicate`` (the key was recorded before: ``entry`` is that earlier entry).
-    """
-
-    status: Literal["generated", "suppressed", "duplicate"]
-    entry: Entry
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened to a message after it was made (sent, opened, ...)."""
-
-    event_id: str
-    message_id: str
-    customer_id: str
-    kind: str
-    at: datetime
-    data: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "kind": self.kind,
-                "at": utc(self.at).isoformat(), "data": self.data}
 
 
 def _slices(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:

@@ -9,20 +9,22 @@ which are plain functions over :class:`~ccm.record.Entry` and
 from __future__ import annotations
 
 import base64
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 
-from .chain import utc
-from .schema import events, messages
+from ccm.record.chain import utc
+from ccm.record.schema import events, messages
 
 if TYPE_CHECKING:
-    from .store import Entry, Event
+    from ccm.record.entries import Entry, Event
 
 __all__ = [
     "ENGAGED",
@@ -122,7 +124,7 @@ def summarise(
     engagement rate of a channel is the share of its generated messages
     with an open or a click (PDF is never tracked, so it is 0 there).
     ``segment`` is the newest segment recorded on the customer's messages;
-    ``nps_score`` the latest survey answer (see :mod:`ccm.nps`).
+    ``nps_score`` the latest survey answer (see :mod:`ccm.engagement.nps`).
     """
     made = [i for i in items if i.entry.status == "generated"]
     by_channel: Counter[str] = Counter(i.entry.channel for i in made)
@@ -156,10 +158,27 @@ def summarise(
     }
 
 
+#: The template id whose clicks are survey answers.
+NPS_TEMPLATE = "nps_survey"
+_SCORE = re.compile(r"10|[0-9]")
+
+
+def score_from_url(url: object) -> int | None:
+    """The 0-10 ``score`` query parameter of ``url``, or ``None``."""
+    if not isinstance(url, str):
+        return None
+    try:
+        values = parse_qs(urlsplit(url).query).get("score", [])
+    except ValueError:
+        return None
+    if len(values) != 1 or not _SCORE.fullmatch(values[0]):
+        return None
+    return int(values[0])
+
+
+
 def _latest_score(items: Sequence[TimelineItem]) -> int | None:
     """The customer's latest NPS answer: the newest scored click on an ``nps_survey`` message."""
-    from ..nps import NPS_TEMPLATE, score_from_url
-
     best: tuple[datetime, int] | None = None
     for item in items:
         if item.entry.template != NPS_TEMPLATE:

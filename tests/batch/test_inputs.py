@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ccm.inputs import InputRow, count_rows, read_csv, read_jsonl, read_requests
+from ccm.batch.inputs import InputRow, count_rows, read_csv, read_jsonl, read_requests
 
 SCHEMA = {
     "type": "object",

@@ -8,7 +8,7 @@ import pytest
 import weasyprint
 from pypdf import PdfReader, PdfWriter
 
-from ccm.printstream import PrintStream, write_index
+from ccm.batch.printstream import PrintStream, write_index
 
 
 def _pdf(text: str, pages: int) -> bytes:

@@ -23,7 +23,7 @@ CHANNELS = {"pdf": ".pdf", "email": ".eml", "sms": ".sms.txt"}
 
 
 def _start(data: Path, out: Path, record_url: str, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "ccm.cli", "batch", "quick_note", "--pack", str(PACK),
+    cmd = [sys.executable, "-m", "ccm", "batch", "quick_note", "--pack", str(PACK),
            "--templates", str(TEST_TEMPLATES), "--data", str(data), "--out", str(out),
            "--record", record_url, "--run-id", "crash-1", "--workers", "2", "--json",
            "--as-of", DAYTIME.isoformat()]

@@ -36,7 +36,7 @@ from ccm.channels.pdf import (
     write_pdf,
 )
 from ccm.errors import AssetError, BudgetError
-from ccm.security import encrypt_pdf
+from ccm.render.security import encrypt_pdf
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 META = {"title": "Monthly statement", "author": "Acme Bank", "lang": "en-GB"}

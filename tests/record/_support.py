@@ -14,8 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ccm.policy import Cap
 from ccm.record import Entry, MasterKey, Record
+from ccm.record.policy import Cap
 
 #: A fixed moment the tests build times from.
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ccm.errors import IdempotencyConflict
-from ccm.policy import Cap
 from ccm.record import MasterKey, Record
+from ccm.record.policy import Cap
 
 from ._support import EPOCH, T0, entry
 

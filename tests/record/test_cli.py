@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ccm.cli.record import record as record_group
 from ccm.pack import load_pack
 from ccm.record import MasterKey, Record
-from ccm.record.cli import record as record_group
 
 from ._support import T0, entry, raw_sql
 
@@ -71,7 +71,7 @@ def test_timeline_text(filled: Record, run) -> None:  # type: ignore[no-untyped-
 
 
 def test_timeline_html(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """timeline --html writes the people's page (made by ccm.reports)."""
+    """timeline --html writes the people's page (made by ccm.engagement.reports)."""
     page = tmp_path / "timeline.html"
     result = run("timeline", "C1", "--html", str(page))
     assert result.exit_code == 0, result.output

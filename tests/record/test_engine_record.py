@@ -273,7 +273,7 @@ def test_render_cli_reports_generated_duplicate_and_suppressed(tmp_path: Path,
 
 def test_the_customers_segment_is_recorded_for_reports(rec: Record) -> None:
     """customer.segment reaches the record, so the report counts volume per segment."""
-    from ccm.reports import collect_report
+    from ccm.engagement.reports import collect_report
 
     made = engine_for(rec).render("product_offer", offer(segment="premier"), channel="email")
     assert rec.get(made.message_id).segment == "premier"

@@ -18,8 +18,8 @@ from hypothesis.stateful import (
 )
 
 from ccm.errors import ContentErased, IdempotencyConflict
-from ccm.policy import Cap
 from ccm.record import MasterKey, Record
+from ccm.record.policy import Cap
 from ccm.record.store import EVENT_KINDS
 
 from ._support import EPOCH, T0, entry

@@ -21,8 +21,8 @@ from ccm.errors import (
     MessageNotFound,
     RecordError,
 )
-from ccm.policy import Cap
 from ccm.record import Entry, MasterKey, Record
+from ccm.record.policy import Cap
 
 from ._support import EPOCH, T0, entry, raw_rows
 

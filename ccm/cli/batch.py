@@ -1,0 +1,330 @@
+"""``ccm batch``: render a template for every row of a file, resumably, with progress.
+
+Mounted into the main CLI as ``ccm batch``. It parses options, builds the
+executor (process pool, or Dask with ``--scheduler``), shows progress and
+prints the summary; the work is :func:`ccm.batch.run.run_batch`.
+
+Exit status: 0 every row succeeded, 1 some rows failed (see ``errors.jsonl``)
+or the setup is wrong, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from ccm.cli._common import Fail, as_of_option, aware
+from ccm.errors import CCMError
+
+__all__ = ["batch"]
+
+CLUSTER_EXTRA = "pip install 'ccm[cluster]'"
+#: Seconds between plain progress lines when stderr is not a terminal.
+PLAIN_EVERY = 5.0
+#: Errors printed on stderr before the rest are only counted (all are in errors.jsonl).
+MAX_ERRORS_SHOWN = 20
+
+
+
+
+@click.command("batch")
+@click.argument("template")
+@click.option("--pack", "pack_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Brand pack folder.")
+@click.option("--templates", "templates_dir", default="templates", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Templates folder.")
+@click.option("--data", "data", required=True, metavar="FILE",
+              help="Requests: .jsonl or .csv (dotted columns, e.g. customer.id), optionally "
+                   ".gz; a path or an fsspec URL. Read streaming.")
+@click.option("--out", "out", required=True, metavar="DIR",
+              help="Output folder or fsspec URL (s3://..., file://...).")
+@click.option("--record", "record_url", default=None, metavar="URL",
+              help="Record URL [default: $CCM_RECORD_URL or sqlite:///ccm-record.db].")
+@click.option("--run-id", default=None, metavar="ID",
+              help="Run id; give the same one to resume a run [default: a new one, printed].")
+@click.option("--channel", "channels", multiple=True, type=click.Choice(["pdf", "email", "sms"]),
+              help="Render only this channel (repeatable) [default: every channel].")
+@click.option("--locale", default=None, help="Force a locale of the pack.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes (0: in this process) [default: CPU count; with "
+                   "--scheduler local: 2 Dask workers].")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on Dask: tcp://HOST:PORT of a scheduler, or 'local' for a LocalCluster.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON event per line (start, progress, error, done) on stdout.")
+@click.option("--print-file", is_flag=True,
+              help="Also write one combined, UNENCRYPTED PDF for a print house, with an index CSV.")
+@click.option("--memory-limit", type=click.IntRange(min=64), default=1024, show_default=True,
+              metavar="MB", help="Address space a worker may add per document (process pool).")
+@click.option("--cpu-limit", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True, metavar="SECONDS",
+              help="CPU seconds per document before its worker is killed and replaced.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Rows per worker task [default: sized to ~50 ms of work].")
+@as_of_option
+@click.option("--no-fsync", is_flag=True,
+              help="Do not fsync files before the record commit (faster; after a power cut "
+                   "files are restored from the archive or rendered again).")
+def batch(
+    template: str,
+    pack_dir: Path,
+    templates_dir: Path,
+    data: str,
+    out: str,
+    record_url: str | None,
+    run_id: str | None,
+    channels: tuple[str, ...],
+    locale: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    as_json: bool,
+    print_file: bool,
+    memory_limit: int,
+    cpu_limit: float,
+    chunk_size: int | None,
+    as_of: datetime | None,
+    no_fsync: bool,
+) -> None:
+    """Render TEMPLATE for every request in --data into --out, resumably.
+
+    Every message goes into the record with an idempotency key made of the
+    run id, template, customer and channel: run again with the same --run-id
+    after a crash and only what is missing is made. Rows that fail go to
+    OUT/errors.jsonl; the run goes on and exits with status 1.
+    """
+    from ccm.batch.inputs import count_rows, read_requests
+    from ccm.batch.run import WorkerLimits, new_run_id, request_schema, run_batch
+    from ccm.render.template import load_template
+
+    if "://" in out and not out.startswith("file://"):
+        _need("fsspec", f"--out {out}")
+    run_id = run_id or new_run_id()
+    try:
+        tpl = load_template(templates_dir / template)
+    except CCMError as exc:
+        raise Fail(str(exc)) from exc
+    total = count_rows(data)
+    try:
+        rows = read_requests(data, schema=request_schema(tpl))
+    except ValueError as exc:
+        raise Fail(str(exc)) from exc
+
+    display = _Display(as_json=as_json, total=total)
+    with _executor(scheduler, workers) as (executor, default_workers):
+        try:
+            summary = run_batch(
+                template,
+                _guard(rows, data),
+                pack=pack_dir,
+                templates=templates_dir,
+                out=out,
+                record_url=record_url,
+                run_id=run_id,
+                channels=channels or None,
+                locale=locale,
+                executor=executor,
+                workers=default_workers if workers is None else workers,
+                on_event=display.event,
+                print_file=print_file,
+                limits=WorkerLimits(memory_mb=memory_limit, cpu_seconds=cpu_limit),
+                chunk_size=chunk_size,
+                durable=not no_fsync,
+                now=aware(as_of),
+                total=total,
+            )
+        except KeyboardInterrupt:
+            display.close()
+            click.echo(f"ccm: interrupted; resume with --run-id {run_id}", err=True)
+            raise SystemExit(130) from None
+        except (CCMError, ValueError, OSError, ImportError) as exc:
+            display.close()
+            click.echo(f"ccm: error: {exc}", err=True)
+            click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
+            raise SystemExit(1) from None
+    display.close()
+    if not as_json:
+        display.print_summary(summary.to_dict())
+    raise SystemExit(summary.exit_status)
+
+
+def _guard(rows: Iterator[Any], source: str) -> Iterator[Any]:
+    """Turn read errors of the input (missing file, bad CSV header) into a one-line failure."""
+    try:
+        yield from rows
+    except FileNotFoundError as exc:
+        raise Fail(f"{source}: no such file") from exc
+    except ValueError as exc:
+        raise Fail(f"{source}: {exc}") from exc
+
+
+def _need(module: str, what: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise Fail(f"{what} needs the cluster extra: {CLUSTER_EXTRA}") from None
+
+
+@contextlib.contextmanager
+def _executor(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, int]]:
+    """``(executor or None, default workers)`` for the run; Dask when ``scheduler`` is set."""
+    if scheduler is None:
+        yield None, os.cpu_count() or 1
+        return
+    _need("distributed", "--scheduler")
+    import logging
+
+    import distributed
+
+    dask: Any = distributed  # untyped library
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster: Any = None
+    try:
+        if scheduler == "local":
+            cluster = dask.LocalCluster(n_workers=workers or 2, threads_per_worker=1,
+                                        processes=True, dashboard_address=":0")
+            client = dask.Client(cluster)
+        else:
+            client = dask.Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise Fail(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
+    try:
+        yield client.get_executor(), len(client.nthreads()) or 1
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+class _Display:
+    """Progress for people (rich bar on a terminal, plain lines otherwise) or JSON for machines."""
+
+    def __init__(self, *, as_json: bool, total: int | None,
+                 stream: TextIO | None = None) -> None:
+        self.as_json = as_json
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.errors = 0
+        self._last_plain = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+        self.run_id = ""
+        if not as_json and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>8.1f} rows/s"),
+                TextColumn("failed {task.fields[failed]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=Console(file=self.stream), transient=False,
+            )
+            self._progress.start()
+
+    def event(self, event: Any) -> None:
+        handler: Callable[[dict[str, Any]], None] = getattr(self, f"_on_{event.kind}")
+        if self.as_json:
+            click.echo(event.to_json())
+            sys.stdout.flush()
+            if event.kind != "error":
+                return
+        handler(event.data)
+
+    def _on_start(self, data: dict[str, Any]) -> None:
+        self.run_id = str(data["run_id"])
+        if self._progress is not None:
+            self._task = self._progress.add_task(data["template"], total=data.get("total"),
+                                                 rate=0.0, failed=0)
+        self._echo(f"ccm batch: run {self.run_id}: {data['template']} "
+                   f"({', '.join(data['channels'])}) -> {data['out']}")
+
+    def _on_progress(self, data: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=data["done"], rate=data["rate"],
+                                  failed=data["failed"])
+            return
+        now = time.monotonic()
+        if now - self._last_plain < PLAIN_EVERY:
+            return
+        self._last_plain = now
+        total = data.get("total")
+        share = f"/{total} ({100 * data['done'] / total:.0f}%)" if total else ""
+        eta = f", ETA {_duration(data['eta'])}" if data.get("eta") is not None else ""
+        self._echo(f"ccm batch: {data['done']}{share} rows, {data['rate']:.1f} rows/s{eta}, "
+                   f"failed {data['failed']}")
+
+    def _on_error(self, data: dict[str, Any]) -> None:
+        self.errors += 1
+        if self.as_json:
+            return
+        if self.errors <= MAX_ERRORS_SHOWN:
+            who = f" (customer {data['customer_id']})" if data.get("customer_id") else ""
+            self._echo(f"ccm: line {data.get('line')}{who}: {data.get('error')}: "
+                       f"{data.get('message')}")
+        elif self.errors == MAX_ERRORS_SHOWN + 1:
+            self._echo("ccm: more rows failed; every one is in errors.jsonl")
+
+    def _on_done(self, data: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=data["rows"], rate=data["rate"],
+                                  failed=data["failed"])
+
+    def _echo(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            click.echo(text, file=self.stream)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def print_summary(self, s: dict[str, Any]) -> None:
+        suppressed = s["suppressed"]
+        detail = ", ".join(f"{rule} {n}" for rule, n in sorted(suppressed.items()))
+        lines = [
+            f"run {s['run_id']}: {s['rows']} rows in {_duration(s['elapsed'])} "
+            f"({s['rate']:.1f} rows/s)",
+            f"  generated   {s['generated']}",
+            f"  suppressed  {s['suppressed_total']}" + (f" ({detail})" if detail else ""),
+            f"  duplicate   {s['duplicate']}" + (f" (already done: {s['skipped']} rows)"
+                                                  if s["skipped"] else ""),
+            f"  failed      {s['failed']}" + (f" -> {s['errors_file']}" if s["failed"] else ""),
+        ]
+        if s["restored"] or s["rerendered"]:
+            lines.append(f"  restored    {s['restored']} file(s) from the last attempt"
+                         + (f", {s['rerendered']} re-rendered" if s["rerendered"] else ""))
+        if s["workers_replaced"]:
+            lines.append(f"  workers replaced {s['workers_replaced']}")
+        if s.get("print_file"):
+            lines.append(f"  print file  {s['print_file']} (index {s['print_index']})")
+        if s["failed"]:
+            lines.append(f"fix the rows and run again with --run-id {s['run_id']}")
+        click.echo("\n".join(lines))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

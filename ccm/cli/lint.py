@@ -1,0 +1,54 @@
+"""``ccm lint``: check every template in every pack, locale, sample and channel.
+
+Mounted into the main CLI as ``ccm lint``. Prints one ``file:line: rule-id:
+message`` line per finding (or a JSON list with ``--format json``) on
+stdout and a count on stderr; the work is :func:`ccm.review.lint.lint`.
+
+Exit status: 0 no error-severity finding (warnings allowed), 1 at least one
+error, 2 usage error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+__all__ = ["lint"]
+
+
+def _default_packs(base: Path) -> list[Path]:
+    """Every folder of ``base`` (``./brand_packs``), hidden ones excepted."""
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@click.command("lint")
+@click.option("--pack", "pack_dirs", multiple=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Brand pack folder (repeatable) [default: every folder in ./brand_packs].")
+@click.option("--templates", "templates_dir", default="templates", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Templates folder.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output: file:line: rule-id: message lines, or JSON.")
+def lint(pack_dirs: Sequence[Path], templates_dir: Path, fmt: str) -> None:
+    """Check templates and brand packs: render everything and report problems.
+
+    Exits 1 when any finding has severity error. Rules and how to fix what
+    they find: docs/lint.md.
+    """
+    from ccm.review.lint import format_json, format_text, summary
+    from ccm.review.lint import lint as run
+
+    packs = list(pack_dirs) or _default_packs(Path("brand_packs"))
+    if not packs:
+        raise click.UsageError("no brand packs: give --pack DIR or run where ./brand_packs is")
+    findings = run(packs, templates_dir)
+    output = format_json(findings) if fmt == "json" else format_text(findings)
+    if output:
+        click.echo(output)
+    click.echo(f"ccm lint: {summary(findings)}", err=True)
+    if any(f.severity == "error" for f in findings):
+        raise SystemExit(1)

@@ -1,0 +1,311 @@
+"""``ccm record ...``: the record's commands (the main CLI mounts :data:`record`).
+
+Every subcommand takes ``--record URL`` (default ``$CCM_RECORD_URL``, else
+``sqlite:///ccm-record.db``). Archived content is read with the master key
+from ``CCM_MASTER_KEY`` / ``CCM_MASTER_KEY_FILE``. Exit status: 0 success,
+1 a one-line error on stderr (or a failed verify), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import click
+
+from ccm._util import atomic_write
+from ccm.cli._common import Fail
+from ccm.errors import CCMError
+from ccm.record import checkpoint as checkpoints
+from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
+from ccm.record.store import EVENT_KINDS, Record
+from ccm.record.views import FEATURE_COLUMNS
+
+__all__ = ["record"]
+
+DEFAULT_URL = "sqlite:///ccm-record.db"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+
+
+def _url(value: str | None) -> str:
+    return value or os.environ.get("CCM_RECORD_URL") or DEFAULT_URL
+
+
+def record_option(func: F) -> F:
+    """The ``--record URL`` option every subcommand takes."""
+    return click.option(
+        "--record", "record_url", default=None, metavar="URL",
+        help=f"Record URL [default: $CCM_RECORD_URL or {DEFAULT_URL}].",
+    )(func)
+
+
+def _master_key() -> MasterKey | None:
+    if os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE):
+        return MasterKey.from_env()
+    return None
+
+
+@contextmanager
+def _opened(url: str | None, *, with_key: bool = False) -> Iterator[Record]:
+    """Open the record, turning ccm errors into one line and exit status 1."""
+    try:
+        rec = Record(_url(url), master_key=_master_key() if with_key else None, create=False)
+    except CCMError as exc:
+        raise Fail(str(exc)) from exc
+    try:
+        yield rec
+    except CCMError as exc:
+        raise Fail(str(exc)) from exc
+    finally:
+        rec.close()
+
+
+class _RecordGroup(click.Group):
+    """The ``record`` group; ``report`` is loaded from :mod:`ccm.cli.report` when asked for."""
+
+    _lazy: ClassVar[dict[str, tuple[str, str]]] = {"report": ("ccm.cli.report", "report_cmd")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(name for name in self._lazy if self._load(name) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._load(cmd_name)
+
+    def _load(self, name: str) -> click.Command | None:
+        if name not in self._lazy:
+            return None
+        module, attr = self._lazy[name]
+        try:
+            mod = __import__(module, fromlist=[attr])
+        except ImportError:
+            return None
+        command = getattr(mod, attr, None)
+        return command if isinstance(command, click.Command) else None
+
+
+@click.group("record", cls=_RecordGroup)
+def record() -> None:
+    """The communication record: timelines, verify, checkpoints, export and erasure."""
+
+
+@record.command("timeline")
+@click.argument("customer")
+@record_option
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the timeline as an HTML page.")
+@click.option("--pack", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Brand pack whose look the HTML page takes.")
+def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
+                 html_path: Path | None, pack: Path | None) -> None:
+    """Every message sent to CUSTOMER, across channels, in time order."""
+    with _opened(record_url) as rec:
+        timeline = rec.timeline(customer)
+        if html_path is not None:
+            _write_html(rec, customer, html_path, pack)
+            if not as_json:
+                return
+    doc = timeline.to_dict()
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    summary = doc["summary"]
+    click.echo(f"customer {customer}: {summary['generated']} generated, "
+               f"{summary['suppressed']} suppressed")
+    for m in doc["messages"]:
+        events = ", ".join(e["kind"] for e in m["events"])
+        reason = f" ({m['reason']})" if m["reason"] else ""
+        click.echo(f"{m['created_at'][:19]}  {m['channel']:5}  {m['status']:10}  "
+                   f"{m['template']}@{m['template_version']}{reason}"
+                   + (f"  [{events}]" if events else ""))
+    if summary["engagement_rate"]:
+        rates = ", ".join(f"{ch} {r:.0%}" for ch, r in summary["engagement_rate"].items())
+        click.echo(f"engagement: {rates}")
+    if summary["opted_out"]:
+        click.echo(f"opted out: {', '.join(summary['opted_out'])}")
+    if summary["erased_at"]:
+        click.echo(f"erased: {summary['erased_at']}")
+
+
+def _write_html(rec: Record, customer: str, path: Path, pack: Path | None) -> None:
+    try:
+        from ccm.engagement import reports
+    except ImportError as exc:  # pragma: no cover - reports ships with ccm
+        raise Fail(f"HTML timelines need ccm.engagement.reports ({exc})") from exc
+    brand = None
+    if pack is not None:
+        from ccm.pack import load_pack
+
+        brand = reports.brand_from_pack(load_pack(pack))
+    written = reports.write_timeline_html(rec, customer, path, brand=brand)
+    click.echo(f"wrote {written}", err=True)
+
+
+@record.command("verify")
+@record_option
+@click.option("--checkpoint", "checkpoint_path",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Also check against this signed checkpoint (truncation, rollback).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help=f"Checkpoint key [default: ${checkpoints.ENV_CHECKPOINT_KEY}].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify_cmd(record_url: str | None, checkpoint_path: Path | None, key_file: Path | None,
+               as_json: bool) -> None:
+    """Recompute the hash chains; exit 0 when intact, 1 naming the first bad entry."""
+    with _opened(record_url) as rec:
+        key = checkpoints.load_key(key_file) if checkpoint_path is not None else None
+        try:
+            result = rec.verify(checkpoint=checkpoint_path, key=key)
+        except ValueError as exc:
+            raise Fail(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    elif result.ok:
+        against = f", consistent with {checkpoint_path}" if checkpoint_path else ""
+        click.echo(f"ok: {result.checked} entries of {result.customers} customer(s) "
+                   f"verified{against}")
+    else:
+        click.echo(f"FAILED: {result.problem_count} problem(s) in {result.checked} entries")
+        click.echo(f"first bad: {result.first_bad}")
+        for problem in result.problems[1:]:
+            click.echo(f"  {problem}")
+    if not result.ok:
+        sys.exit(1)
+
+
+@record.command("checkpoint")
+@record_option
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the signed checkpoint here (keep it away from the record).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help=f"HMAC key [default: ${checkpoints.ENV_CHECKPOINT_KEY}].")
+def checkpoint_cmd(record_url: str | None, out: Path, key_file: Path | None) -> None:
+    """Sign every chain head, so a later verify detects truncation and rollback."""
+    with _opened(record_url) as rec:
+        written = rec.checkpoint(out, checkpoints.load_key(key_file))
+    click.echo(f"wrote {written}")
+
+
+@record.command("show")
+@click.argument("message_id")
+@record_option
+@click.option("--content", "content_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the exact generated bytes here.")
+@click.option("--archival", "archival_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the archival copy (PDF/A) here.")
+def show_cmd(message_id: str, record_url: str | None, content_path: Path | None,
+             archival_path: Path | None) -> None:
+    """Print a message's entry and events; optionally write its archived bytes."""
+    with _opened(record_url, with_key=content_path is not None or archival_path is not None) as rec:
+        entry = rec.get(message_id)
+        doc = entry.to_dict()
+        doc["events"] = [e.to_dict() for e in rec.events(message_id)]
+        if content_path is not None:
+            atomic_write(content_path, rec.content(message_id))
+        if archival_path is not None:
+            archival = rec.archival(message_id)
+            if archival is None:
+                raise Fail(f"message {message_id} has no archival copy")
+            atomic_write(archival_path, archival)
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+@record.command("erase")
+@click.argument("customer")
+@record_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase_cmd(customer: str, record_url: str | None, yes: bool) -> None:
+    """Crypto-shred CUSTOMER's archived content; the audit trail stays."""
+    if not yes:
+        click.confirm(
+            f"Destroy customer {customer}'s data key? Their archived content becomes "
+            "unreadable for good", abort=True,
+        )
+    with _opened(record_url) as rec:
+        rec.erase(customer)
+    click.echo(f"erased customer {customer}: data key destroyed, audit entries kept")
+
+
+@record.command("export")
+@click.argument("customer")
+@record_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON here instead of stdout.")
+def export_cmd(customer: str, record_url: str | None, out: Path | None) -> None:
+    """Everything about CUSTOMER as JSON (subject access request), content decrypted."""
+    with _opened(record_url, with_key=True) as rec:
+        doc = rec.export(customer)
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(out, text.encode("utf-8"))
+        click.echo(f"wrote {out} ({len(doc['messages'])} message(s))", err=True)
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {value!r}", param_hint="--at") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. 2025-01-31T09:00:00+00:00",
+                                 param_hint="--at")
+    return moment
+
+
+@record.command("event")
+@click.argument("message_id")
+@click.argument("kind", type=click.Choice(EVENT_KINDS))
+@record_option
+@click.option("--data", "data_json", default=None, metavar="JSON",
+              help='Event data as a JSON object, e.g. \'{"url": "https://..."}\'.')
+@click.option("--at", "at_text", default=None, metavar="ISO",
+              help="When it happened (ISO 8601 with zone) [default: now].")
+def event_cmd(message_id: str, kind: str, record_url: str | None, data_json: str | None,
+              at_text: str | None) -> None:
+    """Attach an event (sent, delivered, opened, ...) to MESSAGE_ID."""
+    data = None
+    if data_json is not None:
+        try:
+            data = json.loads(data_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"invalid JSON: {exc.msg}", param_hint="--data") from None
+        if not isinstance(data, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--data")
+    at = _when(at_text)
+    with _opened(record_url) as rec:
+        added = rec.add_event(message_id, kind, at=at, data=data)
+    click.echo(json.dumps(added.to_dict(), ensure_ascii=False))
+
+
+@record.command("features")
+@record_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the CSV here.")
+def features_cmd(record_url: str | None, out: Path) -> None:
+    """One CSV row per customer of engagement features (counts, rates, recency)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(FEATURE_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    rows = 0
+    with _opened(record_url) as rec:
+        for row in rec.features():
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            rows += 1
+    atomic_write(out, buffer.getvalue().encode("utf-8"))
+    click.echo(f"wrote {out} ({rows} customer(s))")

@@ -1,0 +1,93 @@
+"""The record's value objects: an entry per message, an event per thing that followed.
+
+They are plain frozen dataclasses that the store returns and the views read;
+neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any, Literal
+
+from ccm.record.chain import utc
+
+__all__ = ["EVENT_KINDS", "OPT_OUT_KINDS", "AppendResult", "Entry", "Event"]
+
+#: Event kinds the record accepts.
+EVENT_KINDS = (
+    "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
+)
+#: Event kinds that withdraw consent for the message's channel.
+OPT_OUT_KINDS = ("opted_out", "complained")
+
+@dataclass(frozen=True)
+class Entry:
+    """One message in the record (generated or suppressed): ids, versions, digests, status.
+
+    ``created_at`` is an aware datetime (stored as UTC). ``reason`` names the
+    rule that suppressed it. ``archive_ref`` is filled in by the record when
+    it archives content. ``segment`` is an optional coarse marketing segment
+    label (e.g. ``retail``), never free text.
+    """
+
+    message_id: str
+    idempotency_key: str
+    params_sha256: str
+    customer_id: str
+    channel: str
+    template: str
+    template_version: str | None
+    pack: str | None
+    pack_version: str | None
+    message_type: str | None
+    journey: str | None
+    locale: str | None
+    created_at: datetime
+    status: str
+    reason: str | None
+    content_sha256: str | None
+    archival_sha256: str | None
+    sources_sha256: str | None
+    archive_ref: str | None
+    segment: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields (``created_at`` as UTC ISO 8601)."""
+        out = asdict(self)
+        out["created_at"] = utc(self.created_at).isoformat()
+        return out
+
+
+_STR_FIELDS = tuple(f.name for f in fields(Entry) if f.name != "created_at")
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What :meth:`Record.append` did.
+
+    ``status`` is ``generated``, ``suppressed`` (by the caller's policy, or
+    by a cap re-checked under the lock: then ``reason`` is ``cap:<name>``) or
+    ``duplicate`` (the key was recorded before: ``entry`` is that earlier entry).
+    """
+
+    status: Literal["generated", "suppressed", "duplicate"]
+    entry: Entry
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to a message after it was made (sent, opened, ...)."""
+
+    event_id: str
+    message_id: str
+    customer_id: str
+    kind: str
+    at: datetime
+    data: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "kind": self.kind,
+                "at": utc(self.at).isoformat(), "data": self.data}

@@ -1,0 +1,1 @@
+"""Rendering: the engine composes contracts, contact policy, the sandbox and the channels."""

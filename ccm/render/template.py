@@ -1,0 +1,281 @@
+"""Templates: ``templates/<id>/`` with a manifest, a data contract and channel sources."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ccm._schema import json_path, load_schema, load_yaml, validate_manifest
+from ccm._util import sha256_files
+from ccm.errors import DataError, TemplateError, UnknownTemplate
+from ccm.message import CHANNELS, Request
+from ccm.render._fastschema import Check, compile_check
+
+__all__ = ["SOURCES", "Template", "load_template", "load_templates", "validate_request"]
+
+#: Source file per channel.
+SOURCES = {"pdf": "pdf.html.j2", "email": "email.mjml.j2", "sms": "sms.txt.j2"}
+
+#: Requests nested deeper than this are refused before validation (pathological input).
+MAX_DEPTH = 32
+#: Requests larger than this (as JSON) are refused before validation.
+MAX_REQUEST_BYTES = 2_000_000
+
+_FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
+#: Drafts whose keywords the fast check reads the same way (draft 4 differs).
+_FAST_DRAFTS = (
+    jsonschema.Draft202012Validator, jsonschema.Draft201909Validator,
+    jsonschema.Draft7Validator, jsonschema.Draft6Validator,
+)
+
+
+def _fast_check(schema: dict[str, Any], cls: type[Any]) -> Check | None:
+    """The fast "certainly valid" check of ``schema`` (:mod:`ccm.render._fastschema`), or None."""
+    if cls not in _FAST_DRAFTS:
+        return None
+    return compile_check(schema, _FORMATS)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A loaded, brand-neutral template. ``raw`` is the validated ``template.yaml``."""
+
+    root: Path
+    id: str
+    version: str
+    message_type: str
+    journey: str
+    channels: tuple[str, ...]
+    contract: dict[str, Any] = field(repr=False)
+    raw: dict[str, Any] = field(repr=False)
+    sources_sha256: str = field(repr=False, default="")
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.get("name", self.id))
+
+    @property
+    def confidential(self) -> bool:
+        return bool(self.raw.get("pdf", {}).get("confidential", False))
+
+    @property
+    def letter(self) -> bool:
+        return bool(self.raw.get("pdf", {}).get("letter", False))
+
+    @property
+    def attach_pdf(self) -> bool:
+        return bool(self.raw.get("email", {}).get("attach_pdf", False))
+
+    @property
+    def attachment_name(self) -> str:
+        pattern = str(self.raw.get("email", {}).get("attachment_name", "{template}.pdf"))
+        return pattern.replace("{template}", self.id)
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        return dict(self.raw.get("budget", {}))
+
+    def source_name(self, channel: str) -> str:
+        """The Jinja loader name of this template's source for ``channel``."""
+        return f"templates/{self.id}/{SOURCES[channel]}"
+
+    @cached_property
+    def _validator_class(self) -> type[Any]:
+        cls: type[Any] = jsonschema.validators.validator_for(
+            self.contract, default=jsonschema.Draft202012Validator)
+        return cls
+
+    @cached_property
+    def _validator(self) -> jsonschema.protocols.Validator:
+        return self._validator_class(self.contract, format_checker=_FORMATS)  # type: ignore[no-any-return]
+
+    @cached_property
+    def _fast_check(self) -> Check | None:
+        return _fast_check(self.contract, self._validator_class)
+
+    def validate_data(self, data: Any, *, customer_id: str | None = None) -> None:
+        """Check ``data`` against the contract; :class:`DataError` names path and rule.
+
+        The contract is compiled once per template; a fast check accepts the
+        common valid case and jsonschema explains anything else.
+        """
+        fast = self._fast_check
+        if fast is not None and fast(data):
+            return
+        errors = sorted(self._validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            err = errors[0]
+            path = json_path(["data", *err.absolute_path])
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise DataError(
+                f"{self.id}: {path}: {err.message} [rule: {err.validator}]{more}",
+                path=path,
+                rule=str(err.validator),
+                template=self.id,
+                customer_id=customer_id,
+            )
+
+    def samples(self) -> list[Path]:
+        """The sample request files, sorted."""
+        return sorted((self.root / "samples").glob("*.json"))
+
+
+def _shape(obj: Any, limit: int) -> tuple[int, int]:
+    """``(depth, bound)``: :func:`_depth`, and an upper bound of ``len(json.dumps(obj))``.
+
+    The bound counts 12 characters per character of text (``json.dumps``
+    writes at most a surrogate pair of ``\\uXXXX`` escapes for one), plus
+    punctuation; anything but plain JSON values makes it unbounded.
+    """
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    deepest = bound = 0
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest, bound
+        kind = type(item)
+        if kind is str:
+            bound += 12 * len(item) + 2
+        elif kind is dict:
+            bound += 2
+            for key, value in item.items():
+                if type(key) is not str:
+                    bound += MAX_REQUEST_BYTES + 1  # json.dumps decides (and may refuse)
+                else:
+                    bound += 12 * len(key) + 6
+                stack.append((value, depth + 1))
+        elif kind is list:
+            bound += 2
+            for value in item:
+                bound += 2
+                stack.append((value, depth + 1))
+        elif kind is int:
+            bound += item.bit_length() // 3 + 3  # decimal digits <= 0.302 * bits + 1
+        elif kind is bool or item is None:
+            bound += 5
+        elif kind is float:
+            bound += 32
+        else:
+            bound += MAX_REQUEST_BYTES + 1
+    return deepest, bound
+
+
+@cache
+def _request_validator() -> jsonschema.Draft202012Validator:
+    """The request shape validator, built once (building one costs more than using it)."""
+    return jsonschema.Draft202012Validator(load_schema("request"), format_checker=_FORMATS)
+
+
+@cache
+def _request_check() -> Check | None:
+    return _fast_check(load_schema("request"), jsonschema.Draft202012Validator)
+
+
+def validate_request(obj: Any) -> Request:
+    """Check a request's shape and size (not its data contract) and build a :class:`Request`."""
+    customer_id = None
+    if isinstance(obj, dict) and isinstance(obj.get("customer"), dict):
+        customer_id = obj["customer"].get("id")
+    depth, bound = _shape(obj, MAX_DEPTH)
+    if depth > MAX_DEPTH:
+        raise DataError(
+            f"request is nested deeper than {MAX_DEPTH} levels", path="$", rule="maxDepth",
+            customer_id=customer_id,
+        )
+    # Serialise only when the cheap upper bound does not already prove the size is fine.
+    size = len(json.dumps(obj, default=str)) if bound > MAX_REQUEST_BYTES else 0
+    if size > MAX_REQUEST_BYTES:
+        raise DataError(
+            f"request is {size} bytes, over the {MAX_REQUEST_BYTES} byte budget",
+            path="$", rule="maxBytes", customer_id=customer_id,
+        )
+    fast = _request_check()
+    errors = [] if fast is not None and fast(obj) else sorted(
+        _request_validator().iter_errors(obj), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        path = json_path(err.absolute_path)
+        raise DataError(
+            f"{path}: {err.message} [rule: {err.validator}]",
+            path=path, rule=str(err.validator), customer_id=customer_id,
+        )
+    request = Request.from_dict(obj)
+    request.customer["id"] = str(request.customer["id"])
+    return request
+
+
+def load_template(root: str | os.PathLike[str]) -> Template:
+    """Load and validate one template folder."""
+    root = Path(root).resolve()
+    manifest = root / "template.yaml"
+    if not manifest.is_file():
+        raise TemplateError(f"{manifest}: no template.yaml", path=str(manifest))
+    raw = load_yaml(manifest, TemplateError)
+    if not isinstance(raw, dict):
+        raise TemplateError(f"{manifest}: must be a mapping", path=str(manifest))
+    validate_manifest(raw, "template", manifest, TemplateError)
+    if raw["id"] != root.name:
+        raise TemplateError(
+            f"{manifest}: id: {raw['id']!r} does not match the folder name {root.name!r}",
+            path=str(manifest), key="id",
+        )
+    channels = tuple(raw["channels"])
+    for channel in CHANNELS:
+        src = root / SOURCES[channel]
+        if channel in channels and not src.is_file():
+            raise TemplateError(
+                f"{manifest}: channels: declares {channel} but {src.name} is missing",
+                path=str(manifest), key="channels",
+            )
+        if channel not in channels and src.is_file():
+            raise TemplateError(
+                f"{src}: source for channel {channel!r}, which template.yaml does not declare",
+                path=str(src), key="channels",
+            )
+    contract_path = root / str(raw.get("contract", "contract.schema.json"))
+    try:
+        contract = json.loads(contract_path.read_text("utf-8"))
+    except OSError as exc:
+        raise TemplateError(f"{contract_path}: cannot read the data contract: {exc.strerror}",
+                            path=str(contract_path)) from exc
+    except json.JSONDecodeError as exc:
+        raise TemplateError(f"{contract_path}:{exc.lineno}: invalid JSON: {exc.msg}",
+                            path=str(contract_path), line=exc.lineno) from exc
+    try:
+        jsonschema.validators.validator_for(
+            contract, default=jsonschema.Draft202012Validator).check_schema(contract)
+    except jsonschema.SchemaError as exc:
+        raise TemplateError(f"{contract_path}: not a valid JSON Schema: {exc.message}",
+                            path=str(contract_path)) from exc
+    files = [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return Template(
+        root=root,
+        id=raw["id"],
+        version=str(raw["version"]),
+        message_type=raw["message_type"],
+        journey=raw["journey"],
+        channels=channels,
+        contract=contract,
+        raw=raw,
+        sources_sha256=sha256_files(root, files),
+    )
+
+
+def load_templates(folder: str | os.PathLike[str]) -> dict[str, Template]:
+    """Load every ``<folder>/<id>/template.yaml``; keyed by id."""
+    base = Path(folder)
+    if not base.is_dir():
+        raise UnknownTemplate(f"templates folder {base} does not exist", available=[])
+    out = {}
+    for manifest in sorted(base.glob("*/template.yaml")):
+        tpl = load_template(manifest.parent)
+        out[tpl.id] = tpl
+    return out

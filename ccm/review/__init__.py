@@ -1,0 +1,1 @@
+"""Designer review: lint, live preview, signed proofs and the approval gate."""

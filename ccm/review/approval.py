@@ -1,0 +1,117 @@
+"""Approval: production renders only the sources compliance signed off.
+
+``ccm approve TEMPLATE --pack DIR`` (:func:`record_approval`) records, for
+one pack and one template, the SHA-256 of every file of the pack and of the
+template, who approved them and when, in an approvals file (JSON, sorted,
+one file per line, so a change of approval reads well in a diff). An
+:class:`~ccm.render.engine.Engine` built with ``RenderOptions(require_approval=True)``
+calls :func:`check_approved` before each render and refuses, with
+:class:`~ccm.errors.ApprovalError`, a template or pack whose files changed,
+were added or were removed since, naming them.
+
+An approval is for a *pair*: a template approved in one pack says nothing
+about how it looks in another, and a change to a pack's layout changes every
+template's output, so each pair is approved on its own.
+
+The approvals file defaults to ``approvals.json`` next to the templates
+folder (``RenderOptions.approvals_file`` overrides it). It lives outside the
+pack and the templates, so approving does not change what it approves.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ccm.errors import ApprovalError
+from ccm.render.sources import (
+    APPROVALS_FILENAME,
+    Approval,
+    Changes,
+    _combined,
+    _write,
+    approvals_path,
+    check_approved,
+    compare,
+    default_approvals_path,
+    load_approvals,
+    pack_digests,
+    template_digests,
+)
+
+if TYPE_CHECKING:
+    from ccm.render.engine import Engine
+
+__all__ = [
+    "APPROVALS_FILENAME",
+    "Approval",
+    "Changes",
+    "approvals_path",
+    "check_approved",
+    "compare",
+    "current_user",
+    "default_approvals_path",
+    "load_approvals",
+    "pack_digests",
+    "record_approval",
+    "template_digests",
+]
+
+_write_lock = threading.Lock()
+
+
+def record_approval(
+    engine: Engine,
+    template_id: str,
+    *,
+    by: str,
+    path: str | os.PathLike[str] | None = None,
+    now: datetime | None = None,
+) -> Approval:
+    """Record the current sources of ``template_id`` in ``engine``'s pack as approved by ``by``.
+
+    Refuses (ApprovalError) when the files on disk are not the ones the engine
+    loaded: what is approved must be exactly what was reviewed.
+    """
+    if not by.strip():
+        raise ValueError("approved_by must name someone")
+    template = engine.template(template_id)
+    pack_files = pack_digests(engine.pack)
+    template_files = template_digests(template)
+    if (_combined(pack_files), _combined(template_files)) != (
+        engine.pack.sources_sha256, template.sources_sha256
+    ):
+        raise ApprovalError(
+            f"the sources of {template.id!r} or pack {engine.pack.id!r} changed while loading; "
+            "run the approval again",
+            template=template.id, pack=engine.pack.id,
+        )
+    approval = Approval(
+        pack=engine.pack.id,
+        template=template.id,
+        pack_version=engine.pack.version,
+        template_version=template.version,
+        sources_sha256=engine.sources_sha256(template),
+        pack_files=pack_files,
+        template_files=template_files,
+        approved_by=by.strip(),
+        approved_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+    )
+    target = Path(path).resolve() if path is not None else approvals_path(engine)
+    with _write_lock:
+        approvals = load_approvals(target)
+        approvals[(approval.pack, approval.template)] = approval
+        _write(target, approvals)
+    return approval
+
+
+def current_user() -> str:
+    """The login name of whoever runs the command, for ``approved_by``."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"

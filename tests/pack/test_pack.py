@@ -1,0 +1,89 @@
+"""Brand packs load, validate, and fail naming the file and the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+import ccm
+from ccm.errors import PackError
+from tests.examples_helpers import PACKS, copy_examples
+
+
+def edit(pack_dir: Path, change) -> None:  # type: ignore[no-untyped-def]
+    manifest = pack_dir / "pack.yaml"
+    raw = yaml.safe_load(manifest.read_text())
+    change(raw)
+    manifest.write_text(yaml.safe_dump(raw, allow_unicode=True))
+
+
+@pytest.mark.parametrize("pack", ["acme", "globex"])
+def test_example_packs_load(pack: str) -> None:
+    """Both example packs validate against the published schema and load."""
+    loaded = ccm.load_pack(PACKS / pack)
+    assert loaded.id == pack and loaded.default_locale in loaded.locales
+    assert len(loaded.sources_sha256) == 64
+    schema = json.loads((Path(ccm.__file__).parent / "schemas" / "pack.schema.json").read_text())
+    manifest = yaml.safe_load((PACKS / pack / "pack.yaml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(manifest)
+
+
+def test_packs_look_different() -> None:
+    """acme and globex have different palettes, fonts, locales and password rules."""
+    acme, globex = ccm.load_pack(PACKS / "acme"), ccm.load_pack(PACKS / "globex")
+    assert acme.palette["primary"] != globex.palette["primary"]
+    assert set(acme.locales) == {"en_GB", "de_DE"} and set(globex.locales) == {"en_US", "ar"}
+    assert acme.is_rtl("ar") and not acme.is_rtl("de_DE")
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda raw: raw.pop("name"), "(top level)"),
+        (lambda raw: raw["palette"].__setitem__("primary", "navy"), "palette.primary"),
+        (lambda raw: raw.__setitem__("default_locale", "fr_FR"), "default_locale"),
+        (lambda raw: raw["legal"].pop(raw["default_locale"]), "legal"),
+        (lambda raw: raw.__setitem__("logo", "assets/missing.svg"), "logo"),
+        (lambda raw: raw.__setitem__("logo", "../../etc/passwd"), "logo"),
+        (lambda raw: raw.__setitem__("colour", "#000000"), "(top level)"),
+    ],
+)
+def test_bad_pack_names_file_and_key(tmp_path: Path, change, key: str) -> None:  # type: ignore[no-untyped-def]
+    """Each kind of mistake raises PackError naming pack.yaml and the key."""
+    pack_dir, _ = copy_examples(tmp_path)
+    edit(pack_dir, change)
+    with pytest.raises(PackError) as info:
+        ccm.load_pack(pack_dir)
+    assert "pack.yaml" in str(info.value)
+    assert info.value.key == key  # type: ignore[attr-defined]
+    assert isinstance(info.value, ccm.ConfigError) and not isinstance(info.value, ccm.MessageError)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    """Broken YAML names pack.yaml and the line."""
+    pack_dir, _ = copy_examples(tmp_path)
+    (pack_dir / "pack.yaml").write_text("id: acme\nname: [oops\n")
+    with pytest.raises(PackError, match=r"pack\.yaml:\d+"):
+        ccm.load_pack(pack_dir)
+
+
+def test_missing_layout_is_named(tmp_path: Path) -> None:
+    """A pack without its email layout names the missing file."""
+    pack_dir, _ = copy_examples(tmp_path)
+    (pack_dir / "layouts" / "email.mjml.j2").unlink()
+    with pytest.raises(PackError, match=r"email\.mjml\.j2"):
+        ccm.load_pack(pack_dir)
+
+
+def test_pack_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    """Python object tags in pack.yaml are refused, not constructed."""
+    pack_dir, _ = copy_examples(tmp_path)
+    text = (pack_dir / "pack.yaml").read_text()
+    exploit = "\nexploit: !!python/object/apply:os.system ['true']\n"
+    (pack_dir / "pack.yaml").write_text(text + exploit)
+    with pytest.raises(PackError):
+        ccm.load_pack(pack_dir)

@@ -1,0 +1,34 @@
+"""The example packs and templates, linted whole: no errors, only the documented warnings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccm.review.lint import Finding, lint
+from tests.examples_helpers import PACKS, ROOT, TEMPLATES
+
+
+@pytest.fixture(scope="module")
+def findings() -> list[Finding]:
+    """Every finding for both example packs and all example templates (linted once)."""
+    return lint(sorted(p for p in PACKS.iterdir() if (p / "pack.yaml").is_file()), TEMPLATES)
+
+
+def _place(f: Finding) -> tuple[str, int, str]:
+    return Path(f.file).relative_to(ROOT).as_posix(), f.line, f.rule
+
+
+def test_examples_have_no_errors(findings: list[Finding]) -> None:
+    """No error-severity finding in any example pack, template, locale, sample or channel."""
+    errors = sorted(_place(f) for f in findings if f.severity == "error")
+    assert errors == []
+
+
+def test_examples_warn_only_about_date_of_birth_passwords(findings: list[Finding]) -> None:
+    """Both example packs derive the PDF password from the birth date alone: one warning each,
+    and nothing else."""
+    assert sorted((f.pack or "", f.rule, f.severity) for f in findings) == [
+        ("acme", "weak-password-rule", "warning"), ("globex", "weak-password-rule", "warning")]
+    assert all("about 15 bits" in f.message for f in findings)
