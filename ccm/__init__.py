@@ -32,6 +32,7 @@ from ccm.errors import PasswordRuleError as PasswordRuleError
 from ccm.errors import RecordError as RecordError
 from ccm.errors import RecordIOError as RecordIOError
 from ccm.errors import RecordLocked as RecordLocked
+from ccm.errors import RecordNotFound as RecordNotFound
 from ccm.errors import RecordSchemaError as RecordSchemaError
 from ccm.errors import RenderError as RenderError
 from ccm.errors import SandboxError as SandboxError
@@ -80,6 +81,7 @@ __all__ = [
     "RecordError",
     "RecordIOError",
     "RecordLocked",
+    "RecordNotFound",
     "RecordSchemaError",
     "RenderError",
     "RenderOptions",

@@ -42,6 +42,7 @@ branches that must never be confused:
             ├── AlreadyErased                       erased before (``erased_at``)
             ├── ErasurePending                      erased, but readers kept old bytes
             ├── NotARecord                          the file is no ccm record
+            ├── RecordNotFound       (LookupError)  nothing at the URL to read
             ├── RecordLocked                        another process held it too long
             ├── RecordIOError                       disk full, read-only, permissions
             └── TokenError           (ValueError)   forged / expired tracking token
@@ -81,6 +82,7 @@ __all__ = [
     "RecordError",
     "RecordIOError",
     "RecordLocked",
+    "RecordNotFound",
     "RecordSchemaError",
     "RenderError",
     "SandboxError",
@@ -244,6 +246,10 @@ class ErasurePending(RecordError):
 
 class NotARecord(RecordError):
     """The file or database at the URL is not a ccm record (not SQLite, corrupt, other tables)."""
+
+
+class RecordNotFound(RecordError, LookupError):
+    """There is no record at the URL (a reader never creates one)."""
 
 
 class RecordLocked(RecordError):

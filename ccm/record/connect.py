@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -40,6 +41,7 @@ from ccm.errors import (
     RecordError,
     RecordIOError,
     RecordLocked,
+    RecordNotFound,
 )
 from ccm.record.keys import KeySource, MasterKey, resolve_key
 from ccm.record.schema import (
@@ -118,8 +120,15 @@ def _check_sqlite_file(url: sa.URL, shown: str, *, must_exist: bool) -> None:
     if path.exists() and not path.is_file():
         raise NotARecord(f"{path} is not a ccm record (it is not a regular file)", url=shown)
     if must_exist and not path.is_file():
-        raise RecordError(f"no record at {shown}: ccm render and ccm batch create one; "
-                          "check --record or CCM_RECORD_URL", url=shown)
+        raise RecordNotFound(f"no record at {shown}: ccm render and ccm batch create one; "
+                             "check --record or CCM_RECORD_URL", url=shown)
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _create_engine(url: sa.URL, *, read_only: bool, busy_ms: int) -> tuple[sa.Engine, bool]:
@@ -133,8 +142,12 @@ def _create_engine(url: sa.URL, *, read_only: bool, busy_ms: int) -> tuple[sa.En
                                       connect_args={"check_same_thread": False})
         elif read_only:
             assert path is not None
-            # mode=ro: SQLite never creates or converts the file it is pointed at.
+            # mode=ro: SQLite never creates or converts the file it is pointed at. On a
+            # read-only file system nobody can write it, and SQLite cannot make the -shm
+            # it needs for WAL: read it as immutable.
             uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+            if _read_only_fs(path):
+                uri += "&immutable=1"
             engine = sa.create_engine(
                 "sqlite://", creator=lambda: sqlite3.connect(
                     uri, uri=True, timeout=busy_ms / 1000, check_same_thread=False))
@@ -169,6 +182,11 @@ def _create_engine(url: sa.URL, *, read_only: bool, busy_ms: int) -> tuple[sa.En
             raise ConfigError(
                 f"the PostgreSQL driver for {where(url)} is not installed ({exc.name}): "
                 "pip install 'ccm[postgres]'", url=where(url),
+            ) from None
+        except sa.exc.ArgumentError:
+            raise ConfigError(
+                f"no PostgreSQL driver {url.drivername!r} for {where(url)}: use "
+                "postgresql+psycopg://... and pip install 'ccm[postgres]'", url=where(url),
             ) from None
 
         @sa_event.listens_for(engine, "connect")
@@ -367,8 +385,9 @@ class Connected:
                 if path is not None and path.stat().st_size > 0:
                     raise NotARecord(f"{path} is a SQLite database but not a ccm record",
                                      url=self.where)
-                raise RecordError(f"no record at {self.where}: ccm render and ccm batch "
-                                  "create one; check --record or CCM_RECORD_URL", url=self.where)
+                raise RecordNotFound(f"no record at {self.where}: ccm render and ccm batch "
+                                     "create one; check --record or CCM_RECORD_URL",
+                                     url=self.where)
             check_version(version, where=self.where)
             fingerprint = meta_value(conn, "master_key_fingerprint") if version else None
         if version != SCHEMA_VERSION:

@@ -156,9 +156,12 @@ class Reads(DataKeys):
 
     def checkpoint(self, path: Path | str, key: bytes) -> Path:
         """Write a signed checkpoint of every chain head to ``path`` (keep it elsewhere)."""
+        return checkpoints.write(path, self.checkpoint_doc(key))
+
+    def checkpoint_doc(self, key: bytes) -> dict[str, Any]:
+        """The signed checkpoint document (what :meth:`checkpoint` writes), from one snapshot."""
         with self._tx(write=False) as conn:
-            doc = checkpoints.build(conn, key)
-        return checkpoints.write(path, doc)
+            return checkpoints.build(conn, key)
 
     # -- the single view ----------------------------------------------------------
 
