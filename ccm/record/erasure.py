@@ -90,9 +90,15 @@ def holders(path: Path) -> list[str]:
         if not entry.name.isdigit():
             continue
         try:
-            open_files = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
-        except OSError:
+            fds = list((entry / "fd").iterdir())
+        except OSError:  # another user's process, or gone
             continue
+        open_files = set()
+        for fd in fds:
+            try:
+                open_files.add(os.readlink(fd))
+            except OSError:  # closed meanwhile (the listing's own descriptor)
+                continue
         if open_files & targets:
             try:
                 name = (entry / "comm").read_text().strip()
