@@ -18,7 +18,7 @@ from ccm.review.lint.findings import Severity as Severity
 from ccm.review.lint.report import format_json as format_json
 from ccm.review.lint.report import format_text as format_text
 from ccm.review.lint.report import summary as summary
-from ccm.review.lint.runner import PackLinter as PackLinter
+from ccm.review.lint.linter import PackLinter as PackLinter
 from ccm.review.lint.runner import findings_for as findings_for
 from ccm.review.lint.runner import lint as lint
 from ccm.review.lint.runner import lint_rendered as lint_rendered
