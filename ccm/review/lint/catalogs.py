@@ -1,4 +1,4 @@
-"""Catalog completeness: every entry translated, not copied through, with the msgid's placeholders."""
+"""Catalog completeness: every entry translated, not copied through, same placeholders."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ class Decl:
     @property
     def text(self) -> str:
         """The value as written."""
-        return tinycss2.serialize(self.value).strip()
+        return str(tinycss2.serialize(self.value)).strip()
 
 
 def _offsets(text: str) -> list[int]:
@@ -103,9 +103,7 @@ def family_names(value: list[Node]) -> list[str]:
             if current:
                 names.append(" ".join(current))
             current = []
-        elif token.type == "string":
-            current.append(token.value)
-        elif token.type == "ident":
+        elif token.type == "string" or token.type == "ident":
             current.append(token.value)
         elif token.type == "function":
             current.append(tinycss2.serialize([token]))

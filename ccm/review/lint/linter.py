@@ -22,6 +22,7 @@ from ccm.pack.loader import LAYOUTS
 from ccm.render.security import PasswordRule, entropy_bits
 from ccm.render.template import Template, validate_request
 from ccm.review.lint.base import english
+from ccm.review.lint.catalogs import check_catalog
 from ccm.review.lint.colors import (
     ColorProblem,
     MjmlLayout,
@@ -29,14 +30,12 @@ from ccm.review.lint.colors import (
     mjml_layout,
     scan_source,
 )
-from ccm.review.lint.catalogs import check_catalog
 from ccm.review.lint.compliance import required_type
 from ccm.review.lint.contract import resolve, unformatted, uses
 from ccm.review.lint.findings import Finding
+from ccm.review.lint.output import OutputChecks
 from ccm.review.lint.packfacts import font_problems
 from ccm.review.lint.sourcechecks import check_source
-from ccm.review.lint.wording import format_problems
-from ccm.review.lint.output import OutputChecks
 from ccm.review.lint.sources import (
     Place,
     json_path_line,
@@ -47,6 +46,7 @@ from ccm.review.lint.sources import (
 )
 from ccm.review.lint.translations import catalog_entries, untranslated
 from ccm.review.lint.unsafe import mj_includes, unsafe_constructs
+from ccm.review.lint.wording import format_problems
 
 __all__ = ["MIN_PASSWORD_BITS", "PackLinter"]
 

@@ -21,10 +21,22 @@ from ccm.render.environment import render_source
 from ccm.render.template import Template
 from ccm.review.lint import checks
 from ccm.review.lint.base import LinterBase
-from ccm.review.lint.findings import Finding, make
+from ccm.review.lint.compliance import Obligation, obligations
+from ccm.review.lint.findings import Edit, Finding, make
 from ccm.review.lint.html import parse_html
-from ccm.review.lint.sources import Place, json_path_line, locate, place_at, searchable
+from ccm.review.lint.sourcechecks import url_problem
+from ccm.review.lint.sources import (
+    Place,
+    json_path_line,
+    locate,
+    locate_phrase,
+    place_at,
+    read_text,
+    searchable,
+    yaml_key_line,
+)
 from ccm.review.lint.tone import check_tone, without
+from ccm.review.lint.visibility import visible_text
 
 __all__ = ["OutputChecks", "sms_chars", "strip_where"]
 
@@ -125,10 +137,18 @@ class OutputChecks(LinterBase):
                 kind = "email" if channel == "email" else "letter"
                 yield from self._salutations(brand, visible, kind, at, where)
             page = parse_html(html)
+            yield from self._images_and_assets(page, channel, markup, source, where)
             for problem in checks.images_without_alt(page):
                 found = _tag_without_alt(markup)
                 yield self.at("img-alt-missing", found or Place(str(source), 1), problem,
-                              **where)
+                              edit=self._alt_edit(found), **where)
+        yield from self._obligations(tpl, channel, locale, message, html, visible, at, where)
+        if channel == "pdf":
+            for href in checks.insecure_links(parse_html(html)):
+                found = locate(href, markup, case=True, word=False) or \
+                    data_has(href) or at("http:", "href")
+                yield self.at("insecure-link", found, f"link {href[:120]!r} in the PDF is not "
+                              "an absolute https URL", **where)
         if channel == "email" and message.email is not None:
             page = parse_html(html)
             for href in checks.insecure_links(page):
@@ -176,6 +196,106 @@ class OutputChecks(LinterBase):
         for p in problems:
             yield self.at(p.rule, p.where or Place(str(source), 1), p.message, **where)
 
+    def _alt_edit(self, found: Place | None) -> Edit | None:
+        """Add the pack's ``lint.default_alt`` (a msgid) to the tag at ``found``."""
+        default = str(self.pack.lint.get("default_alt") or "")
+        if found is None or not default or '"' in default:
+            return None
+        row = read_text(found.file).split("\n")[found.line - 1]
+        m = re.search(r"<(mj-image|img)\b", row[found.column - 1:])
+        if m is None:
+            return None
+        return Edit(found.line, m.group(), f'{m.group()} alt="{{{{ _("{default}") }}}}"')
+
+    def _obligations(self, tpl: Template, channel: str, locale: str, message: Message,
+                     html: str, visible: str, at: Callable[..., Place], where: dict[str, Any]
+                     ) -> Iterable[Finding]:
+        """The pack's compliance section, and the legal block shown in the right language."""
+        from ccm.pack.model import localised
+
+        legal_texts = {str(k): str(v) for k, v in (self.pack.raw.get("legal") or {}).items()}
+        legal = localised(legal_texts, locale, self.pack.default_locale) or ""
+        shown = visible
+        hidden = ""
+        if html:
+            sheets = [read_text(p) for p in sorted(self.pack.layouts_dir.glob("*.css"))] \
+                if channel == "pdf" else []
+            seen = visible_text(html, sheets, self.page or "#ffffff")
+            shown, hidden = seen.text, seen.hidden
+        if channel in ("pdf", "email") and legal:
+            if not checks.contains(shown, legal) and checks.contains(hidden, legal):
+                yield self.at("legal-hidden", at("brand.legal"),
+                              f"the {self.pack.id} legal block is in the {channel} but hidden "
+                              "by CSS", **where)
+            elif not checks.contains(shown, legal):
+                other = next((loc for loc, text in legal_texts.items()
+                              if loc != locale and checks.contains(shown, text)), None)
+                if other:
+                    yield self.at("legal-wrong-language", at("legal"),
+                                  f"the {channel} shows the {other} legal block, not the "
+                                  f"{locale} one", **where)
+        for duty in obligations(self.pack.raw.get("compliance"),
+                                message_type=tpl.message_type, journey=tpl.journey,
+                                channel=channel, locale=locale):
+            problem = self._duty(duty, tpl, channel, locale, message, shown, hidden, legal)
+            if problem:
+                rule = "legal-hidden" if "hidden" in problem else "compliance-missing"
+                yield self.at(rule, at(duty.phrase[:30] or duty.item) if duty.phrase else
+                              Place(str(self.manifest), yaml_key_line(self.manifest,
+                                                                      "compliance")),
+                              problem, **where)
+
+    def _duty(self, duty: Obligation, tpl: Template, channel: str, locale: str,
+              message: Message, shown: str, hidden: str, legal: str) -> str | None:
+        """Why ``message`` does not meet ``duty``, or None."""
+        from ccm.pack.model import localised
+
+        name = f"{tpl.message_type} {channel} ({locale})"
+        if duty.item == "text":
+            if checks.contains(shown, duty.phrase):
+                return None
+            how = "hidden by CSS" if checks.contains(hidden, duty.phrase) else "missing"
+            return f"{duty.phrase[:60]!r} is {how} in the {name}"
+        if duty.item == "legal":
+            return None if not legal or checks.contains(shown, legal) else \
+                f"the legal block is missing from the {name}"
+        if duty.item == "opt_out":
+            opt = localised(self.pack.senders.get("sms", {}).get("opt_out"), locale,
+                            self.pack.default_locale) or ""
+            return None if opt and checks.contains(shown, opt) else \
+                f"the opt-out line is missing from the {name}"
+        if duty.item == "unsubscribe_link":
+            url = message.meta.get("unsubscribe_url")
+            links = parse_html((message.email and checks.email_parts(message.email)[0]) or "")
+            ok = bool(url) and any(link.href == url and not link.hidden for link in links.links)
+            return None if ok else f"no visible unsubscribe link in the {name}"
+        if duty.item == "unsubscribe_header":
+            email = message.email
+            ok = email is not None and all(email.get(h) for h in ("List-Unsubscribe",
+                                                                  "List-Unsubscribe-Post"))
+            return None if ok else f"the one-click List-Unsubscribe headers are missing " \
+                f"from the {name}"
+        if duty.item == "confidential":
+            return None if tpl.confidential else \
+                f"the {name} must be confidential (pdf.confidential: true in template.yaml)"
+        return None
+
+    def _images_and_assets(self, page: Any, channel: str, markup: Sequence[Path],
+                           source: Path, where: dict[str, Any]) -> Iterable[Finding]:
+        """Every image from the pack, each with meaningful alt text."""
+        for image in page.images:
+            src = image.src
+            place = locate(src, markup, case=True, word=False) or \
+                locate(src.rsplit("/", 1)[-1], markup, case=True, word=False) or \
+                Place(str(source), 1)
+            problem = url_problem(src, self.brand, email=channel == "email")
+            if problem and not image.pixel:
+                yield self.at("asset-not-in-pack", place, f"image {problem}", **where)
+            alt = (image.attrs.get("alt") or "").strip()
+            if alt and meaningless_alt(alt, src):
+                yield self.at("alt-text-meaningless", _tag_with_alt(markup, alt) or place,
+                              f"alt text {alt[:60]!r} does not describe the image", **where)
+
     def _pack_sms_texts(self, locale: str) -> list[str]:
         """The pack's own texts an SMS in ``locale`` may carry: opt-out, sender id, hint."""
         from ccm.pack.model import localised
@@ -222,6 +342,28 @@ def sms_chars(text: str) -> list[str]:
     from ccm.channels.sms import non_gsm_chars
 
     return non_gsm_chars(text)
+
+
+_GENERIC_ALT = frozenset({"image", "img", "picture", "photo", "logo", "icon", "graphic",
+                          "banner", "bild", "foto", "grafik", "صورة", "شعار", "spacer", "alt"})
+
+
+def meaningless_alt(alt: str, src: str) -> bool:
+    """Alt text that says nothing: a file name, a URL, or a generic word."""
+    low = alt.lower().strip(" .")
+    name = src.rsplit("/", 1)[-1].lower()
+    return low in _GENERIC_ALT or low == name or "://" in low or \
+        bool(re.fullmatch(r"[\w-]+\.(?:png|jpe?g|gif|svg|webp)", low)) or \
+        bool(re.fullmatch(r"[\d_\W]+", low))
+
+
+def _tag_with_alt(paths: Sequence[Path], alt: str) -> Place | None:
+    for path in paths:
+        text = searchable(path)
+        m = re.search(r"\balt\s*=\s*[\"']" + re.escape(alt), text)
+        if m:
+            return place_at(path, text, m.start())
+    return None
 
 
 def _tag_without_alt(paths: Sequence[Path]) -> Place | None:

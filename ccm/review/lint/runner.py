@@ -99,6 +99,8 @@ def findings_for(
 def lint(
     packs: Sequence[str | os.PathLike[str]],
     templates: str | os.PathLike[str],
+    *,
+    only: Sequence[str] | None = None,
 ) -> list[Finding]:
     """Lint every template in every pack: sources, samples, and every rendered message.
 
@@ -106,14 +108,15 @@ def lint(
     pack, with each sample. Findings are deduplicated (one per pack, place,
     rule and message) and sorted by file and line. Nothing raises for broken
     content: a pack or template that does not load is a ``render-error`` (or
-    ``channel-source-mismatch``) finding.
+    ``channel-source-mismatch``) finding. ``only`` limits the run to those
+    template ids (an editor linting the file it has open).
     """
     from ccm.pack import load_pack
     from ccm.render.engine import Engine
 
     templates_dir = Path(templates).resolve()
     findings: list[Finding] = []
-    good, bad = _load_templates(templates_dir, findings)
+    good, bad = _load_templates(templates_dir, findings, only)
     with tempfile.TemporaryDirectory(prefix="ccm-lint-") as scratch:
         engine_dir = templates_dir
         if bad:
@@ -140,12 +143,16 @@ def lint(
     return dedupe(findings)
 
 
-def _load_templates(folder: Path, findings: list[Finding]) -> tuple[list[Template], list[Path]]:
+def _load_templates(folder: Path, findings: list[Finding], only: Sequence[str] | None = None
+                    ) -> tuple[list[Template], list[Path]]:
     if not folder.is_dir():
         findings.append(make("render-error", folder, 1, "templates folder does not exist"))
         return [], []
     good, bad = [], []
     for manifest in sorted(folder.glob("*/template.yaml")):
+        if only and manifest.parent.name not in only:
+            bad.append(manifest.parent)
+            continue
         try:
             good.append(load_template(manifest.parent))
         except TemplateError as exc:

@@ -201,6 +201,8 @@ class _Scan:
                 self._asset(value.strip(), start)
         for m in _FONT_SET.finditer(self.text):
             for literal in _STRING.finditer(m.group(1)):
+                if m.group(1)[:literal.start()].rstrip().endswith(("==", "!=", " in")):
+                    continue  # a condition, not a font list
                 value = literal.group(1) if literal.group(1) is not None else literal.group(2)
                 self._families(css.family_names(list(
                     tinycss2.parse_component_value_list(value))), m.start(1) + literal.start())

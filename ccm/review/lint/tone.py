@@ -26,7 +26,7 @@ ACRONYMS = frozenset({
     "ISBN", "ISIN", "FATCA", "PAYE", "SONIA", "SOFR", "NYSE", "NASDAQ", "UCITS", "USSD", "ESIM",
     "OK", "ID", "PIN", "PDF", "SMS", "URL", "UK", "US", "USA", "EU", "UAE", "VAT", "FAQ", "ATM",
     "BIC", "APR", "AER", "APY", "ISA", "PLC", "LLC", "INC", "GMBH", "AG", "FCA", "PRA", "FCC",
-    "HRB", "STOP", "TAN", "IT", "AM", "PM", "CEO", "QR", "NFC", "SIM", "ESIM", "GB", "MB",
+    "HRB", "STOP", "TAN", "IT", "AM", "PM", "CEO", "QR", "NFC", "SIM", "GB", "MB",
     "KB", "TV", "DSL", "DDMMYYYY", "YYYYMMDD", "TTMMJJJJ", "MMDDYYYY",
 })
 

@@ -75,7 +75,8 @@ def catalog_entries(path: Path, locale: str
         if not message.id:
             continue
         strings = message.string if isinstance(message.string, tuple) else (message.string,)
-        out.append((message.id, tuple(str(s or "") for s in strings), bool(message.fuzzy),
+        msgid: MsgId = message.id if isinstance(message.id, str) else tuple(message.id)
+        out.append((msgid, tuple(str(s or "") for s in strings), bool(message.fuzzy),
                     int(message.lineno or 1)))
     return out
 

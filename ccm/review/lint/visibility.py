@@ -62,7 +62,7 @@ def _hides(style: Mapping[str, str]) -> bool:
     get = {k: v.lower().replace("!important", "").strip() for k, v in style.items()}
     if get.get("display") == "none" or get.get("visibility") == "hidden":
         return True
-    if _ZERO.match(get.get("opacity", "1")) or _ZERO.match(get.get("font-size", "1px")):
+    if _ZERO.match(get.get("opacity", "1")):
         return True
     return any(_ZERO.match(get.get(p, "1px")) for p in ("height", "max-height", "width",
                                                       "max-width")) and \
@@ -73,9 +73,9 @@ class _Parser(HTMLParser):
     def __init__(self, classes: dict[str, dict[str, str]], page: tuple[int, int, int]) -> None:
         super().__init__(convert_charrefs=True)
         self.classes = classes
-        #: (tag, hidden, colour, background) of each open element.
-        self.stack: list[tuple[str, bool, tuple[int, int, int], tuple[int, int, int]]] = [
-            ("#root", False, (0, 0, 0), page)]
+        #: (tag, hidden, colour, background, zero font size) of each open element.
+        self.stack: list[tuple[str, bool, tuple[int, int, int], tuple[int, int, int], bool]] = [
+            ("#root", False, (0, 0, 0), page, False)]
         self.visible: list[str] = []
         self.hidden: list[str] = []
 
@@ -86,8 +86,10 @@ class _Parser(HTMLParser):
             style.update(self.classes.get(cls, {}))
         for decl in css.inline_declarations(a.get("style") or ""):
             style[decl.name] = decl.text
-        _, hidden, color, background = self.stack[-1]
+        _, hidden, color, background, zero = self.stack[-1]
         hidden = hidden or tag in _SKIPPED or "hidden" in a or _hides(style)
+        if "font-size" in style:  # MJML zeroes it on wrappers and sets it again inside
+            zero = bool(_ZERO.match(style["font-size"].replace("!important", "")))
         color = _color(style.get("color") or a.get("color") or "") or color
         bg_value = style.get("background-color") or style.get("background") or \
             a.get("bgcolor") or ""
@@ -96,7 +98,7 @@ class _Parser(HTMLParser):
             if tag == "br":
                 self.visible.append("\n")
             return
-        self.stack.append((tag, hidden, color, background))
+        self.stack.append((tag, hidden, color, background, zero))
 
     def handle_endtag(self, tag: str) -> None:
         for index in range(len(self.stack) - 1, 0, -1):
@@ -106,9 +108,9 @@ class _Parser(HTMLParser):
         self.visible.append("\n")
 
     def handle_data(self, data: str) -> None:
-        _, hidden, color, background = self.stack[-1]
+        _, hidden, color, background, zero = self.stack[-1]
         same = sum(abs(x - y) for x, y in zip(color, background, strict=True)) < 24
-        (self.hidden if hidden or same else self.visible).append(data)
+        (self.hidden if hidden or same or zero else self.visible).append(data)
 
 
 def visible_text(html: str, stylesheets: list[str] | None = None,
