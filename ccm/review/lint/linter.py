@@ -289,7 +289,7 @@ class PackLinter(OutputChecks):
                       ) -> tuple[Request | None, list[Finding]]:
         """The request of a sample, or the contract violations that stop it rendering."""
         file = sample or tpl.root / str(tpl.raw.get("contract", "contract.schema.json"))
-        where = {"template": tpl.id}
+        where: dict[str, Any] = {"template": tpl.id, "sample": sample}
 
         def at(path: str) -> int:
             return json_path_line(sample, path) if sample else 1

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-__all__ = ["TextNode", "blank_jinja", "texts"]
+__all__ = ["TextNode", "blank_jinja", "blank_jinja_comments", "texts"]
 
 _PATTERNS = (
     re.compile(r"\{#.*?#\}", re.DOTALL),
@@ -41,6 +41,11 @@ def blank_jinja(text: str) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(_spaces, text)
     return text
+
+
+def blank_jinja_comments(text: str) -> str:
+    """``text`` with only Jinja comments as spaces."""
+    return _PATTERNS[0].sub(_spaces, text)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ class OutputChecks(LinterBase):
     def rendered(self, tpl: Template, channel: str, locale: str, request: Request,
                  result: Message | Exception, sample: Path | None = None) -> list[Finding]:
         """Findings about one rendered message (or the error that replaced it)."""
-        where = {"template": tpl.id, "channel": channel, "locale": locale}
+        where: dict[str, Any] = {"template": tpl.id, "channel": channel, "locale": locale,
+                                 "sample": sample}
         if isinstance(result, Exception):
             return list(self._error(tpl, channel, locale, result, sample, where))
         return list(self._output(tpl, channel, locale, request, result, sample, where))
@@ -239,11 +240,17 @@ class OutputChecks(LinterBase):
                                 channel=channel, locale=locale):
             problem = self._duty(duty, tpl, channel, locale, message, shown, hidden, legal)
             if problem:
-                rule = "legal-hidden" if "hidden" in problem else "compliance-missing"
-                yield self.at(rule, at(duty.phrase[:30] or duty.item) if duty.phrase else
-                              Place(str(self.manifest), yaml_key_line(self.manifest,
-                                                                      "compliance")),
-                              problem, **where)
+                hidden_text = "hidden by CSS" in problem
+                rule = "legal-hidden" if hidden_text else "compliance-missing"
+                if hidden_text:
+                    place = at("brand.legal")
+                elif duty.item == "text":  # the wording belongs in the locale's legal block
+                    place = Place(str(self.manifest),
+                                  yaml_key_line(self.manifest, f"legal.{locale}"))
+                else:
+                    place = Place(str(self.manifest),
+                                  yaml_key_line(self.manifest, "compliance.require"))
+                yield self.at(rule, place, problem, **where)
 
     def _duty(self, duty: Obligation, tpl: Template, channel: str, locale: str,
               message: Message, shown: str, hidden: str, legal: str) -> str | None:

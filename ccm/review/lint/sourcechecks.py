@@ -19,10 +19,10 @@ import tinycss2
 
 from ccm.review.lint import css
 from ccm.review.lint.findings import Edit
-from ccm.review.lint.markup import TextNode, blank_jinja, texts
+from ccm.review.lint.markup import TextNode, blank_jinja, blank_jinja_comments, texts
 from ccm.review.lint.sources import Place, place_at, read_text
 from ccm.review.lint.translations import message_ids
-from ccm.review.lint.wording import format_problems
+from ccm.review.lint.wording import currency_problems, format_problems
 
 __all__ = ["Brand", "SourceProblem", "check_source", "url_problem"]
 
@@ -154,6 +154,12 @@ class _Scan:
             if m:
                 self.add("foreign-brand", offset + (m.start() if exact else 0),
                          f"{other.name!r} is the {other.id} pack's name")
+
+    def currency(self) -> None:
+        """Currency symbols next to expressions (``£{{ amount }}``) anywhere in the source."""
+        source = self.text if self.css_file else blank_jinja_comments(self.text)
+        for at, message in currency_problems(source):
+            self.add("hardcoded-currency", at, message)
 
     def msgids(self) -> None:
         for line, msgid in message_ids(self.path):
@@ -292,6 +298,7 @@ def check_source(path: Path, brand: Brand, channel: str, locales: Sequence[str] 
     if not scan.css_file:
         scan.texts()
         scan.msgids()
+        scan.currency()
     scan.foreign()
     scan.attributes()
     scan.stylesheets()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-__all__ = ["format_problems"]
+__all__ = ["currency_problems", "format_problems"]
 
 _SYMBOLS = "£$€¥₹₽₺₩₪﷼"
 _CODES = r"(?:EUR|GBP|USD|AED|CHF|JPY|SAR|CAD|AUD)"
@@ -52,3 +52,10 @@ def format_problems(text: str) -> Iterator[tuple[str, int, str]]:
             continue
         kind = "percentage" if m.group().endswith("%") else "amount"
         yield "literal-amount", m.start(), f"the {kind} {m.group()!r} is written literally"
+
+
+def currency_problems(source: str) -> Iterator[tuple[int, str]]:
+    """``(offset, message)`` of currency symbols next to an amount or an expression in a source
+    (``£{{ amount }}``), where the text-node scan cannot see them."""
+    for m in _CURRENCY.finditer(source):
+        yield m.start(), f"{m.group().strip()!r} hard-codes a currency next to an amount"
