@@ -181,10 +181,19 @@ def unformatted(env: Environment, source: str, schema: Mapping[str, Any]
     for expr in _printed(tree):
         if isinstance(expr, nodes.MarkSafeIfAutoescape | nodes.MarkSafe):
             expr = expr.expr
-        path = _path(expr, aliases)
-        if not path:
+        if isinstance(expr, nodes.Filter) and expr.name in LOCALE_FILTERS:
             continue
-        kind = _kind(resolve(schema, path, schema))
-        if kind is not None:
-            found.append((expr.lineno, ".".join(("data", *path)).replace(".[]", "[]"), kind))
+        # A path printed as it is, or through a filter that does not format for the locale
+        # ("%.2f"|format(data.amount), data.amount|round).
+        candidates = [expr]
+        if isinstance(expr, nodes.Filter):
+            candidates = [n for n in (expr.node, *expr.args) if n is not None]
+        for candidate in candidates:
+            path = _path(candidate, aliases)
+            if not path:
+                continue
+            kind = _kind(resolve(schema, path, schema))
+            if kind is not None:
+                found.append((expr.lineno, ".".join(("data", *path)).replace(".[]", "[]"),
+                              kind))
     return found
