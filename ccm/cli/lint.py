@@ -31,23 +31,40 @@ def _default_packs(base: Path) -> list[Path]:
               help="Brand pack folder (repeatable) [default: every folder in ./brand_packs].")
 @click.option("--templates", "templates_dir", default="templates", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Templates folder.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Output: file:line: rule-id: message lines, or JSON.")
-def lint(pack_dirs: Sequence[Path], templates_dir: Path, fmt: str) -> None:
+@click.option("--template", "only", multiple=True, metavar="ID",
+              help="Lint only this template (repeatable) [default: every template].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text",
+              show_default=True,
+              help="Output: file:line:column lines with the fix, JSON, or SARIF 2.1.0.")
+@click.option("--fix", "fix", is_flag=True,
+              help="Apply the mechanical fixes to the files and print the diff.")
+@click.option("--diff", "diff", is_flag=True,
+              help="Print the diff --fix would apply, changing nothing.")
+def lint(pack_dirs: Sequence[Path], templates_dir: Path, only: Sequence[str], fmt: str,
+         fix: bool, diff: bool) -> None:
     """Check templates and brand packs: render everything and report problems.
 
     Exits 1 when any finding has severity error. Rules and how to fix what
     they find: docs/lint.md.
     """
-    from ccm.review.lint import format_json, format_text, summary
+    from ccm.review.lint import format_json, format_sarif, format_text, summary
     from ccm.review.lint import lint as run
+    from ccm.review.lint.fix import apply_fixes
 
     packs = list(pack_dirs) or _default_packs(Path("brand_packs"))
     if not packs:
         raise click.UsageError("no brand packs: give --pack DIR or run where ./brand_packs is")
-    findings = run(packs, templates_dir)
-    output = format_json(findings) if fmt == "json" else format_text(findings)
-    if output:
+    findings = run(packs, templates_dir, only=list(only) or None)
+    if fix or diff:
+        changes, count = apply_fixes(findings, write=fix)
+        click.echo(changes, nl=False)
+        verb = "applied" if fix else "would apply"
+        click.echo(f"ccm lint: {verb} {count} fix(es)", err=True)
+        if fix:
+            findings = run(packs, templates_dir, only=list(only) or None)
+    formats = {"json": format_json, "sarif": format_sarif, "text": format_text}
+    output = formats[fmt](findings)
+    if output and not (diff and fmt == "text"):
         click.echo(output)
     click.echo(f"ccm lint: {summary(findings)}", err=True)
     if any(f.severity == "error" for f in findings):

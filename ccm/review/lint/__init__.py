@@ -15,10 +15,11 @@ from ccm.review.lint.findings import RULES as RULES
 from ccm.review.lint.findings import Finding as Finding
 from ccm.review.lint.findings import Rule as Rule
 from ccm.review.lint.findings import Severity as Severity
+from ccm.review.lint.linter import PackLinter as PackLinter
 from ccm.review.lint.report import format_json as format_json
+from ccm.review.lint.report import format_sarif as format_sarif
 from ccm.review.lint.report import format_text as format_text
 from ccm.review.lint.report import summary as summary
-from ccm.review.lint.runner import PackLinter as PackLinter
 from ccm.review.lint.runner import findings_for as findings_for
 from ccm.review.lint.runner import lint as lint
 from ccm.review.lint.runner import lint_rendered as lint_rendered
@@ -31,6 +32,7 @@ __all__ = [
     "Severity",
     "findings_for",
     "format_json",
+    "format_sarif",
     "format_text",
     "lint",
     "lint_rendered",

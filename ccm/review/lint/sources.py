@@ -14,12 +14,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
+    "Place",
     "blank",
     "json_path_line",
     "line_at",
     "locate",
+    "place_at",
     "prepare_markup",
     "read_text",
     "searchable",
@@ -30,6 +33,14 @@ _JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
 _JINJA_EXPR = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _JINJA_STMT = re.compile(r"\{%.*?%\}", re.DOTALL)
 _PO_KEEP = re.compile(r'^\s*(msgstr(\[\d+\])?\s+)?"')
+
+
+class Place(NamedTuple):
+    """Where a finding points: a file, a 1-based line and a 1-based column."""
+
+    file: str
+    line: int
+    column: int = 1
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
@@ -130,6 +141,12 @@ def line_at(text: str, offset: int) -> int:
     return text.count("\n", 0, max(0, offset)) + 1
 
 
+def place_at(path: str | os.PathLike[str], text: str, offset: int) -> Place:
+    """The :class:`Place` of ``offset`` in ``text`` (the content of ``path``)."""
+    offset = max(0, offset)
+    return Place(str(path), line_at(text, offset), offset - (text.rfind("\n", 0, offset) + 1) + 1)
+
+
 def _pattern(needle: str, *, case: bool, word: bool) -> re.Pattern[str] | None:
     parts = needle.split()
     if not parts:
@@ -146,8 +163,8 @@ def locate(
     *,
     case: bool = False,
     word: bool = True,
-) -> tuple[str, int] | None:
-    """The first ``(file, line)`` among ``paths`` whose visible text contains ``needle``.
+) -> Place | None:
+    """The first place among ``paths`` whose visible text contains ``needle``.
 
     Whitespace in ``needle`` matches any run of whitespace (sources wrap
     lines); ``word`` requires word boundaries at both ends.
@@ -159,13 +176,13 @@ def locate(
         text = searchable(path)
         m = pattern.search(text)
         if m:
-            return str(path), line_at(text, m.start())
+            return place_at(path, text, m.start())
     return None
 
 
 def locate_phrase(
     words: Sequence[str], paths: Sequence[str | os.PathLike[str]], *, shortest: int = 2
-) -> tuple[str, int] | None:
+) -> Place | None:
     """Where a sentence starts: its first words, fewer and fewer, down to ``shortest``."""
     for n in range(min(len(words), 6), shortest - 1, -1):
         found = locate(" ".join(words[:n]), paths)

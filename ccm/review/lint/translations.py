@@ -14,7 +14,7 @@ from jinja2.ext import babel_extract
 from ccm.render.i18n import DOMAIN
 from ccm.review.lint.sources import read_text
 
-__all__ = ["catalog_file", "message_ids", "untranslated"]
+__all__ = ["catalog_entries", "catalog_file", "message_ids", "untranslated"]
 
 _OPTIONS = {"extensions": "jinja2.ext.i18n", "trim_blocks": "true", "lstrip_blocks": "true"}
 
@@ -62,6 +62,23 @@ def _parse(path: str, locale: str, text: str) -> Catalog | None:
         return read_po(io.BytesIO(text.encode("utf-8")), locale=locale)
     except Exception:  # an invalid catalog is a render error, reported when rendering
         return None
+
+
+def catalog_entries(path: Path, locale: str
+                    ) -> list[tuple[MsgId, tuple[str, ...], bool, int]]:
+    """``(msgid, msgstr forms, fuzzy, line)`` of every entry of the ``.po`` file ``path``."""
+    catalog = _catalog(path, locale)
+    if catalog is None:
+        return []
+    out = []
+    for message in catalog:
+        if not message.id:
+            continue
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        msgid: MsgId = message.id if isinstance(message.id, str) else tuple(message.id)
+        out.append((msgid, tuple(str(s or "") for s in strings), bool(message.fuzzy),
+                    int(message.lineno or 1)))
+    return out
 
 
 def _translated(catalogs: Sequence[Catalog], msgid: MsgId) -> bool:

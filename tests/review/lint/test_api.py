@@ -37,17 +37,21 @@ def test_rule_ids_are_kebab_case_with_a_severity() -> None:
 
 
 def test_finding_prints_as_file_line_rule_message() -> None:
-    """A finding's text form is ``file:line: rule-id: message``; its dict has every field."""
-    f = Finding("a.j2", 3, "banned-term", "error", "bad", pack="acme")
-    assert str(f) == "a.j2:3: banned-term: bad"
-    assert set(f.to_dict()) == {"file", "line", "rule", "severity", "message", "pack",
-                                "template", "channel", "locale"}
+    """A finding's text form is ``file:line:column: severity: rule-id: message``; its dict has
+    every field, the fix and the link to the rule's docs."""
+    f = Finding("a.j2", 3, "banned-term", "error", "bad", pack="acme", column=7)
+    assert str(f) == "a.j2:3:7: error: banned-term: bad"
+    assert set(f.to_dict()) == {"file", "line", "column", "rule", "severity", "message", "pack",
+                                "template", "channel", "locale", "sample", "fix", "fixable",
+                                "docs"}
+    assert f.to_dict()["docs"] == "docs/lint.md#banned-term"
 
 
 def test_disabled_rules_are_dropped(project: Project) -> None:
     """``lint.disabled`` in pack.yaml switches a rule off for that pack."""
     add_text(project, "<mj-text>Please act now.</mj-text>")
-    project.edit(MANIFEST, "  disabled: []", "  disabled: [banned-term, weak-password-rule]")
+    project.edit(MANIFEST, "  disabled: []",
+                 "  disabled: [banned-term, weak-password-rule, untranslated-text]")
     assert project.lint() == []
 
 
@@ -76,6 +80,7 @@ def test_findings_are_deduplicated_across_samples_and_locales(tmp_path: Path) ->
 def test_findings_for_one_view_covers_its_channel_only(project: Project) -> None:
     """findings_for gives the email's findings for the email, not for the SMS."""
     line = add_text(project, "<mj-text>Please act now.</mj-text>")
+    project.edit(MANIFEST, "  disabled: []", "  disabled: [untranslated-text]")
     engine = ccm.Engine(project.pack, project.templates, record=None)
     request = json.loads(project.sample("payment_reminder").read_text("utf-8"))
     email = findings_for(engine, "payment_reminder", "email", "en_GB", request)

@@ -15,12 +15,16 @@ from .test_rules import EMAIL, add_text
 def test_clean_project_exits_zero_with_warnings_printed(
     project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Warnings alone exit 0; each prints as ``file:line: rule-id: message`` relative to cwd."""
+    """Warnings alone exit 0; each prints as ``file:line:column: severity: rule-id: message``
+    relative to cwd, then the fix and the docs link."""
     monkeypatch.chdir(project.root)
     assert main(["lint"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("brand_packs/acme/pack.yaml:")
-    assert ": weak-password-rule: the PDF password (date_of_birth) has about 15 bits" in out
+    assert ": warning: weak-password-rule: the PDF password (date_of_birth) has about 15 bits" \
+        in out
+    assert "    fix: add a suffix_field the sender does not print " \
+        "(docs/lint.md#weak-password-rule)" in out
     assert "1 warning" in err
 
 
@@ -31,7 +35,8 @@ def test_an_error_exits_one(project: Project, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(project.root)
     assert main(["lint", "--pack", "brand_packs/acme", "--templates", "templates"]) == 1
     out = capsys.readouterr().out
-    assert f"{EMAIL}:{line}: banned-term: 'act now' is banned by the acme tone of voice" in out
+    assert f"{EMAIL}:{line}:17: error: banned-term: 'act now' is banned by the acme tone of " \
+        "voice [acme, payment_reminder, email, en_GB, sample 01_en_GB_overdue.json]" in out
 
 
 def test_json_output_has_every_field(project: Project, monkeypatch: pytest.MonkeyPatch,
@@ -59,7 +64,8 @@ def test_no_packs_is_a_usage_error(tmp_path: object, monkeypatch: pytest.MonkeyP
 def test_text_and_json_report_the_same_findings(
     project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each text line is ``file:line: rule-id: message`` of one JSON item, in the same order."""
+    """Each text finding is the place, severity, rule, message and fix of one JSON item, in the
+    same order."""
     add_text(project, "<mj-text>Please act now. Sorry for the problem!</mj-text>")
     monkeypatch.chdir(project.root)
     assert main(["lint"]) == 1
@@ -67,4 +73,8 @@ def test_text_and_json_report_the_same_findings(
     assert main(["lint", "--format", "json"]) == 1
     items = json.loads(capsys.readouterr().out)
     assert len(items) >= 4  # banned, preferred, exclamation, weak password
-    assert text == [f"{i['file']}:{i['line']}: {i['rule']}: {i['message']}" for i in items]
+    assert text[0::2] == [
+        f"{i['file']}:{i['line']}:{i['column']}: {i['severity']}: {i['rule']}: {i['message']} "
+        f"[{', '.join(v for k in ('pack', 'template', 'channel', 'locale') if (v := i[k]))}"
+        f"{', sample ' + i['sample'] if i['sample'] else ''}]" for i in items]
+    assert text[1::2] == [f"    fix: {i['fix']} ({i['docs']})" for i in items]
