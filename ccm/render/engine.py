@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from ccm.errors import ApprovalError, UnknownChannel, UnknownLocale, UnknownTemp
 from ccm.message import CHANNELS, Message, Request
 from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
+from ccm.render.budget import Budget, Meter
 from ccm.render.environment import create_environment, gettext_functions, render_source
 from ccm.render.finish import finish_email, finish_pdf, finish_sms
 from ccm.render.i18n import catalog_for
@@ -84,11 +84,12 @@ class Engine:
         self.options = options or RenderOptions()
         self.run_id = run_id
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._env = create_environment(self.pack.layouts_dir, self.templates_dir)
+        self._env = create_environment(self.pack.layouts_dir, self.templates_dir, self.pack.root)
         self._catalogs: dict[tuple[str, str], Any] = {}
         self._gettext_cache: dict[tuple[str, str], dict[str, Callable[..., Any]]] = {}
         self._brand_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self._sources_cache: dict[tuple[str, str], str] = {}
+        self._budgets: dict[str, Budget] = {}
         self._fetcher = pdf_channel.PackFetcher(
             roots=[self.pack.root, self.templates_dir],
             allowed_hosts=tuple(self.pack.security.get("allowed_hosts", ())),
@@ -415,13 +416,21 @@ class Engine:
     def _finish(self, tpl: Template, req: Request, message: Message,
                 attachment: Message | None) -> None:
         """The channel's part: fill ``message`` with its content."""
-        deadline = time.monotonic() + float(tpl.budget.get("seconds", self.options.time_budget))
+        meter = self.budget(tpl).start()
         if message.channel == "pdf":
-            finish_pdf(self, tpl, req, message, deadline)
+            finish_pdf(self, tpl, req, message, meter)
         elif message.channel == "email":
-            finish_email(self, tpl, req, message, deadline, attachment)
+            finish_email(self, tpl, req, message, meter, attachment)
         else:
-            finish_sms(self, tpl, req, message, deadline)
+            finish_sms(self, tpl, req, message, meter)
+
+    def budget(self, tpl: Template) -> Budget:
+        """The render budget of ``tpl``: the engine's options, overridden by its ``budget:``."""
+        key = tpl.id
+        cached = self._budgets.get(key)
+        if cached is None:
+            cached = self._budgets[key] = self.options.budget.override(tpl.budget)
+        return cached
 
     def _append(self, record: Record, message: Message, params: str, caps: Sequence[Any],
                 segment: str | None = None) -> None:
@@ -524,18 +533,16 @@ class Engine:
         return brand
 
     def _render(
-        self, tpl: Template, req: Request, channel: str, message: Message, deadline: float,
-        blocks: tuple[str, ...] = (),
+        self, tpl: Template, req: Request, channel: str, message: Message,
+        meter: Meter | float, blocks: tuple[str, ...] = (),
     ) -> Any:
+        """Render ``tpl``'s source for ``channel`` under ``meter`` (or a deadline)."""
+        if not isinstance(meter, Meter):
+            deadline, meter = meter, self.budget(tpl).start()
+            meter.deadline = deadline
         ctx = self.context(tpl, req, channel, message.locale, message)
-        return render_source(
-            self._env,
-            tpl.source_name(channel),
-            ctx,
-            blocks=blocks,
-            deadline=deadline,
-            max_chars=int(tpl.budget.get("max_output_bytes", self.options.max_output_chars)),
-        )
+        return render_source(self._env, tpl.source_name(channel), ctx, blocks=blocks,
+                             meter=meter)
 
     # -- channels ----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from ccm.channels import pdf as pdf_channel
 from ccm.channels import sms as sms_channel
 from ccm.errors import DataError, PackError, RenderError
 from ccm.message import PARSE_CONTENT, Message, Request
+from ccm.render.budget import Meter
 from ccm.render.security import encrypt_pdf, password_for
 
 if TYPE_CHECKING:
@@ -25,14 +26,14 @@ __all__ = ["finish_email", "finish_pdf", "finish_sms"]
 
 
 def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
-               deadline: float) -> None:
+               meter: Meter) -> None:
     """Lay out the PDF, encrypt it when confidential, and keep the archival copy."""
-    rendered = engine._render(tpl, req, "pdf", message, deadline, blocks=("title",))
+    rendered = engine._render(tpl, req, "pdf", message, meter, blocks=("title",))
     document = pdf_channel.render_document(
         rendered.text,
         base_url=engine.pack.root.as_uri() + "/",
         fetcher=engine._fetcher,
-        deadline=deadline,
+        deadline=meter.deadline,
     )
     title = rendered.blocks.get("title") or tpl.name
     meta: dict[str, Any] = {
@@ -79,7 +80,7 @@ def finish_email(
     tpl: Template,
     req: Request,
     message: Message,
-    deadline: float,
+    meter: Meter,
     attachment: Message | None,
 ) -> None:
     """Compile the MJML, instrument links and build the MIME message."""
@@ -108,7 +109,7 @@ def finish_email(
         headers["List-Unsubscribe"] = ", ".join(targets)
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     headers["X-CCM-Message-ID"] = message.message_id
-    rendered = engine._render(tpl, req, "email", message, deadline,
+    rendered = engine._render(tpl, req, "email", message, meter,
                             blocks=("subject", "preheader"))
     html = email_channel.compile_mjml_cached(
         rendered.text, include_roots=(engine.pack.root, tpl.root)
@@ -167,7 +168,7 @@ def _instrument(engine: Engine, html: str, message: Message) -> str:
     )
 
 def finish_sms(engine: Engine, tpl: Template, req: Request, message: Message,
-               deadline: float) -> None:
+               meter: Meter) -> None:
     """Normalise the SMS text and measure its encoding and segments."""
     if not req.customer.get("phone"):
         raise DataError(
@@ -176,7 +177,7 @@ def finish_sms(engine: Engine, tpl: Template, req: Request, message: Message,
         )
     if tpl.confidential and "pdf" in tpl.channels:
         message.password_hint = engine.password_hint(message.locale)
-    rendered = engine._render(tpl, req, "sms", message, deadline)
+    rendered = engine._render(tpl, req, "sms", message, meter)
     limit = engine.pack.senders.get("sms", {}).get("max_segments")
     result = sms_channel.finish_sms(rendered.text, max_segments=limit)
     message.text = result.text

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccm.render.budget import Budget
+
 __all__ = ["DEFAULT", "RenderOptions"]
 
 
@@ -34,6 +36,9 @@ class RenderOptions:
     time_budget: float = 30.0
     #: Characters a rendered source may produce before it is refused.
     max_output_chars: int = 5_000_000
+    #: Characters or items one value a template builds may have (strings, lists);
+    #: a template's ``budget.max_value_size`` wins.
+    max_value_size: int = 1_000_000
     #: Write every PDF as PDF/A-3b (only possible for unencrypted PDFs).
     pdfa: bool = False
     #: Also write the PDF/A-3b archival copy of confidential PDFs when the pack
@@ -49,4 +54,12 @@ class RenderOptions:
             raise ValueError("time_budget must be positive")
         if self.max_output_chars < 1024:
             raise ValueError("max_output_chars must be at least 1024")
+        if self.max_value_size < 1024:
+            raise ValueError("max_value_size must be at least 1024")
+
+    @property
+    def budget(self) -> Budget:
+        """The engine-wide render budget (templates may override it)."""
+        return Budget(seconds=self.time_budget, max_output=self.max_output_chars,
+                      max_value=self.max_value_size)
 

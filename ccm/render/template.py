@@ -11,13 +11,16 @@ from typing import Any
 
 import jsonschema
 
+from ccm._files import contained_files, read_contained_text
 from ccm._schema import json_path, load_schema, load_yaml, validate_manifest
 from ccm._util import sha256_files
 from ccm.errors import DataError, TemplateError, UnknownTemplate
 from ccm.message import CHANNELS, Request
 from ccm.render._fastschema import Check, compile_check
 
-__all__ = ["SOURCES", "Template", "load_template", "load_templates", "validate_request"]
+__all__ = [
+    "SOURCES", "Template", "load_template", "load_templates", "template_files", "validate_request",
+]
 
 #: Source file per channel.
 SOURCES = {"pdf": "pdf.html.j2", "email": "email.mjml.j2", "sms": "sms.txt.j2"}
@@ -212,6 +215,15 @@ def validate_request(obj: Any) -> Request:
     return request
 
 
+def template_files(root: Path) -> list[Path]:
+    """Every file of a template folder (the set its SHA-256 covers), hidden ones included.
+
+    Read through :func:`ccm._files.contained_files`: a symlink leaving the
+    folder, a FIFO or a device is refused with :class:`UnsafeFileError`.
+    """
+    return contained_files(root, skip_hidden=False)
+
+
 def load_template(root: str | os.PathLike[str]) -> Template:
     """Load and validate one template folder."""
     root = Path(root).resolve()
@@ -242,7 +254,7 @@ def load_template(root: str | os.PathLike[str]) -> Template:
             )
     contract_path = root / str(raw.get("contract", "contract.schema.json"))
     try:
-        contract = json.loads(contract_path.read_text("utf-8"))
+        contract = json.loads(read_contained_text(contract_path, root))
     except OSError as exc:
         raise TemplateError(f"{contract_path}: cannot read the data contract: {exc.strerror}",
                             path=str(contract_path)) from exc
@@ -255,7 +267,6 @@ def load_template(root: str | os.PathLike[str]) -> Template:
     except jsonschema.SchemaError as exc:
         raise TemplateError(f"{contract_path}: not a valid JSON Schema: {exc.message}",
                             path=str(contract_path)) from exc
-    files = [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     return Template(
         root=root,
         id=raw["id"],
@@ -265,7 +276,7 @@ def load_template(root: str | os.PathLike[str]) -> Template:
         channels=channels,
         contract=contract,
         raw=raw,
-        sources_sha256=sha256_files(root, files),
+        sources_sha256=sha256_files(root, template_files(root)),
     )
 
 
