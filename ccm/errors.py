@@ -131,6 +131,9 @@ class UnsafeFileError(ConfigError, ValueError):
     socket) or is over the size limit.
     """
 
+    path: str
+    reason: str
+
 
 class NotFoundError(ConfigError, LookupError):
     """Something asked for by name does not exist; ``available`` lists what does."""

@@ -44,6 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ccm._files import read_contained_text
 from ccm._util import atomic_write, safe_filename
 from ccm.errors import CCMError, ConfigError, KeyConfigError
 
@@ -452,7 +453,7 @@ def _samples(tpl: Template) -> list[tuple[str, Any]]:
     out = []
     for path in tpl.samples():
         try:
-            out.append((path.stem, json.loads(path.read_text("utf-8"))))
+            out.append((path.stem, json.loads(read_contained_text(path, tpl.root))))
         except (OSError, ValueError) as exc:
             out.append((path.stem, exc))
     return out

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import jsonschema
 
+from ccm._files import read_contained_text
 from ccm._schema import json_path
 from ccm.channels.email import html_to_text
 from ccm.errors import (
@@ -188,7 +189,7 @@ class PackLinter:
         for tpl in sorted(self.engine.templates.values(), key=lambda t: t.id):
             for sample in tpl.samples():
                 try:
-                    customer = json.loads(sample.read_text("utf-8")).get("customer")
+                    customer = json.loads(read_contained_text(sample, tpl.root)).get("customer")
                 except (OSError, ValueError, AttributeError):
                     continue
                 if isinstance(customer, dict):
@@ -695,7 +696,7 @@ def _lint_pack(linter: PackLinter) -> Iterable[Finding]:
         yield from linter.template_findings(tpl)
         for sample in tpl.samples():
             try:
-                obj = json.loads(sample.read_text("utf-8"))
+                obj = json.loads(read_contained_text(sample, tpl.root))
             except (OSError, ValueError) as exc:
                 line = getattr(exc, "lineno", 1)
                 yield linter._finding("contract-violation", sample, line,
