@@ -65,7 +65,7 @@ def test_import_and_extends_of_a_symlink_are_refused(hostile: tuple[Path, Path],
     src = templates / "payment_reminder" / "sms.txt.j2"
     src.write_text(tag + "\n{% block content %}x{% endblock %}\n", "utf-8")
     engine = ccm.Engine(pack, templates, record=None)
-    with pytest.raises(UnsafeFileError, match="secret.txt"):
+    with pytest.raises(UnsafeFileError, match=r"secret\.txt"):
         engine.render("payment_reminder", sample("payment_reminder"), "sms")
 
 
@@ -88,15 +88,15 @@ def test_symlink_inside_a_template_folder_fails_loading(tmp_path: Path) -> None:
     """A symlink out of a template's own folder is refused when the engine loads (hashing)."""
     pack, templates = copy_examples(tmp_path)
     (templates / "welcome" / "leak.txt").symlink_to("/etc/passwd")
-    with pytest.raises(UnsafeFileError, match="leak.txt"):
+    with pytest.raises(UnsafeFileError, match=r"leak\.txt"):
         ccm.Engine(pack, templates, record=None)
 
 
 def test_pack_layout_symlink_fails_loading(tmp_path: Path) -> None:
     """A pack layout that is a symlink to /etc/passwd fails loading the pack."""
-    pack, templates = copy_examples(tmp_path)
+    pack, _templates = copy_examples(tmp_path)
     (pack / "layouts" / "evil.html.j2").symlink_to("/etc/passwd")
-    with pytest.raises(UnsafeFileError, match="evil.html.j2"):
+    with pytest.raises(UnsafeFileError, match=r"evil\.html\.j2"):
         ccm.load_pack(pack)
 
 
@@ -104,7 +104,7 @@ def test_symlink_to_dev_zero_in_assets_fails_loading(tmp_path: Path) -> None:
     """A symlink to /dev/zero in assets/ is refused at once instead of exhausting memory."""
     pack, templates = copy_examples(tmp_path)
     (pack / "assets" / "zero.bin").symlink_to("/dev/zero")
-    with pytest.raises(UnsafeFileError, match="zero.bin"):
+    with pytest.raises(UnsafeFileError, match=r"zero\.bin"):
         ccm.Engine(pack, templates, record=None)
 
 
