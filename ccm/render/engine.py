@@ -187,7 +187,7 @@ class Engine:
         """
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
-        req = request if isinstance(request, Request) else validate_request(dict(request))
+        req = request if isinstance(request, Request) else validate_request(_as_dict(request))
         tpl.validate_data(req.data, customer_id=req.customer_id)
         loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
         channels = [channel] if channel else [c for c in CHANNELS if c in tpl.channels]
@@ -272,7 +272,7 @@ class Engine:
             return [self.render(template, r, channel, locale) for r in requests]
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
-        reqs = [r if isinstance(r, Request) else validate_request(dict(r)) for r in requests]
+        reqs = [r if isinstance(r, Request) else validate_request(_as_dict(r)) for r in requests]
         for req in reqs:
             tpl.validate_data(req.data, customer_id=req.customer_id)
         keys = [self._key(tpl, req, channel, None) for req in reqs]
@@ -563,3 +563,8 @@ class Engine:
 
 
 _ = ApprovalError  # re-exported for users catching it from the engine module
+
+
+def _as_dict(request: Any) -> Any:
+    """A mapping request as a dict; anything else as it is (validate_request refuses it)."""
+    return dict(request) if isinstance(request, Mapping) else request
