@@ -43,6 +43,7 @@ from ccm.errors import TokenError as TokenError
 from ccm.errors import UnknownChannel as UnknownChannel
 from ccm.errors import UnknownLocale as UnknownLocale
 from ccm.errors import UnknownTemplate as UnknownTemplate
+from ccm.errors import UnsafeFileError as UnsafeFileError
 from ccm.message import Message as Message
 from ccm.message import Request as Request
 from ccm.pack import BrandPack as BrandPack
@@ -95,6 +96,7 @@ __all__ = [
     "UnknownChannel",
     "UnknownLocale",
     "UnknownTemplate",
+    "UnsafeFileError",
     "__version__",
     "errors",
     "load_pack",

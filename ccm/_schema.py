@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ccm._files import read_contained_text
 from ccm.errors import CCMError
 
 __all__ = ["json_path", "load_schema", "load_yaml", "validate_manifest"]
@@ -33,9 +34,14 @@ def json_path(parts: Any) -> str:
 
 
 def load_yaml(path: Path, error: type[CCMError]) -> Any:
-    """``yaml.safe_load`` a file; YAML errors become ``error`` naming file and line."""
+    """``yaml.safe_load`` a file in its folder; YAML errors become ``error`` naming file + line.
+
+    The file is read with :func:`ccm._files.read_contained_text` (root: its
+    own folder), so a manifest that is a symlink out of its folder, a FIFO
+    or a device is refused as :class:`~ccm.errors.UnsafeFileError`.
+    """
     try:
-        text = path.read_text("utf-8")
+        text = read_contained_text(path, path.parent)
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror}", path=str(path)) from exc
     try:

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ccm._files import read_contained
+
 __all__ = ["atomic_write", "safe_filename", "sha256_files"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -40,10 +42,14 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def sha256_files(root: Path, files: Iterable[Path]) -> str:
-    """One SHA-256 over the relative names and bytes of ``files`` (sorted)."""
+    """One SHA-256 over the relative names and bytes of ``files`` (sorted).
+
+    Each file is read with :func:`ccm._files.read_contained`: a file that
+    leaves ``root``, a FIFO or a device is refused, never hashed.
+    """
     digest = hashlib.sha256()
     for path in sorted(set(files)):
         rel = path.relative_to(root).as_posix()
         digest.update(rel.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(hashlib.sha256(read_contained(path, root)).digest())
     return digest.hexdigest()

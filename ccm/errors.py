@@ -17,6 +17,7 @@ branches that must never be confused:
     │   ├── PackError                (ValueError)   file + key
     │   ├── TemplateError            (ValueError)   file + line
     │   │   └── TemplateSyntaxError
+    │   ├── UnsafeFileError          (ValueError)   file left its root / FIFO / device / too big
     │   ├── NotFoundError            (LookupError)  lists what exists
     │   │   ├── UnknownTemplate
     │   │   ├── UnknownChannel
@@ -93,6 +94,7 @@ __all__ = [
     "UnknownChannel",
     "UnknownLocale",
     "UnknownTemplate",
+    "UnsafeFileError",
 ]
 
 
@@ -135,6 +137,18 @@ class TemplateError(ConfigError, ValueError):
 
 class TemplateSyntaxError(TemplateError):
     """A Jinja source does not compile."""
+
+
+class UnsafeFileError(ConfigError, ValueError):
+    """A pack or template file may not be read. ``path`` names it, ``reason`` says why.
+
+    It resolves outside its root (a symlink leaving the pack or templates
+    folder), is a symlink loop, is not a regular file (FIFO, device,
+    socket) or is over the size limit.
+    """
+
+    path: str
+    reason: str
 
 
 class NotFoundError(ConfigError, LookupError):

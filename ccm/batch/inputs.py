@@ -16,23 +16,146 @@ CSV columns are dotted paths into the request: ``customer.id``,
 * the cell looks like a JSON array or object (``[...]``, ``{...}``).
 
 Empty cells are left out, so optional fields may be blank.
+
+Every format is read the same strict way (:func:`parse_json`, also for
+``ccm render``): UTF-8 only (a BOM at the start is allowed; a UTF-16 or
+UTF-32 file is refused as a whole, an undecodable line is an error row),
+no ``NaN``/``Infinity``, integers of at most :data:`MAX_INT_DIGITS`
+digits, nesting of at most :data:`MAX_DEPTH` levels, and each request must
+be a JSON object: a line holding a string, a number or a list is an error
+row. Error texts name the line and the rule, never the values read.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["InputRow", "count_rows", "open_text", "read_csv", "read_jsonl", "read_requests"]
+__all__ = [
+    "MAX_DEPTH", "MAX_INT_DIGITS", "InputRow", "count_rows", "open_text", "parse_json",
+    "read_csv", "read_jsonl", "read_requests",
+]
 
 _TYPES = ("str", "int", "number", "bool", "json")
+
+#: Deepest nesting of objects and arrays a request may have (as validate_request).
+MAX_DEPTH = 32
+#: Most digits an integer in a request may have.
+MAX_INT_DIGITS = 40
+#: Largest ``.json`` document read whole (JSONL and CSV stream).
+MAX_JSON_BYTES = 256 * 1024 * 1024
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+class _Refused(ValueError):
+    """A value the strict reader does not accept (the message names the rule only)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not allowed (numbers must be finite)")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _Refused(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _Refused("a number is too large (numbers must be finite)")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_bounded_int,
+                            parse_float=_finite_float)
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return "true, false or null"
+    return "a number"
+
+
+def parse_json(text: str | bytes, *, top_level: str = "object") -> Any:
+    """One request (``top_level="object"``) or any JSON value (``"any"``), strictly.
+
+    Raises :class:`ValueError` whose message names the rule that failed
+    and the column, never the text read: invalid UTF-8, invalid JSON,
+    ``NaN``/``Infinity``, an integer over :data:`MAX_INT_DIGITS` digits,
+    nesting over :data:`MAX_DEPTH` levels, or (for requests) anything but
+    an object at the top level.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+    try:
+        value = _DECODER.decode(text)
+    except _Refused as exc:
+        raise ValueError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if top_level == "object" and not isinstance(value, dict):
+        raise ValueError(f"a request must be a JSON object, this line is {_kind_of(value)}")
+    return value
+
+
+def _utf8_lines(raw: Iterable[bytes | str]) -> Iterator[bytes | str]:
+    """Lines with a UTF-8 BOM dropped; a UTF-16/32 file raises ValueError at once."""
+    first = True
+    for line in raw:
+        if first:
+            first = False
+            if isinstance(line, bytes):
+                for bom, name in _BOMS:
+                    if line.startswith(bom):
+                        raise ValueError(f"the file is {name}; save it as UTF-8")
+                line = line.removeprefix(codecs.BOM_UTF8)
+            else:
+                line = line.removeprefix("\ufeff")
+        yield line
 
 
 @dataclass(frozen=True)
@@ -51,6 +174,21 @@ class InputRow:
             cid = req["customer"].get("id")
             return None if cid is None else str(cid)
         return None
+
+
+def open_binary(source: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a local path or an fsspec URL for reading bytes; ``.gz`` is decompressed."""
+    name = os.fspath(source)
+    if "://" in name and not name.startswith("file://"):
+        import fsspec  # the cluster extra
+
+        compression = "gzip" if name.endswith(".gz") else None
+        handle: IO[bytes] = fsspec.open(name, "rb", compression=compression).open()
+        return handle
+    path = Path(name.removeprefix("file://"))
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
 
 
 def open_text(source: str | os.PathLike[str]) -> IO[str]:
@@ -86,36 +224,120 @@ def read_requests(
     ``schema`` (a JSON Schema of the request) types CSV cells; JSONL ignores it.
     """
     kind = _kind(source)
-    with open_text(source) as fh:
+    with open_binary(source) as fh:
         if kind == "jsonl":
             yield from read_jsonl(fh)
         elif kind == "csv":
-            yield from read_csv(fh, schema=schema)
+            yield from read_csv(_decoded(fh), schema=schema)
         else:
             yield from _read_json(fh)
 
 
-def read_jsonl(lines: Iterable[str]) -> Iterator[InputRow]:
-    """One request per line; blank lines are skipped, bad JSON is an error row."""
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
+def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[InputRow]:
+    """One request per line (bytes or text); blank lines are skipped, a bad line is an error row.
+
+    A file in UTF-16 or UTF-32 is one error row (line 1) and nothing else.
+    """
+    try:
+        for lineno, line in enumerate(_utf8_lines(lines), 1):
+            if not line.strip():
+                continue
+            try:
+                yield InputRow(lineno, parse_json(line))
+            except ValueError as exc:
+                yield InputRow(lineno, None, str(exc))
+    except ValueError as exc:  # the encoding of the whole file
+        yield InputRow(1, None, str(exc))
+
+
+def _decoded(raw: Iterable[bytes]) -> Iterator[str]:
+    """UTF-8 text lines for the CSV reader; an undecodable line keeps its place as a marker."""
+    for line in _utf8_lines(raw):
+        if isinstance(line, str):
+            yield line
             continue
         try:
-            yield InputRow(lineno, json.loads(line))
-        except (json.JSONDecodeError, RecursionError) as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            yield InputRow(lineno, None, f"invalid JSON: {msg}")
+            yield line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield line.decode("utf-8", errors="surrogateescape")
 
 
-def _read_json(fh: IO[str]) -> Iterator[InputRow]:
-    try:
-        doc = json.load(fh)
-    except json.JSONDecodeError as exc:
-        yield InputRow(exc.lineno, None, f"invalid JSON: {exc.msg}")
+def _read_json(fh: IO[bytes]) -> Iterator[InputRow]:
+    """A ``.json`` file: one request, or a list of them, each row with the line it starts on."""
+    data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        yield InputRow(1, None, f"a .json file may have at most {MAX_JSON_BYTES} bytes; "
+                       "use .jsonl for more")
         return
-    items = doc if isinstance(doc, list) else [doc]
-    for index, item in enumerate(items, 1):
-        yield InputRow(index, item)
+    try:
+        (first,) = list(_utf8_lines([data]))
+        text = first.decode("utf-8") if isinstance(first, bytes) else first
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        yield InputRow(line, None, "not valid UTF-8")
+        return
+    except ValueError as exc:
+        yield InputRow(1, None, str(exc))
+        return
+    start = len(text) - len(text.lstrip())
+    if text[start:start + 1] != "[":
+        try:
+            yield InputRow(1 + text.count("\n", 0, start), parse_json(text))
+        except ValueError as exc:
+            yield InputRow(1, None, str(exc))
+        return
+    yield from _json_items(text, start + 1)
+
+
+def _json_items(text: str, pos: int) -> Iterator[InputRow]:
+    """The items of a JSON array starting at ``pos``, each parsed strictly on its own."""
+    line = 1 + text.count("\n", 0, pos)
+    expect_item, first = True, True
+    while True:
+        end = _WS.match(text, pos).end()  # type: ignore[union-attr]
+        line += text.count("\n", pos, end)
+        pos = end
+        if pos >= len(text):
+            yield InputRow(line, None, "invalid JSON: the list is not closed with ]")
+            return
+        char = text[pos]
+        if char == "]" and (first or not expect_item):
+            if text[pos + 1:].strip():
+                yield InputRow(line, None, "invalid JSON: extra data after the list")
+            return
+        if not expect_item:
+            if char != ",":
+                yield InputRow(line, None, "invalid JSON: expected , or ] between requests")
+                return
+            pos += 1
+            expect_item = True
+            continue
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield InputRow(line, None, f"invalid JSON: {exc.msg}")
+            return
+        except RecursionError:
+            yield InputRow(line, None, f"nested deeper than {MAX_DEPTH} levels")
+            return
+        except _Refused as exc:
+            yield InputRow(line, None, str(exc))
+            return
+        item_line = line
+        line += text.count("\n", pos, end)
+        pos = end
+        expect_item = first = False
+        if _depth(value) > MAX_DEPTH:
+            yield InputRow(item_line, None, f"nested deeper than {MAX_DEPTH} levels")
+        elif not isinstance(value, dict):
+            yield InputRow(item_line, None,
+                           f"a request must be a JSON object, this item is {_kind_of(value)}")
+        else:
+            yield InputRow(item_line, value)
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 def read_csv(
@@ -132,6 +354,9 @@ def read_csv(
     for cells in reader:
         line, start = start, reader.line_num + 1
         if not any(cell.strip() for cell in cells):
+            continue
+        if any(_NOT_UTF8.search(cell) for cell in cells):
+            yield InputRow(line, None, "not valid UTF-8")
             continue
         if len(cells) != len(columns):
             yield InputRow(line, None, f"expected {len(columns)} cells, found {len(cells)}")

@@ -43,7 +43,8 @@ from types import MappingProxyType
 
 from mjml import mjml2html
 
-from ccm.errors import HeaderError, RenderError
+from ccm._files import contained, read_contained_text
+from ccm.errors import HeaderError, RenderError, UnsafeFileError
 from ccm.message import POLICY
 
 __all__ = [
@@ -74,8 +75,11 @@ def _refuse(path: str, reason: str) -> RenderError:
     return RenderError(f"mj-include {path!r} refused: {reason}", channel="email", path=path)
 
 
-def _resolve_include(path: str, roots: Sequence[Path]) -> Path:
-    """The file ``path`` names inside the first root that has it; nothing outside the roots."""
+def _resolve_include(path: str, roots: Sequence[Path]) -> tuple[Path, Path]:
+    """The file ``path`` names inside the first root that has it, and that root.
+
+    Nothing outside the roots: resolution is :func:`ccm._files.contained`.
+    """
     if not path.strip() or "\x00" in path:
         raise _refuse(path, "the path is empty or contains NUL")
     if _URL_SCHEME.match(path) or path.startswith("//"):
@@ -91,12 +95,13 @@ def _resolve_include(path: str, roots: Sequence[Path]) -> Path:
         raise _refuse(path, "no include folders are configured")
     for root in roots:
         base = root.resolve()
-        candidate = (base / relative).resolve()
-        if not candidate.is_relative_to(base):
-            # A symlink inside the folder that points out of it.
-            raise _refuse(path, f"it resolves outside {root}")
-        if candidate.is_file():
-            return candidate
+        try:
+            candidate = contained(relative, base)
+        except UnsafeFileError as exc:
+            # A symlink inside the folder that points out of it, or a loop.
+            raise _refuse(path, f"{exc.reason} ({root})") from None
+        if candidate.exists():
+            return candidate, base
     searched = ", ".join(str(root) for root in roots)
     raise RenderError(
         f"mj-include {path!r} not found in {searched}", channel="email", path=path
@@ -115,13 +120,13 @@ def _compile(source: str, roots: tuple[Path, ...]) -> tuple[str, tuple[_Stamp, .
         # mjml swallows the loader's exception into a generic message, so the
         # real reason is kept here and raised once mjml gives up.
         try:
-            target = _resolve_include(path, roots)
+            target, root = _resolve_include(path, roots)
             stat = target.stat()  # before reading: an edit after this forces a recompile
-            content = target.read_text(encoding="utf-8")
+            content = read_contained_text(target, root)
         except RenderError as exc:
             failures.append(exc)
             raise
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, UnsafeFileError) as exc:
             error = RenderError(
                 f"mj-include {path!r} cannot be read: {exc}", channel="email", path=path
             )

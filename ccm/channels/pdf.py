@@ -59,7 +59,8 @@ from weasyprint.pdf import VARIANTS
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
-from ccm.errors import AssetError, BudgetError, CCMError, RenderError
+from ccm._files import read_contained
+from ccm.errors import AssetError, BudgetError, CCMError, RenderError, UnsafeFileError
 
 __all__ = [
     "DEFAULT_MAX_HTML_BYTES",
@@ -262,12 +263,12 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
             raise AssetRefused(f"asset outside the pack refused: {url}", url)
         if not resolved.is_file():
             raise AssetRefused(f"asset is not a file: {self.describe(url)}", url)
-        data = self._read(resolved, url)
+        data = self._read(resolved, url, root)
         content_type = mimetypes.guess_type(path.name)[0]
         headers = {"Content-Type": content_type} if content_type else {}
         return URLFetcherResponse(url, data, headers, 200)
 
-    def _read(self, path: Path, url: str) -> bytes:
+    def _read(self, path: Path, url: str, root: Path) -> bytes:
         stat = path.stat()
         key = (path, stat.st_mtime_ns, stat.st_size)
         session: _Session | None = getattr(self._local, "session", None)
@@ -282,7 +283,12 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
             raise AssetRefused(
                 f"asset larger than {self.max_asset_bytes} bytes: {self.describe(url)}", url
             )
-        data = path.read_bytes()
+        try:
+            data = read_contained(path, root, max_bytes=self.max_asset_bytes)
+        except UnsafeFileError as exc:
+            raise AssetRefused(f"asset refused: {self.describe(url)}: {exc.reason}", url) from None
+        except OSError:
+            raise AssetRefused(f"asset not found: {self.describe(url)}", url) from None
         with self._lock:
             if key not in self._cache and len(data) <= self._cache_limit:
                 self._cache[key] = data

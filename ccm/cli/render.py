@@ -13,36 +13,27 @@ import click
 from ccm.cli._common import Fail, as_of_option, aware
 from ccm.errors import CCMError
 
-__all__ = ["read_requests", "render"]
+__all__ = ["render"]
 
 
-def read_requests(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line, request)`` from a .json (object or list) or .jsonl file, streaming JSONL.
+def _rows(path: Path, schema: Any = None) -> Iterator[Any]:
+    """The request rows of ``path``, read as ``ccm batch`` reads them (:mod:`ccm.batch.inputs`).
 
-    Bad JSON raises :class:`click.ClickException` naming the file and line.
+    A missing file or an unknown suffix is a one-line failure; a bad line is
+    a row with ``error`` set, reported with its line number by the caller.
     """
-    if not path.exists():
+    from ccm.batch.inputs import read_requests
+
+    if not path.is_file():
         raise Fail(f"{path}: no such file")
-    if path.suffix == ".jsonl":
-        with path.open("r", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise Fail(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
-        return
     try:
-        doc = json.loads(path.read_text("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise Fail(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        yield from read_requests(path, schema=schema)
+    except FileNotFoundError as exc:
+        raise Fail(f"{path}: no such file") from exc
     except OSError as exc:
         raise Fail(f"{path}: cannot read: {exc.strerror}") from exc
-    if isinstance(doc, list):
-        yield from ((1, item) for item in doc)
-    else:
-        yield 1, doc
+    except ValueError as exc:
+        raise Fail(f"{path}: {exc}") from exc
 
 
 @click.command("render")
@@ -52,7 +43,7 @@ def read_requests(path: Path) -> Iterator[tuple[int, Any]]:
 @click.option("--templates", "templates_dir", default="templates", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Templates folder.")
 @click.option("--data", "data_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Request file: .json (one request or a list) or .jsonl.")
+              help="Request file: .json (one request or a list), .jsonl or .csv (as ccm batch).")
 @click.option("--channel", type=click.Choice(["pdf", "email", "sms"]), default=None,
               help="Render one channel (default: every channel of the template).")
 @click.option("--locale", default=None, help="Force a locale of the pack.")
@@ -93,9 +84,14 @@ def render(
     failures = 0
     recorded = 0
     try:
-        for lineno, request in read_requests(data_file):
+        for row in _rows(data_file, _request_schema(engine, template)):
+            lineno = row.line
+            if row.error is not None:
+                failures += 1
+                click.echo(f"ccm: error: {data_file}:{lineno}: {row.error}", err=True)
+                continue
             try:
-                result = engine.render(template, request, channel=channel, locale=locale,
+                result = engine.render(template, row.request, channel=channel, locale=locale,
                                        idempotency_key=idempotency_key)
             except CCMError as exc:
                 from ccm.errors import ConfigError
@@ -127,6 +123,14 @@ def render(
                    err=True)
     if failures:
         raise SystemExit(1)
+
+
+def _request_schema(engine: Any, template: str) -> Any:
+    """The request schema that types CSV cells (as ``ccm batch`` does); None if unknown."""
+    from ccm.batch.run import request_schema
+
+    tpl = engine.templates.get(template)
+    return None if tpl is None else request_schema(tpl)
 
 
 def _describe(summary: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ccm._files import contained_files
 from ccm._schema import load_yaml, validate_manifest
 from ccm._util import sha256_files
 from ccm.errors import PackError
@@ -17,12 +18,12 @@ LAYOUTS = {"pdf": "pdf.html.j2", "email": "email.mjml.j2", "sms": "sms.txt.j2"}
 
 
 def pack_files(root: Path) -> list[Path]:
-    """Every regular file of the pack (the set its SHA-256 covers), hidden files excluded."""
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
-    return out
+    """Every regular file of the pack (the set its SHA-256 covers), hidden files excluded.
+
+    A symlink leaving the pack, a symlink loop, a FIFO, device or socket
+    anywhere in it is refused with :class:`~ccm.errors.UnsafeFileError`.
+    """
+    return contained_files(root)
 
 
 def load_pack(path: str | os.PathLike[str]) -> BrandPack:

@@ -10,21 +10,38 @@ and MJML sources are autoescaped (``select_autoescape`` does not cover
 
 from __future__ import annotations
 
-import time
+import os
+import re
 from collections.abc import Callable, Iterator, Mapping
+from gettext import NullTranslations
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import _make_new_gettext, _make_new_ngettext
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from ccm.errors import BudgetError, RenderError, SandboxError, TemplateError, TemplateSyntaxError
+from ccm._files import read_contained_text
+from ccm.errors import (
+    BudgetError,
+    CCMError,
+    ConfigError,
+    RenderError,
+    SandboxError,
+    TemplateError,
+    TemplateSyntaxError,
+)
+from ccm.render.budget import Budget, Meter, metered
 from ccm.render.i18n import FILTERS
+from ccm.render.sandbox import CCMSandbox, check_printable
 
-__all__ = ["RenderedSource", "create_environment", "render_source"]
+__all__ = ["ContainedLoader", "RenderedSource", "create_environment", "render_source"]
+
+#: Largest template source read, in bytes.
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 #: Sources whose output is markup and must be autoescaped.
 _ESCAPED_SUFFIXES = (".html.j2", ".mjml.j2", ".html", ".mjml", ".xml.j2", ".svg.j2")
@@ -34,18 +51,54 @@ def _autoescape(name: str | None) -> bool:
     return bool(name) and name.endswith(_ESCAPED_SUFFIXES)  # type: ignore[union-attr]
 
 
-def create_environment(pack_layouts: Path, templates_dir: Path) -> ImmutableSandboxedEnvironment:
+class ContainedLoader(jinja2.BaseLoader):
+    """Jinja sources from ``folder``, each read with :func:`ccm._files.read_contained_text`.
+
+    A source must resolve inside ``root`` (the pack for its layouts, the
+    templates folder for templates): ``include``, ``import`` and
+    ``extends`` of a symlink out of it, a FIFO or a device raise
+    :class:`~ccm.errors.UnsafeFileError` naming the file, on every channel.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.root = Path(root)
+
+    def get_source(self, environment: jinja2.Environment,
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
+        path = self.folder.joinpath(*split_template_path(template))
+        try:
+            source = read_contained_text(path, self.root, max_bytes=MAX_SOURCE_BYTES)
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise jinja2.TemplateNotFound(template) from None
+        except NotADirectoryError:
+            raise jinja2.TemplateNotFound(template) from None
+
+        def uptodate() -> bool:
+            try:
+                return path.stat().st_mtime_ns == mtime
+            except OSError:
+                return False
+
+        return source, str(path), uptodate
+
+
+def create_environment(pack_layouts: Path, templates_dir: Path,
+                       pack_root: Path | None = None) -> ImmutableSandboxedEnvironment:
     """Build the environment for one pack.
 
-    ``pack/…`` names the pack's layouts, ``templates/…`` the templates.
+    ``pack/…`` names the pack's layouts (contained in ``pack_root``, by
+    default the layouts' parent), ``templates/…`` the templates (contained
+    in the templates folder).
     """
     loader = jinja2.PrefixLoader(
         {
-            "pack": jinja2.FileSystemLoader(str(pack_layouts)),
-            "templates": jinja2.FileSystemLoader(str(templates_dir)),
+            "pack": ContainedLoader(pack_layouts, pack_root or Path(pack_layouts).parent),
+            "templates": ContainedLoader(templates_dir, templates_dir),
         }
     )
-    env = ImmutableSandboxedEnvironment(
+    env = CCMSandbox(
         loader=loader,
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,
@@ -59,7 +112,9 @@ def create_environment(pack_layouts: Path, templates_dir: Path) -> ImmutableSand
         cache_size=-1,
     )
     env.filters.update(FILTERS)
+    env.wrap_filters()
     env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    env.globals.update(gettext_functions(NullTranslations()))
     return env
 
 
@@ -70,7 +125,23 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
     """
     gettext = _make_new_gettext(translations.gettext)
     ngettext = _make_new_ngettext(translations.ngettext)
-    return {"gettext": gettext, "ngettext": ngettext, "_": gettext}
+
+    @jinja2.pass_context
+    def checked_gettext(__context: Any, __string: str, **variables: Any) -> str:
+        # ``_("%(x)s", x=lipsum)`` and ``{% trans x=range %}`` must not print a repr.
+        for value in (__string, *variables.values()):
+            check_printable(value, deep=True)
+        return gettext(__context, __string, **variables)  # type: ignore[no-any-return]
+
+    @jinja2.pass_context
+    def checked_ngettext(__context: Any, __singular: str, __plural: str, __num: int,
+                         **variables: Any) -> str:
+        for value in (__singular, __plural, __num, *variables.values()):
+            check_printable(value, deep=True)
+        return ngettext(  # type: ignore[no-any-return]
+            __context, __singular, __plural, __num, **variables)
+
+    return {"gettext": checked_gettext, "ngettext": checked_ngettext, "_": checked_gettext}
 
 
 class RenderedSource:
@@ -95,7 +166,7 @@ def _where(exc: BaseException, name: str) -> tuple[str, int | None]:
     return filename, line
 
 
-def _consume(chunks: Iterator[str], *, name: str, deadline: float | None, max_chars: int) -> str:
+def _consume(chunks: Iterator[str], *, name: str, meter: Meter, max_chars: int) -> str:
     out: list[str] = []
     size = 0
     for chunk in chunks:
@@ -104,10 +175,14 @@ def _consume(chunks: Iterator[str], *, name: str, deadline: float | None, max_ch
         if size > max_chars:
             raise BudgetError(f"{name}: output exceeds the {max_chars} character budget",
                               path=name, budget="size")
-        if deadline is not None and time.monotonic() > deadline:
-            raise BudgetError(f"{name}: rendering exceeded its time budget",
-                              path=name, budget="time")
+        meter.check_time()
     return "".join(out)
+
+
+def _compile_error(exc: jinja2.TemplateSyntaxError) -> TemplateSyntaxError:
+    where = f"{exc.filename or exc.name}:{exc.lineno}"
+    return TemplateSyntaxError(f"{where}: {exc.message}", path=exc.filename or exc.name,
+                               line=exc.lineno)
 
 
 def render_source(
@@ -117,62 +192,100 @@ def render_source(
     *,
     blocks: tuple[str, ...] = (),
     deadline: float | None = None,
-    max_chars: int = 5_000_000,
+    max_chars: int | None = None,
+    meter: Meter | None = None,
 ) -> RenderedSource:
-    """Render template ``name`` with ``context`` inside the time and size budget.
+    """Render template ``name`` with ``context`` inside the document's budget.
+
+    ``meter`` is the document's :class:`~ccm.render.budget.Meter` (time,
+    output and value budgets, shared with the rest of the document); without
+    one, a default :class:`~ccm.render.budget.Budget` starts now (its
+    deadline replaced by ``deadline`` when given). ``max_chars`` overrides the
+    output budget of this source.
 
     Returns the text and the rendered value of each named block (``subject``,
-    ``preheader``) that the template or its layout defines. Jinja errors are
-    translated: syntax → :class:`TemplateSyntaxError`, sandbox escapes →
-    :class:`SandboxError`, undefined names and other failures →
-    :class:`RenderError`, each naming file and line.
+    ``preheader``) that the template or its layout defines. Every failure a
+    template or its data can cause comes out as a ccm error naming file and
+    line: syntax → :class:`TemplateSyntaxError`, sandbox escapes and
+    non-data output → :class:`SandboxError`, budgets (time, size, value,
+    nesting, memory) → :class:`BudgetError`, undefined names and every
+    other failure → :class:`RenderError`.
     """
+    if meter is None:
+        meter = Budget().start()
+        if deadline is not None:
+            meter.deadline = deadline
+    limit = meter.max_output if max_chars is None else max_chars
     try:
         template = env.get_template(name)
     except jinja2.TemplateSyntaxError as exc:
-        where = f"{exc.filename or exc.name}:{exc.lineno}"
-        raise TemplateSyntaxError(f"{where}: {exc.message}", path=exc.filename or exc.name,
-                                  line=exc.lineno) from exc
+        raise _compile_error(exc) from exc
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"{name}: template source not found: {exc.name}", path=name) from exc
     try:
-        ctx = template.new_context(dict(context))
-        text = _consume(template.root_render_func(ctx), name=name, deadline=deadline,
-                        max_chars=max_chars)
-        rendered_blocks = {}
-        for block in blocks:
-            funcs = ctx.blocks.get(block)
-            if funcs:
-                value = _consume(funcs[0](ctx), name=f"{name}#{block}", deadline=deadline,
-                                 max_chars=10_000)
-                rendered_blocks[block] = " ".join(Markup(value).striptags().split()) \
-                    if _autoescape(name) else " ".join(value.split())
+        with metered(meter, name):
+            ctx = template.new_context(dict(context))
+            text = _consume(template.root_render_func(ctx), name=name, meter=meter,
+                            max_chars=limit)
+            rendered_blocks = {}
+            for block in blocks:
+                funcs = ctx.blocks.get(block)
+                if funcs:
+                    value = _consume(funcs[0](ctx), name=f"{name}#{block}", meter=meter,
+                                     max_chars=10_000)
+                    rendered_blocks[block] = " ".join(Markup(value).striptags().split()) \
+                        if _autoescape(name) else " ".join(value.split())
         return RenderedSource(text, rendered_blocks)
-    except BudgetError:
-        raise
-    except jinja2.exceptions.SecurityError as exc:
-        filename, line = _where(exc, name)
-        raise SandboxError(f"{filename}:{line}: blocked by the sandbox: {exc}", path=filename,
-                           line=line) from exc
-    except jinja2.UndefinedError as exc:
-        filename, line = _where(exc, name)
-        raise RenderError(f"{filename}:{line}: {exc.message}", path=filename, line=line) from exc
-    except jinja2.TemplateSyntaxError as exc:
-        where = f"{exc.filename or exc.name}:{exc.lineno}"
-        raise TemplateSyntaxError(f"{where}: {exc.message}", path=exc.filename or exc.name,
-                                  line=exc.lineno) from exc
-    except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"{name}: included template not found: {exc.name}", path=name) from exc
-    except RenderError as exc:
-        filename, line = _where(exc, name)
-        raise type(exc)(f"{filename}:{line}: {exc.message}", **{**exc.context, "path": filename,
-                                                                  "line": line}) from exc
-    except RecursionError as exc:
-        raise BudgetError(f"{name}: recursion too deep", path=name, budget="depth") from exc
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        filename, line = _where(exc, name)
-        raise RenderError(f"{filename}:{line}: {type(exc).__name__}: {exc}", path=filename,
-                          line=line) from exc
+    except Exception as exc:
+        raise translate_error(exc, name) from exc
+
+
+def translate_error(exc: BaseException, name: str) -> CCMError:
+    """The ccm error for an exception raised while ``name`` rendered, with file and line."""
+    filename, line = _where(exc, name)
+    where = f"{filename}:{line}"
+    if isinstance(exc, BudgetError):
+        if exc.context.get("line") is None and line is not None:
+            return type(exc)(f"{where}: {exc.message.split(': ', 1)[-1]}",
+                             **{**exc.context, "path": filename, "line": line})
+        return exc
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return SandboxError(f"{where}: blocked by the sandbox: {exc}", path=filename, line=line)
+    if isinstance(exc, jinja2.UndefinedError):
+        return RenderError(f"{where}: {exc.message}", path=filename, line=line)
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return _compile_error(exc)
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return TemplateError(f"{name}: included template not found: {exc.name}", path=name)
+    if isinstance(exc, RenderError):
+        return type(exc)(f"{where}: {exc.message}", **{**exc.context, "path": filename,
+                                                         "line": line})
+    if isinstance(exc, CCMError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return BudgetError(f"{where}: recursion too deep (a macro calling itself?)",
+                           path=filename, line=line, budget="depth")
+    if isinstance(exc, MemoryError):
+        return BudgetError(f"{where}: out of memory", path=filename, line=line,
+                           budget="memory")
+    if isinstance(exc, jinja2.TemplateRuntimeError):
+        return RenderError(f"{where}: {exc}", path=filename, line=line)
+    # TypeError, ValueError, ArithmeticError, LookupError, AttributeError and the
+    # rest: a template (or its data) did something its values do not support.
+    return RenderError(f"{where}: {type(exc).__name__}: {_short(exc)}", path=filename, line=line)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _short(exc: BaseException) -> str:
+    """The exception's text, without quoted values (they may be customer data)."""
+    text = str(exc)
+    if not isinstance(exc, (TypeError, AttributeError)):
+        text = _QUOTED.sub("'…'", text)
+    return text if len(text) <= 300 else text[:300] + "…"
 
 
 def static_references(env: ImmutableSandboxedEnvironment, name: str) -> list[tuple[str, int, str]]:

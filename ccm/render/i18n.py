@@ -23,6 +23,7 @@ from babel.support import NullTranslations, Translations
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
+from ccm._files import read_contained
 from ccm.errors import RenderError, TemplateError
 
 __all__ = ["FILTERS", "catalog_for", "load_po"]
@@ -236,11 +237,15 @@ FILTERS = {
 }
 
 
-def load_po(path: Path, locale: str) -> Translations:
-    """Compile one ``.po`` file in memory; syntax errors name the file and line."""
+def load_po(path: Path, locale: str, root: Path | None = None) -> Translations:
+    """Compile one ``.po`` file in memory; syntax errors name the file and line.
+
+    The file is read with :func:`ccm._files.read_contained` inside ``root``
+    (the pack or template folder; by default the file's own folder).
+    """
+    data = read_contained(path, root or path.parent)
     try:
-        with path.open("rb") as fh:
-            catalog = read_po(fh, locale=locale, abort_invalid=True)
+        catalog = read_po(io.BytesIO(data), locale=locale, abort_invalid=True)
     except Exception as exc:  # babel raises PoFileError and plain ValueErrors
         line = getattr(exc, "lineno", None)
         where = f"{path}:{line}" if line else str(path)
@@ -267,7 +272,7 @@ def catalog_for(roots: Iterable[Path], locale: str) -> NullTranslations:
         path = _catalog_file(root, locale)
         if path is None:
             continue
-        trans = load_po(path, locale)
+        trans = load_po(path, locale, root)
         if merged is None:
             merged = trans
         else:

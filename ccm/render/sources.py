@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ccm._files import read_contained
 from ccm._util import atomic_write
 from ccm.errors import ApprovalError
+from ccm.render.template import template_files
 
 if TYPE_CHECKING:
     from ccm.pack import BrandPack
@@ -119,7 +121,7 @@ _digest_lock = threading.Lock()
 _MAX_CACHED = 20_000
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(root: Path, path: Path) -> str:
     st = path.stat()
     stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
     key = str(path)
@@ -127,7 +129,7 @@ def _file_sha256(path: Path) -> str:
         hit = _digest_cache.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(read_contained(path, root)).hexdigest()
     with _digest_lock:
         if len(_digest_cache) >= _MAX_CACHED:
             _digest_cache.clear()
@@ -136,12 +138,12 @@ def _file_sha256(path: Path) -> str:
 
 
 def _digests(root: Path, files: Iterable[Path]) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): _file_sha256(p) for p in sorted(set(files))}
+    return {p.relative_to(root).as_posix(): _file_sha256(root, p) for p in sorted(set(files))}
 
 
 def _template_files(root: Path) -> list[Path]:
     # The same set Template.sources_sha256 covers (ccm.render.template.load_template).
-    return [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return template_files(root)
 
 
 def pack_digests(pack: BrandPack) -> dict[str, str]:

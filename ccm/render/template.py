@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -11,13 +12,17 @@ from typing import Any
 
 import jsonschema
 
+from ccm._files import contained_files, read_contained_text
 from ccm._schema import json_path, load_schema, load_yaml, validate_manifest
 from ccm._util import sha256_files
 from ccm.errors import DataError, TemplateError, UnknownTemplate
 from ccm.message import CHANNELS, Request
 from ccm.render._fastschema import Check, compile_check
 
-__all__ = ["SOURCES", "Template", "load_template", "load_templates", "validate_request"]
+__all__ = [
+    "SOURCES", "Template", "describe_rule", "load_template", "load_templates", "template_files",
+    "validate_request",
+]
 
 #: Source file per channel.
 SOURCES = {"pdf": "pdf.html.j2", "email": "email.mjml.j2", "sms": "sms.txt.j2"}
@@ -114,7 +119,7 @@ class Template:
             path = json_path(["data", *err.absolute_path])
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise DataError(
-                f"{self.id}: {path}: {err.message} [rule: {err.validator}]{more}",
+                f"{self.id}: {path}: {describe_rule(err)} [rule: {err.validator}]{more}",
                 path=path,
                 rule=str(err.validator),
                 template=self.id,
@@ -163,6 +168,8 @@ def _shape(obj: Any, limit: int) -> tuple[int, int]:
             bound += 5
         elif kind is float:
             bound += 32
+            if not math.isfinite(item):
+                return -1, bound
         else:
             bound += MAX_REQUEST_BYTES + 1
     return deepest, bound
@@ -179,12 +186,57 @@ def _request_check() -> Check | None:
     return _fast_check(load_schema("request"), jsonschema.Draft202012Validator)
 
 
+def describe_rule(err: Any) -> str:
+    """What a jsonschema error's rule requires, in words, without the value that broke it.
+
+    jsonschema's own messages quote the instance (``'1990-13-45' is not a
+    'date'``); data errors land in logs and batch error files, so they say
+    which rule failed and never repeat personal data.
+    """
+    rule, want = err.validator, err.validator_value
+    if rule == "required":
+        missing = [name for name in want if isinstance(err.instance, dict)
+                   and name not in err.instance]
+        return f"{missing[0] if missing else 'a field'!r} is required"
+    if rule == "type":
+        kinds = want if isinstance(want, str) else " or ".join(map(str, want))
+        return f"must be of type {kinds}"
+    if rule == "format":
+        return f"must be a valid {want}"
+    words = {
+        "minimum": "must be at least {}", "maximum": "must be at most {}",
+        "exclusiveMinimum": "must be greater than {}", "exclusiveMaximum": "must be less than {}",
+        "minLength": "must have at least {} characters",
+        "maxLength": "must have at most {} characters",
+        "minItems": "must have at least {} items", "maxItems": "must have at most {} items",
+        "minProperties": "must have at least {} fields",
+        "maxProperties": "must have at most {} fields",
+        "multipleOf": "must be a multiple of {}", "pattern": "must match the pattern {}",
+        "enum": "must be one of {}", "const": "must be {}",
+    }
+    if rule in words:
+        return words[rule].format(json.dumps(want, ensure_ascii=False, default=str)[:200])
+    if rule == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {}))) \
+            if isinstance(err.instance, dict) else []
+        return f"unexpected field(s): {', '.join(map(str, extra[:5]))}"
+    if rule == "uniqueItems":
+        return "items must be unique"
+    return f"breaks the {rule} rule"
+
+
 def validate_request(obj: Any) -> Request:
     """Check a request's shape and size (not its data contract) and build a :class:`Request`."""
+    if not isinstance(obj, dict):
+        raise DataError(f"$: a request must be a JSON object, got {type(obj).__name__}",
+                        path="$", rule="type")
     customer_id = None
     if isinstance(obj, dict) and isinstance(obj.get("customer"), dict):
         customer_id = obj["customer"].get("id")
     depth, bound = _shape(obj, MAX_DEPTH)
+    if depth < 0:
+        raise DataError("request holds NaN or Infinity: numbers must be finite",
+                        path="$", rule="finite", customer_id=customer_id)
     if depth > MAX_DEPTH:
         raise DataError(
             f"request is nested deeper than {MAX_DEPTH} levels", path="$", rule="maxDepth",
@@ -204,12 +256,21 @@ def validate_request(obj: Any) -> Request:
         err = errors[0]
         path = json_path(err.absolute_path)
         raise DataError(
-            f"{path}: {err.message} [rule: {err.validator}]",
+            f"{path}: {describe_rule(err)} [rule: {err.validator}]",
             path=path, rule=str(err.validator), customer_id=customer_id,
         )
     request = Request.from_dict(obj)
     request.customer["id"] = str(request.customer["id"])
     return request
+
+
+def template_files(root: Path) -> list[Path]:
+    """Every file of a template folder (the set its SHA-256 covers), hidden ones included.
+
+    Read through :func:`ccm._files.contained_files`: a symlink leaving the
+    folder, a FIFO or a device is refused with :class:`UnsafeFileError`.
+    """
+    return contained_files(root, skip_hidden=False)
 
 
 def load_template(root: str | os.PathLike[str]) -> Template:
@@ -242,7 +303,7 @@ def load_template(root: str | os.PathLike[str]) -> Template:
             )
     contract_path = root / str(raw.get("contract", "contract.schema.json"))
     try:
-        contract = json.loads(contract_path.read_text("utf-8"))
+        contract = json.loads(read_contained_text(contract_path, root))
     except OSError as exc:
         raise TemplateError(f"{contract_path}: cannot read the data contract: {exc.strerror}",
                             path=str(contract_path)) from exc
@@ -255,7 +316,6 @@ def load_template(root: str | os.PathLike[str]) -> Template:
     except jsonschema.SchemaError as exc:
         raise TemplateError(f"{contract_path}: not a valid JSON Schema: {exc.message}",
                             path=str(contract_path)) from exc
-    files = [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     return Template(
         root=root,
         id=raw["id"],
@@ -265,7 +325,7 @@ def load_template(root: str | os.PathLike[str]) -> Template:
         channels=channels,
         contract=contract,
         raw=raw,
-        sources_sha256=sha256_files(root, files),
+        sources_sha256=sha256_files(root, template_files(root)),
     )
 
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ccm._files import read_contained_text
 from ccm._util import atomic_write, safe_filename
 from ccm._version import __version__
 from ccm.errors import CCMError, ConfigError
@@ -347,7 +348,7 @@ def _samples(tpl: Template) -> list[tuple[str, Any]]:
     out = []
     for path in tpl.samples():
         try:
-            out.append((path.stem, json.loads(path.read_text("utf-8"))))
+            out.append((path.stem, json.loads(read_contained_text(path, tpl.root))))
         except (OSError, ValueError) as exc:
             out.append((path.stem, exc))
     return out

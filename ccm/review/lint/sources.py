@@ -16,6 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
+from ccm._files import read_contained
+from ccm.errors import UnsafeFileError
+
 __all__ = [
     "Place",
     "blank",
@@ -56,8 +59,10 @@ def read_text(path: str | os.PathLike[str]) -> str:
 @lru_cache(maxsize=512)
 def _read(path: str, mtime_ns: int, size: int) -> str:
     try:
-        return Path(path).read_text("utf-8", errors="replace")
-    except OSError:
+        # Contained in the file's folder: a symlink out of it reads as empty
+        # (loading the pack or template reports it).
+        return read_contained(path, Path(path).parent).decode("utf-8", errors="replace")
+    except (OSError, UnsafeFileError):
         return ""
 
 

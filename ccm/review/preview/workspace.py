@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ccm.errors import CCMError
+from ccm._files import read_contained, read_contained_text
+from ccm.errors import CCMError, UnsafeFileError
 
 if TYPE_CHECKING:
     from ccm.render.engine import Engine
@@ -89,8 +90,10 @@ class ErrorInfo:
         excerpt: tuple[tuple[int, str], ...] = ()
         if isinstance(line, int) and line > 0 and file.is_file():
             try:
-                lines = file.read_text("utf-8", errors="replace").splitlines()
-            except OSError:
+                # Contained: an error naming a symlink must not show what it points to.
+                lines = read_contained(file, file.parent).decode(
+                    "utf-8", errors="replace").splitlines()
+            except (OSError, UnsafeFileError):
                 lines = []
             lo, hi = max(1, line - _EXCERPT), min(len(lines), line + _EXCERPT)
             excerpt = tuple((n, lines[n - 1]) for n in range(lo, hi + 1))
@@ -329,7 +332,8 @@ class Workspace:
         if isinstance(engine, ErrorInfo) or not sample:
             return None
         try:
-            request = json.loads(self._sample_path(template, sample).read_text("utf-8"))
+            path = self._sample_path(template, sample)
+            request = json.loads(read_contained_text(path, path.parent))
             return engine.pack.resolve_locale(request["customer"].get("locale"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return engine.pack.default_locale
@@ -415,7 +419,7 @@ class Workspace:
                                "with a customer and data)", path=str(folder))
         path = self._sample_path(key.template, key.sample)
         try:
-            return json.loads(path.read_text("utf-8"))
+            return json.loads(read_contained_text(path, path.parent))
         except json.JSONDecodeError as exc:
             raise _SampleError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}",
                                path=str(path), line=exc.lineno) from exc

@@ -1,0 +1,424 @@
+"""ccm's Jinja sandbox: Jinja's immutable sandbox plus budgets, data-only output and depth limits.
+
+On top of :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`:
+
+* **Bounded arithmetic and repetition.** ``*``, ``**``, ``+`` and ``%`` are
+  intercepted (``intercepted_binops``), so the compiler cannot fold them
+  at compile time either: ``{{ 10 ** (10 ** 8) }}`` and ``'A' * 10**9``
+  fail before anything big is built. ``~``, filters, method calls and
+  ``str.format`` widths are checked too; ``range`` and ``lipsum`` are
+  capped. Limits come from the current :class:`~ccm.render.budget.Meter`.
+* **Time.** Every call, attribute, item, operator and every 256 loop
+  iterations look at the meter's deadline.
+* **Data only.** Printing, joining, formatting or concatenating a function,
+  class, module or Jinja runtime object (``{{ lipsum }}``, ``{{ range }}``,
+  ``{{ cycler(1) }}``, ``_()`` or ``{% trans %}`` with one) raises
+  :class:`~jinja2.exceptions.SecurityError` instead of showing its repr.
+* **Blocked attributes fail everywhere.** An unsafe attribute raises at once
+  (also inside ``map(attribute=...)``, ``sort(attribute=...)``) instead of
+  becoming an undefined value that some filters would print.
+* **Depth.** Sources nested deeper than :data:`MAX_NESTING` (brackets,
+  block tags, chained operators or filters) fail at parse time with a
+  syntax error naming the line, never a ``RecursionError``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import types
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.runtime import Context, LoopContext, Macro, TemplateReference, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Cycler, Joiner, Namespace, generate_lorem_ipsum
+
+from ccm.render.budget import current_meter
+
+__all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_printable"]
+
+#: Deepest nesting of brackets, block tags or chained expressions in a source.
+MAX_NESTING = 48
+#: Most items ``range()`` may produce.
+MAX_RANGE = 100_000
+#: Most paragraphs and words per paragraph ``lipsum()`` may produce.
+MAX_LIPSUM = 100
+#: Loop iterations between two looks at the clock.
+_TICK = 256
+#: Bits an integer a template computes may have (about 3,000 decimal digits).
+MAX_INT_BITS = 10_000
+
+_BLOCK_TAGS = frozenset({"for", "if", "macro", "call", "filter", "block", "with", "trans",
+                         "autoescape"})
+_DATA_SCALARS = (str, int, float, bool, Decimal, date, datetime, timedelta, type(None))
+_RUNTIME = (types.ModuleType, Cycler, Joiner, Namespace, LoopContext, Context, Macro,
+            TemplateReference)
+_FAST = frozenset({str, int, float, bool, type(None)})
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, type):
+        return f"the class {value.__name__!r}"
+    if callable(value):
+        return f"the function {getattr(value, '__name__', type(value).__name__)!r}"
+    return f"a {type(value).__name__!r} object"
+
+
+def check_printable(value: Any, *, deep: bool = False, _depth: int = 0) -> Any:
+    """``value`` unchanged when it is data; :class:`SecurityError` for a function,
+    class, module or Jinja runtime object (``deep``: inside lists and dicts too)."""
+    kind = type(value)
+    if kind in _FAST or isinstance(value, (Undefined, *_DATA_SCALARS)):
+        return value
+    if isinstance(value, type) or callable(value) or isinstance(value, _RUNTIME):
+        raise SecurityError(f"{_describe(value)} is not data and cannot be printed")
+    if deep and _depth < 8:
+        if isinstance(value, dict):
+            for key, item in list(value.items())[:10_000]:
+                check_printable(key, deep=True, _depth=_depth + 1)
+                check_printable(item, deep=True, _depth=_depth + 1)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in list(value)[:10_000]:
+                check_printable(item, deep=True, _depth=_depth + 1)
+    return value
+
+
+def _finalize(value: Any) -> Any:
+    if type(value) in _FAST:
+        return value
+    return check_printable(value, deep=True)
+
+
+def _size(value: Any) -> int:
+    try:
+        return len(value) if isinstance(value, (str, bytes, list, tuple, dict, set)) else 0
+    except TypeError:
+        return 0
+
+
+def _checked_size(value: Any, what: str = "value") -> Any:
+    size = _size(value)
+    if size:
+        meter = current_meter()
+        if size > meter.max_value:
+            raise meter.too_big(size, what)
+    elif type(value) is int and value.bit_length() > MAX_INT_BITS:
+        raise current_meter().error("value", f"an integer over {MAX_INT_BITS} bits")
+    return value
+
+
+def _check_int_args(args: Iterable[Any], what: str) -> None:
+    meter = current_meter()
+    for arg in args:
+        if type(arg) is int and abs(arg) > meter.max_value:
+            raise meter.error("value", f"{what}: the argument {arg} is over the "
+                              f"{meter.max_value} budget (budget.max_value_size)")
+
+
+_PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
+    """Refuse format strings whose widths or precisions would build a huge string."""
+    meter = current_meter()
+    numbers: list[int] = []
+    if percent:
+        for match in _PERCENT_WIDTH.finditer(fmt):
+            for group in match.groups():
+                if group and group != "*":
+                    numbers.append(int(group))
+        if "*" in fmt:
+            values = args if isinstance(args, tuple) else (args,)
+            numbers.extend(v for v in values if type(v) is int)
+    else:
+        try:
+            parsed = list(string.Formatter().parse(fmt))
+        except ValueError:
+            return  # str.format raises its own error
+        for _, _, spec, _ in parsed:
+            numbers.extend(int(n) for n in re.findall(r"\d+", spec or ""))
+            if spec and "{" in spec:
+                for value in (*args[0], *args[1].values()):
+                    if type(value) is int:
+                        numbers.append(value)
+    for number in numbers:
+        if number > meter.max_value:
+            raise meter.error("value", f"a format width of {number} is over the "
+                              f"{meter.max_value} budget (budget.max_value_size)")
+
+
+def _safe_range(*args: int) -> range:
+    meter = current_meter()
+    meter.check_time()
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise meter.error("value", f"range() of {len(rng)} items is over the {MAX_RANGE} limit")
+    return rng
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    meter = current_meter()
+    if not (0 <= n <= MAX_LIPSUM) or not (0 <= min <= max <= 10 * MAX_LIPSUM):
+        raise meter.error("value", f"lipsum() is limited to {MAX_LIPSUM} paragraphs of at "
+                          f"most {10 * MAX_LIPSUM} words")
+    return str(generate_lorem_ipsum(n=n, html=html, min=min, max=max))
+
+
+class _Namespace(Namespace):
+    """``namespace()`` whose attributes are size-checked when assigned."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        meter = current_meter()
+        meter.check_time()
+        _checked_size(value)
+        super().__setitem__(name, value)
+
+
+def _metered_iter(iterable: Any) -> Iterator[Any]:
+    """Loop iterations, looking at the deadline every :data:`_TICK` items."""
+    meter = current_meter()
+    meter.check_time()
+    count = 0
+    for item in iterable:
+        count += 1
+        if count >= _TICK:
+            count = 0
+            meter.check_time()
+        yield item
+
+
+class _CodeGenerator(CodeGenerator):
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # ``a ~ b``: the parts must be data and the result within budget.
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"environment.ccm_concat({func_name}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+    skip = 1 if pass_arg is not None else 0
+    deep = name in _STRINGIFYING
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        meter = current_meter()
+        meter.check_time()
+        values = args[skip:]
+        if values:
+            check_printable(values[0], deep=deep)
+            _check_int_args(values[1:], f"filter {name!r}")
+        _check_int_args(kwargs.values(), f"filter {name!r}")
+        if name == "join" and values and not kwargs.get("attribute") and len(values) < 3:
+            items = [check_printable(item, deep=True) for item in values[0]]
+            args = (*args[:skip], items, *values[1:])
+        elif name == "format" and values and isinstance(values[0], str):
+            _check_format_widths(values[0], tuple(values[1:]) or tuple(kwargs.values()),
+                                 percent=True)
+        return _checked_size(func(*args, **kwargs), f"result of filter {name!r}")
+
+    wrapped.__name__ = getattr(func, "__name__", name)
+    wrapped.__doc__ = func.__doc__
+    if pass_arg is not None:
+        wrapped.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return wrapped
+
+
+#: Filters that turn their input into text (their input is checked deeply).
+_STRINGIFYING = frozenset({"string", "join", "pprint", "format", "tojson", "e", "escape",
+                           "forceescape", "safe", "urlencode", "xmlattr", "list", "sort",
+                           "unique", "center", "indent", "wordwrap", "truncate", "replace",
+                           "trim", "title", "upper", "lower", "capitalize", "striptags",
+                           "urlize", "wordcount", "first", "last", "min", "max", "sum"})
+
+
+def _nesting_error(name: str | None, filename: str | None, line: int, what: str,
+                   limit: int = MAX_NESTING) -> Exception:
+    return TemplateSyntaxError(
+        f"{what} nested deeper than {limit} levels; split it into macros or "
+        "variables", line, name, filename)
+
+
+def _check_token_depth(env: Any, source: str, name: str | None, filename: str | None) -> None:
+    """Brackets and block tags nested too deeply, found by the (iterative) lexer."""
+    brackets = blocks = 0
+    previous = ""
+    try:
+        stream = env.lexer.tokeniter(source, name, filename)
+        for line, token, value in stream:
+            if token == "operator" and value in "([{":
+                brackets += 1
+                if brackets > MAX_NESTING:
+                    raise _nesting_error(name, filename, line, "brackets")
+            elif token == "operator" and value in ")]}":
+                brackets -= 1
+            elif token == "name" and previous in ("block_begin", "linestatement_begin"):
+                if value in _BLOCK_TAGS:
+                    blocks += 1
+                    if blocks > MAX_NESTING // 2:
+                        raise _nesting_error(name, filename, line, "block tags",
+                                             MAX_NESTING // 2)
+                elif value.startswith("end") and value[3:] in _BLOCK_TAGS:
+                    blocks -= 1
+            if token not in ("whitespace", "data"):
+                previous = token
+    except TemplateSyntaxError:
+        raise
+    except RecursionError:
+        raise _nesting_error(name, filename, 1, "the source") from None
+
+
+def _check_tree_depth(tree: nodes.Node, name: str | None, filename: str | None) -> None:
+    """Chained operators, filters and attribute lookups nested too deeply."""
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > 3 * MAX_NESTING:
+            raise _nesting_error(name, filename, getattr(node, "lineno", 1) or 1, "expressions",
+                                 3 * MAX_NESTING)
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+
+
+class CCMSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox every ccm template runs in (see the module docstring)."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _CodeGenerator
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("finalize", _finalize)
+        super().__init__(**options)
+        self.globals["range"] = _safe_range
+        self.globals["lipsum"] = _lipsum
+        self.globals["namespace"] = _Namespace
+        self.filters["_ccm_iter"] = _metered_iter
+
+    def wrap_filters(self) -> None:
+        """Put the budget and data checks around every filter (call after adding filters)."""
+        for name, func in list(self.filters.items()):
+            if name != "_ccm_iter" and not getattr(func, "_ccm_wrapped", False):
+                wrapped = _wrap_filter(name, func)
+                wrapped._ccm_wrapped = True  # type: ignore[attr-defined]
+                self.filters[name] = wrapped
+
+    # -- parse: depth limits and metered loops
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        _check_token_depth(self, source, name, filename)
+        try:
+            tree = super()._parse(source, name, filename)
+        except RecursionError:
+            raise _nesting_error(name, filename, 1, "an expression") from None
+        _check_tree_depth(tree, name, filename)
+        return tree
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        for loop in source.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "_ccm_iter", [], [], None, None,
+                                     lineno=loop.lineno)
+        try:
+            return super()._generate(source, name, filename, defer_init)
+        except RecursionError:
+            raise _nesting_error(name, filename, 1, "the source") from None
+
+    def _compile(self, source: str, filename: str) -> types.CodeType:
+        try:
+            return super()._compile(source, filename)
+        except (RecursionError, SyntaxError, MemoryError) as exc:
+            raise TemplateSyntaxError(
+                f"the source is nested too deeply to compile ({exc.__class__.__name__}); split "
+                "it into macros or variables", 1, None, filename) from None
+
+    # -- runtime hooks
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        current_meter().check_time()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        current_meter().check_time()
+        return super().getitem(obj, argument)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any,
+             **kwargs: Any) -> Any:
+        meter = current_meter()
+        meter.check_time()
+        _check_int_args(args, "call")
+        _check_int_args(kwargs.values(), "call")
+        return _checked_size(super().call(__context, __obj, *args, **kwargs), "call result")
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        meter = current_meter()
+        meter.check_time()
+        if operator == "**":
+            if (type(left) is int and type(right) is int and right > 0
+                    and left not in (0, 1, -1) and left.bit_length() * right > MAX_INT_BITS):
+                raise meter.error("value", f"a power over {MAX_INT_BITS} bits")
+        elif operator == "*":
+            if type(left) is int and type(right) is int:
+                if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                    raise meter.error("value", f"a product over {MAX_INT_BITS} bits")
+            else:
+                times, seq = (right, left) if type(right) is int else (left, right)
+                if type(times) is int and _size(seq) * max(times, 0) > meter.max_value:
+                    raise meter.too_big(_size(seq) * times, "repetition")
+        elif operator == "+":
+            check_printable(left)
+            check_printable(right)
+            if _size(left) + _size(right) > meter.max_value:
+                raise meter.too_big(_size(left) + _size(right), "concatenation")
+        elif operator == "%" and isinstance(left, str):
+            check_printable(right, deep=True)
+            _check_format_widths(left, right, percent=True)
+        return _checked_size(super().call_binop(context, operator, left, right))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format``/``format_map``: data arguments only, widths within budget."""
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+        fmt = str(value.__self__)
+        is_map = value.__name__ == "format_map"
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            current_meter().check_time()
+            positional: tuple[Any, ...] = () if is_map else args
+            named: Any = (args[0] if args else {}) if is_map else kwargs
+            values = [*positional, *(named.values() if isinstance(named, dict) else ())]
+            for item in values:
+                check_printable(item, deep=True)
+            _check_format_widths(fmt, (positional, named if isinstance(named, dict) else {}),
+                                 percent=False)
+            return str(_checked_size(wrapper(*args, **kwargs)))
+
+        return checked
+
+    def ccm_concat(self, join: Callable[[Iterable[Any]], str], parts: tuple[Any, ...]) -> str:
+        """``a ~ b``: each part must be data, the result within the value budget."""
+        meter = current_meter()
+        meter.check_time()
+        size = 0
+        for part in parts:
+            check_printable(part, deep=True)
+            size += _size(part) if isinstance(part, str) else 32
+        if size > meter.max_value:
+            raise meter.too_big(size, "concatenation")
+        return join(parts)

@@ -1,0 +1,153 @@
+"""Hostile packs and template folders made in tmp_path: nothing outside a root is ever read."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ccm
+from ccm.errors import UnsafeFileError
+from tests.examples_helpers import copy_examples, sample
+
+PASSWD_MARK = "root:"
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> tuple[Path, Path]:
+    """The example pack and templates, plus a shared partial that is a symlink to /etc/passwd."""
+    pack, templates = copy_examples(tmp_path)
+    (templates / "partials").mkdir()
+    (templates / "partials" / "secret.txt").symlink_to("/etc/passwd")
+    return pack, templates
+
+
+@pytest.mark.parametrize(
+    ("template", "channel", "source"),
+    [
+        ("welcome", "pdf", "pdf.html.j2"),
+        ("payment_reminder", "email", "email.mjml.j2"),
+        ("payment_reminder", "sms", "sms.txt.j2"),
+    ],
+)
+def test_include_of_a_symlink_to_etc_passwd_is_refused_on_every_channel(
+    hostile: tuple[Path, Path], template: str, channel: str, source: str
+) -> None:
+    """``{% include %}`` of a symlink leaving the templates folder fails naming the file."""
+    pack, templates = hostile
+    src = templates / template / source
+    text = src.read_text("utf-8")
+    marker = "{% block content %}"
+    src.write_text(text.replace(marker, marker + '{% include "templates/partials/secret.txt" %}',
+                                1), "utf-8")
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(UnsafeFileError) as caught:
+        engine.render(template, sample(template), channel)
+    assert "partials/secret.txt" in str(caught.value)
+    assert PASSWD_MARK not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        '{% import "templates/partials/secret.txt" as m %}',
+        '{% from "templates/partials/secret.txt" import x %}',
+        '{% extends "templates/partials/secret.txt" %}',
+    ],
+)
+def test_import_and_extends_of_a_symlink_are_refused(hostile: tuple[Path, Path],
+                                                     tag: str) -> None:
+    """``import``, ``from … import`` and ``extends`` go through the same contained loader."""
+    pack, templates = hostile
+    src = templates / "payment_reminder" / "sms.txt.j2"
+    src.write_text(tag + "\n{% block content %}x{% endblock %}\n", "utf-8")
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(UnsafeFileError, match=r"secret\.txt"):
+        engine.render("payment_reminder", sample("payment_reminder"), "sms")
+
+
+def test_symlink_to_a_file_in_another_folder_is_refused(tmp_path: Path) -> None:
+    """A partial linking to a file next to the templates folder (not inside it) is refused."""
+    pack, templates = copy_examples(tmp_path)
+    (tmp_path / "private.txt").write_text("internal only", "utf-8")
+    (templates / "partials").mkdir()
+    (templates / "partials" / "note.txt").symlink_to(tmp_path / "private.txt")
+    src = templates / "payment_reminder" / "sms.txt.j2"
+    src.write_text(src.read_text("utf-8").replace(
+        "{% block content %}", '{% block content %}{% include "templates/partials/note.txt" %}'),
+        "utf-8")
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(UnsafeFileError, match=r"note\.txt"):
+        engine.render("payment_reminder", sample("payment_reminder"), "sms")
+
+
+def test_symlink_inside_a_template_folder_fails_loading(tmp_path: Path) -> None:
+    """A symlink out of a template's own folder is refused when the engine loads (hashing)."""
+    pack, templates = copy_examples(tmp_path)
+    (templates / "welcome" / "leak.txt").symlink_to("/etc/passwd")
+    with pytest.raises(UnsafeFileError, match=r"leak\.txt"):
+        ccm.Engine(pack, templates, record=None)
+
+
+def test_pack_layout_symlink_fails_loading(tmp_path: Path) -> None:
+    """A pack layout that is a symlink to /etc/passwd fails loading the pack."""
+    pack, _templates = copy_examples(tmp_path)
+    (pack / "layouts" / "evil.html.j2").symlink_to("/etc/passwd")
+    with pytest.raises(UnsafeFileError, match=r"evil\.html\.j2"):
+        ccm.load_pack(pack)
+
+
+def test_symlink_to_dev_zero_in_assets_fails_loading(tmp_path: Path) -> None:
+    """A symlink to /dev/zero in assets/ is refused at once instead of exhausting memory."""
+    pack, templates = copy_examples(tmp_path)
+    (pack / "assets" / "zero.bin").symlink_to("/dev/zero")
+    with pytest.raises(UnsafeFileError, match=r"zero\.bin"):
+        ccm.Engine(pack, templates, record=None)
+
+
+def test_symlink_loop_in_a_pack_fails_loading(tmp_path: Path) -> None:
+    """A symlink loop in a pack is an UnsafeFileError naming it, not a raw OSError."""
+    pack, templates = copy_examples(tmp_path)
+    (pack / "assets" / "a").symlink_to(pack / "assets" / "b")
+    (pack / "assets" / "b").symlink_to(pack / "assets" / "a")
+    with pytest.raises(UnsafeFileError, match="symlink loop"):
+        ccm.Engine(pack, templates, record=None)
+
+
+def test_fifo_in_assets_does_not_hang_the_engine(tmp_path: Path) -> None:
+    """A FIFO in assets/ makes Engine() fail promptly (run in a child with a timeout)."""
+    pack, templates = copy_examples(tmp_path)
+    os.mkfifo(pack / "assets" / "pipe")
+    code = (
+        "import sys, ccm\n"
+        f"try:\n    ccm.Engine({str(pack)!r}, {str(templates)!r}, record=None)\n"
+        "except ccm.UnsafeFileError as exc:\n    print(exc); sys.exit(0)\nsys.exit(1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "pipe" in done.stdout and "FIFO" in done.stdout
+
+
+def test_manifest_symlink_is_refused(tmp_path: Path) -> None:
+    """A template.yaml that is a symlink to /etc/passwd is refused, its content never parsed."""
+    pack, templates = copy_examples(tmp_path)
+    manifest = templates / "welcome" / "template.yaml"
+    manifest.unlink()
+    manifest.symlink_to("/etc/passwd")
+    with pytest.raises(UnsafeFileError) as caught:
+        ccm.Engine(pack, templates, record=None)
+    assert PASSWD_MARK not in str(caught.value)
+
+
+def test_catalog_symlink_is_refused(tmp_path: Path) -> None:
+    """A translation catalog linking out of the pack is refused when it is loaded."""
+    pack, templates = copy_examples(tmp_path)
+    po = next(pack.glob("locales/*/LC_MESSAGES/*.po"))
+    po.unlink()
+    po.symlink_to("/etc/passwd")
+    with pytest.raises(UnsafeFileError):
+        ccm.Engine(pack, templates, record=None)
