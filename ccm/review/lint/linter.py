@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 import jsonschema
 
+from ccm._files import read_contained_text
 from ccm._schema import json_path
 from ccm.errors import DataError, PackError
 from ccm.message import Message, Request
@@ -135,7 +136,7 @@ class PackLinter(OutputChecks):
         for tpl in sorted(self.engine.templates.values(), key=lambda t: t.id):
             for sample in tpl.samples():
                 try:
-                    customer = json.loads(sample.read_text("utf-8")).get("customer")
+                    customer = json.loads(read_contained_text(sample, tpl.root)).get("customer")
                 except (OSError, ValueError, AttributeError):
                     continue
                 if isinstance(customer, dict):
