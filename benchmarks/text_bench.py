@@ -106,13 +106,13 @@ def bench_batch(channel: str, n: int) -> Result:
 
 def _html_to_text_slow(html: str) -> str:
     """``html_to_text`` as it was: the stdlib HTMLParser over every byte (for the stage table)."""
-    from ccm.channels import email as email_channel
+    from ccm.channels.email import _text as email_text
 
-    parser = email_channel._TextExtractor()
+    parser = email_text._TextExtractor()
     parser.feed(html)
     parser.close()
     lines = (line.strip() for line in "".join(parser.out).split("\n"))
-    return email_channel._BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    return email_text._BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 def bench_email_stages(n: int, rounds: int) -> Result:

@@ -17,7 +17,7 @@ from ccm._schema import json_path, load_schema, load_yaml, validate_manifest
 from ccm._util import sha256_files
 from ccm.errors import DataError, TemplateError, UnknownTemplate
 from ccm.message import CHANNELS, Request
-from ccm.render._fastschema import Check, compile_check
+from ccm.render._contracts import Check, compile_check
 
 __all__ = [
     "SOURCES", "Template", "describe_rule", "load_template", "load_templates", "template_files",
@@ -41,7 +41,7 @@ _FAST_DRAFTS = (
 
 
 def _fast_check(schema: dict[str, Any], cls: type[Any]) -> Check | None:
-    """The fast "certainly valid" check of ``schema`` (:mod:`ccm.render._fastschema`), or None."""
+    """The fast "certainly valid" check of ``schema`` (:mod:`ccm.render._contracts`), or None."""
     if cls not in _FAST_DRAFTS:
         return None
     return compile_check(schema, _FORMATS)

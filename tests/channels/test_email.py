@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mjml import mjml2html
 
-from ccm.channels import email as email_channel
 from ccm.channels.email import (
     Attachment,
     build_email,
@@ -33,6 +32,9 @@ from ccm.channels.email import (
     safe_header,
     to_bytes,
 )
+from ccm.channels.email import _headers as email_headers
+from ccm.channels.email import _mjml as email_mjml
+from ccm.channels.email import _text as email_text
 from ccm.errors import HeaderError, MessageError, RenderError
 from tests.strategies import customer_names, header_values
 
@@ -136,7 +138,7 @@ def compile_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         calls.append(source)
         return mjml2html(source, **kwargs)
 
-    monkeypatch.setattr(email_channel, "mjml2html", counting)
+    monkeypatch.setattr(email_mjml, "mjml2html", counting)
     clear_mjml_cache()
     yield calls
     clear_mjml_cache()
@@ -621,11 +623,11 @@ def test_build_email_bytes_checks_headers_like_build_email() -> None:
 
 
 def _text_with_htmlparser(html: str) -> str:
-    parser = email_channel._TextExtractor()
+    parser = email_text._TextExtractor()
     parser.feed(html)
     parser.close()
     lines = (line.strip() for line in "".join(parser.out).split("\n"))
-    return email_channel._BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    return email_text._BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 _FRAGMENTS = [
@@ -650,8 +652,8 @@ def test_html_to_text_fast_path_matches_htmlparser() -> None:
 
 
 @settings(max_examples=300)
-@given(st.from_regex(email_channel._SIMPLE_ADDRESS, fullmatch=True))
+@given(st.from_regex(email_headers._SIMPLE_ADDRESS, fullmatch=True))
 def test_simple_addresses_skip_the_parser_with_the_same_result(address: str) -> None:
     """A plain dot-atom address comes back from the header parser unchanged (the shortcut)."""
     if len(address) <= 1000:
-        assert email_channel._parsed_address("To", address) == address
+        assert email_headers._parsed_address("To", address) == address

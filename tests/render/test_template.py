@@ -170,3 +170,15 @@ def test_request_size_budget_still_counts_escaped_json() -> None:
     assert info.value.context["rule"] == "maxBytes"
     under = {"customer": {"id": "C1"}, "data": {"note": "é" * (MAX_REQUEST_BYTES // 6 - 100)}}
     assert validate_request(under).data["note"].startswith("é")
+
+
+def test_fast_check_sends_values_that_are_not_plain_json_to_jsonschema() -> None:
+    """A tuple, or a number or boolean enum, never gets the compiled check's "valid"."""
+    from ccm.render._contracts import compile_check
+    from ccm.render.template import _FORMATS
+
+    check = compile_check({"type": "array", "items": {"type": "string"}}, _FORMATS)
+    assert check is not None
+    assert check(["a"]) and not check(("a",))
+    assert compile_check({"enum": [1, 2]}, _FORMATS) is None  # 1 == True in Python
+    assert compile_check({"prefixItems": [{"type": "string"}]}, _FORMATS) is None

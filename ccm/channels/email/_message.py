@@ -1,0 +1,282 @@
+"""One email as bytes (``build_email_bytes``) or as an ``EmailMessage`` (``build_email``)."""
+
+from __future__ import annotations
+
+import binascii
+import email.policy
+import re
+import secrets
+import sys
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import format_datetime, getaddresses
+from functools import lru_cache
+from types import MappingProxyType
+
+from ccm.channels.email._headers import (
+    _BIDI_CONTROLS,
+    _FORBIDDEN,
+    AddressValue,
+    _address_pair,
+    _check_line_breaks,
+    _folded,
+    _set_header,
+    safe_header,
+)
+from ccm.errors import HeaderError, RenderError
+from ccm.message import POLICY
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to an email; the name is checked like a header value."""
+
+    filename: str
+    content: bytes
+    media_type: str = "application/octet-stream"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.content, bytes):
+            raise TypeError(f"attachment content must be bytes, not {type(self.content).__name__}")
+        if not _MEDIA_TYPE.fullmatch(self.media_type) or self.media_type.lower().startswith(
+            ("multipart/", "message/")
+        ):
+            raise HeaderError(f"invalid attachment media type {self.media_type!r}",
+                              header="Content-Type")
+        name = self.filename
+        if (
+            not name.strip()
+            or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name)
+            or any(ch in _FORBIDDEN or ch in _BIDI_CONTROLS for ch in name)
+            or "/" in name
+            or "\\" in name
+        ):
+            # Bidi overrides are refused, not dropped: "invoice\u202efdp.exe" spoofing.
+            raise HeaderError("invalid attachment file name", header="Content-Disposition")
+        _check_line_breaks("Content-Disposition", name)
+
+
+#: Headers build_email sets itself, plus Cc/Bcc: a message has exactly one recipient.
+_RESERVED = frozenset(
+    {"from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "mime-version",
+     "sender", "content-type", "content-transfer-encoding", "content-disposition"}
+)
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+@lru_cache(maxsize=256)
+def _sender_domain(sender: str) -> str:
+    return getaddresses([sender])[0][1].rpartition("@")[2]
+
+
+def _message_id(sender: str, domain: str | None) -> str:
+    if domain is None:
+        domain = _sender_domain(sender)
+    if not _DOMAIN.fullmatch(domain):
+        domain = "ccm.invalid"
+    # Random rather than make_msgid(): no host name lookup, no pid or clock in the id.
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def _lines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def build_email(
+    *,
+    subject: str,
+    html: str,
+    text: str,
+    from_: AddressValue,
+    to: AddressValue,
+    reply_to: AddressValue | None = None,
+    headers: Mapping[str, str] = _NO_HEADERS,
+    attachments: Sequence[Attachment] = (),
+    message_id_domain: str | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """Assemble one email to exactly one recipient, every header through :func:`safe_header`.
+
+    The body is ``multipart/alternative`` (``text/plain`` first, ``text/html``
+    last, both quoted-printable); with attachments that becomes the first part
+    of a ``multipart/mixed``. Addresses are header text (``"Name <a@b.example>"``)
+    or a ``(name, address)`` pair; prefer the pair for customer names, which
+    then reach the recipient exactly as given. ``headers`` adds extra headers
+    but cannot set the ones built here nor Cc/Bcc. The Message-ID domain
+    defaults to the sender's.
+    """
+    msg = EmailMessage(policy=POLICY)
+    sender = _set_header(msg, "From", from_)
+    _set_header(msg, "To", to)
+    if reply_to is not None:
+        _set_header(msg, "Reply-To", reply_to)
+    _set_header(msg, "Subject", subject)
+    when = date if date is not None else datetime.now(UTC)
+    if when.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    _set_header(msg, "Date", format_datetime(when))
+    _set_header(msg, "Message-ID", _message_id(sender, message_id_domain))
+    _set_header(msg, "MIME-Version", "1.0")
+    for name, value in headers.items():
+        if name.lower() in _RESERVED:
+            raise HeaderError(f"{name} cannot be set through headers", header=name)
+        _set_header(msg, name, value)
+    msg.set_content(_lines(text), subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(_lines(html), subtype="html", charset="utf-8", cte="quoted-printable")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.media_type.partition("/")
+        msg.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    for part in msg.walk():
+        if part is not msg:
+            # Parts added as EmailMessage get their own MIME-Version; it belongs on top only.
+            del part["MIME-Version"]
+    return msg
+
+
+# --- the message, written directly -------------------------------------------------
+#
+# The one writer of every .eml ccm makes. Kept over the standard library's generator
+# (``to_bytes(build_email(...))``, which stays as the public ``EmailMessage`` form and the
+# tests' oracle) because it measured 390 µs against 3,338 µs per payment reminder
+# (``python benchmarks/library_bench.py``, figure ``f-eml``, 2 shared cores).
+
+_CRLF = b"\r\n"
+
+
+@lru_cache(maxsize=256)
+def _constant_header(name: str, value: AddressValue) -> bytes:
+    """One header line for a value that repeats (pack senders), checked and folded once."""
+    safe = _address_pair(name, value) if isinstance(value, tuple) else safe_header(name, value)
+    return _header_line(name, safe)
+
+
+def _header_line(name: str, safe: str) -> bytes:
+    # What POLICY writes for a set_raw value: "Name: " + folded lines joined by CRLF.
+    return (f"{name}: " + _folded(name, safe).replace("\n", "\r\n") + "\r\n").encode("ascii")
+
+
+@lru_cache(maxsize=256)
+def _sender_address(sender: AddressValue) -> str:
+    return _address_pair("From", sender) if isinstance(sender, tuple) else safe_header(
+        "From", sender)
+
+
+def _qp_body(text: str) -> bytes:
+    """``text`` as the quoted-printable body :meth:`EmailMessage.set_content` makes.
+
+    The same lines (``bytes.splitlines`` of the UTF-8), each ending in CRLF, but
+    encoded by :func:`binascii.b2a_qp` (C) instead of :mod:`email.quoprimime`;
+    both are valid quoted-printable of the same bytes, so the decoded content is equal.
+    """
+    data = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    return binascii.b2a_qp(data, istext=True).replace(b"\n", _CRLF)
+
+
+def _boundary() -> bytes:
+    # The stdlib's shape; "=" never occurs in quoted-printable or base64 text
+    # except as "=XX" escapes and final padding, so it cannot collide with a body.
+    return b"===============%019d==" % secrets.randbelow(sys.maxsize)
+
+
+def _attachment_part(attachment: Attachment) -> bytes:
+    """An attachment part exactly as :meth:`EmailMessage.add_attachment` writes it."""
+    part = EmailMessage(policy=POLICY)
+    maintype, _, subtype = attachment.media_type.partition("/")
+    part.set_content(attachment.content, maintype=maintype, subtype=subtype,
+                     disposition="attachment", filename=attachment.filename)
+    del part["MIME-Version"]
+    return part.as_bytes(policy=POLICY)
+
+
+def build_email_bytes(
+    *,
+    subject: str,
+    html: str,
+    text: str,
+    from_: AddressValue,
+    to: AddressValue,
+    reply_to: AddressValue | None = None,
+    headers: Mapping[str, str] = _NO_HEADERS,
+    attachments: Sequence[Attachment] = (),
+    message_id_domain: str | None = None,
+    date: datetime | None = None,
+) -> bytes:
+    """:func:`to_bytes` of :func:`build_email` with the same arguments, written directly.
+
+    Same headers, checked the same way (:func:`safe_header`), in the same
+    order; the same MIME structure and part headers; quoted-printable bodies
+    that decode to the same text. Parsing the result gives a message equal to
+    :func:`build_email`'s part by part, in a tenth of the time: the standard
+    library's ``email`` package builds an object tree and encodes with pure
+    Python, which is most of what an email costs to make. The pack's senders
+    are checked once and remembered.
+    """
+    out = [_constant_header("From", from_)]
+    sender = _sender_address(from_)
+    out.append(_header_line("To", _address_pair("To", to) if isinstance(to, tuple)
+                            else safe_header("To", to)))
+    if reply_to is not None:
+        out.append(_constant_header("Reply-To", reply_to))
+    out.append(_header_line("Subject", safe_header("Subject", subject)))
+    when = date if date is not None else datetime.now(UTC)
+    if when.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    out.append(_header_line("Date", safe_header("Date", format_datetime(when))))
+    out.append(_header_line("Message-ID", safe_header(
+        "Message-ID", _message_id(sender, message_id_domain))))
+    out.append(b"MIME-Version: 1.0\r\n")
+    for name, value in headers.items():
+        if name.lower() in _RESERVED:
+            raise HeaderError(f"{name} cannot be set through headers", header=name)
+        out.append(_header_line(name, safe_header(name, value)))
+    inner = _boundary()
+    alternative = [
+        b"Content-Type: multipart/alternative;\r\n boundary=\"" + inner + b"\"\r\n\r\n",
+        b"--" + inner + b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+        _qp_body(_lines(text)),
+        b"\r\n--" + inner + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+        _qp_body(_lines(html)),
+        b"\r\n--" + inner + b"--\r\n",
+    ]
+    if attachments:
+        outer = _boundary()
+        out.append(b"Content-Type: multipart/mixed; boundary=\"" + outer + b"\"\r\n\r\n")
+        out.append(b"--" + outer + b"\r\n")
+        out.extend(alternative)
+        for attachment in attachments:
+            out.append(b"\r\n--" + outer + b"\r\n")
+            out.append(_attachment_part(attachment))
+        out.append(b"\r\n--" + outer + b"--\r\n")
+    else:
+        out.extend(alternative)
+    return _crlf_only(b"".join(out))
+
+
+def to_bytes(msg: EmailMessage) -> bytes:
+    """Serialise as an ``.eml`` with CRLF line endings only."""
+    return _crlf_only(msg.as_bytes(policy=POLICY))
+
+
+def _crlf_only(data: bytes) -> bytes:
+    """``data`` unchanged, or :class:`RenderError` when a line ends in anything but CRLF."""
+    rest = data.replace(_CRLF, b"")
+    if b"\n" in rest or b"\r" in rest:
+        raise RenderError("serialised email has a bare line feed or carriage return",
+                          channel="email")
+    return data
+
+
+def parse_bytes(data: bytes) -> EmailMessage:
+    """Parse an ``.eml`` back (``email.policy.default``) for checks and round trips."""
+    return BytesParser(policy=email.policy.default).parsebytes(data)

@@ -1,0 +1,272 @@
+"""The pack fetcher: WeasyPrint reads only the pack's files, ``data:`` and listed hosts."""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.error import HTTPError
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
+
+from ccm._files import read_contained
+from ccm.errors import AssetError, UnsafeFileError
+
+#: HTML larger than this (UTF-8 bytes) is refused before layout.
+DEFAULT_MAX_HTML_BYTES = 5_000_000
+#: After the deadline the alarm repeats this often, in case WeasyPrint swallowed one.
+_ALARM_REPEAT = 0.05
+#: Parsed stylesheets kept by :func:`load_stylesheet`.
+_CSS_CACHE_SIZE = 64
+#: Custom PDF info keys: a PDF name without delimiters or ``#``.
+_INFO_KEY = re.compile(r"[A-Za-z][A-Za-z0-9:._-]{0,126}")
+_STANDARD_INFO_KEYS = frozenset(
+    {"Title", "Author", "Subject", "Keywords", "Creator", "Producer", "CreationDate",
+     "ModDate", "Trapped"}
+)
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+
+class AssetRefused(FatalURLFetchingError):  # type: ignore[misc]
+    """The fetcher refused or failed a URL; fatal inside WeasyPrint by design.
+
+    It derives from WeasyPrint's ``FatalURLFetchingError`` (a ``BaseException``)
+    so WeasyPrint's ``except Exception`` handlers let it through.
+    """
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+
+    def to_error(self) -> AssetError:
+        return AssetError(self.message, url=self.url)
+
+
+@dataclass
+class _Session:
+    """What one render or stylesheet parse fetched, and what was refused."""
+
+    failures: list[AssetRefused] = field(default_factory=list)
+    deps: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+
+class PackFetcher(URLFetcher):  # type: ignore[misc]
+    """A WeasyPrint URL fetcher that serves only the pack's own files.
+
+    ``roots`` are the folders whose files may be read (the pack and the
+    templates folder); a ``file:`` URL is served when its path, with symlinks
+    resolved, lies inside one of them. ``data:`` URLs are served; ``http`` and
+    ``https`` only for ``allowed_hosts`` (none by default), without following
+    redirects. Anything else -- and any missing or unreadable file -- raises
+    :class:`AssetRefused`, which stops the render.
+
+    File contents are cached per instance, keyed by path, mtime and size, so a
+    batch does not re-read fonts and logos for every document.
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[str | os.PathLike[str]],
+        allowed_hosts: Sequence[str] = (),
+        *,
+        timeout: float = 10,
+        max_asset_bytes: int = 50_000_000,
+        cache_bytes: int = 64_000_000,
+    ) -> None:
+        super().__init__(timeout=timeout, allow_redirects=False, fail_on_errors=True)
+        if isinstance(allowed_hosts, str):
+            raise TypeError("allowed_hosts must be a sequence of host names, not a string")
+        self.roots: tuple[Path, ...] = tuple(Path(root).resolve() for root in roots)
+        self.allowed_hosts: frozenset[str] = frozenset(h.strip().lower() for h in allowed_hosts)
+        self.max_asset_bytes = max_asset_bytes
+        self._cache_limit = cache_bytes
+        self._cache: OrderedDict[tuple[Path, int, int], bytes] = OrderedDict()
+        self._cache_size = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Batch workers get a fresh fetcher (locks, caches and the opener stay behind).
+        return (
+            _rebuild_fetcher,
+            (self.roots, tuple(sorted(self.allowed_hosts)), self._timeout,
+             self.max_asset_bytes, self._cache_limit),
+        )
+
+    def __repr__(self) -> str:
+        roots = ", ".join(str(root) for root in self.roots)
+        hosts = ", ".join(sorted(self.allowed_hosts)) or "none"
+        return f"<PackFetcher roots=[{roots}] allowed_hosts=[{hosts}]>"
+
+    @property
+    def policy(self) -> tuple[tuple[Path, ...], frozenset[str]]:
+        """What this fetcher allows; part of every cache key built on it."""
+        return self.roots, self.allowed_hosts
+
+    # WeasyPrint calls fetch(url) for every image, stylesheet, font and attachment.
+    def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> URLFetcherResponse:
+        """Serve ``url`` or raise :class:`AssetRefused` (noted for the current render)."""
+        try:
+            return self._fetch(url, headers)
+        except AssetRefused as exc:
+            self._note(exc)
+            raise
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: symlink loop
+            refused = AssetRefused(
+                f"cannot fetch {self.describe(url)}: {type(exc).__name__}: {exc}", url
+            )
+            self._note(refused)
+            raise refused from exc
+
+    def describe(self, url: str) -> str:
+        """``url`` for messages: the path relative to its root when it is a pack file."""
+        path = self._path_of(url)
+        if path is not None:
+            try:
+                resolved = path.resolve()
+            except (OSError, RuntimeError):
+                return url
+            for root in self.roots:
+                if resolved.is_relative_to(root):
+                    return f"{resolved.relative_to(root).as_posix()} ({url})"
+        return url
+
+    # -- per-render bookkeeping (thread-local: one fetcher serves many threads)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[_Session]:
+        previous = getattr(self._local, "session", None)
+        session = _Session()
+        self._local.session = session
+        try:
+            yield session
+        finally:
+            self._local.session = previous
+
+    def _note(self, refused: AssetRefused) -> None:
+        session: _Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            session.failures.append(refused)
+
+    # -- schemes
+
+    def _fetch(self, url: str, headers: Mapping[str, str] | None) -> URLFetcherResponse:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme == "data":
+            return super().fetch(url, headers)
+        if scheme == "file":
+            return self._fetch_file(url)
+        if scheme in ("http", "https"):
+            host = (parts.hostname or "").lower()
+            if host not in self.allowed_hosts:
+                raise AssetRefused(
+                    f"network fetch refused: host {host!r} is not in security.allowed_hosts "
+                    f"({url})",
+                    url,
+                )
+            return self._fetch_http(url, headers)
+        raise AssetRefused(f"URL scheme {scheme or '(none)'!r} is not allowed: {url}", url)
+
+    @staticmethod
+    def _path_of(url: str) -> Path | None:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return None
+        if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
+            return None
+        path = Path(url2pathname(parts.path))
+        return path if path.is_absolute() else None
+
+    def _root_of(self, path: Path) -> Path | None:
+        return next((root for root in self.roots if path.is_relative_to(root)), None)
+
+    def _fetch_file(self, url: str) -> URLFetcherResponse:
+        path = self._path_of(url)
+        if path is None:
+            raise AssetRefused(f"file URL refused (host or relative path): {url}", url)
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            # Say "missing" only for paths inside the pack; outside, existence is no one's business.
+            if self._root_of(Path(os.path.realpath(path))) is None:
+                raise AssetRefused(f"asset outside the pack refused: {url}", url) from None
+            raise AssetRefused(f"asset not found: {self.describe(url)}", url) from None
+        root = self._root_of(resolved)
+        if root is None:
+            raise AssetRefused(f"asset outside the pack refused: {url}", url)
+        if not resolved.is_file():
+            raise AssetRefused(f"asset is not a file: {self.describe(url)}", url)
+        data = self._read(resolved, url, root)
+        content_type = mimetypes.guess_type(path.name)[0]
+        headers = {"Content-Type": content_type} if content_type else {}
+        return URLFetcherResponse(url, data, headers, 200)
+
+    def _read(self, path: Path, url: str, root: Path) -> bytes:
+        stat = path.stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        session: _Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            session.deps[path] = key[1:]
+        with self._lock:
+            data = self._cache.get(key)
+            if data is not None:
+                self._cache.move_to_end(key)
+                return data
+        if stat.st_size > self.max_asset_bytes:
+            raise AssetRefused(
+                f"asset larger than {self.max_asset_bytes} bytes: {self.describe(url)}", url
+            )
+        try:
+            data = read_contained(path, root, max_bytes=self.max_asset_bytes)
+        except UnsafeFileError as exc:
+            raise AssetRefused(f"asset refused: {self.describe(url)}: {exc.reason}", url) from None
+        except OSError:
+            raise AssetRefused(f"asset not found: {self.describe(url)}", url) from None
+        with self._lock:
+            if key not in self._cache and len(data) <= self._cache_limit:
+                self._cache[key] = data
+                self._cache_size += len(data)
+                while self._cache_size > self._cache_limit:
+                    _, dropped = self._cache.popitem(last=False)
+                    self._cache_size -= len(dropped)
+        return data
+
+    def _fetch_http(self, url: str, headers: Mapping[str, str] | None) -> URLFetcherResponse:
+        try:
+            response = super().fetch(url, headers)
+        except HTTPError as exc:
+            exc.close()  # it holds the open connection
+            status = f"HTTP {exc.code} {exc.reason}"
+        else:
+            status = ""
+        if status:  # redirects land here too: they are not followed
+            raise AssetRefused(f"cannot fetch {url}: {status}", url)
+        try:
+            data = response.read(self.max_asset_bytes + 1)
+        finally:
+            response.close()
+        if len(data) > self.max_asset_bytes:
+            raise AssetRefused(f"asset larger than {self.max_asset_bytes} bytes: {url}", url)
+        return URLFetcherResponse(response.url, data, response.headers, response.status)
+
+
+def _rebuild_fetcher(
+    roots: tuple[Path, ...], hosts: tuple[str, ...], timeout: float, max_bytes: int, cache: int
+) -> PackFetcher:
+    return PackFetcher(
+        roots, hosts, timeout=timeout, max_asset_bytes=max_bytes, cache_bytes=cache
+    )
