@@ -44,7 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ccm._util import atomic_write, safe_filename
+from ccm._util import atomic_write, safe_filename, unique_filename
 from ccm.errors import CCMError, ConfigError, KeyConfigError
 
 if TYPE_CHECKING:
@@ -380,6 +380,8 @@ def build_proof(
     sources: dict[str, Any] = {"packs": {}, "templates": {}}
 
     def put(rel: str, data: bytes) -> str:
+        if rel in outputs:  # two samples named alike must never share a file
+            raise ConfigError(f"{out / rel}: written twice in one proof", path=rel)
         atomic_write(out / rel, data)
         outputs[rel] = _sha256(data)
         return rel
@@ -468,7 +470,7 @@ def _render_template(
                          error=f"{tpl.root}/samples: no sample requests")]
     for locale in engine.pack.locales:
         for sample_name, request in samples:
-            folder = "/".join(safe_filename(x) for x in
+            folder = "/".join(_folder_name(x) for x in
                               (engine.pack.id, tpl.id, locale, sample_name))
             messages = render_channels(engine, tpl, request, locale)
             for channel in tpl.channels:
@@ -484,6 +486,12 @@ def _render_template(
                 except CCMError as exc:
                     rows.append(_with(base, error=f"{type(exc).__name__}: {exc}"))
     return rows
+
+
+def _folder_name(name: str) -> str:
+    """``name`` as one portable folder name; names that had to change get a digest."""
+    safe = safe_filename(name)
+    return safe if safe == name else unique_filename(name)
 
 
 def render_channels(
