@@ -138,7 +138,7 @@ def test_a_staged_file_whose_message_was_committed_is_published(
     tmp_path: Path, record_url: str, open_record: Callable[..., Any]
 ) -> None:
     """Crash between record commit and rename: the rerun publishes the staged file, unchanged."""
-    from ccm.batch.run import _Output
+    from ccm.batch._output import _Output
 
     out = tmp_path / "out"
     kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,

@@ -52,7 +52,8 @@ def test_dask_workers_render_and_postgres_keeps_the_record(
                         out=out.as_uri(), record_url=pg_record_url, run_id=run_id,
                         executor=client.get_executor(), channels=["sms", "pdf"], now=DAYTIME)
     assert (summary.generated, summary.failed) == (24, 0)
-    loaded = client.run(lambda: len(__import__("ccm.batch.run", fromlist=["_ENGINES"])._ENGINES))
+    loaded = client.run(
+        lambda: len(__import__("ccm.batch._worker", fromlist=["_ENGINES"])._ENGINES))
     assert sorted(loaded.values()) == [1, 1], "each worker loaded the engine once"
     record = open_record(pg_record_url)
     for req in requests:

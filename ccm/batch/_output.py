@@ -1,0 +1,256 @@
+"""The output folder of a batch run: staged files, publishing by rename, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ccm._util import safe_filename
+
+logger = logging.getLogger("ccm.batch.run")
+logger.addHandler(logging.NullHandler())
+
+
+class _Output:
+    """The output folder: staged files, publishing by rename, atomic final writes.
+
+    Local paths use ``os.replace`` (atomic); fsspec URLs use the filesystem's
+    ``mv`` (object stores make each object appear whole).
+    """
+
+    def __init__(self, out: str | os.PathLike[str], run_id: str, *, durable: bool) -> None:
+        name = os.fspath(out)
+        self.url = name
+        self.durable = durable
+        tag = hashlib.sha256(run_id.encode()).hexdigest()[:16]
+        self.fs: Any = None
+        if "://" in name and not name.startswith("file://"):
+            import fsspec
+
+            self.fs, root = fsspec.core.url_to_fs(name)
+            self.root: str = root.rstrip("/")
+            self.fs.makedirs(self.root, exist_ok=True)
+        else:
+            self.root = str(Path(name.removeprefix("file://")).resolve())
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        self.staging = f"{self.root}/.ccm-staging-{tag}"
+        self._made_staging = False
+
+    @property
+    def local(self) -> bool:
+        return self.fs is None
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def display(self, name: str) -> str:
+        if self.local:
+            return self.path(name)
+        return f"{self.fs.unstrip_protocol(self.path(name))}"
+
+    def staged(self, name: str) -> str:
+        return f"{self.staging}/{name}"
+
+    def _ensure_staging(self) -> None:
+        if self._made_staging:
+            return
+        if self.local:
+            Path(self.staging, "print").mkdir(parents=True, exist_ok=True)
+        else:
+            self.fs.makedirs(self.staging + "/print", exist_ok=True)
+        self._made_staging = True
+
+    def stage(self, name: str, data: bytes) -> Any:
+        """Write ``data`` under a staging name; returns an open handle to sync (local)."""
+        self._ensure_staging()
+        target = self.staged(name)
+        if not self.local:
+            self.fs.pipe_file(target, data)
+            return None
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def sync(self, handles: Iterable[Any]) -> None:
+        """Make staged files durable before the record commit that refers to them.
+
+        On Linux one ``syncfs`` of the output's file system replaces an ``fsync``
+        per file (about ten times cheaper for a commit of a few hundred files).
+        """
+        fds = [fd for fd in handles if fd is not None]
+        per_file = self.durable and _syncfs is None
+        try:
+            if per_file:
+                for fd in fds:
+                    os.fsync(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if self.durable and self.local and self._made_staging:
+            if _syncfs is not None and fds:
+                _syncfs(self.staging)
+            _fsync_dir(self.staging)
+
+    def publish(self, staged_name: str, final_name: str) -> None:
+        """Move a staged file to its final name (atomic on local disks)."""
+        if self.local:
+            os.replace(self.staged(staged_name), self.path(final_name))
+        else:
+            self.fs.mv(self.staged(staged_name), self.path(final_name))
+
+    def publish_done(self) -> None:
+        if self.durable and self.local:
+            _fsync_dir(self.root)
+
+    def discard(self, staged_name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.local:
+                os.unlink(self.staged(staged_name))
+            else:
+                self.fs.rm_file(self.staged(staged_name))
+
+    def exists(self, name: str) -> bool:
+        target = self.path(name)
+        return os.path.exists(target) if self.local else bool(self.fs.exists(target))
+
+    def staged_exists(self, name: str) -> bool:
+        target = self.staged(name)
+        return os.path.exists(target) if self.local else bool(self.fs.exists(target))
+
+    def read_staged(self, name: str) -> bytes:
+        if self.local:
+            return Path(self.staged(name)).read_bytes()
+        data: bytes = self.fs.cat_file(self.staged(name))
+        return data
+
+    def write(self, name: str, data: bytes) -> None:
+        """Write a final file atomically (temp + rename)."""
+        if self.local:
+            from ccm._util import atomic_write
+
+            atomic_write(self.path(name), data)
+        else:
+            tmp = self.staged(f"{secrets.token_hex(8)}.tmp")
+            self._ensure_staging()
+            self.fs.pipe_file(tmp, data)
+            self.fs.mv(tmp, self.path(name))
+
+    @contextlib.contextmanager
+    def open_final(self, name: str, mode: str = "wb") -> Iterator[IO[Any]]:
+        """Open a final file for streaming writes; it appears only when complete."""
+        self._ensure_staging()
+        tmp = self.staged(f"{secrets.token_hex(8)}.tmp")
+        opener: Any = open if self.local else self.fs.open
+        kwargs: dict[str, Any] = {"newline": ""} if "b" not in mode else {}
+        if "b" not in mode:
+            kwargs["encoding"] = "utf-8"
+        try:
+            with opener(tmp, mode, **kwargs) as fh:
+                yield fh
+                if self.local and self.durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            if self.local:
+                os.replace(tmp, self.path(name))
+            else:
+                self.fs.mv(tmp, self.path(name))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if self.local:
+                    os.unlink(tmp)
+                else:
+                    self.fs.rm_file(tmp)
+            raise
+
+    def print_copies(self) -> str:
+        return self.staged("print")
+
+    def write_print_stream(self, run_id: str, title: str) -> tuple[str, str]:
+        """Concatenate the staged print copies, in input order, into the print stream.
+
+        Returns the names of the stream PDF and its index CSV.
+        """
+        from ccm.batch.printstream import PrintStream, write_index
+
+        order_path = self.staged("print/order.jsonl")
+        seen: dict[int, tuple[str, str]] = {}
+        opener: Any = open if self.local else self.fs.open
+        with contextlib.suppress(FileNotFoundError), opener(order_path, "r") as fh:
+            for text in fh:
+                line, customer_id, message_id = json.loads(text)
+                seen[int(line)] = (customer_id, message_id)
+        entries = []
+        name = f"print-{safe_filename(run_id)}.pdf"
+        with self.open_final(name) as target:
+            stream = PrintStream(target, title=title)
+            for line in sorted(seen):
+                customer_id, message_id = seen[line]
+                copy = f"print/{message_id}.pdf"
+                if not self.staged_exists(copy):
+                    logger.warning("no print copy for message %s (line %s)", message_id, line)
+                    continue
+                entries.append(stream.add(self.read_staged(copy), customer_id, message_id))
+            stream.close()
+        index = f"print-{safe_filename(run_id)}.csv"
+        with self.open_final(index, "w") as fh:
+            write_index(fh, entries)
+        return name, index
+
+    def cleanup(self) -> None:
+        """Remove the staging folder (left-overs are renders that were never committed)."""
+        if self.local:
+            import shutil
+
+            shutil.rmtree(self.staging, ignore_errors=True)
+        elif self.fs.exists(self.staging):
+            self.fs.rm(self.staging, recursive=True)
+        self._made_staging = False
+
+
+def _load_syncfs() -> Callable[[str], None] | None:
+    """``syncfs(2)`` through libc on Linux, else None (fsync each file instead)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+    def syncfs(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if call(fd) != 0:
+                raise OSError(ctypes.get_errno(), f"syncfs failed for {path}")
+        finally:
+            os.close(fd)
+
+    return syncfs
+
+
+_syncfs = _load_syncfs()
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,110 @@
+"""The executor a batch run submits to: its own process pool, or one it was given."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import multiprocessing
+import os
+from typing import Any
+
+from ccm.batch._worker import _init_worker, _Spec, render_rows
+
+
+class _Pool:
+    """The executor a run submits to; replaces its own process pool when a worker dies."""
+
+    def __init__(self, spec: _Spec, executor: cf.Executor | None, workers: int) -> None:
+        self.spec = spec
+        self.workers = workers
+        self._given = executor
+        self._own: cf.ProcessPoolExecutor | None = None
+        self.replaced = 0
+        self.retired = 0
+        self._tasks = 0
+        if executor is None and workers > 0:
+            self._own = self._start()
+
+    @property
+    def inline(self) -> bool:
+        return self._given is None and self._own is None
+
+    @property
+    def restartable(self) -> bool:
+        return self._own is not None
+
+    def _start(self) -> cf.ProcessPoolExecutor:
+        # forkserver: workers never inherit the parent's threads (progress bar,
+        # database driver), and starting a replacement is cheap.
+        methods = multiprocessing.get_all_start_methods()
+        method = "forkserver" if "forkserver" in methods else "spawn"
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["ccm.batch._worker", "ccm.render.engine"])
+        return cf.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+            initargs=(self.spec,),
+        )
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks run at once."""
+        if self._given is not None:
+            return _executor_capacity(self._given)
+        return max(self.workers, 1)
+
+    def submit(self, rows: list[tuple[int, Any, tuple[str, ...] | None, Any]]) -> cf.Future[Any]:
+        if self.inline:
+            future: cf.Future[Any] = cf.Future()
+            try:
+                future.set_result(render_rows(self.spec, rows))
+            except BaseException as exc:
+                future.set_exception(exc)
+            return future
+        executor = self._given or self._own
+        assert executor is not None
+        try:
+            return executor.submit(render_rows, self.spec, rows)
+        except RuntimeError as exc:  # a broken pool refuses new work: report it per task
+            failed: cf.Future[Any] = cf.Future()
+            failed.set_exception(exc)
+            return failed
+
+    def retire_due(self) -> bool:
+        """True once the pool's workers have run their ``tasks_per_worker`` (counted here)."""
+        self._tasks += 1
+        limit = self.spec.limits.tasks_per_worker if self.spec.limits is not None else None
+        return self.restartable and limit is not None and self._tasks >= limit * self.workers
+
+    def restart(self) -> None:
+        if self._own is not None:
+            limit = self.spec.limits.tasks_per_worker if self.spec.limits is not None else None
+            if limit is not None and self._tasks >= limit * self.workers:
+                self.retired += 1
+            else:
+                self.replaced += 1
+            self._own.shutdown(wait=False, cancel_futures=True)
+            self._own = self._start()
+            self._tasks = 0
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.shutdown(wait=True, cancel_futures=True)
+            self._own = None
+
+
+def _executor_capacity(executor: cf.Executor) -> int:
+    workers = getattr(executor, "_max_workers", None)
+    if isinstance(workers, int) and workers > 0:
+        return workers
+    client = getattr(executor, "_client", None)
+    if client is not None:  # distributed.cfexecutor.ClientExecutor
+        with contextlib.suppress(Exception):
+            return max(int(sum(client.nthreads().values())), 1)
+    return os.cpu_count() or 1
+
+
+def _is_worker_death(exc: BaseException) -> bool:
+    if isinstance(exc, cf.process.BrokenProcessPool):
+        return True
+    return type(exc).__name__ in ("KilledWorker", "CommClosedError")

@@ -1,0 +1,350 @@
+"""The worker side of a batch run: load the engine once per process, render rows.
+
+Workers hold no record: they validate, apply the contact policy without caps
+(consent, quiet hours), render every channel, and return summaries, content
+and the fields of each record entry to the parent (:mod:`ccm.batch.run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ccm._util import safe_filename
+from ccm.batch._values import WorkerLimits
+from ccm.batch.inputs import InputRow
+from ccm.errors import ConfigError, MessageError
+from ccm.message import CHANNELS, SUFFIXES, Message, Request
+
+if TYPE_CHECKING:
+    from ccm.render.engine import Engine, RenderOptions
+
+logger = logging.getLogger("ccm.batch.run")
+logger.addHandler(logging.NullHandler())
+
+
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything a worker needs to render; small and picklable."""
+
+    pack: str
+    templates: str
+    template: str
+    run_id: str
+    channels: tuple[str, ...]
+    locale: str | None = None
+    print_copy: bool = False
+    options: RenderOptions | None = None
+    limits: WorkerLimits | None = None
+    now: datetime | None = None
+
+
+@dataclass
+class _Rendered:
+    """One message made by a worker, ready for the parent to record and write."""
+
+    channel: str
+    status: str
+    key: str
+    entry: dict[str, Any]
+    filename: str
+    summary: dict[str, Any]
+    content: bytes = b""
+    archival: bytes | None = None
+    print_pdf: bytes | None = None
+
+
+@dataclass
+class _RowResult:
+    """A worker's answer for one input row: messages, or the error that stopped it."""
+
+    line: int
+    customer_id: str | None
+    messages: list[_Rendered] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    config_error: BaseException | None = None
+    seconds: float = 0.0
+    #: The worker ran out of memory: its heap may stay fragmented, so replace it.
+    recycle: bool = False
+
+
+#: Per-process engine cache: (pack, templates, options) -> Engine. Workers load once.
+_ENGINES: dict[tuple[str, str, Any], Engine] = {}
+_LIMITED = False
+
+
+def _engine_for(spec: _Spec) -> Engine:
+    key = (spec.pack, spec.templates, spec.options)
+    engine = _ENGINES.get(key)
+    if engine is None:
+        from ccm.render.engine import Engine
+
+        engine = Engine(spec.pack, spec.templates, record=None, options=spec.options,
+                        run_id=spec.run_id)
+        _ENGINES[key] = engine
+    engine.run_id = spec.run_id
+    return engine
+
+
+def _init_worker(spec: _Spec) -> None:
+    """Process-pool initializer: load the engine, then cap the address space."""
+    global _LIMITED
+    _engine_for(spec)
+    if "pdf" in spec.channels:
+        _warm_up_pdf()
+    _LIMITED = True
+    limits = spec.limits
+    if limits is not None and limits.memory_mb is not None:
+        base = _address_space()
+        cap = base + limits.memory_mb * 1024 * 1024
+        with contextlib.suppress(ValueError, OSError):
+            _, hard = resource.getrlimit(resource.RLIMIT_AS)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def _warm_up_pdf() -> None:
+    """Lay out one tiny document so Pango and fontconfig start their threads before the cap.
+
+    qpdf (pikepdf), which encrypts the statements, is loaded here too.
+    """
+    with contextlib.suppress(Exception):
+        import pikepdf  # noqa: F401
+        import weasyprint
+
+        from ccm.channels.pdf import font_config
+
+        weasyprint.HTML(string="<p>ccm</p>").render(font_config=font_config())
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes (Linux), else its peak RSS."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_limit(seconds: float | None) -> None:
+    """Let this task use ``seconds`` more CPU; past it the kernel sends SIGXCPU (fatal)."""
+    if seconds is None:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    soft = int(used + seconds) + 1
+    with contextlib.suppress(ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def render_rows(
+    spec: _Spec, rows: Sequence[tuple[int, Any, tuple[str, ...] | None, Mapping[str, Any] | None]]
+) -> list[_RowResult]:
+    """Worker task: render each ``(line, request, channels, consent_overrides)``.
+
+    ``channels`` None means every channel of the run. Per-message errors are
+    returned, not raised; a configuration error is returned too and stops the run.
+    """
+    if _LIMITED and spec.limits is not None:
+        _cpu_limit(None if spec.limits.cpu_seconds is None
+                   else spec.limits.cpu_seconds * max(len(rows), 1))
+    engine = _engine_for(spec)
+    return [_render_row(engine, spec, *row) for row in rows]
+
+
+def _render_row(engine: Engine, spec: _Spec, line: int, obj: Any,
+                channels: tuple[str, ...] | None,
+                overrides: Mapping[str, Any] | None) -> _RowResult:
+    customer_id = InputRow(line, obj).customer_id
+    result = _RowResult(line, customer_id)
+    started = time.perf_counter()
+    try:
+        result.messages = _render_request(engine, spec, obj, channels or spec.channels, overrides)
+    except ConfigError as exc:
+        result.config_error = exc
+        result.error = _describe_error(exc)
+    except MessageError as exc:
+        result.error = _describe_error(exc)
+        if _caused_by(exc, MemoryError):
+            result.error.update(error="BudgetError", budget="memory")
+            result.recycle = True
+    except MemoryError:
+        result.error = {"error": "BudgetError", "message": "memory budget exceeded",
+                        "budget": "memory"}
+        result.recycle = True
+    except RecursionError:
+        result.error = {"error": "BudgetError", "message": "recursion too deep",
+                        "budget": "depth"}
+    except Exception as exc:  # not a ccm error: a bug, or C code that ran out of memory
+        logger.exception("unexpected error rendering line %s", line)
+        result.error = {"error": type(exc).__name__, "message": str(exc),
+                        "traceback": traceback.format_exc(limit=6)}
+        # The process may be left in a bad state: retry the row once in a fresh worker.
+        result.recycle = True
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _describe_error(exc: BaseException) -> dict[str, Any]:
+    out: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+    context = getattr(exc, "context", None)
+    if isinstance(context, dict):
+        for key in ("path", "line", "rule", "channel", "template", "budget", "url"):
+            value = context.get(key)
+            if value is not None:
+                out[key] = value if isinstance(value, int | float | str) else str(value)
+    return out
+
+
+def _render_request(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, ...],
+                    overrides: Mapping[str, Any] | None) -> list[_Rendered]:
+    from ccm.render.template import validate_request
+
+    tpl = engine.template(spec.template)
+    req = validate_request(obj)
+    locale = spec.locale or engine.pack.resolve_locale(req.customer.get("locale"))
+    now = spec.now or datetime.now(UTC)
+    allowed: list[str] = []
+    out: dict[str, _Rendered] = {}
+    for channel in channels:
+        decision = _decide(engine, tpl, req, channel, now, overrides)
+        if decision is None or decision.allowed:
+            allowed.append(channel)
+            continue
+        message = _blank(engine, tpl, req, channel, locale, now)
+        message.status = "suppressed"
+        message.reason = decision.rule
+        message.meta["explanation"] = decision.reason
+        if decision.defer_until is not None:
+            message.meta["defer_until"] = decision.defer_until.isoformat()
+            # Not under the run's key: a rerun after quiet hours sends it.
+            message.idempotency_key = f"msg:{message.message_id}"
+        out[channel] = _pack(engine, tpl, req, message, spec)
+    if not allowed:
+        # Engine.render checks the contract; with nothing to render, check it here, so
+        # a bad row is an error rather than a recorded suppression.
+        tpl.validate_data(req.data, customer_id=req.customer_id)
+    else:
+        every = [c for c in CHANNELS if c in tpl.channels]
+        if allowed == every:
+            made = engine.render(spec.template, req, None, spec.locale, record=False)
+        else:
+            made = [engine.render(spec.template, req, c, spec.locale, record=False)
+                    for c in allowed]
+        for message in made:
+            out[message.channel] = _pack(engine, tpl, req, message, spec)
+    return [out[c] for c in channels if c in out]
+
+
+def _decide(engine: Engine, tpl: Any, req: Request, channel: str, now: datetime,
+            overrides: Mapping[str, Any] | None) -> Any:
+    """The contact policy without the record: consent and quiet hours; caps count 0 here.
+
+    Caps are enforced by the parent, atomically, when it appends to the record.
+    """
+    if not engine.pack.policy:
+        return None
+    return engine.policy.evaluate(
+        customer=req.customer,
+        message_type=tpl.message_type,
+        channel=channel,
+        now=now,
+        counter=lambda cap: 0,
+        consent_overrides=dict(overrides or {}),
+    )
+
+
+def _blank(engine: Engine, tpl: Any, req: Request, channel: str, locale: str,
+           now: datetime) -> Message:
+    import uuid
+
+    return Message(
+        message_id=uuid.uuid4().hex, customer_id=req.customer_id, template=tpl.id,
+        template_version=tpl.version, pack=engine.pack.id, pack_version=engine.pack.version,
+        channel=channel,  # type: ignore[arg-type]
+        locale=locale, message_type=tpl.message_type, journey=tpl.journey, content=b"",
+        idempotency_key=_key(engine.run_id or "", tpl.id, req.customer_id, channel),
+        sources_sha256=engine.sources_sha256(tpl), created_at=now.isoformat(),
+    )
+
+
+def _pack(engine: Engine, tpl: Any, req: Request, message: Message, spec: _Spec) -> _Rendered:
+    key = message.idempotency_key or _key(spec.run_id, tpl.id, req.customer_id, message.channel)
+    params = engine._params_sha256(tpl, req, message.channel, message.locale)
+    entry = {
+        "message_id": message.message_id,
+        "idempotency_key": key,
+        "params_sha256": params,
+        "customer_id": message.customer_id,
+        "channel": message.channel,
+        "template": message.template,
+        "template_version": message.template_version,
+        "pack": message.pack,
+        "pack_version": message.pack_version,
+        "message_type": message.message_type,
+        "journey": message.journey,
+        "locale": message.locale,
+        "created_at": message.created_at,
+        "status": message.status,
+        "reason": message.reason,
+        "content_sha256": message.sha256 if message.content else None,
+        "archival_sha256": message.archival_sha256,
+        "sources_sha256": message.sources_sha256,
+        "archive_ref": None,
+        "segment": req.customer.get("segment"),
+    }
+    print_pdf = None
+    if spec.print_copy and message.channel == "pdf" and message.content:
+        print_pdf = _print_copy(engine, req, message)
+    return _Rendered(
+        channel=message.channel, status=message.status, key=key, entry=entry,
+        filename=message.filename, summary=message.summary(), content=message.content,
+        archival=message.archival, print_pdf=print_pdf,
+    )
+
+
+def _print_copy(engine: Engine, req: Request, message: Message) -> bytes:
+    """The delivery PDF without encryption, for the print stream."""
+    plain = message.meta.get("print_pdf")
+    if isinstance(plain, bytes):
+        return plain
+    if not message.encrypted:
+        return message.content
+    from ccm.render.security import decrypt_pdf, password_for
+
+    if engine.password_rule is None:
+        raise ConfigError("encrypted PDF without a password rule")
+    return decrypt_pdf(message.content, password_for(engine.password_rule, req.customer))
+
+
+def _key(run_id: str, template: str, customer_id: str, channel: str) -> str:
+    """The idempotency key of one batch message: run, template, customer, channel."""
+    return f"{run_id}:{template}:{customer_id}:{channel}"
+
+
+def _filename(customer_id: str, template: str, locale: str, channel: str) -> str:
+    """The output file name (as :attr:`Message.filename`) from recorded fields."""
+    return safe_filename(f"{customer_id}-{template}-{locale}") + SUFFIXES[channel]
