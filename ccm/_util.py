@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import IO
 
 __all__ = [
-    "atomic_write", "csv_cell", "safe_filename", "sha256_files", "unique_filename", "write_csv",
+    "atomic_write", "csv_cell", "portable_name", "safe_filename", "sha256_files",
+    "unique_filename", "write_csv",
 ]
 
 #: The longest file name written, in bytes of UTF-8 (common file systems allow 255).
@@ -86,6 +87,16 @@ def unique_filename(*parts: str, suffix: str = "", max_bytes: int = MAX_NAME_BYT
         safe[i] = _cut(safe[i], share).rstrip(". ") or "_"
         budget -= len(safe[i].encode("utf-8"))
     return safe_filename("-".join(safe), max_bytes=room) + tag
+
+
+def portable_name(name: str) -> str:
+    """``name`` itself when it is already a portable file name, else :func:`unique_filename`.
+
+    For names chosen by people (run ids, sample files): ``2025-10`` stays
+    ``2025-10``, while ``a/b`` and ``a_b`` still name different files.
+    """
+    safe = safe_filename(name)
+    return safe if safe == name else unique_filename(name)
 
 
 def _cut(text: str, max_bytes: int) -> str:

@@ -44,7 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ccm._util import atomic_write, safe_filename, unique_filename
+from ccm._util import atomic_write, portable_name
 from ccm.errors import CCMError, ConfigError, KeyConfigError
 
 if TYPE_CHECKING:
@@ -470,7 +470,7 @@ def _render_template(
                          error=f"{tpl.root}/samples: no sample requests")]
     for locale in engine.pack.locales:
         for sample_name, request in samples:
-            folder = "/".join(_folder_name(x) for x in
+            folder = "/".join(portable_name(x) for x in
                               (engine.pack.id, tpl.id, locale, sample_name))
             messages = render_channels(engine, tpl, request, locale)
             for channel in tpl.channels:
@@ -486,12 +486,6 @@ def _render_template(
                 except CCMError as exc:
                     rows.append(_with(base, error=f"{type(exc).__name__}: {exc}"))
     return rows
-
-
-def _folder_name(name: str) -> str:
-    """``name`` as one portable folder name; names that had to change get a digest."""
-    safe = safe_filename(name)
-    return safe if safe == name else unique_filename(name)
 
 
 def render_channels(
