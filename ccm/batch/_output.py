@@ -142,8 +142,12 @@ class _Output:
         if self.local:
             with os.scandir(self.root) as entries:
                 return any(not e.name.startswith(".ccm-staging-") for e in entries)
+        try:
+            listed = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:  # object stores have no empty folders
+            return False
         return any(not str(p).rstrip("/").rsplit("/", 1)[-1].startswith(".ccm-staging-")
-                   for p in self.fs.ls(self.root, detail=False))
+                   for p in listed)
 
     def staged_exists(self, name: str) -> bool:
         target = self.staged(name)

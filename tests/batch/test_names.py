@@ -141,3 +141,25 @@ def test_distinct_ids_never_share_a_file(
     assert status == 0, [e for e in events if e["event"] == "error"]
     assert events[-1]["generated"] == len(ids)
     assert_one_matching_file_each(tmp / "out", url, "p1", ids, open_record)
+
+
+def test_fsspec_outputs_are_checked_and_repaired_too(record_url: str, master_key: Any) -> None:
+    """On an fsspec folder a rerun repairs a wrong file and a new run refuses a taken name."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES,
+                                  out="memory://names-out", record_url=record_url, workers=0,
+                                  channels=["sms"], master_key=master_key)
+    try:
+        run_batch("quick_note", with_ids(["C/1", "C_1"]), run_id="r1", **kwargs)
+        first, second = (f"/names-out/{out_name(cid, 'sms')}" for cid in ("C/1", "C_1"))
+        good, kept = fs.cat_file(first), fs.cat_file(second)
+        fs.pipe_file(first, b"someone else's text")
+        again = run_batch("quick_note", with_ids(["C/1", "C_1"]), run_id="r1", **kwargs)
+        assert (again.restored, fs.cat_file(first)) == (1, good)
+        other = run_batch("quick_note", with_ids(["C_1"], amount=55), run_id="r2", **kwargs)
+        assert (other.generated, other.failed) == (0, 1)
+        assert fs.cat_file(second) == kept
+    finally:
+        fs.rm("/names-out", recursive=True)
