@@ -6,6 +6,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,8 @@ __all__ = [
 
 #: The longest file name written, in bytes of UTF-8 (common file systems allow 255).
 MAX_NAME_BYTES = 200
+#: A name made only of characters that are kept as they are (ASCII letters, digits, ._-).
+_PLAIN = re.compile(r"[A-Za-z0-9._-]*")
 #: Characters kept besides letters, marks and digits of any script.
 _KEEP = frozenset("._-")
 #: Names Windows reserves for devices, whatever the extension or case (``nul.txt`` too).
@@ -48,13 +51,16 @@ def safe_filename(name: str, *, max_bytes: int = MAX_NAME_BYTES) -> str:
     Distinct names may give the same result (``C/1`` and ``C_1``): use
     :func:`unique_filename` where that matters.
     """
-    out: list[str] = []
-    for char in unicodedata.normalize("NFC", name):
-        if _keep(char):
-            out.append(char)
-        elif not out or out[-1] != "_":
-            out.append("_")
-    cleaned = "".join(out).lstrip(".-")
+    if _PLAIN.fullmatch(name):  # the common case, already NFC: skip the per-character walk
+        cleaned = name.lstrip(".-")
+    else:
+        out: list[str] = []
+        for char in unicodedata.normalize("NFC", name):
+            if _keep(char):
+                out.append(char)
+            elif not out or out[-1] != "_":
+                out.append("_")
+        cleaned = "".join(out).lstrip(".-")
     cleaned = _cut(cleaned, max(max_bytes, 8)).rstrip(". ")
     if not cleaned:
         return "_"
