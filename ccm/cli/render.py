@@ -113,12 +113,15 @@ def render(
                     path = _write_new(out_dir / message.filename, message.content)
                     if path is None:
                         failures += 1
+                        archived = (engine.record is not None
+                                    and engine.record.master_key is not None)
+                        hint = (f"get it with `ccm record show {message.message_id} --content "
+                                "FILE`, or render into an empty --out folder" if archived else
+                                "render into an empty --out folder")
                         click.echo(
                             f"ccm: error: {data_file}:{lineno}: {out_dir / message.filename} "
                             f"already holds another message, left as it is; {message.channel} "
-                            f"message {message.message_id} was not written (get it with "
-                            f"`ccm record show {message.message_id} --content FILE`, or render "
-                            "into an empty --out folder)", err=True)
+                            f"message {message.message_id} was not written ({hint})", err=True)
                 summary["path"] = str(path) if path else None
                 if as_json:
                     click.echo(json.dumps(summary, ensure_ascii=False))

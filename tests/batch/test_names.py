@@ -38,7 +38,7 @@ def batch_cli(tmp: Path, requests: list[dict[str, Any]], out: Path, url: str, ru
                    "--data", str(data), "--out", str(out), "--record", url, "--run-id", run_id,
                    "--as-of", DAYTIME.isoformat(), "--workers", "0", "--channel", "sms",
                    "--json"])
-    return status, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return status, [json.loads(line) for line in capsys.readouterr().out.split("\n") if line]
 
 
 def assert_one_matching_file_each(out: Path, url: str, run_id: str, ids: list[str],
@@ -104,10 +104,12 @@ def test_a_new_run_never_overwrites_an_earlier_runs_file(
     changed = with_ids(ids, amount=77)
     status, events = batch_cli(tmp_path, changed, out, record_url, "r2", capsys)
     assert status == 1
-    errors = [e for e in events if e["event"] == "error"]
+    errors = sorted((e for e in events if e["event"] == "error"), key=lambda e: e["line"])
     assert [e["error"] for e in errors] == ["OutputExists", "OutputExists"]
-    assert out_name("C1", "sms") in errors[0]["message"]
-    assert "new --out folder" in errors[0]["message"]
+    assert [e["customer_id"] for e in errors] == ids
+    for error, cid in zip(errors, ids, strict=True):
+        assert error["file"] == str(out / out_name(cid, "sms"))
+        assert out_name(cid, "sms") in error["message"] and "new --out folder" in error["message"]
     assert events[-1]["generated"] == 0 and events[-1]["failed"] == 2
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "errors.jsonl"}
     assert after == {k: v for k, v in before.items() if k != "errors.jsonl"}

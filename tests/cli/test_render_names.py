@@ -37,7 +37,7 @@ def render(capsys: pytest.CaptureFixture[str], data: Path, out: Path, url: str,
                  str(TEMPLATES), "--data", str(data), "--out", str(out), "--record", url,
                  "--as-of", AS_OF, "--json", *extra])
     stdout, err = capsys.readouterr()
-    return code, [json.loads(line) for line in stdout.splitlines()], err
+    return code, [json.loads(line) for line in stdout.split("\n") if line], err
 
 
 def assert_files_match_record(url: str, out: Path, made: list[dict[str, Any]]) -> None:
@@ -90,10 +90,14 @@ def test_non_latin_ids_keep_their_letters(
 
 
 def test_another_message_under_the_same_name_is_not_overwritten(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second message for the same customer finds the name taken: exit 1, the first file stays,
-    and the error says how to get the second message from the record."""
+    and the error says how to get the second message from the record's archive."""
+    from ccm.record import MasterKey
+
+    monkeypatch.setenv("CCM_MASTER_KEY", MasterKey.generate().text())
+    monkeypatch.delenv("CCM_MASTER_KEY_FILE", raising=False)
     url = f"sqlite:///{tmp_path / 'rec.db'}"
     out = tmp_path / "out"
     data = requests_for(["C1"], tmp_path / "r.jsonl")
@@ -141,3 +145,23 @@ def test_distinct_ids_never_share_a_file(
     assert code == 0, err
     assert sorted(m["customer_id"] for m in made) == sorted(ids)
     assert_files_match_record(url, out, made)
+
+
+def test_a_taken_name_without_a_record_is_reported_in_plain_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --json and without a record: the line says not written, the error what to do."""
+    out = tmp_path / "out"
+    data = requests_for(["C1"], tmp_path / "r.jsonl")
+    assert render(capsys, data, out, "unused", "--channel", "sms", "--no-record")[0] == 0
+    taken = next(out.iterdir())
+    taken.write_bytes(b"a statement for someone else")
+    code = main(["render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
+                 str(TEMPLATES), "--data", str(data), "--out", str(out), "--no-record",
+                 "--as-of", AS_OF, "--channel", "sms"])
+    stdout, err = capsys.readouterr()
+    assert code == 1
+    assert "not written" in stdout and "Traceback" not in err
+    assert f"r.jsonl:1: {taken} already holds another message" in err
+    assert "render into an empty --out folder" in err and "record show" not in err
+    assert taken.read_bytes() == b"a statement for someone else"
