@@ -3,42 +3,188 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO
 
 from ccm._files import read_contained
 
-__all__ = ["atomic_write", "safe_filename", "sha256_files"]
+__all__ = [
+    "atomic_write", "csv_cell", "portable_name", "safe_filename", "sha256_files",
+    "unique_filename", "write_csv",
+]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: The longest file name written, in bytes of UTF-8 (common file systems allow 255).
+MAX_NAME_BYTES = 200
+#: A name made only of characters that are kept as they are (ASCII letters, digits, ._-).
+_PLAIN = re.compile(r"[A-Za-z0-9._-]*")
+#: Characters kept besides letters, marks and digits of any script.
+_KEEP = frozenset("._-")
+#: Names Windows reserves for devices, whatever the extension or case (``nul.txt`` too).
+_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {f"{dev}{n}" for dev in ("com", "lpt") for n in (*"123456789", "¹", "²", "³")}
+)
+#: Cells a spreadsheet would read as a formula or a control (OWASP CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def safe_filename(name: str) -> str:
-    """Reduce ``name`` to a portable file name (no separators, no dots first)."""
-    cleaned = _UNSAFE.sub("_", name).strip("._")
-    return cleaned[:150] or "unnamed"
+def _keep(char: str) -> bool:
+    return char in _KEEP or unicodedata.category(char)[0] in "LMN"
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename: never half written."""
+def safe_filename(name: str, *, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """Reduce ``name`` to a portable file name component.
+
+    Letters, marks and digits of every script are kept (NFC), as are ``.``,
+    ``_`` and ``-``; any other run of characters (path separators, NUL,
+    controls, spaces, ``:*?"<>|``) becomes one ``_``. The result never
+    starts with ``.`` or ``-`` nor ends with ``.`` or a space, is never a
+    Windows device name (``CON``, ``LPT1.txt``...: prefixed with ``_``),
+    is at most ``max_bytes`` bytes of UTF-8 (cut at a character boundary)
+    and is never empty (``_``).
+
+    Distinct names may give the same result (``C/1`` and ``C_1``): use
+    :func:`unique_filename` where that matters.
+    """
+    if _PLAIN.fullmatch(name):  # the common case, already NFC: skip the per-character walk
+        cleaned = name.lstrip(".-")
+    else:
+        out: list[str] = []
+        for char in unicodedata.normalize("NFC", name):
+            if _keep(char):
+                out.append(char)
+            elif not out or out[-1] != "_":
+                out.append("_")
+        cleaned = "".join(out).lstrip(".-")
+    cleaned = _cut(cleaned, max(max_bytes, 8)).rstrip(". ")
+    if not cleaned:
+        return "_"
+    if cleaned.split(".", 1)[0].casefold() in _DEVICES:
+        cleaned = _cut("_" + cleaned, max(max_bytes, 8)).rstrip(". ")
+    return cleaned
+
+
+def unique_filename(*parts: str, suffix: str = "", max_bytes: int = MAX_NAME_BYTES) -> str:
+    """A portable file name for ``parts`` that no other ``parts`` can have.
+
+    The readable part is ``safe_filename`` of each part joined by ``-``; a
+    short digest of the exact parts follows it, so ``C/1``, ``C_1`` and
+    ``_C_1`` (or ``张伟10`` and ``李娜10``) name different files even where
+    the readable parts meet, also on case-insensitive file systems (the
+    digest is lower case). ``suffix`` (``.pdf``) is appended unchanged; the
+    whole name stays within ``max_bytes`` bytes of UTF-8.
+    """
+    raw = "\0".join(parts).encode("utf-8", "surrogatepass")
+    tag = "-" + hashlib.sha256(raw).hexdigest()[:12] + suffix
+    room = max_bytes - len(tag.encode("utf-8"))
+    if room < 8:
+        raise ValueError(f"suffix too long for a {max_bytes}-byte file name")
+    safe = [safe_filename(part, max_bytes=room) for part in parts]
+    # Share the room fairly: a long customer id is cut, the template and locale stay whole.
+    budget = room - (len(safe) - 1)
+    order = sorted(range(len(safe)), key=lambda i: len(safe[i].encode("utf-8")))
+    for done, i in enumerate(order):
+        share = max(budget // (len(safe) - done), 1)
+        safe[i] = _cut(safe[i], share).rstrip(". ") or "_"
+        budget -= len(safe[i].encode("utf-8"))
+    return safe_filename("-".join(safe), max_bytes=room) + tag
+
+
+def portable_name(name: str) -> str:
+    """``name`` itself when it is already a portable file name, else :func:`unique_filename`.
+
+    For names chosen by people (run ids, sample files): ``2025-10`` stays
+    ``2025-10``, while ``a/b`` and ``a_b`` still name different files.
+    """
+    safe = safe_filename(name)
+    return safe if safe == name else unique_filename(name)
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` bytes of UTF-8, at a character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def csv_cell(value: object) -> object:
+    """``value`` made safe for a CSV cell opened in a spreadsheet (OWASP CSV injection).
+
+    A string starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return gets a leading ``'`` so that it is shown as text, never run as a
+    formula. Numbers and everything else pass unchanged.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_csv(target: IO[str], header: Sequence[str],
+              rows: Iterable[Sequence[object]]) -> int:
+    """Write ``header`` and ``rows`` as CSV that is safe to open in a spreadsheet; count the rows.
+
+    Every cell goes through :func:`csv_cell`; ``None`` is an empty cell. Lines
+    end in ``\\n``; a row with a carriage return inside a cell is written
+    fully quoted, so that no reader takes the CR for the end of the line.
+    """
+    plain = csv.writer(target, lineterminator="\n")
+    quoted = csv.writer(target, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    plain.writerow(header)
+    count = 0
+    for row in rows:
+        cells = ["" if cell is None else csv_cell(cell) for cell in row]
+        has_cr = any(isinstance(cell, str) and "\r" in cell for cell in cells)
+        (quoted if has_cr else plain).writerow(cells)
+        count += 1
+    return count
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, replace: bool = True) -> Path:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename: never half written.
+
+    With ``replace=False`` an existing ``path`` is left as it is and
+    :class:`FileExistsError` is raised (the temp file is linked into place,
+    which fails atomically when the name is taken).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".ccm-", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            _link_new(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return target
+
+
+def _link_new(tmp: str, target: Path) -> None:
+    """Move ``tmp`` to ``target`` unless ``target`` exists (then :class:`FileExistsError`)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this file system: check, then rename
+        if os.path.lexists(target):
+            raise FileExistsError(17, "File exists", os.fspath(target)) from None
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)
 
 
 def sha256_files(root: Path, files: Iterable[Path]) -> str:

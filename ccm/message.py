@@ -9,7 +9,9 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any, Literal
 
-__all__ = ["Channel", "Message", "Request", "Status"]
+from ccm._util import unique_filename
+
+__all__ = ["Channel", "Message", "Request", "Status", "output_filename"]
 
 Channel = Literal["pdf", "email", "sms"]
 Status = Literal["generated", "suppressed", "duplicate"]
@@ -25,6 +27,20 @@ MEDIA_TYPES: dict[str, str] = {
     "email": "message/rfc822",
     "sms": "text/plain; charset=utf-8",
 }
+
+
+def output_filename(customer_id: str, template: str, locale: str, channel: str) -> str:
+    """The file name a message's content is written under, by ``ccm render`` and ``ccm batch``.
+
+    ``<customer>-<template>-<locale>-<digest><suffix>``, e.g.
+    ``C1-payment_reminder-en_GB-1f0c2d3e4a5b.eml``: the readable part keeps
+    letters and digits of every script (NFC) and turns anything else into
+    ``_``; the 12 hex digits are a SHA-256 of the exact customer id, template
+    and locale, so two customers never share a name even when their readable
+    parts are equal (``C/1`` and ``C_1``). Names are portable (no device
+    names, no trailing dots, at most 200 bytes of UTF-8); see docs/cli.md.
+    """
+    return unique_filename(customer_id, template, locale, suffix=SUFFIXES[channel])
 
 
 @dataclass(frozen=True)
@@ -156,10 +172,8 @@ class Message:
 
     @property
     def filename(self) -> str:
-        """A safe default file name: ``<customer>-<template>-<locale><suffix>``."""
-        from ccm._util import safe_filename
-
-        return safe_filename(f"{self.customer_id}-{self.template}-{self.locale}") + self.suffix
+        """The file name of :attr:`content` (see :func:`output_filename`)."""
+        return output_filename(self.customer_id, self.template, self.locale, self.channel)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-friendly fields the CLI prints (no content, no personal data)."""

@@ -13,7 +13,9 @@ import base64
 from hypothesis import strategies as st
 
 __all__ = [
+    "AWKWARD_IDS",
     "HOSTILE",
+    "customer_ids",
     "customer_names",
     "encoded_words",
     "gsm_texts",
@@ -106,3 +108,21 @@ def sms_texts(max_size: int = 400) -> st.SearchStrategy[str]:
     )
     mixed = st.lists(piece, max_size=max_size // 2).map("".join)
     return st.one_of(gsm_texts(max_size), mixed)
+
+
+#: Ids the issue found colliding, plus the names file systems treat specially.
+AWKWARD_IDS: tuple[str, ...] = (
+    "C/1", "C_1", "_C_1", "C\\1", "张伟10", "李娜10", "АБ-7", "ВГ-7", ".", "..", "...",
+    "LPT1", "lpt1.txt", "CON", "nul", "COM9", "=1+1", "-C1", "@C1", "\tC1", "C1.", "C1 ",
+    "C1\x00", "e\u0301", "\u00e9", "c1", "C1",
+)
+
+
+def customer_ids(max_size: int = 24) -> st.SearchStrategy[str]:
+    """A customer id: any Unicode text (no lone surrogates), hostile fragments, awkward ids."""
+    return st.one_of(
+        st.sampled_from(AWKWARD_IDS),
+        st.text(_any_char, min_size=1, max_size=max_size),
+        st.lists(st.one_of(_pieces, st.sampled_from(AWKWARD_IDS)), min_size=1, max_size=6)
+        .map("".join),
+    )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ccm._util import safe_filename
+from ccm._util import portable_name
 
 logger = logging.getLogger("ccm.batch.run")
 logger.addHandler(logging.NullHandler())
@@ -127,6 +127,28 @@ class _Output:
         target = self.path(name)
         return os.path.exists(target) if self.local else bool(self.fs.exists(target))
 
+    def read(self, name: str) -> bytes | None:
+        """A final file's bytes, or None when there is none."""
+        try:
+            if self.local:
+                return Path(self.path(name)).read_bytes()
+            data: bytes = self.fs.cat_file(self.path(name))
+        except FileNotFoundError:
+            return None
+        return data
+
+    def has_files(self) -> bool:
+        """Whether the folder holds anything but staging folders (then names may be taken)."""
+        if self.local:
+            with os.scandir(self.root) as entries:
+                return any(not e.name.startswith(".ccm-staging-") for e in entries)
+        try:
+            listed = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:  # object stores have no empty folders
+            return False
+        return any(not str(p).rstrip("/").rsplit("/", 1)[-1].startswith(".ccm-staging-")
+                   for p in listed)
+
     def staged_exists(self, name: str) -> bool:
         target = self.staged(name)
         return os.path.exists(target) if self.local else bool(self.fs.exists(target))
@@ -194,7 +216,7 @@ class _Output:
                 line, customer_id, message_id = json.loads(text)
                 seen[int(line)] = (customer_id, message_id)
         entries = []
-        name = f"print-{safe_filename(run_id)}.pdf"
+        name = f"print-{portable_name(run_id)}.pdf"
         with self.open_final(name) as target:
             stream = PrintStream(target, title=title)
             for line in sorted(seen):
@@ -205,7 +227,7 @@ class _Output:
                     continue
                 entries.append(stream.add(self.read_staged(copy), customer_id, message_id))
             stream.close()
-        index = f"print-{safe_filename(run_id)}.csv"
+        index = f"print-{portable_name(run_id)}.csv"
         with self.open_final(index, "w") as fh:
             write_index(fh, entries)
         return name, index

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ccm._util import safe_filename
 from ccm.batch._values import WorkerLimits
 from ccm.batch.inputs import InputRow
 from ccm.errors import ConfigError, MessageError
-from ccm.message import CHANNELS, SUFFIXES, Message, Request
+from ccm.message import CHANNELS, Message, Request, output_filename
 
 if TYPE_CHECKING:
     from ccm.render.engine import Engine, RenderOptions
@@ -347,4 +346,4 @@ def _key(run_id: str, template: str, customer_id: str, channel: str) -> str:
 
 def _filename(customer_id: str, template: str, locale: str, channel: str) -> str:
     """The output file name (as :attr:`Message.filename`) from recorded fields."""
-    return safe_filename(f"{customer_id}-{template}-{locale}") + SUFFIXES[channel]
+    return output_filename(customer_id, template, locale, channel)

@@ -14,7 +14,6 @@ document-level metadata of the parts are dropped.
 
 from __future__ import annotations
 
-import csv
 import io
 from array import array
 from collections.abc import Iterator
@@ -30,6 +29,8 @@ from pypdf.generic import (
     PdfObject,
     StreamObject,
 )
+
+from ccm._util import write_csv
 
 __all__ = ["IndexEntry", "PrintStream", "write_index"]
 
@@ -215,8 +216,10 @@ def _pdf_string(text: str) -> bytes:
 
 
 def write_index(target: IO[str], entries: Iterator[IndexEntry] | list[IndexEntry]) -> None:
-    """Write the print index as CSV: ``customer_id,first_page,page_count,message_id``."""
-    writer = csv.writer(target, lineterminator="\n")
-    writer.writerow(["customer_id", "first_page", "page_count", "message_id"])
-    for entry in entries:
-        writer.writerow([entry.customer_id, entry.first_page, entry.page_count, entry.message_id])
+    """Write the print index as CSV: ``customer_id,first_page,page_count,message_id``.
+
+    Customer ids a spreadsheet would run as a formula get a leading ``'``
+    (see :func:`ccm._util.write_csv`).
+    """
+    write_csv(target, ["customer_id", "first_page", "page_count", "message_id"],
+              ([e.customer_id, e.first_page, e.page_count, e.message_id] for e in entries))

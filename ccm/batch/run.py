@@ -200,6 +200,7 @@ class _Batch:
         self.record = self._open_record(record_url or default_record_url(), master_key)
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
+        self._had_files = self.output.has_files()
         self.on_event = on_event
         self.print_file = print_file
         self.executor = executor
@@ -528,9 +529,14 @@ class _Batch:
                 self._note_print(line, entry.customer_id, entry.message_id, entry.channel)
                 return True
             self.output.discard(staged)
-        if self.output.exists(final):
-            self._note_print(line, entry.customer_id, entry.message_id, entry.channel)
-            return True
+        present = self.output.read(final)
+        if present is not None:
+            if hashlib.sha256(present).hexdigest() == entry.content_sha256:
+                self._note_print(line, entry.customer_id, entry.message_id, entry.channel)
+                return True
+            logger.warning("%s does not hold message %s (its SHA-256 differs from the "
+                           "record's); repairing it", self.output.display(final),
+                           entry.message_id)
         content = self._archived(entry.message_id)
         if content is not None and hashlib.sha256(content).hexdigest() == entry.content_sha256:
             self.output.write(final, content)
@@ -591,11 +597,29 @@ class _Batch:
         if not pending:
             return
         self.output.sync(h for p in pending for h in p.handles)
-        appended = append_all(self.record, [p for p in pending if not p.rewrite], self._caps)
+        taken = self._taken(pending)
+        appended = append_all(self.record, [p for p in pending if not p.rewrite
+                                            and id(p) not in taken], self._caps)
         published = False
         failed_lines: set[int] = set()
         for p in pending:
             rendered = p.rendered
+            if id(p) in taken:
+                self.output.discard(p.staged_name or "")
+                if rendered.print_pdf is not None:
+                    self.output.discard(f"print/{rendered.entry['message_id']}.pdf")
+                if p.line not in failed_lines:
+                    failed_lines.add(p.line)
+                    self.summary.rows -= 1  # counted again by _fail
+                    self._fail(p.line, p.customer_id, {
+                        "error": "OutputExists", "channel": rendered.channel,
+                        "file": self.output.display(rendered.filename),
+                        "message": f"{self.output.display(rendered.filename)} already holds "
+                                   "another message (of an earlier run?) and is not "
+                                   "overwritten; write this run into a new --out folder or "
+                                   "move the file away, then run again with the same run id",
+                    })
+                continue
             if p.rewrite:
                 # The record has this message but neither its file nor its content:
                 # the re-rendered file replaces it (its digest differs from the record's).
@@ -631,6 +655,24 @@ class _Batch:
         if published:
             self.output.publish_done()
         logger.debug("committed %d message(s)", len(pending))
+
+    def _taken(self, pending: list[_Pending]) -> set[int]:
+        """The new messages whose file name another file already has (never overwritten).
+
+        Names are unique per customer, template and locale, so within a run they
+        never meet; only files that were in ``out/`` before the run can be in the way.
+        A file with exactly the message's bytes is not in the way.
+        """
+        if not self._had_files:
+            return set()
+        taken: set[int] = set()
+        for p in pending:
+            if p.rewrite or p.staged_name is None:
+                continue
+            present = self.output.read(p.rendered.filename)
+            if present is not None and present != p.rendered.content:
+                taken.add(id(p))
+        return taken
 
     # -- the print stream ------------------------------------------------------------
 

@@ -14,7 +14,6 @@ with the exit codes of :class:`ccm.cli._common.ExitCode` (docs/cli.md).
 
 from __future__ import annotations
 
-import csv
 import errno
 import io
 import json
@@ -28,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 import click
 
-from ccm._util import atomic_write
+from ccm._util import atomic_write, write_csv
 from ccm.cli._common import ExitCode, Fail
 from ccm.errors import (
     AlreadyErased,
@@ -421,14 +420,14 @@ def event_cmd(message_id: str, kind: str, record_url: str | None, data_json: str
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Write the CSV here.")
 def features_cmd(record_url: str | None, out: Path) -> None:
-    """One CSV row per customer of engagement features (counts, rates, recency)."""
+    """One CSV row per customer of engagement features (counts, rates, recency).
+
+    Text cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``,
+    tab, CR first) get a leading ``'``.
+    """
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(FEATURE_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    rows = 0
+    columns = list(FEATURE_COLUMNS)
     with _opened(record_url) as rec:
-        for row in rec.features():
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-            rows += 1
+        rows = write_csv(buffer, columns, ([row[k] for k in columns] for row in rec.features()))
     write_output(out, buffer.getvalue().encode("utf-8"))
     click.echo(f"wrote {out} ({rows} customer(s))")

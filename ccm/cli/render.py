@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ccm._util import atomic_write
 from ccm.cli._common import Fail, as_of_option, aware
 from ccm.errors import CCMError
 
@@ -71,7 +72,6 @@ def render(
     as_of: datetime | None,
 ) -> None:
     """Render TEMPLATE for every request in --data into --out."""
-    from ccm._util import atomic_write
     from ccm.render.engine import Engine, default_record_url
 
     record: Any = None if no_record else (record_url or default_record_url())
@@ -106,7 +106,18 @@ def render(
                 summary = message.summary()
                 path = None
                 if message.status == "generated" and message.content:
-                    path = atomic_write(out_dir / message.filename, message.content)
+                    path = _write_new(out_dir / message.filename, message.content)
+                    if path is None:
+                        failures += 1
+                        archived = (engine.record is not None
+                                    and engine.record.master_key is not None)
+                        hint = (f"get it with `ccm record show {message.message_id} --content "
+                                "FILE`, or render into an empty --out folder" if archived else
+                                "render into an empty --out folder")
+                        click.echo(
+                            f"ccm: error: {data_file}:{lineno}: {out_dir / message.filename} "
+                            f"already holds another message, left as it is; {message.channel} "
+                            f"message {message.message_id} was not written ({hint})", err=True)
                 summary["path"] = str(path) if path else None
                 if as_json:
                     click.echo(json.dumps(summary, ensure_ascii=False))
@@ -131,6 +142,22 @@ def _request_schema(engine: Any, template: str) -> Any:
 
     tpl = engine.templates.get(template)
     return None if tpl is None else request_schema(tpl)
+def _write_new(path: Path, content: bytes) -> Path | None:
+    """Write ``content`` to ``path`` unless another file is there; None if one is.
+
+    A file with exactly ``content`` (the same message written before) counts
+    as written.
+    """
+    try:
+        return atomic_write(path, content, replace=False)
+    except FileExistsError:
+        try:
+            same = path.read_bytes() == content
+        except OSError:
+            same = False
+        return path if same else None
+    except OSError as exc:
+        raise Fail(f"{path}: cannot write: {exc.strerror}") from exc
 
 
 def _describe(summary: dict[str, Any]) -> str:
@@ -143,6 +170,9 @@ def _describe(summary: dict[str, Any]) -> str:
         reason = f": {summary['reason']}" if summary.get("reason") else ""
         return (f"{summary['status']:9} {summary['template']} for {summary['customer_id']} "
                 f"({', '.join(bits)}){reason}")
+    if summary["path"] is None:
+        return (f"generated {summary['template']} for {summary['customer_id']} "
+                f"({', '.join(bits)}): not written, see the error above")
     return f"generated {summary['path']} ({', '.join(bits)})"
 
 

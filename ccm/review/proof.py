@@ -41,7 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ccm._files import read_contained_text
-from ccm._util import atomic_write, safe_filename
+from ccm._util import atomic_write, portable_name
 from ccm._version import __version__
 from ccm.errors import CCMError, ConfigError
 from ccm.review.proof_page import index_html
@@ -285,6 +285,8 @@ def build_proof(
     sources: dict[str, Any] = {"packs": {}, "templates": {}}
 
     def put(rel: str, data: bytes) -> str:
+        if rel in outputs:  # two samples named alike must never share a file
+            raise ConfigError(f"{out / rel}: written twice in one proof", path=rel)
         atomic_write(out / rel, data)
         outputs[rel] = _sha256(data)
         return rel
@@ -364,7 +366,7 @@ def _render_template(
                          error=f"{tpl.root}/samples: no sample requests")]
     for locale in engine.pack.locales:
         for sample_name, request in samples:
-            folder = "/".join(safe_filename(x) for x in
+            folder = "/".join(portable_name(x) for x in
                               (engine.pack.id, tpl.id, locale, sample_name))
             messages = render_channels(engine, tpl, request, locale)
             for channel in tpl.channels:

@@ -19,6 +19,14 @@ TEMPLATES = ROOT / "templates"
 TEST_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
+def out_name(customer_id: str, channel: str, template: str = "quick_note",
+             locale: str = "en_GB") -> str:
+    """The output file name of a message (see :func:`ccm.message.output_filename`)."""
+    from ccm.message import output_filename
+
+    return output_filename(customer_id, template, locale, channel)
+
+
 def statement_samples() -> list[dict[str, Any]]:
     """The monthly statement's sample requests."""
     files = sorted((TEMPLATES / "monthly_statement" / "samples").glob("*.json"))

@@ -20,7 +20,7 @@ from ccm.batch.inputs import InputRow
 from ccm.batch.run import BatchEvent, WorkerLimits, run_batch
 from ccm.errors import UnknownChannel, UnknownTemplate
 
-from .conftest import DAYTIME, EPOCH, PACK, TEMPLATES, TEST_TEMPLATES, notes, statements
+from .conftest import DAYTIME, EPOCH, PACK, TEMPLATES, TEST_TEMPLATES, notes, out_name, statements
 
 
 def _files(out: Path) -> list[str]:
@@ -48,12 +48,12 @@ def test_every_customer_gets_one_message_per_channel(
     record = open_record(record_url)
     for req in requests:
         cid = req["customer"]["id"]
-        for channel, suffix in (("pdf", ".pdf"), ("email", ".eml"), ("sms", ".sms.txt")):
+        for channel in ("pdf", "email", "sms"):
             entry = record.find_key(f"r1:quick_note:{cid}:{channel}")
             assert entry is not None and entry.status == "generated"
-            data = (out / f"{cid}-quick_note-en_GB{suffix}").read_bytes()
+            data = (out / out_name(cid, channel)).read_bytes()
             assert hashlib.sha256(data).hexdigest() == entry.content_sha256
-    assert PdfReader(out / "N0000-quick_note-en_GB.pdf").is_encrypted
+    assert PdfReader(out / out_name("N0000", "pdf")).is_encrypted
     assert len(_files(out)) == 18 + 1  # and errors.jsonl, empty
     assert _errors(out) == []
     _no_temp_files(out)
@@ -126,7 +126,7 @@ def test_a_missing_file_is_restored_from_the_archive(
                                   record_url=record_url, run_id="r1", workers=0,
                                   channels=["sms", "pdf"], master_key=master_key)
     run_batch("quick_note", notes(3), **kwargs)
-    lost = out / "N0001-quick_note-en_GB.pdf"
+    lost = out / out_name("N0001", "pdf")
     original = lost.read_bytes()
     lost.unlink()
     again = run_batch("quick_note", notes(3), **kwargs)
@@ -145,7 +145,7 @@ def test_a_staged_file_whose_message_was_committed_is_published(
                                   record_url=record_url, run_id="r1", workers=0, channels=["sms"])
     run_batch("quick_note", notes(2), **kwargs)
     entry = open_record(record_url).find_key("r1:quick_note:N0000:sms")
-    final = out / "N0000-quick_note-en_GB.sms.txt"
+    final = out / out_name("N0000", "sms")
     staging = Path(_Output(out, "r1", durable=False).staging)
     staging.mkdir()
     final.rename(staging / f"{entry.message_id}.sms.txt")
@@ -161,10 +161,10 @@ def test_without_an_archive_a_lost_file_is_rendered_again(tmp_path: Path, record
     kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,
                                   record_url=record_url, run_id="r1", workers=0, channels=["sms"])
     run_batch("quick_note", notes(2), **kwargs)
-    (out / "N0000-quick_note-en_GB.sms.txt").unlink()
+    (out / out_name("N0000", "sms")).unlink()
     again = run_batch("quick_note", notes(2), **kwargs)
     assert (again.generated, again.rerendered, again.duplicate) == (0, 1, 1)
-    assert (out / "N0000-quick_note-en_GB.sms.txt").exists()
+    assert (out / out_name("N0000", "sms")).exists()
 
 
 def test_contact_policy_suppressions_are_counted_by_rule(
@@ -178,7 +178,7 @@ def test_contact_policy_suppressions_are_counted_by_rule(
                         record_url=record_url, run_id="r1", workers=0, channels=["sms"],
                         now=DAYTIME)
     assert summary.generated == 2 and sum(summary.suppressed.values()) == 1
-    assert not (out / "N0001-quick_note-en_GB.sms.txt").exists()
+    assert not (out / out_name("N0001", "sms")).exists()
     record = open_record(record_url)
     (entry,) = record.timeline("N0001").to_dict()["messages"]
     assert entry["status"] == "suppressed" and entry["reason"] in summary.suppressed
@@ -190,7 +190,7 @@ def test_contact_policy_suppressions_are_counted_by_rule(
                       record_url=record_url, run_id="r1", workers=0, channels=["sms"],
                       now=morning_in_tokyo)
     assert (rerun.generated, rerun.duplicate, rerun.suppressed) == (1, 2, {})
-    assert (out / "N0001-quick_note-en_GB.sms.txt").exists()
+    assert (out / out_name("N0001", "sms")).exists()
     assert record.find_key("r1:quick_note:N0001:sms").status == "generated"
 
 
@@ -236,7 +236,7 @@ def test_pathological_rows_fail_alone_within_their_budgets(tmp_path: Path, recor
     assert errors["DEEP"]["error"] == "DataError" and errors["DEEP"]["rule"] == "maxDepth"
     assert errors["HUGE"]["error"] == "DataError" and errors["HUGE"]["rule"] == "maxBytes"
     assert summary.generated == 2 and summary.failed == 3
-    assert (out / "OK2-big_table-en_GB.pdf").exists()
+    assert (out / out_name("OK2", "pdf", "big_table")).exists()
 
 
 def test_a_worker_over_its_cpu_limit_is_replaced_and_the_row_reported(
@@ -313,7 +313,7 @@ def test_print_file_is_unencrypted_and_indexed(tmp_path: Path, record_url: str) 
     assert [int(row["first_page"]) for row in index] == [1, 2, 3]
     assert len(stream.pages) == sum(int(row["page_count"]) for row in index)
     assert "£11.00" in stream.pages[1].extract_text()  # N0001 has amount 11
-    assert PdfReader(out / "N0001-quick_note-en_GB.pdf").is_encrypted
+    assert PdfReader(out / out_name("N0001", "pdf")).is_encrypted
     _no_temp_files(out)
 
 
@@ -327,7 +327,7 @@ def test_outputs_can_go_to_an_fsspec_url(record_url: str) -> None:
                         workers=0, channels=["sms", "pdf"], now=DAYTIME)
     names = sorted(p.rsplit("/", 1)[1] for p in fs.find("/batch-out"))
     assert summary.generated == 6
-    assert "errors.jsonl" in names and "N0002-quick_note-en_GB.pdf" in names
+    assert "errors.jsonl" in names and out_name("N0002", "pdf") in names
     assert not any("ccm-staging" in p for p in fs.find("/batch-out", withdirs=True))
     fs.rm("/batch-out", recursive=True)
 

@@ -11,7 +11,7 @@ import pytest
 
 from ccm.cli import main
 
-from .conftest import DAYTIME, PACK, TEST_TEMPLATES, notes, write_jsonl
+from .conftest import DAYTIME, PACK, TEST_TEMPLATES, notes, out_name, write_jsonl
 
 
 def _args(data: Path, out: Path, record_url: str, *extra: str) -> list[str]:
@@ -62,7 +62,7 @@ def test_csv_input_is_typed_by_the_template_contract(
     out = tmp_path / "out"
     status = main(_args(data, out, record_url, "--workers", "0", "--channel", "sms", "--json"))
     assert status == 0, capsys.readouterr()
-    assert "12.50" in (out / "C1-quick_note-en_GB.sms.txt").read_text()
+    assert "12.50" in (out / out_name("C1", "sms")).read_text()
 
 
 def test_unknown_template_is_a_one_line_error(

@@ -13,7 +13,7 @@ import pytest
 from ccm.batch import run_batch
 from ccm.cli import main
 
-from .conftest import DAYTIME, PACK, TEST_TEMPLATES, notes, pg_url, write_jsonl
+from .conftest import DAYTIME, PACK, TEST_TEMPLATES, notes, out_name, pg_url, write_jsonl
 
 distributed = pytest.importorskip("distributed")
 
@@ -59,7 +59,7 @@ def test_dask_workers_render_and_postgres_keeps_the_record(
     for req in requests:
         cid = req["customer"]["id"]
         entry = record.find_key(f"{run_id}:quick_note:{cid}:pdf")
-        data = (out / f"{cid}-quick_note-en_GB.pdf").read_bytes()
+        data = (out / out_name(cid, "pdf")).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry.content_sha256
     again = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES,
                       out=out.as_uri(), record_url=pg_record_url, run_id=run_id,

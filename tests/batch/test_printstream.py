@@ -50,3 +50,19 @@ def test_index_csv_lists_customer_first_page_and_count() -> None:
     text = io.StringIO()
     write_index(text, [entry])
     assert text.getvalue() == "customer_id,first_page,page_count,message_id\nC-1,1,2,m1\n"
+
+
+def test_index_csv_quotes_ids_a_spreadsheet_would_run() -> None:
+    """Customer ids starting with = + - @ tab or CR reach the index with a leading quote."""
+    import csv
+
+    hostile = ["=cmd|' /C calc'!A0", "+1", "-1", "@SUM(A1)", "\tT", "\rR", "C-1"]
+    out = io.BytesIO()
+    stream = PrintStream(out)
+    entries = [stream.add(_pdf("x", 1), cid, f"m{i}") for i, cid in enumerate(hostile)]
+    stream.close()
+    text = io.StringIO()
+    write_index(text, entries)
+    rows = list(csv.DictReader(io.StringIO(text.getvalue(), newline="")))
+    assert [r["customer_id"] for r in rows] == ["'" + cid for cid in hostile[:-1]] + ["C-1"]
+    assert [r["first_page"] for r in rows] == [str(n) for n in range(1, len(hostile) + 1)]

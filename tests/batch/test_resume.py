@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import DAYTIME, EPOCH, PACK, TEST_TEMPLATES, notes, write_jsonl
+from .conftest import DAYTIME, EPOCH, PACK, TEST_TEMPLATES, notes, out_name, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +63,11 @@ def test_sigkill_then_rerun_gives_exactly_one_message_per_channel(
     assert record.verify().ok
     for req in requests:
         cid = req["customer"]["id"]
-        for channel, suffix in CHANNELS.items():
+        for channel in CHANNELS:
             assert record.count(cid, since=EPOCH, channel=channel) == 1, (cid, channel)
             entry = record.find_key(f"crash-1:quick_note:{cid}:{channel}")
             assert entry is not None and entry.status == "generated"
-            content = (out / f"{cid}-quick_note-en_GB{suffix}").read_bytes()
+            content = (out / out_name(cid, channel)).read_bytes()
             assert hashlib.sha256(content).hexdigest() == entry.content_sha256
     names = [p.name for p in out.rglob("*")]
     assert not [n for n in names if n.endswith(".tmp") or "ccm-staging" in n]

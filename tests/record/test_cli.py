@@ -190,6 +190,21 @@ def test_features_csv(filled: Record, run, tmp_path: Path) -> None:  # type: ign
     assert rows[0]["email_engagement_rate"] == "1.0" and rows[1]["sms_recency_days"] == ""
 
 
+def test_features_csv_cannot_run_in_a_spreadsheet(record_url: str, run,  # type: ignore[no-untyped-def]
+                                                   tmp_path: Path) -> None:
+    """Customer ids starting with = + - @ tab or CR are written with a leading quote."""
+    hostile = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tT", "\rR", "C3"]
+    with Record(record_url) as rec:
+        for cid in hostile:
+            rec.append(entry(cid, created_at=T0))
+    out = tmp_path / "features.csv"
+    result = run("features", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    with out.open(newline="", encoding="utf-8") as fh:
+        cells = {row["customer_id"] for row in csv.DictReader(fh)}
+    assert cells == {"'" + cid for cid in hostile[:-1]} | {"C3"}
+
+
 def test_record_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --record the URL comes from CCM_RECORD_URL."""
     url = f"sqlite:///{tmp_path / 'env.db'}"
