@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from ccm._util import atomic_write
-from ccm.cli._common import Fail
+from ccm.cli._common import ExitCode, Fail
 from ccm.errors import CCMError
 from ccm.record import checkpoint as checkpoints
 from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
@@ -113,6 +113,10 @@ def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
     """Every message sent to CUSTOMER, across channels, in time order."""
     with _opened(record_url) as rec:
         timeline = rec.timeline(customer)
+        if not timeline.messages and not timeline.erasures:
+            raise Fail(f"no messages for customer {customer!r} in the record at {rec.where}: "
+                       "check the customer id (the customer.id of the requests)",
+                       ExitCode.NOT_FOUND)
         if html_path is not None:
             _write_html(rec, customer, html_path, pack)
             if not as_json:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -109,6 +110,23 @@ def open_record(url: str, *, master_key: MasterKey | None = None) -> Record:
     return Record(url, master_key=master_key)
 
 
+def parse_url(url: str | os.PathLike[str]) -> sa.URL:
+    """The record's URL; a plain path (no ``scheme://``) means a SQLite file there."""
+    text = os.fspath(url)
+    if "://" not in text and text != "sqlite://":
+        if not text.strip():
+            raise ConfigError("the record URL is empty: give sqlite:///path/to/record.db, "
+                              "a file path, or postgresql+psycopg://user@host/db", url="")
+        return sa.URL.create("sqlite", database=str(Path(text).expanduser()))
+    try:
+        return sa.make_url(text)
+    except (sa.exc.ArgumentError, ValueError):
+        shown = text.split("@")[-1]  # never a password
+        raise ConfigError(
+            f"record URL {shown!r} cannot be read: use sqlite:///path/to/record.db, a file "
+            "path, or postgresql+psycopg://user@host/db", url=shown) from None
+
+
 def _where(url: sa.URL) -> str:
     return url.render_as_string(hide_password=True)
 
@@ -183,16 +201,17 @@ def _create_engine(url: sa.URL) -> tuple[sa.Engine, bool]:
 
 
 class Record:
-    """The communication record at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+    """The communication record at ``url`` (``sqlite:///path``, a plain file path, or
+    ``postgresql+psycopg://...``).
 
     Opening creates the schema, or upgrades an older one in place.
     ``master_key`` encrypts archived content; without one the record keeps
     every entry but no content. Thread-safe; open one per process.
     """
 
-    def __init__(self, url: str, *, master_key: MasterKey | None = None,
+    def __init__(self, url: str | os.PathLike[str], *, master_key: MasterKey | None = None,
                  create: bool = True) -> None:
-        self._url = sa.make_url(url)
+        self._url = parse_url(url)
         self.where = _where(self._url)
         if not create:
             _must_exist(self._url, self.where)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -121,7 +122,7 @@ class Engine:
         pack: str | os.PathLike[str] | BrandPack,
         templates: str | os.PathLike[str] = "templates",
         *,
-        record: Record | str | None = DEFAULT,
+        record: Record | str | os.PathLike[str] | None = DEFAULT,
         master_key: Any = DEFAULT,
         options: RenderOptions | None = None,
         run_id: str | None = None,
@@ -156,7 +157,8 @@ class Engine:
     # -- setup ---------------------------------------------------------------
 
     @staticmethod
-    def _open_record(record: Record | str | None, master_key: Any) -> Record | None:
+    def _open_record(record: Record | str | os.PathLike[str] | None,
+                     master_key: Any) -> Record | None:
         if record is None:
             return None
         from ccm.record import MasterKey, Record
@@ -256,7 +258,7 @@ class Engine:
         """
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
-        req = request if isinstance(request, Request) else validate_request(dict(request))
+        req = request if isinstance(request, Request) else validate_request(_plain(request))
         tpl.validate_data(req.data, customer_id=req.customer_id)
         loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
         channels = [channel] if channel else [c for c in CHANNELS if c in tpl.channels]
@@ -341,7 +343,7 @@ class Engine:
             return [self.render(template, r, channel, locale) for r in requests]
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
-        reqs = [r if isinstance(r, Request) else validate_request(dict(r)) for r in requests]
+        reqs = [r if isinstance(r, Request) else validate_request(_plain(r)) for r in requests]
         for req in reqs:
             tpl.validate_data(req.data, customer_id=req.customer_id)
         keys = [self._key(tpl, req, channel, None) for req in reqs]
@@ -563,13 +565,9 @@ class Engine:
     ) -> dict[str, Any]:
         """The variables a template sees (documented in docs/templates.md)."""
         pack = self.pack
-        name = req.customer.get("name")
         brand = dict(self._brand(channel, locale))
-        if name:
-            brand["greeting"] = brand["greeting"].replace("{name}", str(name))
-        else:
-            brand["greeting"] = brand.pop("_greeting_fallback")
-        brand.pop("_greeting_fallback", None)
+        fallback = brand.pop("_greeting_fallback")
+        brand["greeting"] = _greeting(brand["greeting"], fallback, req.customer)
         msg = {
             "id": message.message_id,
             "channel": channel,
@@ -607,8 +605,8 @@ class Engine:
     def _brand(self, channel: str, locale: str) -> dict[str, Any]:
         """The ``brand`` variables of ``channel`` and ``locale`` (built once; copied per render).
 
-        ``greeting`` still holds ``{name}``; ``_greeting_fallback`` is the text for
-        customers without a name. Both are resolved per customer in :meth:`context`.
+        ``greeting`` still holds its ``{field}`` placeholders; ``_greeting_fallback`` is the
+        text for customers without one of those fields. :meth:`context` resolves both.
         """
         key = (channel, locale)
         cached = self._brand_cache.get(key)
@@ -831,6 +829,26 @@ class Engine:
         from ccm.render.sources import check_approved
 
         check_approved(self, tpl)
+
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _greeting(pattern: str, fallback: str, customer: Mapping[str, Any]) -> str:
+    """``pattern`` with each ``{field}`` replaced by the customer's field (``{name}``,
+    ``{salutation}``); ``fallback`` when the customer lacks one of them."""
+    values: dict[str, str] = {}
+    for field_name in _FIELD.findall(pattern):
+        value = customer.get(field_name)
+        if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+            return fallback
+        values[field_name] = str(value).strip()
+    return _FIELD.sub(lambda m: values[m.group(1)], pattern)
+
+
+def _plain(request: Any) -> Any:
+    """A mapping as a ``dict``; anything else as it is, for the request check to refuse."""
+    return dict(request) if isinstance(request, Mapping) else request
 
 
 def _apply(result: Any, message: Message) -> None:

@@ -443,7 +443,7 @@ def _ccm_version() -> str:
     try:
         from importlib.metadata import version
 
-        return version("ccm")
+        return version("ccm-engine")
     except Exception:  # a source tree without installed metadata
         return "unknown"
 
