@@ -30,22 +30,39 @@ def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess
 
 @pytest.mark.slow
 def test_demo_renders_records_and_verifies(tmp_path: Path) -> None:
-    """`make demo`'s script: files for every customer, a record that verifies, a timeline."""
+    """`make demo`'s script: files for every customer, a record that verifies, a timeline,
+    the same output at any hour (a fixed clock), and a rerun that says what exists."""
     out = tmp_path / "out"
     result = run_example("demo.py", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "created a local master key" in result.stdout
     assert "record verify: ok" in result.stdout
+    assert "the contact policy sees 2026-06-01T15:00:00+00:00" in result.stdout
     customers = [json.loads(line) for line in
                  (EXAMPLES / "customers.jsonl").read_text("utf-8").splitlines() if line.strip()]
     first = customers[0]["customer"]["id"]
     assert f"timeline of customer {first}" in result.stdout
+    # The fixed clock: 08:00 in Los Angeles is inside globex's SMS quiet hours, every run.
+    assert "D-3002: sms quiet hours 20:00-09:00 in America/Los_Angeles" in result.stdout
 
     pdfs = sorted(out.rglob("*monthly_statement*.pdf"))
     assert len(pdfs) == len(customers)
     emls = list(out.rglob("*.eml"))
     smss = list(out.rglob("*.sms.txt"))
     assert emls and smss
+
+    # Each customer gets the sample data of their own locale: dollars in the US, and the
+    # German salutation comes from the customer, not a "Sehr geehrte(r)" guess.
+    us = email.message_from_bytes(
+        (out / "globex" / "payment_reminder" / "D-3001-payment_reminder-en_US.eml").read_bytes(),
+        policy=email.policy.default)
+    us_text = us.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "$" in us_text and "£" not in us_text
+    de = email.message_from_bytes(
+        (out / "acme" / "welcome" / "D-2001-welcome-de_DE.eml").read_bytes(),
+        policy=email.policy.default)
+    de_text = de.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Sehr geehrter Herr Schäfer," in de_text and "(r)" not in de_text
 
     record = Record(f"sqlite:///{out / 'record.db'}",
                     master_key=MasterKey.from_file(out / "master.key"))
@@ -54,17 +71,29 @@ def test_demo_renders_records_and_verifies(tmp_path: Path) -> None:
         timeline = record.timeline(first).to_dict()
         statement = next(m for m in timeline["messages"]
                          if m["template"] == "monthly_statement" and m["channel"] == "pdf")
+        assert statement["created_at"].startswith("2026-06-01T15:00")
         # The archive returns exactly the bytes written to out/.
         written = next(p for p in pdfs if first in p.name)
         assert record.content(statement["message_id"]) == written.read_bytes()
     finally:
         record.close()
 
-    # A second run with the same run id makes nothing twice.
+    # A second run changes nothing and says what exists, where, and how to start over.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     again = run_example("demo.py", "--out", str(out), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "generated" not in again.stdout.split("record:")[1].splitlines()[0]
-    assert "duplicate" in again.stdout
+    assert "the demo has run already" in again.stdout and "--fresh" in again.stdout
+    assert f"{len(before) - 2} files" in again.stdout  # all but record.db and master.key
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+    # --fresh starts over (one customer, to keep the test short).
+    one = tmp_path / "one.jsonl"
+    one.write_text((EXAMPLES / "customers.jsonl").read_text("utf-8").splitlines()[0] + "\n")
+    fresh = run_example("demo.py", "--out", str(out), "--fresh", "--customers", str(one),
+                        cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "created a local master key" in fresh.stdout
+    assert len(list(out.rglob("*.pdf"))) == 2  # D-1001's statement and welcome letter
 
 
 #: Midday UTC: outside every pack's quiet hours, whatever the hour the tests run.

@@ -1,4 +1,4 @@
-"""`pip install ccm` without extras: the CLI still starts, renders, and names the missing extra."""
+"""`pip install ccm-engine` without extras: the CLI starts, renders, names the missing extra."""
 
 from __future__ import annotations
 
@@ -47,14 +47,16 @@ def test_cli_starts_and_renders_without_extras(tmp_path: Path) -> None:
     sample = sorted((TEMPLATES / "payment_reminder" / "samples").glob("*.json"))[0]
     rendered = ccm_without_extras(
         "render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
-        str(TEMPLATES), "--data", str(sample), "--out", str(tmp_path / "out"), cwd=tmp_path)
+        str(TEMPLATES), "--data", str(sample), "--out", str(tmp_path / "out"),
+        "--as-of", "2026-06-01T12:00:00+00:00", cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
     assert len(list((tmp_path / "out").glob("*.eml"))) == 1
     assert (tmp_path / "ccm-record.db").exists()
 
 
 def test_commands_needing_an_extra_name_it(tmp_path: Path) -> None:
-    for args, extra in ((["preview"], "ccm[preview]"), (["track-serve"], "ccm[tracking]")):
+    for args, extra in ((["preview"], "ccm-engine[preview]"),
+                        (["track-serve"], "ccm-engine[tracking]")):
         result = ccm_without_extras(*args, cwd=tmp_path)
         assert result.returncode == 1
         assert result.stderr.startswith("ccm: error:") and extra in result.stderr

@@ -26,7 +26,7 @@ from ccm.errors import CCMError
 
 __all__ = ["batch"]
 
-CLUSTER_EXTRA = "pip install 'ccm[cluster]'"
+CLUSTER_EXTRA = "pip install 'ccm-engine[cluster]'"
 #: Seconds between plain progress lines when stderr is not a terminal.
 PLAIN_EVERY = 5.0
 #: Errors printed on stderr before the rest are only counted (all are in errors.jsonl).

@@ -177,7 +177,12 @@ def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
                  html_path: Path | None, pack: Path | None) -> None:
     """Every message sent to CUSTOMER, across channels, in time order."""
     with _opened(record_url) as rec:
-        doc = rec.timeline(customer).to_dict()
+        timeline = rec.timeline(customer)
+        if not timeline.messages and not timeline.erasures:
+            raise Fail(f"no messages for customer {customer!r} in the record at {rec.where}: "
+                       "check the customer id (the customer.id of the requests)",
+                       ExitCode.NOT_FOUND)
+        doc = timeline.to_dict()
     if html_path is not None:
         _write_html(doc, html_path, pack)
         if not as_json:

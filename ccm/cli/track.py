@@ -13,7 +13,7 @@ import click
 
 __all__ = ["track_serve"]
 
-EXTRA_HINT = "pip install 'ccm[tracking]'"
+EXTRA_HINT = "pip install 'ccm-engine[tracking]'"
 
 
 @click.command("track-serve")

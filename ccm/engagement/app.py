@@ -1,7 +1,7 @@
 """The tracking web app: link redirects, the open pixel and one-click unsubscribe.
 
 A small Starlette (ASGI) app over :mod:`ccm.render.links` and a record (the
-``tracking`` extra: ``pip install 'ccm[tracking]'``)::
+``tracking`` extra: ``pip install 'ccm-engine[tracking]'``)::
 
     GET  /c/{token}   302 to the signed target, records ``clicked``
     GET  /o/{token}   1x1 transparent GIF (no-store), records ``opened``
@@ -44,7 +44,7 @@ try:
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "ccm.engagement.app needs the tracking extra: pip install 'ccm[tracking]'"
+        "ccm.engagement.app needs the tracking extra: pip install 'ccm-engine[tracking]'"
     ) from exc
 
 __all__ = ["PIXEL_GIF", "create_app", "serve"]

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -72,7 +73,7 @@ class Engine:
         pack: str | os.PathLike[str] | BrandPack,
         templates: str | os.PathLike[str] = "templates",
         *,
-        record: Record | str | None = DEFAULT,
+        record: Record | str | os.PathLike[str] | None = DEFAULT,
         master_key: Any = DEFAULT,
         options: RenderOptions | None = None,
         run_id: str | None = None,
@@ -449,13 +450,9 @@ class Engine:
     ) -> dict[str, Any]:
         """The variables a template sees (documented in docs/templates.md)."""
         pack = self.pack
-        name = req.customer.get("name")
         brand = dict(self._brand(channel, locale))
-        if name:
-            brand["greeting"] = brand["greeting"].replace("{name}", str(name))
-        else:
-            brand["greeting"] = brand.pop("_greeting_fallback")
-        brand.pop("_greeting_fallback", None)
+        fallback = brand.pop("_greeting_fallback")
+        brand["greeting"] = _greeting(brand["greeting"], fallback, req.customer)
         msg = {
             "id": message.message_id,
             "channel": channel,
@@ -493,8 +490,8 @@ class Engine:
     def _brand(self, channel: str, locale: str) -> dict[str, Any]:
         """The ``brand`` variables of ``channel`` and ``locale`` (built once; copied per render).
 
-        ``greeting`` still holds ``{name}``; ``_greeting_fallback`` is the text for
-        customers without a name. Both are resolved per customer in :meth:`context`.
+        ``greeting`` still holds its ``{field}`` placeholders; ``_greeting_fallback`` is the
+        text for customers without one of those fields. :meth:`context` resolves both.
         """
         key = (channel, locale)
         cached = self._brand_cache.get(key)
@@ -568,3 +565,18 @@ _ = ApprovalError  # re-exported for users catching it from the engine module
 def _as_dict(request: Any) -> Any:
     """A mapping request as a dict; anything else as it is (validate_request refuses it)."""
     return dict(request) if isinstance(request, Mapping) else request
+
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _greeting(pattern: str, fallback: str, customer: Mapping[str, Any]) -> str:
+    """``pattern`` with each ``{field}`` replaced by the customer's field (``{name}``,
+    ``{salutation}``); ``fallback`` when the customer lacks one of them."""
+    values: dict[str, str] = {}
+    for field_name in _FIELD.findall(pattern):
+        value = customer.get(field_name)
+        if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+            return fallback
+        values[field_name] = str(value).strip()
+    return _FIELD.sub(lambda m: values[m.group(1)], pattern)

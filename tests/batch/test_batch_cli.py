@@ -91,4 +91,4 @@ def test_missing_distributed_names_the_extra_to_install(
     monkeypatch.setattr(builtins, "__import__", no_distributed)
     data = write_jsonl(tmp_path / "in.jsonl", notes(1))
     assert main(_args(data, tmp_path / "out", record_url, "--scheduler", "local")) == 1
-    assert "pip install 'ccm[cluster]'" in capsys.readouterr().err
+    assert "pip install 'ccm-engine[cluster]'" in capsys.readouterr().err

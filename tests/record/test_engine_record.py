@@ -255,7 +255,8 @@ def test_render_cli_reports_generated_duplicate_and_suppressed(tmp_path: Path,
     data = tmp_path / "offer.json"
     data.write_text(json.dumps(offer(consents={"email": True, "sms": False})), "utf-8")
     args = ["render", "product_offer", "--pack", str(PACKS / "acme"), "--templates",
-            str(TEMPLATES), "--data", str(data), "--out", str(tmp_path / "out"), "--json"]
+            str(TEMPLATES), "--data", str(data), "--out", str(tmp_path / "out"), "--json",
+            "--as-of", "2026-06-01T12:00:00+00:00"]
     run: Callable[..., list[dict[str, Any]]] = lambda *extra: (  # noqa: E731
         ccm_main([*args, *extra]),
         [json.loads(line) for line in capsys.readouterr().out.splitlines()],

@@ -18,7 +18,7 @@ import importlib.util
 __all__ = ["EXTRA_HINT", "missing_extra"]
 
 #: What to run when the extra is missing (printed by the command, exactly).
-EXTRA_HINT = "pip install 'ccm[preview]'"
+EXTRA_HINT = "pip install 'ccm-engine[preview]'"
 _NEEDED = ("starlette", "uvicorn", "watchfiles", "pypdfium2")
 
 

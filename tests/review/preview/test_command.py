@@ -25,7 +25,7 @@ def test_missing_extra_prints_the_exact_install(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(ccm.review.preview, "missing_extra", lambda: ["watchfiles"])
     assert main(["preview"]) == 1
     err = capsys.readouterr().err
-    assert "pip install 'ccm[preview]'" in err and "watchfiles" in err
+    assert "pip install 'ccm-engine[preview]'" in err and "watchfiles" in err
 
 
 def test_extra_is_installed_here() -> None:
