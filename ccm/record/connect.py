@@ -82,7 +82,7 @@ def lock_id(customer_id: str) -> int:
 SETUP_LOCK = lock_id("\x00schema")
 
 
-def record_url(value: str | sa.URL) -> sa.URL:
+def record_url(value: str | os.PathLike[str] | sa.URL) -> sa.URL:
     """Parse a record URL; a plain path (no ``scheme://``) is a SQLite file.
 
     A malformed URL is a :class:`~ccm.errors.ConfigError` that says what a
@@ -90,7 +90,7 @@ def record_url(value: str | sa.URL) -> sa.URL:
     """
     if isinstance(value, sa.URL):
         return value
-    text = str(value)
+    text = os.fspath(value)
     if "://" not in text:
         if not text.strip():
             raise ConfigError("the record URL is empty: give sqlite:///path/to/record.db "
@@ -260,7 +260,7 @@ class Connected:
     (nothing is created or changed; every write fails).
     """
 
-    def __init__(self, url: str | sa.URL, *, master_key: KeySource | None = None,
+    def __init__(self, url: str | os.PathLike[str] | sa.URL, *, master_key: KeySource | None = None,
                  create: bool = True, read_only: bool = False,
                  erase_wait: float = 30.0) -> None:
         self._url = record_url(url)

@@ -31,6 +31,8 @@ holds content or a key.
 
 from __future__ import annotations
 
+import os
+
 import sqlalchemy as sa
 
 from ccm.record.appends import Appends
@@ -57,7 +59,7 @@ class Record(Reads, Appends):
     Thread-safe; open one per process.
     """
 
-    def __init__(self, url: str | sa.URL, *, master_key: KeySource | None = None,
+    def __init__(self, url: str | os.PathLike[str] | sa.URL, *, master_key: KeySource | None = None,
                  create: bool = True, read_only: bool = False,
                  erase_wait: float = 30.0) -> None:
         super().__init__(url, master_key=master_key, create=create, read_only=read_only,

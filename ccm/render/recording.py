@@ -26,7 +26,8 @@ logger = logging.getLogger("ccm.render.engine")
 logger.addHandler(logging.NullHandler())
 
 
-def open_record(record: Record | str | None, master_key: Any) -> Record | None:
+def open_record(record: Record | str | os.PathLike[str] | None,
+                master_key: Any) -> Record | None:
     """The engine's record: a :class:`Record`, a URL, ``None``, or :data:`DEFAULT`."""
     if record is None:
         return None
