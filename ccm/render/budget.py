@@ -100,6 +100,7 @@ class Meter:
         if self.ticks <= 0:
             self.ticks = _TICKS
             self.check_time()
+        # (CCMSandbox.call inlines the decrement; it calls this once ticks reach 0.)
 
     def too_big(self, size: int, what: str = "value") -> BudgetError:
         return self.error(

@@ -40,7 +40,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
-from ccm.render.budget import Meter, current_meter
+from ccm.render.budget import _FALLBACK, Meter, _current, current_meter
 
 __all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_printable"]
 
@@ -61,6 +61,7 @@ _DATA_SCALARS = (str, int, float, bool, Decimal, date, datetime, timedelta, type
 _RUNTIME = (types.ModuleType, Cycler, Joiner, Namespace, LoopContext, Context, Macro,
             TemplateReference)
 _FAST = frozenset({str, int, float, bool, type(None), Markup})
+_CONTAINERS = frozenset({list, tuple, dict})
 #: Results this short are within any value budget (the smallest allowed is 1024).
 _SMALL = 1024
 
@@ -77,7 +78,9 @@ def check_printable(value: Any, *, deep: bool = False, _depth: int = 0) -> Any:
     """``value`` unchanged when it is data; :class:`SecurityError` for a function,
     class, module or Jinja runtime object (``deep``: inside lists and dicts too)."""
     kind = type(value)
-    if kind in _FAST or isinstance(value, (Undefined, *_DATA_SCALARS)):
+    if kind in _FAST or (not deep and kind in _CONTAINERS):
+        return value
+    if isinstance(value, (Undefined, *_DATA_SCALARS)):
         return value
     if isinstance(value, type) or callable(value) or isinstance(value, _RUNTIME):
         raise SecurityError(f"{_describe(value)} is not data and cannot be printed")
@@ -370,7 +373,10 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any,
              **kwargs: Any) -> Any:
-        current_meter().tick()
+        meter = _current.get() or _FALLBACK
+        meter.ticks -= 1
+        if meter.ticks <= 0:
+            meter.tick()
         if args:
             _check_int_args(args, "call")
         if kwargs:
@@ -407,6 +413,8 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """``str.format``/``format_map``: data arguments only, widths within budget."""
+        if getattr(value, "__name__", None) not in ("format", "format_map"):
+            return None
         wrapper = super().wrap_str_format(value)
         if wrapper is None:
             return None
