@@ -40,6 +40,9 @@ from ccm.render.sandbox import CCMSandbox, check_printable
 
 __all__ = ["ContainedLoader", "RenderedSource", "create_environment", "render_source"]
 
+#: Values printed as they are (no need to look closer).
+_PLAIN = frozenset({str, int, float, bool, type(None), Markup})
+
 #: Largest template source read, in bytes.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
@@ -129,8 +132,11 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
     @jinja2.pass_context
     def checked_gettext(__context: Any, __string: str, **variables: Any) -> str:
         # ``_("%(x)s", x=lipsum)`` and ``{% trans x=range %}`` must not print a repr.
-        for value in (__string, *variables.values()):
-            check_printable(value, deep=True)
+        if type(__string) is not str:
+            check_printable(__string, deep=True)
+        for value in variables.values():
+            if type(value) not in _PLAIN:
+                check_printable(value, deep=True)
         return gettext(__context, __string, **variables)  # type: ignore[no-any-return]
 
     @jinja2.pass_context

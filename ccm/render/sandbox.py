@@ -381,7 +381,9 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
             _check_int_args(args, "call")
         if kwargs:
             _check_int_args(kwargs.values(), "call")
-        result = super().call(__context, __obj, *args, **kwargs)
+        if not __self.is_safe_callable(__obj):
+            raise SecurityError(f"{_describe(__obj)} is not safely callable")
+        result = __context.call(__obj, *args, **kwargs)
         if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
             return result
         return _checked_size(result, "call result")
