@@ -4,7 +4,7 @@
     python benchmarks/run.py --quick    # a smoke run (~3 min)
     python benchmarks/run.py --only pdf,text --json results.json
 
-Groups: ``pdf`` (a, b), ``scale`` (c, d), ``text`` (e), ``record`` (the record's own
+Groups: ``pdf`` (a, b), ``scale`` (c, d), ``text`` (e), ``budget`` (f), ``record`` (the record's own
 benchmark, ``benchmarks/record_bench.py``, run as a separate process when present).
 Ratios are always between two measurements of the same run.
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import Result, load_average  # noqa: E402
 
-GROUPS = ("pdf", "scale", "text", "record")
+GROUPS = ("pdf", "scale", "text", "budget", "record")
 
 
 def _format(value: float, unit: str) -> str:
@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             import text_bench
 
             batch = text_bench.run(args.quick)
+        elif group == "budget":
+            import budget_bench
+
+            batch = budget_bench.run(args.quick)
         else:
             _record_bench(args.quick)
             continue

@@ -36,6 +36,8 @@ __all__ = ["DEFAULT_MAX_VALUE", "Budget", "Meter", "current_meter"]
 
 #: Largest string/list (characters or items) a template may build by default.
 DEFAULT_MAX_VALUE = 1_000_000
+#: Steps (calls, operators, output chunks) between two looks at the clock.
+_TICKS = 32
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Budget:
 class Meter:
     """One document's running budget: a ``time.monotonic()`` deadline and the limits."""
 
-    __slots__ = ("budget", "deadline", "max_output", "max_value", "name", "seconds")
+    __slots__ = ("budget", "deadline", "max_output", "max_value", "name", "seconds", "ticks")
 
     def __init__(self, deadline: float, budget: Budget) -> None:
         self.deadline = deadline
@@ -80,6 +82,7 @@ class Meter:
         self.max_output = budget.max_output
         self.max_value = budget.max_value
         self.name = ""
+        self.ticks = _TICKS
 
     def error(self, kind: str, detail: str) -> BudgetError:
         """A :class:`BudgetError` for the source being rendered."""
@@ -90,6 +93,14 @@ class Meter:
         """Raise :class:`BudgetError` when the deadline has passed."""
         if time.monotonic() > self.deadline:
             raise self.error("time", f"rendering exceeded its {self.seconds:g} s time budget")
+
+    def tick(self) -> None:
+        """Count one step; every few steps, :meth:`check_time` (the clock costs more than this)."""
+        self.ticks -= 1
+        if self.ticks <= 0:
+            self.ticks = _TICKS
+            self.check_time()
+        # (CCMSandbox.call inlines the decrement; it calls this once ticks reach 0.)
 
     def too_big(self, size: int, what: str = "value") -> BudgetError:
         return self.error(

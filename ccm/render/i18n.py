@@ -48,11 +48,11 @@ def _zone(name: str | None) -> ZoneInfo:
 
 def _decimal(value: Any, what: str) -> Decimal:
     if isinstance(value, bool):
-        raise RenderError(f"{what}: expected a number, got {value!r}")
+        raise RenderError(f"{what}: expected a number, got {type(value).__name__}")
     try:
         return Decimal(str(value))
     except (InvalidOperation, ValueError) as exc:
-        raise RenderError(f"{what}: expected a number, got {str(value)[:40]!r}") from exc
+        raise RenderError(f"{what}: expected a number, got text that is not one") from exc
 
 
 def _as_datetime(value: Any, what: str) -> datetime | date:
@@ -64,7 +64,7 @@ def _as_datetime(value: Any, what: str) -> datetime | date:
                 return date.fromisoformat(value)
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise RenderError(f"{what}: not an ISO date: {value[:40]!r}") from exc
+            raise RenderError(f"{what}: not an ISO date (YYYY-MM-DD)") from exc
     raise RenderError(f"{what}: expected a date, got {type(value).__name__}")
 
 

@@ -8,8 +8,8 @@ On top of :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`:
   fail before anything big is built. ``~``, filters, method calls and
   ``str.format`` widths are checked too; ``range`` and ``lipsum`` are
   capped. Limits come from the current :class:`~ccm.render.budget.Meter`.
-* **Time.** Every call, attribute, item, operator and every 256 loop
-  iterations look at the meter's deadline.
+* **Time.** Calls, operators, filters' output and loop iterations count
+  steps on the meter, which looks at its deadline every few steps.
 * **Data only.** Printing, joining, formatting or concatenating a function,
   class, module or Jinja runtime object (``{{ lipsum }}``, ``{{ range }}``,
   ``{{ cycler(1) }}``, ``_()`` or ``{% trans %}`` with one) raises
@@ -38,8 +38,9 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.runtime import Context, LoopContext, Macro, TemplateReference, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace, generate_lorem_ipsum
+from markupsafe import Markup
 
-from ccm.render.budget import current_meter
+from ccm.render.budget import _FALLBACK, Meter, _current, current_meter
 
 __all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_printable"]
 
@@ -59,7 +60,10 @@ _BLOCK_TAGS = frozenset({"for", "if", "macro", "call", "filter", "block", "with"
 _DATA_SCALARS = (str, int, float, bool, Decimal, date, datetime, timedelta, type(None))
 _RUNTIME = (types.ModuleType, Cycler, Joiner, Namespace, LoopContext, Context, Macro,
             TemplateReference)
-_FAST = frozenset({str, int, float, bool, type(None)})
+_FAST = frozenset({str, int, float, bool, type(None), Markup})
+_CONTAINERS = frozenset({list, tuple, dict})
+#: Results this short are within any value budget (the smallest allowed is 1024).
+_SMALL = 1024
 
 
 def _describe(value: Any) -> str:
@@ -74,7 +78,9 @@ def check_printable(value: Any, *, deep: bool = False, _depth: int = 0) -> Any:
     """``value`` unchanged when it is data; :class:`SecurityError` for a function,
     class, module or Jinja runtime object (``deep``: inside lists and dicts too)."""
     kind = type(value)
-    if kind in _FAST or isinstance(value, (Undefined, *_DATA_SCALARS)):
+    if kind in _FAST or (not deep and kind in _CONTAINERS):
+        return value
+    if isinstance(value, (Undefined, *_DATA_SCALARS)):
         return value
     if isinstance(value, type) or callable(value) or isinstance(value, _RUNTIME):
         raise SecurityError(f"{_describe(value)} is not data and cannot be printed")
@@ -114,9 +120,9 @@ def _checked_size(value: Any, what: str = "value") -> Any:
 
 
 def _check_int_args(args: Iterable[Any], what: str) -> None:
-    meter = current_meter()
     for arg in args:
-        if type(arg) is int and abs(arg) > meter.max_value:
+        if type(arg) is int and abs(arg) > _SMALL and \
+                abs(arg) > (meter := current_meter()).max_value:
             raise meter.error("value", f"{what}: the argument {arg} is over the "
                               f"{meter.max_value} budget (budget.max_value_size)")
 
@@ -180,10 +186,20 @@ class _Namespace(Namespace):
         super().__setitem__(name, value)
 
 
-def _metered_iter(iterable: Any) -> Iterator[Any]:
-    """Loop iterations, looking at the deadline every :data:`_TICK` items."""
+def _metered_iter(iterable: Any) -> Any:
+    """A loop's iterable, counted: a step per loop, the deadline every :data:`_TICK` items.
+
+    Short lists and tuples go through as they are (a step when the loop starts
+    is enough for them; nested loops step once per inner loop).
+    """
     meter = current_meter()
-    meter.check_time()
+    meter.tick()
+    if type(iterable) in (list, tuple) and len(iterable) < _TICK:
+        return iterable
+    return _metered(iterable, meter)
+
+
+def _metered(iterable: Any, meter: Meter) -> Iterator[Any]:
     count = 0
     for item in iterable:
         count += 1
@@ -215,20 +231,26 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     deep = name in _STRINGIFYING
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        meter = current_meter()
-        meter.check_time()
-        values = args[skip:]
+        values = args[skip:] if skip else args
         if values:
-            check_printable(values[0], deep=deep)
-            _check_int_args(values[1:], f"filter {name!r}")
-        _check_int_args(kwargs.values(), f"filter {name!r}")
-        if name == "join" and values and not kwargs.get("attribute") and len(values) < 3:
-            items = [check_printable(item, deep=True) for item in values[0]]
-            args = (*args[:skip], items, *values[1:])
-        elif name == "format" and values and isinstance(values[0], str):
-            _check_format_widths(values[0], tuple(values[1:]) or tuple(kwargs.values()),
-                                 percent=True)
-        return _checked_size(func(*args, **kwargs), f"result of filter {name!r}")
+            value = values[0]
+            if type(value) not in _FAST:
+                check_printable(value, deep=deep)
+            if len(values) > 1:
+                _check_int_args(values[1:], f"filter {name!r}")
+                if name == "format" and isinstance(value, str):
+                    _check_format_widths(value, tuple(values[1:]), percent=True)
+            if name == "join" and not kwargs.get("attribute") and len(values) < 3:
+                items = [check_printable(item, deep=True) for item in value]
+                args = (*args[:skip], items, *values[1:])
+        if kwargs:
+            _check_int_args(kwargs.values(), f"filter {name!r}")
+            if name == "format" and values and isinstance(values[0], str):
+                _check_format_widths(values[0], tuple(kwargs.values()), percent=True)
+        result = func(*args, **kwargs)
+        if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
+            return result
+        return _checked_size(result, f"result of filter {name!r}")
 
     wrapped.__name__ = getattr(func, "__name__", name)
     wrapped.__doc__ = func.__doc__
@@ -349,25 +371,26 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
         raise SecurityError(
             f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        current_meter().check_time()
-        return super().getattr(obj, attribute)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        current_meter().check_time()
-        return super().getitem(obj, argument)
-
     def call(__self, __context: Context, __obj: Any, *args: Any,
              **kwargs: Any) -> Any:
-        meter = current_meter()
-        meter.check_time()
-        _check_int_args(args, "call")
-        _check_int_args(kwargs.values(), "call")
-        return _checked_size(super().call(__context, __obj, *args, **kwargs), "call result")
+        meter = _current.get() or _FALLBACK
+        meter.ticks -= 1
+        if meter.ticks <= 0:
+            meter.tick()
+        if args:
+            _check_int_args(args, "call")
+        if kwargs:
+            _check_int_args(kwargs.values(), "call")
+        if not __self.is_safe_callable(__obj):
+            raise SecurityError(f"{_describe(__obj)} is not safely callable")
+        result = __context.call(__obj, *args, **kwargs)
+        if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
+            return result
+        return _checked_size(result, "call result")
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         meter = current_meter()
-        meter.check_time()
+        meter.tick()
         if operator == "**":
             if (type(left) is int and type(right) is int and right > 0
                     and left not in (0, 1, -1) and left.bit_length() * right > MAX_INT_BITS):
@@ -392,6 +415,8 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """``str.format``/``format_map``: data arguments only, widths within budget."""
+        if getattr(value, "__name__", None) not in ("format", "format_map"):
+            return None
         wrapper = super().wrap_str_format(value)
         if wrapper is None:
             return None

@@ -1,0 +1,234 @@
+"""ccm's sandbox: bounded arithmetic, time budgets, data-only output, nesting limits.
+
+Every hostile template here must end in a ccm error that names the template
+file and line -- never a raw Python exception, never a hang, never a repr.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ccm.errors import BudgetError, CCMError, RenderError, SandboxError, TemplateSyntaxError
+from ccm.render.budget import Budget
+from ccm.render.environment import create_environment, render_source
+
+DATA = {"data": {"name": "Eleanor Whitfield", "rows": [1, 2, 3], "n": 3}}
+
+
+class Sources:
+    """Writes sources into a templates folder and renders them under a short budget."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.layouts = tmp_path / "pack" / "layouts"
+        self.templates = tmp_path / "templates"
+        self.layouts.mkdir(parents=True)
+        (self.templates / "t").mkdir(parents=True)
+        self.count = 0
+
+    def render(self, source: str, context: dict[str, Any] | None = None,
+               budget: Budget | None = None) -> str:
+        self.count += 1
+        name = f"s{self.count}.txt.j2"
+        (self.templates / "t" / name).write_text(source, "utf-8")
+        env = create_environment(self.layouts, self.templates, self.layouts.parent)
+        meter = (budget or Budget(seconds=2.0)).start()
+        return render_source(env, f"templates/t/{name}", context or DATA, meter=meter).text
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Sources:
+    return Sources(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("source", "error", "words"),
+    [
+        ("{{ 10 ** (10 ** 8) }}", BudgetError, "bits"),
+        ("{{ 'A' * 10**9 }}", BudgetError, "repetition"),
+        ("{{ [1] * 10**9 }}", BudgetError, "repetition"),
+        ("{{ 'x'.ljust(10**9) }}", BudgetError, "budget"),
+        ("{{ '{:>999999999}'.format(1) }}", BudgetError, "format width"),
+        ("{{ '%0999999999d' % 1 }}", BudgetError, "format width"),
+        ("{{ 'x'|center(10**9) }}", BudgetError, "center"),
+        ("{{ lipsum(1000000) }}", BudgetError, "lipsum"),
+        ("{{ range(500000)|list }}", BudgetError, "range"),
+        ("{% set ns = namespace(s='xx') %}{% for i in range(60) %}"
+         "{% set ns.s = ns.s ~ ns.s %}{% endfor %}", BudgetError, "concatenation"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", BudgetError, "recursion"),
+    ],
+)
+def test_arithmetic_and_repetition_are_bounded(sources: Sources, source: str,
+                                               error: type[CCMError], words: str) -> None:
+    """Large powers, repetitions, widths, lipsum, range and doubling fail before building."""
+    with pytest.raises(error, match=words) as caught:
+        sources.render(source)
+    assert caught.value.context["path"].endswith(".txt.j2")
+    assert caught.value.context.get("line") == 1
+
+
+def test_nested_loops_stop_at_the_time_budget(sources: Sources) -> None:
+    """Two nested loops over range(99999) that write nothing stop with a time BudgetError."""
+    source = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(BudgetError, match="time budget") as caught:
+        sources.render(source, budget=Budget(seconds=0.3))
+    assert caught.value.context["budget"] == "time"
+    assert time.monotonic() - started < 60  # a hang would never get here
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ lipsum }}", "{{ range }}", "{{ cycler }}", "{{ cycler(1, 2) }}", "{{ joiner }}",
+        "{{ namespace(a=1) }}", "{{ _(lipsum) }}", "{{ _('%(x)s', x=range) }}",
+        "{% trans x=range %}{{ x }}{% endtrans %}", "{{ lipsum ~ '' }}", "{{ [lipsum]|join }}",
+        "{{ lipsum|string }}", "{{ '%s' % lipsum }}", "{{ '{}'.format(range) }}",
+        "{{ data.items }}", "{{ [data.items] }}", "{{ dict }}",
+    ],
+)
+def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -> None:
+    """Functions, classes and Jinja objects are never rendered as their repr."""
+    with pytest.raises(SandboxError, match="not data"):
+        sources.render(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ data.rows|map(attribute='__class__')|list }}",
+        "{{ data.rows|map(attribute='__class__')|join }}",
+        "{{ [data]|sort(attribute='__class__')|list }}",
+        "{{ data.rows|selectattr('__class__')|list }}",
+        "{{ data.name.__class__ }}",
+    ],
+)
+def test_blocked_attributes_fail_in_filters_too(sources: Sources, source: str) -> None:
+    """A blocked attribute through map/sort/selectattr raises instead of printing Undefined."""
+    with pytest.raises(SandboxError, match="unsafe"):
+        sources.render(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ " + "(" * 500 + "1" + ")" * 500 + " }}",
+        "{{ " + "[" * 500 + "]" * 500 + " }}",
+        "{{ 1" + "|abs" * 2000 + " }}",
+        "{{ " + "not " * 3000 + "1 }}",
+        "{{ " + "-" * 3000 + "1 }}",
+        "{{ 1" + "+1" * 3000 + " }}",
+        "{% if 1 %}" * 300 + "{% endif %}" * 300,
+        "{% for a in [1] %}" * 40 + "{% endfor %}" * 40,
+    ],
+)
+def test_deep_nesting_fails_at_parse_time(sources: Sources, source: str) -> None:
+    """Deep brackets, blocks, filters and operators are a syntax error, not a RecursionError."""
+    with pytest.raises(TemplateSyntaxError, match="nested") as caught:
+        sources.render(source)
+    assert caught.value.context["path"].endswith(".txt.j2")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% set x = 1 %}{% set x.y = 2 %}", "{{ data.rows|map(42)|list }}", "{{ 1 / 0 }}",
+        "{{ data.name + 1 }}", "{{ data.rows[10] }}", "{{ nope }}", "{{ data.name|int(1, 2, 3) }}",
+        "{{ 'a' < 1 }}", "{{ data.rows|sum(attribute='x') }}",
+        "{{ '{0[1000]}'.format(data.rows) }}", "{{ data.name|date }}", "{{ 2 ** 100000 }}",
+    ],
+)
+def test_runtime_errors_are_ccm_errors_with_file_and_line(sources: Sources, source: str) -> None:
+    """TemplateRuntimeError, TypeError, ZeroDivisionError... all become ccm errors with a line."""
+    with pytest.raises(CCMError) as caught:
+        sources.render(source)
+    assert caught.value.context.get("line") == 1
+    assert "Eleanor" not in str(caught.value)
+
+
+def test_normal_templates_still_render(sources: Sources) -> None:
+    """Everyday arithmetic, loops, joins and formatting are untouched by the limits."""
+    text = sources.render(
+        "{% for i in data.rows %}{{ i * 2 }},{% endfor %}{{ 2 ** 10 }} {{ 'ab' * 3 }} "
+        "{{ data.rows|join('-') }} {{ '%05.1f' % 3.14159 }} {{ '{:>6}'.format('x') }} "
+        "{{ data.name ~ '!' }} {{ range(3)|list }} {{ lipsum(1, False, 5, 9)|length > 0 }}"
+    )
+    assert text == ("2,4,6,1024 ababab 1-2-3 003.1      x Eleanor Whitfield! [0, 1, 2] True")
+
+
+_ATOMS = st.sampled_from([
+    "1", "0", "-1", "10", "99999", "2.5", "'x'", "''", "[1, 2]", "{}", "data", "data.name",
+    "data.rows", "data.n", "data.missing", "lipsum", "range", "cycler", "namespace()",
+    "none", "true", "customer", "loop", "self", "caller", "_", "dict(a=1)", "data.__class__",
+])
+_BINOPS = st.sampled_from(["+", "-", "*", "/", "//", "%", "**", "~", "<", "==", "in", "and"])
+_FILTERS = st.sampled_from([
+    "|string", "|int", "|join", "|list", "|length", "|first", "|center(99999999)",
+    "|map(attribute='__class__')|list", "|sum", "|default(1)", "|money", "|date", "|upper",
+    "|replace('x', 'xx')", "|indent(10**9)", "|tojson", "|pprint", "|attr('__class__')",
+])
+
+
+@st.composite
+def hostile_expressions(draw: st.DrawFn, depth: int = 0) -> str:
+    if depth > 3 or draw(st.booleans()):
+        expr = draw(_ATOMS)
+    else:
+        left = draw(hostile_expressions(depth + 1))
+        right = draw(hostile_expressions(depth + 1))
+        expr = f"({left} {draw(_BINOPS)} {right})"
+    if draw(st.booleans()):
+        expr += draw(_FILTERS)
+    if draw(st.integers(0, 4)) == 0:
+        expr = f"{draw(_ATOMS)}({expr})"
+    return expr
+
+
+@st.composite
+def hostile_templates(draw: st.DrawFn) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        expr = draw(hostile_expressions())
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            parts.append(f"{{{{ {expr} }}}}")
+        elif kind == 1:
+            parts.append(f"{{% for x in {expr} %}}{{{{ x }}}}{{% endfor %}}")
+        elif kind == 2:
+            parts.append(f"{{% set ns = namespace(v=1) %}}{{% set ns.v = {expr} %}}{{{{ ns.v }}}}")
+        else:
+            parts.append(f"{{% trans v={expr} %}}{{{{ v }}}}{{% endtrans %}}")
+    return "".join(parts)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5),
+                                                                      children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                    HealthCheck.too_slow])
+@given(source=hostile_templates(), data=st.dictionaries(
+    st.sampled_from(["name", "rows", "n", "x"]), _JSON, max_size=4))
+def test_hostile_templates_and_data_raise_only_ccm_errors(sources: Sources, source: str,
+                                                          data: dict[str, Any]) -> None:
+    """Whatever a template and its data do, the caller sees output or a ccm error with a place."""
+    try:
+        text = sources.render(source, {"data": data}, budget=Budget(seconds=2.0,
+                                                                    max_value=10_000))
+    except CCMError as exc:
+        assert exc.context.get("path"), exc
+        if not isinstance(exc, TemplateSyntaxError):
+            assert isinstance(exc, RenderError), exc
+            assert exc.context.get("line") is not None, exc
+        return
+    assert " at 0x" not in text and "<function" not in text and "<class" not in text
