@@ -158,7 +158,7 @@ class DataKeys(Connected):
                 )
             raise ContentTampered(
                 f"the archived {part} of message {entry.message_id} is missing although "
-                f"customer {entry.customer_id} was never erased (tampered; run ccm record "
+                f"customer {entry.customer_id} was never erased: tampered (run ccm record "
                 "verify)", message_id=entry.message_id, customer_id=entry.customer_id)
         if self.master_key is None:
             raise KeyConfigError(
@@ -172,8 +172,8 @@ class DataKeys(Connected):
         if key_row is None or key_row.key_id != blob.key_id:
             what = "is missing" if key_row is None else "is not the one its content was sealed with"
             raise ContentTampered(
-                f"the data key of customer {entry.customer_id} {what} (tampered; run ccm "
-                f"record verify): message {entry.message_id} cannot be opened",
+                f"the data key of customer {entry.customer_id} {what}: message "
+                f"{entry.message_id} is tampered and cannot be opened (run ccm record verify)",
                 message_id=entry.message_id, customer_id=entry.customer_id)
         key = self._keys.get(key_row.key_id)
         if key is None:
@@ -183,16 +183,16 @@ class DataKeys(Connected):
             except KeyConfigError:
                 raise ContentTampered(
                     f"the data key of customer {entry.customer_id} fails its integrity check "
-                    f"under this record's master key (altered; run ccm record verify): "
-                    f"message {entry.message_id} cannot be opened",
+                    f"under this record's master key: message {entry.message_id} is tampered "
+                    "and cannot be opened (run ccm record verify)",
                     message_id=entry.message_id, customer_id=entry.customer_id) from None
         try:
             return open_blob(key, bytes(blob.blob), message_id=entry.message_id, part=part,
                              customer_id=entry.customer_id)
         except RecordError:
             raise ContentTampered(
-                f"the archived {part} of message {entry.message_id} fails authentication "
-                "(altered, or moved from another message; run ccm record verify)",
+                f"the archived {part} of message {entry.message_id} is tampered: it fails "
+                "authentication (altered, or moved from another message; run ccm record verify)",
                 message_id=entry.message_id, customer_id=entry.customer_id) from None
 
     def content(self, message_id: str) -> bytes:
