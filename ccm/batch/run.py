@@ -277,6 +277,7 @@ class _Batch:
 
     def run(self, requests: Iterable[Any]) -> BatchSummary:
         self._started = time.monotonic()
+        cpu_started = time.process_time()
         errors_name = "errors.jsonl"
         self.summary.errors_file = self.output.display(errors_name)
         logger.info("batch %s: template %s, channels %s", self.run_id, self.tpl.id,
@@ -308,6 +309,7 @@ class _Batch:
             self.summary.workers_retired = pool.retired
             self.summary.suppressed = dict(self.suppressed)
             self.summary.elapsed = time.monotonic() - self._started
+            self.summary.parent_cpu = time.process_time() - cpu_started
             if self._owns_record:
                 self.record.close()
         self._progress(force=True)
