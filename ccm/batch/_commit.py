@@ -22,6 +22,8 @@ class _Pending:
     handles: list[Any] = field(default_factory=list)
     rewrite: bool = False
     error: dict[str, Any] | None = None
+    #: Its JSONL line, when text messages go into chunks (``--output-format jsonl``).
+    item: dict[str, Any] | None = None
 
 
 def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],

@@ -76,6 +76,9 @@ class BatchSummary:
     workers_replaced: int = 0
     workers_retired: int = 0
     elapsed: float = 0.0
+    #: CPU seconds of the parent process (the run's own work: reading, the record, outputs;
+    #: with ``workers=0`` rendering too), to size what the parent costs per message.
+    parent_cpu: float = 0.0
     errors_file: str | None = None
     print_file: str | None = None
     print_index: str | None = None
@@ -102,5 +105,6 @@ class BatchSummary:
         out["messages"] = self.messages
         out["rate"] = round(self.rate, 2)
         out["elapsed"] = round(self.elapsed, 3)
+        out["parent_cpu"] = round(self.parent_cpu, 3)
         out["exit_status"] = self.exit_status
         return out

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ccm.batch._chunks import FORMATS, TEXT_CHANNELS, ChunkFiles, content_of, message_line
 from ccm.batch._commit import _Pending, append_all
 from ccm.batch._output import _Output
 from ccm.batch._pool import _is_worker_death, _Pool
@@ -114,6 +115,7 @@ def run_batch(
     total: int | None = None,
     master_key: Any = None,
     now: datetime | None = None,
+    output_format: str = "files",
 ) -> BatchSummary:
     """Render ``template`` for every request and keep the record; resumable by ``run_id``.
 
@@ -129,13 +131,16 @@ def run_batch(
     goes on. A :class:`~ccm.errors.ConfigError` stops it (after committing
     what was made) and is raised. ``now`` fixes the time the contact policy
     sees (quiet hours), e.g. to run "as of" a send time; default: the clock.
+    ``output_format`` ``"jsonl"`` writes SMS and email messages into one JSONL
+    file per record commit (``out/messages-<run id>-<seq>.jsonl``) instead of one
+    file each; resume a run with the format it started with.
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
         run_id=run_id, channels=channels, locale=locale, executor=executor, workers=workers,
         on_event=on_event, print_file=print_file, limits=limits, options=options,
         chunk_size=chunk_size, window=window, durable=durable, total=total,
-        master_key=master_key, now=now,
+        master_key=master_key, now=now, output_format=output_format,
     ).run(requests)
 
 
@@ -170,12 +175,15 @@ class _Batch:
                  on_event: Callable[[BatchEvent], None] | None, print_file: bool,
                  limits: WorkerLimits | None, options: RenderOptions | None,
                  chunk_size: int | None, window: int | None, durable: bool,
-                 total: int | None, master_key: Any, now: datetime | None) -> None:
+                 total: int | None, master_key: Any, now: datetime | None,
+                 output_format: str = "files") -> None:
         from ccm.errors import UnknownChannel
         from ccm.render.engine import Engine, default_record_url
 
         if workers < 0:
             raise ValueError("workers must be 0 or more")
+        if output_format not in FORMATS:
+            raise ValueError(f"output_format must be one of {', '.join(FORMATS)}")
         self.engine = Engine(pack, templates, record=None, options=options)
         self.tpl = self.engine.template(template)
         wanted = tuple(channels) if channels else tuple(c for c in CHANNELS
@@ -201,6 +209,9 @@ class _Batch:
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
         self._had_files = self.output.has_files()
+        self.chunks = ChunkFiles(self.output, self.run_id) if output_format == "jsonl" else None
+        self._restored_lines: list[dict[str, Any]] = []
+        self._rewrite_ids: dict[tuple[int, str], str] = {}
         self.on_event = on_event
         self.print_file = print_file
         self.executor = executor
@@ -267,6 +278,7 @@ class _Batch:
 
     def run(self, requests: Iterable[Any]) -> BatchSummary:
         self._started = time.monotonic()
+        cpu_started = time.process_time()
         errors_name = "errors.jsonl"
         self.summary.errors_file = self.output.display(errors_name)
         logger.info("batch %s: template %s, channels %s", self.run_id, self.tpl.id,
@@ -298,6 +310,7 @@ class _Batch:
             self.summary.workers_retired = pool.retired
             self.summary.suppressed = dict(self.suppressed)
             self.summary.elapsed = time.monotonic() - self._started
+            self.summary.parent_cpu = time.process_time() - cpu_started
             if self._owns_record:
                 self.record.close()
         self._progress(force=True)
@@ -519,6 +532,8 @@ class _Batch:
         """Make sure a recorded message's file is in ``out/``; False if it must be re-rendered."""
         if entry.status != "generated" or not entry.content_sha256:
             return True
+        if self.chunks is not None and entry.channel in TEXT_CHANNELS:
+            return self._restore_line(line, entry)
         final = _filename(entry.customer_id, entry.template, entry.locale, entry.channel)
         staged = entry.message_id + SUFFIXES[entry.channel]
         if self.output.staged_exists(staged):
@@ -545,6 +560,32 @@ class _Batch:
             return True
         return False
 
+    def _restore_line(self, line: int, entry: Any) -> bool:
+        """:meth:`_restore` for JSONL chunks: the message is in a published chunk, or goes
+        into the next one from a staged chunk or the archive; False to render it again."""
+        assert self.chunks is not None
+        if entry.message_id in self.chunks.published:
+            return True
+        item = self.chunks.staged.pop(entry.message_id, None)
+        content = content_of(item) if item is not None else self._archived(entry.message_id)
+        if content is None or hashlib.sha256(content).hexdigest() != entry.content_sha256:
+            # Rendered again; its line carries the recorded message id (the content's
+            # digest differs from the record's, as for a re-rendered file).
+            self._rewrite_ids[(line, entry.channel)] = entry.message_id
+            return False
+        if item is None:
+            item = message_line(
+                line=line, message_id=entry.message_id, customer_id=entry.customer_id,
+                channel=entry.channel, template=entry.template, locale=entry.locale,
+                filename=_filename(entry.customer_id, entry.template, entry.locale,
+                                   entry.channel),
+                content_sha256=entry.content_sha256, content=content)
+        self._restored_lines.append(item)
+        self.summary.restored += 1
+        if len(self._restored_lines) >= COMMIT_MESSAGES:
+            self._commit()
+        return True
+
     def _archived(self, message_id: str) -> bytes | None:
         reader = getattr(self.record, "content", None)
         if reader is None:
@@ -568,7 +609,19 @@ class _Batch:
         for rendered in result.messages:
             pending = _Pending(result.line, result.customer_id, rendered,
                                rewrite=(result.line, rendered.channel) in rewrite)
-            if rendered.status == "generated" and rendered.content:
+            if (self.chunks is not None and rendered.channel in TEXT_CHANNELS
+                    and rendered.status == "generated" and rendered.content):
+                entry = rendered.entry
+                pending.item = message_line(
+                    line=result.line, message_id=entry["message_id"],
+                    customer_id=entry["customer_id"], channel=rendered.channel,
+                    template=entry["template"], locale=entry["locale"],
+                    filename=rendered.filename, content_sha256=entry["content_sha256"],
+                    content=rendered.content)
+                if pending.rewrite:
+                    pending.item["message_id"] = self._rewrite_ids.pop(
+                        (result.line, rendered.channel), entry["message_id"])
+            elif rendered.status == "generated" and rendered.content:
                 pending.staged_name = rendered.entry["message_id"] + SUFFIXES[rendered.channel]
                 pending.handles.append(self.output.stage(pending.staged_name, rendered.content))
                 if rendered.print_pdf is not None:
@@ -594,12 +647,22 @@ class _Batch:
         """Sync staged files, append to the record, then publish (see the module doc)."""
         self._last_commit = time.monotonic()
         pending, self._pending = self._pending, []
-        if not pending:
+        restored, self._restored_lines = self._restored_lines, []
+        if not pending and not restored:
             return
-        self.output.sync(h for p in pending for h in p.handles)
+        chunk: tuple[str, int] | None = None
+        handles = [h for p in pending for h in p.handles]
+        if self.chunks is not None:
+            lines = [*restored, *(p.item for p in pending if p.item is not None)]
+            if lines:
+                name, handle = self.chunks.stage(lines)
+                chunk = (name, len(lines))
+                handles.append(handle)
+        self.output.sync(handles)
         taken = self._taken(pending)
         appended = append_all(self.record, [p for p in pending if not p.rewrite
                                             and id(p) not in taken], self._caps)
+        kept = list(restored)
         published = False
         failed_lines: set[int] = set()
         for p in pending:
@@ -629,6 +692,9 @@ class _Batch:
                     self.summary.rerendered += 1
                     self._note_print(p.line, p.customer_id or "", rendered.entry["message_id"],
                                      rendered.channel)
+                elif p.item is not None:
+                    kept.append(p.item)
+                    self.summary.rerendered += 1
                 continue
             status, reason, message_id = appended[id(p)]
             if status == "generated":
@@ -637,6 +703,8 @@ class _Batch:
                     self.output.publish(p.staged_name, rendered.filename)
                     published = True
                     self._note_print(p.line, p.customer_id or "", message_id, rendered.channel)
+                elif p.item is not None:
+                    kept.append(p.item)
                 continue
             if p.staged_name is not None:
                 self.output.discard(p.staged_name)
@@ -652,6 +720,9 @@ class _Batch:
                 self.suppressed[reason or "policy"] += 1
             else:
                 self.summary.duplicate += 1
+        if chunk is not None and self.chunks is not None:
+            self.chunks.publish(chunk[0], kept, chunk[1])
+            published = True
         if published:
             self.output.publish_done()
         logger.debug("committed %d message(s)", len(pending))

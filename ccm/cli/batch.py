@@ -73,6 +73,10 @@ MAX_ERRORS_SHOWN = 20
 @click.option("--no-fsync", is_flag=True,
               help="Do not fsync files before the record commit (faster; after a power cut "
                    "files are restored from the archive or rendered again).")
+@click.option("--output-format", type=click.Choice(["files", "jsonl"]), default=None,
+              help="SMS and email as one file each, or one JSONL file per record commit "
+                   "(out/messages-RUN-SEQ.jsonl; PDFs stay files) [default: jsonl above "
+                   "10,000 input rows, else files]. Resume with the format the run began with.")
 def batch(
     template: str,
     pack_dir: Path,
@@ -92,6 +96,7 @@ def batch(
     chunk_size: int | None,
     as_of: datetime | None,
     no_fsync: bool,
+    output_format: str | None,
 ) -> None:
     """Render TEMPLATE for every request in --data into --out, resumably.
 
@@ -112,6 +117,10 @@ def batch(
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     total = count_rows(data)
+    if output_format is None:
+        from ccm.batch._chunks import JSONL_ABOVE
+
+        output_format = "jsonl" if total is not None and total > JSONL_ABOVE else "files"
     try:
         rows = read_requests(data, schema=request_schema(tpl))
     except ValueError as exc:
@@ -137,6 +146,7 @@ def batch(
                 limits=WorkerLimits(memory_mb=memory_limit, cpu_seconds=cpu_limit),
                 chunk_size=chunk_size,
                 durable=not no_fsync,
+                output_format=output_format,
                 now=aware(as_of),
                 total=total,
             )

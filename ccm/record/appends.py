@@ -209,6 +209,12 @@ class Appends(DataKeys):
                     recent.setdefault(row.customer_id, []).append(
                         (utc(row.created_at), row.message_type, row.channel))
 
+        # Every data key this chunk may seal with; new customers' made in one statement.
+        keys_of = self._data_keys(conn, (
+            e.customer_id for e, raw in chunk
+            if e.idempotency_key not in known
+            and (raw.get("content") is not None or raw.get("archival") is not None)
+        )) if self.master_key is not None else {}
         out: list[AppendResult | IdempotencyConflict] = []
         message_rows: list[dict[str, Any]] = []
         archive_rows: list[dict[str, Any]] = []
@@ -258,7 +264,8 @@ class Appends(DataKeys):
             message_rows.append(values)
             commitment = None
             if ref is not None:
-                key_id, key, commitment = self._data_key(conn, customer)
+                key_id, key, commitment = (keys_of.get(customer)
+                                           or self._data_key(conn, customer))
                 archive_rows.extend(
                     {"ref": ref, "part": part, "message_id": stored.message_id,
                      "customer_id": customer, "key_id": key_id,

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.slow
 CHANNELS = {"pdf": ".pdf", "email": ".eml", "sms": ".sms.txt"}
 
 
-def _start(data: Path, out: Path, record_url: str, log: Path) -> subprocess.Popen[bytes]:
+def _start(data: Path, out: Path, record_url: str, log: Path,
+           *extra: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "ccm", "batch", "quick_note", "--pack", str(PACK),
            "--templates", str(TEST_TEMPLATES), "--data", str(data), "--out", str(out),
            "--record", record_url, "--run-id", "crash-1", "--workers", "2", "--json",
-           "--as-of", DAYTIME.isoformat()]
+           "--as-of", DAYTIME.isoformat(), *extra]
     with log.open("ab") as err:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True)
@@ -74,3 +75,43 @@ def test_sigkill_then_rerun_gives_exactly_one_message_per_channel(
     by_suffix = Counter(next(s for s in CHANNELS.values() if n.endswith(s))
                         for n in names if n != "errors.jsonl")
     assert by_suffix == {suffix: len(requests) for suffix in CHANNELS.values()}
+
+
+def test_sigkill_then_rerun_with_jsonl_chunks_gives_each_message_once(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """With --output-format jsonl, killed twice and rerun, every SMS and email is in exactly
+    one published chunk line (content matching the record) and every PDF in one file."""
+    import json
+
+    requests = notes(40)
+    data = write_jsonl(tmp_path / "in.jsonl", requests)
+    out = tmp_path / "out"
+    log = tmp_path / "stderr.log"
+    for files in (3, 25):
+        _kill_after(_start(data, out, record_url, log, "--output-format", "jsonl"), out, files)
+    final = _start(data, out, record_url, log, "--output-format", "jsonl")
+    assert final.wait(timeout=300) == 0, log.read_text()
+
+    record = open_record(record_url)
+    assert record.verify().ok
+    lines = [json.loads(text) for chunk in sorted(out.glob("messages-crash-1-*.jsonl"))
+             for text in chunk.read_text("ascii").splitlines()]
+    seen = Counter((item["customer_id"], item["channel"]) for item in lines)
+    assert set(seen.values()) == {1}, [k for k, v in seen.items() if v > 1]
+    by_key = {(item["customer_id"], item["channel"]): item for item in lines}
+    for req in requests:
+        cid = req["customer"]["id"]
+        for channel in CHANNELS:
+            entry = record.find_key(f"crash-1:quick_note:{cid}:{channel}")
+            assert entry is not None and entry.status == "generated"
+            if channel == "pdf":
+                content = (out / f"{cid}-quick_note-en_GB.pdf").read_bytes()
+            else:
+                item = by_key[(cid, channel)]
+                assert item["message_id"] == entry.message_id
+                content = item["content"].encode("utf-8", "surrogateescape")
+            assert hashlib.sha256(content).hexdigest() == entry.content_sha256, (cid, channel)
+    names = [p.name for p in out.rglob("*")]
+    assert not [n for n in names if n.endswith(".tmp") or "ccm-staging" in n]
+    assert not [n for n in names if n.endswith((".eml", ".sms.txt"))]

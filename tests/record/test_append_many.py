@@ -89,3 +89,29 @@ def test_append_many_rerun_is_all_duplicates(record: Record) -> None:
              for item in items]
     assert [_outcome(r)[0] for r in record.append_many(again)] == ["duplicate"] * 5
     assert sum(record.count(f"C{i}", since=EPOCH) for i in range(5)) == 5
+
+
+def test_new_customers_data_keys_are_made_in_one_statement(
+    record: Record, master_key: MasterKey
+) -> None:
+    """A bulk append for many new customers inserts all their data keys with one statement."""
+    import sqlalchemy as sa
+
+    inserts: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+              executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO DATA_KEYS"):
+            inserts.append(len(parameters) if executemany else 1)
+
+    items = [{"entry": entry(f"N{i}", key=f"new-{i}"), "content": f"body {i}".encode()}
+             for i in range(40)]
+    sa.event.listen(record.engine, "before_cursor_execute", count)
+    try:
+        results = record.append_many(items)
+    finally:
+        sa.event.remove(record.engine, "before_cursor_execute", count)
+    assert [r.status for r in results] == ["generated"] * 40  # type: ignore[union-attr]
+    assert inserts == [40]
+    assert record.content(results[7].entry.message_id) == b"body 7"  # type: ignore[union-attr]
+    assert record.verify().ok

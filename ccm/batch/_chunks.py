@@ -1,0 +1,133 @@
+"""Text messages of a batch run in one JSONL file per commit instead of one file per message.
+
+``--output-format jsonl`` writes the SMS and email messages of each record
+commit as ``out/messages-<run id>-<seq>.jsonl``: one line per message with
+its metadata and content (:func:`message_line`). PDFs stay one file each.
+
+The order is the same as for single files -- *stage, commit, publish*: the
+chunk is written under the staging folder and synced, the record commit
+follows, and only then is the chunk renamed to its final name (or, when the
+record turned some messages away -- caps, duplicates -- rewritten without
+them). So a published chunk never holds a message the record does not have.
+
+Resume: on start, :class:`ChunkFiles` reads which message ids the run's
+published chunks hold, and which lines a killed run left staged. A recorded
+message in neither is written again into the next chunk from the staged
+line, from the record's archive, or by rendering it again; so every
+generated message ends up in exactly one published chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ccm._util import safe_filename
+from ccm.batch._output import _Output
+
+__all__ = ["FORMATS", "JSONL_ABOVE", "TEXT_CHANNELS", "ChunkFiles", "message_line"]
+
+#: Output formats: one file per message, or one JSONL file per commit for text channels.
+FORMATS = ("files", "jsonl")
+#: ``ccm batch`` writes JSONL by default when the input has more rows than this.
+JSONL_ABOVE = 10_000
+#: Channels whose messages go into chunks (PDFs stay files).
+TEXT_CHANNELS = frozenset({"sms", "email"})
+
+
+def message_line(*, line: int, message_id: str, customer_id: str, channel: str,
+                  template: str, locale: str, filename: str, content_sha256: str | None,
+                  content: bytes) -> dict[str, Any]:
+    """One JSONL line: the message's metadata and its content as text.
+
+    ``content`` is the UTF-8 of the SMS text or of the ``.eml`` (ASCII in
+    practice); bytes that are not UTF-8 survive as ``\\udcXX`` escapes
+    (``surrogateescape``), so ``line["content"].encode("utf-8",
+    "surrogateescape")`` gives back exactly the bytes whose digest the record holds.
+    """
+    return {"line": line, "message_id": message_id, "customer_id": customer_id,
+            "channel": channel, "template": template, "locale": locale,
+            "filename": filename, "content_sha256": content_sha256,
+            "content": content.decode("utf-8", "surrogateescape")}
+
+
+def content_of(line: dict[str, Any]) -> bytes:
+    """The message bytes of a JSONL line (see :func:`message_line`)."""
+    return str(line["content"]).encode("utf-8", "surrogateescape")
+
+
+class ChunkFiles:
+    """The run's JSONL chunks: what is published, what a killed run left staged, the next name."""
+
+    def __init__(self, output: _Output, run_id: str) -> None:
+        self.output = output
+        self.prefix = f"messages-{safe_filename(run_id)}-"
+        self._pattern = re.compile(re.escape(self.prefix) + r"(\d+)\.jsonl")
+        #: Message ids in published chunks of earlier runs with this run id.
+        self.published: set[str] = set()
+        #: Lines of chunks staged but never published (a run killed mid-commit).
+        self.staged: dict[str, dict[str, Any]] = {}
+        self.seq = 0
+        for name in self._names(self.output.root):
+            match = self._pattern.fullmatch(name)
+            if match is None:
+                continue
+            self.seq = max(self.seq, int(match.group(1)))
+            for item in self._lines(self.output.path(name)):
+                self.published.add(str(item["message_id"]))
+        for name in self._names(self.output.staging):
+            if name.startswith("chunk-") and name.endswith(".jsonl"):
+                number = name.removeprefix("chunk-").removesuffix(".jsonl")
+                self.seq = max(self.seq, int(number) if number.isdigit() else 0)
+                for item in self._lines(self.output.staged(name)):
+                    if str(item["message_id"]) not in self.published:
+                        self.staged[str(item["message_id"])] = item
+
+    def _names(self, folder: str) -> list[str]:
+        if self.output.local:
+            try:
+                return sorted(os.listdir(folder))
+            except FileNotFoundError:
+                return []
+        if not self.output.fs.exists(folder):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1]
+                      for p in self.output.fs.ls(folder, detail=False))
+
+    def _lines(self, path: str) -> Iterator[dict[str, Any]]:
+        opener: Any = open if self.output.local else self.output.fs.open
+        with opener(path, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    return  # a torn last line (never published: staged chunks only)
+                try:
+                    item = json.loads(raw)
+                except ValueError:
+                    return
+                if isinstance(item, dict) and "message_id" in item:
+                    yield item
+
+    def stage(self, lines: Iterable[dict[str, Any]]) -> tuple[str, Any]:
+        """Write the next chunk under the staging folder; ``(staged name, handle to sync)``."""
+        self.seq += 1
+        name = f"chunk-{self.seq:06d}.jsonl"
+        data = b"".join(json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n"
+                        for item in lines)
+        return name, self.output.stage(name, data)
+
+    def final_name(self, staged_name: str) -> str:
+        return f"{self.prefix}{staged_name.removeprefix('chunk-')}"
+
+    def publish(self, staged_name: str, kept: list[dict[str, Any]], staged_count: int) -> None:
+        """Publish a committed chunk: renamed when every staged line was kept, else rewritten."""
+        final = self.final_name(staged_name)
+        if len(kept) == staged_count:
+            self.output.publish(staged_name, final)
+            return
+        self.output.discard(staged_name)
+        if kept:
+            self.output.write(final, b"".join(
+                json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n" for item in kept))
