@@ -109,10 +109,10 @@ def render(
                     path = _write_new(out_dir / message.filename, message.content)
                     if path is None:
                         failures += 1
-                        kept = (engine.record is not None
-                                and engine.record.master_key is not None)
+                        in_archive = (engine.record is not None
+                                      and engine.record.master_key is not None)
                         hint = (f"get it with `ccm record show {message.message_id} --content "
-                                "FILE`, or render into an empty --out folder" if kept else
+                                "FILE`, or render into an empty --out folder" if in_archive else
                                 "render into an empty --out folder")
                         click.echo(
                             f"ccm: error: {data_file}:{lineno}: {out_dir / message.filename} "
