@@ -51,12 +51,14 @@ from ccm.review.lint.wording import format_problems
 __all__ = ["MIN_PASSWORD_BITS", "PackLinter"]
 
 
-def _place_of(path: Path, line: int, names: tuple[str, ...]) -> Place:
-    """The column of the last name of a data path on ``line`` of ``path``."""
+def _place_of(path: Path, line: int, names: tuple[str, ...], dotted: str = "") -> Place:
+    """The column of a data path (``dotted`` as written, else its last name) on ``line``."""
     rows = read_text(path).split("\n")
     row = rows[line - 1] if 0 < line <= len(rows) else ""
     key = next((n for n in reversed(names) if n not in ("[]", "{}")), "")
-    col = row.find(key) if key else -1
+    col = row.find(dotted) if dotted else -1
+    if col < 0:
+        col = row.find(key) if key else -1
     return Place(str(path), line, col + 1 if col >= 0 else 1)
 
 
@@ -272,7 +274,8 @@ class PackLinter(OutputChecks):
                                   f"{name} is not declared in {contract.name}",
                                   channel=channel, **where)
             for line, name, kind in loose:
-                yield self.at("unformatted-value", _place_of(path, line, (name.split(".")[-1],)),
+                yield self.at("unformatted-value",
+                              _place_of(path, line, (name.split(".")[-1],), name),
                               f"{name} is a {kind} printed without a locale filter",
                               channel=channel, **where)
         props = schema.get("properties") or {}
