@@ -50,6 +50,7 @@ class LinterBase:
         self._pack_findings: list[Finding] | None = None
         self._template_findings: dict[str, list[Finding]] = {}
         self._mjml: tuple[MjmlLayout, list[ColorProblem]] | None = None
+        self._light_engine: Engine | None = None
 
     # -- places ------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import tinycss2
 from tinycss2.ast import AtRule, Declaration, Node, QualifiedRule
@@ -78,14 +79,25 @@ def _walk(nodes: list[Node], base: int, starts: list[int], selector: str, at: st
 
 def declarations(css: str, base: int = 0) -> list[Decl]:
     """Every declaration of the stylesheet ``css``, which starts at offset ``base`` of its file."""
+    return list(_sheet(css, base))
+
+
+@lru_cache(maxsize=256)
+def _sheet(css: str, base: int) -> tuple[Decl, ...]:
     rules = tinycss2.parse_stylesheet(css, skip_comments=True, skip_whitespace=True)
-    return list(_walk(rules, base, _offsets(css), "", ""))
+    return tuple(_walk(rules, base, _offsets(css), "", ""))
 
 
 def inline_declarations(style: str, base: int = 0) -> list[Decl]:
     """The declarations of a ``style`` attribute whose value starts at offset ``base``."""
+    return list(_inline(style, base))
+
+
+@lru_cache(maxsize=4096)
+def _inline(style: str, base: int) -> tuple[Decl, ...]:
+    # Rendered emails repeat the same few style attributes hundreds of times.
     nodes = tinycss2.parse_blocks_contents(style, skip_comments=True, skip_whitespace=True)
-    return list(_walk(nodes, base, _offsets(style), "", ""))
+    return tuple(_walk(nodes, base, _offsets(style), "", ""))
 
 
 def stylesheet_blocks(markup: str) -> Iterator[tuple[int, str]]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ccm.review.lint.findings import Finding
+from ccm.review.lint.report import relative
 
 __all__ = ["apply_fixes"]
 
@@ -44,7 +45,7 @@ def apply_fixes(findings: Sequence[Finding], *, write: bool) -> tuple[str, int]:
             continue
         diffs.append("".join(difflib.unified_diff(
             before.splitlines(keepends=True), after.splitlines(keepends=True),
-            fromfile=f"a/{file}", tofile=f"b/{file}")))
+            fromfile=f"a/{relative(file)}", tofile=f"b/{relative(file)}")))
         if write:
             path.write_text(after, "utf-8")
     return "".join(diffs), applied

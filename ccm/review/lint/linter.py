@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jsonschema
@@ -20,6 +20,7 @@ from ccm._schema import json_path
 from ccm.errors import DataError, PackError
 from ccm.message import Message, Request
 from ccm.pack.loader import LAYOUTS
+from ccm.render.environment import render_source
 from ccm.render.security import PasswordRule, entropy_bits
 from ccm.render.template import Template, validate_request
 from ccm.review.lint.base import english
@@ -49,15 +50,20 @@ from ccm.review.lint.translations import catalog_entries, untranslated
 from ccm.review.lint.unsafe import mj_includes, unsafe_constructs
 from ccm.review.lint.wording import format_problems
 
+if TYPE_CHECKING:
+    from ccm.render.engine import Engine
+
 __all__ = ["MIN_PASSWORD_BITS", "PackLinter"]
 
 
-def _place_of(path: Path, line: int, names: tuple[str, ...]) -> Place:
-    """The column of the last name of a data path on ``line`` of ``path``."""
+def _place_of(path: Path, line: int, names: tuple[str, ...], dotted: str = "") -> Place:
+    """The column of a data path (``dotted`` as written, else its last name) on ``line``."""
     rows = read_text(path).split("\n")
     row = rows[line - 1] if 0 < line <= len(rows) else ""
     key = next((n for n in reversed(names) if n not in ("[]", "{}")), "")
-    col = row.find(key) if key else -1
+    col = row.find(dotted) if dotted else -1
+    if col < 0:
+        col = row.find(key) if key else -1
     return Place(str(path), line, col + 1 if col >= 0 else 1)
 
 
@@ -273,7 +279,8 @@ class PackLinter(OutputChecks):
                                   f"{name} is not declared in {contract.name}",
                                   channel=channel, **where)
             for line, name, kind in loose:
-                yield self.at("unformatted-value", _place_of(path, line, (name.split(".")[-1],)),
+                yield self.at("unformatted-value",
+                              _place_of(path, line, (name.split(".")[-1],), name),
                               f"{name} is a {kind} printed without a locale filter",
                               channel=channel, **where)
         props = schema.get("properties") or {}
@@ -311,18 +318,64 @@ class PackLinter(OutputChecks):
                                        f"{path}: {err.message} [rule: {err.validator}]", **where))
         return (None if found else request), found
 
-    def render(self, tpl: Template, request: Request, locale: str
+    def render(self, tpl: Template, request: Request, locale: str, *, layout_pdf: bool = True
                ) -> dict[str, Message | Exception]:
-        """Every channel of ``tpl``: the message, or the error that stopped it."""
+        """Every channel of ``tpl``: the message, or the error that stopped it.
+
+        With ``layout_pdf=False`` the PDF is checked on its HTML only (no
+        WeasyPrint layout, which is most of the time a lint takes): ``lint``
+        lays out the largest sample of each template and locale in full, where
+        page and time budgets bite first, and the others through their HTML.
+        """
+        others = [c for c in tpl.channels if c != "pdf"]
+        if not layout_pdf and "pdf" in tpl.channels and others:
+            engine = self._light(tpl) if tpl.attach_pdf else self.engine
+            out = {c: self._one(tpl, request, c, locale, engine) for c in others}
+            created = next((m.created_at for m in out.values() if isinstance(m, Message)), None)
+            if created is not None:
+                out["pdf"] = self._pdf_html(tpl, request, locale, created)
+                return out
         try:
             messages = self.engine.render(tpl.id, request, None, locale, record=False)
             return {m.channel: m for m in messages}
         except Exception:  # rendered again one by one to pin the error on its channel
             pass
-        out: dict[str, Message | Exception] = {}
-        for channel in tpl.channels:
-            try:
-                out[channel] = self.engine.render(tpl.id, request, channel, locale, record=False)
-            except Exception as exc:  # reported as a finding, never raised
-                out[channel] = exc
-        return out
+        return {channel: self._one(tpl, request, channel, locale) for channel in tpl.channels}
+
+    def _one(self, tpl: Template, request: Request, channel: str, locale: str,
+             engine: Engine | None = None) -> Message | Exception:
+        try:
+            return (engine or self.engine).render(tpl.id, request, channel, locale,
+                                                  record=False)
+        except Exception as exc:  # reported as a finding, never raised
+            return exc
+
+    def _light(self, tpl: Template) -> Engine:
+        """A lint-only engine whose copy of ``tpl`` sends its email without the PDF attached
+        (the attachment is the PDF channel's document, laid out once for the largest sample)."""
+        from dataclasses import replace
+
+        from ccm.render.engine import Engine
+
+        if self._light_engine is None:
+            self._light_engine = Engine(self.pack, self.engine_templates, record=None)
+        email = {**dict(tpl.raw.get("email") or {}), "attach_pdf": False}
+        self._light_engine.templates[tpl.id] = replace(tpl, raw={**tpl.raw, "email": email})
+        return self._light_engine
+
+    def _pdf_html(self, tpl: Template, request: Request, locale: str, created_at: str | None
+                  ) -> Message | Exception:
+        """A PDF message without its document: the HTML rendered, or the error it raised."""
+        message = Message(
+            message_id="lint", customer_id=request.customer_id, template=tpl.id,
+            template_version=tpl.version, pack=self.pack.id, pack_version=self.pack.version,
+            channel="pdf", locale=locale, message_type=tpl.message_type, journey=tpl.journey,
+            content=b"", created_at=created_at,
+            password_hint=self.engine.password_hint(locale) if tpl.confidential else None,
+        )
+        try:
+            render_source(self.env, tpl.source_name("pdf"),
+                          self.engine.context(tpl, request, "pdf", locale, message))
+        except Exception as exc:  # reported as a finding, never raised
+            return exc
+        return message

@@ -175,7 +175,11 @@ def _lint_pack(linter: PackLinter) -> Iterable[Finding]:
     engine = linter.engine
     for tpl in sorted(engine.templates.values(), key=lambda t: t.id):
         yield from linter.template_findings(tpl)
-        for sample in tpl.samples():
+        samples = tpl.samples()
+        # The largest sample is laid out as a real PDF in its own locale (where page and time
+        # budgets bite first); the other renders are checked on their HTML.
+        heaviest = max(samples, key=lambda p: (p.stat().st_size, p.name), default=None)
+        for sample in samples:
             try:
                 obj = json.loads(read_contained_text(sample, tpl.root))
             except (OSError, ValueError) as exc:
@@ -188,7 +192,9 @@ def _lint_pack(linter: PackLinter) -> Iterable[Finding]:
             if request is None:
                 continue
             for locale in engine.pack.locales:
-                results = linter.render(tpl, request, locale)
+                own = engine.pack.resolve_locale(request.customer.get("locale"))
+                results = linter.render(tpl, request, locale,
+                                        layout_pdf=sample == heaviest and locale == own)
                 for channel in tpl.channels:
                     yield from linter.rendered(tpl, channel, locale, request, results[channel],
                                                sample)

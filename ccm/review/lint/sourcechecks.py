@@ -166,7 +166,7 @@ class _Scan:
             ids = msgid if isinstance(msgid, tuple) else (msgid,)
             for one in ids:
                 start = self._find(one, line)
-                self._words(one, start, exact=False)
+                self._words(one, start, exact=self.text[start:start + len(one)] == one)
 
     def _find(self, needle: str, line: int) -> int:
         head = sum(len(row) + 1 for row in self.text.split("\n")[:max(0, line - 1)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from html.parser import HTMLParser
 
 from tinycss2.color3 import RGBA, parse_color
@@ -35,6 +36,7 @@ class Visible:
     hidden: str
 
 
+@lru_cache(maxsize=1024)
 def _color(value: str) -> tuple[int, int, int] | None:
     import tinycss2
 
