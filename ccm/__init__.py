@@ -16,6 +16,9 @@ from ccm.errors import CCMError as CCMError
 from ccm.errors import ConfigError as ConfigError
 from ccm.errors import ContentErased as ContentErased
 from ccm.errors import DataError as DataError
+from ccm.errors import DeliveryConfigError as DeliveryConfigError
+from ccm.errors import DeliveryError as DeliveryError
+from ccm.errors import DeliveryUncertain as DeliveryUncertain
 from ccm.errors import HeaderError as HeaderError
 from ccm.errors import IdempotencyConflict as IdempotencyConflict
 from ccm.errors import KeyConfigError as KeyConfigError
@@ -24,13 +27,16 @@ from ccm.errors import MessageNotFound as MessageNotFound
 from ccm.errors import NotFoundError as NotFoundError
 from ccm.errors import PackError as PackError
 from ccm.errors import PasswordRuleError as PasswordRuleError
+from ccm.errors import PermanentDeliveryError as PermanentDeliveryError
 from ccm.errors import RecordError as RecordError
 from ccm.errors import RecordSchemaError as RecordSchemaError
 from ccm.errors import RenderError as RenderError
 from ccm.errors import SandboxError as SandboxError
+from ccm.errors import SenderBusy as SenderBusy
 from ccm.errors import SmsTooLongError as SmsTooLongError
 from ccm.errors import TemplateError as TemplateError
 from ccm.errors import TemplateSyntaxError as TemplateSyntaxError
+from ccm.errors import TemporaryDeliveryError as TemporaryDeliveryError
 from ccm.errors import TokenError as TokenError
 from ccm.errors import UnknownChannel as UnknownChannel
 from ccm.errors import UnknownLocale as UnknownLocale
@@ -55,6 +61,9 @@ __all__ = [
     "ConfigError",
     "ContentErased",
     "DataError",
+    "DeliveryConfigError",
+    "DeliveryError",
+    "DeliveryUncertain",
     "Engine",
     "HeaderError",
     "IdempotencyConflict",
@@ -65,16 +74,19 @@ __all__ = [
     "NotFoundError",
     "PackError",
     "PasswordRuleError",
+    "PermanentDeliveryError",
     "RecordError",
     "RecordSchemaError",
     "RenderError",
     "RenderOptions",
     "Request",
     "SandboxError",
+    "SenderBusy",
     "SmsTooLongError",
     "Template",
     "TemplateError",
     "TemplateSyntaxError",
+    "TemporaryDeliveryError",
     "TokenError",
     "UnknownChannel",
     "UnknownLocale",

@@ -14,9 +14,12 @@ from ccm.record.chain import utc
 
 __all__ = ["EVENT_KINDS", "OPT_OUT_KINDS", "AppendResult", "Entry", "Event"]
 
-#: Event kinds the record accepts.
+#: Event kinds the record accepts. ``queued``, ``sending``, ``retry`` (back to queued after a
+#: temporary failure), ``review`` and ``sent`` ... ``failed`` are the outbox's transitions
+#: (:mod:`ccm.record.outbox`).
 EVENT_KINDS = (
     "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
+    "queued", "sending", "retry", "review",
 )
 #: Event kinds that withdraw consent for the message's channel.
 OPT_OUT_KINDS = ("opted_out", "complained")

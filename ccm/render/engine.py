@@ -90,6 +90,10 @@ class RenderOptions:
     require_approval: bool = False
     #: Where approvals are kept (``ccm approve`` writes here).
     approvals_file: Path | None = None
+    #: Queue every generated message for delivery in the record's outbox (due now, or when
+    #: quiet hours end: a deferred message is then generated and queued, not suppressed).
+    #: Needs a record with a master key. ``ccm send`` / :class:`ccm.delivery.Sender` send them.
+    queue: bool = False
 
     def __post_init__(self) -> None:
         if self.time_budget <= 0:
@@ -145,6 +149,13 @@ class Engine:
         rule = self.pack.security.get("pdf_password")
         self.password_rule: PasswordRule | None = PasswordRule.from_mapping(rule) if rule else None
         self.record: Record | None = self._open_record(record, master_key)
+        if self.options.queue and (self.record is None or self.record.master_key is None):
+            from ccm.errors import KeyConfigError
+
+            raise KeyConfigError(
+                "RenderOptions(queue=True) needs a record with a master key: the outbox keeps "
+                "each message's content and recipient encrypted; set CCM_MASTER_KEY or "
+                "CCM_MASTER_KEY_FILE (docs/privacy.md)")
         self._policy: Policy | None = None
         self._listeners: list[Callable[[Message], None]] = []
 
@@ -366,10 +377,12 @@ class Engine:
                 consent_overrides=consents.get(req.customer_id, {}),
             )
             item_caps: Sequence[Any] = caps
-            if not decision.allowed:
+            queue = None
+            if not decision.allowed and not self._defers(decision):
                 _suppress(message, decision)
                 item_caps = ()
             else:
+                queue = self._queue(req, channel, self._due(message, decision, now))
                 attachment = None
                 if channel == "email" and tpl.attach_pdf and "pdf" in tpl.channels:
                     attachment = self._render_channel(tpl, req, "pdf", loc, key=None,
@@ -380,13 +393,15 @@ class Engine:
             items.append((message, {
                 "entry": self._entry(message, params, req.customer.get("segment")),
                 "content": message.content or None, "archival": message.archival,
-                "caps": item_caps,
+                "caps": item_caps, "queue": queue,
             }))
         results = record.append_many([item for _, item in items])
         for (message, _), result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
                 raise result  # another writer recorded the key for other parameters
             _apply(result, message)
+            if message.status != "generated":
+                message.meta.pop("due_at", None)
         for message in rendered:  # as render() does, once the chunk is committed
             for listener in list(self._listeners):
                 listener(message)
@@ -443,18 +458,20 @@ class Engine:
                     _restore_content(record, duplicate, earlier, tpl)
                     return duplicate
             decision = self._decide(tpl, req, channel, now, record)
-            if not decision.allowed:
+            if not decision.allowed and not self._defers(decision):
                 _suppress(message, decision)
                 self._append(record, message, params, caps=(),
                              segment=req.customer.get("segment"))
                 return message
+            due = self._due(message, decision, now)
 
         self._finish(tpl, req, message, attachment)
 
         if record is not None:
             caps = self.policy.caps_for(tpl.message_type, channel)
             self._append(record, message, params, caps=caps,
-                         segment=req.customer.get("segment"))
+                         segment=req.customer.get("segment"),
+                         queue=self._queue(req, channel, due))
         for listener in list(self._listeners):
             listener(message)
         logger.debug(
@@ -520,14 +537,45 @@ class Engine:
         )
 
     def _append(self, record: Record, message: Message, params: str, caps: Sequence[Any],
-                segment: str | None = None) -> None:
+                segment: str | None = None, queue: Any = None) -> None:
         result = record.append(
             self._entry(message, params, segment),
             content=message.content or None,
             archival=message.archival,
             caps=caps,
+            queue=queue,
         )
         _apply(result, message)
+        if queue is not None and message.status != "generated":
+            message.meta.pop("due_at", None)
+
+    # -- delivery queue --------------------------------------------------------
+
+    def _defers(self, decision: Decision) -> bool:
+        """Quiet hours deferring, with queueing on: generate now, send when they end."""
+        return self.options.queue and decision.defer_until is not None
+
+    def _due(self, message: Message, decision: Decision, now: datetime) -> datetime | None:
+        """When a queued message may go (``None`` without queueing); noted in ``meta``."""
+        if not self.options.queue:
+            return None
+        due = decision.defer_until if decision.defer_until is not None else now
+        if decision.defer_until is not None:
+            message.meta["defer_until"] = decision.defer_until.isoformat()
+            message.meta["explanation"] = decision.reason
+        message.meta["due_at"] = due.isoformat()
+        return due
+
+    @staticmethod
+    def _queue(req: Request, channel: str, due: datetime | None) -> Any:
+        """The record's queue instruction for a message due at ``due`` (``None``: not queued)."""
+        if due is None:
+            return None
+        from ccm.record import Queue
+
+        field_name = {"email": "email", "sms": "phone"}.get(channel)
+        recipient = str(req.customer[field_name]) if field_name else None
+        return Queue(recipient=recipient, due_at=due)
 
     def _entry(self, message: Message, params: str, segment: str | None) -> Any:
         """The record entry of ``message``."""
