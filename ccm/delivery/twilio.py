@@ -150,7 +150,7 @@ class TwilioTransport:
         if status in (401, 403) or code == 20003:
             raise DeliveryConfigError(
                 f"SMS provider refused the credentials ({status}); check account_sid and the "
-                "auth token variable", key="auth_token_env")
+                "variable named by auth_token_env", key="auth_token_env")
         if status == 429 or code == 20429 or status >= 500:
             raise TemporaryDeliveryError(what, transport=self.name,
                                          message_id=message.message_id, code=code or status)

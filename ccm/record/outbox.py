@@ -42,7 +42,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -156,8 +156,12 @@ def _aware(moment: datetime, name: str = "now") -> datetime:
 
 def enqueue(record: Record, conn: sa.Connection, entry: Entry, queue: Queue, *,
             at: datetime | None = None) -> None:
-    """Insert the outbox row and its ``queued`` event (inside the append's transaction)."""
-    when = utc(at or datetime.now(UTC))
+    """Insert the outbox row and its ``queued`` event (inside the append's transaction).
+
+    The event is dated ``at``, by default the message's ``created_at`` (the
+    renderer's clock).
+    """
+    when = utc(at or entry.created_at)
     key_id, sealed = None, None
     if queue.recipient is not None:
         if record.master_key is None:
