@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import Fail, as_of_option, aware
+from ccm.cli._common import ExitCode, Fail, as_of_option, aware
 from ccm.errors import CCMError
 
 __all__ = ["read_requests", "render"]
@@ -56,8 +56,11 @@ def read_requests(path: Path) -> Iterator[tuple[int, Any]]:
 @click.option("--channel", type=click.Choice(["pdf", "email", "sms"]), default=None,
               help="Render one channel (default: every channel of the template).")
 @click.option("--locale", default=None, help="Force a locale of the pack.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for .pdf, .eml and .sms.txt files.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for .pdf, .eml and .sms.txt files (needed unless --queue).")
+@click.option("--queue", is_flag=True,
+              help="Queue each generated message for delivery (ccm send sends it); needs a "
+                   "master key.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per message.")
 @click.option("--record", "record_url", default=None, metavar="URL",
               help="Record URL [default: $CCM_RECORD_URL or sqlite:///ccm-record.db].")
@@ -72,7 +75,8 @@ def render(
     data_file: Path,
     channel: str | None,
     locale: str | None,
-    out_dir: Path,
+    out_dir: Path | None,
+    queue: bool,
     as_json: bool,
     record_url: str | None,
     no_record: bool,
@@ -81,13 +85,20 @@ def render(
 ) -> None:
     """Render TEMPLATE for every request in --data into --out."""
     from ccm._util import atomic_write
-    from ccm.render.engine import Engine, default_record_url
+    from ccm.render.engine import Engine, RenderOptions, default_record_url
 
+    if out_dir is None and not queue:
+        raise Fail("--out FOLDER is needed (or --queue, to deliver with ccm send)",
+                   ExitCode.USAGE)
+    if queue and no_record:
+        raise Fail("--queue needs the record (the outbox is in it); drop --no-record",
+                   ExitCode.USAGE)
     record: Any = None if no_record else (record_url or default_record_url())
     try:
         moment = aware(as_of)
         engine = Engine(pack_dir, templates_dir, record=record,
-                        clock=None if moment is None else (lambda: moment))
+                        clock=None if moment is None else (lambda: moment),
+                        options=RenderOptions(queue=queue))
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     failures = 0
@@ -109,9 +120,11 @@ def render(
                 recorded += message.status != "duplicate"
                 summary = message.summary()
                 path = None
-                if message.status == "generated" and message.content:
+                if message.status == "generated" and message.content and out_dir is not None:
                     path = atomic_write(out_dir / message.filename, message.content)
                 summary["path"] = str(path) if path else None
+                if "due_at" in message.meta:
+                    summary["queued"] = message.meta["due_at"]
                 if as_json:
                     click.echo(json.dumps(summary, ensure_ascii=False))
                 else:
@@ -139,6 +152,8 @@ def _describe(summary: dict[str, Any]) -> str:
         reason = f": {summary['reason']}" if summary.get("reason") else ""
         return (f"{summary['status']:9} {summary['template']} for {summary['customer_id']} "
                 f"({', '.join(bits)}){reason}")
-    return f"generated {summary['path']} ({', '.join(bits)})"
+    queued = f", queued for {summary['queued']}" if summary.get("queued") else ""
+    where = summary["path"] or f"{summary['template']} for {summary['customer_id']}"
+    return f"generated {where} ({', '.join(bits)}{queued})"
 
 

@@ -41,7 +41,7 @@ from ccm.message import SUFFIXES, Outgoing, Receipt
 __all__ = ["Checkable", "FolderTransport", "RateLimiter", "Retry", "Transport", "scrub"]
 
 _ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
-_NUMBER = re.compile(r"\+?\d(?:[ ().-]?\d){6,}")
+_NUMBER = re.compile(r"(?<!\w)\+?\d(?:[ ().-]?\d){6,}(?!\w)")
 
 
 def scrub(text: str, limit: int = 200) -> str:

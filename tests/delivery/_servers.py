@@ -47,6 +47,8 @@ class Mailbox:
     mode: str | None = None
     drops: int = 1
     sessions: int = 0
+    #: Seconds to wait after storing a message before answering (widens the crash window).
+    delay: float = 0.0
     transports: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -82,6 +84,8 @@ class Mailbox:
         with self.lock:
             self.messages.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
                                           content))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.mode == "drop-after-data":
             assert server.transport is not None
             server.transport.abort()
