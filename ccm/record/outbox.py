@@ -368,7 +368,7 @@ class Outbox:
                                                outbox.c.state == "queued").values(
                 state="sending", sender=sender, attempts=attempt, updated_at=moment))
             _event(conn, message_id, customer, "sending", moment,
-                   {"from": "queued", "attempt": attempt})
+                   {"from": "queued", "attempt": attempt, "sender": sender})
             item = _item(conn.execute(_select().where(outbox.c.message_id == message_id)).first())
             out.append(Claimed(item, Outgoing(
                 message_id=outgoing.message_id, customer_id=outgoing.customer_id,
