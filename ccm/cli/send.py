@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from ccm.cli._common import ExitCode, Fail, aware
+from ccm.cli.record import exit_code
 from ccm.errors import CCMError, MessageNotFound, RecordError, SenderBusy
 
 __all__ = ["send"]
@@ -45,11 +46,8 @@ def _record(url: str | None) -> Iterator[Any]:
     try:
         rec = Record(url or os.environ.get("CCM_RECORD_URL") or DEFAULT_URL, master_key=key,
                      create=False)
-    except RecordError as exc:
-        code = ExitCode.NOT_FOUND if "no record at" in str(exc) else ExitCode.IO_ERROR
-        raise Fail(str(exc), code) from exc
     except CCMError as exc:
-        raise Fail(str(exc)) from exc
+        raise Fail(str(exc), exit_code(exc)) from exc
     try:
         yield rec
     finally:
@@ -127,8 +125,8 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
                     raise Fail(str(exc), ExitCode.CONFLICT) from exc
                 show(item.to_dict())
                 return
-        except RecordError as exc:
-            raise Fail(str(exc), ExitCode.IO_ERROR) from exc
+        except CCMError as exc:
+            raise Fail(str(exc), exit_code(exc)) from exc
         _run(rec, config_file, follow=follow, poll=poll, limit=limit,
              clock=(lambda: moment) if moment else None, as_json=as_json)
 
@@ -174,8 +172,7 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
             for result in report.results:
                 show(result)
     except CCMError as exc:
-        raise Fail(str(exc), ExitCode.IO_ERROR if isinstance(exc, RecordError)
-                   else ExitCode.BAD_INPUT) from exc
+        raise Fail(str(exc), exit_code(exc)) from exc
     finally:
         sender.close()
         for sig, handler in previous.items():

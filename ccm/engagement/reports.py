@@ -31,7 +31,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from ccm._util import atomic_write
-from ccm.engagement.nps import latest_score_in_timeline, nps_scores, record_tables
+from ccm.engagement.nps import latest_score_in_timeline, nps_scores, reading, record_tables
 
 __all__ = [
     "ChannelEngagement",
@@ -668,7 +668,7 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
     Counting happens in the database (``GROUP BY``); only the weekly volume
     streams two columns per message, because ISO weeks are not portable SQL.
     """
-    engine, messages, events = record_tables(record)
+    _engine, messages, events = record_tables(record)
     start = datetime.combine(since, time.min, tzinfo=UTC) if since else None
     m = messages.c
     window = [m.created_at >= start] if start is not None else []
@@ -686,7 +686,9 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
             merged[label] += n
         return sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    with engine.connect() as conn:
+    # One read-only snapshot for every query (PostgreSQL: REPEATABLE READ, READ ONLY), so
+    # the totals, breakdowns, engagement and NPS describe the same moment.
+    with reading(record) as conn:
         report.sent = conn.execute(sa.select(count).where(*sent)).scalar_one()
         report.suppressed = conn.execute(
             sa.select(count).where(*window, m.status == SUPPRESSED)
@@ -756,8 +758,8 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
             for row in conn.execute(query):
                 entry = engagement.setdefault(row.channel, ChannelEngagement(row.channel))
                 setattr(entry, attr, row.n)
+        report.nps = nps_scores(record, since=start, conn=conn)
     report.engagement = [engagement[c] for c in sorted(engagement, key=_channel_key)]
-    report.nps = nps_scores(record, since=start)
     return report
 
 
@@ -797,7 +799,7 @@ def write_report_html(
 def _open_record(url: str) -> Any:
     from ccm.record import Record
 
-    return Record(url, create=False)
+    return Record(url, create=False, read_only=True)
 
 
 def _brand_option(pack: Path | None) -> dict[str, Any] | None:

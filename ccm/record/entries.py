@@ -6,13 +6,29 @@ neither imports the other.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
-from ccm.record.chain import utc
+import sqlalchemy as sa
 
-__all__ = ["EVENT_KINDS", "OPT_OUT_KINDS", "AppendResult", "Entry", "Event"]
+from ccm.errors import MessageNotFound
+from ccm.record.chain import utc
+from ccm.record.schema import messages
+
+__all__ = [
+    "EVENT_KINDS",
+    "OPT_IN_KINDS",
+    "OPT_OUT_KINDS",
+    "AppendResult",
+    "Entry",
+    "Event",
+    "entry_of",
+    "event_of",
+    "find_entry",
+    "get_entry",
+]
 
 #: Event kinds the record accepts. ``queued``, ``sending``, ``retry`` (back to queued after a
 #: temporary failure), ``review`` and ``sent`` ... ``failed`` are the outbox's transitions
@@ -20,9 +36,12 @@ __all__ = ["EVENT_KINDS", "OPT_OUT_KINDS", "AppendResult", "Entry", "Event"]
 EVENT_KINDS = (
     "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
     "queued", "sending", "retry", "review",
+    "opted_in",
 )
 #: Event kinds that withdraw consent for the message's channel.
 OPT_OUT_KINDS = ("opted_out", "complained")
+#: Event kinds that give consent back (the latest opt-out or opt-in of a channel wins).
+OPT_IN_KINDS = ("opted_in",)
 
 @dataclass(frozen=True)
 class Entry:
@@ -94,3 +113,32 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "kind": self.kind,
                 "at": utc(self.at).isoformat(), "data": self.data}
+
+
+def entry_of(row: Any) -> Entry:
+    """The :class:`Entry` of a ``messages`` row."""
+    values = {name: row._mapping[name] for name in _ENTRY_FIELDS}
+    values["created_at"] = utc(values["created_at"])
+    return Entry(**values)
+
+
+def event_of(row: Any) -> Event:
+    """The :class:`Event` of an ``events`` row."""
+    return Event(row.event_id, row.message_id, row.customer_id, row.kind, utc(row.at),
+                 json.loads(row.data) if row.data is not None else None)
+
+
+def find_entry(conn: sa.Connection, idempotency_key: str) -> Entry | None:
+    """The entry recorded under ``idempotency_key``, or ``None``."""
+    row = conn.execute(
+        sa.select(messages).where(messages.c.idempotency_key == idempotency_key)
+    ).first()
+    return entry_of(row) if row is not None else None
+
+
+def get_entry(conn: sa.Connection, message_id: str) -> Entry:
+    """The entry of ``message_id``; :class:`MessageNotFound` when there is none."""
+    row = conn.execute(sa.select(messages).where(messages.c.message_id == message_id)).first()
+    if row is None:
+        raise MessageNotFound(f"no message {message_id!r} in the record", message_id=message_id)
+    return entry_of(row)

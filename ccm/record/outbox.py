@@ -50,7 +50,8 @@ import sqlalchemy as sa
 from ccm.errors import ContentErased, KeyConfigError, MessageNotFound, RecordError
 from ccm.message import Outgoing
 from ccm.record.archive import open_blob, seal_blob
-from ccm.record.chain import canonical, event_body, utc
+from ccm.record.chain import canonical, event_body, link, utc
+from ccm.record.entries import get_entry
 from ccm.record.schema import events, messages, outbox
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def enqueue(record: Record, conn: sa.Connection, entry: Entry, queue: Queue, *,
                 "queueing a message for delivery needs a master key: the outbox keeps the "
                 "recipient encrypted; set CCM_MASTER_KEY or CCM_MASTER_KEY_FILE",
                 message_id=entry.message_id)
-        key_id, key = record._data_key(conn, entry.customer_id)
+        key_id, key, _commitment = record._data_key(conn, entry.customer_id)
         sealed = seal_blob(key, queue.recipient.encode("utf-8"), message_id=entry.message_id,
                            part=_PART, customer_id=entry.customer_id)
     if entry.archive_ref is None:
@@ -188,14 +189,12 @@ def enqueue(record: Record, conn: sa.Connection, entry: Entry, queue: Queue, *,
 
 def _event(conn: sa.Connection, message_id: str, customer_id: str, kind: str, at: datetime,
            data: Mapping[str, Any] | None) -> None:
-    from ccm.record.store import Record
-
     event_id = uuid.uuid4().hex
     row = {"event_id": event_id, "message_id": message_id, "customer_id": customer_id,
            "kind": kind, "at": at,
            "data": canonical(dict(data)).decode("utf-8") if data is not None else None}
     conn.execute(events.insert(), row)
-    Record._link(conn, customer_id, "event", event_id, event_body(row))
+    link(conn, customer_id, "event", event_id, event_body(row))
 
 
 class Outbox:
@@ -346,10 +345,10 @@ class Outbox:
                 return
             message_id, customer = row.message_id, row.customer_id
             if record.backend == "postgresql":
-                from ccm.record.store import _lock_id
+                from ccm.record.connect import lock_id
 
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
-                             {"k": _lock_id(customer)})
+                             {"k": lock_id(customer)})
             try:
                 outgoing = self._outgoing(conn, message_id)
             except (ContentErased, KeyConfigError, RecordError) as exc:
@@ -388,7 +387,7 @@ class Outbox:
 
     def _outgoing(self, conn: sa.Connection, message_id: str) -> Outgoing:
         record = self.record
-        entry = record._get(conn, message_id)
+        entry = get_entry(conn, message_id)
         content = record._part(conn, entry, "content")
         assert content is not None  # _part raises rather than return None for content
         row = conn.execute(sa.select(outbox.c.key_id, outbox.c.recipient, outbox.c.attempts)
@@ -416,7 +415,8 @@ class Outbox:
             raise ContentErased(f"the data key of customer {entry.customer_id} was destroyed; "
                                 f"message {entry.message_id} cannot be sent",
                                 message_id=entry.message_id, customer_id=entry.customer_id)
-        key = record.master_key.unwrap(bytes(key_row.wrapped), customer_id=entry.customer_id)
+        key = record._keys.get(key_id) or record._cache(key_id, record.master_key.unwrap(
+            bytes(key_row.wrapped), customer_id=entry.customer_id))
         return open_blob(key, blob, message_id=entry.message_id, part=_PART,
                          customer_id=entry.customer_id).decode("utf-8")
 
