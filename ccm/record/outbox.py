@@ -55,6 +55,7 @@ from ccm.record.entries import get_entry
 from ccm.record.schema import events, messages, outbox
 
 if TYPE_CHECKING:
+    from ccm.record.datakeys import DataKeys
     from ccm.record.entries import Entry
     from ccm.record.store import Record
 
@@ -155,7 +156,7 @@ def _aware(moment: datetime, name: str = "now") -> datetime:
     return utc(moment)
 
 
-def enqueue(record: Record, conn: sa.Connection, entry: Entry, queue: Queue, *,
+def enqueue(record: DataKeys, conn: sa.Connection, entry: Entry, queue: Queue, *,
             at: datetime | None = None) -> None:
     """Insert the outbox row and its ``queued`` event (inside the append's transaction).
 

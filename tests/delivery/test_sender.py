@@ -215,3 +215,28 @@ def test_one_sender_at_a_time_on_sqlite(tmp_path: Path) -> None:
     first.close()
     Sender(record, {"email": FolderTransport(tmp_path / "out")}).close()
     record.close()
+
+
+def test_no_address_number_or_content_reaches_the_records_tables(rec: Record) -> None:
+    """After sends that fail with replies quoting the recipient (SMTP 550 with the address,
+    a provider error with the number), no table holds the address, the number or the text."""
+    import sqlalchemy as sa
+
+    engine = queue_engine(rec)
+    mail = engine.render("payment_reminder", reminder(11, email="eve.quoted@example.org"),
+                         channel="email")
+    engine.render("payment_reminder", reminder(11, phone="+447700900777"), channel="sms")
+    with smtp_server() as server, sms_api() as api:
+        server.mailbox.mode = "rcpt-5xx"
+        api.errors["+447700900777"] = (400, 21211, "The 'To' number +447700900777 is not a "
+                                       "valid phone number.")
+        with Sender(rec, {"email": smtp_route(server), "sms": sms_route(api)},
+                    clock=Clock(NOON)) as sender:
+            assert sender.send_due().counts["failed"] == 2
+    with rec.engine.connect() as conn:
+        text = repr([list(conn.execute(sa.text(f"SELECT * FROM {table}")))
+                     for table in ("messages", "events", "chain", "outbox", "ccm_meta")])
+    for needle in ("eve.quoted", "+447700900777", "447700900777", "7Q2M9X"):
+        assert needle not in text
+    item = Outbox(rec).get(mail.message_id)
+    assert item is not None and item.error is not None and "<address>" in item.error
