@@ -7,7 +7,7 @@ to the transport configured for its channel (:func:`load_config`). See
 docs/delivery.md.
 
 The transports: :class:`~ccm.delivery.smtp.SmtpTransport`,
-:class:`~ccm.delivery.twilio.TwilioTransport` and
+:class:`~ccm.delivery.sms.TwilioTransport` and
 :class:`~ccm.delivery.webhook.WebhookTransport` (these two need
 ``ccm[delivery]``), :class:`FolderTransport`; your own is any object with
 ``name``, ``send(message) -> Receipt`` and ``close()`` (:class:`Transport`).

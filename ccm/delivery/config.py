@@ -20,7 +20,7 @@
         account_sid: AC0123456789abcdef0123456789abcdef
         auth_token_env: TWILIO_AUTH_TOKEN
         from: "+15005550006"
-        status_callback: https://ccm.example.com/callbacks/twilio
+        status_callback: https://ccm.example.com/twilio/status
       pdf:
         transport: folder
         path: print-drop
@@ -73,7 +73,7 @@ class Route:
             return FolderTransport(self.settings)
         try:
             if self.transport == "twilio":
-                from ccm.delivery.twilio import TwilioTransport
+                from ccm.delivery.sms import TwilioTransport
 
                 return TwilioTransport(self.settings)
             from ccm.delivery.webhook import WebhookTransport
@@ -171,7 +171,7 @@ def _route(file: Path, channel: str, raw: Mapping[str, Any], env: Mapping[str, s
             )
     elif kind == "twilio":
         try:
-            from ccm.delivery.twilio import TwilioSettings
+            from ccm.delivery.sms import TwilioSettings
         except ModuleNotFoundError as exc:
             raise DeliveryConfigError(
                 f"{file}: {key}.transport: twilio needs httpx: pip install 'ccm[delivery]'",

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ccm.delivery import load_config
+from ccm.delivery.sms import TwilioSettings
 from ccm.delivery.smtp import SmtpSettings
-from ccm.delivery.twilio import TwilioSettings
 from ccm.errors import DeliveryConfigError
 
 FULL = """\

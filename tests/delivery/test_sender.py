@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ccm.delivery import FolderTransport, Retry, Route, Sender
+from ccm.delivery.sms import TwilioSettings
 from ccm.delivery.smtp import SmtpSettings
-from ccm.delivery.twilio import TwilioSettings
 from ccm.delivery.verp import message_id_from
 from ccm.errors import SenderBusy
 from ccm.record import Outbox, Record

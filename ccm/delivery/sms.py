@@ -4,9 +4,9 @@ One form-encoded ``POST {api_base}/2010-04-01/Accounts/{AccountSid}/Messages.jso
 with HTTP Basic auth (account SID, auth token) per message: ``To``,
 ``From`` (or ``MessagingServiceSid``), ``Body`` and ``StatusCallback``
 (where the provider reports delivered / undelivered / failed; the message
-id rides along as ``?message_id=``). A 201 answer carries the message
-``sid`` (``SM...``) and ``status``; the sid is the receipt's
-``provider_id``.
+id rides along as ``?m=<message id>``, which the web app's ``/twilio/status``
+reads). A 201 answer carries the message ``sid`` (``SM...``) and
+``status``; the sid is the receipt's ``provider_id``.
 
 How an answer maps to the delivery errors (Twilio's documented codes):
 
@@ -43,7 +43,7 @@ from ccm.message import Outgoing, Receipt
 
 __all__ = ["PERMANENT_CODES", "TwilioSettings", "TwilioTransport"]
 
-logger = logging.getLogger("ccm.delivery.twilio")
+logger = logging.getLogger("ccm.delivery.sms")
 logger.addHandler(logging.NullHandler())
 
 #: Twilio error codes that mean "this recipient will not get it" (never retried).
@@ -105,7 +105,7 @@ class TwilioTransport:
         if not base:
             return None
         parts = urlsplit(base)
-        query = (parts.query + "&" if parts.query else "") + urlencode({"message_id": message_id})
+        query = (parts.query + "&" if parts.query else "") + urlencode({"m": message_id})
         return urlunsplit(parts._replace(query=query))
 
     def send(self, message: Outgoing) -> Receipt:

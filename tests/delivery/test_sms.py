@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ccm.delivery.twilio import TwilioSettings, TwilioTransport
+from ccm.delivery.sms import TwilioSettings, TwilioTransport
 from ccm.errors import DeliveryConfigError, PermanentDeliveryError, TemporaryDeliveryError
 from ccm.message import Outgoing
 
@@ -40,7 +40,7 @@ def test_a_message_is_posted_form_encoded_and_the_sid_is_the_receipt() -> None:
     assert (form["To"], form["From"], form["Body"]) == (NUMBER, "+15005550006",
                                                        "Your payment of £86.40 is due.")
     query = parse_qs(urlsplit(form["StatusCallback"]).query)
-    assert query == {"v": ["1"], "message_id": [message.message_id]}
+    assert query == {"v": ["1"], "m": [message.message_id]}
     assert receipt.provider_id == f"SM{1:032x}" and receipt.status == "queued"
 
 
