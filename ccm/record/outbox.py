@@ -198,6 +198,10 @@ def _event(conn: sa.Connection, message_id: str, customer_id: str, kind: str, at
     link(conn, customer_id, "event", event_id, event_body(row))
 
 
+class _Withdrawn(RecordError):
+    """The customer withdrew consent for the channel after the message was queued."""
+
+
 class Outbox:
     """The outbox of one :class:`~ccm.record.Record` (thread-safe, like the record)."""
 
@@ -351,9 +355,11 @@ class Outbox:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
                              {"k": lock_id(customer)})
             try:
+                self._still_wanted(conn, message_id, customer)
                 outgoing = self._outgoing(conn, message_id)
             except (ContentErased, KeyConfigError, RecordError) as exc:
                 reason = ("the customer was erased" if isinstance(exc, ContentErased)
+                          else str(exc) if isinstance(exc, _Withdrawn)
                           else type(exc).__name__)
                 conn.execute(outbox.update().where(outbox.c.message_id == message_id).values(
                     state="failed", updated_at=moment, error=reason))
@@ -380,6 +386,22 @@ class Outbox:
         with record._tx(write=True) as conn:
             work(conn)
         return out[0]
+
+    def _still_wanted(self, conn: sa.Connection, message_id: str, customer: str) -> None:
+        """Refuse a message whose channel the customer left after it was queued.
+
+        A STOP or an unsubscribe recorded since (``opted_out`` / ``complained``)
+        stops a queued marketing message on that channel; a block
+        (``blocked:<channel>``: a hard bounce, STOP for everything) stops every
+        message type. Operational messages otherwise still go.
+        """
+        row = conn.execute(sa.select(messages.c.channel, messages.c.message_type)
+                           .where(messages.c.message_id == message_id)).one()
+        overrides = self.record._overrides(conn, customer)
+        if overrides.get(f"blocked:{row.channel}") is False:
+            raise _Withdrawn(f"{row.channel} is blocked for this customer since it was queued")
+        if row.message_type == "marketing" and overrides.get(row.channel) is False:
+            raise _Withdrawn(f"consent for {row.channel} was withdrawn after it was queued")
 
     def outgoing(self, message_id: str) -> Outgoing:
         """What a transport would be handed for ``message_id`` (reconciling after a crash)."""

@@ -240,3 +240,27 @@ def test_no_address_number_or_content_reaches_the_records_tables(rec: Record) ->
         assert needle not in text
     item = Outbox(rec).get(mail.message_id)
     assert item is not None and item.error is not None and "<address>" in item.error
+
+
+def test_an_opt_out_after_queueing_stops_a_marketing_message(rec: Record,
+                                                             tmp_path: Path) -> None:
+    """A marketing SMS deferred by quiet hours, then STOP recorded before it is due: it fails
+    with the reason and is never handed over; an operational one still goes."""
+    from ..examples_helpers import sample
+
+    late = datetime(2026, 3, 2, 22, 30, tzinfo=NOON.tzinfo)
+    engine = queue_engine(rec, clock=late)
+    offer = engine.render("product_offer", sample("product_offer"), channel="sms")
+    request = reminder(0, id=sample("product_offer")["customer"]["id"])
+    operational = engine.render("payment_reminder", request, channel="sms")
+    assert offer.status == operational.status == "generated"
+    rec.add_event(offer.message_id, "opted_out", at=late + timedelta(minutes=5),
+                  data={"channel": "sms"})
+    transport = FolderTransport(tmp_path / "out")
+    morning = Clock(datetime(2026, 3, 3, 8, 0, tzinfo=NOON.tzinfo))
+    with Sender(rec, {"sms": transport}, clock=morning) as sender:
+        report = sender.send_due()
+    assert report.counts["failed"] == 1 and report.counts["sent"] == 1
+    item = Outbox(rec).get(offer.message_id)
+    assert item is not None and item.state == "failed" and "withdrawn" in str(item.error)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{operational.message_id}.sms.txt"]
