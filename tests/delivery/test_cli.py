@@ -151,3 +151,31 @@ def test_no_record_and_queue_without_a_key(setup: dict[str, object],
                  "--record", str(setup["url"]), "--queue"])
     assert code == ExitCode.BAD_INPUT and "needs a record with a master key" in \
         capsys.readouterr().err
+
+
+def test_a_refused_login_stops_the_sender_and_keeps_the_message_queued(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay refuses the password: ccm send exits 1 naming the setting (not the
+    password), and the message is back in the queue with its attempt not counted."""
+    from ._servers import self_signed, server_context
+
+    render_queued(setup, capsys)
+    tmp = Path(str(setup["tmp"]))
+    cert, key = self_signed(tmp)
+    with smtp_server(tls=server_context(cert, key), users={"ccm": "right"}) as server:
+        path = tmp / "auth.yaml"
+        path.write_text(f"version: 1\nchannels:\n  email:\n    transport: smtp\n"
+                        f"    host: 127.0.0.1\n    port: {server.port}\n"
+                        f"    username: ccm\n    password_env: SMTP_PW\n    ca_file: {cert}\n"
+                        f"    bounce_address: bounces@acme.example\n", "utf-8")
+        monkeypatch.setenv("SMTP_PW", "wrong-secret-pw")
+        code = main(["send", "--config", str(path), "--record", str(setup["url"]),
+                     "--as-of", AS_OF])
+    err = capsys.readouterr().err
+    assert code == ExitCode.BAD_INPUT and "refused the login" in err
+    assert "wrong-secret-pw" not in err and server.mailbox.messages == []
+    record = Record(str(setup["url"]))
+    items = Outbox(record).items()
+    assert [(i.state, i.attempts) for i in items] == [("queued", 0)] * 3
+    record.close()
