@@ -276,27 +276,32 @@ class Sender:
                 receipt, outgoing = None, None
             if outgoing is not None:
                 if receipt is not None:
-                    self.outbox.transition(
-                        item.message_id, "sent", at=now, expect=("sending",),
-                        data={"reconciled": True, **receipt.to_dict()},
-                        transport=receipt.transport, provider_id=receipt.provider_id)
+                    self._move(item, "sent", at=now,
+                               data={"reconciled": True, **receipt.to_dict()},
+                               transport=receipt.transport, provider_id=receipt.provider_id)
                     logger.warning("message %s was delivered before a crash: settled as sent",
                                    item.message_id)
                     return Sent(item.message_id, item.channel, "reconciled", "found: sent",
                                 receipt.provider_id)
-                self.outbox.transition(
-                    item.message_id, "queued", at=now, expect=("sending",),
-                    data={"reconciled": True, "note": "not found at the transport"},
-                    due_at=now)
+                self._move(item, "queued", at=now,
+                           data={"reconciled": True, "note": "not found at the transport"},
+                           due_at=now)
                 return Sent(item.message_id, item.channel, "reconciled", "not found: queued")
         detail = (f"sender {item.sender} stopped while sending; the transport cannot say "
                   "whether it took the message")
-        self.outbox.transition(item.message_id, "review", at=now, expect=("sending",),
-                               data={"reason": "sender stopped while sending"}, error=detail)
+        self._move(item, "review", at=now,
+                   data={"reason": "sender stopped while sending"}, error=detail)
         logger.warning("message %s needs review: %s", item.message_id, detail)
         return Sent(item.message_id, item.channel, "review", detail)
 
     # -- sending -------------------------------------------------------------------
+
+    def _move(self, item: OutboxItem, to: str, *, at: datetime | None = None,
+              **changes: Any) -> OutboxItem:
+        """Move a message this sender holds in ``sending`` to ``to`` (with its event)."""
+        return self.outbox.transition(item.message_id, to, at=at or self._clock(),
+                                      expect=("sending",), customer_id=item.customer_id,
+                                      **changes)
 
     def send_due(self, *, limit: int | None = None, stop: threading.Event | None = None
                  ) -> SendReport:
@@ -340,32 +345,31 @@ class Sender:
         except DeliveryUncertain as exc:
             now = self._clock()
             text = scrub(str(exc), 400)
-            self.outbox.transition(item.message_id, "review", at=now, expect=("sending",),
-                                   data={"transport": name, "reason": "uncertain"},
-                                   transport=name, error=text)
+            self._move(item, "review", at=now,
+                       data={"transport": name, "reason": "uncertain"},
+                       transport=name, error=text)
             logger.warning("message %s needs review: %s", item.message_id, text)
             return Sent(item.message_id, item.channel, "review", text)
         except ConfigError as exc:
             # Nothing was handed over (the setup is wrong): back to the queue, and stop.
-            self.outbox.transition(item.message_id, "queued", at=self._clock(),
-                                   expect=("sending",), due_at=item.due_at,
-                                   attempts=max(0, item.attempts - 1),
-                                   data={"transport": name, "reason": "configuration"},
-                                   error=scrub(str(exc), 400))
+            self._move(item, "queued",
+                       due_at=item.due_at,
+                       attempts=max(0, item.attempts - 1),
+                       data={"transport": name, "reason": "configuration"},
+                       error=scrub(str(exc), 400))
             raise
         except BaseException:
             # A bug, or an interrupt, while the transport held it: a person decides.
-            self.outbox.transition(item.message_id, "review", at=self._clock(),
-                                   expect=("sending",),
-                                   data={"transport": name, "reason": "sender error"},
-                                   transport=name, error="the sender failed while sending")
+            self._move(item, "review",
+                       data={"transport": name, "reason": "sender error"},
+                       transport=name, error="the sender failed while sending")
             raise
         return self._sent(item, name, receipt)
 
     def _sent(self, item: OutboxItem, name: str, receipt: Receipt) -> Sent:
-        self.outbox.transition(item.message_id, "sent", at=self._clock(), expect=("sending",),
-                               data=receipt.to_dict(), transport=receipt.transport or name,
-                               provider_id=receipt.provider_id, error=None)
+        self._move(item, "sent",
+                   data=receipt.to_dict(), transport=receipt.transport or name,
+                   provider_id=receipt.provider_id, error=None)
         logger.info("sent %s via %s", item.message_id, name)
         return Sent(item.message_id, item.channel, "sent", receipt.detail, receipt.provider_id)
 
@@ -377,10 +381,9 @@ class Sender:
         delay = lane.retry.delay(outgoing.attempt, self._rng)
         due = now + timedelta(seconds=delay)
         text = scrub(str(exc), 400)
-        self.outbox.transition(
-            item.message_id, "queued", at=now, expect=("sending",), due_at=due, transport=name,
-            error=text, data={"transport": name, "attempt": outgoing.attempt,
-                              "code": getattr(exc, "code", None), "due_at": due.isoformat()})
+        self._move(item, "queued", at=now, due_at=due, transport=name,
+                   error=text, data={"transport": name, "attempt": outgoing.attempt,
+                   "code": getattr(exc, "code", None), "due_at": due.isoformat()})
         logger.info("retry %s via %s in %.0fs (attempt %d)", item.message_id, name, delay,
                     outgoing.attempt)
         return Sent(item.message_id, item.channel, "retry", text)
@@ -391,8 +394,8 @@ class Sender:
         data: dict[str, Any] = {"transport": name, "code": getattr(exc, "code", None)}
         if note:
             data["note"] = note
-        self.outbox.transition(item.message_id, "failed", at=self._clock(), expect=("sending",),
-                               data=data, transport=name, error=text)
+        self._move(item, "failed",
+                   data=data, transport=name, error=text)
         logger.info("failed %s via %s", item.message_id, name)
         return Sent(item.message_id, item.channel, "failed", text)
 

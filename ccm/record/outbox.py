@@ -264,13 +264,14 @@ class Outbox:
 
     def transition(self, message_id: str, to: str, *, at: datetime,
                    expect: Sequence[str] | None = None, data: Mapping[str, Any] | None = None,
-                   **changes: Any) -> OutboxItem:
+                   customer_id: str | None = None, **changes: Any) -> OutboxItem:
         """Move a message to state ``to`` with an event; refuse a move :data:`TRANSITIONS` forbids.
 
         ``expect`` narrows the states it may come from (a compare-and-set);
         ``changes`` sets columns (``provider_id``, ``transport``, ``error``,
         ``due_at``, ``sender``). ``data`` goes into the event (plain JSON, no
-        personal data). A message that is not in an allowed state raises
+        personal data). ``customer_id``, when the caller knows it, saves a
+        read. A message that is not in an allowed state raises
         :class:`~ccm.errors.RecordError` naming its state; one never queued
         raises :class:`~ccm.errors.MessageNotFound`.
         """
@@ -280,12 +281,12 @@ class Outbox:
         allowed = [s for s, nxt in TRANSITIONS.items() if to in nxt]
         if expect is not None:
             allowed = [s for s in allowed if s in expect]
-        customer = self._customer(message_id)
+        customer = customer_id or self._customer(message_id)
         result: list[OutboxItem] = []
 
         def work(conn: sa.Connection) -> None:
             row = conn.execute(sa.select(outbox.c.state).where(
-                outbox.c.message_id == message_id)).first()
+                outbox.c.message_id == message_id, outbox.c.customer_id == customer)).first()
             if row is None or row.state not in allowed:
                 state = row.state if row is not None else "(not queued)"
                 raise RecordError(
@@ -338,7 +339,7 @@ class Outbox:
         out: list[Claimed | OutboxItem | None] = []
 
         def work(conn: sa.Connection) -> None:
-            query = (sa.select(outbox.c.message_id, outbox.c.customer_id)
+            query = (sa.select(outbox.c.message_id, outbox.c.customer_id, outbox.c.attempts)
                      .where(outbox.c.state == "queued", outbox.c.due_at <= moment,
                             outbox.c.channel.in_(wanted))
                      .order_by(outbox.c.due_at, outbox.c.message_id).limit(1))
@@ -368,8 +369,7 @@ class Outbox:
                 out.append(_item(conn.execute(
                     _select().where(outbox.c.message_id == message_id)).first()))
                 return
-            attempt = int(conn.execute(sa.select(outbox.c.attempts).where(
-                outbox.c.message_id == message_id)).scalar_one()) + 1
+            attempt = int(row.attempts) + 1
             conn.execute(outbox.update().where(outbox.c.message_id == message_id,
                                                outbox.c.state == "queued").values(
                 state="sending", sender=sender, attempts=attempt, updated_at=moment))
