@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ccm import errors as errors
 from ccm._version import __version__ as __version__
+from ccm.delivery import Sender as Sender
 from ccm.errors import AlreadyErased as AlreadyErased
 from ccm.errors import ApprovalError as ApprovalError
 from ccm.errors import AssetError as AssetError
@@ -97,6 +98,7 @@ __all__ = [
     "RenderOptions",
     "Request",
     "SandboxError",
+    "Sender",
     "SenderBusy",
     "SmsTooLongError",
     "Template",
