@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ccm import errors as errors
 from ccm._version import __version__ as __version__
+from ccm.delivery import Sender as Sender
 from ccm.errors import AlreadyErased as AlreadyErased
 from ccm.errors import ApprovalError as ApprovalError
 from ccm.errors import AssetError as AssetError
@@ -19,6 +20,9 @@ from ccm.errors import ContentErased as ContentErased
 from ccm.errors import ContentTampered as ContentTampered
 from ccm.errors import CustomerNotFound as CustomerNotFound
 from ccm.errors import DataError as DataError
+from ccm.errors import DeliveryConfigError as DeliveryConfigError
+from ccm.errors import DeliveryError as DeliveryError
+from ccm.errors import DeliveryUncertain as DeliveryUncertain
 from ccm.errors import ErasurePending as ErasurePending
 from ccm.errors import HeaderError as HeaderError
 from ccm.errors import IdempotencyConflict as IdempotencyConflict
@@ -29,6 +33,7 @@ from ccm.errors import NotARecord as NotARecord
 from ccm.errors import NotFoundError as NotFoundError
 from ccm.errors import PackError as PackError
 from ccm.errors import PasswordRuleError as PasswordRuleError
+from ccm.errors import PermanentDeliveryError as PermanentDeliveryError
 from ccm.errors import RecordError as RecordError
 from ccm.errors import RecordIOError as RecordIOError
 from ccm.errors import RecordLocked as RecordLocked
@@ -36,9 +41,11 @@ from ccm.errors import RecordNotFound as RecordNotFound
 from ccm.errors import RecordSchemaError as RecordSchemaError
 from ccm.errors import RenderError as RenderError
 from ccm.errors import SandboxError as SandboxError
+from ccm.errors import SenderBusy as SenderBusy
 from ccm.errors import SmsTooLongError as SmsTooLongError
 from ccm.errors import TemplateError as TemplateError
 from ccm.errors import TemplateSyntaxError as TemplateSyntaxError
+from ccm.errors import TemporaryDeliveryError as TemporaryDeliveryError
 from ccm.errors import TokenError as TokenError
 from ccm.errors import UnknownChannel as UnknownChannel
 from ccm.errors import UnknownLocale as UnknownLocale
@@ -67,6 +74,9 @@ __all__ = [
     "ContentTampered",
     "CustomerNotFound",
     "DataError",
+    "DeliveryConfigError",
+    "DeliveryError",
+    "DeliveryUncertain",
     "Engine",
     "ErasurePending",
     "HeaderError",
@@ -79,6 +89,7 @@ __all__ = [
     "NotFoundError",
     "PackError",
     "PasswordRuleError",
+    "PermanentDeliveryError",
     "RecordError",
     "RecordIOError",
     "RecordLocked",
@@ -88,10 +99,13 @@ __all__ = [
     "RenderOptions",
     "Request",
     "SandboxError",
+    "Sender",
+    "SenderBusy",
     "SmsTooLongError",
     "Template",
     "TemplateError",
     "TemplateSyntaxError",
+    "TemporaryDeliveryError",
     "TokenError",
     "UnknownChannel",
     "UnknownLocale",

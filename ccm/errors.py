@@ -24,7 +24,9 @@ branches that must never be confused:
     │   │   └── UnknownLocale
     │   ├── KeyConfigError                          master / signing keys
     │   ├── ApprovalError                           sources changed since approval
-    │   └── RecordSchemaError                       record needs an upgrade
+    │   ├── RecordSchemaError                       record needs an upgrade
+    │   ├── DeliveryConfigError      (ValueError)   delivery config file + key
+    │   └── SenderBusy                              another sender holds the record
     └── MessageError
         ├── DataError                (ValueError)   JSON path + rule
         ├── RenderError                             template + file + line
@@ -34,6 +36,10 @@ branches that must never be confused:
         │   └── SmsTooLongError                     over the pack's segment limit
         ├── HeaderError              (ValueError)   unsafe email header value
         ├── PasswordRuleError                       customer lacks the field
+        ├── DeliveryError                           transport + message id + code
+        │   ├── TemporaryDeliveryError              try again later (4xx, 429, dropped)
+        │   ├── PermanentDeliveryError              never retry (5xx, invalid number)
+        │   └── DeliveryUncertain                   the transport cannot say: review
         └── RecordError
             ├── IdempotencyConflict                 same key, other parameters
             ├── MessageNotFound      (LookupError)
@@ -70,6 +76,9 @@ __all__ = [
     "ContentTampered",
     "CustomerNotFound",
     "DataError",
+    "DeliveryConfigError",
+    "DeliveryError",
+    "DeliveryUncertain",
     "ErasurePending",
     "HeaderError",
     "IdempotencyConflict",
@@ -80,6 +89,7 @@ __all__ = [
     "NotFoundError",
     "PackError",
     "PasswordRuleError",
+    "PermanentDeliveryError",
     "RecordError",
     "RecordIOError",
     "RecordLocked",
@@ -87,9 +97,11 @@ __all__ = [
     "RecordSchemaError",
     "RenderError",
     "SandboxError",
+    "SenderBusy",
     "SmsTooLongError",
     "TemplateError",
     "TemplateSyntaxError",
+    "TemporaryDeliveryError",
     "TokenError",
     "UnknownChannel",
     "UnknownLocale",
@@ -177,6 +189,14 @@ class ApprovalError(ConfigError):
 
 class RecordSchemaError(ConfigError):
     """The record's schema is from another version; the message says what to do."""
+
+
+class DeliveryConfigError(ConfigError, ValueError):
+    """The delivery config is invalid. ``path`` names the file, ``key`` the setting."""
+
+
+class SenderBusy(ConfigError):
+    """Another sender works on this record (SQLite allows one at a time). ``url`` names it."""
 
 
 # --- per message: report it and go on ----------------------------------------
@@ -279,3 +299,25 @@ class RecordIOError(RecordError):
 
 class TokenError(RecordError, ValueError):
     """A tracking or unsubscribe token is forged, expired or malformed."""
+
+
+class DeliveryError(MessageError):
+    """A transport did not deliver a message. ``transport``, ``message_id``, ``code`` say which.
+
+    The message never holds the recipient's address or the content.
+    """
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """The transport refused for now (a 4xx reply, 429, a dropped connection before the data):
+    the sender retries with backoff."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The transport refused for good (a 5xx reply, an invalid or unsubscribed number):
+    the message fails at once."""
+
+
+class DeliveryUncertain(DeliveryError):
+    """The transport may or may not have taken the message (the connection dropped after the
+    data was handed over): never resent blindly, reported for review."""

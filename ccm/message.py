@@ -1,4 +1,4 @@
-"""The typed results of rendering: :class:`Message` and its request."""
+"""The typed results: :class:`Message` (rendered), :class:`Outgoing` and :class:`Receipt` (sent)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ccm._util import unique_filename
 
-__all__ = ["Channel", "Message", "Request", "Status", "output_filename"]
+__all__ = ["Channel", "Message", "Outgoing", "Receipt", "Request", "Status", "output_filename"]
 
 Channel = Literal["pdf", "email", "sms"]
 Status = Literal["generated", "suppressed", "duplicate"]
@@ -200,4 +200,55 @@ class Message:
                 out["archival_sha256"] = self.archival_sha256
         if self.password_hint:
             out["password_hint"] = self.password_hint
+        return out
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One queued message as a transport sees it: where it goes and the exact bytes.
+
+    ``content`` is what was recorded (the .eml with CRLF line endings, the SMS
+    text as UTF-8, the PDF bytes). ``recipient`` is the address (email), the
+    number in E.164 (SMS), or ``None`` (PDF). ``attempt`` counts from 1.
+    ``repr()`` shows neither recipient nor content: they are personal data.
+    """
+
+    message_id: str
+    customer_id: str
+    channel: str
+    recipient: str | None = field(repr=False)
+    content: bytes = field(repr=False)
+    idempotency_key: str | None = None
+    template: str | None = None
+    message_type: str | None = None
+    attempt: int = 1
+
+    @property
+    def text(self) -> str:
+        """The content as text (SMS)."""
+        return self.content.decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a transport answered when it took a message.
+
+    ``provider_id`` is the provider's handle for the message (an SMTP queue
+    id from the server's reply, a Twilio ``SM...`` sid, a file name), used to
+    match later status callbacks; ``status`` is the provider's word for the
+    state (``accepted``, ``queued``, ``sent``, ...). ``detail`` is a short,
+    personal-data-free note (an SMTP reply code and text).
+    """
+
+    transport: str
+    provider_id: str | None = None
+    status: str = "accepted"
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"transport": self.transport, "status": self.status}
+        if self.provider_id is not None:
+            out["provider_id"] = self.provider_id
+        if self.detail is not None:
+            out["detail"] = self.detail
         return out

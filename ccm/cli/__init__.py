@@ -48,6 +48,7 @@ def _mount_optional() -> None:
         ("ccm.cli.approve", "approve"),
         ("ccm.cli.track", "track_serve"),
         ("ccm.cli.doctor", "doctor"),
+        ("ccm.cli.send", "send"),
     ):
         try:
             mod = importlib.import_module(module)

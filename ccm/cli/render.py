@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ccm._util import atomic_write
-from ccm.cli._common import Fail, as_of_option, aware
+from ccm.cli._common import ExitCode, Fail, as_of_option, aware
 from ccm.errors import CCMError
 
 __all__ = ["render"]
@@ -48,8 +48,11 @@ def _rows(path: Path, schema: Any = None) -> Iterator[Any]:
 @click.option("--channel", type=click.Choice(["pdf", "email", "sms"]), default=None,
               help="Render one channel (default: every channel of the template).")
 @click.option("--locale", default=None, help="Force a locale of the pack.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for .pdf, .eml and .sms.txt files.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for .pdf, .eml and .sms.txt files (needed unless --queue).")
+@click.option("--queue", is_flag=True,
+              help="Queue each generated message for delivery (ccm send sends it); needs a "
+                   "master key.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per message.")
 @click.option("--record", "record_url", default=None, metavar="URL",
               help="Record URL [default: $CCM_RECORD_URL or sqlite:///ccm-record.db].")
@@ -64,7 +67,8 @@ def render(
     data_file: Path,
     channel: str | None,
     locale: str | None,
-    out_dir: Path,
+    out_dir: Path | None,
+    queue: bool,
     as_json: bool,
     record_url: str | None,
     no_record: bool,
@@ -72,13 +76,20 @@ def render(
     as_of: datetime | None,
 ) -> None:
     """Render TEMPLATE for every request in --data into --out."""
-    from ccm.render.engine import Engine, default_record_url
+    from ccm.render.engine import Engine, RenderOptions, default_record_url
 
+    if out_dir is None and not queue:
+        raise Fail("--out FOLDER is needed (or --queue, to deliver with ccm send)",
+                   ExitCode.USAGE)
+    if queue and no_record:
+        raise Fail("--queue needs the record (the outbox is in it); drop --no-record",
+                   ExitCode.USAGE)
     record: Any = None if no_record else (record_url or default_record_url())
     try:
         moment = aware(as_of)
         engine = Engine(pack_dir, templates_dir, record=record,
-                        clock=None if moment is None else (lambda: moment))
+                        clock=None if moment is None else (lambda: moment),
+                        options=RenderOptions(queue=queue))
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     failures = 0
@@ -105,7 +116,7 @@ def render(
                 recorded += message.status != "duplicate"
                 summary = message.summary()
                 path = None
-                if message.status == "generated" and message.content:
+                if message.status == "generated" and message.content and out_dir is not None:
                     path = _write_new(out_dir / message.filename, message.content)
                     if path is None:
                         failures += 1
@@ -119,6 +130,8 @@ def render(
                             f"already holds another message, left as it is; {message.channel} "
                             f"message {message.message_id} was not written ({hint})", err=True)
                 summary["path"] = str(path) if path else None
+                if "due_at" in message.meta:
+                    summary["queued"] = message.meta["due_at"]
                 if as_json:
                     click.echo(json.dumps(summary, ensure_ascii=False))
                 else:
@@ -142,6 +155,8 @@ def _request_schema(engine: Any, template: str) -> Any:
 
     tpl = engine.templates.get(template)
     return None if tpl is None else request_schema(tpl)
+
+
 def _write_new(path: Path, content: bytes) -> Path | None:
     """Write ``content`` to ``path`` unless another file is there; None if one is.
 
@@ -170,9 +185,11 @@ def _describe(summary: dict[str, Any]) -> str:
         reason = f": {summary['reason']}" if summary.get("reason") else ""
         return (f"{summary['status']:9} {summary['template']} for {summary['customer_id']} "
                 f"({', '.join(bits)}){reason}")
-    if summary["path"] is None:
+    queued = f", queued for {summary['queued']}" if summary.get("queued") else ""
+    if summary["path"] is None and not queued:
         return (f"generated {summary['template']} for {summary['customer_id']} "
                 f"({', '.join(bits)}): not written, see the error above")
-    return f"generated {summary['path']} ({', '.join(bits)})"
+    where = summary["path"] or f"{summary['template']} for {summary['customer_id']}"
+    return f"generated {where} ({', '.join(bits)}{queued})"
 
 

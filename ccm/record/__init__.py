@@ -18,6 +18,9 @@ from ccm.record.entries import AppendResult as AppendResult
 from ccm.record.entries import Entry as Entry
 from ccm.record.entries import Event as Event
 from ccm.record.keys import MasterKey as MasterKey
+from ccm.record.outbox import Outbox as Outbox
+from ccm.record.outbox import OutboxItem as OutboxItem
+from ccm.record.outbox import Queue as Queue
 from ccm.record.policy import Cap as Cap
 from ccm.record.store import Erasure as Erasure
 from ccm.record.store import Record as Record
@@ -31,6 +34,9 @@ __all__ = [
     "Erasure",
     "Event",
     "MasterKey",
+    "Outbox",
+    "OutboxItem",
+    "Queue",
     "Record",
     "Timeline",
     "VerifyReport",

@@ -45,6 +45,7 @@ from ccm.record.entries import (
     find_entry,
     get_entry,
 )
+from ccm.record.outbox import Queue, enqueue
 from ccm.record.policy import Cap
 from ccm.record.schema import archive, chain, events, messages
 
@@ -112,6 +113,7 @@ class Appends(DataKeys):
         content: bytes | None = None,
         archival: bytes | None = None,
         caps: Sequence[Cap] = (),
+        queue: Queue | None = None,
     ) -> AppendResult:
         """Record one message atomically; see :class:`AppendResult` for the outcomes.
 
@@ -120,11 +122,14 @@ class Appends(DataKeys):
         raises :class:`IdempotencyConflict`; ``caps`` are re-counted and a
         reached cap stores the entry as suppressed (``cap:<name>``, no
         content); otherwise the entry, its encrypted content and its chain
-        link are committed before this returns.
+        link are committed before this returns. With ``queue``, a generated
+        message is also queued for delivery in that transaction (see
+        :mod:`ccm.record.outbox`); a suppressed or duplicate one is not.
         """
         item = self._prepare(entry, content, archival)
         result: AppendResult = self._retrying(
-            [entry.customer_id], lambda conn: self._append(conn, item, content, archival, caps)
+            [entry.customer_id],
+            lambda conn: self._append(conn, item, content, archival, caps, queue),
         )
         return result
 
@@ -134,7 +139,7 @@ class Appends(DataKeys):
         """Append many messages in few transactions (batch runs): one result per item, in order.
 
         Each item is ``{"entry": Entry, "content": bytes | None, "archival":
-        bytes | None, "caps": [Cap, ...]}``. An idempotency conflict is
+        bytes | None, "caps": [Cap, ...], "queue": Queue | None}``. An idempotency conflict is
         returned in that item's place rather than raised, so one bad row does
         not lose the others. Same guarantees as :meth:`append`.
         """
@@ -219,6 +224,7 @@ class Appends(DataKeys):
         message_rows: list[dict[str, Any]] = []
         archive_rows: list[dict[str, Any]] = []
         chain_rows: list[dict[str, Any]] = []
+        queued: list[tuple[Entry, Queue]] = []
         for entry, raw in chunk:
             earlier = known.get(entry.idempotency_key)
             if earlier is not None:
@@ -281,12 +287,16 @@ class Appends(DataKeys):
                 recent.setdefault(customer, []).append(
                     (stored.created_at, stored.message_type, stored.channel))
             out.append(AppendResult(status, stored, reason))
+            if status == "generated" and raw.get("queue") is not None:
+                queued.append((stored, raw["queue"]))
         if message_rows:
             conn.execute(messages.insert(), message_rows)
         if archive_rows:
             conn.execute(archive.insert(), archive_rows)
         if chain_rows:
             conn.execute(chain.insert(), chain_rows)
+        for stored, queue in queued:
+            enqueue(self, conn, stored, queue)
         logger.debug("appended %d message(s) in one statement per table", len(message_rows))
         return out
 
@@ -318,7 +328,8 @@ class Appends(DataKeys):
         return replace(entry, **changes)
 
     def _append(self, conn: sa.Connection, entry: Entry, content: bytes | None,
-                archival: bytes | None, caps: Sequence[Cap]) -> AppendResult:
+                archival: bytes | None, caps: Sequence[Cap],
+                queue: Queue | None = None) -> AppendResult:
         earlier = find_entry(conn, entry.idempotency_key)
         if earlier is not None:
             if earlier.params_sha256 == entry.params_sha256:
@@ -365,6 +376,8 @@ class Appends(DataKeys):
             ])
         link(conn, stored.customer_id, "message", stored.message_id, message_body(row),
              commitment)
+        if queue is not None and status == "generated":
+            enqueue(self, conn, stored, queue)
         logger.debug("appended %s (%s) for customer %s", stored.message_id, status,
                      stored.customer_id)
         return AppendResult(status, stored, reason)

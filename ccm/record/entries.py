@@ -30,9 +30,12 @@ __all__ = [
     "get_entry",
 ]
 
-#: Event kinds the record accepts.
+#: Event kinds the record accepts. ``queued``, ``sending``, ``retry`` (back to queued after a
+#: temporary failure), ``review`` and ``sent`` ... ``failed`` are the outbox's transitions
+#: (:mod:`ccm.record.outbox`).
 EVENT_KINDS = (
     "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
+    "queued", "sending", "retry", "review",
     "opted_in",
 )
 #: Event kinds that withdraw consent for the message's channel.

@@ -13,6 +13,10 @@ Tables (SQLAlchemy Core; the same definitions serve SQLite and PostgreSQL)::
                 covering its data and the previous row's hash
     data_keys   one wrapped AES-256 data key per customer (destroyed on erase)
     archive     encrypted content blobs, (ref, part) -> nonce||ciphertext
+    outbox      one row per queued message: delivery state, due time,
+                attempts, the sender holding it, the provider's id, the
+                last error (no personal data) and the recipient, encrypted
+                under the customer's data key (see ccm.record.outbox)
 
 Versioning: ``ccm_meta.schema_version`` says which layout a record has.
 Opening a record runs :func:`ensure_schema`: a new record is created at
@@ -26,6 +30,7 @@ Version history:
   ``messages`` without ``sources_sha256`` and ``segment``. Kept so the
   upgrade path is exercised by a test, not only promised.
 * 1 -- ccm 0.1.
+* 2 -- the ``outbox`` table (delivery: queued, sending, sent, ...).
 """
 
 from __future__ import annotations
@@ -50,12 +55,13 @@ __all__ = [
     "messages",
     "meta_value",
     "metadata",
+    "outbox",
     "read_version",
     "set_meta",
 ]
 
 #: The layout this ccm writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 _ts = sa.DateTime(timezone=True)
@@ -141,6 +147,26 @@ archive = sa.Table(
     sa.Index("ix_archive_customer", "customer_id"),
 )
 
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("message_id", sa.String, sa.ForeignKey("messages.message_id"), primary_key=True),
+    sa.Column("customer_id", sa.String, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("due_at", _ts, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("sender", sa.String(120)),
+    sa.Column("transport", sa.String(32)),
+    sa.Column("provider_id", sa.String(200)),
+    sa.Column("error", sa.String(400)),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("recipient", sa.LargeBinary),
+    sa.Index("ix_outbox_state_due", "state", "due_at"),
+    sa.Index("ix_outbox_provider", "provider_id"),
+)
+
 
 def _ccm_version() -> str:
     from ccm._version import __version__
@@ -193,8 +219,13 @@ def _upgrade_0_to_1(conn: sa.Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
+def _upgrade_1_to_2(conn: sa.Connection) -> None:
+    """v1 -> v2: add the ``outbox`` table (nothing is queued in an upgraded record)."""
+    outbox.create(conn, checkfirst=True)
+
+
 #: ``MIGRATIONS[n]`` upgrades a record from version n to n + 1.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {0: _upgrade_0_to_1}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {0: _upgrade_0_to_1, 1: _upgrade_1_to_2}
 
 
 def check_version(version: int | None, *, where: str) -> None:

@@ -39,9 +39,12 @@ from ccm.render.recording import (
     apply_result,
     decide,
     default_record_url,
+    defers,
+    due_for,
     duplicate,
     entry_for,
     open_record,
+    queue_for,
     restore_content,
     suppress,
 )
@@ -98,6 +101,13 @@ class Engine:
         rule = self.pack.security.get("pdf_password")
         self.password_rule: PasswordRule | None = PasswordRule.from_mapping(rule) if rule else None
         self.record: Record | None = open_record(record, master_key)
+        if self.options.queue and (self.record is None or self.record.master_key is None):
+            from ccm.errors import KeyConfigError
+
+            raise KeyConfigError(
+                "RenderOptions(queue=True) needs a record with a master key: the outbox keeps "
+                "each message's content and recipient encrypted; set CCM_MASTER_KEY or "
+                "CCM_MASTER_KEY_FILE (docs/privacy.md)")
         self._policy: Policy | None = None
         self._listeners: list[Callable[[Message], None]] = []
 
@@ -298,10 +308,12 @@ class Engine:
                 consent_overrides=consents.get(req.customer_id, {}),
             )
             item_caps: Sequence[Any] = caps
-            if not decision.allowed:
+            queue = None
+            if not decision.allowed and not defers(self.options, decision):
                 suppress(message, decision)
                 item_caps = ()
             else:
+                queue = queue_for(req, channel, due_for(self.options, message, decision, now))
                 attachment = None
                 if channel == "email" and tpl.attach_pdf and "pdf" in tpl.channels:
                     attachment = self._render_channel(tpl, req, "pdf", loc, key=None,
@@ -312,13 +324,15 @@ class Engine:
             items.append((message, {
                 "entry": entry_for(message, params, req.customer.get("segment"), self._clock),
                 "content": message.content or None, "archival": message.archival,
-                "caps": item_caps,
+                "caps": item_caps, "queue": queue,
             }))
         results = record.append_many([item for _, item in items])
         for (message, _), result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
                 raise result  # another writer recorded the key for other parameters
             apply_result(result, message)
+            if message.status != "generated":
+                message.meta.pop("due_at", None)
         for message in rendered:  # as render() does, once the chunk is committed
             for listener in list(self._listeners):
                 listener(message)
@@ -365,6 +379,7 @@ class Engine:
         now = self._clock()
         message = self._new_message(tpl, req, channel, locale, key, now)
         record = self.record if use_record else None
+        due: datetime | None = None
         params = ""  # only the record needs it: a SHA-256 over the whole request
         if record is not None:
             params = self._params_sha256(tpl, req, channel, locale)
@@ -375,18 +390,20 @@ class Engine:
                     restore_content(record, dup, earlier, tpl)
                     return dup
             decision = decide(self.policy, tpl, req, channel, now, record)
-            if not decision.allowed:
+            if not decision.allowed and not defers(self.options, decision):
                 suppress(message, decision)
                 self._append(record, message, params, caps=(),
                              segment=req.customer.get("segment"))
                 return message
+            due = due_for(self.options, message, decision, now)
 
         self._finish(tpl, req, message, attachment)
 
         if record is not None:
             caps = self.policy.caps_for(tpl.message_type, channel)
             self._append(record, message, params, caps=caps,
-                         segment=req.customer.get("segment"))
+                         segment=req.customer.get("segment"),
+                         queue=queue_for(req, channel, due))
         for listener in list(self._listeners):
             listener(message)
         logger.debug(
@@ -434,14 +451,17 @@ class Engine:
         return cached
 
     def _append(self, record: Record, message: Message, params: str, caps: Sequence[Any],
-                segment: str | None = None) -> None:
+                segment: str | None = None, queue: Any = None) -> None:
         result = record.append(
             entry_for(message, params, segment, self._clock),
             content=message.content or None,
             archival=message.archival,
             caps=caps,
+            queue=queue,
         )
         apply_result(result, message)
+        if queue is not None and message.status != "generated":
+            message.meta.pop("due_at", None)
 
     # -- context ---------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class RenderOptions:
     require_approval: bool = False
     #: Where approvals are kept (``ccm approve`` writes here).
     approvals_file: Path | None = None
+    #: Queue every generated message for delivery in the record's outbox (due now, or when
+    #: quiet hours end: a deferred message is then generated and queued, not suppressed).
+    #: Needs a record with a master key. ``ccm send`` / :class:`ccm.delivery.Sender` send them.
+    queue: bool = False
 
     def __post_init__(self) -> None:
         if self.time_budget <= 0:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ccm.message import Message, Request
-from ccm.render.options import DEFAULT
+from ccm.render.options import DEFAULT, RenderOptions
 
 if TYPE_CHECKING:
     from ccm.record import Record
@@ -189,3 +189,35 @@ def restore_content(record: Record, message: Message, entry: Any, tpl: Template)
         return
     message.encrypted = message.channel == "pdf" and tpl.confidential
 
+
+
+# -- the delivery queue ------------------------------------------------------------
+
+
+def defers(options: RenderOptions, decision: Decision) -> bool:
+    """Quiet hours deferring, with queueing on: generate now, send when they end."""
+    return options.queue and decision.defer_until is not None
+
+
+def due_for(options: RenderOptions, message: Message, decision: Decision,
+            now: datetime) -> datetime | None:
+    """When a queued message may go (``None`` without queueing); noted in ``meta``."""
+    if not options.queue:
+        return None
+    due = decision.defer_until if decision.defer_until is not None else now
+    if decision.defer_until is not None:
+        message.meta["defer_until"] = decision.defer_until.isoformat()
+        message.meta["explanation"] = decision.reason
+    message.meta["due_at"] = due.isoformat()
+    return due
+
+
+def queue_for(req: Request, channel: str, due: datetime | None) -> Any:
+    """The record's queue instruction for a message due at ``due`` (``None``: not queued)."""
+    if due is None:
+        return None
+    from ccm.record import Queue
+
+    field_name = {"email": "email", "sms": "phone"}.get(channel)
+    recipient = str(req.customer[field_name]) if field_name else None
+    return Queue(recipient=recipient, due_at=due)

@@ -1,0 +1,181 @@
+"""``ccm send``: send due messages from the record's outbox (see docs/delivery.md).
+
+::
+
+    ccm send --config delivery.yaml            # send what is due now, then exit
+    ccm send --config delivery.yaml --follow   # keep sending; SIGTERM/SIGINT stop it cleanly
+    ccm send --dry-run                         # list what is due, send nothing
+    ccm send --review                          # list messages a crash left uncertain
+    ccm send --resolve ID --as sent|failed|queued [--note TEXT]
+
+Exit codes: 0 done (messages that failed or went to review are reported,
+not errors of the command), 1 bad config, 3 unknown message, 4 another
+sender holds the SQLite record, 5 the record cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ccm.cli._common import ExitCode, Fail, aware
+from ccm.cli.record import exit_code
+from ccm.errors import CCMError, MessageNotFound, RecordError, SenderBusy
+
+__all__ = ["send"]
+
+DEFAULT_URL = "sqlite:///ccm-record.db"
+
+
+@contextmanager
+def _record(url: str | None) -> Iterator[Any]:
+    from ccm.record import MasterKey, Record
+    from ccm.record.keys import ENV_KEY, ENV_KEY_FILE
+
+    key = MasterKey.from_env() if (os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE)) \
+        else None
+    try:
+        rec = Record(url or os.environ.get("CCM_RECORD_URL") or DEFAULT_URL, master_key=key,
+                     create=False)
+    except CCMError as exc:
+        raise Fail(str(exc), exit_code(exc)) from exc
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+def _line(item: dict[str, Any]) -> str:
+    extra = f" ({item['error']})" if item.get("error") else ""
+    return (f"{item['state']:8} {item['message_id']} {item['channel']:5} "
+            f"{item['customer_id']} due {item['due_at']} attempts {item['attempts']}{extra}")
+
+
+@click.command("send")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Delivery config (YAML) [default: $CCM_DELIVERY_CONFIG].")
+@click.option("--record", "record_url", default=None, metavar="URL",
+              help=f"Record URL [default: $CCM_RECORD_URL or {DEFAULT_URL}].")
+@click.option("--follow", is_flag=True, help="Keep running; stop cleanly on SIGTERM or SIGINT.")
+@click.option("--poll", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between looks at the queue when nothing is due (--follow).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Send at most this many messages, then exit.")
+@click.option("--dry-run", is_flag=True, help="List the messages that are due; send nothing.")
+@click.option("--review", is_flag=True, help="List messages waiting for a person's decision.")
+@click.option("--resolve", "resolve_id", default=None, metavar="MESSAGE_ID",
+              help="Settle a message in review (with --as).")
+@click.option("--as", "resolve_as", type=click.Choice(["sent", "failed", "queued"]),
+              default=None, help="The decision for --resolve: it arrived, it did not "
+                                 "(failed), or send it again (queued).")
+@click.option("--note", default=None, help="Why (kept with the decision; no personal data).")
+@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z",
+                                                       "%Y-%m-%dT%H:%M:%S"]),
+              default=None, metavar="DATETIME",
+              help="The time the sender sees (due times, events), ISO 8601; naive means UTC "
+                   "[default: now].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def send(config_file: Path | None, record_url: str | None, follow: bool, poll: float,
+         limit: int | None, dry_run: bool, review: bool, resolve_id: str | None,
+         resolve_as: str | None, note: str | None, as_of: datetime | None,
+         as_json: bool) -> None:
+    """Send the due messages of the record's outbox through the configured transports."""
+    modes = sum(bool(x) for x in (dry_run, review, resolve_id, follow))
+    if modes > 1:
+        raise Fail("choose one of --follow, --dry-run, --review and --resolve", ExitCode.USAGE)
+    if (resolve_id is None) != (resolve_as is None):
+        raise Fail("--resolve MESSAGE_ID and --as DECISION go together", ExitCode.USAGE)
+    moment = aware(as_of)
+
+    def now() -> datetime:
+        return moment or datetime.now(UTC)
+
+    def show(item: dict[str, Any]) -> None:
+        click.echo(json.dumps(item, ensure_ascii=False) if as_json else _line(item))
+
+    from ccm.record import Outbox
+
+    with _record(record_url) as rec:
+        outbox = Outbox(rec)
+        try:
+            if dry_run or review:
+                items = (outbox.due(now=now()) if dry_run
+                         else outbox.items(states=["review"]))
+                for item in items:
+                    show(item.to_dict())
+                what = "due" if dry_run else "in review"
+                click.echo(f"ccm: {len(items)} message(s) {what}", err=True)
+                return
+            if resolve_id is not None:
+                assert resolve_as is not None
+                try:
+                    item = outbox.resolve(resolve_id, resolve_as, at=now(), note=note)
+                except MessageNotFound as exc:
+                    raise Fail(str(exc), ExitCode.NOT_FOUND) from exc
+                except RecordError as exc:
+                    raise Fail(str(exc), ExitCode.CONFLICT) from exc
+                show(item.to_dict())
+                return
+        except CCMError as exc:
+            raise Fail(str(exc), exit_code(exc)) from exc
+        _run(rec, config_file, follow=follow, poll=poll, limit=limit,
+             clock=(lambda: moment) if moment else None, as_json=as_json)
+
+
+def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit: int | None,
+         clock: Any, as_json: bool) -> None:
+    from ccm.delivery import Sender, load_config
+
+    path = config_file or (Path(os.environ["CCM_DELIVERY_CONFIG"])
+                           if os.environ.get("CCM_DELIVERY_CONFIG") else None)
+    if path is None:
+        raise Fail("--config delivery.yaml is needed to send (or set CCM_DELIVERY_CONFIG); "
+                   "see docs/delivery.md", ExitCode.USAGE)
+    try:
+        config = load_config(path)
+    except CCMError as exc:
+        raise Fail(str(exc)) from exc
+    try:
+        sender = Sender(rec, config, clock=clock)
+    except SenderBusy as exc:
+        raise Fail(str(exc), ExitCode.CONFLICT) from exc
+
+    def show(result: Any) -> None:
+        doc = result.to_dict()
+        if as_json:
+            click.echo(json.dumps(doc, ensure_ascii=False))
+        else:
+            detail = f" ({doc['detail']})" if doc.get("detail") else ""
+            click.echo(f"{doc['state']:10} {doc['message_id']} {doc['channel']}{detail}")
+
+    stop = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if follow:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        if follow:
+            click.echo(f"ccm: sending from {rec.where} (channels: "
+                       f"{', '.join(sender.channels)}); SIGTERM stops", err=True)
+            report = sender.run(stop, poll=poll, on_result=show)
+        else:
+            report = sender.send_due(limit=limit)
+            for result in report.results:
+                show(result)
+    except CCMError as exc:
+        raise Fail(str(exc), exit_code(exc)) from exc
+    finally:
+        sender.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    counts = ", ".join(f"{n} {state}" for state, n in report.counts.items() if n) or "nothing due"
+    click.echo(f"ccm: {counts}", err=True)

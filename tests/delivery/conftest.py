@@ -1,0 +1,40 @@
+"""Fixtures for delivery tests: a record that archives (queueing needs a master key) and an
+engine that queues what it renders."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+import ccm
+from ccm.record import MasterKey, Record
+
+from ..examples_helpers import PACKS, TEMPLATES, sample
+
+NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, outside the SMS quiet hours
+KEY = MasterKey.generate()
+
+
+@pytest.fixture
+def rec(record_url: str) -> Iterator[Record]:
+    """A record with a master key, on SQLite and on PostgreSQL."""
+    record = Record(record_url, master_key=KEY)
+    yield record
+    record.close()
+
+
+def queue_engine(record: Record, clock: datetime = NOON) -> ccm.Engine:
+    """The acme pack and example templates, queueing every generated message."""
+    return ccm.Engine(PACKS / "acme", TEMPLATES, record=record, clock=lambda: clock,
+                      options=ccm.RenderOptions(queue=True))
+
+
+def reminder(i: int = 0, **customer: Any) -> dict[str, Any]:
+    """The payment reminder sample for customer C-<i>, with fields replaced."""
+    request = copy.deepcopy(sample("payment_reminder"))
+    request["customer"].update({"id": f"C-{i:04d}", "email": f"c{i}@example.com"}, **customer)
+    return request

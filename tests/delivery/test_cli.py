@@ -1,0 +1,181 @@
+"""``ccm render --queue`` and ``ccm send`` in-process: sending, dry run, review, resolve, and
+every wrong invocation with its exit code and message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ccm.cli import main
+from ccm.cli._common import ExitCode
+from ccm.delivery import FolderTransport, Sender
+from ccm.record import MasterKey, Outbox, Record
+
+from ..examples_helpers import PACKS, TEMPLATES
+from ._servers import smtp_server
+from .conftest import reminder
+
+AS_OF = "2026-03-02T12:00:00+00:00"
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """A record URL, a master key in the environment the CLI reads, and a request file."""
+    key_file = tmp_path / "master.key"
+    MasterKey.generate_file(key_file)
+    monkeypatch.setenv("CCM_MASTER_KEY_FILE", str(key_file))
+    monkeypatch.delenv("CCM_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CCM_DELIVERY_CONFIG", raising=False)
+    data = tmp_path / "requests.jsonl"
+    data.write_text("".join(json.dumps(reminder(i)) + "\n" for i in range(3)), "utf-8")
+    return {"url": f"sqlite:///{tmp_path / 'record.db'}", "data": data, "tmp": tmp_path,
+            "key": MasterKey.from_file(key_file)}
+
+
+def render_queued(setup: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
+                 str(TEMPLATES), "--data", str(setup["data"]), "--channel", "email",
+                 "--record", str(setup["url"]), "--queue", "--as-of", AS_OF])
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("queued for 2026-03-02T12:00:00+00:00") == 3
+
+
+def config(setup: dict[str, object], port: int) -> Path:
+    path = Path(str(setup["tmp"])) / "delivery.yaml"
+    path.write_text(f"version: 1\nchannels:\n  email:\n    transport: smtp\n"
+                    f"    host: 127.0.0.1\n    port: {port}\n    security: none\n"
+                    f"    bounce_address: bounces@acme.example\n", "utf-8")
+    return path
+
+
+def test_render_queue_then_dry_run_then_send(setup: dict[str, object],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Three queued emails are listed by --dry-run and then sent; a second run finds nothing."""
+    render_queued(setup, capsys)
+    assert main(["send", "--dry-run", "--record", str(setup["url"]), "--as-of", AS_OF,
+                 "--json"]) == 0
+    due = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["state"] for d in due] == ["queued"] * 3
+    with smtp_server() as server:
+        path = config(setup, server.port)
+        assert main(["send", "--config", str(path), "--record", str(setup["url"]),
+                     "--as-of", AS_OF]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.count("sent ") == 3 and "ccm: 3 sent" in captured.err
+        assert main(["send", "--config", str(path), "--record", str(setup["url"]),
+                     "--as-of", AS_OF]) == 0
+        assert "nothing due" in capsys.readouterr().err
+    assert len(server.mailbox.messages) == 3
+
+
+def test_review_and_resolve(setup: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    """An uncertain send shows under --review; --resolve settles it; resolving it again, or an
+    unknown id, is refused with CONFLICT and NOT_FOUND."""
+    render_queued(setup, capsys)
+    with smtp_server() as server:
+        server.mailbox.mode = "drop-after-data"
+        path = config(setup, server.port)
+        assert main(["send", "--config", str(path), "--record", str(setup["url"]),
+                     "--as-of", AS_OF, "--limit", "1"]) == 0
+    capsys.readouterr()
+    assert main(["send", "--review", "--record", str(setup["url"]), "--json"]) == 0
+    [item] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert item["state"] == "review" and "may have taken it" in item["error"]
+    args = ["send", "--record", str(setup["url"]), "--resolve", item["message_id"], "--as",
+            "failed", "--note", "not in the relay log", "--as-of", "2026-03-02T13:00:00"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == ExitCode.CONFLICT
+    assert "is failed; it cannot become failed" in capsys.readouterr().err
+    args[4] = "0" * 32
+    assert main(args) == ExitCode.NOT_FOUND
+
+
+def test_a_second_sender_on_sqlite_is_refused(setup: dict[str, object],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """While one sender holds the SQLite record, ccm send exits with CONFLICT and says why."""
+    render_queued(setup, capsys)
+    record = Record(str(setup["url"]), master_key=setup["key"])  # type: ignore[arg-type]
+    holder = Sender(record, {"email": FolderTransport(Path(str(setup["tmp"])) / "out")})
+    try:
+        with smtp_server() as server:
+            code = main(["send", "--config", str(config(setup, server.port)), "--record",
+                         str(setup["url"])])
+        assert code == ExitCode.CONFLICT
+        assert "another sender is running" in capsys.readouterr().err
+        assert server.mailbox.messages == []
+    finally:
+        holder.close()
+        record.close()
+    assert Outbox(Record(str(setup["url"]))).counts()["queued"] == 3
+
+
+@pytest.mark.parametrize(("argv", "code", "words"), [
+    (["send"], ExitCode.USAGE, "--config delivery.yaml is needed"),
+    (["send", "--dry-run", "--review"], ExitCode.USAGE, "choose one of"),
+    (["send", "--resolve", "abc"], ExitCode.USAGE, "go together"),
+    (["send", "--config", "{tmp}/missing.yaml"], ExitCode.BAD_INPUT,
+     "no such delivery config"),
+    (["send", "--config", "{tmp}/bad.yaml"], ExitCode.BAD_INPUT,
+     "channels.email.password_env: environment variable SMTP_PW is not set"),
+])
+def test_wrong_invocations(setup: dict[str, object], capsys: pytest.CaptureFixture[str],
+                           monkeypatch: pytest.MonkeyPatch, argv: list[str], code: int,
+                           words: str) -> None:
+    """Each mistake gets one line naming what to fix, and its documented exit code."""
+    render_queued(setup, capsys)
+    tmp = Path(str(setup["tmp"]))
+    (tmp / "bad.yaml").write_text(
+        "version: 1\nchannels:\n  email: {transport: smtp, host: h, bounce_address: b@x.org, "
+        "username: u, password_env: SMTP_PW}\n", "utf-8")
+    monkeypatch.delenv("SMTP_PW", raising=False)
+    args = [a.replace("{tmp}", str(tmp)) for a in argv] + ["--record", str(setup["url"])]
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_no_record_and_queue_without_a_key(setup: dict[str, object],
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """ccm send on a record that does not exist is NOT_FOUND; render --queue without a master
+    key says the outbox needs one."""
+    tmp = Path(str(setup["tmp"]))
+    assert main(["send", "--dry-run", "--record", f"sqlite:///{tmp / 'none.db'}"]) == \
+        ExitCode.NOT_FOUND
+    monkeypatch.delenv("CCM_MASTER_KEY_FILE")
+    code = main(["render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
+                 str(TEMPLATES), "--data", str(setup["data"]), "--channel", "email",
+                 "--record", str(setup["url"]), "--queue"])
+    assert code == ExitCode.BAD_INPUT and "needs a record with a master key" in \
+        capsys.readouterr().err
+
+
+def test_a_refused_login_stops_the_sender_and_keeps_the_message_queued(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay refuses the password: ccm send exits 1 naming the setting (not the
+    password), and the message is back in the queue with its attempt not counted."""
+    from ._servers import self_signed, server_context
+
+    render_queued(setup, capsys)
+    tmp = Path(str(setup["tmp"]))
+    cert, key = self_signed(tmp)
+    with smtp_server(tls=server_context(cert, key), users={"ccm": "right"}) as server:
+        path = tmp / "auth.yaml"
+        path.write_text(f"version: 1\nchannels:\n  email:\n    transport: smtp\n"
+                        f"    host: 127.0.0.1\n    port: {server.port}\n"
+                        f"    username: ccm\n    password_env: SMTP_PW\n    ca_file: {cert}\n"
+                        f"    bounce_address: bounces@acme.example\n", "utf-8")
+        monkeypatch.setenv("SMTP_PW", "wrong-secret-pw")
+        code = main(["send", "--config", str(path), "--record", str(setup["url"]),
+                     "--as-of", AS_OF])
+    err = capsys.readouterr().err
+    assert code == ExitCode.BAD_INPUT and "refused the login" in err
+    assert "wrong-secret-pw" not in err and server.mailbox.messages == []
+    record = Record(str(setup["url"]))
+    items = Outbox(record).items()
+    assert [(i.state, i.attempts) for i in items] == [("queued", 0)] * 3
+    record.close()
