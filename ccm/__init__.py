@@ -18,6 +18,7 @@ from ccm.errors import ContentErased as ContentErased
 from ccm.errors import DataError as DataError
 from ccm.errors import HeaderError as HeaderError
 from ccm.errors import IdempotencyConflict as IdempotencyConflict
+from ccm.errors import InboundError as InboundError
 from ccm.errors import KeyConfigError as KeyConfigError
 from ccm.errors import MessageError as MessageError
 from ccm.errors import MessageNotFound as MessageNotFound
@@ -58,6 +59,7 @@ __all__ = [
     "Engine",
     "HeaderError",
     "IdempotencyConflict",
+    "InboundError",
     "KeyConfigError",
     "Message",
     "MessageError",

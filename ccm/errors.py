@@ -33,6 +33,8 @@ branches that must never be confused:
         │   └── SmsTooLongError                     over the pack's segment limit
         ├── HeaderError              (ValueError)   unsafe email header value
         ├── PasswordRuleError                       customer lacks the field
+        ├── InboundError             (ValueError)   a bounce, complaint or callback
+        │                                           cannot be read or matched
         └── RecordError
             ├── IdempotencyConflict                 same key, other parameters
             ├── MessageNotFound      (LookupError)
@@ -60,6 +62,7 @@ __all__ = [
     "DataError",
     "HeaderError",
     "IdempotencyConflict",
+    "InboundError",
     "KeyConfigError",
     "MessageError",
     "MessageNotFound",
@@ -186,6 +189,13 @@ class HeaderError(MessageError, ValueError):
 
 class PasswordRuleError(MessageError):
     """The PDF password rule cannot be applied (the customer lacks the field)."""
+
+
+class InboundError(MessageError, ValueError):
+    """A delivery report, complaint or provider callback cannot be read or matched to a
+    message. ``reason`` is a short code (``not-a-report``, ``malformed``,
+    ``unmatched``, ``too-large``); ``source`` names the file when there is one.
+    """
 
 
 class RecordError(MessageError):

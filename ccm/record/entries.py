@@ -6,20 +6,43 @@ neither imports the other.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
 from ccm.record.chain import utc
 
-__all__ = ["EVENT_KINDS", "OPT_OUT_KINDS", "AppendResult", "Entry", "Event"]
+__all__ = [
+    "BLOCKED_PREFIX",
+    "CONSENT_KINDS",
+    "EVENT_KINDS",
+    "OPT_IN_KINDS",
+    "OPT_OUT_KINDS",
+    "SUPPRESSION_KINDS",
+    "AppendResult",
+    "Entry",
+    "Event",
+    "fold_consent",
+]
 
 #: Event kinds the record accepts.
 EVENT_KINDS = (
     "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
+    # Events coming back (docs/events.md) and retrieval (docs/retrieval.md).
+    "opted_in", "suppressed", "unsuppressed", "viewed",
 )
 #: Event kinds that withdraw consent for the message's channel.
 OPT_OUT_KINDS = ("opted_out", "complained")
+#: Event kinds that give back what an opt-out or a suppression took (STOP -> START).
+OPT_IN_KINDS = ("opted_in", "unsuppressed")
+#: Event kinds that block a channel for *every* message type (a hard bounce).
+SUPPRESSION_KINDS = ("suppressed",)
+#: Every event kind that changes what the contact policy allows, read in time order.
+CONSENT_KINDS = OPT_OUT_KINDS + SUPPRESSION_KINDS + OPT_IN_KINDS
+#: Prefix of the consent-override keys that block a channel for every message
+#: type (``{"blocked:email": False}`` after a hard bounce).
+BLOCKED_PREFIX = "blocked:"
 
 @dataclass(frozen=True)
 class Entry:
@@ -91,3 +114,33 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "kind": self.kind,
                 "at": utc(self.at).isoformat(), "data": self.data}
+
+
+def fold_consent(rows: Iterable[tuple[str, Mapping[str, Any] | None, str]]) -> dict[str, bool]:
+    """Consent overrides from ``(kind, data, message channel)`` rows in time order.
+
+    * ``opted_out`` / ``complained``: ``{channel: False}`` (consent withdrawn;
+      the contact policy refuses consent-required types, marketing by default).
+      With ``data["scope"] == "all"`` (an SMS STOP) the channel is also blocked.
+    * ``suppressed`` (a hard bounce): ``{"blocked:<channel>": False}`` -- the
+      policy refuses every message type on that channel.
+    * ``opted_in`` (START) lifts both; ``unsuppressed`` (the operator) lifts the block.
+
+    ``channel`` is ``data["channel"]`` when given, else the message's channel.
+    """
+    out: dict[str, bool] = {}
+    for kind, data, message_channel in rows:
+        channel = str((data or {}).get("channel") or message_channel)
+        blocked = BLOCKED_PREFIX + channel
+        if kind in OPT_OUT_KINDS:
+            out[channel] = False
+            if (data or {}).get("scope") == "all":
+                out[blocked] = False
+        elif kind in SUPPRESSION_KINDS:
+            out[blocked] = False
+        elif kind == "opted_in":
+            out.pop(channel, None)
+            out.pop(blocked, None)
+        elif kind == "unsuppressed":
+            out.pop(blocked, None)
+    return dict(sorted(out.items()))

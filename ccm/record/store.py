@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields, replace
 from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,11 +65,12 @@ from ccm.record.chain import (
 from ccm.record.entries import (
     _ENTRY_FIELDS,
     _STR_FIELDS,
+    CONSENT_KINDS,
     EVENT_KINDS,
-    OPT_OUT_KINDS,
     AppendResult,
     Entry,
     Event,
+    fold_consent,
 )
 from ccm.record.keys import MasterKey
 from ccm.record.policy import Cap
@@ -860,6 +862,21 @@ class Record:
             )
             return [self._event(r) for r in rows]
 
+    def find_events(self, kind: str, field: str, value: str) -> list[Event]:
+        """Events of ``kind`` whose data has ``field`` equal to the string ``value``, oldest
+        first (e.g. the ``sent`` event with ``{"provider_id": "SM..."}`` a provider's
+        callback names). A text match narrows the rows, the parsed data decides.
+        """
+        fragment = canonical({field: value}).decode("utf-8")[1:-1]
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                sa.select(events).where(events.c.kind == kind,
+                                        events.c.data.contains(fragment, autoescape=True))
+                .order_by(events.c.at, events.c.event_id)
+            )
+            found = [self._event(r) for r in rows]
+        return [e for e in found if (e.data or {}).get(field) == value]
+
     def has_event(self, message_id: str, kind: str) -> bool:
         """Whether the message has at least one event of ``kind``."""
         with self._tx(write=False) as conn:
@@ -871,18 +888,20 @@ class Record:
     @staticmethod
     def _overrides(conn: sa.Connection, customer_id: str) -> dict[str, bool]:
         rows = conn.execute(
-            sa.select(events.c.data, messages.c.channel)
+            sa.select(events.c.kind, events.c.data, messages.c.channel)
             .select_from(events.join(messages, events.c.message_id == messages.c.message_id))
-            .where(events.c.customer_id == customer_id, events.c.kind.in_(OPT_OUT_KINDS))
+            .where(events.c.customer_id == customer_id, events.c.kind.in_(CONSENT_KINDS))
+            .order_by(events.c.at, events.c.event_id)
         )
-        out: dict[str, bool] = {}
-        for data, channel in rows:
-            named = json.loads(data).get("channel") if data else None
-            out[str(named or channel)] = False
-        return dict(sorted(out.items()))
+        return fold_consent((kind, json.loads(data) if data else None, channel)
+                            for kind, data, channel in rows)
 
     def consent_overrides(self, customer_id: str) -> dict[str, bool]:
-        """``{channel: False}`` for every channel the customer opted out of (or complained on)."""
+        """``{channel: False}`` for every channel the customer opted out of (or complained on),
+        and ``{"blocked:<channel>": False}`` for a channel suppressed for every message type
+        (a hard bounce, an SMS STOP); an opt-in or an operator's unsuppress lifts them
+        (see :func:`ccm.record.entries.fold_consent`).
+        """
         with self._tx(write=False) as conn:
             return self._overrides(conn, customer_id)
 
@@ -896,15 +915,18 @@ class Record:
         with self._tx(write=False) as conn:
             for part in _slices(ids):
                 rows = conn.execute(
-                    sa.select(events.c.customer_id, events.c.data, messages.c.channel)
+                    sa.select(events.c.customer_id, events.c.kind, events.c.data,
+                              messages.c.channel)
                     .select_from(events.join(messages,
                                              events.c.message_id == messages.c.message_id))
-                    .where(events.c.customer_id.in_(part), events.c.kind.in_(OPT_OUT_KINDS))
+                    .where(events.c.customer_id.in_(part), events.c.kind.in_(CONSENT_KINDS))
+                    .order_by(events.c.customer_id, events.c.at, events.c.event_id)
                 )
-                for customer_id, data, channel in rows:
-                    named = json.loads(data).get("channel") if data else None
-                    out[customer_id][str(named or channel)] = False
-        return {cid: dict(sorted(found.items())) for cid, found in out.items()}
+                for customer_id, group in groupby(rows, key=lambda r: r[0]):
+                    out[customer_id] = fold_consent(
+                        (kind, json.loads(data) if data else None, channel)
+                        for _cid, kind, data, channel in group)
+        return out
 
     # -- erasure ----------------------------------------------------------------
 

@@ -106,8 +106,17 @@ class RecordMachine(RuleBasedStateMachine):
         self.record.add_event(message_id, kind, data={"n": len(self.model[message_id].events)})
         m = self.model[message_id]
         m.events.append(kind)
+        # What the contact policy reads, in time order (ccm.record.entries.fold_consent).
+        withdrawn, blocked = self.opted_out[m.customer], f"blocked:{m.channel}"
         if kind in ("opted_out", "complained"):
-            self.opted_out[m.customer].add(m.channel)
+            withdrawn.add(m.channel)
+        elif kind == "suppressed":
+            withdrawn.add(blocked)
+        elif kind == "opted_in":
+            withdrawn.discard(m.channel)
+            withdrawn.discard(blocked)
+        elif kind == "unsuppressed":
+            withdrawn.discard(blocked)
 
     @rule(customer=st.sampled_from(CUSTOMERS))
     def erase(self, customer: str) -> None:
