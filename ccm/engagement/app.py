@@ -9,6 +9,9 @@ A small Starlette (ASGI) app over :mod:`ccm.render.links` and a record (the
     POST /u/{token}   records ``opted_out`` once (RFC 8058 one-click too)
     GET  /healthz     ``ok``
 
+With :class:`~ccm.engagement.webhooks.WebhookSettings`, also the delivery
+report, provider status callback and inbound SMS webhooks (docs/events.md).
+
 A malformed, forged or wrong-kind token answers 400, an expired one 410, and
 neither records anything. Redirect targets come only from signed tokens, so
 the app cannot be used as an open redirect. ``HEAD`` requests (link checkers)
@@ -34,6 +37,8 @@ from ccm.engagement.tracking import (
     record_verified,
     verify,
 )
+from ccm.engagement.webhooks import WebhookSettings
+from ccm.engagement.webhooks import routes as webhook_routes
 from ccm.errors import MessageNotFound, TokenError
 
 try:
@@ -116,11 +121,14 @@ def create_app(
     key: TrackingKey,
     *,
     brand: Mapping[str, Any] | None = None,
+    webhooks: WebhookSettings | None = None,
 ) -> Starlette:
     """The ASGI app serving tracking tokens signed with ``key`` into the record ``store``.
 
     ``brand`` (``{"name": ..., "palette": {"primary", "text", "background"}}``)
-    styles the unsubscribe pages. The record is used from a thread pool.
+    styles the unsubscribe pages. ``webhooks`` mounts the delivery report,
+    status callback and inbound SMS routes (:mod:`ccm.engagement.webhooks`).
+    The record is used from a thread pool.
     """
 
     async def record(data: TokenData, request: Request) -> None:
@@ -203,6 +211,7 @@ def create_app(
             Route("/o/{token}", pixel, methods=["GET"]),
             Route("/u/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/healthz", health, methods=["GET"]),
+            *(webhook_routes(store, webhooks) if webhooks is not None else []),
         ]
     )
 
@@ -214,6 +223,7 @@ def serve(
     *,
     key_file: str | None = None,
     brand: Mapping[str, Any] | None = None,
+    webhooks: WebhookSettings | None = None,
 ) -> None:
     """Run the tracking app with uvicorn (what ``ccm track-serve`` calls).
 
@@ -225,5 +235,5 @@ def serve(
     from ccm.record import Record
 
     key = TrackingKey.load(key_file)
-    app = create_app(Record(record_url, create=False), key, brand=brand)
+    app = create_app(Record(record_url, create=False), key, brand=brand, webhooks=webhooks)
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

@@ -106,6 +106,14 @@ def _slices(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
         yield values[start:start + size]
 
 
+def _consent_join() -> sa.Join:
+    """Events with their message (for the channel) and chain link (for the order they
+    were added in: events at the same instant fold in insertion order)."""
+    return events.join(messages, events.c.message_id == messages.c.message_id).join(
+        chain, sa.and_(chain.c.customer_id == events.c.customer_id,
+                       chain.c.ref == events.c.event_id))
+
+
 def open_record(url: str, *, master_key: MasterKey | None = None) -> Record:
     """Open (creating or upgrading) the record at ``url``."""
     return Record(url, master_key=master_key)
@@ -889,9 +897,9 @@ class Record:
     def _overrides(conn: sa.Connection, customer_id: str) -> dict[str, bool]:
         rows = conn.execute(
             sa.select(events.c.kind, events.c.data, messages.c.channel)
-            .select_from(events.join(messages, events.c.message_id == messages.c.message_id))
+            .select_from(_consent_join())
             .where(events.c.customer_id == customer_id, events.c.kind.in_(CONSENT_KINDS))
-            .order_by(events.c.at, events.c.event_id)
+            .order_by(events.c.at, chain.c.seq)
         )
         return fold_consent((kind, json.loads(data) if data else None, channel)
                             for kind, data, channel in rows)
@@ -917,10 +925,9 @@ class Record:
                 rows = conn.execute(
                     sa.select(events.c.customer_id, events.c.kind, events.c.data,
                               messages.c.channel)
-                    .select_from(events.join(messages,
-                                             events.c.message_id == messages.c.message_id))
+                    .select_from(_consent_join())
                     .where(events.c.customer_id.in_(part), events.c.kind.in_(CONSENT_KINDS))
-                    .order_by(events.c.customer_id, events.c.at, events.c.event_id)
+                    .order_by(events.c.customer_id, events.c.at, chain.c.seq)
                 )
                 for customer_id, group in groupby(rows, key=lambda r: r[0]):
                     out[customer_id] = fold_consent(
