@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ def kinds(rec: Record, message_id: str) -> list[str]:
 def test_hard_bounce_suppresses_every_email_until_the_operator_lifts_it(
     setup: tuple[Any, Record],
 ) -> None:
-    """A 5.x.x DSN marks the message bounced and suppresses email of every type; unsuppress undoes it."""
+    """A 5.x.x DSN bounces the message and suppresses every email type; unsuppress undoes it."""
     engine, rec = setup
     request = sample("payment_reminder")
     first = engine.render("payment_reminder", request, channel="email")
@@ -93,7 +94,7 @@ def test_complaint_unsubscribes_from_marketing_email_only(setup: tuple[Any, Reco
 def test_report_about_a_message_of_another_record_says_so(setup: tuple[Any, Record]) -> None:
     """A DSN naming a message this record does not hold raises MessageNotFound naming the file."""
     _, rec = setup
-    with pytest.raises(MessageNotFound, match="bounces/1.eml"):
+    with pytest.raises(MessageNotFound, match=r"bounces/1\.eml"):
         record_report_bytes(rec, dsn("f" * 32), now=NOON, source="bounces/1.eml")
 
 
@@ -105,8 +106,8 @@ def test_stop_blocks_every_sms_and_start_gives_it_back(
     request = sample("payment_reminder")
     sms = engine.render("payment_reminder", request, channel="sms")
     people = tmp_path / "customers.jsonl"
-    people.write_text('{"customer": {"id": "%s", "phone": "+44 7700 900123"}}\n'
-                      % request["customer"]["id"], "utf-8")
+    line = json.dumps({"customer": {"id": request["customer"]["id"], "phone": "+44 7700 900123"}})
+    people.write_text(line + "\n", "utf-8")
     directory = PhoneDirectory.from_jsonl(people)
     stop = record_keyword(rec, directory, "+447700900123", "stop", now=NOON)
     assert (stop.message_id, stop.added) == (sms.message_id, ("opted_out",))
