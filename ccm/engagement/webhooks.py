@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ccm.delivery.events import (
     CALLBACK_MAX_AGE,
@@ -106,11 +107,14 @@ def _public_url(settings: WebhookSettings, request: Request) -> str:
 
 
 async def _form(request: Request) -> list[tuple[str, str]] | None:
+    """The ``application/x-www-form-urlencoded`` fields Twilio posts (``None``: too large)."""
     body = await request.body()
     if len(body) > _MAX_FORM_BYTES:
         return None
-    form = await request.form()
-    return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+    except (UnicodeDecodeError, ValueError):
+        return []
 
 
 def routes(store: Any, settings: WebhookSettings) -> list[Route]:
