@@ -33,6 +33,7 @@ def _mount_optional() -> None:
         ("ccm.cli.proof", "proof"),
         ("ccm.cli.approve", "approve"),
         ("ccm.cli.track", "track_serve"),
+        ("ccm.cli.events", "events"),
     ):
         try:
             mod = importlib.import_module(module)
