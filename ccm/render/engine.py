@@ -21,89 +21,40 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from ccm.channels import email as email_channel
 from ccm.channels import pdf as pdf_channel
-from ccm.channels import sms as sms_channel
-from ccm.errors import (
-    ApprovalError,
-    DataError,
-    PackError,
-    RenderError,
-    UnknownChannel,
-    UnknownLocale,
-    UnknownTemplate,
-)
-from ccm.message import CHANNELS, PARSE_CONTENT, Message, Request
+from ccm.errors import ApprovalError, UnknownChannel, UnknownLocale, UnknownTemplate
+from ccm.message import CHANNELS, Message, Request
 from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
 from ccm.render.environment import create_environment, gettext_functions, render_source
+from ccm.render.finish import finish_email, finish_pdf, finish_sms
 from ccm.render.i18n import catalog_for
-from ccm.render.security import PasswordRule, encrypt_pdf, password_for
+from ccm.render.options import DEFAULT, RenderOptions
+from ccm.render.recording import (
+    apply_result,
+    decide,
+    default_record_url,
+    duplicate,
+    entry_for,
+    open_record,
+    restore_content,
+    suppress,
+)
+from ccm.render.security import PasswordRule
 from ccm.render.template import Template, load_templates, validate_request
 
 if TYPE_CHECKING:
     from ccm.record import Record
-    from ccm.record.policy import Decision, Policy
+    from ccm.record.policy import Policy
 
-__all__ = ["DEFAULT", "Engine", "RenderOptions"]
+__all__ = ["DEFAULT", "Engine", "RenderOptions", "default_record_url"]
 
 logger = logging.getLogger("ccm.render.engine")
 logger.addHandler(logging.NullHandler())
-
-
-class _Default:
-    """Sentinel: "use the default" (distinct from ``None``, which means "none")."""
-
-    _instance: _Default | None = None
-
-    def __new__(cls) -> _Default:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Any = _Default()
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    """Per-engine rendering options; validated at construction."""
-
-    #: Seconds one document may take (Jinja + layout); a template's ``budget.seconds`` wins.
-    time_budget: float = 30.0
-    #: Characters a rendered source may produce before it is refused.
-    max_output_chars: int = 5_000_000
-    #: Write every PDF as PDF/A-3b (only possible for unencrypted PDFs).
-    pdfa: bool = False
-    #: Also write the PDF/A-3b archival copy of confidential PDFs when the pack
-    #: archives them (previews, which never show it, turn this off).
-    archival: bool = True
-    #: Refuse to render sources whose digests differ from their approval.
-    require_approval: bool = False
-    #: Where approvals are kept (``ccm approve`` writes here).
-    approvals_file: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.time_budget <= 0:
-            raise ValueError("time_budget must be positive")
-        if self.max_output_chars < 1024:
-            raise ValueError("max_output_chars must be at least 1024")
-
-
-@dataclass
-class _PackRuntime:
-    """Things built once per engine: environment, catalogs, fetcher, stylesheet caches."""
-
-    env: Any
-    catalogs: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -144,7 +95,7 @@ class Engine:
         )
         rule = self.pack.security.get("pdf_password")
         self.password_rule: PasswordRule | None = PasswordRule.from_mapping(rule) if rule else None
-        self.record: Record | None = self._open_record(record, master_key)
+        self.record: Record | None = open_record(record, master_key)
         self._policy: Policy | None = None
         self._listeners: list[Callable[[Message], None]] = []
 
@@ -152,27 +103,6 @@ class Engine:
         """Call ``callback`` with every finished message; returns a function that removes it."""
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback)
-
-    # -- setup ---------------------------------------------------------------
-
-    @staticmethod
-    def _open_record(record: Record | str | None, master_key: Any) -> Record | None:
-        if record is None:
-            return None
-        from ccm.record import MasterKey, Record
-
-        if isinstance(record, Record):
-            return record
-        key = master_key
-        if key is DEFAULT:
-            key = MasterKey.from_env() if _env_has_master_key() else None
-        url = record if record is not DEFAULT else default_record_url()
-        opened = Record(url, master_key=key)
-        if key is None:
-            logger.warning(
-                "record at %s keeps entries but no content: no master key "
-                "(set CCM_MASTER_KEY or CCM_MASTER_KEY_FILE, see docs/privacy.md)", opened.where)
-        return opened
 
     @property
     def policy(self) -> Policy:
@@ -355,7 +285,7 @@ class Engine:
             loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
             params = self._params_sha256(tpl, req, channel, loc)
             if key is not None and (earlier := known.get(key)) is not None:
-                messages.append(_duplicate(earlier, key, params, req))
+                messages.append(duplicate(earlier, key, params, req))
                 continue
             now = self._clock()
             message = self._new_message(tpl, req, channel, loc, key, now)
@@ -367,7 +297,7 @@ class Engine:
             )
             item_caps: Sequence[Any] = caps
             if not decision.allowed:
-                _suppress(message, decision)
+                suppress(message, decision)
                 item_caps = ()
             else:
                 attachment = None
@@ -378,7 +308,7 @@ class Engine:
                 rendered.append(message)
             messages.append(message)
             items.append((message, {
-                "entry": self._entry(message, params, req.customer.get("segment")),
+                "entry": entry_for(message, params, req.customer.get("segment"), self._clock),
                 "content": message.content or None, "archival": message.archival,
                 "caps": item_caps,
             }))
@@ -386,7 +316,7 @@ class Engine:
         for (message, _), result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
                 raise result  # another writer recorded the key for other parameters
-            _apply(result, message)
+            apply_result(result, message)
         for message in rendered:  # as render() does, once the chunk is committed
             for listener in list(self._listeners):
                 listener(message)
@@ -439,12 +369,12 @@ class Engine:
             if key is not None:
                 earlier = record.find_key(key)
                 if earlier is not None:
-                    duplicate = _duplicate(earlier, key, params, req)
-                    _restore_content(record, duplicate, earlier, tpl)
-                    return duplicate
-            decision = self._decide(tpl, req, channel, now, record)
+                    dup = duplicate(earlier, key, params, req)
+                    restore_content(record, dup, earlier, tpl)
+                    return dup
+            decision = decide(self.policy, tpl, req, channel, now, record)
             if not decision.allowed:
-                _suppress(message, decision)
+                suppress(message, decision)
                 self._append(record, message, params, caps=(),
                              segment=req.customer.get("segment"))
                 return message
@@ -487,74 +417,21 @@ class Engine:
         """The channel's part: fill ``message`` with its content."""
         deadline = time.monotonic() + float(tpl.budget.get("seconds", self.options.time_budget))
         if message.channel == "pdf":
-            self._finish_pdf(tpl, req, message, deadline)
+            finish_pdf(self, tpl, req, message, deadline)
         elif message.channel == "email":
-            self._finish_email(tpl, req, message, deadline, attachment)
+            finish_email(self, tpl, req, message, deadline, attachment)
         else:
-            self._finish_sms(tpl, req, message, deadline)
-
-    def _decide(
-        self, tpl: Template, req: Request, channel: str, now: datetime, record: Record
-    ) -> Decision:
-        since_cache: dict[Any, int] = {}
-
-        def counter(cap: Any) -> int:
-            if cap not in since_cache:
-                from datetime import timedelta
-
-                since_cache[cap] = record.count(
-                    req.customer_id,
-                    since=now - timedelta(days=cap.window_days),
-                    message_type=cap.message_type,
-                    channel=cap.channel,
-                )
-            return since_cache[cap]
-
-        return self.policy.evaluate(
-            customer=req.customer,
-            message_type=tpl.message_type,
-            channel=channel,
-            now=now,
-            counter=counter,
-            consent_overrides=record.consent_overrides(req.customer_id),
-        )
+            finish_sms(self, tpl, req, message, deadline)
 
     def _append(self, record: Record, message: Message, params: str, caps: Sequence[Any],
                 segment: str | None = None) -> None:
         result = record.append(
-            self._entry(message, params, segment),
+            entry_for(message, params, segment, self._clock),
             content=message.content or None,
             archival=message.archival,
             caps=caps,
         )
-        _apply(result, message)
-
-    def _entry(self, message: Message, params: str, segment: str | None) -> Any:
-        """The record entry of ``message``."""
-        from ccm.record import Entry
-
-        return Entry(
-            message_id=message.message_id,
-            idempotency_key=message.idempotency_key or f"msg:{message.message_id}",
-            params_sha256=params,
-            customer_id=message.customer_id,
-            channel=message.channel,
-            template=message.template,
-            template_version=message.template_version,
-            pack=message.pack,
-            pack_version=message.pack_version,
-            message_type=message.message_type,
-            journey=message.journey,
-            locale=message.locale,
-            created_at=datetime.fromisoformat(message.created_at or self._clock().isoformat()),
-            status=message.status,
-            reason=message.reason,
-            content_sha256=message.sha256 if message.content else None,
-            archival_sha256=message.archival_sha256,
-            sources_sha256=message.sources_sha256,
-            archive_ref=None,
-            segment=segment,
-        )
+        apply_result(result, message)
 
     # -- context ---------------------------------------------------------------
 
@@ -668,161 +545,6 @@ class Engine:
             return None
         return self.password_rule.hint_for(locale, self.pack.default_locale)
 
-    def _finish_pdf(self, tpl: Template, req: Request, message: Message, deadline: float) -> None:
-        rendered = self._render(tpl, req, "pdf", message, deadline, blocks=("title",))
-        document = pdf_channel.render_document(
-            rendered.text,
-            base_url=self.pack.root.as_uri() + "/",
-            fetcher=self._fetcher,
-            deadline=deadline,
-        )
-        title = rendered.blocks.get("title") or tpl.name
-        meta: dict[str, Any] = {
-            "title": title,
-            "author": self.pack.name,
-            "lang": message.locale.replace("_", "-"),
-            "subject": tpl.name,
-        }
-        message.subject = title
-        if tpl.confidential:
-            if self.password_rule is None:
-                raise RenderError(
-                    f"template {tpl.id!r} is confidential but pack {self.pack.id!r} has no "
-                    "security.pdf_password rule",
-                    template=tpl.id,
-                )
-            password = password_for(self.password_rule, req.customer)
-            metadata: dict[str, str] = {}
-            if self.pack.security.get("archive_pdfa", True) and self.options.archival:
-                request_json = json.dumps(req.to_dict(), sort_keys=True, indent=2,
-                                          ensure_ascii=False).encode()
-                message.archival = pdf_channel.write_pdf(
-                    document, **meta, variant="pdf/a-3b",
-                    attachments=[("request.json", request_json, "application/json")],
-                )
-                metadata["ccm:archival-sha256"] = hashlib.sha256(message.archival).hexdigest()
-            if message.archival is not None:
-                # One WeasyPrint write: qpdf strips what PDF/A added while it encrypts.
-                message.content = encrypt_pdf(
-                    message.archival, password,
-                    edit=pdf_channel.delivery_from_archival(metadata),
-                )
-            else:
-                delivery = pdf_channel.write_pdf(document, **meta, metadata=metadata)
-                message.content = encrypt_pdf(delivery, password)
-            message.encrypted = True
-            message.password_hint = self.password_hint(message.locale)
-        else:
-            variant = "pdf/a-3b" if self.options.pdfa else None
-            message.content = pdf_channel.write_pdf(document, **meta, variant=variant)
-
-    def _finish_email(
-        self,
-        tpl: Template,
-        req: Request,
-        message: Message,
-        deadline: float,
-        attachment: Message | None,
-    ) -> None:
-        to_addr = req.customer.get("email")
-        if not to_addr:
-            raise DataError(
-                f"customer {req.customer_id}: email channel needs customer.email",
-                path="$.customer.email", rule="required", customer_id=req.customer_id,
-            )
-        if attachment is not None and attachment.encrypted:
-            message.password_hint = attachment.password_hint
-        sender = self.pack.senders.get("email", {})
-        if not sender.get("from"):
-            raise PackError(
-                f"{self.pack.root / 'pack.yaml'}: senders.email.from: needed for the email channel",
-                path=str(self.pack.root / "pack.yaml"),
-                key="senders.email.from",
-            )
-        headers: dict[str, str] = {}
-        if tpl.message_type == "marketing":
-            unsubscribe = self._unsubscribe_url(message)
-            message.meta["unsubscribe_url"] = unsubscribe
-            targets = [f"<{unsubscribe}>"]
-            if sender.get("unsubscribe_mailto"):
-                targets.append(f"<mailto:{sender['unsubscribe_mailto']}?subject=unsubscribe>")
-            headers["List-Unsubscribe"] = ", ".join(targets)
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        headers["X-CCM-Message-ID"] = message.message_id
-        rendered = self._render(tpl, req, "email", message, deadline,
-                                blocks=("subject", "preheader"))
-        html = email_channel.compile_mjml_cached(
-            rendered.text, include_roots=(self.pack.root, tpl.root)
-        )
-        html = self._instrument(html, message)
-        text = email_channel.html_to_text(html)
-        subject = rendered.blocks.get("subject") or tpl.name
-        attachments = []
-        if attachment is not None:
-            attachments.append(
-                email_channel.Attachment(tpl.attachment_name, attachment.content, "application/pdf")
-            )
-            message.meta["attachment_sha256"] = attachment.sha256
-        message.content = email_channel.build_email_bytes(
-            subject=subject,
-            html=html,
-            text=text,
-            from_=sender["from"],
-            to=(str(req.customer.get("name") or ""), str(to_addr)),
-            reply_to=sender.get("reply_to"),
-            headers=headers,
-            attachments=attachments,
-        )
-        message.email = PARSE_CONTENT  # parsed from content when someone reads it
-        message.subject = subject
-
-    def _unsubscribe_url(self, message: Message) -> str:
-        tracking = self.pack.tracking
-        if tracking.get("base_url"):
-            from ccm.render.links import TrackingKey, unsubscribe_url
-
-            return unsubscribe_url(tracking["base_url"], message.message_id, TrackingKey.from_env())
-        pattern = self.pack.senders.get("email", {}).get("unsubscribe_url")
-        if not pattern:
-            raise RenderError(
-                f"marketing email needs senders.email.unsubscribe_url or tracking.base_url in "
-                f"pack {self.pack.id!r}",
-                template=message.template,
-            )
-        return str(pattern).replace("{token}", message.message_id)
-
-    def _instrument(self, html: str, message: Message) -> str:
-        tracking = self.pack.tracking
-        if not tracking.get("base_url"):
-            return html
-        from ccm.render.links import TrackingKey, instrument_html
-
-        return instrument_html(
-            html,
-            message_id=message.message_id,
-            base_url=tracking["base_url"],
-            key=TrackingKey.from_env(),
-            pixel=bool(tracking.get("pixel", True)),
-            ttl_days=int(tracking.get("token_ttl_days", 90)),
-            unsubscribe_url=message.meta.get("unsubscribe_url"),
-        )
-
-    def _finish_sms(self, tpl: Template, req: Request, message: Message, deadline: float) -> None:
-        if not req.customer.get("phone"):
-            raise DataError(
-                f"customer {req.customer_id}: sms channel needs customer.phone",
-                path="$.customer.phone", rule="required", customer_id=req.customer_id,
-            )
-        if tpl.confidential and "pdf" in tpl.channels:
-            message.password_hint = self.password_hint(message.locale)
-        rendered = self._render(tpl, req, "sms", message, deadline)
-        limit = self.pack.senders.get("sms", {}).get("max_segments")
-        result = sms_channel.finish_sms(rendered.text, max_segments=limit)
-        message.text = result.text
-        message.encoding = result.encoding
-        message.segments = result.segments
-        message.content = result.text.encode("utf-8")
-
     # -- approval ------------------------------------------------------------------
 
     def _check_approval(self, tpl: Template) -> None:
@@ -831,93 +553,6 @@ class Engine:
         from ccm.render.sources import check_approved
 
         check_approved(self, tpl)
-
-
-def _apply(result: Any, message: Message) -> None:
-    """What the record did with an appended message, applied to the message."""
-    if result.status == "duplicate":
-        message.status = "duplicate"
-        message.message_id = result.entry.message_id
-    elif result.status == "suppressed" and message.status != "suppressed":
-        # Another writer reached the cap first: nothing may be sent.
-        message.status = "suppressed"
-        message.reason = result.reason
-        message.content = b""
-        message.archival = None
-        message.email = None
-
-
-def _env_has_master_key() -> bool:
-    return bool(os.environ.get("CCM_MASTER_KEY") or os.environ.get("CCM_MASTER_KEY_FILE"))
-
-
-def default_record_url() -> str:
-    """``CCM_RECORD_URL``, else a SQLite file in the current folder."""
-    return os.environ.get("CCM_RECORD_URL") or "sqlite:///ccm-record.db"
-
-
-def _from_entry(entry: Any, *, status: Literal["duplicate"]) -> Message:
-    return Message(
-        message_id=entry.message_id,
-        customer_id=entry.customer_id,
-        template=entry.template,
-        template_version=entry.template_version,
-        pack=entry.pack,
-        pack_version=entry.pack_version,
-        channel=entry.channel,
-        locale=entry.locale,
-        message_type=entry.message_type,
-        journey=entry.journey,
-        content=b"",
-        status=status,
-        reason=entry.reason,
-        idempotency_key=entry.idempotency_key,
-        sources_sha256=entry.sources_sha256,
-        created_at=entry.created_at.isoformat() if entry.created_at else None,
-        meta={"recorded_status": entry.status},
-    )
-
-
-def _duplicate(earlier: Any, key: str, params: str, req: Request) -> Message:
-    """The recorded message for ``key``; a conflict when it was made from other parameters."""
-    if earlier.params_sha256 != params:
-        from ccm.errors import IdempotencyConflict
-
-        raise IdempotencyConflict(
-            f"idempotency key {key!r} is recorded for other parameters "
-            f"(message {earlier.message_id}); use a new key",
-            key=key, message_id=earlier.message_id, customer_id=req.customer_id,
-        )
-    return _from_entry(earlier, status="duplicate")
-
-
-def _suppress(message: Message, decision: Decision) -> None:
-    """Mark ``message`` suppressed by the policy, saying by which rule and until when."""
-    message.status = "suppressed"
-    message.reason = decision.rule
-    message.meta["explanation"] = decision.reason
-    if decision.defer_until is not None:
-        message.meta["defer_until"] = decision.defer_until.isoformat()
-        # Recorded under its own id, so the retry after quiet hours, with the
-        # same idempotency key, is not taken for a duplicate.
-        message.idempotency_key = None
-
-
-def _restore_content(record: Record, message: Message, entry: Any, tpl: Template) -> None:
-    """Give a duplicate the exact bytes recorded for it, when the archive can (a retried
-    send re-sends what was generated); left empty without a master key or after erasure."""
-    if record.master_key is None or entry.content_sha256 is None:
-        return
-    from ccm.errors import CCMError
-
-    try:
-        message.content = record.content(entry.message_id)
-        message.archival = record.archival(entry.message_id)
-    except CCMError as exc:  # erased, or archived under another key
-        logger.info("duplicate %s: recorded content not available (%s)",
-                    entry.message_id, type(exc).__name__)
-        return
-    message.encrypted = message.channel == "pdf" and tpl.confidential
 
 
 _ = ApprovalError  # re-exported for users catching it from the engine module

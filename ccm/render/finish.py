@@ -1,0 +1,187 @@
+"""The channels' part of a render: rendered markup in, a message's content out.
+
+Each ``finish_*`` function fills one :class:`~ccm.message.Message` for an
+:class:`~ccm.render.engine.Engine`; the engine decides which runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from ccm.channels import email as email_channel
+from ccm.channels import pdf as pdf_channel
+from ccm.channels import sms as sms_channel
+from ccm.errors import DataError, PackError, RenderError
+from ccm.message import PARSE_CONTENT, Message, Request
+from ccm.render.security import encrypt_pdf, password_for
+
+if TYPE_CHECKING:
+    from ccm.render.engine import Engine
+    from ccm.render.template import Template
+
+__all__ = ["finish_email", "finish_pdf", "finish_sms"]
+
+
+def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
+               deadline: float) -> None:
+    """Lay out the PDF, encrypt it when confidential, and keep the archival copy."""
+    rendered = engine._render(tpl, req, "pdf", message, deadline, blocks=("title",))
+    document = pdf_channel.render_document(
+        rendered.text,
+        base_url=engine.pack.root.as_uri() + "/",
+        fetcher=engine._fetcher,
+        deadline=deadline,
+    )
+    title = rendered.blocks.get("title") or tpl.name
+    meta: dict[str, Any] = {
+        "title": title,
+        "author": engine.pack.name,
+        "lang": message.locale.replace("_", "-"),
+        "subject": tpl.name,
+    }
+    message.subject = title
+    if tpl.confidential:
+        if engine.password_rule is None:
+            raise RenderError(
+                f"template {tpl.id!r} is confidential but pack {engine.pack.id!r} has no "
+                "security.pdf_password rule",
+                template=tpl.id,
+            )
+        password = password_for(engine.password_rule, req.customer)
+        metadata: dict[str, str] = {}
+        if engine.pack.security.get("archive_pdfa", True) and engine.options.archival:
+            request_json = json.dumps(req.to_dict(), sort_keys=True, indent=2,
+                                      ensure_ascii=False).encode()
+            message.archival = pdf_channel.write_pdf(
+                document, **meta, variant="pdf/a-3b",
+                attachments=[("request.json", request_json, "application/json")],
+            )
+            metadata["ccm:archival-sha256"] = hashlib.sha256(message.archival).hexdigest()
+        if message.archival is not None:
+            # One WeasyPrint write: qpdf strips what PDF/A added while it encrypts.
+            message.content = encrypt_pdf(
+                message.archival, password,
+                edit=pdf_channel.delivery_from_archival(metadata),
+            )
+        else:
+            delivery = pdf_channel.write_pdf(document, **meta, metadata=metadata)
+            message.content = encrypt_pdf(delivery, password)
+        message.encrypted = True
+        message.password_hint = engine.password_hint(message.locale)
+    else:
+        variant = "pdf/a-3b" if engine.options.pdfa else None
+        message.content = pdf_channel.write_pdf(document, **meta, variant=variant)
+
+def finish_email(
+    engine: Engine,
+    tpl: Template,
+    req: Request,
+    message: Message,
+    deadline: float,
+    attachment: Message | None,
+) -> None:
+    """Compile the MJML, instrument links and build the MIME message."""
+    to_addr = req.customer.get("email")
+    if not to_addr:
+        raise DataError(
+            f"customer {req.customer_id}: email channel needs customer.email",
+            path="$.customer.email", rule="required", customer_id=req.customer_id,
+        )
+    if attachment is not None and attachment.encrypted:
+        message.password_hint = attachment.password_hint
+    sender = engine.pack.senders.get("email", {})
+    if not sender.get("from"):
+        raise PackError(
+            f"{engine.pack.root / 'pack.yaml'}: senders.email.from: needed for the email channel",
+            path=str(engine.pack.root / "pack.yaml"),
+            key="senders.email.from",
+        )
+    headers: dict[str, str] = {}
+    if tpl.message_type == "marketing":
+        unsubscribe = _unsubscribe_url(engine, message)
+        message.meta["unsubscribe_url"] = unsubscribe
+        targets = [f"<{unsubscribe}>"]
+        if sender.get("unsubscribe_mailto"):
+            targets.append(f"<mailto:{sender['unsubscribe_mailto']}?subject=unsubscribe>")
+        headers["List-Unsubscribe"] = ", ".join(targets)
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    headers["X-CCM-Message-ID"] = message.message_id
+    rendered = engine._render(tpl, req, "email", message, deadline,
+                            blocks=("subject", "preheader"))
+    html = email_channel.compile_mjml_cached(
+        rendered.text, include_roots=(engine.pack.root, tpl.root)
+    )
+    html = _instrument(engine, html, message)
+    text = email_channel.html_to_text(html)
+    subject = rendered.blocks.get("subject") or tpl.name
+    attachments = []
+    if attachment is not None:
+        attachments.append(
+            email_channel.Attachment(tpl.attachment_name, attachment.content, "application/pdf")
+        )
+        message.meta["attachment_sha256"] = attachment.sha256
+    message.content = email_channel.build_email_bytes(
+        subject=subject,
+        html=html,
+        text=text,
+        from_=sender["from"],
+        to=(str(req.customer.get("name") or ""), str(to_addr)),
+        reply_to=sender.get("reply_to"),
+        headers=headers,
+        attachments=attachments,
+    )
+    message.email = PARSE_CONTENT  # parsed from content when someone reads it
+    message.subject = subject
+
+def _unsubscribe_url(engine: Engine, message: Message) -> str:
+    tracking = engine.pack.tracking
+    if tracking.get("base_url"):
+        from ccm.render.links import TrackingKey, unsubscribe_url
+
+        return unsubscribe_url(tracking["base_url"], message.message_id, TrackingKey.from_env())
+    pattern = engine.pack.senders.get("email", {}).get("unsubscribe_url")
+    if not pattern:
+        raise RenderError(
+            f"marketing email needs senders.email.unsubscribe_url or tracking.base_url in "
+            f"pack {engine.pack.id!r}",
+            template=message.template,
+        )
+    return str(pattern).replace("{token}", message.message_id)
+
+def _instrument(engine: Engine, html: str, message: Message) -> str:
+    tracking = engine.pack.tracking
+    if not tracking.get("base_url"):
+        return html
+    from ccm.render.links import TrackingKey, instrument_html
+
+    return instrument_html(
+        html,
+        message_id=message.message_id,
+        base_url=tracking["base_url"],
+        key=TrackingKey.from_env(),
+        pixel=bool(tracking.get("pixel", True)),
+        ttl_days=int(tracking.get("token_ttl_days", 90)),
+        unsubscribe_url=message.meta.get("unsubscribe_url"),
+    )
+
+def finish_sms(engine: Engine, tpl: Template, req: Request, message: Message,
+               deadline: float) -> None:
+    """Normalise the SMS text and measure its encoding and segments."""
+    if not req.customer.get("phone"):
+        raise DataError(
+            f"customer {req.customer_id}: sms channel needs customer.phone",
+            path="$.customer.phone", rule="required", customer_id=req.customer_id,
+        )
+    if tpl.confidential and "pdf" in tpl.channels:
+        message.password_hint = engine.password_hint(message.locale)
+    rendered = engine._render(tpl, req, "sms", message, deadline)
+    limit = engine.pack.senders.get("sms", {}).get("max_segments")
+    result = sms_channel.finish_sms(rendered.text, max_segments=limit)
+    message.text = result.text
+    message.encoding = result.encoding
+    message.segments = result.segments
+    message.content = result.text.encode("utf-8")
+
+# -- approval ------------------------------------------------------------------

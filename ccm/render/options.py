@@ -1,0 +1,52 @@
+"""Engine options and the ``DEFAULT`` sentinel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT", "RenderOptions"]
+
+
+class _Default:
+    """Sentinel: "use the default" (distinct from ``None``, which means "none")."""
+
+    _instance: _Default | None = None
+
+    def __new__(cls) -> _Default:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Per-engine rendering options; validated at construction."""
+
+    #: Seconds one document may take (Jinja + layout); a template's ``budget.seconds`` wins.
+    time_budget: float = 30.0
+    #: Characters a rendered source may produce before it is refused.
+    max_output_chars: int = 5_000_000
+    #: Write every PDF as PDF/A-3b (only possible for unencrypted PDFs).
+    pdfa: bool = False
+    #: Also write the PDF/A-3b archival copy of confidential PDFs when the pack
+    #: archives them (previews, which never show it, turn this off).
+    archival: bool = True
+    #: Refuse to render sources whose digests differ from their approval.
+    require_approval: bool = False
+    #: Where approvals are kept (``ccm approve`` writes here).
+    approvals_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.time_budget <= 0:
+            raise ValueError("time_budget must be positive")
+        if self.max_output_chars < 1024:
+            raise ValueError("max_output_chars must be at least 1024")
+
