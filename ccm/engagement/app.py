@@ -10,7 +10,10 @@ A small Starlette (ASGI) app over :mod:`ccm.render.links` and a record (the
     GET  /healthz     ``ok``
 
 With :class:`~ccm.engagement.webhooks.WebhookSettings`, also the delivery
-report, provider status callback and inbound SMS webhooks (docs/events.md).
+report, provider status callback and inbound SMS webhooks (docs/events.md);
+with :class:`~ccm.engagement.retrieval.RetrievalSettings`, the document
+retrieval page ``/d/{token}`` and hosted web versions ``/w/{token}``
+(docs/retrieval.md).
 
 A malformed, forged or wrong-kind token answers 400, an expired one 410, and
 neither records anything. Redirect targets come only from signed tokens, so
@@ -25,10 +28,13 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from ccm.engagement.retrieval import RetrievalSettings
+from ccm.engagement.retrieval import routes as retrieval_routes
 from ccm.engagement.tracking import (
     EventSink,
     TokenData,
@@ -122,13 +128,16 @@ def create_app(
     *,
     brand: Mapping[str, Any] | None = None,
     webhooks: WebhookSettings | None = None,
+    retrieval: RetrievalSettings | None = None,
 ) -> Starlette:
     """The ASGI app serving tracking tokens signed with ``key`` into the record ``store``.
 
     ``brand`` (``{"name": ..., "palette": {"primary", "text", "background"}}``)
     styles the unsubscribe pages. ``webhooks`` mounts the delivery report,
     status callback and inbound SMS routes (:mod:`ccm.engagement.webhooks`).
-    The record is used from a thread pool.
+    ``retrieval`` mounts the document retrieval page and hosted web versions
+    (:mod:`ccm.engagement.retrieval`; the record needs its master key). The
+    record is used from a thread pool.
     """
 
     async def record(data: TokenData, request: Request) -> None:
@@ -212,6 +221,8 @@ def create_app(
             Route("/u/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/healthz", health, methods=["GET"]),
             *(webhook_routes(store, webhooks) if webhooks is not None else []),
+            *(retrieval_routes(store, key, retrieval, page=_page, brand=brand)
+              if retrieval is not None else []),
         ]
     )
 
@@ -224,6 +235,7 @@ def serve(
     key_file: str | None = None,
     brand: Mapping[str, Any] | None = None,
     webhooks: WebhookSettings | None = None,
+    retrieval: RetrievalSettings | None = None,
 ) -> None:
     """Run the tracking app with uvicorn (what ``ccm track-serve`` calls).
 
@@ -232,8 +244,12 @@ def serve(
     """
     import uvicorn
 
-    from ccm.record import Record
+    from ccm.record import MasterKey, Record
+    from ccm.record.keys import ENV_KEY, ENV_KEY_FILE
 
     key = TrackingKey.load(key_file)
-    app = create_app(Record(record_url, create=False), key, brand=brand, webhooks=webhooks)
+    master = MasterKey.from_env() if retrieval is not None or (
+        os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE)) else None
+    app = create_app(Record(record_url, create=False, master_key=master), key, brand=brand,
+                     webhooks=webhooks, retrieval=retrieval)
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

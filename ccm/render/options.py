@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["DEFAULT", "RenderOptions"]
 
@@ -43,10 +43,18 @@ class RenderOptions:
     require_approval: bool = False
     #: Where approvals are kept (``ccm approve`` writes here).
     approvals_file: Path | None = None
+    #: How a confidential PDF reaches the customer by email or SMS: ``attach`` it,
+    #: or ``link`` to the retrieval page (the PDF is recorded as its own message
+    #: and the message carries ``message.document_url``; docs/retrieval.md).
+    document_delivery: Literal["attach", "link"] = "attach"
+    #: Give every email a hosted web version ("view in browser"): ``message.web_version_url``.
+    web_version: bool = False
 
     def __post_init__(self) -> None:
         if self.time_budget <= 0:
             raise ValueError("time_budget must be positive")
         if self.max_output_chars < 1024:
             raise ValueError("max_output_chars must be at least 1024")
+        if self.document_delivery not in ("attach", "link"):
+            raise ValueError("document_delivery must be 'attach' or 'link'")
 
