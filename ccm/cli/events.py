@@ -137,19 +137,25 @@ def bounce_cmd(files: tuple[Path, ...], maildir: Path | None, record_url: str | 
 @click.option("--customers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Request file (JSON Lines) whose phones map STOP/START "
                                  "to customers.")
+@click.option("--pack", "pack_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Brand pack: its name and palette style the pages, its "
+                                 "password hint shows on the retrieval page.")
 def serve_cmd(record_url: str | None, host: str, port: int, key_file: Path | None,
-              public_url: str | None, customers: Path | None) -> None:
+              public_url: str | None, customers: Path | None, pack_dir: Path | None) -> None:
     """Serve tracking, the webhooks and retrieval pages into the record.
 
     The Twilio routes need $CCM_TWILIO_AUTH_TOKEN, the report POST needs
-    $CCM_REPORT_SECRET; retrieval needs the master key ($CCM_MASTER_KEY).
+    $CCM_REPORT_SECRET; the retrieval and web-version pages are served when
+    the master key is set ($CCM_MASTER_KEY or $CCM_MASTER_KEY_FILE).
     """
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise Fail(f"ccm events serve needs {', '.join(missing)}; run: {EXTRA_HINT}")
     from ccm.delivery.events import PhoneDirectory
     from ccm.engagement.app import serve
+    from ccm.engagement.retrieval import RetrievalSettings
     from ccm.engagement.webhooks import WebhookSettings
+    from ccm.record.keys import ENV_KEY, ENV_KEY_FILE
 
     token = os.environ.get(TWILIO_TOKEN_ENV) or None
     secret = os.environ.get(REPORT_SECRET_ENV)
@@ -161,8 +167,27 @@ def serve_cmd(record_url: str | None, host: str, port: int, key_file: Path | Non
             directory=directory,
             public_url=public_url,
         )
-        serve(_record_url(record_url), host, port,
-              key_file=str(key_file) if key_file else None, webhooks=settings)
+        brand = None
+        retrieval = None
+        rule = None
+        if pack_dir is not None:
+            from ccm.pack import load_pack
+            from ccm.render.security import PasswordRule
+
+            pack = load_pack(pack_dir)
+            brand = {"name": pack.name, "palette": pack.palette}
+            raw_rule = pack.security.get("pdf_password")
+            rule = PasswordRule.from_mapping(raw_rule) if raw_rule else None
+        if os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE):
+            if pack_dir is not None and rule is not None:
+                default = pack.default_locale
+                retrieval = RetrievalSettings(
+                    hint_for=lambda loc: rule.hint_for(loc or default, default))
+            else:
+                retrieval = RetrievalSettings()
+        serve(_record_url(record_url), host, port, brand=brand,
+              key_file=str(key_file) if key_file else None, webhooks=settings,
+              retrieval=retrieval)
     except CCMError as exc:
         raise Fail(str(exc)) from exc
 

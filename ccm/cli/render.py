@@ -64,6 +64,11 @@ def read_requests(path: Path) -> Iterator[tuple[int, Any]]:
 @click.option("--no-record", is_flag=True, help="Do not write the communication record.")
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="Caller's idempotency key (combined with each channel).")
+@click.option("--documents", "document_delivery", type=click.Choice(["attach", "link"]),
+              default="attach", show_default=True,
+              help="Confidential PDFs as attachments, or as retrieval links (docs/retrieval.md).")
+@click.option("--web-version", is_flag=True,
+              help="Give emails a hosted web version link (needs tracking.base_url).")
 @as_of_option
 def render(
     template: str,
@@ -77,17 +82,23 @@ def render(
     record_url: str | None,
     no_record: bool,
     idempotency_key: str | None,
+    document_delivery: str,
+    web_version: bool,
     as_of: datetime | None,
 ) -> None:
     """Render TEMPLATE for every request in --data into --out."""
     from ccm._util import atomic_write
     from ccm.render.engine import Engine, default_record_url
+    from ccm.render.options import RenderOptions
 
     record: Any = None if no_record else (record_url or default_record_url())
     try:
         moment = aware(as_of)
         engine = Engine(pack_dir, templates_dir, record=record,
-                        clock=None if moment is None else (lambda: moment))
+                        clock=None if moment is None else (lambda: moment),
+                        options=RenderOptions(
+                            document_delivery="link" if document_delivery == "link"
+                            else "attach", web_version=web_version))
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     failures = 0

@@ -276,9 +276,10 @@ class Engine:
     def _render_chunk(self, template: str, requests: Sequence[Request | Mapping[str, Any]],
                       channel: str, locale: str | None) -> list[Message]:
         record = self.record
-        if record is None:
-            return [self.render(template, r, channel, locale) for r in requests]
         tpl = self.template(template)
+        if record is None or (self._links_document(tpl) and channel in ("email", "sms")):
+            # A linked document is recorded as its own message first: one request at a time.
+            return [self.render(template, r, channel, locale) for r in requests]
         self._check_call(tpl, channel, locale)
         reqs = [r if isinstance(r, Request) else validate_request(dict(r)) for r in requests]
         for req in reqs:

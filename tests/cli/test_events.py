@@ -98,3 +98,14 @@ def test_unsuppress_lifts_a_hard_bounce(tmp_path: Path, url: str,
     code, _, err = run(capsys, "record", "unsuppress", "C1", "--channel", "email",
                        "--record", url)
     assert code == 3 and "no suppression on email" in err
+
+
+def test_serve_without_a_tracking_key_says_what_to_set(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ccm events serve` without a tracking key fails in one line naming the variable."""
+    for name in ("CCM_TRACKING_KEY", "CCM_TRACKING_KEY_FILE", "CCM_MASTER_KEY",
+                 "CCM_MASTER_KEY_FILE", "CCM_TWILIO_AUTH_TOKEN", "CCM_REPORT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    code, _, err = run(capsys, "events", "serve", "--record", url, "--port", "1")
+    assert code == 1 and "CCM_TRACKING_KEY" in err and "Traceback" not in err
