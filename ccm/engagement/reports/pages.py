@@ -199,6 +199,10 @@ def timeline_html(timeline: Mapping[str, Any], *, brand: Mapping[str, Any] | Non
     summary = _timeline_summary(messages, latest_score_in_timeline(timeline))
     recorded = timeline.get("summary")
     summary["segment"] = recorded.get("segment") if isinstance(recorded, Mapping) else None
+    recorded_map = recorded if isinstance(recorded, Mapping) else {}
+    delivery = recorded_map.get("delivery")
+    summary["delivery"] = delivery if isinstance(delivery, Mapping) else {}
+    summary["suppressed_channels"] = list(recorded_map.get("suppressed_channels") or [])
     context = _page_context(brand)
     sent = [m for m in messages if m["status"] != SUPPRESSED and m["created"]]
     channels = sorted({m["channel"] for m in sent}, key=_channel_key)

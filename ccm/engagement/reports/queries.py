@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from ccm.engagement.nps import nps_scores, record_tables
 
-__all__ = ["ChannelEngagement", "OrgReport", "collect_report", "iso_week"]
+__all__ = ["ChannelEngagement", "DeliveryRow", "OrgReport", "collect_report", "iso_week"]
 
 #: Channels whose engagement (opens, clicks) can be tracked at all.
 TRACKABLE = frozenset({"email", "sms"})
@@ -95,6 +95,32 @@ class ChannelEngagement:
         return _rate(self.engaged, self.sent, self.channel)
 
 
+#: Events that say a transport took the message: the denominator of delivery rates
+#: (the same as :data:`ccm.record.views.HANDED_OVER`).
+HANDED_OVER = ("sent", "delivered", "bounced", "failed", "complained")
+DELIVERY_DIMENSIONS = ("channel", "template", "journey")
+
+
+@dataclass
+class DeliveryRow:
+    """Delivery outcomes of one channel, template or journey (messages, not events)."""
+
+    label: str
+    sent: int = 0
+    delivered: int = 0
+    bounced: int = 0
+    complained: int = 0
+    failed: int = 0
+
+    def rate(self, outcome: str) -> float | None:
+        """Share of handed-over messages with ``outcome``; ``None`` when none was handed over."""
+        return getattr(self, outcome) / self.sent if self.sent else None
+
+    def label_of(self, outcome: str) -> str:
+        rate = self.rate(outcome)
+        return "—" if rate is None else f"{100 * rate:.1f}%"
+
+
 @dataclass
 class OrgReport:
     """What the organisation report shows, collected from the record."""
@@ -117,6 +143,9 @@ class OrgReport:
     #: ``{dimension: {(week, label): messages}}`` for the dimensions of
     #: :data:`WEEKLY_DIMENSIONS` (labels as in the ``by_*`` lists).
     weekly: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    #: ``{"channel" | "template" | "journey": [DeliveryRow, ...]}`` (rows with a message
+    #: handed to a transport only).
+    delivery: dict[str, list[DeliveryRow]] = field(default_factory=dict)
 
 
 def _versioned(name: object, version: object) -> str:
@@ -217,6 +246,46 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
             for row in conn.execute(query):
                 entry = engagement.setdefault(row.channel, ChannelEngagement(row.channel))
                 setattr(entry, attr, row.n)
+        report.delivery = _delivery(conn, messages, events, sent)
     report.engagement = [engagement[c] for c in sorted(engagement, key=_channel_key)]
     report.nps = nps_scores(record, since=start)
     return report
+
+
+def _delivery(conn: sa.Connection, messages: sa.Table, events: sa.Table,
+              where: Sequence[Any]) -> dict[str, list[DeliveryRow]]:
+    """Delivery outcomes per channel, template (with version) and journey, counted in SQL."""
+    m = messages.c
+    joined = events.join(messages, events.c.message_id == m.message_id)
+    touched = sa.func.count(sa.distinct(events.c.message_id))
+    columns: dict[str, tuple[Any, ...]] = {
+        "channel": (m.channel,),
+        "template": (m.template, m.template_version),
+        "journey": (m.journey,),
+    }
+    out: dict[str, list[DeliveryRow]] = {}
+    for dim, cols in columns.items():
+        rows: dict[str, DeliveryRow] = {}
+
+        def label(row: Any, dim: str = dim) -> str:
+            if dim == "template":
+                return _versioned(row[0], row[1])
+            return str(row[0] or "—")
+
+        handed = conn.execute(
+            sa.select(*cols, touched.label("n")).select_from(joined)
+            .where(*where, events.c.kind.in_(HANDED_OVER)).group_by(*cols)
+        )
+        for row in handed:
+            rows.setdefault(label(row), DeliveryRow(label(row))).sent += row.n
+        outcomes = conn.execute(
+            sa.select(*cols, events.c.kind, touched.label("n")).select_from(joined)
+            .where(*where, events.c.kind.in_(("delivered", "bounced", "complained", "failed")))
+            .group_by(*cols, events.c.kind)
+        )
+        for row in outcomes:
+            entry = rows.setdefault(label(row), DeliveryRow(label(row)))
+            setattr(entry, row.kind, getattr(entry, row.kind) + row.n)
+        key = _channel_key if dim == "channel" else (lambda s: (0, s))
+        out[dim] = [rows[k] for k in sorted(rows, key=key)]
+    return out
