@@ -523,7 +523,7 @@ def test_delivery_rates_per_channel_template_and_journey(tmp_path: Path) -> None
     at = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     with Record(f"sqlite:///{tmp_path / 'r.db'}") as rec:
         ids = []
-        for n in range(4):
+        for _ in range(4):
             e = entry("C1", channel="email", template="offer", journey="retention",
                       created_at=at)
             rec.append(e)
