@@ -16,7 +16,8 @@ ARF ``abuse`` complaint     ``complained`` ``{"channel": "email"}``: no more
 status ``delivered``        ``delivered``
 status ``undelivered``      ``bounced`` (hard for unknown/landline numbers:
                             then also ``suppressed`` for SMS)
-status ``failed``           ``failed``
+status ``failed``           ``failed`` (with error 21610, the number sent STOP to
+                            the provider: also ``opted_out`` as for STOP)
 SMS STOP (and synonyms)     ``opted_out`` ``{"channel": "sms", "scope": "all"}``
 SMS START / UNSTOP          ``opted_in`` ``{"channel": "sms"}``
 ``ccm record unsuppress``   ``unsuppressed`` ``{"channel": ..., "by": "operator"}``
@@ -42,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ccm.delivery.reports import Bounce, Complaint, parse_report
-from ccm.delivery.twilio import StatusEvent, normalise_phone, status_event
+from ccm.delivery.twilio import UNSUBSCRIBED_CODE, StatusEvent, normalise_phone, status_event
 from ccm.errors import DataError, MessageNotFound
 from ccm.record.entries import BLOCKED_PREFIX
 
@@ -217,6 +218,11 @@ def _apply_status(record: Any, entry: Any, status: StatusEvent, now: datetime) -
     added: list[str] = [status.kind]
     if status.hard:
         _suppress(record, entry.message_id, entry.customer_id, "sms", "hard_bounce", now, added)
+    elif status.error_code == UNSUBSCRIBED_CODE:
+        # The provider refused: the number texted STOP to it (not to us). Same effect.
+        record.add_event(entry.message_id, "opted_out", at=now,
+                         data={"channel": "sms", "scope": "all", "source": "provider"})
+        added.append("opted_out")
     logger.info("recorded %s for message %s", status.kind, entry.message_id)
     return Outcome(entry.message_id, entry.customer_id, tuple(added),
                    f"status {status.status}", data)

@@ -158,3 +158,15 @@ def test_undelivered_to_an_unknown_number_is_a_hard_sms_bounce(
         "bounce": "hard", "channel": "sms", "error_code": "30005", "provider": "twilio",
         "provider_id": SID, "provider_status": "undelivered"}
     assert engine.render("payment_reminder", request, channel="sms").reason == "suppressed:sms"
+
+
+def test_provider_unsubscribed_error_opts_the_number_out(setup: tuple[Any, Record]) -> None:
+    """A ``failed`` callback with error 21610 (the number sent STOP to the provider) blocks SMS."""
+    engine, rec = setup
+    request = sample("payment_reminder")
+    sms = engine.render("payment_reminder", request, channel="sms")
+    rec.add_event(sms.message_id, "sent", at=NOON, data={"provider_id": SID})
+    out = record_status(rec, {"MessageSid": SID, "MessageStatus": "failed",
+                              "ErrorCode": "21610"}, now=NOON)
+    assert out.added == ("failed", "opted_out")
+    assert engine.render("payment_reminder", request, channel="sms").reason == "suppressed:sms"
