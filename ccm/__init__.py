@@ -9,23 +9,31 @@ from __future__ import annotations
 
 from ccm import errors as errors
 from ccm._version import __version__ as __version__
+from ccm.errors import AlreadyErased as AlreadyErased
 from ccm.errors import ApprovalError as ApprovalError
 from ccm.errors import AssetError as AssetError
 from ccm.errors import BudgetError as BudgetError
 from ccm.errors import CCMError as CCMError
 from ccm.errors import ConfigError as ConfigError
 from ccm.errors import ContentErased as ContentErased
+from ccm.errors import ContentTampered as ContentTampered
+from ccm.errors import CustomerNotFound as CustomerNotFound
 from ccm.errors import DataError as DataError
+from ccm.errors import ErasurePending as ErasurePending
 from ccm.errors import HeaderError as HeaderError
 from ccm.errors import IdempotencyConflict as IdempotencyConflict
 from ccm.errors import InboundError as InboundError
 from ccm.errors import KeyConfigError as KeyConfigError
 from ccm.errors import MessageError as MessageError
 from ccm.errors import MessageNotFound as MessageNotFound
+from ccm.errors import NotARecord as NotARecord
 from ccm.errors import NotFoundError as NotFoundError
 from ccm.errors import PackError as PackError
 from ccm.errors import PasswordRuleError as PasswordRuleError
 from ccm.errors import RecordError as RecordError
+from ccm.errors import RecordIOError as RecordIOError
+from ccm.errors import RecordLocked as RecordLocked
+from ccm.errors import RecordNotFound as RecordNotFound
 from ccm.errors import RecordSchemaError as RecordSchemaError
 from ccm.errors import RenderError as RenderError
 from ccm.errors import SandboxError as SandboxError
@@ -48,6 +56,7 @@ from ccm.render.template import load_template as load_template
 
 __all__ = [
     "DEFAULT",
+    "AlreadyErased",
     "ApprovalError",
     "AssetError",
     "BrandPack",
@@ -55,8 +64,11 @@ __all__ = [
     "CCMError",
     "ConfigError",
     "ContentErased",
+    "ContentTampered",
+    "CustomerNotFound",
     "DataError",
     "Engine",
+    "ErasurePending",
     "HeaderError",
     "IdempotencyConflict",
     "InboundError",
@@ -64,10 +76,14 @@ __all__ = [
     "Message",
     "MessageError",
     "MessageNotFound",
+    "NotARecord",
     "NotFoundError",
     "PackError",
     "PasswordRuleError",
     "RecordError",
+    "RecordIOError",
+    "RecordLocked",
+    "RecordNotFound",
     "RecordSchemaError",
     "RenderError",
     "RenderOptions",

@@ -38,7 +38,15 @@ branches that must never be confused:
         └── RecordError
             ├── IdempotencyConflict                 same key, other parameters
             ├── MessageNotFound      (LookupError)
+            ├── CustomerNotFound     (LookupError)  no entry for that customer
             ├── ContentErased                       customer was crypto-shredded
+            ├── ContentTampered                     key or blob fails its integrity check
+            ├── AlreadyErased                       erased before (``erased_at``)
+            ├── ErasurePending                      erased, but readers kept old bytes
+            ├── NotARecord                          the file is no ccm record
+            ├── RecordNotFound       (LookupError)  nothing at the URL to read
+            ├── RecordLocked                        another process held it too long
+            ├── RecordIOError                       disk full, read-only, permissions
             └── TokenError           (ValueError)   forged / expired tracking token
 
 Suppression by contact policy is *not* an error: it is a returned decision.
@@ -53,23 +61,31 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AlreadyErased",
     "ApprovalError",
     "AssetError",
     "BudgetError",
     "CCMError",
     "ConfigError",
     "ContentErased",
+    "ContentTampered",
+    "CustomerNotFound",
     "DataError",
+    "ErasurePending",
     "HeaderError",
     "IdempotencyConflict",
     "InboundError",
     "KeyConfigError",
     "MessageError",
     "MessageNotFound",
+    "NotARecord",
     "NotFoundError",
     "PackError",
     "PasswordRuleError",
     "RecordError",
+    "RecordIOError",
+    "RecordLocked",
+    "RecordNotFound",
     "RecordSchemaError",
     "RenderError",
     "SandboxError",
@@ -210,8 +226,51 @@ class MessageNotFound(RecordError, LookupError):
     """No message with that id in the record."""
 
 
+class CustomerNotFound(RecordError, LookupError):
+    """The record holds nothing about that customer (``customer_id``)."""
+
+
 class ContentErased(RecordError):
     """The customer's data key was destroyed; archived content is unreadable."""
+
+
+class ContentTampered(RecordError):
+    """Archived content cannot be trusted: its data key or its blob fails the integrity check.
+
+    ``message_id`` and ``customer_id`` say which; ``ccm record verify`` lists all of them.
+    """
+
+
+class AlreadyErased(RecordError):
+    """The customer was erased before and nothing was archived since; ``erased_at`` says when."""
+
+
+class ErasurePending(RecordError):
+    """The key is destroyed, but old bytes may still sit in the SQLite WAL.
+
+    Readers held the database past the wait; ``holders`` names them. The
+    customer stays marked "erasure pending" until the next erase or
+    ``ccm record erase --pending`` completes the checkpoint.
+    """
+
+
+class NotARecord(RecordError):
+    """The file or database at the URL is not a ccm record (not SQLite, corrupt, other tables)."""
+
+
+class RecordNotFound(RecordError, LookupError):
+    """There is no record at the URL (a reader never creates one)."""
+
+
+class RecordLocked(RecordError):
+    """Another process held the record's lock past the busy timeout."""
+
+
+class RecordIOError(RecordError):
+    """The system refused the record: disk full, read-only file system, permissions.
+
+    ``reason`` is a short tag: ``disk full``, ``read-only``, ``permission``, ``open``, ``io``.
+    """
 
 
 class TokenError(RecordError, ValueError):

@@ -1,14 +1,21 @@
 """``ccm record ...``: the record's commands (the main CLI mounts :data:`record`).
 
 Every subcommand takes ``--record URL`` (default ``$CCM_RECORD_URL``, else
-``sqlite:///ccm-record.db``). Archived content is read with the master key
-from ``CCM_MASTER_KEY`` / ``CCM_MASTER_KEY_FILE``. Exit status: 0 success,
-1 a one-line error on stderr (or a failed verify), 2 a usage error.
+``sqlite:///ccm-record.db``; a plain path means a SQLite file). Archived
+content is read with the master key from ``CCM_MASTER_KEY`` /
+``CCM_MASTER_KEY_FILE``.
+
+Commands that only read open the record read-only and never create one.
+Files they write (export, checkpoint, features, timeline --html, show
+--content/--archival) go to a temporary name in the target folder and are
+renamed when complete; the folder must exist. Errors are one line on stderr
+with the exit codes of :class:`ccm.cli._common.ExitCode` (docs/cli.md).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -22,8 +29,17 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from ccm._util import atomic_write
-from ccm.cli._common import Fail
-from ccm.errors import CCMError
+from ccm.cli._common import ExitCode, Fail
+from ccm.errors import (
+    AlreadyErased,
+    CCMError,
+    CustomerNotFound,
+    ErasurePending,
+    MessageNotFound,
+    RecordIOError,
+    RecordLocked,
+    RecordNotFound,
+)
 from ccm.record import checkpoint as checkpoints
 from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
 from ccm.record.store import EVENT_KINDS, Record
@@ -55,19 +71,84 @@ def _master_key() -> MasterKey | None:
     return None
 
 
-@contextmanager
-def _opened(url: str | None, *, with_key: bool = False) -> Iterator[Record]:
-    """Open the record, turning ccm errors into one line and exit status 1."""
+ENV_LOCK_TIMEOUT = "CCM_RECORD_LOCK_TIMEOUT"
+
+
+def _lock_timeout() -> float:
+    """Seconds a write waits for another writer: ``$CCM_RECORD_LOCK_TIMEOUT``, else 30."""
+    text = os.environ.get(ENV_LOCK_TIMEOUT) or "30"
     try:
-        rec = Record(_url(url), master_key=_master_key() if with_key else None, create=False)
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise Fail(f"{ENV_LOCK_TIMEOUT} must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def exit_code(exc: CCMError) -> ExitCode:
+    """The documented exit code of a ccm error from the record."""
+    if isinstance(exc, MessageNotFound | CustomerNotFound | RecordNotFound):
+        return ExitCode.NOT_FOUND
+    if isinstance(exc, AlreadyErased | ErasurePending | RecordLocked):
+        return ExitCode.CONFLICT
+    if isinstance(exc, RecordIOError):
+        return ExitCode.IO_ERROR
+    return ExitCode.BAD_INPUT
+
+
+def fail(exc: CCMError) -> Fail:
+    """``exc`` as the one-line CLI error with its exit code."""
+    return Fail(str(exc), exit_code(exc))
+
+
+@contextmanager
+def _opened(url: str | None, *, with_key: bool = False, write: bool = False,
+            erase_wait: float = 30.0) -> Iterator[Record]:
+    """Open the record (read-only unless ``write``); ccm errors become one line and a code."""
+    try:
+        rec = Record(_url(url), master_key=_master_key() if with_key else None, create=False,
+                     read_only=not write, erase_wait=erase_wait, lock_timeout=_lock_timeout())
     except CCMError as exc:
-        raise Fail(str(exc)) from exc
+        raise fail(exc) from exc
     try:
         yield rec
     except CCMError as exc:
-        raise Fail(str(exc)) from exc
+        raise fail(exc) from exc
     finally:
         rec.close()
+
+
+def write_output(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary name in its folder, then rename.
+
+    The folder must exist (a typo is not silently created); disk full,
+    read-only file systems and permissions are one-line errors with exit
+    code IO_ERROR, and nothing partial is left behind.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise Fail(f"cannot write {path}: the folder {folder} does not exist (create it first)",
+                   ExitCode.NOT_FOUND)
+    if path.is_dir():
+        raise Fail(f"cannot write {path}: it is a folder", ExitCode.BAD_INPUT)
+    try:
+        return atomic_write(path, data)
+    except OSError as exc:
+        raise Fail(f"cannot write {path}: {_why(exc)}; nothing was written",
+                   ExitCode.IO_ERROR) from exc
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device (disk full)"
+    if exc.errno == errno.EFBIG:
+        return "the file is larger than this process may write (file size limit)"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or type(exc).__name__
 
 
 class _RecordGroup(click.Group):
@@ -116,12 +197,11 @@ def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
                  html_path: Path | None, pack: Path | None) -> None:
     """Every message sent to CUSTOMER, across channels, in time order."""
     with _opened(record_url) as rec:
-        timeline = rec.timeline(customer)
-        if html_path is not None:
-            _write_html(rec, customer, html_path, pack)
-            if not as_json:
-                return
-    doc = timeline.to_dict()
+        doc = rec.timeline(customer).to_dict()
+    if html_path is not None:
+        _write_html(doc, html_path, pack)
+        if not as_json:
+            return
     if as_json:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
@@ -143,7 +223,7 @@ def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
         click.echo(f"erased: {summary['erased_at']}")
 
 
-def _write_html(rec: Record, customer: str, path: Path, pack: Path | None) -> None:
+def _write_html(timeline: dict[str, Any], path: Path, pack: Path | None) -> None:
     try:
         from ccm.engagement import reports
     except ImportError as exc:  # pragma: no cover - reports ships with ccm
@@ -152,8 +232,12 @@ def _write_html(rec: Record, customer: str, path: Path, pack: Path | None) -> No
     if pack is not None:
         from ccm.pack import load_pack
 
-        brand = reports.brand_from_pack(load_pack(pack))
-    written = reports.write_timeline_html(rec, customer, path, brand=brand)
+        try:
+            brand = reports.brand_from_pack(load_pack(pack))
+        except CCMError as exc:
+            raise fail(exc) from exc
+    page = reports.timeline_html(timeline, brand=brand)
+    written = write_output(path, page.encode("utf-8"))
     click.echo(f"wrote {written}", err=True)
 
 
@@ -197,8 +281,14 @@ def verify_cmd(record_url: str | None, checkpoint_path: Path | None, key_file: P
               default=None, help=f"HMAC key [default: ${checkpoints.ENV_CHECKPOINT_KEY}].")
 def checkpoint_cmd(record_url: str | None, out: Path, key_file: Path | None) -> None:
     """Sign every chain head, so a later verify detects truncation and rollback."""
+    try:
+        key = checkpoints.load_key(key_file)
+    except CCMError as exc:
+        raise fail(exc) from exc
     with _opened(record_url) as rec:
-        written = rec.checkpoint(out, checkpoints.load_key(key_file))
+        doc = rec.checkpoint_doc(key)
+    text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    written = write_output(out, text.encode("utf-8"))
     click.echo(f"wrote {written}")
 
 
@@ -217,29 +307,77 @@ def show_cmd(message_id: str, record_url: str | None, content_path: Path | None,
         doc = entry.to_dict()
         doc["events"] = [e.to_dict() for e in rec.events(message_id)]
         if content_path is not None:
-            atomic_write(content_path, rec.content(message_id))
+            write_output(content_path, rec.content(message_id))
         if archival_path is not None:
             archival = rec.archival(message_id)
             if archival is None:
-                raise Fail(f"message {message_id} has no archival copy")
-            atomic_write(archival_path, archival)
+                raise Fail(f"message {message_id} has no archival copy", ExitCode.NOT_FOUND)
+            write_output(archival_path, archival)
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 @record.command("erase")
-@click.argument("customer")
+@click.argument("customer", required=False)
 @record_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def erase_cmd(customer: str, record_url: str | None, yes: bool) -> None:
-    """Crypto-shred CUSTOMER's archived content; the audit trail stays."""
+@click.option("--pending", is_flag=True,
+              help="Finish every erasure left pending (readers held the database).")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="How long to wait for readers before giving up.")
+def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: bool,
+              wait: float) -> None:
+    """Crypto-shred CUSTOMER's archived content; the audit trail stays.
+
+    Exit 0 only when the key is destroyed and no old page can remain (SQLite:
+    the WAL was checkpointed and truncated); 4 when readers held the database
+    past --wait (the customer stays "erasure pending": run --pending later),
+    or when the customer was already erased; 3 for an unknown customer.
+    """
+    if pending:
+        if customer is not None:
+            raise click.UsageError("give a CUSTOMER or --pending, not both")
+        with _opened(record_url, write=True, erase_wait=wait) as rec:
+            finished = rec.finish_erasures()
+        click.echo(f"finished {len(finished)} pending erasure(s)"
+                   + (f": {', '.join(finished)}" if finished else ""))
+        return
+    if customer is None:
+        raise click.UsageError("give the CUSTOMER to erase (or --pending)")
     if not yes:
         click.confirm(
             f"Destroy customer {customer}'s data key? Their archived content becomes "
             "unreadable for good", abort=True,
         )
-    with _opened(record_url) as rec:
-        rec.erase(customer)
-    click.echo(f"erased customer {customer}: data key destroyed, audit entries kept")
+    with _opened(record_url, write=True, erase_wait=wait) as rec:
+        done = rec.erase(customer)
+    key = "data key destroyed" if done.data_key_destroyed else "no data key held"
+    click.echo(f"erased customer {customer}: {key}, {done.blobs_deleted} archived part(s) "
+               "deleted, audit entries kept")
+
+
+@record.command("rotate-key")
+@record_option
+@click.option("--new-key-file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The new master key (MasterKey.generate_file makes one).")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="How long to wait for readers when flushing the WAL.")
+def rotate_key_cmd(record_url: str | None, new_key_file: Path, wait: float) -> None:
+    """Re-wrap every data key under the master key in --new-key-file.
+
+    The current key comes from CCM_MASTER_KEY / CCM_MASTER_KEY_FILE. Afterwards
+    only the new key opens the record: point CCM_MASTER_KEY_FILE at it.
+    """
+    try:
+        new = MasterKey.from_file(new_key_file)
+        if _master_key() is None:
+            raise Fail(f"rotating needs the current master key: set {ENV_KEY} or {ENV_KEY_FILE}")
+    except CCMError as exc:
+        raise fail(exc) from exc
+    with _opened(record_url, with_key=True, write=True, erase_wait=wait) as rec:
+        count = rec.rotate_key(new)
+    click.echo(f"re-wrapped {count} data key(s) under master key {new.fingerprint}; "
+               f"the old key opens nothing now: set {ENV_KEY_FILE}={new_key_file}")
 
 
 @record.command("export")
@@ -255,7 +393,7 @@ def export_cmd(customer: str, record_url: str | None, out: Path | None) -> None:
     if out is None:
         click.echo(text, nl=False)
     else:
-        atomic_write(out, text.encode("utf-8"))
+        write_output(out, text.encode("utf-8"))
         click.echo(f"wrote {out} ({len(doc['messages'])} message(s))", err=True)
 
 
@@ -292,7 +430,7 @@ def event_cmd(message_id: str, kind: str, record_url: str | None, data_json: str
         if not isinstance(data, dict):
             raise click.BadParameter("must be a JSON object", param_hint="--data")
     at = _when(at_text)
-    with _opened(record_url) as rec:
+    with _opened(record_url, write=True) as rec:
         added = rec.add_event(message_id, kind, at=at, data=data)
     click.echo(json.dumps(added.to_dict(), ensure_ascii=False))
 
@@ -311,5 +449,5 @@ def features_cmd(record_url: str | None, out: Path) -> None:
         for row in rec.features():
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
             rows += 1
-    atomic_write(out, buffer.getvalue().encode("utf-8"))
+    write_output(out, buffer.getvalue().encode("utf-8"))
     click.echo(f"wrote {out} ({rows} customer(s))")

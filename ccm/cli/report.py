@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from ccm.cli.record import fail, write_output
 from ccm.engagement.reports import (
     DEFAULT_RECORD_URL,
     _brand_option,
     _open_record,
-    write_report_html,
+    org_report_html,
 )
 from ccm.errors import CCMError
 
@@ -49,12 +50,9 @@ def report_cmd(record_url: str, since: datetime | None, html_path: Path, pack: P
     """Write the organisation report (volumes, engagement, NPS) as an HTML page."""
     try:
         with _open_record(record_url) as record:
-            written = write_report_html(
-                record,
-                html_path,
-                since=since.date() if since else None,
-                brand=_brand_option(pack),
-            )
+            page = org_report_html(
+                record, since=since.date() if since else None, brand=_brand_option(pack))
     except CCMError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise fail(exc) from exc
+    written = write_output(html_path, page.encode("utf-8"))
     click.echo(f"wrote {written}")

@@ -15,7 +15,8 @@ is ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,6 +93,21 @@ def latest_score_in_timeline(
     return None if best is None else best[1]
 
 
+@contextmanager
+def reading(record: Any, conn: sa.Connection | None = None) -> Iterator[sa.Connection]:
+    """``conn`` when given, else one read-only snapshot of the record (``Record.snapshot``)."""
+    if conn is not None:
+        yield conn
+        return
+    snapshot = getattr(record, "snapshot", None)
+    if snapshot is not None:
+        with snapshot() as opened:
+            yield opened
+        return
+    with record.engine.connect() as opened:  # pragma: no cover - a record without snapshot()
+        yield opened
+
+
 def record_tables(record: Any) -> tuple[sa.Engine, sa.Table, sa.Table]:
     """The record's SQLAlchemy engine and its messages and events tables."""
     from ccm.record import schema
@@ -114,9 +130,10 @@ def _answers(
     template: str,
     customer_id: str | None = None,
     since: datetime | None = None,
+    conn: sa.Connection | None = None,
 ) -> dict[str, tuple[datetime, int, str | None]]:
     """``{customer_id: (answered_at, score, segment)}``, the latest answer per customer."""
-    engine, messages, events = record_tables(record)
+    _engine, messages, events = record_tables(record)
     segment = messages.c.segment if "segment" in messages.c else sa.null()
     query = (
         sa.select(messages.c.customer_id, segment.label("segment"), events.c.at, events.c.data)
@@ -128,8 +145,8 @@ def _answers(
     if since is not None:
         query = query.where(events.c.at >= since)
     latest: dict[str, tuple[datetime, int, str | None]] = {}
-    with engine.connect() as conn:
-        for row in conn.execute(query):
+    with reading(record, conn) as opened:
+        for row in opened.execute(query):
             score = score_from_url(_event_data(row.data).get("url"))
             at = _as_datetime(row.at)
             if score is None or at is None:
@@ -147,8 +164,9 @@ def nps_scores(
     segments: Mapping[str, str] | None = None,
     since: datetime | None = None,
     template: str = NPS_TEMPLATE,
+    conn: sa.Connection | None = None,
 ) -> dict[str, Any]:
-    """Scores and NPS from the record's survey clicks.
+    """Scores and NPS from the record's survey clicks (in ``conn``'s snapshot when given).
 
     Returns ``{"overall": summary, "segments": {segment: summary},
     "scores": {customer_id: score}}`` where a summary is what
@@ -156,7 +174,7 @@ def nps_scores(
     when given, else from the record's ``segment`` column (customers without
     one count overall only). ``since`` ignores older answers.
     """
-    answers = _answers(record, template=template, since=since)
+    answers = _answers(record, template=template, since=since, conn=conn)
     by_segment: dict[str, list[int]] = {}
     for customer, (_, score, recorded) in answers.items():
         segment = segments.get(customer) if segments is not None else recorded

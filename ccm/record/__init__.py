@@ -19,6 +19,7 @@ from ccm.record.entries import Entry as Entry
 from ccm.record.entries import Event as Event
 from ccm.record.keys import MasterKey as MasterKey
 from ccm.record.policy import Cap as Cap
+from ccm.record.store import Erasure as Erasure
 from ccm.record.store import Record as Record
 from ccm.record.store import open_record as open_record
 from ccm.record.views import Timeline as Timeline
@@ -27,6 +28,7 @@ __all__ = [
     "AppendResult",
     "Cap",
     "Entry",
+    "Erasure",
     "Event",
     "MasterKey",
     "Record",

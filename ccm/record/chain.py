@@ -40,6 +40,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ccm.record.keycheck import KeyWatch
 from ccm.record.schema import archive, chain, events, messages
 
 __all__ = [
@@ -49,7 +50,9 @@ __all__ = [
     "VerifyReport",
     "canonical",
     "event_body",
+    "head",
     "iso",
+    "link",
     "link_hash",
     "message_body",
     "scan",
@@ -126,6 +129,32 @@ def link_hash(
     return hashlib.sha256(canonical(doc)).hexdigest()
 
 
+def head(conn: sa.Connection, customer_id: str) -> tuple[int, str]:
+    """The customer's newest chain row as ``(seq, hash)``; ``(0, GENESIS)`` for none."""
+    last = conn.execute(
+        sa.select(chain.c.seq, chain.c.hash)
+        .where(chain.c.customer_id == customer_id)
+        .order_by(chain.c.seq.desc())
+        .limit(1)
+    ).first()
+    return (int(last.seq), last.hash) if last is not None else (0, GENESIS)
+
+
+def link(conn: sa.Connection, customer_id: str, kind: str, ref: str | None,
+         body: Mapping[str, Any] | None, detail: str | None = None) -> tuple[int, str]:
+    """Add one row to the customer's chain, after its newest row (inside the caller's lock)."""
+    seq, prev = head(conn, customer_id)
+    seq += 1
+    at = datetime.now(UTC)
+    digest = link_hash(customer_id=customer_id, seq=seq, kind=kind, ref=ref, at=at,
+                       detail=detail, prev=prev, body=body)
+    conn.execute(chain.insert(), {
+        "customer_id": customer_id, "seq": seq, "kind": kind, "ref": ref, "at": at,
+        "detail": detail, "prev_hash": prev, "hash": digest,
+    })
+    return seq, digest
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """The result of :meth:`ccm.record.Record.verify`.
@@ -196,6 +225,7 @@ def scan(conn: sa.Connection, *, pins: Mapping[str, int] | None = None,
         )
         .order_by(chain.c.customer_id, chain.c.seq)
     )
+    keys = KeyWatch()
     customer: str | None = None
     expected = 1
     prev = GENESIS
@@ -219,14 +249,23 @@ def scan(conn: sa.Connection, *, pins: Mapping[str, int] | None = None,
                 result.add(f"{where}: the message row is missing (deleted)")
             else:
                 body = message_body({c.name: row[f"m_{c.name}"] for c in messages.c})
+                if row["m_archive_ref"] is not None:
+                    keys.message(cid, seq, str(ref))
+                    if row["detail"] is not None and not keys.key(cid, None, row["detail"]):
+                        result.add(f"{where}: its key commitment is not readable (edited)")
         elif kind == "event":
             if row["e_event_id"] is None:
                 result.add(f"{where}: the event row is missing (deleted)")
             else:
                 body = event_body({c.name: row[f"e_{c.name}"] for c in events.c})
-        elif kind != "erasure":
+        elif kind == "erasure":
+            keys.erasure(cid)
+        elif kind == "key":
+            if not keys.key(cid, ref, row["detail"]):
+                result.add(f"{where}: its key commitment is not readable (edited)")
+        else:
             result.add(f"{where}: unknown entry kind")
-        if body is not None or kind == "erasure":
+        if body is not None or kind in ("erasure", "key"):
             computed = link_hash(
                 customer_id=cid, seq=seq, kind=kind, ref=ref, at=row["at"],
                 detail=row["detail"], prev=row["prev_hash"], body=body,
@@ -238,6 +277,7 @@ def scan(conn: sa.Connection, *, pins: Mapping[str, int] | None = None,
         result.heads[cid] = (seq, row["hash"])
         expected, prev = seq + 1, row["hash"]
     _cross_checks(conn, result)
+    keys.check(conn, result.heads, result.add)
     return result
 
 

@@ -6,12 +6,17 @@ neither imports the other.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
+import sqlalchemy as sa
+
+from ccm.errors import MessageNotFound
 from ccm.record.chain import utc
+from ccm.record.schema import messages
 
 __all__ = [
     "BLOCKED_PREFIX",
@@ -23,23 +28,28 @@ __all__ = [
     "AppendResult",
     "Entry",
     "Event",
+    "entry_of",
+    "event_of",
+    "find_entry",
     "fold_consent",
+    "get_entry",
 ]
 
 #: Event kinds the record accepts.
 EVENT_KINDS = (
     "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
+    "opted_in",
     # Events coming back (docs/events.md) and retrieval (docs/retrieval.md).
-    "opted_in", "suppressed", "unsuppressed", "viewed",
+    "suppressed", "unsuppressed", "viewed",
 )
 #: Event kinds that withdraw consent for the message's channel.
 OPT_OUT_KINDS = ("opted_out", "complained")
-#: Event kinds that give back what an opt-out or a suppression took (STOP -> START).
-OPT_IN_KINDS = ("opted_in", "unsuppressed")
-#: Event kinds that block a channel for *every* message type (a hard bounce).
-SUPPRESSION_KINDS = ("suppressed",)
-#: Every event kind that changes what the contact policy allows, read in time order.
-CONSENT_KINDS = OPT_OUT_KINDS + SUPPRESSION_KINDS + OPT_IN_KINDS
+#: Event kinds that give consent back (the latest opt-out or opt-in of a channel wins).
+OPT_IN_KINDS = ("opted_in",)
+#: Event kinds that block a channel for *every* message type (a hard bounce), and lift it.
+SUPPRESSION_KINDS = ("suppressed", "unsuppressed")
+#: Every event kind that changes what the contact policy allows, read in the order added.
+CONSENT_KINDS = OPT_OUT_KINDS + OPT_IN_KINDS + SUPPRESSION_KINDS
 #: Prefix of the consent-override keys that block a channel for every message
 #: type (``{"blocked:email": False}`` after a hard bounce).
 BLOCKED_PREFIX = "blocked:"
@@ -124,7 +134,8 @@ def fold_consent(rows: Iterable[tuple[str, Mapping[str, Any] | None, str]]) -> d
       With ``data["scope"] == "all"`` (an SMS STOP) the channel is also blocked.
     * ``suppressed`` (a hard bounce): ``{"blocked:<channel>": False}`` -- the
       policy refuses every message type on that channel.
-    * ``opted_in`` (START) lifts both; ``unsuppressed`` (the operator) lifts the block.
+    * ``opted_in`` (START): ``{channel: True}`` (the latest opt-out or opt-in
+      wins) and lifts the block; ``unsuppressed`` (the operator) lifts the block.
 
     ``channel`` is ``data["channel"]`` when given, else the message's channel.
     """
@@ -136,11 +147,40 @@ def fold_consent(rows: Iterable[tuple[str, Mapping[str, Any] | None, str]]) -> d
             out[channel] = False
             if (data or {}).get("scope") == "all":
                 out[blocked] = False
-        elif kind in SUPPRESSION_KINDS:
+        elif kind == "suppressed":
             out[blocked] = False
-        elif kind == "opted_in":
-            out.pop(channel, None)
+        elif kind in OPT_IN_KINDS:
+            out[channel] = True
             out.pop(blocked, None)
         elif kind == "unsuppressed":
             out.pop(blocked, None)
     return dict(sorted(out.items()))
+
+
+def entry_of(row: Any) -> Entry:
+    """The :class:`Entry` of a ``messages`` row."""
+    values = {name: row._mapping[name] for name in _ENTRY_FIELDS}
+    values["created_at"] = utc(values["created_at"])
+    return Entry(**values)
+
+
+def event_of(row: Any) -> Event:
+    """The :class:`Event` of an ``events`` row."""
+    return Event(row.event_id, row.message_id, row.customer_id, row.kind, utc(row.at),
+                 json.loads(row.data) if row.data is not None else None)
+
+
+def find_entry(conn: sa.Connection, idempotency_key: str) -> Entry | None:
+    """The entry recorded under ``idempotency_key``, or ``None``."""
+    row = conn.execute(
+        sa.select(messages).where(messages.c.idempotency_key == idempotency_key)
+    ).first()
+    return entry_of(row) if row is not None else None
+
+
+def get_entry(conn: sa.Connection, message_id: str) -> Entry:
+    """The entry of ``message_id``; :class:`MessageNotFound` when there is none."""
+    row = conn.execute(sa.select(messages).where(messages.c.message_id == message_id)).first()
+    if row is None:
+        raise MessageNotFound(f"no message {message_id!r} in the record", message_id=message_id)
+    return entry_of(row)

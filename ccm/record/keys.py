@@ -6,6 +6,13 @@ The master key never enters the record. It comes from ``CCM_MASTER_KEY``
 (AES-256-GCM, the customer id as associated data, so a wrapped key moved to
 another customer does not open); the content itself is encrypted under the
 per-customer data key (see :mod:`ccm.record.archive`).
+
+Key management: a deployment that keeps the master key in a KMS or a
+secrets manager passes a *provider*, a callable that returns the key (a
+:class:`MasterKey`, 32 raw bytes, or the base64 text), as ``master_key=``;
+:func:`resolve_key` calls it once when the record opens. Rotation
+(:meth:`ccm.record.Record.rotate_key`) re-wraps every live data key under a
+new master key.
 """
 
 from __future__ import annotations
@@ -18,15 +25,16 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ccm.errors import KeyConfigError
 
-__all__ = ["ENV_KEY", "ENV_KEY_FILE", "MasterKey"]
+__all__ = ["ENV_KEY", "ENV_KEY_FILE", "KeyProvider", "KeySource", "MasterKey", "resolve_key"]
 
 logger = logging.getLogger("ccm.record")
 
@@ -163,6 +171,42 @@ class MasterKey:
 
     def __hash__(self) -> int:
         return hash(self.fingerprint)
+
+
+#: A KMS-like callable that hands over the master key (object, raw bytes or base64 text).
+KeyProvider: TypeAlias = Callable[[], "MasterKey | bytes | str"]
+#: What ``master_key=`` accepts: a key, or a provider called once when the record opens.
+KeySource: TypeAlias = "MasterKey | KeyProvider"
+
+
+def resolve_key(source: KeySource | None) -> MasterKey | None:
+    """The master key behind ``source``: the key itself, or what a provider returns.
+
+    A provider that fails or returns something that is not a 32-byte key
+    raises :class:`KeyConfigError` (its own message is not repeated: it may
+    hold secrets).
+    """
+    if source is None or isinstance(source, MasterKey):
+        return source
+    if not callable(source):
+        raise KeyConfigError("master_key must be a MasterKey or a callable that returns one")
+    name = getattr(source, "__qualname__", type(source).__name__)
+    try:
+        value = source()
+    except Exception as exc:  # a provider's own failure (network, permissions, ...)
+        raise KeyConfigError(f"the master key provider {name} failed "
+                             f"({type(exc).__name__})", provider=name) from None
+    if isinstance(value, MasterKey):
+        return value
+    if isinstance(value, bytes):
+        if len(value) != 32:
+            raise KeyConfigError(f"the master key provider {name} returned {len(value)} "
+                                 f"bytes, not 32; {_HOW}", provider=name)
+        return MasterKey(value)
+    if isinstance(value, str):
+        return MasterKey.from_text(value, source=f"the master key provider {name}")
+    raise KeyConfigError(f"the master key provider {name} returned "
+                         f"{type(value).__name__}, not a key", provider=name)
 
 
 def _aad(customer_id: str) -> bytes:

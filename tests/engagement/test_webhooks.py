@@ -131,7 +131,7 @@ def test_inbound_stop_and_start_answer_with_twiml(client: TestClient, rec: Recor
     assert rec.consent_overrides("C1") == {"blocked:sms": False, "sms": False}
     start = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "UNSTOP"})
     assert "subscribed again" in start.text
-    assert rec.consent_overrides("C1") == {}
+    assert rec.consent_overrides("C1") == {"sms": True}
     help_ = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "Help"})
     assert "Reply STOP" in help_.text
     other = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "hello"})
@@ -139,7 +139,7 @@ def test_inbound_stop_and_start_answer_with_twiml(client: TestClient, rec: Recor
     assert sorted(kinds(rec, SMS_ID)) == ["opted_in", "opted_out", "sent"]  # same instant
     forged = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "STOP"},
                          signature=None)
-    assert forged.status_code == 403 and rec.consent_overrides("C1") == {}
+    assert forged.status_code == 403 and rec.consent_overrides("C1") == {"sms": True}
 
 
 def test_signed_report_post_records_a_bounce(client: TestClient, rec: Record) -> None:

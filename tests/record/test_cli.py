@@ -139,9 +139,9 @@ def test_show_writes_exact_bytes(filled: Record, run, tmp_path: Path) -> None:  
 
 
 def test_show_unknown_message(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
-    """An unknown message id is a one-line error with exit status 1."""
+    """An unknown message id is a one-line error with exit status 3 (not found)."""
     result = run("show", "nope")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.output.strip() == "ccm: error: no message 'nope' in the record"
 
 
@@ -177,7 +177,7 @@ def test_event_command(filled: Record, run) -> None:  # type: ignore[no-untyped-
     assert run("event", "m-mail", "liked").exit_code == 2
     assert run("event", "m-mail", "sent", "--data", "{nope").exit_code == 2
     assert run("event", "m-mail", "sent", "--at", "2025-03-04T10:00").exit_code == 2
-    assert run("event", "nope", "sent").exit_code == 1
+    assert run("event", "nope", "sent").exit_code == 3
 
 
 def test_features_csv(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -237,7 +237,7 @@ def test_a_mistyped_record_path_is_an_error_not_an_empty_record(
     missing = tmp_path / "typo" / "record.db"
     args = [a.format(tmp=tmp_path) for a in args]
     result = CliRunner().invoke(record_group, [*args, "--record", f"sqlite:///{missing}"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 3, result.output
     assert "no record at" in result.output and str(missing) in result.output
     assert not missing.exists() and not missing.parent.exists()
 
@@ -245,4 +245,4 @@ def test_a_mistyped_record_path_is_an_error_not_an_empty_record(
 def test_a_database_without_a_record_is_refused(record_url: str) -> None:
     """On either backend, a database without the record's tables is refused by reading commands."""
     result = CliRunner().invoke(record_group, ["verify", "--record", record_url])
-    assert result.exit_code == 1 and "no record at" in result.output
+    assert result.exit_code == 3 and "no record at" in result.output

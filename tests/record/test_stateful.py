@@ -17,7 +17,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ccm.errors import ContentErased, IdempotencyConflict
+from ccm.errors import AlreadyErased, ContentErased, CustomerNotFound, IdempotencyConflict
 from ccm.record import MasterKey, Record
 from ccm.record.policy import Cap
 from ccm.record.store import EVENT_KINDS
@@ -44,7 +44,10 @@ class Model:
 
 
 class RecordMachine(RuleBasedStateMachine):
-    """Appends (with repeated keys and caps), events, erasures; verify always passes."""
+    """Appends (with repeated keys and caps), events, erasures; verify always passes.
+
+    Erasing an unknown customer, or one erased with nothing archived since, is refused.
+    """
 
     messages = Bundle("messages")
 
@@ -54,8 +57,10 @@ class RecordMachine(RuleBasedStateMachine):
         self.model: dict[str, Model] = {}
         self.keys: dict[str, tuple[str, str]] = {}
         self.clock = T0
-        self.opted_out: dict[str, set[str]] = {c: set() for c in CUSTOMERS}
+        self.consent: dict[str, dict[str, bool]] = {c: {} for c in CUSTOMERS}
         self.erasures = 0
+        #: Customers erased with nothing archived since (a second erase is refused).
+        self.shredded: set[str] = set()
 
     def _generated_marketing(self, customer: str) -> int:
         since = self.clock - CAP.window
@@ -98,6 +103,8 @@ class RecordMachine(RuleBasedStateMachine):
         assert result.reason == ("cap:daily" if over else None)
         self.model[e.message_id] = Model(customer, channel, message_type, result.status, content,
                                          self.clock)
+        if result.status == "generated":
+            self.shredded.discard(customer)
         self.keys[e.idempotency_key] = (e.message_id, params)
         return e.message_id
 
@@ -106,21 +113,27 @@ class RecordMachine(RuleBasedStateMachine):
         self.record.add_event(message_id, kind, data={"n": len(self.model[message_id].events)})
         m = self.model[message_id]
         m.events.append(kind)
-        # What the contact policy reads, in time order (ccm.record.entries.fold_consent).
-        withdrawn, blocked = self.opted_out[m.customer], f"blocked:{m.channel}"
-        if kind in ("opted_out", "complained"):
-            withdrawn.add(m.channel)
+        # What the contact policy reads, in order (ccm.record.entries.fold_consent).
+        consent, blocked = self.consent[m.customer], f"blocked:{m.channel}"
+        if kind in ("opted_out", "complained", "opted_in"):
+            consent[m.channel] = kind == "opted_in"
+        if kind in ("opted_in", "unsuppressed"):
+            consent.pop(blocked, None)
         elif kind == "suppressed":
-            withdrawn.add(blocked)
-        elif kind == "opted_in":
-            withdrawn.discard(m.channel)
-            withdrawn.discard(blocked)
-        elif kind == "unsuppressed":
-            withdrawn.discard(blocked)
+            consent[blocked] = False
 
     @rule(customer=st.sampled_from(CUSTOMERS))
     def erase(self, customer: str) -> None:
+        if not any(m.customer == customer for m in self.model.values()):
+            with pytest.raises(CustomerNotFound):
+                self.record.erase(customer)
+            return
+        if customer in self.shredded:
+            with pytest.raises(AlreadyErased):
+                self.record.erase(customer)
+            return
         self.record.erase(customer)
+        self.shredded.add(customer)
         self.erasures += 1
         for m in self.model.values():
             if m.customer == customer:
@@ -160,7 +173,7 @@ class RecordMachine(RuleBasedStateMachine):
                 1 for m in mine if m.status == "generated")
             assert self.record.count(customer, since=EPOCH, status="suppressed") == sum(
                 1 for m in mine if m.status == "suppressed")
-            assert set(self.record.consent_overrides(customer)) == self.opted_out[customer]
+            assert self.record.consent_overrides(customer) == self.consent[customer]
 
     def teardown(self) -> None:
         self.record.close()

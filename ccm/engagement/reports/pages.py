@@ -349,7 +349,7 @@ def write_report_html(
 def _open_record(url: str) -> Any:
     from ccm.record import Record
 
-    return Record(url, create=False)
+    return Record(url, create=False, read_only=True)
 
 
 def _brand_option(pack: Path | None) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ccm.engagement.nps import nps_scores, record_tables
+from ccm.engagement.nps import nps_scores, reading, record_tables
 
 __all__ = ["ChannelEngagement", "DeliveryRow", "OrgReport", "collect_report", "iso_week"]
 
@@ -158,7 +158,7 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
     Counting happens in the database (``GROUP BY``); only the weekly volume
     streams two columns per message, because ISO weeks are not portable SQL.
     """
-    engine, messages, events = record_tables(record)
+    _engine, messages, events = record_tables(record)
     start = datetime.combine(since, time.min, tzinfo=UTC) if since else None
     m = messages.c
     window = [m.created_at >= start] if start is not None else []
@@ -176,7 +176,9 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
             merged[label] += n
         return sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    with engine.connect() as conn:
+    # One read-only snapshot for every query (PostgreSQL: REPEATABLE READ, READ ONLY), so
+    # the totals, breakdowns, engagement and NPS describe the same moment.
+    with reading(record) as conn:
         report.sent = conn.execute(sa.select(count).where(*sent)).scalar_one()
         report.suppressed = conn.execute(
             sa.select(count).where(*window, m.status == SUPPRESSED)
@@ -247,8 +249,8 @@ def collect_report(record: Any, *, since: date | None = None) -> OrgReport:
                 entry = engagement.setdefault(row.channel, ChannelEngagement(row.channel))
                 setattr(entry, attr, row.n)
         report.delivery = _delivery(conn, messages, events, sent)
+        report.nps = nps_scores(record, since=start, conn=conn)
     report.engagement = [engagement[c] for c in sorted(engagement, key=_channel_key)]
-    report.nps = nps_scores(record, since=start)
     return report
 
 

@@ -1,0 +1,437 @@
+"""Appending to the record: messages (one or many), events, and their chain links.
+
+:class:`Appends` is the write side of :class:`~ccm.record.Record`. An append
+is one transaction holding the customer's lock: idempotency check, cap
+re-check, message row, archive blobs (sealed under the customer's data
+key), chain link. It is durable when :meth:`Appends.append` returns (SQLite
+WAL + ``synchronous=FULL``; PostgreSQL ``synchronous_commit=on``), and a
+crash leaves all of it or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from ccm.errors import IdempotencyConflict
+from ccm.record.archive import seal_blob
+from ccm.record.chain import (
+    GENESIS,
+    canonical,
+    event_body,
+    link,
+    link_hash,
+    message_body,
+    utc,
+)
+from ccm.record.connect import slices
+from ccm.record.datakeys import DataKeys
+from ccm.record.entries import (
+    _ENTRY_FIELDS,
+    _STR_FIELDS,
+    EVENT_KINDS,
+    AppendResult,
+    Entry,
+    Event,
+    entry_of,
+    find_entry,
+    get_entry,
+)
+from ccm.record.policy import Cap
+from ccm.record.schema import archive, chain, events, messages
+
+__all__ = ["BULK_CUSTOMERS", "Appends"]
+
+logger = logging.getLogger("ccm.record")
+
+#: Customers locked by one bulk transaction (PostgreSQL's lock table is finite).
+BULK_CUSTOMERS = 200
+
+
+def _chain_row(heads: dict[str, tuple[int, str]], customer: str, kind: str, ref: str,
+               detail: str | None, body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The next chain row of ``customer`` after ``heads[customer]`` (bulk appends)."""
+    seq, prev = heads.get(customer, (0, GENESIS))
+    seq += 1
+    at = datetime.now(UTC)
+    digest = link_hash(customer_id=customer, seq=seq, kind=kind, ref=ref, at=at,
+                       detail=detail, prev=prev, body=body)
+    heads[customer] = (seq, digest)
+    return {"customer_id": customer, "seq": seq, "kind": kind, "ref": ref, "at": at,
+            "detail": detail, "prev_hash": prev, "hash": digest}
+
+
+class Appends(DataKeys):
+    """Messages and events in, each linked into its customer's hash chain."""
+
+    def count(
+        self,
+        customer_id: str,
+        *,
+        since: datetime,
+        message_type: str | None = None,
+        channel: str | None = None,
+        status: str = "generated",
+    ) -> int:
+        """How many of the customer's messages were created at or after ``since``."""
+        with self._tx(write=False) as conn:
+            return self._count(conn, customer_id, since=since, message_type=message_type,
+                               channel=channel, status=status)
+
+    @staticmethod
+    def _count(conn: sa.Connection, customer_id: str, *, since: datetime,
+               message_type: str | None, channel: str | None, status: str) -> int:
+        if since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        query = sa.select(sa.func.count()).select_from(messages).where(
+            messages.c.customer_id == customer_id,
+            messages.c.status == status,
+            messages.c.created_at >= utc(since),
+        )
+        if message_type is not None:
+            query = query.where(messages.c.message_type == message_type)
+        if channel is not None:
+            query = query.where(messages.c.channel == channel)
+        return int(conn.execute(query).scalar_one())
+
+
+    # -- appending --------------------------------------------------------------
+
+    def append(
+        self,
+        entry: Entry,
+        *,
+        content: bytes | None = None,
+        archival: bytes | None = None,
+        caps: Sequence[Cap] = (),
+    ) -> AppendResult:
+        """Record one message atomically; see :class:`AppendResult` for the outcomes.
+
+        Under the customer's lock, in one transaction: a recorded
+        ``idempotency_key`` returns ``duplicate`` (same ``params_sha256``) or
+        raises :class:`IdempotencyConflict`; ``caps`` are re-counted and a
+        reached cap stores the entry as suppressed (``cap:<name>``, no
+        content); otherwise the entry, its encrypted content and its chain
+        link are committed before this returns.
+        """
+        item = self._prepare(entry, content, archival)
+        result: AppendResult = self._retrying(
+            [entry.customer_id], lambda conn: self._append(conn, item, content, archival, caps)
+        )
+        return result
+
+    def append_many(
+        self, items: Sequence[Mapping[str, Any]]
+    ) -> list[AppendResult | IdempotencyConflict]:
+        """Append many messages in few transactions (batch runs): one result per item, in order.
+
+        Each item is ``{"entry": Entry, "content": bytes | None, "archival":
+        bytes | None, "caps": [Cap, ...]}``. An idempotency conflict is
+        returned in that item's place rather than raised, so one bad row does
+        not lose the others. Same guarantees as :meth:`append`.
+        """
+        prepared = [
+            (self._prepare(i["entry"], i.get("content"), i.get("archival")), i) for i in items
+        ]
+        results: list[AppendResult | IdempotencyConflict] = []
+        start = 0
+        while start < len(prepared):
+            customers: set[str] = set()
+            end = start
+            while end < len(prepared) and (
+                len(customers) < BULK_CUSTOMERS or prepared[end][0].customer_id in customers
+            ):
+                customers.add(prepared[end][0].customer_id)
+                end += 1
+            chunk = prepared[start:end]
+
+            def run(conn: sa.Connection,
+                    chunk: list[tuple[Entry, Mapping[str, Any]]] = chunk,
+                    ) -> list[AppendResult | IdempotencyConflict]:
+                return self._append_bulk(conn, chunk)
+
+            results.extend(self._retrying(customers, run))
+            start = end
+        return results
+
+    def _append_bulk(
+        self, conn: sa.Connection, chunk: Sequence[tuple[Entry, Mapping[str, Any]]]
+    ) -> list[AppendResult | IdempotencyConflict]:
+        """:meth:`_append` for many entries at once, with the same checks, in a few statements.
+
+        One query finds the recorded idempotency keys, one the chain heads, one
+        the customers' recent generated messages (for caps); each cap is then
+        counted in Python, including what this chunk adds before it, and all
+        rows are inserted with one ``executemany`` per table. Runs inside the
+        caller's locked write transaction, so check and insert stay atomic.
+        """
+        keys = sorted({entry.idempotency_key for entry, _ in chunk})
+        customers = sorted({entry.customer_id for entry, _ in chunk})
+        known: dict[str, Entry] = {}
+        for part in slices(keys):
+            for row in conn.execute(
+                sa.select(messages).where(messages.c.idempotency_key.in_(part))
+            ):
+                found = entry_of(row)
+                known[found.idempotency_key] = found
+        heads: dict[str, tuple[int, str]] = {}
+        for part in slices(customers):
+            top = (sa.select(chain.c.customer_id, sa.func.max(chain.c.seq).label("top"))
+                   .where(chain.c.customer_id.in_(part)).group_by(chain.c.customer_id)
+                   .subquery())
+            for row in conn.execute(
+                sa.select(chain.c.customer_id, chain.c.seq, chain.c.hash).join(
+                    top, sa.and_(chain.c.customer_id == top.c.customer_id,
+                                 chain.c.seq == top.c.top))
+            ):
+                heads[row.customer_id] = (int(row.seq), row.hash)
+        capped = [(e, raw["caps"]) for e, raw in chunk
+                  if e.status == "generated" and raw.get("caps")]
+        recent: dict[str, list[tuple[datetime, str | None, str]]] = {}
+        if capped:
+            oldest = utc(min(e.created_at - cap.window for e, caps in capped for cap in caps))
+            for part in slices(sorted({e.customer_id for e, _ in capped})):
+                for row in conn.execute(
+                    sa.select(messages.c.customer_id, messages.c.created_at,
+                              messages.c.message_type, messages.c.channel)
+                    .where(messages.c.customer_id.in_(part),
+                           messages.c.status == "generated",
+                           messages.c.created_at >= oldest)
+                ):
+                    recent.setdefault(row.customer_id, []).append(
+                        (utc(row.created_at), row.message_type, row.channel))
+
+        out: list[AppendResult | IdempotencyConflict] = []
+        message_rows: list[dict[str, Any]] = []
+        archive_rows: list[dict[str, Any]] = []
+        chain_rows: list[dict[str, Any]] = []
+        for entry, raw in chunk:
+            earlier = known.get(entry.idempotency_key)
+            if earlier is not None:
+                if earlier.params_sha256 == entry.params_sha256:
+                    out.append(AppendResult("duplicate", earlier, earlier.reason))
+                else:
+                    out.append(IdempotencyConflict(
+                        f"idempotency key {entry.idempotency_key!r} is recorded for other "
+                        f"parameters (message {earlier.message_id}); use a new key to send a "
+                        "different message",
+                        key=entry.idempotency_key, message_id=earlier.message_id,
+                        customer_id=entry.customer_id,
+                    ))
+                continue
+            customer = entry.customer_id
+            status: Literal["generated", "suppressed"] = (
+                "generated" if entry.status == "generated" else "suppressed"
+            )
+            reason = entry.reason
+            if status == "generated":
+                for cap in raw.get("caps") or ():
+                    if not cap.applies_to(entry.message_type or "", entry.channel):
+                        continue  # as in _append: a cap only stops what it counts
+                    since = entry.created_at - cap.window
+                    made = sum(
+                        1 for at, kind, channel in recent.get(customer, ())
+                        if at >= since
+                        and (cap.message_type is None or kind == cap.message_type)
+                        and (cap.channel is None or channel == cap.channel)
+                    )
+                    if made >= cap.max:
+                        status, reason = "suppressed", f"cap:{cap.name}"
+                        break
+            content, archival = raw.get("content"), raw.get("archival")
+            if status != "generated":
+                content = archival = None
+                entry = replace(entry, content_sha256=None, archival_sha256=None)
+            parts = [(p, d) for p, d in (("content", content), ("archival", archival))
+                     if d is not None]
+            ref = uuid.uuid4().hex if parts and self.master_key is not None else None
+            stored = replace(entry, status=status, reason=reason, archive_ref=ref)
+            values = {name: getattr(stored, name) for name in _ENTRY_FIELDS}
+            message_rows.append(values)
+            commitment = None
+            if ref is not None:
+                key_id, key, commitment = self._data_key(conn, customer)
+                archive_rows.extend(
+                    {"ref": ref, "part": part, "message_id": stored.message_id,
+                     "customer_id": customer, "key_id": key_id,
+                     "blob": seal_blob(key, data, message_id=stored.message_id, part=part,
+                                       customer_id=customer)}
+                    for part, data in parts
+                )
+            chain_rows.append(_chain_row(heads, customer, "message", stored.message_id,
+                                         commitment if ref is not None else None,
+                                         message_body(values)))
+            known[stored.idempotency_key] = stored
+            if status == "generated":
+                recent.setdefault(customer, []).append(
+                    (stored.created_at, stored.message_type, stored.channel))
+            out.append(AppendResult(status, stored, reason))
+        if message_rows:
+            conn.execute(messages.insert(), message_rows)
+        if archive_rows:
+            conn.execute(archive.insert(), archive_rows)
+        if chain_rows:
+            conn.execute(chain.insert(), chain_rows)
+        logger.debug("appended %d message(s) in one statement per table", len(message_rows))
+        return out
+
+    @staticmethod
+    def _prepare(entry: Entry, content: bytes | None, archival: bytes | None) -> Entry:
+        """Check an entry and normalise it to what the database gives back."""
+        if entry.status not in ("generated", "suppressed"):
+            raise ValueError(f"an appended entry is generated or suppressed, not {entry.status!r}")
+        if not isinstance(entry.created_at, datetime) or entry.created_at.tzinfo is None:
+            raise ValueError("Entry.created_at must be a timezone-aware datetime")
+        if not entry.customer_id or not entry.message_id or not entry.idempotency_key:
+            raise ValueError("an entry needs a message_id, an idempotency_key and a customer_id")
+        changes: dict[str, Any] = {
+            name: str(getattr(entry, name))
+            for name in _STR_FIELDS
+            if getattr(entry, name) is not None and not isinstance(getattr(entry, name), str)
+        }
+        changes["created_at"] = utc(entry.created_at)
+        changes["archive_ref"] = None
+        for part, data in (("content", content), ("archival", archival)):
+            if data is None:
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            given = getattr(entry, f"{part}_sha256")
+            if given is None:
+                changes[f"{part}_sha256"] = digest
+            elif given != digest:
+                raise ValueError(f"Entry.{part}_sha256 does not match the {part} bytes given")
+        return replace(entry, **changes)
+
+    def _append(self, conn: sa.Connection, entry: Entry, content: bytes | None,
+                archival: bytes | None, caps: Sequence[Cap]) -> AppendResult:
+        earlier = find_entry(conn, entry.idempotency_key)
+        if earlier is not None:
+            if earlier.params_sha256 == entry.params_sha256:
+                return AppendResult("duplicate", earlier, earlier.reason)
+            raise IdempotencyConflict(
+                f"idempotency key {entry.idempotency_key!r} is recorded for other parameters "
+                f"(message {earlier.message_id}); use a new key to send a different message",
+                key=entry.idempotency_key,
+                message_id=earlier.message_id,
+                customer_id=entry.customer_id,
+            )
+        status: Literal["generated", "suppressed"] = (
+            "generated" if entry.status == "generated" else "suppressed"
+        )
+        reason = entry.reason
+        if status == "generated":
+            for cap in caps:
+                if not cap.applies_to(entry.message_type or "", entry.channel):
+                    continue  # a marketing cap never stops an operational message
+                made = self._count(conn, entry.customer_id, since=entry.created_at - cap.window,
+                                   message_type=cap.message_type, channel=cap.channel,
+                                   status="generated")
+                if made >= cap.max:
+                    status, reason = "suppressed", f"cap:{cap.name}"
+                    break
+        if status != "generated":
+            # Nothing that was not sent is archived, and a suppressed entry has no content.
+            content = archival = None
+            entry = replace(entry, content_sha256=None, archival_sha256=None)
+        parts = [(p, d) for p, d in (("content", content), ("archival", archival)) if d is not None]
+        ref = uuid.uuid4().hex if parts and self.master_key is not None else None
+        stored = replace(entry, status=status, reason=reason, archive_ref=ref)
+        row = {f.name: getattr(stored, f.name) for f in fields(Entry)}
+        conn.execute(messages.insert(), row)
+        commitment = None
+        if ref is not None:
+            key_id, key, commitment = self._data_key(conn, stored.customer_id)
+            conn.execute(archive.insert(), [
+                {"ref": ref, "part": part, "message_id": stored.message_id,
+                 "customer_id": stored.customer_id, "key_id": key_id,
+                 "blob": seal_blob(key, data, message_id=stored.message_id, part=part,
+                                   customer_id=stored.customer_id)}
+                for part, data in parts
+            ])
+        link(conn, stored.customer_id, "message", stored.message_id, message_body(row),
+             commitment)
+        logger.debug("appended %s (%s) for customer %s", stored.message_id, status,
+                     stored.customer_id)
+        return AppendResult(status, stored, reason)
+
+    # -- events -----------------------------------------------------------------
+
+    def add_event(
+        self,
+        message_id: str,
+        kind: str,
+        *,
+        at: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Attach an event (one of :data:`EVENT_KINDS`) to a message, chained like it.
+
+        ``data`` is a small JSON object (a clicked URL, a bounce code) and must
+        not hold personal data: it is stored in clear. An ``opted_out`` (or
+        ``complained``) event withdraws consent for the message's channel, or
+        for ``data["channel"]`` when given (see :meth:`consent_overrides`).
+        """
+        added = self._add_event(message_id, kind, at=at, data=data, once=False)
+        assert added is not None  # only once=True can find one already there
+        return added
+
+    def add_event_once(
+        self,
+        message_id: str,
+        kind: str,
+        *,
+        at: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event | None:
+        """:meth:`add_event` unless the message already has an event of ``kind``; then ``None``.
+
+        The check and the insert happen in one transaction under the
+        customer's lock, so two callers at once (a repeated unsubscribe POST)
+        add exactly one event.
+        """
+        return self._add_event(message_id, kind, at=at, data=data, once=True)
+
+    def _add_event(self, message_id: str, kind: str, *, at: datetime | None,
+                   data: Mapping[str, Any] | None, once: bool) -> Event | None:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; one of {', '.join(EVENT_KINDS)}")
+        if at is not None and at.tzinfo is None:
+            raise ValueError("at must be timezone-aware")
+        when = utc(at or datetime.now(UTC))
+        text = None
+        if data is not None:
+            if not isinstance(data, Mapping):
+                raise ValueError("event data must be a JSON object")
+            try:
+                text = canonical(data).decode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"event data must be plain JSON: {exc}") from None
+        with self._tx(write=False) as conn:
+            customer_id = get_entry(conn, message_id).customer_id
+        event_id = uuid.uuid4().hex
+        row = {"event_id": event_id, "message_id": message_id, "customer_id": customer_id,
+               "kind": kind, "at": when, "data": text}
+
+        def work(conn: sa.Connection) -> bool:
+            if once and conn.execute(
+                sa.select(sa.exists().where(events.c.message_id == message_id,
+                                            events.c.kind == kind))
+            ).scalar_one():
+                return False
+            conn.execute(events.insert(), row)
+            link(conn, customer_id, "event", event_id, event_body(row))
+            return True
+
+        if not self._retrying([customer_id], work):
+            return None
+        return Event(event_id, message_id, customer_id, kind, when,
+                     json.loads(text) if text is not None else None)
+
