@@ -26,6 +26,7 @@ from ccm.errors import DeliveryUncertain as DeliveryUncertain
 from ccm.errors import ErasurePending as ErasurePending
 from ccm.errors import HeaderError as HeaderError
 from ccm.errors import IdempotencyConflict as IdempotencyConflict
+from ccm.errors import InboundError as InboundError
 from ccm.errors import KeyConfigError as KeyConfigError
 from ccm.errors import MessageError as MessageError
 from ccm.errors import MessageNotFound as MessageNotFound
@@ -81,6 +82,7 @@ __all__ = [
     "ErasurePending",
     "HeaderError",
     "IdempotencyConflict",
+    "InboundError",
     "KeyConfigError",
     "Message",
     "MessageError",

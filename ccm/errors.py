@@ -40,6 +40,8 @@ branches that must never be confused:
         │   ├── TemporaryDeliveryError              try again later (4xx, 429, dropped)
         │   ├── PermanentDeliveryError              never retry (5xx, invalid number)
         │   └── DeliveryUncertain                   the transport cannot say: review
+        ├── InboundError             (ValueError)   a bounce, complaint or callback
+        │                                           cannot be read or matched
         └── RecordError
             ├── IdempotencyConflict                 same key, other parameters
             ├── MessageNotFound      (LookupError)
@@ -82,6 +84,7 @@ __all__ = [
     "ErasurePending",
     "HeaderError",
     "IdempotencyConflict",
+    "InboundError",
     "KeyConfigError",
     "MessageError",
     "MessageNotFound",
@@ -236,6 +239,13 @@ class HeaderError(MessageError, ValueError):
 
 class PasswordRuleError(MessageError):
     """The PDF password rule cannot be applied (the customer lacks the field)."""
+
+
+class InboundError(MessageError, ValueError):
+    """A delivery report, complaint or provider callback cannot be read or matched to a
+    message. ``reason`` is a short code (``not-a-report``, ``malformed``,
+    ``unmatched``, ``too-large``); ``source`` names the file when there is one.
+    """
 
 
 class RecordError(MessageError):

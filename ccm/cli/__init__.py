@@ -49,6 +49,7 @@ def _mount_optional() -> None:
         ("ccm.cli.track", "track_serve"),
         ("ccm.cli.doctor", "doctor"),
         ("ccm.cli.send", "send"),
+        ("ccm.cli.events", "events"),
     ):
         try:
             mod = importlib.import_module(module)

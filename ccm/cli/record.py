@@ -151,9 +151,13 @@ def _why(exc: OSError) -> str:
 
 
 class _RecordGroup(click.Group):
-    """The ``record`` group; ``report`` is loaded from :mod:`ccm.cli.report` when asked for."""
+    """The ``record`` group; ``report`` (:mod:`ccm.cli.report`) and ``unsuppress``
+    (:mod:`ccm.cli.events`) are loaded when asked for."""
 
-    _lazy: ClassVar[dict[str, tuple[str, str]]] = {"report": ("ccm.cli.report", "report_cmd")}
+    _lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "report": ("ccm.cli.report", "report_cmd"),
+        "unsuppress": ("ccm.cli.events", "unsuppress_cmd"),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))

@@ -59,6 +59,11 @@ def _rows(path: Path, schema: Any = None) -> Iterator[Any]:
 @click.option("--no-record", is_flag=True, help="Do not write the communication record.")
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="Caller's idempotency key (combined with each channel).")
+@click.option("--documents", "document_delivery", type=click.Choice(["attach", "link"]),
+              default="attach", show_default=True,
+              help="Confidential PDFs as attachments, or as retrieval links (docs/retrieval.md).")
+@click.option("--web-version", is_flag=True,
+              help="Give emails a hosted web version link (needs tracking.base_url).")
 @as_of_option
 def render(
     template: str,
@@ -73,10 +78,13 @@ def render(
     record_url: str | None,
     no_record: bool,
     idempotency_key: str | None,
+    document_delivery: str,
+    web_version: bool,
     as_of: datetime | None,
 ) -> None:
     """Render TEMPLATE for every request in --data into --out."""
-    from ccm.render.engine import Engine, RenderOptions, default_record_url
+    from ccm.render.engine import Engine, default_record_url
+    from ccm.render.options import RenderOptions
 
     if out_dir is None and not queue:
         raise Fail("--out FOLDER is needed (or --queue, to deliver with ccm send)",
@@ -89,7 +97,10 @@ def render(
         moment = aware(as_of)
         engine = Engine(pack_dir, templates_dir, record=record,
                         clock=None if moment is None else (lambda: moment),
-                        options=RenderOptions(queue=queue))
+                        options=RenderOptions(
+                            queue=queue,
+                            document_delivery="link" if document_delivery == "link"
+                            else "attach", web_version=web_version))
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     failures = 0

@@ -9,6 +9,12 @@ A small Starlette (ASGI) app over :mod:`ccm.render.links` and a record (the
     POST /u/{token}   records ``opted_out`` once (RFC 8058 one-click too)
     GET  /healthz     ``ok``
 
+With :class:`~ccm.engagement.webhooks.WebhookSettings`, also the delivery
+report, provider status callback and inbound SMS webhooks (docs/events.md);
+with :class:`~ccm.engagement.retrieval.RetrievalSettings`, the document
+retrieval page ``/d/{token}`` and hosted web versions ``/w/{token}``
+(docs/retrieval.md).
+
 A malformed, forged or wrong-kind token answers 400, an expired one 410, and
 neither records anything. Redirect targets come only from signed tokens, so
 the app cannot be used as an open redirect. ``HEAD`` requests (link checkers)
@@ -22,10 +28,13 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from ccm.engagement.retrieval import RetrievalSettings
+from ccm.engagement.retrieval import routes as retrieval_routes
 from ccm.engagement.tracking import (
     EventSink,
     TokenData,
@@ -34,6 +43,8 @@ from ccm.engagement.tracking import (
     record_verified,
     verify,
 )
+from ccm.engagement.webhooks import WebhookSettings
+from ccm.engagement.webhooks import routes as webhook_routes
 from ccm.errors import MessageNotFound, TokenError
 
 try:
@@ -116,11 +127,17 @@ def create_app(
     key: TrackingKey,
     *,
     brand: Mapping[str, Any] | None = None,
+    webhooks: WebhookSettings | None = None,
+    retrieval: RetrievalSettings | None = None,
 ) -> Starlette:
     """The ASGI app serving tracking tokens signed with ``key`` into the record ``store``.
 
     ``brand`` (``{"name": ..., "palette": {"primary", "text", "background"}}``)
-    styles the unsubscribe pages. The record is used from a thread pool.
+    styles the unsubscribe pages. ``webhooks`` mounts the delivery report,
+    status callback and inbound SMS routes (:mod:`ccm.engagement.webhooks`).
+    ``retrieval`` mounts the document retrieval page and hosted web versions
+    (:mod:`ccm.engagement.retrieval`; the record needs its master key). The
+    record is used from a thread pool.
     """
 
     async def record(data: TokenData, request: Request) -> None:
@@ -203,6 +220,9 @@ def create_app(
             Route("/o/{token}", pixel, methods=["GET"]),
             Route("/u/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/healthz", health, methods=["GET"]),
+            *(webhook_routes(store, webhooks) if webhooks is not None else []),
+            *(retrieval_routes(store, key, retrieval, page=_page, brand=brand)
+              if retrieval is not None else []),
         ]
     )
 
@@ -214,6 +234,8 @@ def serve(
     *,
     key_file: str | None = None,
     brand: Mapping[str, Any] | None = None,
+    webhooks: WebhookSettings | None = None,
+    retrieval: RetrievalSettings | None = None,
 ) -> None:
     """Run the tracking app with uvicorn (what ``ccm track-serve`` calls).
 
@@ -222,8 +244,12 @@ def serve(
     """
     import uvicorn
 
-    from ccm.record import Record
+    from ccm.record import MasterKey, Record
+    from ccm.record.keys import ENV_KEY, ENV_KEY_FILE
 
     key = TrackingKey.load(key_file)
-    app = create_app(Record(record_url, create=False), key, brand=brand)
+    master = MasterKey.from_env() if retrieval is not None or (
+        os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE)) else None
+    app = create_app(Record(record_url, create=False, master_key=master), key, brand=brand,
+                     webhooks=webhooks, retrieval=retrieval)
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

@@ -7,6 +7,7 @@ neither imports the other.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -18,15 +19,19 @@ from ccm.record.chain import utc
 from ccm.record.schema import messages
 
 __all__ = [
+    "BLOCKED_PREFIX",
+    "CONSENT_KINDS",
     "EVENT_KINDS",
     "OPT_IN_KINDS",
     "OPT_OUT_KINDS",
+    "SUPPRESSION_KINDS",
     "AppendResult",
     "Entry",
     "Event",
     "entry_of",
     "event_of",
     "find_entry",
+    "fold_consent",
     "get_entry",
 ]
 
@@ -37,11 +42,20 @@ EVENT_KINDS = (
     "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
     "queued", "sending", "retry", "review",
     "opted_in",
+    # Events coming back (docs/events.md) and retrieval (docs/retrieval.md).
+    "suppressed", "unsuppressed", "viewed",
 )
 #: Event kinds that withdraw consent for the message's channel.
 OPT_OUT_KINDS = ("opted_out", "complained")
 #: Event kinds that give consent back (the latest opt-out or opt-in of a channel wins).
 OPT_IN_KINDS = ("opted_in",)
+#: Event kinds that block a channel for *every* message type (a hard bounce), and lift it.
+SUPPRESSION_KINDS = ("suppressed", "unsuppressed")
+#: Every event kind that changes what the contact policy allows, read in the order added.
+CONSENT_KINDS = OPT_OUT_KINDS + OPT_IN_KINDS + SUPPRESSION_KINDS
+#: Prefix of the consent-override keys that block a channel for every message
+#: type (``{"blocked:email": False}`` after a hard bounce).
+BLOCKED_PREFIX = "blocked:"
 
 @dataclass(frozen=True)
 class Entry:
@@ -113,6 +127,37 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "kind": self.kind,
                 "at": utc(self.at).isoformat(), "data": self.data}
+
+
+def fold_consent(rows: Iterable[tuple[str, Mapping[str, Any] | None, str]]) -> dict[str, bool]:
+    """Consent overrides from ``(kind, data, message channel)`` rows in time order.
+
+    * ``opted_out`` / ``complained``: ``{channel: False}`` (consent withdrawn;
+      the contact policy refuses consent-required types, marketing by default).
+      With ``data["scope"] == "all"`` (an SMS STOP) the channel is also blocked.
+    * ``suppressed`` (a hard bounce): ``{"blocked:<channel>": False}`` -- the
+      policy refuses every message type on that channel.
+    * ``opted_in`` (START): ``{channel: True}`` (the latest opt-out or opt-in
+      wins) and lifts the block; ``unsuppressed`` (the operator) lifts the block.
+
+    ``channel`` is ``data["channel"]`` when given, else the message's channel.
+    """
+    out: dict[str, bool] = {}
+    for kind, data, message_channel in rows:
+        channel = str((data or {}).get("channel") or message_channel)
+        blocked = BLOCKED_PREFIX + channel
+        if kind in OPT_OUT_KINDS:
+            out[channel] = False
+            if (data or {}).get("scope") == "all":
+                out[blocked] = False
+        elif kind == "suppressed":
+            out[blocked] = False
+        elif kind in OPT_IN_KINDS:
+            out[channel] = True
+            out.pop(blocked, None)
+        elif kind == "unsuppressed":
+            out.pop(blocked, None)
+    return dict(sorted(out.items()))
 
 
 def entry_of(row: Any) -> Entry:

@@ -8,6 +8,9 @@ pass a cap (see :meth:`ccm.record.Record.append`).
 
 Rules run in a fixed order and the first that says no decides:
 
+0. ``suppressed:<channel>`` -- the record blocked the channel for every
+   message type (a hard bounce on email, an SMS STOP): the override
+   ``{"blocked:<channel>": False}``.
 1. ``consent:<channel>`` -- a message type listed in ``consent_required``
    (default: marketing) needs the customer's consent on that channel, and no
    recorded opt-out.
@@ -28,6 +31,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ccm.errors import DataError, PackError
+from ccm.record.entries import BLOCKED_PREFIX
 
 __all__ = ["Cap", "Decision", "Policy", "QuietHours"]
 
@@ -236,6 +240,13 @@ class Policy:
         channel: str,
         overrides: Mapping[str, bool],
     ) -> Decision | None:
+        if overrides.get(BLOCKED_PREFIX + channel) is False:
+            return Decision(
+                allowed=False,
+                rule=f"suppressed:{channel}",
+                reason=(f"the customer's {channel} address is suppressed for every message "
+                        "(a hard bounce or STOP recorded in the record)"),
+            )
         if message_type not in self.consent_required:
             return None
         consents = customer.get("consents") or {}

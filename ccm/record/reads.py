@@ -19,17 +19,17 @@ import sqlalchemy as sa
 from ccm.errors import ContentErased, ContentTampered, KeyConfigError, RecordError
 from ccm.record import checkpoint as checkpoints
 from ccm.record import views
-from ccm.record.chain import VerifyReport, report, scan, utc
+from ccm.record.chain import VerifyReport, canonical, report, scan, utc
 from ccm.record.connect import slices
 from ccm.record.datakeys import DataKeys
 from ccm.record.entries import (
-    OPT_IN_KINDS,
-    OPT_OUT_KINDS,
+    CONSENT_KINDS,
     Entry,
     Event,
     entry_of,
     event_of,
     find_entry,
+    fold_consent,
     get_entry,
 )
 from ccm.record.schema import chain, events, messages
@@ -78,6 +78,21 @@ class Reads(DataKeys):
             )
             return [event_of(r) for r in rows]
 
+    def find_events(self, kind: str, field: str, value: str) -> list[Event]:
+        """Events of ``kind`` whose data has ``field`` equal to the string ``value``, oldest
+        first (e.g. the ``sent`` event with ``{"provider_id": "SM..."}`` a provider's
+        callback names). A text match narrows the rows, the parsed data decides.
+        """
+        fragment = canonical({field: value}).decode("utf-8")[1:-1]
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                sa.select(events).where(events.c.kind == kind,
+                                        events.c.data.contains(fragment, autoescape=True))
+                .order_by(events.c.at, events.c.event_id)
+            )
+            found = [event_of(r) for r in rows]
+        return [e for e in found if (e.data or {}).get(field) == value]
+
     def has_event(self, message_id: str, kind: str) -> bool:
         """Whether the message has at least one event of ``kind``."""
         with self._tx(write=False) as conn:
@@ -88,21 +103,28 @@ class Reads(DataKeys):
 
     @staticmethod
     def _consent_query(customers: Iterable[str]) -> sa.Select[Any]:
-        """Consent events (opt-outs, complaints, opt-ins) of ``customers``, oldest first."""
+        """Consent events (opt-outs, complaints, opt-ins, suppressions) of ``customers`` in
+        the order they were added: by time, then by their link in the customer's chain
+        (events at the same instant keep their order)."""
         return (
             sa.select(events.c.customer_id, events.c.kind, events.c.data, messages.c.channel)
-            .select_from(events.join(messages, events.c.message_id == messages.c.message_id))
+            .select_from(
+                events.join(messages, events.c.message_id == messages.c.message_id)
+                .join(chain, sa.and_(chain.c.customer_id == events.c.customer_id,
+                                     chain.c.ref == events.c.event_id)))
             .where(events.c.customer_id.in_(list(customers)),
-                   events.c.kind.in_((*OPT_OUT_KINDS, *OPT_IN_KINDS)))
-            .order_by(events.c.customer_id, events.c.at, events.c.event_id)
+                   events.c.kind.in_(CONSENT_KINDS))
+            .order_by(events.c.customer_id, events.c.at, chain.c.seq)
         )
 
     @staticmethod
     def _fold(rows: Iterable[Any], out: dict[str, dict[str, bool]]) -> None:
-        """The latest consent event per customer and channel wins (``False`` = opted out)."""
-        for customer_id, kind, data, channel in rows:
-            named = json.loads(data).get("channel") if data else None
-            out.setdefault(customer_id, {})[str(named or channel)] = kind in OPT_IN_KINDS
+        """Per customer, :func:`~ccm.record.entries.fold_consent` of their rows."""
+        rows = list(rows)
+        for customer_id in dict.fromkeys(r[0] for r in rows):
+            out[customer_id] = fold_consent(
+                (kind, json.loads(data) if data else None, channel)
+                for cid, kind, data, channel in rows if cid == customer_id)
 
     def _overrides(self, conn: sa.Connection, customer_id: str) -> dict[str, bool]:
         out: dict[str, dict[str, bool]] = {}
@@ -114,6 +136,9 @@ class Reads(DataKeys):
 
         ``False`` for a channel the customer opted out of (or complained on),
         ``True`` for one they opted in to again afterwards (``opted_in``);
+        ``{"blocked:<channel>": False}`` for a channel suppressed for every
+        message type (a hard bounce, an SMS STOP) until an opt-in or an
+        operator's ``unsuppressed`` (see :func:`ccm.record.entries.fold_consent`);
         channels without such events are absent.
         """
         with self._tx(write=False) as conn:

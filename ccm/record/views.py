@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 
 from ccm.record.chain import utc
+from ccm.record.entries import BLOCKED_PREFIX
 from ccm.record.schema import events, messages
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ __all__ = [
     "TimelineItem",
     "build_export",
     "build_timeline",
+    "delivery_rates",
     "encode_content",
     "feature_query_rows",
     "feature_rows",
@@ -151,11 +153,51 @@ def summarise(
         "engagement_rate": {ch: round(engaged[ch] / n, 4) for ch, n in sorted(by_channel.items())},
         "last_contact": dict(sorted(last.items())),
         "pack_versions": packs,
-        "opted_out": sorted(ch for ch, ok in overrides.items() if not ok),
+        "opted_out": sorted(ch for ch, ok in overrides.items()
+                            if not ok and not ch.startswith(BLOCKED_PREFIX)),
+        "suppressed_channels": sorted(ch.removeprefix(BLOCKED_PREFIX)
+                                      for ch, ok in overrides.items()
+                                      if not ok and ch.startswith(BLOCKED_PREFIX)),
+        "delivery": {
+            "by_channel": delivery_rates(made, lambda e: e.channel),
+            "by_template": delivery_rates(made, lambda e: e.template),
+            "by_journey": delivery_rates(made, lambda e: e.journey or ""),
+        },
         "erased_at": utc(erasures[-1]).isoformat() if erasures else None,
         "segment": segments[-1] if segments else None,
         "nps_score": _latest_score(items),
     }
+
+
+#: Events that say a transport took the message (the denominator of the delivery rates).
+HANDED_OVER = ("sent", "delivered", "bounced", "failed", "complained")
+#: The delivery outcomes counted per message (a message counts once per kind).
+DELIVERY_OUTCOMES = ("delivered", "bounced", "complained", "failed")
+
+
+def delivery_rates(
+    items: Iterable[TimelineItem], key: Callable[[Entry], str]
+) -> dict[str, dict[str, Any]]:
+    """Per ``key(entry)``: messages handed to a transport, and how many were delivered,
+    bounced, complained about or failed, with their rates (share of the handed-over
+    messages, rounded to 4 places; ``None`` when none was handed over).
+
+    A message counts once per outcome however many events it has (a soft bounce
+    then delivery counts as bounced *and* delivered).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        kinds = {ev.kind for ev in item.events}
+        row = out.setdefault(key(item.entry), {"sent": 0, **dict.fromkeys(DELIVERY_OUTCOMES, 0)})
+        if kinds & set(HANDED_OVER):
+            row["sent"] += 1
+            for outcome in DELIVERY_OUTCOMES:
+                row[outcome] += outcome in kinds
+    for row in out.values():
+        for outcome, rate in (("delivered", "delivery_rate"), ("bounced", "bounce_rate"),
+                              ("complained", "complaint_rate"), ("failed", "failure_rate")):
+            row[rate] = round(row[outcome] / row["sent"], 4) if row["sent"] else None
+    return dict(sorted(out.items()))
 
 
 #: The template id whose clicks are survey answers.

@@ -32,7 +32,7 @@ from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
 from ccm.render.budget import Budget, Meter
 from ccm.render.environment import create_environment, gettext_functions, render_source
-from ccm.render.finish import finish_email, finish_pdf, finish_sms
+from ccm.render.finish import finish_email, finish_pdf, finish_sms, link_document
 from ccm.render.i18n import catalog_for
 from ccm.render.options import DEFAULT, RenderOptions
 from ccm.render.recording import (
@@ -204,13 +204,17 @@ class Engine:
         channels = [channel] if channel else [c for c in CHANNELS if c in tpl.channels]
 
         results: dict[str, Message] = {}
-        # The PDF first: an email may attach it.
+        # The PDF first: an email may attach it (or link to it, recorded on its own).
         order = sorted(channels, key=lambda c: 0 if c == "pdf" else 1)
-        if tpl.attach_pdf and "email" in order and "pdf" not in order and "pdf" in tpl.channels:
+        linked = self._links_document(tpl) and any(c in ("email", "sms") for c in channels)
+        attached = tpl.attach_pdf and "email" in order and "pdf" in tpl.channels
+        if (attached or linked) and "pdf" not in order:
             order.insert(0, "pdf")
         for ch in order:
             key = self._key(tpl, req, ch, idempotency_key)
             attach = results.get("pdf") if ch == "email" and tpl.attach_pdf else None
+            if linked and ch in ("email", "sms"):
+                attach = results["pdf"]
             if ch == "email" and tpl.attach_pdf and attach is None:
                 attach = self._render_channel(tpl, req, "pdf", loc, key=None, use_record=False)
             results[ch] = self._render_channel(
@@ -219,6 +223,11 @@ class Engine:
         if channel is not None:
             return results[channel]
         return [results[c] for c in channels]
+
+    def _links_document(self, tpl: Template) -> bool:
+        """Whether this template's confidential PDF travels as a retrieval link."""
+        return (self.options.document_delivery == "link" and tpl.confidential
+                and "pdf" in tpl.channels)
 
     def _check_call(self, tpl: Template, channel: str | None, locale: str | None) -> None:
         """Channel and locale exist; the template is approved when approval is required."""
@@ -279,9 +288,10 @@ class Engine:
     def _render_chunk(self, template: str, requests: Sequence[Request | Mapping[str, Any]],
                       channel: str, locale: str | None) -> list[Message]:
         record = self.record
-        if record is None:
-            return [self.render(template, r, channel, locale) for r in requests]
         tpl = self.template(template)
+        if record is None or (self._links_document(tpl) and channel in ("email", "sms")):
+            # A linked document is recorded as its own message first: one request at a time.
+            return [self.render(template, r, channel, locale) for r in requests]
         self._check_call(tpl, channel, locale)
         reqs = [r if isinstance(r, Request) else validate_request(_as_dict(r)) for r in requests]
         for req in reqs:
@@ -435,6 +445,9 @@ class Engine:
                 attachment: Message | None) -> None:
         """The channel's part: fill ``message`` with its content."""
         meter = self.budget(tpl).start()
+        if attachment is not None and self._links_document(tpl):
+            link_document(self, message, attachment)
+            attachment = None
         if message.channel == "pdf":
             finish_pdf(self, tpl, req, message, meter)
         elif message.channel == "email":
@@ -484,6 +497,8 @@ class Engine:
             "letter": tpl.letter,
             "password_hint": message.password_hint,
             "unsubscribe_url": message.meta.get("unsubscribe_url"),
+            "document_url": message.meta.get("document_url"),
+            "web_version_url": message.meta.get("web_version_url"),
             "created_at": message.created_at,
         }
         lang = locale.split("_")[0]

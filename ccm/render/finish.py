@@ -109,6 +109,7 @@ def finish_email(
         headers["List-Unsubscribe"] = ", ".join(targets)
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     headers["X-CCM-Message-ID"] = message.message_id
+    _web_version(engine, message)
     rendered = engine._render(tpl, req, "email", message, meter,
                             blocks=("subject", "preheader"))
     html = email_channel.compile_mjml_cached(
@@ -135,6 +136,46 @@ def finish_email(
     )
     message.email = PARSE_CONTENT  # parsed from content when someone reads it
     message.subject = subject
+
+def _tracking_base(engine: Engine, what: str, template: str) -> str:
+    base = engine.pack.tracking.get("base_url")
+    if not base:
+        raise RenderError(
+            f"{what} needs tracking.base_url in pack {engine.pack.id!r} (the web app's address)",
+            template=template,
+        )
+    return str(base)
+
+
+def link_document(engine: Engine, message: Message, document: Message) -> None:
+    """Carry ``document`` (a recorded, encrypted PDF) as a signed retrieval link, not a file.
+
+    Sets ``message.meta["document_url"]`` (``message.document_url`` in the
+    template) and the password hint; a document that was not made
+    (suppressed) gives no link.
+    """
+    if not document.content or document.status == "suppressed":
+        return
+    from ccm.render.links import TrackingKey, document_url
+
+    base = _tracking_base(engine, "document_delivery='link'", message.template)
+    message.meta["document_url"] = document_url(base, document.message_id, TrackingKey.from_env(),
+                                                now=engine._clock())
+    message.meta["document_id"] = document.message_id
+    if document.encrypted:
+        message.password_hint = document.password_hint
+
+
+def _web_version(engine: Engine, message: Message) -> None:
+    if not engine.options.web_version:
+        return
+    from ccm.render.links import TrackingKey, web_version_url
+
+    base = _tracking_base(engine, "web_version", message.template)
+    ttl = float(engine.pack.tracking.get("token_ttl_days", 90))
+    message.meta["web_version_url"] = web_version_url(
+        base, message.message_id, TrackingKey.from_env(), ttl_days=ttl, now=engine._clock())
+
 
 def _unsubscribe_url(engine: Engine, message: Message) -> str:
     tracking = engine.pack.tracking

@@ -2,10 +2,11 @@
 
 A tracking token is a compact, URL-safe string that names one message and
 what happened to it: a click (with the link's target), an open (the pixel)
-or an unsubscribe. It is signed with HMAC-SHA256 under a
-:class:`TrackingKey` that lives outside the record, so nobody can make one
-up, extend its life, point it at another URL, or move it onto another
-message: all of these live inside the signed bytes.
+or an unsubscribe; the same tokens open a confidential document's retrieval
+page (``document``) and an email's hosted web version (``web``). It is
+signed with HMAC-SHA256 under a :class:`TrackingKey` that lives outside the
+record, so nobody can make one up, extend its life, point it at another URL,
+or move it onto another message: all of these live inside the signed bytes.
 
 The engine signs links here when it renders; :mod:`ccm.engagement.tracking`
 turns verified tokens into record events and :mod:`ccm.engagement.app`
@@ -13,7 +14,7 @@ serves them over HTTP (the ``tracking`` extra).
 
 Token layout (before base64url without padding)::
 
-    version (1) | kind (1: c/o/u) | expires (4, unix seconds, big endian)
+    version (1) | kind (1: c/o/u/d/w) | expires (4, unix seconds, big endian)
     | len(message_id) (2) | message_id (UTF-8) | target (UTF-8, click only)
     | HMAC-SHA256 over everything before it (32)
 
@@ -45,16 +46,19 @@ from urllib.parse import urlsplit
 from ccm.errors import ConfigError, KeyConfigError, TokenError
 
 __all__ = [
+    "DOCUMENT_TTL_DAYS",
     "KEY_ENV",
     "KEY_FILE_ENV",
     "UNSUBSCRIBE_TTL_DAYS",
     "Kind",
     "TokenData",
     "TrackingKey",
+    "document_url",
     "instrument_html",
     "sign",
     "unsubscribe_url",
     "verify",
+    "web_version_url",
 ]
 
 logger = logging.getLogger("ccm.render.links")
@@ -69,12 +73,19 @@ KEY_FILE_ENV = "CCM_TRACKING_KEY_FILE"
 #: ever narrows consent, so a long life costs nothing.
 UNSUBSCRIBE_TTL_DAYS = 1825
 MIN_KEY_BYTES = 32
+#: A retrieval link to a confidential document works this long (then the page says
+#: it has expired; the customer asks for a new one).
+DOCUMENT_TTL_DAYS = 30
 
-Kind = Literal["click", "open", "unsub"]
+Kind = Literal["click", "open", "unsub", "document", "web"]
 
 _VERSION = 1
-_KIND_CODES: dict[str, bytes] = {"click": b"c", "open": b"o", "unsub": b"u"}
-_CODE_KINDS: dict[int, Kind] = {ord("c"): "click", ord("o"): "open", ord("u"): "unsub"}
+_KIND_CODES: dict[str, bytes] = {
+    "click": b"c", "open": b"o", "unsub": b"u", "document": b"d", "web": b"w",
+}
+_CODE_KINDS: dict[int, Kind] = {
+    ord("c"): "click", ord("o"): "open", ord("u"): "unsub", ord("d"): "document", ord("w"): "web",
+}
 _HEADER = struct.Struct(">BcIH")
 _MAC_BYTES = 32
 _DOMAIN = b"ccm-tracking\x00"
@@ -339,6 +350,32 @@ def unsubscribe_url(
     """``{base_url}/u/{token}``: for the ``List-Unsubscribe`` header and the footer link."""
     token = sign("unsub", message_id, key=key, ttl_days=ttl_days, now=now)
     return f"{_base(base_url)}/u/{token}"
+
+
+def document_url(
+    base_url: str,
+    message_id: str,
+    key: TrackingKey,
+    *,
+    ttl_days: float = DOCUMENT_TTL_DAYS,
+    now: datetime | None = None,
+) -> str:
+    """``{base_url}/d/{token}``: the retrieval page of a confidential PDF message."""
+    token = sign("document", message_id, key=key, ttl_days=ttl_days, now=now)
+    return f"{_base(base_url)}/d/{token}"
+
+
+def web_version_url(
+    base_url: str,
+    message_id: str,
+    key: TrackingKey,
+    *,
+    ttl_days: float = 90,
+    now: datetime | None = None,
+) -> str:
+    """``{base_url}/w/{token}``: the hosted web version ("view in browser") of an email."""
+    token = sign("web", message_id, key=key, ttl_days=ttl_days, now=now)
+    return f"{_base(base_url)}/w/{token}"
 
 
 class _LinkFinder(HTMLParser):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ccm.render.budget import Budget
 
@@ -52,6 +52,12 @@ class RenderOptions:
     #: quiet hours end: a deferred message is then generated and queued, not suppressed).
     #: Needs a record with a master key. ``ccm send`` / :class:`ccm.delivery.Sender` send them.
     queue: bool = False
+    #: How a confidential PDF reaches the customer by email or SMS: ``attach`` it,
+    #: or ``link`` to the retrieval page (the PDF is recorded as its own message
+    #: and the message carries ``message.document_url``; docs/retrieval.md).
+    document_delivery: Literal["attach", "link"] = "attach"
+    #: Give every email a hosted web version ("view in browser"): ``message.web_version_url``.
+    web_version: bool = False
 
     def __post_init__(self) -> None:
         if self.time_budget <= 0:
@@ -66,4 +72,6 @@ class RenderOptions:
         """The engine-wide render budget (templates may override it)."""
         return Budget(seconds=self.time_budget, max_output=self.max_output_chars,
                       max_value=self.max_value_size)
+        if self.document_delivery not in ("attach", "link"):
+            raise ValueError("document_delivery must be 'attach' or 'link'")
 

@@ -513,3 +513,46 @@ def test_series_colours_stay_apart_from_the_background_and_each_other() -> None:
     fills = {p["fill"] for p in figure(html, "by-journey-weekly").find("rect", "seg")}
     assert len(fills) == 6
     assert {"#007C80", "#FF6F59"} <= fills and not {"#E8F6F5", "#0A9396"} & fills
+
+
+def test_delivery_rates_per_channel_template_and_journey(tmp_path: Path) -> None:
+    """The report and the timeline count delivered, bounced and complained messages per
+    channel, template and journey, over the messages handed to a transport."""
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    with Record(f"sqlite:///{tmp_path / 'r.db'}") as rec:
+        ids = []
+        for _ in range(4):
+            e = entry("C1", channel="email", template="offer", journey="retention",
+                      created_at=at)
+            rec.append(e)
+            ids.append(e.message_id)
+        sms = entry("C1", channel="sms", template="reminder", journey="collections",
+                    created_at=at)
+        rec.append(sms)
+        rec.append(entry("C1", channel="email", template="offer", created_at=at))  # never sent
+        for mid in [*ids, sms.message_id]:
+            rec.add_event(mid, "sent", at=at, data={"provider_id": mid})
+        rec.add_event(ids[0], "delivered", at=at)
+        rec.add_event(ids[1], "delivered", at=at)
+        rec.add_event(ids[1], "complained", at=at, data={"channel": "email"})
+        rec.add_event(ids[2], "bounced", at=at, data={"bounce": "hard"})
+        rec.add_event(sms.message_id, "delivered", at=at)
+        report = collect_report(rec)
+        by_channel = {d.label: d for d in report.delivery["channel"]}
+        email = by_channel["email"]
+        assert (email.sent, email.delivered, email.bounced, email.complained) == (4, 2, 1, 1)
+        assert email.label_of("delivered") == "50.0%" and email.label_of("bounced") == "25.0%"
+        assert by_channel["sms"].label_of("delivered") == "100.0%"
+        templates = {d.label: d.sent for d in report.delivery["template"]}
+        assert templates == {"offer@2": 4, "reminder@2": 1}
+        assert {d.label for d in report.delivery["journey"]} == {"retention", "collections"}
+        page = org_report_html(rec)
+        table = page[page.index('id="delivery-channel"'):]
+        assert "50.0%" in table[: table.index("</table>")]
+        summary = rec.timeline("C1").summary["delivery"]
+        assert summary["by_channel"]["email"]["complaint_rate"] == 0.25
+        assert summary["by_journey"]["collections"]["delivery_rate"] == 1.0
+        timeline = timeline_html(rec.timeline("C1").to_dict())
+        assert 'id="delivery-template"' in timeline and "25.0%" in timeline

@@ -113,8 +113,14 @@ class RecordMachine(RuleBasedStateMachine):
         self.record.add_event(message_id, kind, data={"n": len(self.model[message_id].events)})
         m = self.model[message_id]
         m.events.append(kind)
+        # What the contact policy reads, in order (ccm.record.entries.fold_consent).
+        consent, blocked = self.consent[m.customer], f"blocked:{m.channel}"
         if kind in ("opted_out", "complained", "opted_in"):
-            self.consent[m.customer][m.channel] = kind == "opted_in"
+            consent[m.channel] = kind == "opted_in"
+        if kind in ("opted_in", "unsuppressed"):
+            consent.pop(blocked, None)
+        elif kind == "suppressed":
+            consent[blocked] = False
 
     @rule(customer=st.sampled_from(CUSTOMERS))
     def erase(self, customer: str) -> None:

@@ -1,0 +1,327 @@
+"""Events back into the record: bounces, complaints, provider callbacks, SMS keywords.
+
+Each function takes a record and what came back, adds the events it means to
+the message's timeline and returns an :class:`Outcome`. The contact policy
+reads the consent-changing ones (:func:`ccm.record.entries.fold_consent`):
+
+==========================  ==================================================
+what came back              events added
+==========================  ==================================================
+DSN, soft (4.x.x)           ``bounced`` ``{"bounce": "soft", "status", ...}``
+DSN, hard (5.x.x)           ``bounced`` (hard) and ``suppressed``
+                            ``{"channel": "email", "reason": "hard_bounce"}``:
+                            no more email of any type to the customer
+ARF ``abuse`` complaint     ``complained`` ``{"channel": "email"}``: no more
+                            marketing email (consent withdrawn)
+status ``delivered``        ``delivered``
+status ``undelivered``      ``bounced`` (hard for unknown/landline numbers:
+                            then also ``suppressed`` for SMS)
+status ``failed``           ``failed`` (with error 21610, the number sent STOP to
+                            the provider: also ``opted_out`` as for STOP)
+SMS STOP (and synonyms)     ``opted_out`` ``{"channel": "sms", "scope": "all"}``
+SMS START / UNSTOP          ``opted_in`` ``{"channel": "sms"}``
+``ccm record unsuppress``   ``unsuppressed`` ``{"channel": ..., "by": "operator"}``
+==========================  ==================================================
+
+Every handler is idempotent: the same report read twice, or a callback
+delivered twice, adds nothing the second time (a replayed callback is
+refused with :class:`Refused`). Event data never holds an address, a phone
+number or diagnostic text.
+
+Logging (``ccm.delivery.events``): INFO for each event added, WARNING for a
+refused callback (with the reason, never a secret or a parameter value).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ccm.delivery.reports import Bounce, Complaint, parse_report
+from ccm.delivery.twilio import UNSUBSCRIBED_CODE, StatusEvent, normalise_phone, status_event
+from ccm.errors import DataError, MessageNotFound
+from ccm.record.entries import BLOCKED_PREFIX
+
+__all__ = [
+    "CALLBACK_MAX_AGE",
+    "CustomerDirectory",
+    "Outcome",
+    "PhoneDirectory",
+    "Refused",
+    "message_for_provider_id",
+    "record_keyword",
+    "record_report",
+    "record_report_bytes",
+    "record_status",
+    "unsuppress",
+]
+
+logger = logging.getLogger("ccm.delivery.events")
+logger.addHandler(logging.NullHandler())
+
+#: A status callback about a message sent longer ago than this is refused as
+#: too old (providers call back within minutes; an old one is a replay).
+CALLBACK_MAX_AGE = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler did: the message and customer, and the event kinds it added."""
+
+    message_id: str | None
+    customer_id: str | None
+    added: tuple[str, ...] = ()
+    note: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Refused(Exception):
+    """A callback that is not taken (``reason``: ``replay``, ``too-old``, ``unknown``...).
+
+    Not an error of ccm's: the web app answers it with a 4xx and logs the reason.
+    """
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+class CustomerDirectory(Protocol):
+    """Who owns a phone number (the application's customer data; ccm keeps no numbers)."""
+
+    def customer_for_phone(self, phone: str) -> str | None: ...
+
+
+def _kinds(record: Any, message_id: str) -> list[Any]:
+    return list(record.events(message_id))
+
+
+def _blocked(record: Any, customer_id: str, channel: str) -> bool:
+    return record.consent_overrides(customer_id).get(BLOCKED_PREFIX + channel) is False
+
+
+def _suppress(record: Any, message_id: str, customer_id: str, channel: str, reason: str,
+              now: datetime, added: list[str]) -> None:
+    if not _blocked(record, customer_id, channel):
+        record.add_event(message_id, "suppressed", at=now,
+                         data={"channel": channel, "reason": reason})
+        added.append("suppressed")
+
+
+def record_report(record: Any, report: Bounce | Complaint, *, now: datetime) -> Outcome:
+    """Add the events a parsed DSN or ARF report means (see the module table)."""
+    entry = record.get(report.message_id)  # MessageNotFound for a message not in the record
+    data = report.to_data()
+    added: list[str] = []
+    if isinstance(report, Complaint):
+        if record.add_event_once(report.message_id, "complained", at=now, data=data):
+            added.append("complained")
+        return Outcome(entry.message_id, entry.customer_id, tuple(added),
+                       "complaint" if added else "complaint already recorded", data)
+    seen = [e for e in _kinds(record, report.message_id)
+            if e.kind == "bounced" and e.data == data]
+    if not seen:
+        record.add_event(report.message_id, "bounced", at=now, data=data)
+        added.append("bounced")
+    if report.kind == "hard":
+        _suppress(record, report.message_id, entry.customer_id, entry.channel, "hard_bounce",
+                  now, added)
+    note = f"{report.kind} bounce {report.status}" + ("" if added else " (already recorded)")
+    return Outcome(entry.message_id, entry.customer_id, tuple(added), note, data)
+
+
+def record_report_bytes(
+    record: Any,
+    raw: bytes,
+    *,
+    now: datetime,
+    envelope_to: str | None = None,
+    source: str | None = None,
+) -> Outcome:
+    """:func:`parse_report` then :func:`record_report`; a report that changes nothing
+    (a delivered DSN, a non-abuse ARF) adds no event.
+
+    Raises :class:`~ccm.errors.InboundError` and :class:`~ccm.errors.MessageNotFound`.
+    """
+    report = parse_report(raw, envelope_to=envelope_to, source=source)
+    if report is None:
+        return Outcome(None, None, (), "report changes nothing (no failure, no abuse)")
+    try:
+        return record_report(record, report, now=now)
+    except MessageNotFound as exc:
+        raise MessageNotFound(
+            f"{source + ': ' if source else ''}report is about message {report.message_id}, "
+            "which is not in this record", message_id=report.message_id,
+        ) from exc
+
+
+def message_for_provider_id(record: Any, provider_id: str) -> tuple[str, datetime] | None:
+    """The message (and when it was sent) whose ``sent`` event has this ``provider_id``."""
+    found = record.find_events("sent", "provider_id", provider_id)
+    return (found[0].message_id, found[0].at) if found else None
+
+
+def record_status(
+    record: Any,
+    params: Mapping[str, str],
+    *,
+    now: datetime,
+    message_id: str | None = None,
+    max_age: timedelta = CALLBACK_MAX_AGE,
+) -> Outcome:
+    """Add the event of a (signature-checked) status callback to its message.
+
+    The message is ``message_id`` when the callback URL named it (it is part of
+    the signed URL), else the one whose ``sent`` event recorded the provider's
+    ``MessageSid``. Raises :class:`Refused` for a form that is not a callback
+    (``malformed``), an unknown message (``unknown``), a message sent longer
+    than ``max_age`` ago (``too-old``) and a status already recorded
+    (``replay``).
+    """
+    status = status_event(params)
+    if status is None:
+        raise Refused("malformed", "not a status callback (MessageSid, MessageStatus)")
+    sent_at: datetime | None = None
+    found = message_for_provider_id(record, status.provider_id)
+    if found is not None:
+        if message_id is not None and found[0] != message_id:
+            raise Refused("unknown", "the callback's message and provider id disagree")
+        message_id, sent_at = found
+    if message_id is None:
+        raise Refused("unknown", "no message was sent with this provider id")
+    try:
+        entry = record.get(message_id)
+    except MessageNotFound as exc:
+        raise Refused("unknown", "the callback names a message not in the record") from exc
+    since = sent_at or entry.created_at
+    if now - since > max_age:
+        raise Refused("too-old", f"the message was sent more than {max_age.days} days ago")
+    if status.kind is None:
+        return Outcome(entry.message_id, entry.customer_id, (),
+                       f"status {status.status} changes nothing")
+    return _apply_status(record, entry, status, now)
+
+
+def _apply_status(record: Any, entry: Any, status: StatusEvent, now: datetime) -> Outcome:
+    data = status.to_data()
+    assert status.kind is not None
+    if any(e.kind == status.kind and (e.data or {}).get("provider_id") == status.provider_id
+           and (e.data or {}).get("provider_status") == status.status
+           for e in _kinds(record, entry.message_id)):
+        raise Refused("replay", f"status {status.status} of this message is already recorded")
+    record.add_event(entry.message_id, status.kind, at=now, data=data)
+    added: list[str] = [status.kind]
+    if status.hard:
+        _suppress(record, entry.message_id, entry.customer_id, "sms", "hard_bounce", now, added)
+    elif status.error_code == UNSUBSCRIBED_CODE:
+        # The provider refused: the number texted STOP to it (not to us). Same effect.
+        record.add_event(entry.message_id, "opted_out", at=now,
+                         data={"channel": "sms", "scope": "all", "source": "provider"})
+        added.append("opted_out")
+    logger.info("recorded %s for message %s", status.kind, entry.message_id)
+    return Outcome(entry.message_id, entry.customer_id, tuple(added),
+                   f"status {status.status}", data)
+
+
+def _latest_message(record: Any, customer_id: str, channel: str) -> str | None:
+    items = record.timeline(customer_id).messages
+    on_channel = [i for i in items if i.entry.channel == channel]
+    chosen = (on_channel or list(items))[-1:] if items else []
+    return chosen[0].entry.message_id if chosen else None
+
+
+def record_keyword(
+    record: Any,
+    directory: CustomerDirectory,
+    phone: str,
+    word: str,
+    *,
+    now: datetime,
+) -> Outcome:
+    """Change SMS consent for the customer who owns ``phone`` (``word``: stop/start).
+
+    The event goes on the customer's latest SMS message (their latest message
+    of any channel when there is none). A number nobody owns, or a customer
+    without any message, changes nothing (``note`` says so).
+    """
+    customer_id = directory.customer_for_phone(normalise_phone(phone))
+    if customer_id is None:
+        return Outcome(None, None, (), "the number belongs to no known customer")
+    message_id = _latest_message(record, customer_id, "sms")
+    if message_id is None:
+        return Outcome(None, customer_id, (), "the customer has no message in the record")
+    overrides = record.consent_overrides(customer_id)
+    added: list[str] = []
+    if word == "stop":
+        data = {"channel": "sms", "scope": "all", "source": "keyword"}
+        if overrides.get("sms") is not False or overrides.get(BLOCKED_PREFIX + "sms") is not False:
+            record.add_event(message_id, "opted_out", at=now, data=data)
+            added.append("opted_out")
+    elif word == "start":
+        data = {"channel": "sms", "source": "keyword"}
+        if "sms" in overrides or BLOCKED_PREFIX + "sms" in overrides:
+            record.add_event(message_id, "opted_in", at=now, data=data)
+            added.append("opted_in")
+    else:
+        raise ValueError(f"keyword must be 'stop' or 'start', not {word!r}")
+    return Outcome(message_id, customer_id, tuple(added),
+                   f"{word}" + ("" if added else " (no change)"), data)
+
+
+def unsuppress(record: Any, customer_id: str, channel: str, *, now: datetime,
+               by: str = "operator") -> Outcome:
+    """Lift a suppression (a hard bounce) of ``channel`` for ``customer_id`` (operator's call).
+
+    Raises :class:`~ccm.errors.MessageNotFound` when the customer has no
+    suppression on that channel to lift.
+    """
+    items = record.timeline(customer_id).messages
+    if not _blocked(record, customer_id, channel) or not items:
+        raise MessageNotFound(
+            f"customer {customer_id} has no suppression on {channel} to lift",
+            customer_id=customer_id, channel=channel,
+        )
+    suppressed = [ev for i in items for ev in i.events if ev.kind == "suppressed"
+                  and str((ev.data or {}).get("channel") or i.entry.channel) == channel]
+    message_id = suppressed[-1].message_id if suppressed else items[-1].entry.message_id
+    data = {"channel": channel, "by": by}
+    record.add_event(message_id, "unsuppressed", at=now, data=data)
+    return Outcome(message_id, customer_id, ("unsuppressed",), f"{channel} unsuppressed", data)
+
+
+class PhoneDirectory:
+    """A :class:`CustomerDirectory` over the customers of request files (JSON Lines of
+    ``{"customer": {"id", "phone", ...}, ...}``, the files ``ccm batch`` reads)."""
+
+    def __init__(self, phones: Mapping[str, str]) -> None:
+        self._phones = {normalise_phone(p): c for p, c in phones.items() if normalise_phone(p)}
+
+    def __len__(self) -> int:
+        return len(self._phones)
+
+    def customer_for_phone(self, phone: str) -> str | None:
+        return self._phones.get(normalise_phone(phone))
+
+    @classmethod
+    def from_jsonl(cls, path: str | os.PathLike[str]) -> PhoneDirectory:
+        """Read a request file; lines without a phone are skipped, a bad line is an error
+        naming the file and line (never its content)."""
+        phones: dict[str, str] = {}
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    customer = json.loads(line)["customer"]
+                    phone, cid = customer.get("phone"), customer["id"]
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise DataError(f"{path}:{number}: not a request with customer.id",
+                                    path="$.customer.id", rule="required") from exc
+                if isinstance(phone, str) and phone.strip():
+                    phones[phone] = str(cid)
+        return cls(phones)

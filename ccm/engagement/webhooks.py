@@ -1,0 +1,197 @@
+"""Webhooks of the web app: delivery reports, provider status callbacks, inbound SMS.
+
+Mounted by :func:`ccm.engagement.app.create_app` when configured
+(:class:`WebhookSettings`)::
+
+    POST /events/report          a DSN or ARF report (message/rfc822 body), signed
+                                 X-CCM-Signature: sha256=<hex HMAC-SHA256(secret, body)>
+    POST /twilio/status          a Twilio status callback, X-Twilio-Signature checked
+    POST /twilio/inbound         an inbound SMS (STOP/START/HELP), answered with TwiML
+
+Every request is authenticated before any field is believed: a missing or
+wrong signature answers 403 and records nothing. A replayed status callback
+(the same MessageSid and status again) answers 409, one about a message sent
+too long ago 410; both record nothing. Refusals are logged at WARNING by
+``ccm.engagement.webhooks`` with the reason and the client address only:
+never a signature, a token, a phone number or a form value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ccm.delivery.events import (
+    CALLBACK_MAX_AGE,
+    CustomerDirectory,
+    Refused,
+    record_keyword,
+    record_report_bytes,
+    record_status,
+)
+from ccm.delivery.reports import MAX_REPORT_BYTES
+from ccm.delivery.twilio import check_signature, keyword, twiml
+from ccm.errors import InboundError, MessageNotFound
+
+try:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "ccm.engagement.webhooks needs the tracking extra: pip install 'ccm[tracking]'"
+    ) from exc
+
+__all__ = ["WebhookSettings", "report_signature", "routes"]
+
+logger = logging.getLogger("ccm.engagement.webhooks")
+logger.addHandler(logging.NullHandler())
+
+_NO_STORE = {"Cache-Control": "no-store, private"}
+_MAX_FORM_BYTES = 64_000
+
+#: Answers to the SMS keywords (CTIA: confirm an opt-out and an opt-in, say how to get help).
+STOP_TEXT = ("You are unsubscribed and will receive no more messages from us. "
+             "Reply START to subscribe again.")
+START_TEXT = "You are subscribed again. Reply STOP to unsubscribe, HELP for help."
+HELP_TEXT = "Reply STOP to unsubscribe, START to subscribe again. Msg&data rates may apply."
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """What the webhooks need; a route whose secret is ``None`` is not mounted.
+
+    ``public_url`` is the app's address as the provider calls it (behind a
+    proxy the request's own URL differs, and Twilio signs the URL it called).
+    ``clock`` is injected in tests.
+    """
+
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    report_secret: bytes | None = field(default=None, repr=False)
+    directory: CustomerDirectory | None = None
+    public_url: str | None = None
+    max_age: timedelta = CALLBACK_MAX_AGE
+    stop_text: str = STOP_TEXT
+    start_text: str = START_TEXT
+    help_text: str = HELP_TEXT
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+def report_signature(secret: bytes, body: bytes) -> str:
+    """The ``X-CCM-Signature`` header value of a report POST: ``sha256=<hex>``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _refuse(request: Request, status: int, reason: str, text: str) -> Response:
+    logger.warning("refused %s %s from %s: %s", request.method, request.url.path,
+                   _client(request), reason)
+    return PlainTextResponse(text, status_code=status, headers=_NO_STORE)
+
+
+def _public_url(settings: WebhookSettings, request: Request) -> str:
+    if settings.public_url:
+        query = f"?{request.url.query}" if request.url.query else ""
+        return settings.public_url.rstrip("/") + request.url.path + query
+    return str(request.url)
+
+
+async def _form(request: Request) -> list[tuple[str, str]] | None:
+    """The ``application/x-www-form-urlencoded`` fields Twilio posts (``None``: too large)."""
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        return None
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+    except (UnicodeDecodeError, ValueError):
+        return []
+
+
+def routes(store: Any, settings: WebhookSettings) -> list[Route]:
+    """The webhook routes for ``store`` (a :class:`ccm.record.Record`)."""
+    out: list[Route] = []
+
+    async def report(request: Request) -> Response:
+        assert settings.report_secret is not None
+        body = await request.body()
+        if len(body) > MAX_REPORT_BYTES:
+            return _refuse(request, 413, "too-large", "report too large")
+        given = request.headers.get("x-ccm-signature", "")
+        expected = report_signature(settings.report_secret, body)
+        if not hmac.compare_digest(given.encode("ascii", "replace"), expected.encode("ascii")):
+            return _refuse(request, 403, "bad-signature", "signature required")
+        envelope = request.query_params.get("to")
+        try:
+            outcome = await run_in_threadpool(
+                record_report_bytes, store, body, now=settings.clock(), envelope_to=envelope
+            )
+        except InboundError as exc:
+            return _refuse(request, 422, f"report: {exc.context.get('reason')}", str(exc))
+        except MessageNotFound:
+            return _refuse(request, 404, "unknown-message", "message not in the record")
+        return PlainTextResponse(outcome.note or "ok", headers=_NO_STORE)
+
+    async def status(request: Request) -> Response:
+        assert settings.twilio_auth_token is not None
+        params = await _form(request)
+        if params is None:
+            return _refuse(request, 413, "too-large", "form too large")
+        signature = request.headers.get("x-twilio-signature")
+        if not check_signature(settings.twilio_auth_token, _public_url(settings, request),
+                               params, signature):
+            return _refuse(request, 403, "unsigned" if not signature else "bad-signature",
+                           "signature required")
+        named = request.query_params.get("m")
+        try:
+            outcome = await run_in_threadpool(
+                lambda: record_status(store, dict(params), now=settings.clock(),
+                                      message_id=named, max_age=settings.max_age)
+            )
+        except Refused as exc:
+            code = {"replay": 409, "too-old": 410, "unknown": 404}.get(exc.reason, 422)
+            return _refuse(request, code, exc.reason, str(exc))
+        return PlainTextResponse(outcome.note or "ok", headers=_NO_STORE)
+
+    async def inbound(request: Request) -> Response:
+        assert settings.twilio_auth_token is not None
+        params = await _form(request)
+        if params is None:
+            return _refuse(request, 413, "too-large", "form too large")
+        signature = request.headers.get("x-twilio-signature")
+        if not check_signature(settings.twilio_auth_token, _public_url(settings, request),
+                               params, signature):
+            return _refuse(request, 403, "unsigned" if not signature else "bad-signature",
+                           "signature required")
+        form = dict(params)
+        word = keyword(form.get("Body", ""))
+        answer: str | None = None
+        if word == "help":
+            answer = settings.help_text
+        elif word in ("stop", "start"):
+            answer = settings.stop_text if word == "stop" else settings.start_text
+            if settings.directory is None:
+                logger.warning("inbound %s not recorded: no customer directory configured", word)
+            else:
+                outcome = await run_in_threadpool(
+                    lambda: record_keyword(store, settings.directory,  # type: ignore[arg-type]
+                                           form.get("From", ""), word, now=settings.clock())
+                )
+                logger.info("inbound %s: %s", word, outcome.note)
+        return Response(twiml(answer), media_type="application/xml", headers=_NO_STORE)
+
+    if settings.report_secret is not None:
+        out.append(Route("/events/report", report, methods=["POST"]))
+    if settings.twilio_auth_token is not None:
+        out.append(Route("/twilio/status", status, methods=["POST"]))
+        out.append(Route("/twilio/inbound", inbound, methods=["POST"]))
+    return out

@@ -1,0 +1,111 @@
+"""`ccm events bounce` and `ccm record unsuppress`: real report files into a real record."""
+
+from __future__ import annotations
+
+import mailbox
+from pathlib import Path
+
+import pytest
+
+from ccm.cli import main
+from ccm.record import Record
+from tests.delivery._mail import arf, dsn
+from tests.record._support import T0, entry
+
+EMAIL = "a" * 32
+OFFER = "b" * 32
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A SQLite record with an operational email and a marketing email for C1."""
+    address = f"sqlite:///{tmp_path / 'record.db'}"
+    with Record(address) as rec:
+        rec.append(entry("C1", message_id=EMAIL, message_type="operational", created_at=T0))
+        rec.append(entry("C1", message_id=OFFER, created_at=T0))
+    return address
+
+
+def test_bounce_files_and_maildir(tmp_path: Path, url: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Files and a maildir are read; each report prints one line; the events are in the record."""
+    hard = tmp_path / "hard.eml"
+    hard.write_bytes(dsn(EMAIL))
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    box.add(arf(OFFER))
+    code, out, err = run(capsys, "events", "bounce", str(hard), "--maildir",
+                         str(tmp_path / "Maildir"), "--record", url, "--at", "2025-03-03T13:00:00")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"{hard}: hard bounce 5.1.1; message {EMAIL} (bounced, suppressed)"
+    assert lines[1].endswith(f"complaint; message {OFFER} (complained)")
+    with Record(url) as rec:
+        assert rec.consent_overrides("C1") == {"blocked:email": False, "email": False}
+    code, out, _ = run(capsys, "events", "bounce", str(hard), "--record", url)
+    assert code == 0 and out.strip().endswith("(nothing new)")
+
+
+def test_bad_and_unmatched_reports_are_named_and_skipped(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile file and a report about another record's message fail by name; exit 1."""
+    junk = tmp_path / "junk.eml"
+    junk.write_bytes(b"\x00\xff" * 100 + b"\r\nSubject: x")
+    other = tmp_path / "other.eml"
+    other.write_bytes(dsn("c" * 32))
+    good = tmp_path / "good.eml"
+    good.write_bytes(dsn(EMAIL, status="4.2.2", action="delayed"))
+    code, out, err = run(capsys, "events", "bounce", str(junk), str(other), str(good),
+                         "--record", url)
+    assert code == 1
+    assert f"{junk}: not a delivery report" in err
+    assert f"{other}: report is about message {'c' * 32}, which is not in this record" in err
+    assert "2 report(s) not recorded" in err and "Traceback" not in err
+    assert "soft bounce 4.2.2" in out
+
+
+def test_usage_and_missing_inputs(tmp_path: Path, url: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """No input is a usage error; a missing record or a folder that is no maildir says so."""
+    assert run(capsys, "events", "bounce", "--record", url)[0] == 2
+    missing = f"sqlite:///{tmp_path / 'nope.db'}"
+    hard = tmp_path / "hard.eml"
+    hard.write_bytes(dsn(EMAIL))
+    code, _, err = run(capsys, "events", "bounce", str(hard), "--record", missing)
+    assert code == 1 and "no record at" in err
+    code, _, err = run(capsys, "events", "bounce", "--maildir", str(tmp_path), "--record", url)
+    assert code == 3 and "not a maildir" in err
+
+
+def test_unsuppress_lifts_a_hard_bounce(tmp_path: Path, url: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """After a hard bounce, `ccm record unsuppress` adds an event and the block is gone."""
+    hard = tmp_path / "hard.eml"
+    hard.write_bytes(dsn(EMAIL))
+    assert run(capsys, "events", "bounce", str(hard), "--record", url)[0] == 0
+    code, out, _ = run(capsys, "record", "unsuppress", "C1", "--channel", "email",
+                       "--record", url)
+    assert code == 0 and "email unsuppressed" in out
+    with Record(url) as rec:
+        assert rec.consent_overrides("C1") == {}
+        assert rec.timeline("C1").summary["suppressed_channels"] == []
+    code, _, err = run(capsys, "record", "unsuppress", "C1", "--channel", "email",
+                       "--record", url)
+    assert code == 3 and "no suppression on email" in err
+
+
+def test_serve_without_a_tracking_key_says_what_to_set(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ccm events serve` without a tracking key fails in one line naming the variable."""
+    for name in ("CCM_TRACKING_KEY", "CCM_TRACKING_KEY_FILE", "CCM_MASTER_KEY",
+                 "CCM_MASTER_KEY_FILE", "CCM_TWILIO_AUTH_TOKEN", "CCM_REPORT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    code, _, err = run(capsys, "events", "serve", "--record", url, "--port", "1")
+    assert code == 1 and "CCM_TRACKING_KEY" in err and "Traceback" not in err

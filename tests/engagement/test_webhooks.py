@@ -1,0 +1,161 @@
+"""The web app's webhooks: signed reports, Twilio status callbacks and inbound keywords."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ccm.delivery.events import PhoneDirectory
+from ccm.delivery.twilio import sign
+from ccm.engagement.app import create_app
+from ccm.engagement.tracking import TrackingKey
+from ccm.engagement.webhooks import WebhookSettings, report_signature
+from ccm.record import Record
+from tests.delivery._mail import arf, dsn
+from tests.record._support import entry
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+TOKEN = "twilio-auth-token-for-tests"
+SECRET = b"r" * 32
+PUBLIC = "https://hooks.example.com"
+SID = "SM" + "c" * 32
+EMAIL_ID = "e" * 32
+SMS_ID = "5" * 32
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> Iterator[Record]:
+    """A record with one email and one sent SMS (MessageSid SID) for customer C1."""
+    store = Record(f"sqlite:///{tmp_path / 'record.db'}")
+    store.append(entry("C1", message_id=EMAIL_ID, channel="email", created_at=NOON))
+    store.append(entry("C1", message_id=SMS_ID, channel="sms", created_at=NOON))
+    store.add_event(SMS_ID, "sent", at=NOON, data={"provider_id": SID})
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(rec: Record) -> Iterator[TestClient]:
+    settings = WebhookSettings(
+        twilio_auth_token=TOKEN, report_secret=SECRET, public_url=PUBLIC,
+        directory=PhoneDirectory({"+447700900123": "C1"}),
+        clock=lambda: NOON + timedelta(minutes=3),
+    )
+    app = create_app(rec, TrackingKey(b"t" * 32), webhooks=settings)
+    with TestClient(app, base_url="http://testserver") as test_client:
+        yield test_client
+
+
+def twilio_post(client: TestClient, path: str, params: dict[str, str], *,
+                signature: str | None = "auto", token: str = TOKEN) -> Any:
+    headers = {}
+    if signature == "auto":
+        headers["X-Twilio-Signature"] = sign(token, PUBLIC + path, params.items())
+    elif signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    return client.post(path, data=params, headers=headers)
+
+
+def kinds(rec: Record, mid: str) -> list[str]:
+    return [e.kind for e in rec.events(mid)]
+
+
+def test_signature_matches_twilios_documented_example() -> None:
+    """Our signing reproduces the example in Twilio's security documentation."""
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    params = {"CallSid": "CA1234567890ABCDE", "Caller": "+14158675310", "Digits": "1234",
+              "From": "+14158675310", "To": "+18005551212"}
+    assert sign("12345", url, params.items()) == "GvWf1cFY/Q7PnoempGyD5oXAezc="
+
+
+def test_status_callback_becomes_an_event(client: TestClient, rec: Record) -> None:
+    """A signed delivered callback adds ``delivered`` to the SMS whose sent event has the sid."""
+    response = twilio_post(client, "/twilio/status",
+                           {"MessageSid": SID, "MessageStatus": "delivered"})
+    assert response.status_code == 200
+    assert kinds(rec, SMS_ID) == ["sent", "delivered"]
+
+
+@pytest.mark.parametrize(
+    ("signature", "token"),
+    [(None, TOKEN), ("", TOKEN), ("auto", "another-token"), ("bm90IGEgc2lnbmF0dXJl", TOKEN)],
+)
+def test_unsigned_or_wrongly_signed_callbacks_are_refused_and_logged(
+    client: TestClient, rec: Record, caplog: pytest.LogCaptureFixture, signature: str | None,
+    token: str,
+) -> None:
+    """Without a valid X-Twilio-Signature the app answers 403, records nothing, logs no secret."""
+    with caplog.at_level(logging.WARNING, logger="ccm.engagement.webhooks"):
+        response = twilio_post(client, "/twilio/status",
+                               {"MessageSid": SID, "MessageStatus": "delivered"},
+                               signature=signature, token=token)
+    assert response.status_code == 403
+    assert kinds(rec, SMS_ID) == ["sent"]
+    logged = caplog.text
+    assert "refused" in logged and TOKEN not in logged and SID not in logged
+    assert (signature or "@@") not in logged
+
+
+def test_replayed_callback_is_refused(client: TestClient, rec: Record) -> None:
+    """The same MessageSid and status a second time answers 409 and adds nothing."""
+    params = {"MessageSid": SID, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert twilio_post(client, "/twilio/status", params).status_code == 200
+    assert twilio_post(client, "/twilio/status", params).status_code == 409
+    assert kinds(rec, SMS_ID) == ["sent", "bounced"]
+
+
+def test_tampered_parameters_break_the_signature(client: TestClient, rec: Record) -> None:
+    """Changing a parameter after signing (delivered -> failed) is refused."""
+    params = {"MessageSid": SID, "MessageStatus": "delivered"}
+    signature = sign(TOKEN, PUBLIC + "/twilio/status", params.items())
+    response = twilio_post(client, "/twilio/status", {**params, "MessageStatus": "failed"},
+                           signature=signature)
+    assert response.status_code == 403 and kinds(rec, SMS_ID) == ["sent"]
+
+
+def test_inbound_stop_and_start_answer_with_twiml(client: TestClient, rec: Record) -> None:
+    """STOP and START change SMS consent and are confirmed in TwiML; HELP gets the help text."""
+    stop = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": " stop "})
+    assert stop.status_code == 200 and stop.headers["content-type"].startswith("application/xml")
+    assert "<Message>You are unsubscribed" in stop.text
+    assert rec.consent_overrides("C1") == {"blocked:sms": False, "sms": False}
+    start = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "UNSTOP"})
+    assert "subscribed again" in start.text
+    assert rec.consent_overrides("C1") == {"sms": True}
+    help_ = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "Help"})
+    assert "Reply STOP" in help_.text
+    other = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "hello"})
+    assert other.text.endswith("<Response></Response>")
+    assert sorted(kinds(rec, SMS_ID)) == ["opted_in", "opted_out", "sent"]  # same instant
+    forged = twilio_post(client, "/twilio/inbound", {"From": "+447700900123", "Body": "STOP"},
+                         signature=None)
+    assert forged.status_code == 403 and rec.consent_overrides("C1") == {"sms": True}
+
+
+def test_signed_report_post_records_a_bounce(client: TestClient, rec: Record) -> None:
+    """A DSN POSTed with its HMAC signature bounces the message; unsigned ones are refused."""
+    body = dsn(EMAIL_ID)
+    unsigned = client.post("/events/report", content=body)
+    assert unsigned.status_code == 403 and kinds(rec, EMAIL_ID) == []
+    signed = client.post("/events/report", content=body,
+                         headers={"X-CCM-Signature": report_signature(SECRET, body)})
+    assert signed.status_code == 200
+    assert sorted(kinds(rec, EMAIL_ID)) == ["bounced", "suppressed"]
+    complaint = arf(EMAIL_ID)
+    response = client.post("/events/report", content=complaint,
+                           headers={"X-CCM-Signature": report_signature(SECRET, complaint)})
+    assert response.status_code == 200 and "complained" in kinds(rec, EMAIL_ID)
+    junk = b"not a report"
+    bad = client.post("/events/report", content=junk,
+                      headers={"X-CCM-Signature": report_signature(SECRET, junk)})
+    assert bad.status_code == 422
