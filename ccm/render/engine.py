@@ -88,7 +88,9 @@ class Engine:
         self.options = options or RenderOptions()
         self.run_id = run_id
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._env = create_environment(self.pack.layouts_dir, self.templates_dir, self.pack.root)
+        self._env = create_environment(
+            self.pack.layouts_dir, self.templates_dir, self.pack.root,
+            {tpl_id: tpl.root for tpl_id, tpl in self.templates.items()})
         self._catalogs: dict[tuple[str, str], Any] = {}
         self._gettext_cache: dict[tuple[str, str], dict[str, Callable[..., Any]]] = {}
         self._brand_cache: dict[tuple[str, str], dict[str, Any]] = {}

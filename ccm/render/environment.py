@@ -63,15 +63,25 @@ class ContainedLoader(jinja2.BaseLoader):
     :class:`~ccm.errors.UnsafeFileError` naming the file, on every channel.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], root: str | os.PathLike[str],
+                 subroots: Mapping[str, Path] | None = None) -> None:
         self.folder = Path(folder)
         self.root = Path(root)
+        #: Loaded template folders by id: a template folder that is itself a
+        #: symlink (``ccm lint`` builds such stand-ins) keeps its files in its own root.
+        self.subroots = dict(subroots or {})
 
     def get_source(self, environment: jinja2.Environment,
                    template: str) -> tuple[str, str, Callable[[], bool]]:
-        path = self.folder.joinpath(*split_template_path(template))
+        pieces = split_template_path(template)
+        path = self.folder.joinpath(*pieces)
+        root = self.root
+        subroot = self.subroots.get(pieces[0]) if len(pieces) > 1 else None
+        if subroot is not None and not Path(os.path.realpath(subroot)).is_relative_to(
+                os.path.realpath(root)):
+            root = subroot
         try:
-            source = read_contained_text(path, self.root, max_bytes=MAX_SOURCE_BYTES)
+            source = read_contained_text(path, root, max_bytes=MAX_SOURCE_BYTES)
             mtime = path.stat().st_mtime_ns
         except FileNotFoundError:
             raise jinja2.TemplateNotFound(template) from None
@@ -88,17 +98,20 @@ class ContainedLoader(jinja2.BaseLoader):
 
 
 def create_environment(pack_layouts: Path, templates_dir: Path,
-                       pack_root: Path | None = None) -> ImmutableSandboxedEnvironment:
+                       pack_root: Path | None = None,
+                       template_roots: Mapping[str, Path] | None = None,
+                       ) -> ImmutableSandboxedEnvironment:
     """Build the environment for one pack.
 
     ``pack/…`` names the pack's layouts (contained in ``pack_root``, by
     default the layouts' parent), ``templates/…`` the templates (contained
-    in the templates folder).
+    in the templates folder; a loaded template whose folder is a symlink to
+    elsewhere, listed in ``template_roots`` by id, in its own folder).
     """
     loader = jinja2.PrefixLoader(
         {
             "pack": ContainedLoader(pack_layouts, pack_root or Path(pack_layouts).parent),
-            "templates": ContainedLoader(templates_dir, templates_dir),
+            "templates": ContainedLoader(templates_dir, templates_dir, template_roots),
         }
     )
     env = CCMSandbox(

@@ -123,7 +123,7 @@ def _check_int_args(args: Iterable[Any], what: str) -> None:
     for arg in args:
         if type(arg) is int and abs(arg) > _SMALL and \
                 abs(arg) > (meter := current_meter()).max_value:
-            raise meter.error("value", f"{what}: the argument {arg} is over the "
+            raise meter.error("value", f"{what}: an argument is over the "
                               f"{meter.max_value} budget (budget.max_value_size)")
 
 
@@ -155,7 +155,7 @@ def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
                         numbers.append(value)
     for number in numbers:
         if number > meter.max_value:
-            raise meter.error("value", f"a format width of {number} is over the "
+            raise meter.error("value", "a format width is over the "
                               f"{meter.max_value} budget (budget.max_value_size)")
 
 

@@ -151,3 +151,16 @@ def test_catalog_symlink_is_refused(tmp_path: Path) -> None:
     po.symlink_to("/etc/passwd")
     with pytest.raises(UnsafeFileError):
         ccm.Engine(pack, templates, record=None)
+
+
+def test_a_folder_symlink_that_is_no_template_gives_no_access(hostile: tuple[Path, Path]) -> None:
+    """``templates/etc -> /etc`` (no template.yaml there) cannot be included from."""
+    pack, templates = hostile
+    (templates / "etc").symlink_to("/etc", target_is_directory=True)
+    src = templates / "payment_reminder" / "sms.txt.j2"
+    src.write_text(src.read_text("utf-8").replace(
+        "{% block content %}", '{% block content %}{% include "templates/etc/passwd" %}'),
+        "utf-8")
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(UnsafeFileError, match="passwd"):
+        engine.render("payment_reminder", sample("payment_reminder"), "sms")
