@@ -276,13 +276,12 @@ class Connected:
         self.erase_wait = float(erase_wait)
         self._create = create and not read_only
         if self.backend == "sqlite":
-            _check_sqlite_file(self._url, self.where, must_exist=not self._create)
-            path = _sqlite_path(self._url)
-            if self._create and path is not None:
-                try:  # a writer's record may start in a folder of its own (out/record.db)
+            with self._errors():  # a folder we may not look into: permission denied
+                _check_sqlite_file(self._url, self.where, must_exist=not self._create)
+                path = _sqlite_path(self._url)
+                if self._create and path is not None:
+                    # A writer's record may start in a folder of its own (out/record.db).
                     path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise translate(exc, self.where) or exc from None
         self.master_key: MasterKey | None = resolve_key(master_key)
         self.engine, self._memory = _create_engine(self._url, read_only=read_only,
                                                    busy_ms=self._busy_ms)

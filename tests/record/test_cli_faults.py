@@ -256,16 +256,40 @@ def test_locked_past_the_timeout_is_a_conflict(record_db: Path) -> None:
     assert "is locked by another process past the timeout" in _one_line(result)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the mode says")
-def test_permission_denied_is_an_io_error(record_db: Path) -> None:  # pragma: no cover - root
-    """A record the user may not read exits 5 saying permission."""
-    record_db.chmod(0)
-    try:
-        result = _run("verify", "--record", str(record_db))
-    finally:
-        record_db.chmod(0o600)
-    assert result.exit_code == 5
-    assert "permission" in _one_line(result) or "cannot be opened" in _one_line(result)
+def _as_nobody(args: list[str]) -> tuple[int, str]:
+    """Run `ccm record ARGS` in a forked child that dropped to uid/gid 65534 (or as is)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 70
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            result = CliRunner().invoke(record_group, args, env={"CCM_MASTER_KEY": ""})
+            os.write(write, (result.output or repr(result.exception)).encode())
+            code = result.exit_code
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode()
+
+
+def test_permission_denied_is_an_io_error(record_db: Path, tmp_path: Path) -> None:
+    """A record this user may not reach (root's folders, mode 600) exits 5 naming permissions."""
+    tmp_path.chmod(0o755)
+    record_db.chmod(0o600)
+    code, output = _as_nobody(["verify", "--record", str(record_db)])
+    assert code == 5, output
+    assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
+    assert "permission" in output
 
 
 def test_checkpoint_into_a_missing_folder_is_an_error(record_db: Path, tmp_path: Path) -> None:
