@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     event = {"invoice_id": "INV-2026-10-0001", "customer": request["customer"],
              "statement": request["data"]}
 
+    args.out.mkdir(parents=True, exist_ok=True)  # the record opens files in existing folders
     engine = ccm.Engine(ROOT / "brand_packs" / "acme", ROOT / "templates",
                         record=f"sqlite:///{args.out / 'record.db'}",
                         clock=None if as_of is None else (lambda: as_of))

@@ -109,3 +109,40 @@ def test_serve_without_a_tracking_key_says_what_to_set(
         monkeypatch.delenv(name, raising=False)
     code, _, err = run(capsys, "events", "serve", "--record", url, "--port", "1")
     assert code == 1 and "CCM_TRACKING_KEY" in err and "Traceback" not in err
+
+
+def test_render_documents_as_links(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ccm render --documents link` writes an email without attachment that links to the
+    recorded PDF; without tracking.base_url it fails naming the pack setting."""
+    import email
+    import email.policy
+    import json
+    import shutil
+
+    from tests.examples_helpers import PACKS, TEMPLATES, sample
+
+    monkeypatch.setenv("CCM_TRACKING_KEY", "k" * 43)
+    pack = tmp_path / "acme"
+    shutil.copytree(PACKS / "acme", pack)
+    data = tmp_path / "req.json"
+    data.write_text(json.dumps(sample("monthly_statement")), "utf-8")
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    args = ["render", "monthly_statement", "--pack", str(pack), "--templates", str(TEMPLATES),
+            "--data", str(data), "--channel", "email", "--out", str(tmp_path / "out"),
+            "--record", url, "--documents", "link", "--as-of", "2026-03-02T12:00:00"]
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "tracking.base_url" in err and "Traceback" not in err
+    with (pack / "pack.yaml").open("a", encoding="utf-8") as fh:
+        fh.write("\ntracking:\n  base_url: https://t.example.com\n  pixel: false\n")
+    url = f"sqlite:///{tmp_path / 'r2.db'}"  # the failed run recorded its PDF in r.db
+    args[args.index("--record") + 1] = url
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    (eml,) = (tmp_path / "out").rglob("*.eml")
+    parsed = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert list(parsed.iter_attachments()) == []  # type: ignore[attr-defined]
+    assert "https://t.example.com/d/" in parsed.get_body(("html",)).get_content()  # type: ignore[attr-defined]
+    with Record(url) as rec:
+        channels = sorted(i.entry.channel for i in rec.timeline("C-100231").messages)
+    assert channels == ["email", "pdf"]
