@@ -1,11 +1,14 @@
 """``ccm lint``: check every template in every pack, locale, sample and channel.
 
-Mounted into the main CLI as ``ccm lint``. Prints one ``file:line: rule-id:
-message`` line per finding (or a JSON list with ``--format json``) on
-stdout and a count on stderr; the work is :func:`ccm.review.lint.lint`.
+Mounted into the main CLI as ``ccm lint``. Prints each finding as
+``file:line:column: severity: rule-id: message`` and its fix (or JSON with
+``--format json``, SARIF 2.1.0 with ``--format sarif``) on stdout and a count
+on stderr; ``--diff``/``--fix`` show or apply the mechanical fixes. The work
+is :func:`ccm.review.lint.lint`.
 
 Exit status: 0 no error-severity finding (warnings allowed), 1 at least one
-error, 2 usage error.
+error, 2 usage error, 3 an unknown ``--template``, 5 a file ``--fix`` cannot
+write.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+
+from ccm.cli._common import ExitCode, Fail
 
 __all__ = ["lint"]
 
@@ -54,9 +59,20 @@ def lint(pack_dirs: Sequence[Path], templates_dir: Path, only: Sequence[str], fm
     packs = list(pack_dirs) or _default_packs(Path("brand_packs"))
     if not packs:
         raise click.UsageError("no brand packs: give --pack DIR or run where ./brand_packs is")
+    if only:
+        known = {p.parent.name for p in templates_dir.glob("*/template.yaml")}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise Fail(f"--template: no template {', '.join(map(repr, unknown))} in "
+                       f"{templates_dir}; there are: {', '.join(sorted(known)) or 'none'}",
+                       ExitCode.NOT_FOUND)
     findings = run(packs, templates_dir, only=list(only) or None)
     if fix or diff:
-        changes, count = apply_fixes(findings, write=fix)
+        try:
+            changes, count = apply_fixes(findings, write=fix)
+        except OSError as exc:
+            raise Fail(f"--fix: cannot write {exc.filename}: {exc.strerror}; nothing after it "
+                       "was changed", ExitCode.IO_ERROR) from None
         click.echo(changes, nl=False)
         verb = "applied" if fix else "would apply"
         click.echo(f"ccm lint: {verb} {count} fix(es)", err=True)

@@ -291,7 +291,8 @@ def test_proof_carries_the_real_lint_findings(tmp_path: Path) -> None:
     assert [(f["file"], f["line"], f["severity"]) for f in banned] == [
         (f"templates/{LIGHT}/email.mjml.j2", line, "error")]
     manifest = json.loads((result.out_dir / "manifest.json").read_text("utf-8"))
-    assert manifest["lint"] == {"errors": 1, "warnings": 1}  # and the weak password rule
+    # and the text is not wrapped for translation; the weak password rule is the warning
+    assert manifest["lint"] == {"errors": 2, "warnings": 1}
     page = (result.out_dir / "index.html").read_text("utf-8")
     assert f"templates/{LIGHT}/email.mjml.j2:{line}" in page and "banned-term" in page
     assert verify_proof(result.out_dir, key.public_key()).ok

@@ -124,6 +124,12 @@ class PackLinter(OutputChecks):
                     f"palette text {colors['text']} on background {colors['background']} is "
                     f"{ratio:.2f}:1, below the 4.5:1 WCAG 2.1 AA needs for normal text",
                 )
+        base = str((pack.raw.get("tracking") or {}).get("base_url") or "")
+        if base and not base.lower().startswith("https://"):
+            yield self._finding(
+                "insecure-link", manifest, yaml_key_line(manifest, "tracking.base_url"),
+                f"tracking.base_url {base[:80]!r} is not https: every tracked link and the "
+                "open pixel in every email would be sent over it", channel="email")
         for key, _file, message in font_problems(pack.raw, pack.root):
             yield self._finding("font-not-embeddable", manifest, yaml_key_line(manifest, key),
                                 message)

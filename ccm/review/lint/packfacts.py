@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -71,13 +72,14 @@ def font_problems(raw: Mapping[str, Any], root: Path) -> Iterator[tuple[str, str
         for style, file in (font.get("files") or {}).items():
             key = f"fonts.{role}.files.{style}"
             path = root / str(file)
-            if not path.is_file():
+            inside = path.resolve().is_relative_to(root.resolve())
+            if not inside or not path.is_file():
                 yield key, str(file), f"font file {file!r} ({role} {style}) is not in the pack"
                 continue
             try:
-                with TTFont(str(path), lazy=True) as ttf:
+                with path.open("rb") as handle, TTFont(handle, lazy=True) as ttf:
                     fs_type = int(ttf["OS/2"].fsType) if "OS/2" in ttf else 0
-            except (TTLibError, OSError, KeyError, AssertionError):
+            except (TTLibError, OSError, KeyError, AssertionError, ValueError, struct.error):
                 yield key, str(file), f"font file {file!r} is not a readable font"
                 continue
             if fs_type & _RESTRICTED:

@@ -162,6 +162,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m("pdf-link-plain-http", WELCOME_PDF, THANKS,
        '<p><a href="http://acme.example/help">{{ _("Help") }}</a></p>', "insecure-link",
        template="welcome"),
+    _m("tracking-plain-http", f"{ACME}/pack.yaml", "\nlint:\n",
+       "\ntracking:\n  base_url: http://t.acme.example\n\nlint:\n", "insecure-link",
+       template="product_offer"),
     # -- data contract ---------------------------------------------------------------------
     _m("undeclared-field", EMAIL, "{% if data.reference is defined %}",
        "{% if data.refernce is defined %}", "undeclared-variable"),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from ccm.cli import main
+from tests.examples_helpers import TEMPLATES
 
 from .conftest import Project
 from .test_rules import EMAIL, add_text
@@ -78,3 +81,43 @@ def test_text_and_json_report_the_same_findings(
         f"[{', '.join(v for k in ('pack', 'template', 'channel', 'locale') if (v := i[k]))}"
         f"{', sample ' + i['sample'] if i['sample'] else ''}]" for i in items]
     assert text[1::2] == [f"    fix: {i['fix']} ({i['docs']})" for i in items]
+
+
+def test_unknown_template_is_named(project: Project, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``--template`` with a name that is not there exits 3 and lists the templates."""
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--template", "payment_remindr"]) == 3
+    err = capsys.readouterr().err
+    assert "no template 'payment_remindr'" in err and "payment_reminder" in err
+    assert "Traceback" not in err
+
+
+def test_one_template_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``--template ID`` lints that template and leaves the others out."""
+    from .conftest import make_project
+
+    project = make_project(tmp_path)
+    shutil.copytree(TEMPLATES / "nps_survey", project.templates / "nps_survey")
+    project.edit("templates/nps_survey/email.mjml.j2", "{% if data.closes_on is defined %}",
+                 "{% if data.closes is defined %}")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--template", "payment_reminder", "--format", "json"]) == 0
+    assert {i["template"] for i in json.loads(capsys.readouterr().out)} == {None}
+    assert main(["lint", "--template", "nps_survey", "--format", "json"]) == 1
+    assert "undeclared-variable" in {i["rule"] for i in json.loads(capsys.readouterr().out)}
+
+
+def test_fix_on_a_read_only_file_says_so(project: Project, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A fix that cannot be written exits 5 with the file named, no traceback."""
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes read-only files")
+    add_text(project, "<mj-text>Thank you</mj-text>")
+    (project.root / EMAIL).chmod(0o444)
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--fix"]) == 5
+    assert "cannot write" in capsys.readouterr().err

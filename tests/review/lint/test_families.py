@@ -393,3 +393,20 @@ def test_english_legal_in_a_german_email(project: Project) -> None:
     found = rules(project.lint(), "legal-wrong-language")
     assert {f.locale for f in found} == {"de_DE"}
     assert "shows the en_GB legal block, not the de_DE one" in found[0].message
+
+
+def test_a_font_file_that_is_not_a_font_is_a_finding(project: Project) -> None:
+    """A font file with garbage in it is font-not-embeddable, not a crash."""
+    (project.pack / "assets/fonts/DejaVuSans-Bold.ttf").write_bytes(b"not a font" * 10)
+    found = rules(project.lint(), "font-not-embeddable")
+    assert [where(f, project.root) for f in found] == [
+        (MANIFEST, project.line_of(MANIFEST, "bold: assets/fonts/DejaVuSans-Bold.ttf"))]
+    assert "not a readable font" in found[0].message
+
+
+def test_a_font_path_outside_the_pack_is_not_read(project: Project) -> None:
+    """A font path that leaves the pack folder is reported, never opened."""
+    project.edit(MANIFEST, "bold: assets/fonts/DejaVuSans-Bold.ttf",
+                 "bold: ../../../../etc/passwd")
+    found = project.lint()
+    assert {"font-not-embeddable", "render-error"} & {f.rule for f in found}

@@ -239,7 +239,8 @@ def test_real_findings_point_at_the_template_and_the_sample(
     act_line = email.read_text("utf-8").split("\n").index(
         "<mj-text>Please act now.</mj-text>") + 1
     found = {(f.rule, f.where) for f in ws.findings(key)}
-    assert found == {("banned-term", f"templates/{LIGHT}/email.mjml.j2:{act_line}")}
+    assert found == {("banned-term", f"templates/{LIGHT}/email.mjml.j2:{act_line}"),
+                     ("untranslated-text", f"templates/{LIGHT}/email.mjml.j2:{act_line}")}
 
 
 def test_findings_follow_the_generation(project: tuple[list[Path], Path]) -> None:
@@ -251,8 +252,10 @@ def test_findings_follow_the_generation(project: tuple[list[Path], Path]) -> Non
     insert_in_block(templates / LIGHT / "sms.txt.j2", "Pay IMMEDIATELY. ")
     assert ws.findings(key) == ()  # same generation: cached
     ws.bump()
-    assert [(f.rule, f.where) for f in ws.findings(key)] == [
-        ("shouting", f"templates/{LIGHT}/sms.txt.j2:3")]
+    assert sorted((f.rule, f.where) for f in ws.findings(key)) == [
+        ("pressuring-wording", f"templates/{LIGHT}/sms.txt.j2:3"),
+        ("shouting", f"templates/{LIGHT}/sms.txt.j2:3"),
+        ("untranslated-text", f"templates/{LIGHT}/sms.txt.j2:3")]
 
 
 def test_lint_checks_the_messages_the_view_rendered(project: tuple[list[Path], Path],
