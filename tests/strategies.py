@@ -124,5 +124,5 @@ def customer_ids(max_size: int = 24) -> st.SearchStrategy[str]:
         st.sampled_from(AWKWARD_IDS),
         st.text(_any_char, min_size=1, max_size=max_size),
         st.lists(st.one_of(_pieces, st.sampled_from(AWKWARD_IDS)), min_size=1, max_size=6)
-        .map("".join),
+        .map("".join).filter(bool),
     )

@@ -732,7 +732,8 @@ class _Batch:
 
         Names are unique per customer, template and locale, so within a run they
         never meet; only files that were in ``out/`` before the run can be in the way.
-        A file with exactly the message's bytes is not in the way.
+        A file with exactly the message's bytes is not in the way, nor is the file of
+        this run's message for the same key (the row is a duplicate).
         """
         if not self._had_files:
             return set()
@@ -741,8 +742,11 @@ class _Batch:
             if p.rewrite or p.staged_name is None:
                 continue
             present = self.output.read(p.rendered.filename)
-            if present is not None and present != p.rendered.content:
-                taken.add(id(p))
+            if present is None or present == p.rendered.content:
+                continue
+            if self.record.find_key(p.rendered.key) is not None:
+                continue  # this run's own message is there: a duplicate row, recorded as such
+            taken.add(id(p))
         return taken
 
     # -- the print stream ------------------------------------------------------------

@@ -42,15 +42,16 @@ def batch_cli(tmp: Path, requests: list[dict[str, Any]], out: Path, url: str, ru
 
 
 def assert_one_matching_file_each(out: Path, url: str, run_id: str, ids: list[str],
-                                  open_record: Callable[..., Any]) -> None:
+                                  open_record: Callable[..., Any], channel: str = "sms") -> None:
     """Every customer has exactly its own file, whose SHA-256 is the record's."""
     record = open_record(url)
-    names = sorted(p.name for p in out.iterdir() if p.name != "errors.jsonl")
-    assert names == sorted(out_name(cid, "sms") for cid in ids)
+    names = sorted(p.name for p in out.iterdir()
+                   if p.name not in ("errors.jsonl", "README.txt"))
+    assert names == sorted(out_name(cid, channel) for cid in ids)
     for cid in ids:
-        entry = record.find_key(f"{run_id}:quick_note:{cid}:sms")
+        entry = record.find_key(f"{run_id}:quick_note:{cid}:{channel}")
         assert entry is not None and entry.customer_id == cid
-        data = (out / out_name(cid, "sms")).read_bytes()
+        data = (out / out_name(cid, channel)).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry.content_sha256, cid
 
 
@@ -165,3 +166,28 @@ def test_fsspec_outputs_are_checked_and_repaired_too(record_url: str, master_key
         assert fs.cat_file(second) == kept
     finally:
         fs.rm("/names-out", recursive=True)
+
+
+def test_a_repeated_row_in_a_folder_with_files_is_a_duplicate(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same customer twice in one run, into a folder that already had files: the second
+    row is a duplicate of this run's message, not a clash with another run's file."""
+    import ccm.batch.run
+
+    # Commit after every two messages, so the first C1 is published before the second is
+    # committed (both were looked up in the record before either was there).
+    monkeypatch.setattr(ccm.batch.run, "COMMIT_MESSAGES", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.txt").write_text("an earlier run's notes")
+    kwargs: dict[str, Any] = dict(now=DAYTIME, pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0,
+                                  channels=["email"], chunk_size=1)
+    ids = ["C1", "C2", "C3", "C4", "C5", "C6"]
+    rows = with_ids(ids)
+    rows.append(rows[0])  # the same request again; an email's bytes differ each render
+    summary = run_batch("quick_note", rows, **kwargs)
+    assert (summary.generated, summary.failed, summary.duplicate) == (6, 0, 1)
+    assert_one_matching_file_each(out, record_url, "r1", ids, open_record, "email")

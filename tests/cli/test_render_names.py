@@ -165,3 +165,4 @@ def test_a_taken_name_without_a_record_is_reported_in_plain_output(
     assert f"r.jsonl:1: {taken} already holds another message" in err
     assert "render into an empty --out folder" in err and "record show" not in err
     assert taken.read_bytes() == b"a statement for someone else"
+
