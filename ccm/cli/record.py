@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from ccm._util import atomic_write
-from ccm.cli._common import ExitCode, Fail
+from ccm.cli._common import ExitCode, Fail, exit_code_for
 from ccm.errors import CCMError
 from ccm.record import checkpoint as checkpoints
 from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
@@ -65,7 +65,7 @@ def _opened(url: str | None, *, with_key: bool = False) -> Iterator[Record]:
     try:
         yield rec
     except CCMError as exc:
-        raise Fail(str(exc)) from exc
+        raise Fail(str(exc), exit_code_for(exc)) from exc
     finally:
         rec.close()
 

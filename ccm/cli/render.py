@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import Fail, as_of_option, aware
+from ccm.cli._common import Fail, as_of_option, aware, out_folder
 from ccm.errors import CCMError
 
 __all__ = ["read_requests", "render"]
@@ -83,6 +83,7 @@ def render(
     from ccm._util import atomic_write
     from ccm.render.engine import Engine, default_record_url
 
+    out_folder(out_dir)
     record: Any = None if no_record else (record_url or default_record_url())
     try:
         moment = aware(as_of)

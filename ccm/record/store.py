@@ -147,6 +147,27 @@ def _must_exist(url: sa.URL, where: str) -> None:
     if not Path(str(url.database)).expanduser().is_file():
         raise RecordError(f"no record at {where}: ccm render and ccm batch create one; "
                           "check --record or CCM_RECORD_URL", url=where)
+    _sqlite_file(url, where, empty_ok=False)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _sqlite_file(url: sa.URL, where: str, *, empty_ok: bool) -> None:
+    """Refuse a file that is not a SQLite database (SQLite would write into an empty one)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(str(url.database)).expanduser()
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # absent (created next), or the driver names the problem
+    if head == _SQLITE_MAGIC or (not head and empty_ok):
+        return
+    what = "an empty file" if not head else "not a SQLite database"
+    raise RecordError(f"{where}: {what}, so not a ccm record; check --record or "
+                      "CCM_RECORD_URL (a new record needs a path where no file is)", url=where)
 
 
 def _create_engine(url: sa.URL) -> tuple[sa.Engine, bool]:
@@ -215,6 +236,8 @@ class Record:
         self.where = _where(self._url)
         if not create:
             _must_exist(self._url, self.where)
+        else:
+            _sqlite_file(self._url, self.where, empty_ok=True)
         self.master_key = master_key
         self._create = create
         self.engine, self._memory = _create_engine(self._url)

@@ -139,9 +139,9 @@ def test_show_writes_exact_bytes(filled: Record, run, tmp_path: Path) -> None:  
 
 
 def test_show_unknown_message(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
-    """An unknown message id is a one-line error with exit status 1."""
+    """An unknown message id is a one-line error with exit status 3 (NOT_FOUND)."""
     result = run("show", "nope")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.output.strip() == "ccm: error: no message 'nope' in the record"
 
 
@@ -177,7 +177,7 @@ def test_event_command(filled: Record, run) -> None:  # type: ignore[no-untyped-
     assert run("event", "m-mail", "liked").exit_code == 2
     assert run("event", "m-mail", "sent", "--data", "{nope").exit_code == 2
     assert run("event", "m-mail", "sent", "--at", "2025-03-04T10:00").exit_code == 2
-    assert run("event", "nope", "sent").exit_code == 1
+    assert run("event", "nope", "sent").exit_code == 3  # NOT_FOUND
 
 
 def test_features_csv(filled: Record, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
