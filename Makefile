@@ -2,7 +2,7 @@
 #   make demo               core install (no extras), renders the examples into out/
 #   make demo ARGS=--fresh  start the demo over (it says what exists when run again)
 #   make test               the dev extra, then the whole test suite
-#   make lint               ruff, mypy, import-linter
+#   make lint               ruff, mypy, import-linter, the docs site (mkdocs build --strict)
 #   make docs               serve the documentation site on http://127.0.0.1:8000
 PYTHON ?= python3
 VENV ?= .venv
@@ -46,16 +46,16 @@ demo: $(CORE)
 test: $(DEV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-lint: $(DEV)
+lint: $(DEV) docs-build
 	$(BIN)/ruff check ccm tests examples benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 docs-build: $(DEV)
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 docs: $(DEV)
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 bench: $(DEV)
 	$(BIN)/python benchmarks/run.py

@@ -166,9 +166,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, replace: bool = T
             os.replace(tmp, target)
         else:
             _link_new(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(target)  # a full disk names the file it could not write
         raise
     return target
 

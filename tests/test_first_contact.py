@@ -123,3 +123,34 @@ def test_python_dash_m_ccm_reports_the_distribution_version() -> None:
     result = subprocess.run([sys.executable, "-m", "ccm", "--version"], capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0 and ccm.__version__ in result.stdout
+
+
+def test_offers_come_from_the_offers_address() -> None:
+    """senders.email.from_by_type: a marketing email is From the pack's offers address,
+    an operational one From the default."""
+    import email
+    import email.policy
+
+    engine = ccm.Engine(PACKS / "acme", TEMPLATES, record=None)
+    offer = engine.render("product_offer", sample("product_offer"), channel="email")
+    reminder = engine.render("payment_reminder", sample("payment_reminder"), channel="email")
+    parse = lambda m: email.message_from_bytes(m.content, policy=email.policy.default)  # noqa: E731
+    assert parse(offer)["From"].addresses[0].addr_spec == "offers@acme.example"
+    assert parse(reminder)["From"].addresses[0].addr_spec == "statements@acme.example"
+
+
+@pytest.mark.parametrize("pack", ["acme", "globex"])
+def test_the_email_canvas_takes_the_packs_surface_colour(pack: str) -> None:
+    """The email's <body> background is the pack's palette.surface (the canvas around the
+    card), not the mail client's default white."""
+    import email
+    import email.policy
+    import re
+
+    engine = ccm.Engine(PACKS / pack, TEMPLATES, record=None)
+    made = engine.render("welcome", sample("welcome"), channel="email")
+    html = email.message_from_bytes(made.content, policy=email.policy.default).get_body(
+        ("html",)).get_content()  # type: ignore[union-attr]
+    body = re.search(r"<body[^>]*>", html)
+    assert body is not None
+    assert f"background-color:{engine.pack.palette['surface']}" in body.group(0)

@@ -56,6 +56,7 @@ def test_cli_starts_and_renders_without_extras(tmp_path: Path) -> None:
 
 def test_commands_needing_an_extra_name_it(tmp_path: Path) -> None:
     for args, extra in ((["preview"], "ccm-engine[preview]"),
+                        (["proof", "--out", str(tmp_path / "proof")], "ccm-engine[preview]"),
                         (["track-serve"], "ccm-engine[tracking]")):
         result = ccm_without_extras(*args, cwd=tmp_path)
         assert result.returncode == 1

@@ -32,7 +32,11 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["REPORT_BUGS", "ExitCode", "Fail", "as_of_option", "aware", "report_error"]
+__all__ = [
+    "REPORT_BUGS", "ExitCode", "Fail", "as_of_option", "aware", "exit_code_for", "needs_extra",
+    "out_folder",
+    "report_error",
+]
 
 #: Where a bug in ccm is reported (the one line of an INTERNAL error says it).
 REPORT_BUGS = ("please report it to the ccm maintainers with the command you ran and the "
@@ -95,9 +99,27 @@ _IO_ADVICE = {
 }
 
 
+def _file_in_traceback(exc: BaseException) -> str | None:
+    """The file ccm was working on when ``exc`` was raised: the innermost frame's
+    ``path``-like local (a ``pathlib.Path``), or None."""
+    from pathlib import PurePath
+
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for name in ("path", "target", "data_file", "file", "filename", "out"):
+            value = frame.f_locals.get(name)
+            if isinstance(value, PurePath):
+                return str(value)
+    return None
+
+
 def _os_error(exc: OSError) -> tuple[str, ExitCode]:
     """One sentence for an ``OSError`` that reached the CLI boundary, and its exit code."""
-    where = exc.filename if exc.filename is not None else None
+    where = exc.filename if exc.filename is not None else _file_in_traceback(exc)
     named = f" {os.fsdecode(where)}" if where is not None else ""
     if isinstance(exc, FileNotFoundError):
         return (f"cannot find{named}: no such file or folder; check the path",
@@ -106,6 +128,18 @@ def _os_error(exc: OSError) -> tuple[str, ExitCode]:
     if advice is None:
         advice = f"{exc.strerror or type(exc).__name__}; check the path and try again"
     return f"cannot use{named}: {advice}", ExitCode.IO_ERROR
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The exit code of a ccm error: NOT_FOUND for what does not exist, CONFLICT for an
+    idempotency key recorded for other parameters, else BAD_INPUT."""
+    from ccm.errors import IdempotencyConflict, NotFoundError
+
+    if isinstance(exc, NotFoundError | LookupError):
+        return ExitCode.NOT_FOUND
+    if isinstance(exc, IdempotencyConflict):
+        return ExitCode.CONFLICT
+    return ExitCode.BAD_INPUT
 
 
 def report_error(exc: BaseException, *, debug: bool = False) -> ExitCode:
@@ -118,31 +152,37 @@ def report_error(exc: BaseException, *, debug: bool = False) -> ExitCode:
     is a bug in ccm: one line and where to report it, exit INTERNAL, and the
     traceback only with ``--debug``.
     """
-    from ccm.errors import CCMError, IdempotencyConflict, NotFoundError
+    from ccm.errors import CCMError
 
     if isinstance(exc, click.exceptions.Exit):
         return ExitCode(exc.exit_code) if exc.exit_code in set(ExitCode) else ExitCode.BAD_INPUT
+    if isinstance(exc, click.UsageError):
+        where = exc.ctx.command_path if exc.ctx is not None else "ccm"
+        click.echo(f"ccm: error: {exc.format_message()} (usage: {where} --help)", err=True)
+        return ExitCode.USAGE
     if isinstance(exc, click.ClickException):
         exc.show()
         code = exc.exit_code
         return ExitCode(code) if code in set(ExitCode) else ExitCode.BAD_INPUT
     if isinstance(exc, click.Abort | KeyboardInterrupt):
-        click.echo("ccm: interrupted", err=True)
+        click.echo("ccm: error: stopped before finishing (interrupted, or not confirmed); "
+                   "run the command again", err=True)
         return ExitCode.BAD_INPUT
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, CCMError):
-        code = ExitCode.BAD_INPUT
-        if isinstance(exc, NotFoundError | LookupError):
-            code = ExitCode.NOT_FOUND
-        elif isinstance(exc, IdempotencyConflict):
-            code = ExitCode.CONFLICT
         click.echo(f"ccm: error: {exc}", err=True)
-        return code
+        return exit_code_for(exc)
     if isinstance(exc, OSError):
         message, code = _os_error(exc)
         click.echo(f"ccm: error: {message}", err=True)
         return code
+    if isinstance(exc, UnicodeDecodeError):
+        source = _file_in_traceback(exc)
+        named = f"{source}: " if source else ""
+        click.echo(f"ccm: error: {named}not UTF-8 text (a {exc.encoding} decoding error at "
+                   f"byte {exc.start}); save the file as UTF-8", err=True)
+        return ExitCode.BAD_INPUT
     if isinstance(exc, MemoryError):
         click.echo("ccm: error: out of memory: the input is too large for this machine; "
                    "split it (ccm batch streams large inputs)", err=True)
@@ -153,3 +193,38 @@ def report_error(exc: BaseException, *, debug: bool = False) -> ExitCode:
                f"in your input; {REPORT_BUGS}"
                + ("" if debug else "; `ccm --debug` shows the traceback"), err=True)
     return ExitCode.INTERNAL
+
+
+def out_folder(path: Any, option: str = "--out") -> Any:
+    """Create the output folder ``path`` (and its parents), or fail with one clear line.
+
+    Done before any work, so a folder that cannot be made stops the command
+    before it renders or records anything.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise Fail(f"{option} {path}: a file of that name is in the way; give a folder",
+                   ExitCode.BAD_INPUT) from exc
+    except OSError as exc:
+        advice = _IO_ADVICE.get(exc.errno or 0) or f"{exc.strerror}; check the path"
+        raise Fail(f"{option} {path}: cannot create the folder: {advice}",
+                   ExitCode.IO_ERROR) from exc
+    return path
+
+
+def needs_extra(command: str, modules: tuple[str, ...], extra: str) -> None:
+    """Fail naming ``pip install 'ccm-engine[extra]'`` when one of ``modules`` is missing."""
+    import importlib.util
+
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise Fail(f"{command} needs {', '.join(missing)}, which the {extra} extra installs; "
+                   f"run: pip install 'ccm-engine[{extra}]'")

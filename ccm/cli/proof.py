@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import Fail
+from ccm.cli._common import Fail, needs_extra, out_folder
 from ccm.errors import CCMError
 from ccm.review import proof as _proof
 from ccm.review.proof import KEY_FILE_ENV
@@ -70,6 +70,9 @@ def proof(
             return
         if out_dir is None:
             raise click.UsageError("--out DIR is required to make a proof")
+        # Page thumbnails are drawn with pypdfium2 (the preview extra).
+        needs_extra("ccm proof", ("pypdfium2",), "preview")
+        out_folder(out_dir)
         packs = list(pack_dirs) or _proof.default_pack_dirs()
         forbidden = [*packs, templates_dir, out_dir]
         repo = _repo_root(templates_dir)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ccm._util import atomic_write
-from ccm.cli._common import ExitCode, Fail, as_of_option, aware
+from ccm.cli._common import ExitCode, Fail, as_of_option, aware, out_folder
 from ccm.errors import CCMError
 
 __all__ = ["render"]
@@ -92,6 +92,8 @@ def render(
     if queue and no_record:
         raise Fail("--queue needs the record (the outbox is in it); drop --no-record",
                    ExitCode.USAGE)
+    if out_dir is not None:
+        out_folder(out_dir)
     record: Any = None if no_record else (record_url or default_record_url())
     try:
         moment = aware(as_of)

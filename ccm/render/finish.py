@@ -128,7 +128,7 @@ def finish_email(
         subject=subject,
         html=html,
         text=text,
-        from_=sender["from"],
+        from_=(sender.get("from_by_type") or {}).get(tpl.message_type) or sender["from"],
         to=(str(req.customer.get("name") or ""), str(to_addr)),
         reply_to=sender.get("reply_to"),
         headers=headers,

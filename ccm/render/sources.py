@@ -197,6 +197,9 @@ def load_approvals(path: str | os.PathLike[str]) -> dict[tuple[str, str], Approv
     except json.JSONDecodeError as exc:
         raise ApprovalError(f"{target}:{exc.lineno}: invalid JSON: {exc.msg}",
                             path=str(target), line=exc.lineno) from exc
+    except UnicodeDecodeError as exc:
+        raise ApprovalError(f"{target}: not UTF-8 text (byte {exc.start}): give the approvals "
+                            "file `ccm approve` writes", path=str(target)) from exc
     except OSError as exc:
         raise ApprovalError(f"{target}: cannot read: {exc.strerror}", path=str(target)) from exc
     out = _parse(doc, target)

@@ -54,7 +54,11 @@ from ccm.channels.pdf._css import _fatal_to_error as _fatal_to_error
 from ccm.channels.pdf._css import _install_linked_css as _install_linked_css
 from ccm.channels.pdf._css import _reusing_stylesheets as _reusing_stylesheets
 from ccm.channels.pdf._css import font_config as font_config
+from ccm.channels.pdf._css import harfbuzz_subset as harfbuzz_subset
 from ccm.channels.pdf._css import load_stylesheet as load_stylesheet
+from ccm.channels.pdf._css import (
+    warn_without_harfbuzz_subset as warn_without_harfbuzz_subset,
+)
 from ccm.channels.pdf._fetch import AssetRefused as AssetRefused
 from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
@@ -66,6 +70,7 @@ __all__ = [
     "PackFetcher",
     "delivery_from_archival",
     "font_config",
+    "harfbuzz_subset",
     "load_stylesheet",
     "render_document",
     "write_pdf",
@@ -206,6 +211,7 @@ def render_document(
         counters, profiles = _css_extras.get(css, ({}, {}))
         counter_style.update(counters)
         color_profiles.update(profiles)
+    warn_without_harfbuzz_subset()
     budget = _Budget(deadline)
     _install_linked_css()
     with fetcher._session() as session, _reusing_stylesheets(fetcher):

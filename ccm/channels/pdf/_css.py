@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -57,6 +58,37 @@ class _SharedFontConfiguration(FontConfiguration):  # type: ignore[misc]
 
 _font_lock = threading.Lock()
 _font_config: Any = None
+
+
+def harfbuzz_subset() -> bool:
+    """Whether WeasyPrint can subset fonts with HarfBuzz (``libharfbuzz-subset0`` >= 4.1).
+
+    Without it WeasyPrint falls back to fontTools and every PDF takes about three
+    times as long; ``ccm doctor`` reports it and the first PDF render warns.
+    """
+    try:
+        from weasyprint.text.ffi import harfbuzz
+        from weasyprint.text.ffi import harfbuzz_subset as subset
+    except ImportError:  # pragma: no cover - weasyprint is a core dependency
+        return False
+    return subset is not None and bool(harfbuzz.hb_version_atleast(4, 1, 0))
+
+
+_warned_subset = False
+
+
+def warn_without_harfbuzz_subset() -> None:
+    """Warn once per process when PDFs are made without the HarfBuzz subsetter."""
+    global _warned_subset
+    if _warned_subset:
+        return
+    _warned_subset = True
+    if not harfbuzz_subset():
+        warnings.warn(
+            "WeasyPrint cannot find the HarfBuzz subsetter (libharfbuzz-subset0), so it "
+            "subsets fonts with fontTools and every PDF takes about three times as long; "
+            "install it (Debian/Ubuntu: apt-get install libharfbuzz-subset0) and see "
+            "`ccm doctor`", RuntimeWarning, stacklevel=3)
 
 
 def font_config() -> Any:
