@@ -133,7 +133,8 @@ def run_batch(
     sees (quiet hours), e.g. to run "as of" a send time; default: the clock.
     ``output_format`` ``"jsonl"`` writes SMS and email messages into one JSONL
     file per record commit (``out/messages-<run id>-<seq>.jsonl``) instead of one
-    file each; resume a run with the format it started with.
+    file each, ``"zip"`` into one zip archive per commit; resume a run with the
+    format it started with.
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
@@ -208,7 +209,8 @@ class _Batch:
         self.record = self._open_record(record_url or default_record_url(), master_key)
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
-        self.chunks = ChunkFiles(self.output, self.run_id) if output_format == "jsonl" else None
+        self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
+                       if output_format != "files" else None)
         self._restored_lines: list[dict[str, Any]] = []
         self._rewrite_ids: dict[tuple[int, str], str] = {}
         self.on_event = on_event
