@@ -5,8 +5,8 @@
   schema) and the hand-written ``ccm/render/_fastschema.py`` it replaced; over
   every example template's samples.
 * ``f-eml``: writing one multipart/alternative ``.eml``: the standard
-  library's ``email`` generator (``build_email`` + ``to_bytes``) against the
-  hand-written writer (``build_email_bytes``) it replaced.
+  library's ``email`` generator (``tests/channels/_stdlib_email.py``, the
+  tests' oracle, + ``to_bytes``) against ccm's writer (``build_email_bytes``).
 * ``f-text``: the HTML-to-text alternative of a compiled payment reminder:
   ours (``html_to_text``), ``inscriptis`` and ``html2text``.
 
@@ -104,15 +104,20 @@ def bench_eml(n: int, rounds: int) -> Result:
     common = {"subject": "Your payment is due", "from_": "Acme <billing@acme.example>",
               "to": ("Customer", "c@example.com"), "headers": {"List-Unsubscribe":
                                                                 "<https://acme.example/u/x>"}}
+    from datetime import UTC, datetime
+
+    from tests.channels._stdlib_email import stdlib_build_email
+
+    when = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
     variants: dict[str, Any] = {
         "stdlib email generator": lambda: [
-            email_channel.to_bytes(email_channel.build_email(html=h, text=t, **common))
+            email_channel.to_bytes(stdlib_build_email(html=h, text=t, date=when, **common))
             for h, t in zip(htmls, texts, strict=True)],
     }
     hand = getattr(email_channel, "build_email_bytes", None)
     if hand is not None:
         variants["hand-written writer"] = lambda: [
-            hand(html=h, text=t, **common) for h, t in zip(htmls, texts, strict=True)]
+            hand(html=h, text=t, date=when, **common) for h, t in zip(htmls, texts, strict=True)]
     best = best_of(rounds, variants)
     us = {k: round(1e6 * v / n, 1) for k, v in best.items()}
     return Result("f-eml", "one .eml (multipart/alternative): the stdlib generator's time "

@@ -1,8 +1,10 @@
-"""Text messages of a batch run in one JSONL file per commit instead of one file per message.
+"""Text messages of a batch run in one file per commit instead of one file per message.
 
 ``--output-format jsonl`` writes the SMS and email messages of each record
 commit as ``out/messages-<run id>-<seq>.jsonl``: one line per message with
-its metadata and content (:func:`message_line`). PDFs stay one file each.
+its metadata and content (:func:`message_line`); ``--output-format zip`` as
+``out/messages-<run id>-<seq>.zip``: one member per message under its usual
+file name plus ``manifest.jsonl``. PDFs stay one file each.
 
 The order is the same as for single files -- *stage, commit, publish*: the
 chunk is written under the staging folder and synced, the record commit
@@ -19,9 +21,11 @@ generated message ends up in exactly one published chunk.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,8 +34,9 @@ from ccm.batch._output import _Output
 
 __all__ = ["FORMATS", "JSONL_ABOVE", "TEXT_CHANNELS", "ChunkFiles", "message_line"]
 
-#: Output formats: one file per message, or one JSONL file per commit for text channels.
-FORMATS = ("files", "jsonl")
+#: Output formats: one file per message, or one JSONL file / zip archive per commit for
+#: text channels.
+FORMATS = ("files", "jsonl", "zip")
 #: ``ccm batch`` writes JSONL by default when the input has more rows than this.
 JSONL_ABOVE = 10_000
 #: Channels whose messages go into chunks (PDFs stay files).
@@ -60,12 +65,21 @@ def content_of(line: dict[str, Any]) -> bytes:
 
 
 class ChunkFiles:
-    """The run's JSONL chunks: what is published, what a killed run left staged, the next name."""
+    """The run's chunks: what is published, what a killed run left staged, the next name.
 
-    def __init__(self, output: _Output, run_id: str) -> None:
+    ``kind`` ``"jsonl"``: one line per message, content included. ``"zip"``: one
+    member per message under its usual file name, plus ``manifest.jsonl`` (the
+    same lines without ``content``, with ``member``: the member's name).
+    """
+
+    def __init__(self, output: _Output, run_id: str, kind: str = "jsonl") -> None:
+        if kind not in ("jsonl", "zip"):
+            raise ValueError(f"unknown chunk kind {kind!r}")
         self.output = output
+        self.kind = kind
+        self.suffix = f".{kind}"
         self.prefix = f"messages-{safe_filename(run_id)}-"
-        self._pattern = re.compile(re.escape(self.prefix) + r"(\d+)\.jsonl")
+        self._pattern = re.compile(re.escape(self.prefix) + r"(\d+)" + re.escape(self.suffix))
         #: Message ids in published chunks of earlier runs with this run id.
         self.published: set[str] = set()
         #: Lines of chunks staged but never published (a run killed mid-commit).
@@ -76,13 +90,13 @@ class ChunkFiles:
             if match is None:
                 continue
             self.seq = max(self.seq, int(match.group(1)))
-            for item in self._lines(self.output.path(name)):
+            for item in self._read(self.output.path(name), content=False):
                 self.published.add(str(item["message_id"]))
         for name in self._names(self.output.staging):
-            if name.startswith("chunk-") and name.endswith(".jsonl"):
-                number = name.removeprefix("chunk-").removesuffix(".jsonl")
+            if name.startswith("chunk-") and name.endswith(self.suffix):
+                number = name.removeprefix("chunk-").removesuffix(self.suffix)
                 self.seq = max(self.seq, int(number) if number.isdigit() else 0)
-                for item in self._lines(self.output.staged(name)):
+                for item in self._read(self.output.staged(name), content=True):
                     if str(item["message_id"]) not in self.published:
                         self.staged[str(item["message_id"])] = item
 
@@ -97,26 +111,45 @@ class ChunkFiles:
         return sorted(p.rstrip("/").rsplit("/", 1)[-1]
                       for p in self.output.fs.ls(folder, detail=False))
 
-    def _lines(self, path: str) -> Iterator[dict[str, Any]]:
+    def _read(self, path: str, *, content: bool) -> Iterator[dict[str, Any]]:
         opener: Any = open if self.output.local else self.output.fs.open
         with opener(path, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    return  # a torn last line (never published: staged chunks only)
-                try:
-                    item = json.loads(raw)
-                except ValueError:
-                    return
-                if isinstance(item, dict) and "message_id" in item:
-                    yield item
+            if self.kind == "jsonl":
+                yield from _jsonl_items(fh)
+                return
+            try:
+                with zipfile.ZipFile(fh) as archive:
+                    with archive.open("manifest.jsonl") as manifest:
+                        items = list(_jsonl_items(manifest))
+                    for item in items:
+                        if content:
+                            item["content"] = archive.read(str(item["member"])).decode(
+                                "utf-8", "surrogateescape")
+                        yield item
+            except (zipfile.BadZipFile, KeyError, OSError):
+                return  # a torn staged archive (published ones are whole)
+
+    def _encode(self, lines: Iterable[dict[str, Any]]) -> bytes:
+        if self.kind == "jsonl":
+            return b"".join(json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n"
+                            for item in lines)
+        buffer = io.BytesIO()
+        manifest = []
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for item in lines:
+                meta = {k: v for k, v in item.items() if k != "content"}
+                meta["member"] = str(item["filename"])
+                archive.writestr(meta["member"], content_of(item))
+                manifest.append(meta)
+            archive.writestr("manifest.jsonl", b"".join(
+                json.dumps(m, ensure_ascii=True).encode("ascii") + b"\n" for m in manifest))
+        return buffer.getvalue()
 
     def stage(self, lines: Iterable[dict[str, Any]]) -> tuple[str, Any]:
         """Write the next chunk under the staging folder; ``(staged name, handle to sync)``."""
         self.seq += 1
-        name = f"chunk-{self.seq:06d}.jsonl"
-        data = b"".join(json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n"
-                        for item in lines)
-        return name, self.output.stage(name, data)
+        name = f"chunk-{self.seq:06d}{self.suffix}"
+        return name, self.output.stage(name, self._encode(lines))
 
     def final_name(self, staged_name: str) -> str:
         return f"{self.prefix}{staged_name.removeprefix('chunk-')}"
@@ -129,5 +162,16 @@ class ChunkFiles:
             return
         self.output.discard(staged_name)
         if kept:
-            self.output.write(final, b"".join(
-                json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n" for item in kept))
+            self.output.write(final, self._encode(kept))
+
+
+def _jsonl_items(fh: Any) -> Iterator[dict[str, Any]]:
+    for raw in fh:
+        if not raw.endswith(b"\n"):
+            return  # a torn last line (never published: staged chunks only)
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            return
+        if isinstance(item, dict) and "message_id" in item:
+            yield item

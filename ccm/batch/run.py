@@ -28,8 +28,6 @@ rows that fail or worker processes that die, DEBUG per commit.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
-import itertools
 import json
 import logging
 import os
@@ -42,14 +40,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ccm.batch._chunks import FORMATS, TEXT_CHANNELS, ChunkFiles, content_of, message_line
+from ccm.batch._chunks import FORMATS, TEXT_CHANNELS, ChunkFiles, message_line
 from ccm.batch._commit import _Pending, append_all
 from ccm.batch._output import _Output
 from ccm.batch._pool import _is_worker_death, _Pool
+from ccm.batch._resume import _Resume
 from ccm.batch._values import BatchEvent, BatchSummary, EventKind, WorkerLimits
-from ccm.batch._worker import _filename, _key, _RowResult, _Spec
+from ccm.batch._worker import _RowResult, _Spec
 from ccm.batch.inputs import InputRow
-from ccm.errors import DataError, MessageError
+from ccm.errors import DataError
 from ccm.message import CHANNELS, SUFFIXES, Request
 
 if TYPE_CHECKING:
@@ -77,8 +76,6 @@ COMMIT_SECONDS = 1.0
 TASK_SECONDS = 0.05
 #: Most rows in one task.
 MAX_CHUNK = 256
-#: Input rows read ahead at a time: their record lookups (resume, consent) are one query each.
-LOOKUP_ROWS = 256
 #: Seconds between progress events.
 PROGRESS_SECONDS = 0.5
 
@@ -133,7 +130,8 @@ def run_batch(
     sees (quiet hours), e.g. to run "as of" a send time; default: the clock.
     ``output_format`` ``"jsonl"`` writes SMS and email messages into one JSONL
     file per record commit (``out/messages-<run id>-<seq>.jsonl``) instead of one
-    file each; resume a run with the format it started with.
+    file each, ``"zip"`` into one zip archive per commit; resume a run with the
+    format it started with.
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
@@ -164,8 +162,10 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-class _Batch:
+class _Batch(_Resume):
     """One run's state; :func:`run_batch` is the public face."""
+
+    _restore_flush = COMMIT_MESSAGES
 
     def __init__(self, *, template: str, pack: str | os.PathLike[str],
                  templates: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -209,7 +209,8 @@ class _Batch:
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
         self._had_files = self.output.has_files()
-        self.chunks = ChunkFiles(self.output, self.run_id) if output_format == "jsonl" else None
+        self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
+                       if output_format != "files" else None)
         self._restored_lines: list[dict[str, Any]] = []
         self._rewrite_ids: dict[tuple[int, str], str] = {}
         self.on_event = on_event
@@ -433,168 +434,6 @@ class _Batch:
                 "message": "the worker process rendering this row died (memory or CPU budget "
                            "exceeded, or a crash); it was replaced",
             })
-
-    # -- before submitting: resume ------------------------------------------------
-
-    def _prepare(self, row: InputRow) -> tuple[tuple[int, Any, tuple[str, ...] | None, Any],
-                                                  tuple[str, ...]] | None:
-        """Skip what the record already has; return the work left for this row."""
-        if row.error is not None:
-            self._fail(row.line, row.customer_id, {"error": "InputError", "message": row.error})
-            return None
-        customer_id = row.customer_id
-        if customer_id is None:  # the worker reports the shape error with its path
-            return (row.line, row.request, None, None), ()
-        todo: list[str] = []
-        redo: list[str] = []
-        for channel in self.channels:
-            entry = self._find_key(_key(self.run_id, self.tpl.id, customer_id, channel))
-            if entry is None:
-                todo.append(channel)
-                continue
-            if entry.params_sha256 != self._params(row, channel):
-                self._fail(row.line, customer_id, {
-                    "error": "IdempotencyConflict", "channel": channel,
-                    "message": f"customer {customer_id}: {channel} message "
-                               f"{entry.message_id} of run {self.run_id} was made from other "
-                               "data or sources; use a new run id to send it again",
-                })
-                return None
-            if not self._restore(row.line, entry):
-                todo.append(channel)
-                redo.append(channel)
-        if not todo:
-            self.summary.rows += 1
-            self.summary.skipped += 1
-            self.summary.duplicate += len(self.channels)
-            return None
-        # The channels already recorded (a row cut off mid-way, or a deferred SMS
-        # beside a sent PDF and email) are duplicates of this run too.
-        self.summary.duplicate += len(self.channels) - len(todo)
-        overrides = self._consent_of(customer_id)
-        channels = None if len(todo) == len(self.channels) else tuple(todo)
-        return (row.line, row.request, channels, overrides), tuple(redo)
-
-    def _next_row(self, rows: Iterator[InputRow]) -> InputRow | None:
-        """The next input row; rows are read :data:`LOOKUP_ROWS` at a time so that what the
-        record knows about them (resume keys, withdrawn consent) comes in two queries, not
-        two per row."""
-        if not self._ahead:
-            block = list(itertools.islice(rows, LOOKUP_ROWS))
-            if not block:
-                return None
-            self._ahead.extend(block)
-            self._lookup(block)
-        return self._ahead.popleft()
-
-    def _lookup(self, block: list[InputRow]) -> None:
-        customers = {row.customer_id for row in block
-                     if row.error is None and row.customer_id is not None}
-        self._known.clear()
-        self._consent.clear()
-        if not customers:
-            return
-        find_keys = getattr(self.record, "find_keys", None)
-        if find_keys is not None:
-            keys = [_key(self.run_id, self.tpl.id, cid, channel)
-                    for cid in customers for channel in self.channels]
-            found = find_keys(keys)
-            self._known.update(dict.fromkeys(keys))
-            self._known.update(found)
-        many = getattr(self.record, "consent_overrides_many", None)
-        if many is not None and self._overrides is not None:
-            self._consent.update(many(customers))
-
-    def _find_key(self, key: str) -> Any:
-        if key in self._known:
-            return self._known[key]
-        return self.record.find_key(key)
-
-    def _consent_of(self, customer_id: str) -> Any:
-        if self._overrides is None:
-            return None
-        if customer_id in self._consent:
-            return self._consent[customer_id]
-        return self._overrides(customer_id)
-
-    def _params(self, row: InputRow, channel: str) -> str | None:
-        """What this row's message on ``channel`` would commit to (as the engine computes it)."""
-        from ccm.render.template import validate_request
-
-        try:
-            req = validate_request(row.request)
-        except MessageError:
-            return None
-        locale = self.spec.locale or self.engine.pack.resolve_locale(req.customer.get("locale"))
-        return self.engine._params_sha256(self.tpl, req, channel, locale)
-
-    def _restore(self, line: int, entry: Any) -> bool:
-        """Make sure a recorded message's file is in ``out/``; False if it must be re-rendered."""
-        if entry.status != "generated" or not entry.content_sha256:
-            return True
-        if self.chunks is not None and entry.channel in TEXT_CHANNELS:
-            return self._restore_line(line, entry)
-        final = _filename(entry.customer_id, entry.template, entry.locale, entry.channel)
-        staged = entry.message_id + SUFFIXES[entry.channel]
-        if self.output.staged_exists(staged):
-            data = self.output.read_staged(staged)
-            if hashlib.sha256(data).hexdigest() == entry.content_sha256:
-                self.output.publish(staged, final)
-                self.summary.restored += 1
-                self._note_print(line, entry.customer_id, entry.message_id, entry.channel)
-                return True
-            self.output.discard(staged)
-        present = self.output.read(final)
-        if present is not None:
-            if hashlib.sha256(present).hexdigest() == entry.content_sha256:
-                self._note_print(line, entry.customer_id, entry.message_id, entry.channel)
-                return True
-            logger.warning("%s does not hold message %s (its SHA-256 differs from the "
-                           "record's); repairing it", self.output.display(final),
-                           entry.message_id)
-        content = self._archived(entry.message_id)
-        if content is not None and hashlib.sha256(content).hexdigest() == entry.content_sha256:
-            self.output.write(final, content)
-            self.summary.restored += 1
-            self._note_print(line, entry.customer_id, entry.message_id, entry.channel)
-            return True
-        return False
-
-    def _restore_line(self, line: int, entry: Any) -> bool:
-        """:meth:`_restore` for JSONL chunks: the message is in a published chunk, or goes
-        into the next one from a staged chunk or the archive; False to render it again."""
-        assert self.chunks is not None
-        if entry.message_id in self.chunks.published:
-            return True
-        item = self.chunks.staged.pop(entry.message_id, None)
-        content = content_of(item) if item is not None else self._archived(entry.message_id)
-        if content is None or hashlib.sha256(content).hexdigest() != entry.content_sha256:
-            # Rendered again; its line carries the recorded message id (the content's
-            # digest differs from the record's, as for a re-rendered file).
-            self._rewrite_ids[(line, entry.channel)] = entry.message_id
-            return False
-        if item is None:
-            item = message_line(
-                line=line, message_id=entry.message_id, customer_id=entry.customer_id,
-                channel=entry.channel, template=entry.template, locale=entry.locale,
-                filename=_filename(entry.customer_id, entry.template, entry.locale,
-                                   entry.channel),
-                content_sha256=entry.content_sha256, content=content)
-        self._restored_lines.append(item)
-        self.summary.restored += 1
-        if len(self._restored_lines) >= COMMIT_MESSAGES:
-            self._commit()
-        return True
-
-    def _archived(self, message_id: str) -> bytes | None:
-        reader = getattr(self.record, "content", None)
-        if reader is None:
-            return None
-        try:
-            content = reader(message_id)
-        except Exception:  # erased, no key, no archive: re-render instead
-            return None
-        return content if isinstance(content, bytes) else None
 
     # -- after a worker answered ----------------------------------------------------
 

@@ -73,10 +73,11 @@ MAX_ERRORS_SHOWN = 20
 @click.option("--no-fsync", is_flag=True,
               help="Do not fsync files before the record commit (faster; after a power cut "
                    "files are restored from the archive or rendered again).")
-@click.option("--output-format", type=click.Choice(["files", "jsonl"]), default=None,
-              help="SMS and email as one file each, or one JSONL file per record commit "
-                   "(out/messages-RUN-SEQ.jsonl; PDFs stay files) [default: jsonl above "
-                   "10,000 input rows, else files]. Resume with the format the run began with.")
+@click.option("--output-format", type=click.Choice(["files", "jsonl", "zip"]), default=None,
+              help="SMS and email as one file each, or one JSONL file / zip archive per "
+                   "record commit (out/messages-RUN-SEQ.jsonl|.zip; PDFs stay files) "
+                   "[default: jsonl above 10,000 input rows, else files]. Resume with the "
+                   "format the run began with.")
 def batch(
     template: str,
     pack_dir: Path,

@@ -112,3 +112,23 @@ def pg_url() -> str | None:
     if not url and os.environ.get("CCM_REQUIRE_PG"):
         pytest.fail("CCM_REQUIRE_PG is set but CCM_TEST_PG_URL is not")
     return url or None
+
+
+def chunk_items(out: Path, run_id: str) -> list[dict[str, Any]]:
+    """Every message line of a run's published chunks (JSONL files or zip archives), with
+    ``content`` as bytes, read the way a consumer would."""
+    import zipfile
+
+    items: list[dict[str, Any]] = []
+    for path in sorted(out.glob(f"messages-{run_id}-*.jsonl")):
+        for text in path.read_text("ascii").splitlines():
+            item = json.loads(text)
+            item["content"] = item["content"].encode("utf-8", "surrogateescape")
+            items.append(item)
+    for path in sorted(out.glob(f"messages-{run_id}-*.zip")):
+        with zipfile.ZipFile(path) as archive:
+            for text in archive.read("manifest.jsonl").decode("ascii").splitlines():
+                item = json.loads(text)
+                item["content"] = archive.read(item["member"])
+                items.append(item)
+    return items

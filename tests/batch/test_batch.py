@@ -20,7 +20,17 @@ from ccm.batch.inputs import InputRow
 from ccm.batch.run import BatchEvent, WorkerLimits, run_batch
 from ccm.errors import UnknownChannel, UnknownTemplate
 
-from .conftest import DAYTIME, EPOCH, PACK, TEMPLATES, TEST_TEMPLATES, notes, out_name, statements
+from .conftest import (
+    DAYTIME,
+    EPOCH,
+    PACK,
+    TEMPLATES,
+    TEST_TEMPLATES,
+    chunk_items,
+    notes,
+    out_name,
+    statements,
+)
 
 
 def _files(out: Path) -> list[str]:
@@ -361,11 +371,12 @@ def test_configuration_errors_stop_before_any_work(tmp_path: Path, record_url: s
                   record_url=record_url, workers=0, channels=["email"], now=DAYTIME)
 
 
-def test_jsonl_chunks_hold_each_text_message_once_and_come_back_from_the_archive(
-    tmp_path: Path, open_record: Any, master_key: Any
+@pytest.mark.parametrize("fmt", ["jsonl", "zip"])
+def test_chunks_hold_each_text_message_once_and_come_back_from_the_archive(
+    tmp_path: Path, open_record: Any, master_key: Any, fmt: str
 ) -> None:
-    """JSONL output: one line per SMS/email with the recorded digest; a deleted chunk is
-    written again from the record's archive on the next run, each message once."""
+    """JSONL or zip output: one item per SMS/email with the recorded digest; a deleted chunk
+    is written again from the record's archive on the next run, each message once."""
     url = f"sqlite:///{tmp_path / 'r.db'}"
     record = open_record(url, master_key)
     requests = notes(12)
@@ -374,30 +385,27 @@ def test_jsonl_chunks_hold_each_text_message_once_and_come_back_from_the_archive
     def run() -> Any:
         return run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
                          record_url=record, run_id="j1", workers=0, channels=["sms", "email"],
-                         now=DAYTIME, durable=False, output_format="jsonl")
-
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(t) for p in sorted(out.glob("messages-j1-*.jsonl"))
-                for t in p.read_text("ascii").splitlines()]
+                         now=DAYTIME, durable=False, output_format=fmt)
 
     first = run()
     assert first.generated == 24
-    made = lines()
+    made = chunk_items(out, "j1")
     assert sorted((i["customer_id"], i["channel"]) for i in made) == sorted(
         (r["customer"]["id"], c) for r in requests for c in ("sms", "email"))
     for item in made:
         entry = record.find_key(f"j1:quick_note:{item['customer_id']}:{item['channel']}")
-        content = item["content"].encode("utf-8", "surrogateescape")
-        assert hashlib.sha256(content).hexdigest() == entry.content_sha256
+        assert item["message_id"] == entry.message_id
+        assert hashlib.sha256(item["content"]).hexdigest() == entry.content_sha256
     assert not list(out.glob("*.sms.txt")) and not list(out.glob("*.eml"))
-    for chunk in out.glob("messages-j1-*.jsonl"):
+    for chunk in out.glob("messages-j1-*"):
         chunk.unlink()
     again = run()
     assert (again.generated, again.restored, again.duplicate) == (0, 24, 24)
-    assert sorted(i["message_id"] for i in lines()) == sorted(i["message_id"] for i in made)
+    assert sorted(i["message_id"] for i in chunk_items(out, "j1")) == sorted(
+        i["message_id"] for i in made)
     third = run()
     assert (third.restored, third.duplicate) == (0, 24)
-    assert len(lines()) == 24
+    assert len(chunk_items(out, "j1")) == 24
 
 
 def test_cli_refuses_an_unknown_output_format(

@@ -92,3 +92,24 @@ def test_missing_distributed_names_the_extra_to_install(
     data = write_jsonl(tmp_path / "in.jsonl", notes(1))
     assert main(_args(data, tmp_path / "out", record_url, "--scheduler", "local")) == 1
     assert "pip install 'ccm-engine[cluster]'" in capsys.readouterr().err
+
+
+def test_output_format_defaults_to_jsonl_above_the_documented_size(
+    tmp_path: Path, record_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inputs over JSONL_ABOVE rows get JSONL chunks by default; smaller ones one file each."""
+    import ccm.batch._chunks as chunks
+
+    monkeypatch.setattr(chunks, "JSONL_ABOVE", 3)  # the documented 10,000, scaled down
+    small = write_jsonl(tmp_path / "small.jsonl", notes(3, prefix="S"))
+    large = write_jsonl(tmp_path / "large.jsonl", notes(4, prefix="L"))
+    assert main(_args(small, tmp_path / "a", record_url, "--workers", "0", "--channel", "sms",
+                      "--run-id", "small")) == 0
+    assert main(_args(large, tmp_path / "b", record_url, "--workers", "0", "--channel", "sms",
+                      "--run-id", "large")) == 0
+    capsys.readouterr()
+    assert len(list((tmp_path / "a").glob("*.sms.txt"))) == 3
+    assert not list((tmp_path / "b").glob("*.sms.txt"))
+    (chunk,) = (tmp_path / "b").glob("messages-large-*.jsonl")
+    assert len(chunk.read_text("ascii").splitlines()) == 4

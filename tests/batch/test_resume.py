@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from .conftest import DAYTIME, EPOCH, PACK, TEST_TEMPLATES, notes, out_name, write_jsonl
+from .conftest import (
+    DAYTIME,
+    EPOCH,
+    PACK,
+    TEST_TEMPLATES,
+    chunk_items,
+    notes,
+    out_name,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -77,29 +86,27 @@ def test_sigkill_then_rerun_gives_exactly_one_message_per_channel(
     assert by_suffix == {suffix: len(requests) for suffix in CHANNELS.values()}
 
 
-def test_sigkill_then_rerun_with_jsonl_chunks_gives_each_message_once(
-    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+@pytest.mark.parametrize("fmt", ["jsonl", "zip"])
+def test_sigkill_then_rerun_with_chunks_gives_each_message_once(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any], fmt: str
 ) -> None:
-    """With --output-format jsonl, killed twice and rerun, every SMS and email is in exactly
-    one published chunk line (content matching the record) and every PDF in one file."""
-    import json
-
+    """With --output-format jsonl or zip, killed twice and rerun, every SMS and email is in
+    exactly one published chunk (content matching the record) and every PDF in one file."""
     requests = notes(40)
     data = write_jsonl(tmp_path / "in.jsonl", requests)
     out = tmp_path / "out"
     log = tmp_path / "stderr.log"
     for files in (3, 25):
-        _kill_after(_start(data, out, record_url, log, "--output-format", "jsonl"), out, files)
-    final = _start(data, out, record_url, log, "--output-format", "jsonl")
+        _kill_after(_start(data, out, record_url, log, "--output-format", fmt), out, files)
+    final = _start(data, out, record_url, log, "--output-format", fmt)
     assert final.wait(timeout=300) == 0, log.read_text()
 
     record = open_record(record_url)
     assert record.verify().ok
-    lines = [json.loads(text) for chunk in sorted(out.glob("messages-crash-1-*.jsonl"))
-             for text in chunk.read_text("ascii").splitlines()]
-    seen = Counter((item["customer_id"], item["channel"]) for item in lines)
+    items = chunk_items(out, "crash-1")
+    seen = Counter((item["customer_id"], item["channel"]) for item in items)
     assert set(seen.values()) == {1}, [k for k, v in seen.items() if v > 1]
-    by_key = {(item["customer_id"], item["channel"]): item for item in lines}
+    by_key = {(item["customer_id"], item["channel"]): item for item in items}
     for req in requests:
         cid = req["customer"]["id"]
         for channel in CHANNELS:
@@ -110,7 +117,7 @@ def test_sigkill_then_rerun_with_jsonl_chunks_gives_each_message_once(
             else:
                 item = by_key[(cid, channel)]
                 assert item["message_id"] == entry.message_id
-                content = item["content"].encode("utf-8", "surrogateescape")
+                content = item["content"]
             assert hashlib.sha256(content).hexdigest() == entry.content_sha256, (cid, channel)
     names = [p.name for p in out.rglob("*")]
     assert not [n for n in names if n.endswith(".tmp") or "ccm-staging" in n]
