@@ -11,11 +11,13 @@ from collections.abc import Sequence
 
 import click
 
+from ccm._version import __version__
+
 __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ccm")
+@click.version_option(version=__version__, prog_name="ccm")
 def cli() -> None:
     """ccm: one brand pack, every channel, one communication record."""
 

@@ -27,13 +27,10 @@ manifest.json -sigfile manifest.sig`` checks the signature too.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import io
 import json
 import os
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
@@ -41,11 +38,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ccm._util import atomic_write, safe_filename
-from ccm.errors import CCMError, ConfigError, KeyConfigError
+from ccm._version import __version__
+from ccm.errors import CCMError, ConfigError
+from ccm.review.proof_page import index_html
+from ccm.review.signing import (
+    KEY_FILE_ENV,
+    _public_pem,
+    generate_key,
+    load_private_key,
+    load_public_key,
+    public_key_fingerprint,
+)
 
 if TYPE_CHECKING:
     from ccm.message import Message
@@ -67,8 +73,6 @@ __all__ = [
     "verify_proof",
 ]
 
-#: Environment variable naming the Ed25519 private key file that signs proofs.
-KEY_FILE_ENV = "CCM_PROOF_KEY_FILE"
 FORMAT = "ccm-proof/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -76,106 +80,6 @@ PUBLIC_KEY = "manifest.pub"
 _SIGNING_FILES = frozenset({MANIFEST, SIGNATURE, PUBLIC_KEY})
 
 _CHANNEL_FILES = {"pdf": "document.pdf", "email": "email.eml", "sms": "sms.txt"}
-
-
-# -- keys ------------------------------------------------------------------------
-
-
-def generate_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
-    """Create a new Ed25519 signing key at ``path`` (PEM, mode 0600) and ``path.pub``.
-
-    Never overwrites: an existing file raises :class:`KeyConfigError`.
-    """
-    target = Path(path)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyConfigError(f"{target}: already exists; not overwriting a key",
-                             path=str(target)) from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    public = key.public_key()
-    pub_path = target.with_name(target.name + ".pub")
-    pub_path.write_bytes(_public_pem(public))
-    return public
-
-
-def _public_pem(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def public_key_fingerprint(public: Ed25519PublicKey) -> str:
-    """``sha256:<base64>`` of the raw public key (short enough to read out on a call)."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "sha256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
-
-
-def load_private_key(
-    path: str | os.PathLike[str] | None = None, *, forbidden: Sequence[Path] = ()
-) -> Ed25519PrivateKey:
-    """Load the signing key from ``path``, else ``$CCM_PROOF_KEY_FILE``.
-
-    Refuses a key readable by group or others, and a key inside any of the
-    ``forbidden`` folders (the packs, templates, output, or the repository
-    holding them): a key that travels with the sources proves nothing.
-    """
-    given = path if path is not None else os.environ.get(KEY_FILE_ENV)
-    if not given:
-        raise KeyConfigError(
-            f"no proof signing key: pass --key FILE or set {KEY_FILE_ENV} "
-            "(create one with: ccm proof --generate-key FILE, outside the repository)"
-        )
-    target = Path(given).expanduser().resolve()
-    for folder in forbidden:
-        if target.is_relative_to(folder.resolve()):
-            raise KeyConfigError(
-                f"{target}: the signing key is inside {folder}; keep it outside the repository",
-                path=str(target),
-            )
-    try:
-        mode = target.stat().st_mode
-        data = target.read_bytes()
-    except OSError as exc:
-        raise KeyConfigError(f"{target}: cannot read the signing key: {exc.strerror}",
-                             path=str(target)) from exc
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyConfigError(
-            f"{target}: the signing key is readable by others; run: chmod 600 {target}",
-            path=str(target),
-        )
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyConfigError(f"{target}: not an unencrypted PEM private key",
-                             path=str(target)) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyConfigError(f"{target}: not an Ed25519 key", path=str(target))
-    return key
-
-
-def load_public_key(source: Ed25519PublicKey | bytes | str | os.PathLike[str]) -> Ed25519PublicKey:
-    """A public key from a key object, PEM bytes, 32 raw bytes, or a PEM file's path."""
-    if isinstance(source, Ed25519PublicKey):
-        return source
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    try:
-        if len(data) == 32:
-            return Ed25519PublicKey.from_public_bytes(data)
-        key = serialization.load_pem_public_key(data)
-    except ValueError as exc:
-        raise KeyConfigError("not an Ed25519 public key (PEM or 32 raw bytes)") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyConfigError("not an Ed25519 public key")
-    return key
 
 
 # -- results ---------------------------------------------------------------------
@@ -407,12 +311,12 @@ def build_proof(
     findings = _lint(packs, tdir, linter, root)
     put("findings.json", _json_bytes(findings))
     public = key.public_key()
-    put("index.html", _index_html(engines, rows, findings, now, public).encode("utf-8"))
+    put("index.html", index_html(engines, rows, findings, now, public).encode("utf-8"))
 
     manifest = {
         "format": FORMAT,
         "created_at": now.isoformat(timespec="seconds"),
-        "ccm_version": _ccm_version(),
+        "ccm_version": __version__,
         "public_key_fingerprint": public_key_fingerprint(public),
         "sources": sources,
         "pairs": {
@@ -437,15 +341,6 @@ def build_proof(
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)
             + "\n").encode("utf-8")
-
-
-def _ccm_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("ccm")
-    except Exception:  # a source tree without installed metadata
-        return "unknown"
 
 
 def _samples(tpl: Template) -> list[tuple[str, Any]]:
@@ -611,128 +506,3 @@ def verify_proof(
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     added = sorted(present - set(outputs) - _SIGNING_FILES)
     return Verification(signature_ok, changed=changed, missing=missing, added=added)
-
-
-# -- the review page ---------------------------------------------------------------
-
-_CSS = """
-:root{--ink:#1d232b;--muted:#5d6773;--line:#d9dee5;--bg:#f4f6f8;--err:#a4262c;--warn:#8a5a00}
-*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",
-Roboto,"DejaVu Sans",sans-serif;color:var(--ink);background:var(--bg)}
-header{background:#1d232b;color:#fff;padding:16px 24px}header h1{margin:0;font-size:20px}
-header p{margin:4px 0 0;color:#c5ccd6;font-size:12px}main{padding:16px 24px}
-section{background:#fff;border:1px solid var(--line);border-radius:8px;margin:0 0 16px;
-padding:12px 16px}h2{font-size:17px;margin:4px 0 10px}table{border-collapse:collapse;width:100%}
-th,td{border-top:1px solid var(--line);padding:6px 8px;text-align:left;vertical-align:top}
-th{font-size:12px;color:var(--muted);font-weight:600}img.thumb{width:120px;border:1px solid
-var(--line);box-shadow:0 1px 3px rgba(0,0,0,.15);background:#fff}.sms{background:#e9e9eb;
-border-radius:14px;padding:8px 10px;max-width:280px;white-space:pre-wrap;font-size:13px}
-.meta{color:var(--muted);font-size:12px}.error{color:var(--err);white-space:pre-wrap;
-font-family:ui-monospace,monospace;font-size:12px}.sev{font-weight:700;text-transform:uppercase;
-font-size:11px}.sev-error{color:var(--err)}.sev-warning{color:var(--warn)}code{font-size:12px}
-th.narrow{width:9%}td code.rule{white-space:nowrap}
-"""
-
-
-def _index_html(
-    engines: Sequence[Engine],
-    rows: Sequence[ProofRow],
-    findings: Sequence[dict[str, Any]],
-    now: datetime,
-    public: Ed25519PublicKey,
-) -> str:
-    esc = html.escape
-    parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        f"<title>ccm proof {esc(now.date().isoformat())}</title><style>{_CSS}</style></head>",
-        "<body><header><h1>Proof for sign-off</h1>",
-        f"<p>made {esc(now.isoformat(timespec='seconds'))} · ccm {esc(_ccm_version())} · "
-        f"signing key <code>{esc(public_key_fingerprint(public))}</code> · "
-        f"{len(rows)} renders, {sum(r.status == 'error' for r in rows)} failed · "
-        f"{len(findings)} lint findings</p></header><main>",
-    ]
-    parts.append("<section><h2>Lint findings</h2>")
-    if findings:
-        parts.append("<table><tr><th>severity</th><th>where</th><th>rule</th><th>message</th></tr>")
-        for f in findings:
-            sev = str(f.get("severity") or "")
-            where = f"{f.get('file') or ''}:{f.get('line')}" if f.get("line") else \
-                str(f.get("file") or "")
-            parts.append(
-                f"<tr><td class='sev sev-{esc(sev)}'>{esc(sev)}</td><td><code>{esc(where)}</code>"
-                f"</td><td><code class=rule>{esc(str(f.get('rule') or ''))}</code></td>"
-                f"<td>{esc(str(f.get('message') or ''))}</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p class=meta>No findings.</p>")
-    parts.append("</section>")
-
-    by_key: dict[tuple[str, str], list[ProofRow]] = {}
-    for row in rows:
-        by_key.setdefault((row.pack, row.template), []).append(row)
-    parts.append("<section><h2>Contents</h2><table><tr><th>pack</th><th>template</th>"
-                 "<th>renders</th><th>failed</th></tr>")
-    for (pack_id, template_id), group in by_key.items():
-        failed = sum(r.status == "error" for r in group)
-        parts.append(
-            f"<tr><td>{esc(pack_id)}</td><td><a href='#{esc(pack_id)}--{esc(template_id)}'>"
-            f"{esc(template_id)}</a></td><td>{len(group)}</td>"
-            f"<td{' class=error' if failed else ''}>{failed}</td></tr>"
-        )
-    parts.append("</table></section>")
-    for engine in engines:
-        for (pack_id, template_id), group in by_key.items():
-            if pack_id != engine.pack.id:
-                continue
-            tpl = engine.templates.get(template_id)
-            digest = engine.sources_sha256(tpl) if tpl is not None else ""
-            channels = list(tpl.channels) if tpl is not None else []
-            parts.append(
-                f"<section id='{esc(pack_id)}--{esc(template_id)}'>"
-                f"<h2>{esc(engine.pack.name)} · {esc(template_id)}"
-                f"{' ' + esc(tpl.version) if tpl else ''}</h2>"
-                f"<p class=meta>sources <code>{esc(digest)}</code></p><table><tr>"
-                "<th class=narrow>locale</th><th class=narrow>sample</th>"
-                + "".join(f"<th>{esc(c)}</th>" for c in channels) + "</tr>"
-            )
-            cells: dict[tuple[str, str], dict[str, ProofRow]] = {}
-            for row in group:
-                cells.setdefault((row.locale, row.sample), {})[row.channel] = row
-            for (locale, sample), per_channel in cells.items():
-                parts.append(f"<tr><td>{esc(locale)}</td><td>{esc(sample)}</td>")
-                for channel in channels:
-                    cell = per_channel.get(channel)
-                    parts.append(f"<td>{_cell(cell) if cell else ''}</td>")
-                parts.append("</tr>")
-            parts.append("</table></section>")
-    parts.append("</main></body></html>")
-    return "".join(parts)
-
-
-def _cell(row: ProofRow) -> str:
-    esc = html.escape
-    if row.status == "error":
-        return f"<div class=error>{esc(row.error or 'failed')}</div>"
-    f, d = row.files, row.details
-
-    def link(role: str, label: str) -> str:
-        return f"<a href='{esc(f[role])}'>{label}</a>" if role in f else ""
-
-    if row.channel == "pdf":
-        target = f.get("review") or f["delivery"]
-        thumb = (f"<a href='{esc(target)}'><img class=thumb alt='page 1' "
-                 f"src='{esc(f['thumbnail'])}'></a><br>") if "thumbnail" in f else ""
-        lock = " · AES-256, hint: " + esc(str(d.get("password_hint"))) if d.get("encrypted") else ""
-        return (f"{thumb}<span class=meta>{d.get('pages', '?')} page(s){lock}</span><br>"
-                f"{link('review', 'review copy')} {link('delivery', 'delivery PDF')}")
-    if row.channel == "email":
-        attached = d.get("attachments") or []
-        extra = f"<br><span class=meta>attached: {esc(', '.join(map(str, attached)))}</span>" \
-            if attached else ""
-        return (f"<b>{esc(str(d.get('subject') or ''))}</b>{extra}<br>"
-                f"{link('html', 'HTML')} · {link('text', 'text')} · {link('delivery', '.eml')}")
-    return (f"<div class=sms>{esc(str(d.get('text') or ''))}</div>"
-            f"<span class=meta>{esc(str(d.get('encoding')))}, {d.get('segments')} segment(s)"
-            f"</span>")

@@ -433,7 +433,6 @@ def test_layout_is_interrupted_at_the_deadline(fetcher: PackFetcher, pack: Path)
         started = time.monotonic()
         with pytest.raises(BudgetError, match=r"PDF layout exceeded 0\.3 s"):
             render(_slow_html(), fetcher, pack, deadline=started + 0.3)
-        assert time.monotonic() - started < 2.5
         assert signal.getsignal(signal.SIGALRM) is sentinel
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     finally:
