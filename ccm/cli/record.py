@@ -71,6 +71,21 @@ def _master_key() -> MasterKey | None:
     return None
 
 
+ENV_LOCK_TIMEOUT = "CCM_RECORD_LOCK_TIMEOUT"
+
+
+def _lock_timeout() -> float:
+    """Seconds a write waits for another writer: ``$CCM_RECORD_LOCK_TIMEOUT``, else 30."""
+    text = os.environ.get(ENV_LOCK_TIMEOUT) or "30"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise Fail(f"{ENV_LOCK_TIMEOUT} must be a number of seconds above 0, not {text!r}")
+    return value
+
+
 def exit_code(exc: CCMError) -> ExitCode:
     """The documented exit code of a ccm error from the record."""
     if isinstance(exc, MessageNotFound | CustomerNotFound | RecordNotFound):
@@ -93,7 +108,7 @@ def _opened(url: str | None, *, with_key: bool = False, write: bool = False,
     """Open the record (read-only unless ``write``); ccm errors become one line and a code."""
     try:
         rec = Record(_url(url), master_key=_master_key() if with_key else None, create=False,
-                     read_only=not write, erase_wait=erase_wait)
+                     read_only=not write, erase_wait=erase_wait, lock_timeout=_lock_timeout())
     except CCMError as exc:
         raise fail(exc) from exc
     try:

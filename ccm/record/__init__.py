@@ -22,6 +22,7 @@ from ccm.record.outbox import Outbox as Outbox
 from ccm.record.outbox import OutboxItem as OutboxItem
 from ccm.record.outbox import Queue as Queue
 from ccm.record.policy import Cap as Cap
+from ccm.record.store import Erasure as Erasure
 from ccm.record.store import Record as Record
 from ccm.record.store import open_record as open_record
 from ccm.record.views import Timeline as Timeline
@@ -30,6 +31,7 @@ __all__ = [
     "AppendResult",
     "Cap",
     "Entry",
+    "Erasure",
     "Event",
     "MasterKey",
     "Outbox",

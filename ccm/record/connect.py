@@ -178,7 +178,7 @@ def _create_engine(url: sa.URL, *, read_only: bool, busy_ms: int) -> tuple[sa.En
     if backend == "postgresql":
         try:
             engine = sa.create_engine(url, pool_pre_ping=True)
-        except ModuleNotFoundError as exc:
+        except ImportError as exc:
             raise ConfigError(
                 f"the PostgreSQL driver for {where(url)} is not installed ({exc.name}): "
                 "pip install 'ccm[postgres]'", url=where(url),
@@ -193,6 +193,7 @@ def _create_engine(url: sa.URL, *, read_only: bool, busy_ms: int) -> tuple[sa.En
         def _pg_connect(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("SET synchronous_commit TO on")
+            cursor.execute(f"SET lock_timeout TO {busy_ms}")
             if read_only:
                 cursor.execute("SET default_transaction_read_only TO on")
             cursor.close()
@@ -232,7 +233,7 @@ def translate(exc: BaseException, shown: str) -> RecordError | None:
     if "file is not a database" in text or "database disk image is malformed" in text:
         what = "corrupt" if "malformed" in text else "not a SQLite database"
         return NotARecord(f"{shown} is not a ccm record ({what})", url=shown)
-    if "locked" in text or "busy" in text:
+    if "locked" in text or "busy" in text or "lock timeout" in text:
         return RecordLocked(
             f"record at {shown} is locked by another process past the timeout: another "
             "writer (a batch, an erase) holds it; try again when it is done", url=shown)
@@ -262,20 +263,29 @@ class Connected:
 
     def __init__(self, url: str | sa.URL, *, master_key: KeySource | None = None,
                  create: bool = True, read_only: bool = False,
-                 erase_wait: float = 30.0) -> None:
+                 erase_wait: float = 30.0, lock_timeout: float = BUSY_MS / 1000) -> None:
         self._url = record_url(url)
         self.where = where(self._url)
         self.backend = self._url.get_backend_name()
         self.read_only = read_only
         if erase_wait < 0:
             raise ValueError("erase_wait is seconds to wait for readers, 0 or more")
+        if lock_timeout <= 0:
+            raise ValueError("lock_timeout is seconds to wait for another writer, more than 0")
+        self._busy_ms = max(1, int(lock_timeout * 1000))
         self.erase_wait = float(erase_wait)
         self._create = create and not read_only
         if self.backend == "sqlite":
             _check_sqlite_file(self._url, self.where, must_exist=not self._create)
+            path = _sqlite_path(self._url)
+            if self._create and path is not None:
+                try:  # a writer's record may start in a folder of its own (out/record.db)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise translate(exc, self.where) or exc from None
         self.master_key: MasterKey | None = resolve_key(master_key)
         self.engine, self._memory = _create_engine(self._url, read_only=read_only,
-                                                   busy_ms=BUSY_MS)
+                                                   busy_ms=self._busy_ms)
         # One shared connection in memory: serialise its users.
         self._serial: threading.RLock | None = threading.RLock() if self._memory else None
         self._keys: OrderedDict[str, bytes] = OrderedDict()
@@ -312,6 +322,12 @@ class Connected:
             mapped = translate(exc, self.where)
             if mapped is None:  # pragma: no cover - translate maps every DBAPI error
                 raise
+            path = _sqlite_path(self._url) if self.backend == "sqlite" else None
+            if (isinstance(mapped, RecordIOError) and getattr(mapped, "reason", "") == "open"
+                    and path is not None and _read_only_fs(path)):
+                mapped = RecordIOError(
+                    f"record at {self.where} is on a read-only file system: this command "
+                    "writes (reading commands still work)", url=self.where, reason="read-only")
             raise mapped from exc
 
     @contextmanager

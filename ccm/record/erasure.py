@@ -111,8 +111,6 @@ def holders(path: Path) -> list[str]:
 
 def _checkpoint(rec: Connected, wait: float) -> bool:
     """``wal_checkpoint(TRUNCATE)``, waiting up to ``wait`` seconds; True when it completed."""
-    from ccm.record.connect import BUSY_MS
-
     deadline = time.monotonic() + wait
     with rec._errors(), rec.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
@@ -131,7 +129,7 @@ def _checkpoint(rec: Connected, wait: float) -> bool:
                     return False
                 time.sleep(_POLL)
         finally:
-            raw.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
+            raw.execute(f"PRAGMA busy_timeout = {rec._busy_ms}")
 
 
 def flush(rec: Connected, *, required: bool = False) -> bool:

@@ -53,15 +53,16 @@ class Record(Reads, Appends):
     :class:`~ccm.record.MasterKey`, or a KMS-like callable returning one)
     encrypts archived content; without one the record keeps every entry but
     no content. ``erase_wait`` bounds, in seconds, how long an erasure waits
-    for readers before it reports :class:`~ccm.errors.ErasurePending`.
-    Thread-safe; open one per process.
+    for readers before it reports :class:`~ccm.errors.ErasurePending`;
+    ``lock_timeout`` how long a write waits for another writer before
+    :class:`~ccm.errors.RecordLocked`. Thread-safe; open one per process.
     """
 
     def __init__(self, url: str | sa.URL, *, master_key: KeySource | None = None,
                  create: bool = True, read_only: bool = False,
-                 erase_wait: float = 30.0) -> None:
+                 erase_wait: float = 30.0, lock_timeout: float = 30.0) -> None:
         super().__init__(url, master_key=master_key, create=create, read_only=read_only,
-                         erase_wait=erase_wait)
+                         erase_wait=erase_wait, lock_timeout=lock_timeout)
 
 
 def open_record(url: str, *, master_key: KeySource | None = None) -> Record:

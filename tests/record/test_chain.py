@@ -155,3 +155,18 @@ def test_canonical_json_leaves_out_nulls_and_sorts() -> None:
     """The hashed form is sorted, compact, UTF-8, and has no null fields."""
     hashed = canonical({"b": 1, "a": None, "c": {"y": None, "x": "é"}})
     assert hashed == '{"b":1,"c":{"x":"é"}}'.encode()
+
+
+def test_deleted_event_row_is_found(filled: Record) -> None:
+    """Deleting an event row names the chain entry that lost its data."""
+    raw_sql(filled, "DELETE FROM events WHERE message_id = 'A1'")
+    bad = _bad(filled)
+    assert "customer 'A'" in bad and "the event row is missing (deleted)" in bad
+
+
+def test_inserted_event_is_found(filled: Record) -> None:
+    """An event row added behind the record's back is in no chain."""
+    raw_sql(filled, "INSERT INTO events (event_id, message_id, customer_id, kind, at) VALUES "
+                    "('FAKE-EV', 'A2', 'A', 'clicked', :at)", at=T0)
+    assert any("event FAKE-EV of customer 'A' is in no chain" in p
+               for p in filled.verify().problems)

@@ -145,3 +145,11 @@ def test_verify_cli_reports_key_tampering_as_json(filled: Record, record_url: st
     assert result.exit_code == 1
     doc = json.loads(result.output)
     assert any("customer 'B'" in p and "message b1" in p for p in doc["problems"])
+
+
+def test_a_blob_pointing_at_another_key_is_found(filled: Record) -> None:
+    """A blob re-labelled with a key id that is not its customer's is reported."""
+    ref = filled.get("b1").archive_ref
+    raw_sql(filled, "UPDATE archive SET key_id = 'f00d' WHERE ref = :r", r=ref)
+    assert any("customer 'B': archived content of message b1 refers to data key f00d" in p
+               for p in _problems(filled))
