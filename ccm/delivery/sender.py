@@ -61,6 +61,7 @@ from ccm.errors import (
     ConfigError,
     DeliveryUncertain,
     PermanentDeliveryError,
+    RecordError,
     SenderBusy,
     TemporaryDeliveryError,
 )
@@ -260,7 +261,14 @@ class Sender:
         if not dead:
             return report
         for item in self.outbox.stuck(senders=dead):
-            report.add(self._settle(item))
+            try:
+                report.add(self._settle(item))
+            except RecordError as exc:
+                now = self.outbox.get(item.message_id)
+                if now is None or now.state == "sending":
+                    raise
+                logger.debug("message %s was settled by another sender: %s",  # a race
+                             item.message_id, exc)
         return report
 
     def _settle(self, item: OutboxItem) -> Sent:
