@@ -72,13 +72,13 @@ def proof(
             raise click.UsageError("--out DIR is required to make a proof")
         # Page thumbnails are drawn with pypdfium2 (the preview extra).
         needs_extra("ccm proof", ("pypdfium2",), "preview")
-        out_folder(out_dir)
         packs = list(pack_dirs) or _proof.default_pack_dirs()
         forbidden = [*packs, templates_dir, out_dir]
         repo = _repo_root(templates_dir)
         if repo is not None:
             forbidden.append(repo)
         key = _proof.load_private_key(key_file, forbidden=forbidden)
+        out_folder(out_dir)  # after the key: a failed start leaves no folder behind
         result = _proof.build_proof(
             packs, templates_dir, out_dir, key=key, templates=template_ids or None,
             progress=lambda line: click.echo(f"proof: {line}", err=True),
