@@ -127,7 +127,7 @@ def batch(
     except ValueError as exc:
         raise Fail(str(exc)) from exc
 
-    display = _Display(as_json=as_json, total=total)
+    display = _Display(as_json=as_json, total=total, source=str(data))
     with _executor(scheduler, workers) as (executor, default_workers):
         try:
             summary = run_batch(
@@ -218,8 +218,9 @@ class _Display:
     """Progress for people (rich bar on a terminal, plain lines otherwise) or JSON for machines."""
 
     def __init__(self, *, as_json: bool, total: int | None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, source: str = "") -> None:
         self.as_json = as_json
+        self.source = source
         self.total = total
         self.stream = stream or sys.stderr
         self.errors = 0
@@ -285,7 +286,8 @@ class _Display:
             return
         if self.errors <= MAX_ERRORS_SHOWN:
             who = f" (customer {data['customer_id']})" if data.get("customer_id") else ""
-            self._echo(f"ccm: line {data.get('line')}{who}: {data.get('error')}: "
+            where = f"{self.source}:" if self.source else "line "
+            self._echo(f"ccm: {where}{data.get('line')}{who}: {data.get('error')}: "
                        f"{data.get('message')}")
         elif self.errors == MAX_ERRORS_SHOWN + 1:
             self._echo("ccm: more rows failed; every one is in errors.jsonl")

@@ -185,7 +185,10 @@ def _write_new(path: Path, content: bytes) -> Path | None:
             same = False
         return path if same else None
     except OSError as exc:
-        raise Fail(f"{path}: cannot write: {exc.strerror}") from exc
+        # The CLI boundary names the file and what to do, with the exit code for its errno.
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def _describe(summary: dict[str, Any]) -> str:

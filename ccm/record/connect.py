@@ -122,6 +122,23 @@ def _check_sqlite_file(url: sa.URL, shown: str, *, must_exist: bool) -> None:
     if must_exist and not path.is_file():
         raise RecordNotFound(f"no record at {shown}: ccm render and ccm batch create one; "
                              "check --record or CCM_RECORD_URL", url=shown)
+    if path.is_file():
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
+        except OSError:
+            return  # the driver names the problem (permissions...)
+        # An empty file is no record where one must exist (SQLite would write into it);
+        # a file that is not SQLite at all is never opened.
+        if not head and must_exist:
+            raise RecordNotFound(f"no record at {shown}: the file is empty; ccm render and "
+                                 "ccm batch create one; check --record or CCM_RECORD_URL",
+                                 url=shown)
+        if head and head != _SQLITE_MAGIC:
+            raise NotARecord(f"{path} is not a ccm record (not a SQLite database)", url=shown)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _read_only_fs(path: Path) -> bool:

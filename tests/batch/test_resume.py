@@ -113,7 +113,7 @@ def test_sigkill_then_rerun_with_chunks_gives_each_message_once(
             entry = record.find_key(f"crash-1:quick_note:{cid}:{channel}")
             assert entry is not None and entry.status == "generated"
             if channel == "pdf":
-                content = (out / f"{cid}-quick_note-en_GB.pdf").read_bytes()
+                content = (out / out_name(cid, "pdf")).read_bytes()
             else:
                 item = by_key[(cid, channel)]
                 assert item["message_id"] == entry.message_id

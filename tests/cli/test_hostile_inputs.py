@@ -66,9 +66,12 @@ class World:
     hashes: dict[Path, str] = field(default_factory=dict)
 
     def snapshot(self) -> dict[Path, str]:
+        # A reader of a WAL-mode SQLite record needs its -wal/-shm companions (SQLite makes
+        # them even for read-only opens); the record file itself must not change.
         return {p: hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(self.root.rglob("*"))
-                if p.is_file() and self.out not in p.parents}
+                if p.is_file() and self.out not in p.parents
+                and not p.name.endswith(("-wal", "-shm"))}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +120,7 @@ def test_render_with_a_bad_request_file(world: World, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=READING_REQUESTS) if k in ("empty", "numbers", "huge") else k
+    pytest.param(k, marks=READING_REQUESTS) if k in ("empty",) else k
     for k in REQUEST_KINDS])
 def test_batch_with_a_bad_request_file(world: World, capsys: pytest.CaptureFixture[str],
                                        kind: str, tmp_path: Path) -> None:
