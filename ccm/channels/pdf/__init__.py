@@ -80,8 +80,6 @@ __all__ = [
 DEFAULT_MAX_HTML_BYTES = 5_000_000
 #: After the deadline the alarm repeats this often, in case WeasyPrint swallowed one.
 _ALARM_REPEAT = 0.05
-#: Parsed stylesheets kept by :func:`load_stylesheet`.
-_CSS_CACHE_SIZE = 64
 #: Custom PDF info keys: a PDF name without delimiters or ``#``.
 _INFO_KEY = re.compile(r"[A-Za-z][A-Za-z0-9:._-]{0,126}")
 _STANDARD_INFO_KEYS = frozenset(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 import warnings
 import weakref
@@ -12,7 +11,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import weasyprint
@@ -23,19 +21,8 @@ from weasyprint.urls import FatalURLFetchingError
 from ccm.channels.pdf._fetch import AssetRefused, PackFetcher, _Session
 from ccm.errors import AssetError, CCMError, RenderError
 
-#: HTML larger than this (UTF-8 bytes) is refused before layout.
-DEFAULT_MAX_HTML_BYTES = 5_000_000
-#: After the deadline the alarm repeats this often, in case WeasyPrint swallowed one.
-_ALARM_REPEAT = 0.05
 #: Parsed stylesheets kept by :func:`load_stylesheet`.
 _CSS_CACHE_SIZE = 64
-#: Custom PDF info keys: a PDF name without delimiters or ``#``.
-_INFO_KEY = re.compile(r"[A-Za-z][A-Za-z0-9:._-]{0,126}")
-_STANDARD_INFO_KEYS = frozenset(
-    {"Title", "Author", "Subject", "Keywords", "Creator", "Producer", "CreationDate",
-     "ModDate", "Trapped"}
-)
-_NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
 

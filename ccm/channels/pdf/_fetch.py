@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import urlsplit
@@ -21,21 +19,6 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherRespons
 
 from ccm._files import read_contained
 from ccm.errors import AssetError, UnsafeFileError
-
-#: HTML larger than this (UTF-8 bytes) is refused before layout.
-DEFAULT_MAX_HTML_BYTES = 5_000_000
-#: After the deadline the alarm repeats this often, in case WeasyPrint swallowed one.
-_ALARM_REPEAT = 0.05
-#: Parsed stylesheets kept by :func:`load_stylesheet`.
-_CSS_CACHE_SIZE = 64
-#: Custom PDF info keys: a PDF name without delimiters or ``#``.
-_INFO_KEY = re.compile(r"[A-Za-z][A-Za-z0-9:._-]{0,126}")
-_STANDARD_INFO_KEYS = frozenset(
-    {"Title", "Author", "Subject", "Keywords", "Creator", "Producer", "CreationDate",
-     "ModDate", "Trapped"}
-)
-_NO_METADATA: Mapping[str, str] = MappingProxyType({})
-
 
 
 class AssetRefused(FatalURLFetchingError):  # type: ignore[misc]
