@@ -72,8 +72,8 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
     monkeypatch.setenv("CCM_TRACKING_KEY", KEY.to_base64())
     rec = Record(f"sqlite:///{tmp_path / 'record.db'}", master_key=MasterKey.generate())
     clock = Clock(NOON + timedelta(hours=1))
-    rule = PasswordRule.from_mapping({"field": "document_code",
-                                      "hint": {"en_GB": "the document code in your welcome letter"}})
+    rule = PasswordRule.from_mapping({
+        "field": "document_code", "hint": {"en_GB": "the document code in your welcome letter"}})
     settings = RetrievalSettings(hint_for=lambda loc: rule.hint_for(loc or "en_GB"),
                                  clock=clock, filename="statement.pdf")
     server, thread, port = _serve(create_app(rec, KEY, retrieval=settings))

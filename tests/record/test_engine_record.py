@@ -212,8 +212,8 @@ def test_the_entry_is_committed_before_anyone_sees_the_message(rec: Record, tmp_
 
 
 def test_no_personal_data_reaches_the_records_tables(rec: Record) -> None:
-    """Name, email, phone, address, date of birth and document code appear in no table, only inside the archive
-    (encrypted)."""
+    """Name, email, phone, address, date of birth and document code appear in no table, only
+    inside the archive (encrypted)."""
     engine = engine_for(rec)
     request = sample("monthly_statement")
     engine.render("monthly_statement", request)
