@@ -28,7 +28,7 @@ from typing import Any
 
 import fastjsonschema
 
-__all__ = ["Check", "compile_check"]
+__all__ = ["Check", "as_check", "compile_check", "compile_validator"]
 
 Check = Callable[[Any], bool]
 
@@ -114,11 +114,14 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def compile_check(schema: Mapping[str, Any], format_checker: Any) -> Check | None:
-    """A function ``instance -> bool`` (True only when ``schema`` accepts it), or None.
+def compile_validator(schema: Mapping[str, Any],
+                      format_checker: Any) -> Callable[[Any], Any] | None:
+    """fastjsonschema's compiled function of ``schema`` (raises when it refuses), or None.
 
-    ``format_checker`` is the ``jsonschema.FormatChecker`` the slow path uses,
-    so ``format`` means exactly the same on both paths.
+    The raw function accepts tuples as arrays and objects that are not plain
+    JSON; callers that use it directly must have checked the instance is
+    plain JSON themselves (:func:`compile_check` does; the batch fast path
+    walks each request once).
     """
     try:
         _in_subset(schema)
@@ -129,10 +132,26 @@ def compile_check(schema: Mapping[str, Any], format_checker: Any) -> Check | Non
             name: (lambda value, name=name: bool(format_checker.conforms(value, name)))
             for name in names
         }
-        validate = fastjsonschema.compile(dict(schema), formats=formats, use_default=False)
+        validate: Callable[[Any], Any] = fastjsonschema.compile(
+            dict(schema), formats=formats, use_default=False)
     except (_Unsupported, fastjsonschema.JsonSchemaDefinitionException, TypeError,
             ValueError, KeyError):
         return None
+    return validate
+
+
+def compile_check(schema: Mapping[str, Any], format_checker: Any) -> Check | None:
+    """A function ``instance -> bool`` (True only when ``schema`` accepts it), or None.
+
+    ``format_checker`` is the ``jsonschema.FormatChecker`` the slow path uses,
+    so ``format`` means exactly the same on both paths.
+    """
+    validate = compile_validator(schema, format_checker)
+    return None if validate is None else as_check(validate)
+
+
+def as_check(validate: Callable[[Any], Any]) -> Check:
+    """The "certainly valid" check around a :func:`compile_validator` function."""
 
     def check(instance: Any) -> bool:
         if not _plain(instance):

@@ -1,0 +1,265 @@
+"""SMS rendering compiled once per template, pack and locale: the per-row fast path of batches.
+
+:meth:`Engine.render <ccm.render.engine.Engine.render>` does, for every
+message, work that does not depend on the request: it looks the template,
+its budget, the brand values, translations and password hint up, checks the
+call, walks the request three times (shape, size, plain JSON) and copies it.
+A :class:`SmsPlan` does all of that once per (engine, template, locale), so
+that per request only this is left:
+
+* one walk of the request (exact JSON types, finite numbers, depth), then
+  the request schema and the template's contract as fastjsonschema compiled
+  them (:mod:`ccm.render._contracts`), each run once;
+* the context from precomputed brand values and translations;
+* the same sandboxed Jinja, under the template's budget meter;
+* SMS finishing (:func:`ccm.channels.sms.finish_sms`);
+* the request's JSON for the parameters digest, written once (its length
+  is also the size check).
+
+The plan gives **exactly** Engine.render's bytes or nothing: whenever it is
+not certain (a request the walk or a compiled validator does not accept, a
+customer without a phone, a render or SMS error, a listener on the engine),
+:meth:`SmsPlan.request` or :meth:`SmsPlan.render` returns ``None`` and the
+caller takes the full path, which makes the same message or raises the error
+naming the field. :meth:`SmsPlan.build` returns ``None`` where the plan does
+not apply at all (approval required, a linked PDF document, no fast contract
+check, no SMS channel). ``tests/batch/test_fast_rows.py`` compares both paths
+on generated requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ccm.channels import sms as sms_channel
+from ccm.message import Request
+from ccm.render.budget import _current
+from ccm.render.engine import Engine, _greeting
+from ccm.render.environment import _consume
+from ccm.render.template import MAX_DEPTH, MAX_REQUEST_BYTES, request_fast_validator
+
+if TYPE_CHECKING:
+    from ccm.render.template import Template
+
+__all__ = ["SmsPlan", "SmsRendered"]
+
+#: ``json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`` as the engine's
+#: parameters digest writes it, built once.
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def plain_request(obj: Any) -> bool:
+    """True when ``obj`` is a dict of exact JSON types, finite, at most ``MAX_DEPTH`` deep.
+
+    One level-by-level walk (the full path walks three times): whatever it
+    refuses goes to the full path, which explains it or accepts it.
+    """
+    if type(obj) is not dict:
+        return False
+    level: list[Any] = [obj]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return False
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                for key in item:
+                    if type(key) is not str:
+                        return False
+                below.extend(item.values())
+            elif kind is list:
+                below.extend(item)
+            elif kind is float:
+                if not math.isfinite(item):
+                    return False
+            elif kind not in _SCALARS:
+                return False
+        level = below
+    return True
+
+
+@dataclass(frozen=True)
+class SmsRendered:
+    """One SMS made by the plan: what :class:`~ccm.message.Message` would hold."""
+
+    text: str
+    encoding: str
+    segments: int
+    password_hint: str | None
+
+
+class _Locale:
+    """What a plan needs per locale: brand values, translations, the digest's JSON prefix."""
+
+    __slots__ = ("brand", "dir", "fallback", "gettext", "greeting", "lang", "password_hint",
+                 "prefix")
+
+    def __init__(self, engine: Engine, tpl: Template, locale: str) -> None:
+        cached = engine._brand("sms", locale)
+        self.brand = {k: v for k, v in cached.items() if k != "_greeting_fallback"}
+        self.greeting = cached["greeting"]
+        self.fallback = cached["_greeting_fallback"]
+        self.gettext = engine._gettext(tpl, locale)
+        self.lang = locale.split("_")[0]
+        self.dir = "rtl" if engine.pack.is_rtl(locale) else "ltr"
+        self.password_hint = (engine.password_hint(locale)
+                              if tpl.confidential and "pdf" in tpl.channels else None)
+        pack = engine.pack
+        self.prefix = (
+            '{"channel":"sms","locale":' + _ENCODER.encode(locale)
+            + ',"pack":' + _ENCODER.encode(pack.id)
+            + ',"pack_version":' + _ENCODER.encode(pack.version) + ',"request":')
+
+
+class SmsPlan:
+    """The SMS of one template for one engine, compiled once (see the module docstring)."""
+
+    def __init__(self, engine: Engine, tpl: Template, locale: str | None,
+                 request_check: Callable[[Any], Any], contract_check: Callable[[Any], Any],
+                 template: Any) -> None:
+        self.engine = engine
+        self.tpl = tpl
+        self.locale = locale
+        self._request_check = request_check
+        self._contract_check = contract_check
+        self._template = template
+        self._name = tpl.source_name("sms")
+        self._budget = engine.budget(tpl)
+        self._max_segments = engine.pack.senders.get("sms", {}).get("max_segments")
+        self._locales: dict[str, _Locale] = {}
+        self._resolved: dict[Any, str] = {}
+        self._suffix = (',"template":' + _ENCODER.encode(tpl.id)
+                        + ',"template_version":' + _ENCODER.encode(tpl.version) + "}")
+        self.sources_sha256 = engine.sources_sha256(tpl)
+        self._static = {
+            "template": tpl.id,
+            "template_version": tpl.version,
+            "message_type": tpl.message_type,
+            "journey": tpl.journey,
+            "confidential": tpl.confidential,
+            "letter": tpl.letter,
+        }
+
+    @classmethod
+    def build(cls, engine: Engine, template: str, locale: str | None = None) -> SmsPlan | None:
+        """The plan of ``template``'s SMS on ``engine``, or None where it does not apply."""
+        tpl = engine.templates.get(template)
+        if tpl is None or "sms" not in tpl.channels:
+            return None
+        if engine.options.require_approval or engine._links_document(tpl):
+            return None
+        if locale is not None and locale not in engine.pack.locales:
+            return None
+        request_check = request_fast_validator()
+        contract_check = tpl.fast_validator
+        if request_check is None or contract_check is None:
+            return None
+        try:
+            compiled = engine._env.get_template(tpl.source_name("sms"))
+        except Exception:  # a syntax error: the full path reports it
+            return None
+        return cls(engine, tpl, locale, request_check, contract_check, compiled)
+
+    # -- per request ------------------------------------------------------------------
+
+    def request(self, obj: Any) -> tuple[Request, str] | None:
+        """The validated request and its JSON (as the digest writes it), or None: full path."""
+        if not plain_request(obj):
+            return None
+        try:
+            self._request_check(obj)
+            self._contract_check(obj.get("data", {}))
+        except Exception:  # refused, or a format checker that raised: let the full path say
+            return None
+        customer = dict(obj["customer"])
+        if customer["id"] in (None, ""):
+            return None
+        customer["id"] = str(customer["id"])
+        req = Request(customer=customer, data=dict(obj.get("data", {})))
+        text = _ENCODER.encode({"customer": customer, "data": req.data})
+        # json.dumps' default separators add at most one character per separator.
+        if 2 * len(text) > MAX_REQUEST_BYTES:
+            return None
+        return req, text
+
+    def locale_for(self, req: Request) -> str:
+        """The locale the engine would render ``req`` in."""
+        if self.locale is not None:
+            return self.locale
+        asked = req.customer.get("locale")
+        found = self._resolved.get(asked)
+        if found is None:
+            found = self.engine.pack.resolve_locale(asked)
+            if len(self._resolved) < 4096:
+                self._resolved[asked] = found
+        return found
+
+    def _for(self, locale: str) -> _Locale:
+        parts = self._locales.get(locale)
+        if parts is None:
+            parts = self._locales[locale] = _Locale(self.engine, self.tpl, locale)
+        return parts
+
+    def params_sha256(self, request_json: str, locale: str) -> str:
+        """:meth:`Engine._params_sha256` from the request's JSON written once."""
+        blob = self._for(locale).prefix + request_json + self._suffix
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def render(self, req: Request, locale: str, message_id: str,
+               created_at: str) -> SmsRendered | None:
+        """The SMS for ``req``, or None when the full path must make (or refuse) it."""
+        customer = req.customer
+        if not customer.get("phone") or self.engine._listeners:
+            return None
+        parts = self._for(locale)
+        meter = self._budget.start()
+        brand = dict(parts.brand)
+        brand["greeting"] = _greeting(parts.greeting, parts.fallback, customer)
+        static = self._static
+        ctx: dict[str, Any] = {
+            "customer": customer,
+            "data": req.data,
+            "brand": brand,
+            "message": {
+                "id": message_id,
+                "channel": "sms",
+                "template": static["template"],
+                "template_version": static["template_version"],
+                "message_type": static["message_type"],
+                "journey": static["journey"],
+                "confidential": static["confidential"],
+                "letter": static["letter"],
+                "password_hint": parts.password_hint,
+                "unsubscribe_url": None,
+                "document_url": None,
+                "web_version_url": None,
+                "created_at": created_at,
+            },
+            "locale": locale,
+            "lang": parts.lang,
+            "dir": parts.dir,
+            "timezone": customer.get("timezone") or "UTC",
+        }
+        ctx.update(parts.gettext)
+        template = self._template
+        meter.name = self._name
+        token = _current.set(meter)
+        try:
+            text = _consume(template.root_render_func(template.new_context(ctx)),
+                            name=self._name, meter=meter, max_chars=meter.max_output)
+            result = sms_channel.finish_sms(text, max_segments=self._max_segments)
+        except Exception:  # the full path raises the error, with file and line
+            return None
+        finally:
+            _current.reset(token)
+            meter.name = ""
+        return SmsRendered(result.text, result.encoding, result.segments, parts.password_hint)
