@@ -311,6 +311,8 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
         "encoding": made.encoding,
         "segments": made.segments,
     }
+    if made.password_hint:
+        summary["password_hint"] = made.password_hint
     return _Rendered(channel="sms", status="generated", key=key, entry=entry,
                      filename=output_filename(customer_id, tpl.id, locale, "sms"),
                      summary=summary, content=content)
