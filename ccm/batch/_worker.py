@@ -251,7 +251,9 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
 
     The plan (:mod:`ccm.render.smsplan`) answers None for anything it is not
     sure to make exactly as :meth:`Engine.render` does; so does this function
-    for a message the contact policy stops (the full path records why).
+    for a message the contact policy stops (the full path records why). The
+    policy's own errors (an unknown time zone) are raised as the full path
+    raises them, at the same step.
     """
     plan = _plan_for(engine, spec)
     if plan is None:
@@ -314,7 +316,7 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
     if made.password_hint:
         summary["password_hint"] = made.password_hint
     return _Rendered(channel="sms", status="generated", key=key, entry=entry,
-                     filename=output_filename(customer_id, tpl.id, locale, "sms"),
+                     filename=plan.filename(customer_id, locale),
                      summary=summary, content=content)
 
 
