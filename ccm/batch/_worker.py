@@ -263,25 +263,67 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
         return None
     req, request_json = got
     tpl = plan.tpl
-    decision = _decide(engine, tpl, req, "sms", spec.now or datetime.now(UTC), overrides)
-    if decision is not None and not decision.allowed:
-        return None
+    now = spec.now or datetime.now(UTC)
+    decision = _decide(engine, tpl, req, "sms", now, overrides)
     locale = plan.locale_for(req)
     message_id = uuid.uuid4().hex
+    customer_id = req.customer["id"]
+    key = f"{spec.run_id}:{tpl.id}:{customer_id}:sms"
+    if decision is not None and not decision.allowed:
+        return _fast_suppressed(engine, spec, plan, req, request_json, locale, message_id,
+                                now, decision)
     created_at = engine._clock().isoformat()
     made = plan.render(req, locale, message_id, created_at)
     if made is None:
         return None
     content = made.text.encode()
     sha = hashlib.sha256(content).hexdigest()
+    params = plan.params_sha256(request_json, locale)
+    entry = _fast_entry(engine, plan, req, message_id, key, params, locale, created_at,
+                        "generated", None, sha)
+    summary = _fast_summary(engine, plan, message_id, customer_id, locale, "generated", sha)
+    summary["encoding"] = made.encoding
+    summary["segments"] = made.segments
+    if made.password_hint:
+        summary["password_hint"] = made.password_hint
+    return _Rendered(channel="sms", status="generated", key=key, entry=entry,
+                     filename=plan.filename(customer_id, locale), summary=summary,
+                     content=content)
+
+
+def _fast_suppressed(engine: Engine, spec: _Spec, plan: SmsPlan, req: Request,
+                     request_json: str, locale: str, message_id: str, now: datetime,
+                     decision: Any) -> _Rendered:
+    """What the full path records for an SMS the contact policy stops (``_blank`` + ``_pack``)."""
+    tpl = plan.tpl
     customer_id = req.customer["id"]
-    key = f"{spec.run_id}:{tpl.id}:{customer_id}:sms"
+    if decision.defer_until is not None:
+        key = f"msg:{message_id}"  # not under the run's key: a rerun after quiet hours sends it
+    else:
+        key = _key(engine.run_id or "", tpl.id, customer_id, "sms")
+    params = plan.params_sha256(request_json, locale)
+    entry = _fast_entry(engine, plan, req, message_id, key, params, locale, now.isoformat(),
+                        "suppressed", decision.rule, None)
+    summary = _fast_summary(engine, plan, message_id, customer_id, locale, "suppressed", None)
+    if decision.rule:
+        summary["reason"] = decision.rule
+    summary["encoding"] = None
+    summary["segments"] = None
+    return _Rendered(channel="sms", status="suppressed", key=key, entry=entry,
+                     filename=plan.filename(customer_id, locale), summary=summary)
+
+
+def _fast_entry(engine: Engine, plan: SmsPlan, req: Request, message_id: str, key: str,
+                params: str, locale: str, created_at: str, status: str, reason: str | None,
+                sha: str | None) -> dict[str, Any]:
+    """The record entry ``_pack`` writes, from the plan's values."""
+    tpl = plan.tpl
     pack = engine.pack
-    entry = {
+    return {
         "message_id": message_id,
         "idempotency_key": key,
-        "params_sha256": plan.params_sha256(request_json, locale),
-        "customer_id": customer_id,
+        "params_sha256": params,
+        "customer_id": req.customer["id"],
         "channel": "sms",
         "template": tpl.id,
         "template_version": tpl.version,
@@ -291,33 +333,32 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
         "journey": tpl.journey,
         "locale": locale,
         "created_at": created_at,
-        "status": "generated",
-        "reason": None,
+        "status": status,
+        "reason": reason,
         "content_sha256": sha,
         "archival_sha256": None,
         "sources_sha256": plan.sources_sha256,
         "archive_ref": None,
         "segment": req.customer.get("segment"),
     }
-    summary = {
+
+
+def _fast_summary(engine: Engine, plan: SmsPlan, message_id: str, customer_id: str,
+                  locale: str, status: str, sha: str | None) -> dict[str, Any]:
+    """The first fields of :meth:`Message.summary`, in its order."""
+    tpl = plan.tpl
+    return {
         "message_id": message_id,
         "customer_id": customer_id,
         "template": tpl.id,
         "template_version": tpl.version,
-        "pack": pack.id,
-        "pack_version": pack.version,
+        "pack": engine.pack.id,
+        "pack_version": engine.pack.version,
         "channel": "sms",
         "locale": locale,
-        "status": "generated",
+        "status": status,
         "sha256": sha,
-        "encoding": made.encoding,
-        "segments": made.segments,
     }
-    if made.password_hint:
-        summary["password_hint"] = made.password_hint
-    return _Rendered(channel="sms", status="generated", key=key, entry=entry,
-                     filename=plan.filename(customer_id, locale),
-                     summary=summary, content=content)
 
 
 def _render_full(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, ...],
