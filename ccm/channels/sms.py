@@ -133,6 +133,10 @@ _ASCII_SPECIAL = re.compile("[^\n\x20-\x7e]")
 #: Characters :func:`normalise` keeps as they are and that never take part in a
 #: joiner or line-break rule: printable ASCII, ``\n``, and others as they are seen.
 _KEPT: set[str] = {chr(i) for i in range(0x20, 0x7F)} | {"\n"}
+#: Characters seen that :func:`normalise` turns into one ASCII space (Unicode spaces).
+_SPACE_TABLE: dict[int, str] = {}
+#: :data:`_KEPT` and the keys of :data:`_SPACE_TABLE`.
+_KEPT_OR_SPACE: set[str] = set(_KEPT)
 
 
 def normalise(text: str) -> str:
@@ -153,9 +157,13 @@ def normalise(text: str) -> str:
         if _ASCII_SPECIAL.search(text) is None:
             return _tidy(text)
         return _tidy(_LINE_BREAKS.sub("\n", text).translate(_ASCII_CLEAN))
-    if unicodedata.is_normalized("NFC", text) and _KEPT.issuperset(text):
-        # Every character stays as it is (no line break, joiner or control): only tidy.
-        return _tidy(text)
+    if unicodedata.is_normalized("NFC", text):
+        if _KEPT.issuperset(text):
+            # Every character stays as it is (no line break, joiner or control): only tidy.
+            return _tidy(text)
+        if _KEPT_OR_SPACE.issuperset(text):
+            # Babel's no-break spaces: each becomes " " (no space composes with a mark).
+            return _tidy(text.translate(_SPACE_TABLE))
     return _normalise_full(text)
 
 
@@ -175,6 +183,10 @@ def _normalise_full(text: str) -> str:
             table[ord(ch)] = action  # type: ignore[assignment]
         elif ch not in _JOINERS and ch not in _LINE_BREAK_CHARS and len(_KEPT) < 65536:
             _KEPT.add(ch)
+            _KEPT_OR_SPACE.add(ch)
+        if action == " " and ch != " " and len(_SPACE_TABLE) < 256:
+            _SPACE_TABLE[ord(ch)] = " "
+            _KEPT_OR_SPACE.add(ch)
     if table:
         text = text.translate(table)
     text = _JOINER_RE.sub(_keep_joiner, text)
