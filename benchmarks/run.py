@@ -5,7 +5,8 @@
     python benchmarks/run.py --only pdf,text --json results.json
 
 Groups: ``pdf`` (a, b), ``scale`` (c, d), ``text`` (e), ``library`` (f: library or our
-own code), ``row`` (r: one SMS row inside a batch worker against plain jinja2), ``cli`` (g: the ``ccm batch`` command against naive loops, CPU of every process),
+own code), ``row`` (r: one SMS row inside a batch worker against plain jinja2),
+``cli`` (g: the ``ccm batch`` command against naive loops, CPU of every process),
 ``budget`` (h: the cost of in-process render budgets), ``record`` (the record's own
 benchmark, ``benchmarks/record_bench.py``, run as a separate process when present). Ratios
 are always between two measurements of the same run.
