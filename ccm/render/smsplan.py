@@ -41,7 +41,7 @@ from ccm._util import _DEVICES, MAX_NAME_BYTES
 from ccm.channels import sms as sms_channel
 from ccm.message import SUFFIXES, Request, output_filename
 from ccm.render.budget import _current
-from ccm.render.engine import Engine, _greeting
+from ccm.render.engine import _FIELD, Engine
 from ccm.render.environment import _consume
 from ccm.render.template import MAX_DEPTH, MAX_REQUEST_BYTES, request_fast_validator
 
@@ -108,14 +108,16 @@ class SmsRendered:
 class _Locale:
     """What a plan needs per locale: brand values, translations, the digest's JSON prefix."""
 
-    __slots__ = ("brand", "dir", "fallback", "gettext", "greeting", "lang", "password_hint",
-                 "prefix")
+    __slots__ = ("brand", "dir", "fallback", "fields", "gettext", "greeting", "lang",
+                 "literals", "password_hint", "prefix")
 
     def __init__(self, engine: Engine, tpl: Template, locale: str) -> None:
         cached = engine._brand("sms", locale)
         self.brand = {k: v for k, v in cached.items() if k != "_greeting_fallback"}
         self.greeting = cached["greeting"]
         self.fallback = cached["_greeting_fallback"]
+        #: The greeting's literal parts and the customer fields between them.
+        self.literals, self.fields = split_greeting(self.greeting)
         self.gettext = engine._gettext(tpl, locale)
         self.lang = locale.split("_")[0]
         self.dir = "rtl" if engine.pack.is_rtl(locale) else "ltr"
@@ -252,7 +254,7 @@ class SmsPlan:
         parts = self._for(locale)
         meter = self._budget.start()
         brand = dict(parts.brand)
-        brand["greeting"] = _greeting(parts.greeting, parts.fallback, customer)
+        brand["greeting"] = _greeting(parts, customer)
         static = self._static
         ctx: dict[str, Any] = {
             "customer": customer,
@@ -292,3 +294,27 @@ class SmsPlan:
             _current.reset(token)
             meter.name = ""
         return SmsRendered(result.text, result.encoding, result.segments, parts.password_hint)
+
+
+def split_greeting(pattern: str) -> tuple[list[str], list[str]]:
+    """A greeting pattern's literal parts and, between them, its ``{field}`` names."""
+    pieces = _FIELD.split(pattern)
+    return pieces[0::2], pieces[1::2]
+
+
+def _greeting(parts: Any, customer: dict[str, Any]) -> str:
+    """:func:`ccm.render.engine._greeting` with the pattern split once per locale."""
+    if not parts.fields:
+        return parts.greeting
+    literals = parts.literals
+    out = [literals[0]]
+    for name, literal in zip(parts.fields, literals[1:], strict=True):
+        value = customer.get(name)
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            return parts.fallback
+        text = str(value).strip()
+        if not text:
+            return parts.fallback
+        out.append(text)
+        out.append(literal)
+    return "".join(out)

@@ -237,3 +237,35 @@ def test_the_plans_file_names_are_output_filename(customer_id: str, locale: str)
     assert plan is not None
     assert plan.filename(customer_id, locale) == output_filename(
         customer_id, "payment_reminder", locale, "sms")
+
+
+@given(st.lists(st.one_of(st.sampled_from(["{name}", "{salutation}", "{x}", "{", "}", "{}"]),
+                          st.text(max_size=5)), max_size=6).map("".join),
+       st.dictionaries(st.sampled_from(["name", "salutation", "x"]),
+                       st.one_of(st.text(max_size=6), st.integers(), st.booleans(), st.none()),
+                       max_size=3))
+def test_the_plans_greeting_is_the_engines(pattern: str, customer: dict[str, Any]) -> None:
+    """The greeting split once per locale gives Engine's greeting for every pattern and customer."""
+    from types import SimpleNamespace
+
+    from ccm.render.engine import _greeting as engine_greeting
+    from ccm.render.smsplan import _greeting, split_greeting
+
+    literals, fields = split_greeting(pattern)
+    parts = SimpleNamespace(greeting=pattern, fallback="Hello", literals=literals, fields=fields)
+    assert _greeting(parts, customer) == engine_greeting(pattern, "Hello", customer)
+
+
+def test_message_ids_are_uuid4_hex() -> None:
+    """The worker's message ids are what uuid.uuid4().hex gives: version 4, RFC 4122 variant."""
+    import uuid
+
+    from ccm.batch._worker import _new_id
+
+    ids = {_new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in list(ids)[:200]:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
