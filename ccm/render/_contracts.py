@@ -128,16 +128,34 @@ def compile_validator(schema: Mapping[str, Any],
         # Every format jsonschema knows, checked by jsonschema's own function; the rest
         # (no checker installed for them) accept anything, as jsonschema does.
         names = set(format_checker.checkers) | _formats_in(schema)
-        formats = {
-            name: (lambda value, name=name: bool(format_checker.conforms(value, name)))
-            for name in names
-        }
+        formats = {name: _remembered(format_checker, name) for name in names}
         validate: Callable[[Any], Any] = fastjsonschema.compile(
             dict(schema), formats=formats, use_default=False)
     except (_Unsupported, fastjsonschema.JsonSchemaDefinitionException, TypeError,
             ValueError, KeyError):
         return None
     return validate
+
+
+#: Most string answers one format check remembers (a batch repeats its dates).
+_REMEMBER = 65536
+
+
+def _remembered(format_checker: Any, name: str) -> Callable[[Any], bool]:
+    """``format_checker.conforms(value, name)``, remembered for strings (a pure function)."""
+    seen: dict[str, bool] = {}
+
+    def conforms(value: Any) -> bool:
+        if type(value) is not str:
+            return bool(format_checker.conforms(value, name))
+        answer = seen.get(value)
+        if answer is None:
+            answer = bool(format_checker.conforms(value, name))
+            if len(seen) < _REMEMBER:
+                seen[value] = answer
+        return answer
+
+    return conforms
 
 
 def compile_check(schema: Mapping[str, Any], format_checker: Any) -> Check | None:
