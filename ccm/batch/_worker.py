@@ -231,19 +231,21 @@ def _render_request(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, 
     return _render_full(engine, spec, obj, channels, overrides)
 
 
-#: Per-process SMS plans: (engine, template, locale) -> plan, or None where none applies.
-_PLANS: dict[tuple[int, str, str | None], SmsPlan | None] = {}
+#: Per-process SMS plans: (engine id, template, locale) -> (engine, plan or None where none
+#: applies). The engine is kept with its plan, so its id cannot be reused while cached.
+_PLANS: dict[tuple[int, str, str | None], tuple[Engine, SmsPlan | None]] = {}
 
 
 def _plan_for(engine: Engine, spec: _Spec) -> SmsPlan | None:
     key = (id(engine), spec.template, spec.locale)
-    try:
-        return _PLANS[key]
-    except KeyError:
-        from ccm.render.smsplan import SmsPlan
+    cached = _PLANS.get(key)
+    if cached is not None and cached[0] is engine:
+        return cached[1]
+    from ccm.render.smsplan import SmsPlan
 
-        plan = _PLANS[key] = SmsPlan.build(engine, spec.template, spec.locale)
-        return plan
+    plan = SmsPlan.build(engine, spec.template, spec.locale)
+    _PLANS[key] = (engine, plan)
+    return plan
 
 
 def _fast_sms(engine: Engine, spec: _Spec, obj: Any,

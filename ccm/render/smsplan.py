@@ -303,18 +303,22 @@ def split_greeting(pattern: str) -> tuple[list[str], list[str]]:
 
 
 def _greeting(parts: Any, customer: dict[str, Any]) -> str:
-    """:func:`ccm.render.engine._greeting` with the pattern split once per locale."""
+    """:func:`ccm.render.engine._greeting` with the pattern split once per locale (``parts``:
+    a :class:`_Locale`, or anything with its ``greeting``, ``fallback``, ``literals`` and
+    ``fields``)."""
+    fallback: str = parts.fallback
     if not parts.fields:
-        return parts.greeting
-    literals = parts.literals
+        greeting: str = parts.greeting
+        return greeting
+    literals: list[str] = parts.literals
     out = [literals[0]]
     for name, literal in zip(parts.fields, literals[1:], strict=True):
         value = customer.get(name)
         if not isinstance(value, str | int) or isinstance(value, bool):
-            return parts.fallback
+            return fallback
         text = str(value).strip()
         if not text:
-            return parts.fallback
+            return fallback
         out.append(text)
         out.append(literal)
     return "".join(out)
