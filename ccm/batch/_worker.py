@@ -255,8 +255,9 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
     The plan (:mod:`ccm.render.smsplan`) answers None for anything it is not
     sure to make exactly as :meth:`Engine.render` does; so does this function
     for a message the contact policy stops (the full path records why). The
-    policy's own errors (an unknown time zone) are raised as the full path
-    raises them, at the same step.
+    policy's own errors (an unknown time zone) and the render's (budgets,
+    sandbox, SMS length) are raised as the full path raises them, at the same
+    step: a template over its time budget spends it once.
     """
     plan = _plan_for(engine, spec)
     if plan is None:

@@ -18,13 +18,17 @@ that per request only this is left:
 
 The plan gives **exactly** Engine.render's bytes or nothing: whenever it is
 not certain (a request the walk or a compiled validator does not accept, a
-customer without a phone, a render or SMS error, a listener on the engine),
-:meth:`SmsPlan.request` or :meth:`SmsPlan.render` returns ``None`` and the
-caller takes the full path, which makes the same message or raises the error
-naming the field. :meth:`SmsPlan.build` returns ``None`` where the plan does
-not apply at all (approval required, a linked PDF document, no fast contract
-check, no SMS channel). ``tests/batch/test_fast_rows.py`` compares both paths
-on generated requests.
+customer without a phone, a listener on the engine), :meth:`SmsPlan.request`
+or :meth:`SmsPlan.render` returns ``None`` and the caller takes the full
+path, which makes the same message or raises the error naming the field.
+Errors of the render itself (budgets, sandbox, undefined names) and of SMS
+finishing are raised by the plan as the full path raises them at that step
+(``translate_error``, as :func:`~ccm.render.environment.render_source` does),
+so a template over its time budget spends it once, not twice.
+:meth:`SmsPlan.build` returns ``None`` where the plan does not apply at all
+(approval required, a linked PDF document, no fast contract check, no SMS
+channel). ``tests/batch/test_fast_rows.py`` compares both paths on generated
+requests.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from ccm.channels import sms as sms_channel
 from ccm.message import SUFFIXES, Request, output_filename
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
-from ccm.render.environment import _consume
+from ccm.render.environment import _consume, translate_error
 from ccm.render.template import MAX_DEPTH, MAX_REQUEST_BYTES, request_fast_validator
 
 if TYPE_CHECKING:
@@ -247,7 +251,12 @@ class SmsPlan:
 
     def render(self, req: Request, locale: str, message_id: str,
                created_at: str) -> SmsRendered | None:
-        """The SMS for ``req``, or None when the full path must make (or refuse) it."""
+        """The SMS for ``req``; None when the full path must make (or refuse) it.
+
+        Errors of the render itself (budgets, sandbox, undefined names) and of SMS
+        finishing are raised here exactly as the full path raises them at the same
+        step, so a template that runs out of its budget spends it once.
+        """
         customer = req.customer
         if not customer.get("phone") or self.engine._listeners:
             return None
@@ -287,12 +296,15 @@ class SmsPlan:
         try:
             text = _consume(template.root_render_func(template.new_context(ctx)),
                             name=self._name, meter=meter, max_chars=meter.max_output)
-            result = sms_channel.finish_sms(text, max_segments=self._max_segments)
-        except Exception:  # the full path raises the error, with file and line
-            return None
+        except Exception as exc:
+            # What render_source raises for the same source and context: rendering it again
+            # on the full path would spend the budget twice (and count against --cpu-limit).
+            raise translate_error(exc, self._name) from exc
         finally:
             _current.reset(token)
             meter.name = ""
+        # Raises as the full path does (empty body, over the pack's segment limit).
+        result = sms_channel.finish_sms(text, max_segments=self._max_segments)
         return SmsRendered(result.text, result.encoding, result.segments, parts.password_hint)
 
 

@@ -269,3 +269,33 @@ def test_message_ids_are_uuid4_hex() -> None:
         assert parsed.hex == value
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_row_over_its_budget_fails_once_with_the_full_paths_error(tmp_path: Any) -> None:
+    """A template over its output budget raises the full path's BudgetError from the plan."""
+    import shutil
+
+    from ccm.errors import BudgetError
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEST_TEMPLATES / "quick_note", folder / "quick_note")
+    manifest = folder / "quick_note" / "template.yaml"
+    manifest.write_text(manifest.read_text("utf-8") + "budget:\n  max_output_bytes: 2048\n",
+                        "utf-8")
+    (folder / "quick_note" / "sms.txt.j2").write_text(
+        '{% extends "pack/sms.txt.j2" %}\n'
+        "{% block content %}{% for i in range(5000) %}note {% endfor %}{% endblock %}\n",
+        "utf-8")
+    engine = Engine(PACK, folder, record=None, run_id="run-1", clock=lambda: CREATED)
+    spec = _spec(str(folder), "quick_note", NOWS[0])
+    req = copy.deepcopy(CASES[-1][2][0])
+    with pytest.raises(BudgetError) as fast:
+        _fast_sms(engine, spec, copy.deepcopy(req), None)
+    with pytest.raises(BudgetError) as full:
+        _render_full(engine, spec, copy.deepcopy(req), ("sms",), None)
+    assert str(fast.value) == str(full.value)
+    assert fast.value.context["budget"] == "size"
+    result = _render_row(engine, spec, 3, req, None, None)
+    assert result.error is not None
+    assert result.error["error"] == "BudgetError"
+    assert result.error["budget"] == "size"
