@@ -5,7 +5,8 @@
     python benchmarks/run.py --only pdf,text --json results.json
 
 Groups: ``pdf`` (a, b), ``scale`` (c, d), ``text`` (e), ``library`` (f: library or our
-own code), ``cli`` (g: the ``ccm batch`` command against naive loops, CPU of every process),
+own code), ``row`` (r: one SMS row inside a batch worker against plain jinja2),
+``cli`` (g: the ``ccm batch`` command against naive loops, CPU of every process),
 ``budget`` (h: the cost of in-process render budgets), ``record`` (the record's own
 benchmark, ``benchmarks/record_bench.py``, run as a separate process when present). Ratios
 are always between two measurements of the same run.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import Result, load_average  # noqa: E402
 
-GROUPS = ("pdf", "scale", "text", "library", "cli", "budget", "record")
+GROUPS = ("pdf", "scale", "text", "library", "row", "cli", "budget", "record")
 
 
 def _format(value: float, unit: str) -> str:
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             import library_bench
 
             batch = library_bench.run(args.quick)
+        elif group == "row":
+            import row_bench
+
+            batch = row_bench.run(args.quick)
         elif group == "cli":
             import cli_bench
 

@@ -8,14 +8,17 @@ and the fields of each record entry to the parent (:mod:`ccm.batch.run`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import resource
 import time
 import traceback
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ccm.batch._values import WorkerLimits
@@ -25,6 +28,7 @@ from ccm.message import CHANNELS, Message, Request, output_filename
 
 if TYPE_CHECKING:
     from ccm.render.engine import Engine, RenderOptions
+    from ccm.render.smsplan import SmsPlan
 
 logger = logging.getLogger("ccm.batch.run")
 logger.addHandler(logging.NullHandler())
@@ -220,6 +224,150 @@ def _describe_error(exc: BaseException) -> dict[str, Any]:
 
 def _render_request(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, ...],
                     overrides: Mapping[str, Any] | None) -> list[_Rendered]:
+    if channels == ("sms",):
+        fast = _fast_sms(engine, spec, obj, overrides)
+        if fast is not None:
+            return [fast]
+    return _render_full(engine, spec, obj, channels, overrides)
+
+
+#: Per-process SMS plans: (engine id, template, locale) -> (engine, plan or None where none
+#: applies). The engine is kept with its plan, so its id cannot be reused while cached.
+_PLANS: dict[tuple[int, str, str | None], tuple[Engine, SmsPlan | None]] = {}
+
+
+def _plan_for(engine: Engine, spec: _Spec) -> SmsPlan | None:
+    key = (id(engine), spec.template, spec.locale)
+    cached = _PLANS.get(key)
+    if cached is not None and cached[0] is engine:
+        return cached[1]
+    from ccm.render.smsplan import SmsPlan
+
+    plan = SmsPlan.build(engine, spec.template, spec.locale)
+    _PLANS[key] = (engine, plan)
+    return plan
+
+
+def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
+              overrides: Mapping[str, Any] | None) -> _Rendered | None:
+    """One SMS row by the template's precompiled plan, or None: take the full path.
+
+    The plan (:mod:`ccm.render.smsplan`) answers None for anything it is not
+    sure to make exactly as :meth:`Engine.render` does; so does this function
+    for a message the contact policy stops (the full path records why). The
+    policy's own errors (an unknown time zone) and the render's (budgets,
+    sandbox, SMS length) are raised as the full path raises them, at the same
+    step: a template over its time budget spends it once.
+    """
+    plan = _plan_for(engine, spec)
+    if plan is None:
+        return None
+    got = plan.request(obj)
+    if got is None:
+        return None
+    req, request_json = got
+    tpl = plan.tpl
+    now = spec.now or datetime.now(UTC)
+    decision = _decide(engine, tpl, req, "sms", now, overrides)
+    locale = plan.locale_for(req)
+    message_id = _new_id()
+    customer_id = req.customer["id"]
+    key = f"{spec.run_id}:{tpl.id}:{customer_id}:sms"
+    if decision is not None and not decision.allowed:
+        return _fast_suppressed(engine, spec, plan, req, request_json, locale, message_id,
+                                now, decision)
+    created_at = engine._clock().isoformat()
+    made = plan.render(req, locale, message_id, created_at)
+    if made is None:
+        return None
+    content = made.text.encode()
+    sha = hashlib.sha256(content).hexdigest()
+    params = plan.params_sha256(request_json, locale)
+    entry = _fast_entry(engine, plan, req, message_id, key, params, locale, created_at,
+                        "generated", None, sha)
+    summary = _fast_summary(engine, plan, message_id, customer_id, locale, "generated", sha)
+    summary["encoding"] = made.encoding
+    summary["segments"] = made.segments
+    if made.password_hint:
+        summary["password_hint"] = made.password_hint
+    return _Rendered(channel="sms", status="generated", key=key, entry=entry,
+                     filename=plan.filename(customer_id, locale), summary=summary,
+                     content=content)
+
+
+def _fast_suppressed(engine: Engine, spec: _Spec, plan: SmsPlan, req: Request,
+                     request_json: str, locale: str, message_id: str, now: datetime,
+                     decision: Any) -> _Rendered:
+    """What the full path records for an SMS the contact policy stops (``_blank`` + ``_pack``)."""
+    tpl = plan.tpl
+    customer_id = req.customer["id"]
+    if decision.defer_until is not None:
+        key = f"msg:{message_id}"  # not under the run's key: a rerun after quiet hours sends it
+    else:
+        key = _key(engine.run_id or "", tpl.id, customer_id, "sms")
+    params = plan.params_sha256(request_json, locale)
+    entry = _fast_entry(engine, plan, req, message_id, key, params, locale, now.isoformat(),
+                        "suppressed", decision.rule, None)
+    summary = _fast_summary(engine, plan, message_id, customer_id, locale, "suppressed", None)
+    if decision.rule:
+        summary["reason"] = decision.rule
+    summary["encoding"] = None
+    summary["segments"] = None
+    return _Rendered(channel="sms", status="suppressed", key=key, entry=entry,
+                     filename=plan.filename(customer_id, locale), summary=summary)
+
+
+def _fast_entry(engine: Engine, plan: SmsPlan, req: Request, message_id: str, key: str,
+                params: str, locale: str, created_at: str, status: str, reason: str | None,
+                sha: str | None) -> dict[str, Any]:
+    """The record entry ``_pack`` writes, from the plan's values."""
+    tpl = plan.tpl
+    pack = engine.pack
+    return {
+        "message_id": message_id,
+        "idempotency_key": key,
+        "params_sha256": params,
+        "customer_id": req.customer["id"],
+        "channel": "sms",
+        "template": tpl.id,
+        "template_version": tpl.version,
+        "pack": pack.id,
+        "pack_version": pack.version,
+        "message_type": tpl.message_type,
+        "journey": tpl.journey,
+        "locale": locale,
+        "created_at": created_at,
+        "status": status,
+        "reason": reason,
+        "content_sha256": sha,
+        "archival_sha256": None,
+        "sources_sha256": plan.sources_sha256,
+        "archive_ref": None,
+        "segment": req.customer.get("segment"),
+    }
+
+
+def _fast_summary(engine: Engine, plan: SmsPlan, message_id: str, customer_id: str,
+                  locale: str, status: str, sha: str | None) -> dict[str, Any]:
+    """The first fields of :meth:`Message.summary`, in its order."""
+    tpl = plan.tpl
+    return {
+        "message_id": message_id,
+        "customer_id": customer_id,
+        "template": tpl.id,
+        "template_version": tpl.version,
+        "pack": engine.pack.id,
+        "pack_version": engine.pack.version,
+        "channel": "sms",
+        "locale": locale,
+        "status": status,
+        "sha256": sha,
+    }
+
+
+def _render_full(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, ...],
+                 overrides: Mapping[str, Any] | None) -> list[_Rendered]:
+    """Any row on any channels, through :meth:`Engine.render` (the reference path)."""
     from ccm.render.template import validate_request
 
     tpl = engine.template(spec.template)
@@ -271,15 +419,30 @@ def _decide(engine: Engine, tpl: Any, req: Request, channel: str, now: datetime,
         message_type=tpl.message_type,
         channel=channel,
         now=now,
-        counter=lambda cap: 0,
-        consent_overrides=dict(overrides or {}),
+        counter=_no_caps,
+        consent_overrides=overrides or _NO_OVERRIDES,
     )
+
+
+#: The policy only reads the overrides: no copy per row.
+_NO_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
+
+
+def _no_caps(cap: Any) -> int:
+    """Caps count 0 in the worker (the parent counts them when it writes the record)."""
+    return 0
+
+
+def _new_id() -> str:
+    """A random message id: ``uuid.uuid4().hex`` (version 4, RFC 4122 variant), made directly."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 def _blank(engine: Engine, tpl: Any, req: Request, channel: str, locale: str,
            now: datetime) -> Message:
-    import uuid
-
     return Message(
         message_id=uuid.uuid4().hex, customer_id=req.customer_id, template=tpl.id,
         template_version=tpl.version, pack=engine.pack.id, pack_version=engine.pack.version,

@@ -68,6 +68,7 @@ class SmsResult:
 # --- normalisation ------------------------------------------------------------
 
 _LINE_BREAKS = re.compile("\r\n|[\r\x85\u2028\u2029]")
+_LINE_BREAK_CHARS = frozenset("\r\x85\u2028\u2029")
 _JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ
 #: Invisible direction marks that right-to-left text with digits needs; unlike
 #: the embedding/override/isolate controls they cannot reorder a whole run.
@@ -117,10 +118,25 @@ _ASCII_CLEAN = {i: None for i in range(32) if i != 10} | {9: " ", 127: None}
 
 
 def _tidy(text: str) -> str:
-    text = _SPACES.sub(" ", text)
+    # Each step only when its pattern can match: most texts need none of them.
+    if "  " in text:
+        text = _SPACES.sub(" ", text)
     if " \n" in text or "\n " in text or text[:1] == " " or text[-1:] == " ":
         text = "\n".join(line.strip(" ") for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip("\n")
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip("\n")
+
+
+#: Anything but printable ASCII and ``\n``: an ASCII text without it is only tidied.
+_ASCII_SPECIAL = re.compile("[^\n\x20-\x7e]")
+#: Characters :func:`normalise` keeps as they are and that never take part in a
+#: joiner or line-break rule: printable ASCII, ``\n``, and others as they are seen.
+_KEPT: set[str] = {chr(i) for i in range(0x20, 0x7F)} | {"\n"}
+#: Characters seen that :func:`normalise` turns into one ASCII space (Unicode spaces).
+_SPACE_TABLE: dict[int, str] = {}
+#: :data:`_KEPT` and the keys of :data:`_SPACE_TABLE`.
+_KEPT_OR_SPACE: set[str] = set(_KEPT)
 
 
 def normalise(text: str) -> str:
@@ -138,7 +154,21 @@ def normalise(text: str) -> str:
     if text.isascii():
         # The common case, without a loop over characters: ASCII is already NFC and
         # its only characters to drop or replace are the C0 controls and DEL.
+        if _ASCII_SPECIAL.search(text) is None:
+            return _tidy(text)
         return _tidy(_LINE_BREAKS.sub("\n", text).translate(_ASCII_CLEAN))
+    if unicodedata.is_normalized("NFC", text):
+        if _KEPT.issuperset(text):
+            # Every character stays as it is (no line break, joiner or control): only tidy.
+            return _tidy(text)
+        if _KEPT_OR_SPACE.issuperset(text):
+            # Babel's no-break spaces: each becomes " " (no space composes with a mark).
+            return _tidy(text.translate(_SPACE_TABLE))
+    return _normalise_full(text)
+
+
+def _normalise_full(text: str) -> str:
+    """:func:`normalise` character by character (what its shortcuts must agree with)."""
     text = unicodedata.normalize("NFC", text)
     text = _LINE_BREAKS.sub("\n", text)
     # One decision per distinct character (a text has a few dozen), applied by translate.
@@ -151,6 +181,12 @@ def normalise(text: str) -> str:
                 _ACTIONS[ch] = action
         if action != ch:
             table[ord(ch)] = action  # type: ignore[assignment]
+        elif ch not in _JOINERS and ch not in _LINE_BREAK_CHARS and len(_KEPT) < 65536:
+            _KEPT.add(ch)
+            _KEPT_OR_SPACE.add(ch)
+        if action == " " and ch != " " and len(_SPACE_TABLE) < 256:
+            _SPACE_TABLE[ord(ch)] = " "
+            _KEPT_OR_SPACE.add(ch)
     if table:
         text = text.translate(table)
     text = _JOINER_RE.sub(_keep_joiner, text)

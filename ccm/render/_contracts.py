@@ -28,7 +28,7 @@ from typing import Any
 
 import fastjsonschema
 
-__all__ = ["Check", "compile_check"]
+__all__ = ["Check", "as_check", "compile_check", "compile_validator"]
 
 Check = Callable[[Any], bool]
 
@@ -114,25 +114,62 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def compile_check(schema: Mapping[str, Any], format_checker: Any) -> Check | None:
-    """A function ``instance -> bool`` (True only when ``schema`` accepts it), or None.
+def compile_validator(schema: Mapping[str, Any],
+                      format_checker: Any) -> Callable[[Any], Any] | None:
+    """fastjsonschema's compiled function of ``schema`` (raises when it refuses), or None.
 
-    ``format_checker`` is the ``jsonschema.FormatChecker`` the slow path uses,
-    so ``format`` means exactly the same on both paths.
+    The raw function accepts tuples as arrays and objects that are not plain
+    JSON; callers that use it directly must have checked the instance is
+    plain JSON themselves (:func:`compile_check` does; the batch fast path
+    walks each request once).
     """
     try:
         _in_subset(schema)
         # Every format jsonschema knows, checked by jsonschema's own function; the rest
         # (no checker installed for them) accept anything, as jsonschema does.
         names = set(format_checker.checkers) | _formats_in(schema)
-        formats = {
-            name: (lambda value, name=name: bool(format_checker.conforms(value, name)))
-            for name in names
-        }
-        validate = fastjsonschema.compile(dict(schema), formats=formats, use_default=False)
+        formats = {name: _remembered(format_checker, name) for name in names}
+        validate: Callable[[Any], Any] = fastjsonschema.compile(
+            dict(schema), formats=formats, use_default=False)
     except (_Unsupported, fastjsonschema.JsonSchemaDefinitionException, TypeError,
             ValueError, KeyError):
         return None
+    return validate
+
+
+#: Most string answers one format check remembers (a batch repeats its dates).
+_REMEMBER = 65536
+
+
+def _remembered(format_checker: Any, name: str) -> Callable[[Any], bool]:
+    """``format_checker.conforms(value, name)``, remembered for strings (a pure function)."""
+    seen: dict[str, bool] = {}
+
+    def conforms(value: Any) -> bool:
+        if type(value) is not str:
+            return bool(format_checker.conforms(value, name))
+        answer = seen.get(value)
+        if answer is None:
+            answer = bool(format_checker.conforms(value, name))
+            if len(seen) < _REMEMBER:
+                seen[value] = answer
+        return answer
+
+    return conforms
+
+
+def compile_check(schema: Mapping[str, Any], format_checker: Any) -> Check | None:
+    """A function ``instance -> bool`` (True only when ``schema`` accepts it), or None.
+
+    ``format_checker`` is the ``jsonschema.FormatChecker`` the slow path uses,
+    so ``format`` means exactly the same on both paths.
+    """
+    validate = compile_validator(schema, format_checker)
+    return None if validate is None else as_check(validate)
+
+
+def as_check(validate: Callable[[Any], Any]) -> Check:
+    """The "certainly valid" check around a :func:`compile_validator` function."""
 
     def check(instance: Any) -> bool:
         if not _plain(instance):

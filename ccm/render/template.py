@@ -17,7 +17,7 @@ from ccm._schema import json_path, load_schema, load_yaml, validate_manifest
 from ccm._util import sha256_files
 from ccm.errors import DataError, TemplateError, UnknownTemplate
 from ccm.message import CHANNELS, Request
-from ccm.render._contracts import Check, compile_check
+from ccm.render._contracts import Check, as_check, compile_validator
 
 __all__ = [
     "SOURCES", "Template", "describe_rule", "load_template", "load_templates", "template_files",
@@ -40,11 +40,12 @@ _FAST_DRAFTS = (
 )
 
 
-def _fast_check(schema: dict[str, Any], cls: type[Any]) -> Check | None:
-    """The fast "certainly valid" check of ``schema`` (:mod:`ccm.render._contracts`), or None."""
+def _fast_validator(schema: dict[str, Any], cls: type[Any]) -> Any:
+    """fastjsonschema's raw function of ``schema`` (:mod:`ccm.render._contracts`), or None."""
     if cls not in _FAST_DRAFTS:
         return None
-    return compile_check(schema, _FORMATS)
+    return compile_validator(schema, _FORMATS)
+
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,15 @@ class Template:
         return self._validator_class(self.contract, format_checker=_FORMATS)  # type: ignore[no-any-return]
 
     @cached_property
+    def fast_validator(self) -> Any:
+        """The contract compiled by fastjsonschema (raises when it refuses; plain JSON only), or
+        None when the contract is outside the subset it reads as jsonschema does."""
+        return _fast_validator(self.contract, self._validator_class)
+
+    @cached_property
     def _fast_check(self) -> Check | None:
-        return _fast_check(self.contract, self._validator_class)
+        validate = self.fast_validator
+        return None if validate is None else as_check(validate)
 
     def validate_data(self, data: Any, *, customer_id: str | None = None) -> None:
         """Check ``data`` against the contract; :class:`DataError` names path and rule.
@@ -182,8 +190,15 @@ def _request_validator() -> jsonschema.Draft202012Validator:
 
 
 @cache
+def request_fast_validator() -> Any:
+    """The request shape compiled by fastjsonschema (raises when it refuses; plain JSON only)."""
+    return _fast_validator(load_schema("request"), jsonschema.Draft202012Validator)
+
+
+@cache
 def _request_check() -> Check | None:
-    return _fast_check(load_schema("request"), jsonschema.Draft202012Validator)
+    validate = request_fast_validator()
+    return None if validate is None else as_check(validate)
 
 
 def describe_rule(err: Any) -> str:

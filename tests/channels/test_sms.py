@@ -347,3 +347,15 @@ def test_measure_at_segment_boundaries(ch: str) -> None:
         result = measure(ch * size)
         assert (result.text, result.encoding, result.units, result.segments) == \
             _measure_by_filling(ch * size)
+
+
+@given(st.one_of(
+    sms_texts(), gsm_texts(), st.text(max_size=80),
+    st.text(alphabet="ab \n\r\t\u00a0\u202f\u2009\u2000\u200d\u200c\u2028\x85é\u0301£€😀\u202e",
+            max_size=40),
+))
+@settings(max_examples=300)
+def test_normalise_shortcuts_agree_with_the_character_by_character_path(text: str) -> None:
+    """normalise's shortcuts (plain ASCII, characters seen before) give the full path's text."""
+    assert normalise(text) == sms._normalise_full(text)
+    assert normalise(text) == sms._normalise_full(text)  # again, with the characters now known

@@ -1,0 +1,336 @@
+"""SMS rendering compiled once per template, pack and locale: the per-row fast path of batches.
+
+:meth:`Engine.render <ccm.render.engine.Engine.render>` does, for every
+message, work that does not depend on the request: it looks the template,
+its budget, the brand values, translations and password hint up, checks the
+call, walks the request three times (shape, size, plain JSON) and copies it.
+A :class:`SmsPlan` does all of that once per (engine, template, locale), so
+that per request only this is left:
+
+* one walk of the request (exact JSON types, finite numbers, depth), then
+  the request schema and the template's contract as fastjsonschema compiled
+  them (:mod:`ccm.render._contracts`), each run once;
+* the context from precomputed brand values and translations;
+* the same sandboxed Jinja, under the template's budget meter;
+* SMS finishing (:func:`ccm.channels.sms.finish_sms`);
+* the request's JSON for the parameters digest, written once (its length
+  is also the size check).
+
+The plan gives **exactly** Engine.render's bytes or nothing: whenever it is
+not certain (a request the walk or a compiled validator does not accept, a
+customer without a phone, a listener on the engine), :meth:`SmsPlan.request`
+or :meth:`SmsPlan.render` returns ``None`` and the caller takes the full
+path, which makes the same message or raises the error naming the field.
+Errors of the render itself (budgets, sandbox, undefined names) and of SMS
+finishing are raised by the plan as the full path raises them at that step
+(``translate_error``, as :func:`~ccm.render.environment.render_source` does),
+so a template over its time budget spends it once, not twice.
+:meth:`SmsPlan.build` returns ``None`` where the plan does not apply at all
+(approval required, a linked PDF document, no fast contract check, no SMS
+channel). ``tests/batch/test_fast_rows.py`` compares both paths on generated
+requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ccm._util import _DEVICES, MAX_NAME_BYTES
+from ccm.channels import sms as sms_channel
+from ccm.message import SUFFIXES, Request, output_filename
+from ccm.render.budget import _current
+from ccm.render.engine import _FIELD, Engine
+from ccm.render.environment import _consume, translate_error
+from ccm.render.template import MAX_DEPTH, MAX_REQUEST_BYTES, request_fast_validator
+
+if TYPE_CHECKING:
+    from ccm.render.template import Template
+
+__all__ = ["SmsPlan", "SmsRendered"]
+
+#: ``json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`` as the engine's
+#: parameters digest writes it, built once.
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+_SCALARS = frozenset({str, int, bool, type(None)})
+#: A name :func:`ccm._util.safe_filename` keeps as it is (when short and no device name).
+_SUFFIX = SUFFIXES["sms"]
+#: At most 48 characters: three of them, two ``-``, the digest and the suffix stay
+#: within the name limit, so ``unique_filename`` cuts nothing.
+_KEPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,47}")
+_FITS = 3 * 48 + 2 + 13 + len(_SUFFIX) <= MAX_NAME_BYTES
+
+
+def plain_request(obj: Any) -> bool:
+    """True when ``obj`` is a dict of exact JSON types, finite, at most ``MAX_DEPTH`` deep.
+
+    One level-by-level walk (the full path walks three times): whatever it
+    refuses goes to the full path, which explains it or accepts it.
+    """
+    if type(obj) is not dict:
+        return False
+    level: list[Any] = [obj]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return False
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                for key in item:
+                    if type(key) is not str:
+                        return False
+                below.extend(item.values())
+            elif kind is list:
+                below.extend(item)
+            elif kind is float:
+                if not math.isfinite(item):
+                    return False
+            elif kind not in _SCALARS:
+                return False
+        level = below
+    return True
+
+
+@dataclass(frozen=True)
+class SmsRendered:
+    """One SMS made by the plan: what :class:`~ccm.message.Message` would hold."""
+
+    text: str
+    encoding: str
+    segments: int
+    password_hint: str | None
+
+
+class _Locale:
+    """What a plan needs per locale: brand values, translations, the digest's JSON prefix."""
+
+    __slots__ = ("brand", "dir", "fallback", "fields", "gettext", "greeting", "lang",
+                 "literals", "password_hint", "prefix")
+
+    def __init__(self, engine: Engine, tpl: Template, locale: str) -> None:
+        cached = engine._brand("sms", locale)
+        self.brand = {k: v for k, v in cached.items() if k != "_greeting_fallback"}
+        self.greeting = cached["greeting"]
+        self.fallback = cached["_greeting_fallback"]
+        #: The greeting's literal parts and the customer fields between them.
+        self.literals, self.fields = split_greeting(self.greeting)
+        self.gettext = engine._gettext(tpl, locale)
+        self.lang = locale.split("_")[0]
+        self.dir = "rtl" if engine.pack.is_rtl(locale) else "ltr"
+        self.password_hint = (engine.password_hint(locale)
+                              if tpl.confidential and "pdf" in tpl.channels else None)
+        pack = engine.pack
+        self.prefix = (
+            '{"channel":"sms","locale":' + _ENCODER.encode(locale)
+            + ',"pack":' + _ENCODER.encode(pack.id)
+            + ',"pack_version":' + _ENCODER.encode(pack.version) + ',"request":')
+
+
+class SmsPlan:
+    """The SMS of one template for one engine, compiled once (see the module docstring)."""
+
+    def __init__(self, engine: Engine, tpl: Template, locale: str | None,
+                 request_check: Callable[[Any], Any], contract_check: Callable[[Any], Any],
+                 template: Any) -> None:
+        self.engine = engine
+        self.tpl = tpl
+        self.locale = locale
+        self._request_check = request_check
+        self._contract_check = contract_check
+        self._template = template
+        self._name = tpl.source_name("sms")
+        self._budget = engine.budget(tpl)
+        self._max_segments = engine.pack.senders.get("sms", {}).get("max_segments")
+        self._locales: dict[str, _Locale] = {}
+        self._resolved: dict[Any, str] = {}
+        self._suffix = (',"template":' + _ENCODER.encode(tpl.id)
+                        + ',"template_version":' + _ENCODER.encode(tpl.version) + "}")
+        self.sources_sha256 = engine.sources_sha256(tpl)
+        tid = tpl.id
+        self._plain_id = (_KEPT_NAME.fullmatch(tid) is not None and tid[-1] != "."
+                          and tid.split(".", 1)[0].casefold() not in _DEVICES)
+        self._static = {
+            "template": tpl.id,
+            "template_version": tpl.version,
+            "message_type": tpl.message_type,
+            "journey": tpl.journey,
+            "confidential": tpl.confidential,
+            "letter": tpl.letter,
+        }
+
+    @classmethod
+    def build(cls, engine: Engine, template: str, locale: str | None = None) -> SmsPlan | None:
+        """The plan of ``template``'s SMS on ``engine``, or None where it does not apply."""
+        tpl = engine.templates.get(template)
+        if tpl is None or "sms" not in tpl.channels:
+            return None
+        if engine.options.require_approval or engine._links_document(tpl):
+            return None
+        if locale is not None and locale not in engine.pack.locales:
+            return None
+        request_check = request_fast_validator()
+        contract_check = tpl.fast_validator
+        if request_check is None or contract_check is None:
+            return None
+        try:
+            compiled = engine._env.get_template(tpl.source_name("sms"))
+        except Exception:  # a syntax error: the full path reports it
+            return None
+        return cls(engine, tpl, locale, request_check, contract_check, compiled)
+
+    # -- per request ------------------------------------------------------------------
+
+    def request(self, obj: Any) -> tuple[Request, str] | None:
+        """The validated request and its JSON (as the digest writes it), or None: full path."""
+        if not plain_request(obj):
+            return None
+        try:
+            self._request_check(obj)
+            self._contract_check(obj.get("data", {}))
+        except Exception:  # refused, or a format checker that raised: let the full path say
+            return None
+        customer = dict(obj["customer"])
+        if customer["id"] in (None, ""):
+            return None
+        customer["id"] = str(customer["id"])
+        req = Request(customer=customer, data=dict(obj.get("data", {})))
+        text = _ENCODER.encode({"customer": customer, "data": req.data})
+        # json.dumps' default separators add at most one character per separator.
+        if 2 * len(text) > MAX_REQUEST_BYTES:
+            return None
+        return req, text
+
+    def locale_for(self, req: Request) -> str:
+        """The locale the engine would render ``req`` in."""
+        if self.locale is not None:
+            return self.locale
+        asked = req.customer.get("locale")
+        found = self._resolved.get(asked)
+        if found is None:
+            found = self.engine.pack.resolve_locale(asked)
+            if len(self._resolved) < 4096:
+                self._resolved[asked] = found
+        return found
+
+    def _for(self, locale: str) -> _Locale:
+        parts = self._locales.get(locale)
+        if parts is None:
+            parts = self._locales[locale] = _Locale(self.engine, self.tpl, locale)
+        return parts
+
+    def filename(self, customer_id: str, locale: str) -> str:
+        """:func:`~ccm.message.output_filename` of this template's SMS, without its walk.
+
+        For a customer id, template id and locale that ``safe_filename`` keeps
+        as they are (ASCII letters, digits, ``._-``, short, not starting with
+        ``.``/``-``, not ending with ``.``, no device name), the readable part
+        is the three joined by ``-``; anything else takes the function itself.
+        """
+        if (_KEPT_NAME.fullmatch(customer_id) is None or customer_id[-1] == "."
+                or customer_id.split(".", 1)[0].casefold() in _DEVICES
+                or _KEPT_NAME.fullmatch(locale) is None or locale[-1] == "."
+                or locale.split(".", 1)[0].casefold() in _DEVICES or not self._plain_id
+                or not _FITS):
+            return output_filename(customer_id, self.tpl.id, locale, "sms")
+        digest = hashlib.sha256(
+            f"{customer_id}\0{self.tpl.id}\0{locale}".encode()).hexdigest()[:12]
+        return f"{customer_id}-{self.tpl.id}-{locale}-{digest}{_SUFFIX}"
+
+    def params_sha256(self, request_json: str, locale: str) -> str:
+        """:meth:`Engine._params_sha256` from the request's JSON written once."""
+        blob = self._for(locale).prefix + request_json + self._suffix
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def render(self, req: Request, locale: str, message_id: str,
+               created_at: str) -> SmsRendered | None:
+        """The SMS for ``req``; None when the full path must make (or refuse) it.
+
+        Errors of the render itself (budgets, sandbox, undefined names) and of SMS
+        finishing are raised here exactly as the full path raises them at the same
+        step, so a template that runs out of its budget spends it once.
+        """
+        customer = req.customer
+        if not customer.get("phone") or self.engine._listeners:
+            return None
+        parts = self._for(locale)
+        meter = self._budget.start()
+        brand = dict(parts.brand)
+        brand["greeting"] = _greeting(parts, customer)
+        static = self._static
+        ctx: dict[str, Any] = {
+            "customer": customer,
+            "data": req.data,
+            "brand": brand,
+            "message": {
+                "id": message_id,
+                "channel": "sms",
+                "template": static["template"],
+                "template_version": static["template_version"],
+                "message_type": static["message_type"],
+                "journey": static["journey"],
+                "confidential": static["confidential"],
+                "letter": static["letter"],
+                "password_hint": parts.password_hint,
+                "unsubscribe_url": None,
+                "document_url": None,
+                "web_version_url": None,
+                "created_at": created_at,
+            },
+            "locale": locale,
+            "lang": parts.lang,
+            "dir": parts.dir,
+            "timezone": customer.get("timezone") or "UTC",
+        }
+        ctx.update(parts.gettext)
+        template = self._template
+        meter.name = self._name
+        token = _current.set(meter)
+        try:
+            text = _consume(template.root_render_func(template.new_context(ctx)),
+                            name=self._name, meter=meter, max_chars=meter.max_output)
+        except Exception as exc:
+            # What render_source raises for the same source and context: rendering it again
+            # on the full path would spend the budget twice (and count against --cpu-limit).
+            raise translate_error(exc, self._name) from exc
+        finally:
+            _current.reset(token)
+            meter.name = ""
+        # Raises as the full path does (empty body, over the pack's segment limit).
+        result = sms_channel.finish_sms(text, max_segments=self._max_segments)
+        return SmsRendered(result.text, result.encoding, result.segments, parts.password_hint)
+
+
+def split_greeting(pattern: str) -> tuple[list[str], list[str]]:
+    """A greeting pattern's literal parts and, between them, its ``{field}`` names."""
+    pieces = _FIELD.split(pattern)
+    return pieces[0::2], pieces[1::2]
+
+
+def _greeting(parts: Any, customer: dict[str, Any]) -> str:
+    """:func:`ccm.render.engine._greeting` with the pattern split once per locale (``parts``:
+    a :class:`_Locale`, or anything with its ``greeting``, ``fallback``, ``literals`` and
+    ``fields``)."""
+    fallback: str = parts.fallback
+    if not parts.fields:
+        greeting: str = parts.greeting
+        return greeting
+    literals: list[str] = parts.literals
+    out = [literals[0]]
+    for name, literal in zip(parts.fields, literals[1:], strict=True):
+        value = customer.get(name)
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            return fallback
+        text = str(value).strip()
+        if not text:
+            return fallback
+        out.append(text)
+        out.append(literal)
+    return "".join(out)

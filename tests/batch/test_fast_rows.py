@@ -1,0 +1,301 @@
+"""The batch worker's SMS fast path (ccm/render/smsplan.py) against the full path.
+
+The fast path must give exactly the bytes and record fields of
+:meth:`Engine.render` (through the worker's full path), or decline so the
+full path runs; it never makes a message the full path refuses.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from ccm.batch._worker import _fast_sms, _render_full, _render_row, _Spec
+from ccm.errors import CCMError
+from ccm.render.engine import Engine
+from ccm.render.options import RenderOptions
+from ccm.render.smsplan import SmsPlan, plain_request
+from tests.batch.conftest import PACK, TEMPLATES, TEST_TEMPLATES
+from tests.strategies import customer_ids, customer_names, sms_texts
+
+CREATED = datetime(2025, 11, 3, 10, 30, tzinfo=UTC)
+#: Midday and night in Europe: quiet hours stop some customers at the second.
+NOWS = (datetime(2025, 11, 3, 12, 0, tzinfo=UTC), datetime(2025, 11, 3, 23, 30, tzinfo=UTC))
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def _engine(templates: str) -> Engine:
+    engine = _ENGINES.get(templates)
+    if engine is None:
+        engine = _ENGINES[templates] = Engine(PACK, templates, record=None, run_id="run-1",
+                                              clock=lambda: CREATED)
+    return engine
+
+
+def _samples(folder: Any, template: str) -> list[dict[str, Any]]:
+    files = sorted((folder / template / "samples").glob("*.json"))
+    return [json.loads(p.read_text("utf-8")) for p in files]
+
+
+CASES = [
+    (str(TEMPLATES), "payment_reminder", _samples(TEMPLATES, "payment_reminder")),
+    (str(TEMPLATES), "product_offer", _samples(TEMPLATES, "product_offer")),
+    (str(TEMPLATES), "monthly_statement", _samples(TEMPLATES, "monthly_statement")),
+    (str(TEST_TEMPLATES), "quick_note", [{
+        "customer": {"id": "N1", "name": "Ann", "phone": "+447700900123",
+                     "consents": {"sms": True}},
+        "data": {"amount": 12.5}}]),
+]
+
+
+def _spec(templates: str, template: str, now: datetime, locale: str | None = None) -> _Spec:
+    return _Spec(pack=str(PACK), templates=templates, template=template, run_id="run-1",
+                 channels=("sms",), locale=locale, now=now)
+
+
+def _without_id(rendered: Any) -> tuple[Any, ...]:
+    """What must be equal between two renders of one row (the message id is random)."""
+    message_id = rendered.entry["message_id"]
+    entry = {k: v for k, v in rendered.entry.items() if k != "message_id"}
+    entry["idempotency_key"] = entry["idempotency_key"].replace(message_id, "<id>")
+    summary = {k: v for k, v in rendered.summary.items() if k != "message_id"}
+    content = rendered.content.replace(message_id.encode(), b"<id>")
+    if entry["content_sha256"] is not None and message_id.encode() in rendered.content:
+        entry.pop("content_sha256")
+        summary.pop("sha256")
+    return (rendered.channel, rendered.status, rendered.key.replace(message_id, "<id>"),
+            rendered.filename, entry, summary,
+            content, rendered.archival, rendered.print_pdf)
+
+
+_TEXT = st.one_of(sms_texts(60), customer_names(), st.text(max_size=20))
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+              st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> tuple[str, str, dict[str, Any], datetime, str | None]:
+    """A request derived from a template's samples, often valid, sometimes broken anywhere."""
+    templates, template, samples = draw(st.sampled_from(CASES))
+    req = copy.deepcopy(draw(st.sampled_from(samples)))
+    customer = req["customer"]
+    kind = draw(st.sampled_from(["text"] * 6 + ["int", "empty"]))
+    ids = {"int": st.integers(0, 10**9), "empty": st.just("")}
+    customer["id"] = draw(ids.get(kind, customer_ids()))
+    if draw(st.booleans()):
+        customer["name"] = draw(_TEXT)
+    customer["locale"] = draw(st.sampled_from(
+        ["en_GB", "de_DE", "ar", "en-US", "fr_FR", "", "xx", customer.get("locale") or "de"]))
+    customer["timezone"] = draw(st.sampled_from(
+        ["Europe/London", "Asia/Tokyo", "America/New_York", customer.get("timezone") or "UTC"]))
+    customer["consents"] = {"sms": draw(st.sampled_from([True, True, True, False])),
+                            "email": True}
+    phone = draw(st.sampled_from(["+447700900123", "", None] + ["keep"] * 7))
+    if phone != "keep":
+        customer["phone"] = phone
+    for _ in range(draw(st.sampled_from([0, 0, 0, 0, 1, 2]))):
+        where = draw(st.sampled_from(["data", "customer", "request"]))
+        target = req if where == "request" else req[where]
+        if not isinstance(target, dict):
+            break
+        keys = sorted(target) or ["x"]
+        key = draw(st.one_of(st.sampled_from(keys), st.text(max_size=6)))
+        target[key] = draw(st.one_of(_JSON, _TEXT))
+    if draw(st.sampled_from([False] * 9 + [True])):
+        customer["address"] = {"lines": ("Flat 1", "High St")}  # a tuple: not JSON
+    locale = draw(st.sampled_from([None, None, "de_DE"]))
+    return templates, template, req, draw(st.sampled_from(NOWS)), locale
+
+
+@given(rows())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fast_path_gives_the_full_paths_message_or_declines(
+        case: tuple[str, str, dict[str, Any], datetime, str | None]) -> None:
+    """A fast SMS row equals the full path (Engine.render): bytes, record fields; or is None."""
+    templates, template, req, now, locale = case
+    engine = _engine(templates)
+    spec = _spec(templates, template, now, locale)
+    try:
+        fast = _fast_sms(engine, spec, copy.deepcopy(req), None)
+    except CCMError as exc:  # the contact policy's own errors (an unknown time zone)
+        fast = exc
+    try:
+        full = _render_full(engine, spec, copy.deepcopy(req), ("sms",), None)
+    except CCMError as exc:
+        event(f"refused by the full path: {type(exc).__name__} {exc.context.get('path')}")
+        assert fast is None or (type(fast) is type(exc) and str(fast) == str(exc))
+        return
+    assert not isinstance(fast, CCMError)
+    event("declined" if fast is None else f"made by the fast path: {fast.status}")
+    if fast is None:
+        return
+    assert len(full) == 1
+    assert _without_id(fast) == _without_id(full[0])
+    assert fast.entry["params_sha256"] == engine._params_sha256(
+        engine.template(template), direct_request(req), "sms", fast.entry["locale"])
+    if fast.status != "generated":
+        return
+    # Without a record Engine.render applies no contact policy: compare what it makes.
+    direct = engine.render(template, copy.deepcopy(req), "sms", locale, record=False)
+    assert direct.content.replace(direct.message_id.encode(), b"<id>") == \
+        fast.content.replace(fast.entry["message_id"].encode(), b"<id>")
+
+
+def direct_request(req: dict[str, Any]) -> Any:
+    from ccm.render.template import validate_request
+
+    return validate_request(copy.deepcopy(req))
+
+
+@pytest.mark.parametrize(("templates", "template", "samples"), CASES,
+                         ids=[c[1] for c in CASES])
+def test_every_sample_takes_the_fast_path(templates: str, template: str,
+                                          samples: list[dict[str, Any]]) -> None:
+    """Valid samples with SMS consent are made by the fast path, as the full path makes them."""
+    engine = _engine(templates)
+    spec = _spec(templates, template, NOWS[0])
+    for sample in samples:
+        req = copy.deepcopy(sample)
+        req["customer"]["consents"] = {"sms": True}
+        req["customer"]["phone"] = "+447700900123"
+        req["customer"]["timezone"] = "Europe/London"
+        fast = _fast_sms(engine, spec, copy.deepcopy(req), None)
+        assert fast is not None
+        assert _without_id(fast) == _without_id(_render_full(engine, spec, req, ("sms",),
+                                                             None)[0])
+
+
+def test_a_bad_row_still_names_its_field() -> None:
+    """A request the fast path declines comes back as the full path's error naming the field."""
+    engine = _engine(str(TEMPLATES))
+    spec = _spec(str(TEMPLATES), "payment_reminder", NOWS[0])
+    req = copy.deepcopy(CASES[0][2][0])
+    req["data"]["amount"] = -5
+    result = _render_row(engine, spec, 7, req, None, None)
+    assert result.messages == []
+    assert result.error is not None
+    assert result.error["error"] == "DataError"
+    assert result.error["path"] == "$.data.amount"
+    assert "-5" not in result.error["message"]
+
+
+def test_the_plan_does_not_apply_where_the_engine_does_more() -> None:
+    """Approval checks and linked documents keep every row on the full path."""
+    approval = Engine(PACK, TEMPLATES, record=None,
+                      options=RenderOptions(require_approval=True))
+    assert SmsPlan.build(approval, "payment_reminder") is None
+    linked = Engine(PACK, TEMPLATES, record=None,
+                    options=RenderOptions(document_delivery="link"))
+    assert SmsPlan.build(linked, "monthly_statement") is None
+    assert SmsPlan.build(_engine(str(TEMPLATES)), "welcome") is None  # no SMS channel
+    assert SmsPlan.build(_engine(str(TEMPLATES)), "payment_reminder", "xx_XX") is None
+
+
+@given(_JSON)
+def test_the_request_walk_accepts_only_plain_finite_shallow_json(value: Any) -> None:
+    """plain_request refuses tuples, NaN, non-string keys and depth over the limit."""
+    req = {"customer": {"id": "1"}, "data": {"x": value}}
+    assert plain_request(req) == _finite(value)
+    assert not plain_request({"customer": {"id": "1"}, "data": {"x": (1, 2)}})
+    assert not plain_request({"customer": {"id": "1"}, "data": {1: 2}})
+    deep: Any = 1
+    for _ in range(40):
+        deep = [deep]
+    assert not plain_request({"customer": {"id": "1"}, "data": {"x": deep}})
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+@given(st.one_of(customer_ids(), st.from_regex(r"[A-Za-z0-9_.-]{1,60}", fullmatch=True)),
+       st.sampled_from(["en_GB", "de_DE", "ar", "con", "a.b", "x."]))
+def test_the_plans_file_names_are_output_filename(customer_id: str, locale: str) -> None:
+    """SmsPlan.filename gives output_filename's name for every customer id and locale."""
+    from ccm.message import output_filename
+
+    plan = SmsPlan.build(_engine(str(TEMPLATES)), "payment_reminder")
+    assert plan is not None
+    assert plan.filename(customer_id, locale) == output_filename(
+        customer_id, "payment_reminder", locale, "sms")
+
+
+@given(st.lists(st.one_of(st.sampled_from(["{name}", "{salutation}", "{x}", "{", "}", "{}"]),
+                          st.text(max_size=5)), max_size=6).map("".join),
+       st.dictionaries(st.sampled_from(["name", "salutation", "x"]),
+                       st.one_of(st.text(max_size=6), st.integers(), st.booleans(), st.none()),
+                       max_size=3))
+def test_the_plans_greeting_is_the_engines(pattern: str, customer: dict[str, Any]) -> None:
+    """The greeting split once per locale gives Engine's greeting for every pattern and customer."""
+    from types import SimpleNamespace
+
+    from ccm.render.engine import _greeting as engine_greeting
+    from ccm.render.smsplan import _greeting, split_greeting
+
+    literals, fields = split_greeting(pattern)
+    parts = SimpleNamespace(greeting=pattern, fallback="Hello", literals=literals, fields=fields)
+    assert _greeting(parts, customer) == engine_greeting(pattern, "Hello", customer)
+
+
+def test_message_ids_are_uuid4_hex() -> None:
+    """The worker's message ids are what uuid.uuid4().hex gives: version 4, RFC 4122 variant."""
+    import uuid
+
+    from ccm.batch._worker import _new_id
+
+    ids = {_new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in list(ids)[:200]:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_row_over_its_budget_fails_once_with_the_full_paths_error(tmp_path: Any) -> None:
+    """A template over its output budget raises the full path's BudgetError from the plan."""
+    import shutil
+
+    from ccm.errors import BudgetError
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEST_TEMPLATES / "quick_note", folder / "quick_note")
+    manifest = folder / "quick_note" / "template.yaml"
+    manifest.write_text(manifest.read_text("utf-8") + "budget:\n  max_output_bytes: 2048\n",
+                        "utf-8")
+    (folder / "quick_note" / "sms.txt.j2").write_text(
+        '{% extends "pack/sms.txt.j2" %}\n'
+        "{% block content %}{% for i in range(5000) %}note {% endfor %}{% endblock %}\n",
+        "utf-8")
+    engine = Engine(PACK, folder, record=None, run_id="run-1", clock=lambda: CREATED)
+    spec = _spec(str(folder), "quick_note", NOWS[0])
+    req = copy.deepcopy(CASES[-1][2][0])
+    with pytest.raises(BudgetError) as fast:
+        _fast_sms(engine, spec, copy.deepcopy(req), None)
+    with pytest.raises(BudgetError) as full:
+        _render_full(engine, spec, copy.deepcopy(req), ("sms",), None)
+    assert str(fast.value) == str(full.value)
+    assert fast.value.context["budget"] == "size"
+    result = _render_row(engine, spec, 3, req, None, None)
+    assert result.error is not None
+    assert result.error["error"] == "BudgetError"
+    assert result.error["budget"] == "size"
