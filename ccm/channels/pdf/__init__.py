@@ -62,6 +62,7 @@ from ccm.channels.pdf._css import (
 from ccm.channels.pdf._fetch import AssetRefused as AssetRefused
 from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
+from ccm.channels.pdf._gc import fewer_collections as fewer_collections
 from ccm.errors import BudgetError, CCMError, RenderError
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "AssetRefused",
     "PackFetcher",
     "delivery_from_archival",
+    "fewer_collections",
     "font_config",
     "harfbuzz_subset",
     "load_stylesheet",
@@ -212,7 +214,7 @@ def render_document(
     warn_without_harfbuzz_subset()
     budget = _Budget(deadline)
     _install_linked_css()
-    with fetcher._session() as session, _reusing_stylesheets(fetcher):
+    with fetcher._session() as session, _reusing_stylesheets(fetcher), fewer_collections():
         try:
             with budget:
                 document = weasyprint.HTML(
@@ -352,7 +354,7 @@ def write_pdf(
 
     fetcher = document.url_fetcher
     session_of = fetcher._session if isinstance(fetcher, PackFetcher) else contextlib.nullcontext
-    with session_of() as session:
+    with session_of() as session, fewer_collections():
         try:
             pdf: bytes = target.write_pdf(
                 finisher=finisher, pdf_tags=True, pdf_variant=variant, attachments=files,
