@@ -14,7 +14,6 @@ from pypdf import PdfReader
 from ccm.channels.pdf import PackFetcher, fewer_collections, render_document, write_pdf
 from ccm.channels.pdf._gc import YOUNG_THRESHOLD
 
-META = {"title": "Statement", "author": "Acme Bank", "lang": "en-GB"}
 
 
 @pytest.fixture()
@@ -86,7 +85,7 @@ def test_a_rendered_pdf_leaves_the_thresholds_as_they_were(
         "<html><body>" + "<p>row</p>" * 200 + "</body></html>",
         base_url=tmp_path.as_uri() + "/", fetcher=fetcher,
     )
-    pdf = write_pdf(document, **META)
+    pdf = write_pdf(document, title="Statement", author="Acme Bank", lang="en-GB")
     assert gc.get_threshold() == thresholds
     reader = PdfReader(io.BytesIO(pdf))
     assert len(reader.pages) == len(document.pages) >= 2
