@@ -15,7 +15,6 @@ from ccm.channels.pdf import PackFetcher, fewer_collections, render_document, wr
 from ccm.channels.pdf._gc import YOUNG_THRESHOLD
 
 
-
 @pytest.fixture()
 def thresholds() -> Iterator[tuple[int, int, int]]:
     """The process's GC thresholds before the test, restored after it whatever happens."""
