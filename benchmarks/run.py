@@ -5,8 +5,9 @@
     python benchmarks/run.py --only pdf,text --json results.json
 
 Groups: ``pdf`` (a, b: the API), ``pdf-cli`` (b-cli: ``ccm batch --channel pdf``),
-``pdf-dask`` (b-dask: a Dask LocalCluster of 2 workers vs 1, PostgreSQL record), ``scale`` (c, d), ``text`` (e), ``library`` (f: library or our
-own code), ``cli`` (g: the ``ccm batch`` command against naive loops, CPU of every process),
+``pdf-dask`` (b-dask: a Dask LocalCluster of 2 workers vs 1, PostgreSQL record),
+``scale`` (c, d), ``text`` (e), ``library`` (f: library or our own code), ``cli`` (g: the
+``ccm batch`` command against naive loops, CPU of every process),
 ``budget`` (h: the cost of in-process render budgets), ``record`` (the record's own
 benchmark, ``benchmarks/record_bench.py``, run as a separate process when present). Ratios
 are always between two measurements of the same run.
