@@ -8,7 +8,7 @@ While any PDF work runs, the young-generation threshold is raised to
 bounded; the worker's address-space budget still applies) but about
 fourteen times less often. Measured on the example statement: 10,000 gives
 the same CPU saving as 25,000-100,000 with about half their extra peak
-memory (+14 MB instead of +23-26 MB over 24 statements). The previous thresholds
+memory (+14 MB over the default instead of +22-25 MB, 24 statements). The previous thresholds
 come back when the last PDF work in the process ends; nested and concurrent
 uses (threads) share one raise.
 """
