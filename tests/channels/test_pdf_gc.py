@@ -7,6 +7,7 @@ import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pypdf import PdfReader
@@ -89,3 +90,31 @@ def test_a_rendered_pdf_leaves_the_thresholds_as_they_were(
     reader = PdfReader(io.BytesIO(pdf))
     assert len(reader.pages) == len(document.pages) >= 2
     assert "row" in reader.pages[0].extract_text()
+
+
+def test_pdfa_bytes_are_the_same_when_each_object_is_serialised_once(tmp_path: Path) -> None:
+    """Remembering each object's bytes during pydyf's write changes nothing in the PDF/A file."""
+    from ccm.channels.pdf import _output_intent
+    from ccm.channels.pdf._once import serialise_once
+
+    document = render_document(
+        '<html lang="en"><head><title>t</title></head><body>' + "<p>row</p>" * 120
+        + "</body></html>",
+        base_url=tmp_path.as_uri() + "/", fetcher=PackFetcher(roots=[tmp_path]),
+    )
+
+    def write(finisher: Any) -> bytes:
+        target = document.copy()
+        target.color_profiles = dict(document.color_profiles)
+        intent = _output_intent(target, "pdf/a-3b")  # ccm's sRGB profile, as write_pdf does
+        pdf: bytes = target.write_pdf(pdf_variant="pdf/a-3b", pdf_tags=True,
+                                      output_intent=intent, finisher=finisher)
+        return pdf
+
+    plain = write(None)
+    once = write(lambda doc, pdf: serialise_once(pdf))
+    assert once == plain
+    assert b"/ID" in once
+    reader = PdfReader(io.BytesIO(once))
+    assert len(reader.pages) == len(document.pages)
+    assert "row" in reader.pages[-1].extract_text()

@@ -63,6 +63,7 @@ from ccm.channels.pdf._fetch import AssetRefused as AssetRefused
 from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
 from ccm.channels.pdf._gc import fewer_collections as fewer_collections
+from ccm.channels.pdf._once import serialise_once
 from ccm.errors import BudgetError, CCMError, RenderError
 
 __all__ = [
@@ -301,6 +302,7 @@ def _info_finisher(metadata: Mapping[str, str]) -> Any:
         # WeasyPrint's custom_metadata strips ':' and '-' from keys; set them as given.
         for key, value in metadata.items():
             pdf.info[key] = pydyf.String(str(value))
+        serialise_once(pdf)  # last: every object is final now
 
     return finish
 
