@@ -4,9 +4,11 @@
     python benchmarks/run.py --quick    # a smoke run (~3 min)
     python benchmarks/run.py --only pdf,text --json results.json
 
-Groups: ``pdf`` (a, b), ``scale`` (c, d), ``text`` (e), ``library`` (f: library or our
-own code), ``row`` (r: one SMS row inside a batch worker against plain jinja2),
-``cli`` (g: the ``ccm batch`` command against naive loops, CPU of every process),
+Groups: ``pdf`` (a, b: the API), ``pdf-cli`` (b-cli: ``ccm batch --channel pdf``),
+``pdf-dask`` (b-dask: a Dask LocalCluster of 2 workers vs 1, PostgreSQL record),
+``scale`` (c, d), ``text`` (e), ``library`` (f: library or our own code), ``row`` (r: one
+SMS row inside a batch worker against plain jinja2), ``cli`` (g: the ``ccm batch`` command
+against naive loops, CPU of every process),
 ``budget`` (h: the cost of in-process render budgets), ``record`` (the record's own
 benchmark, ``benchmarks/record_bench.py``, run as a separate process when present). Ratios
 are always between two measurements of the same run.
@@ -31,7 +33,8 @@ sys.path.insert(0, str(HERE))
 
 from _common import Result, load_average  # noqa: E402
 
-GROUPS = ("pdf", "scale", "text", "library", "row", "cli", "budget", "record")
+GROUPS = ("pdf", "pdf-cli", "pdf-dask", "scale", "text", "library", "row", "cli", "budget",
+          "record")
 
 
 def _format(value: float, unit: str) -> str:
@@ -96,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             import pdf_bench
 
             batch = pdf_bench.run(args.quick)
+        elif group in ("pdf-cli", "pdf-dask"):
+            import pdf_bench
+
+            batch = (pdf_bench.run_cli if group == "pdf-cli" else pdf_bench.run_dask)(args.quick)
         elif group == "scale":
             import scale_bench
 

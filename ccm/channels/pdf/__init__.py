@@ -62,6 +62,8 @@ from ccm.channels.pdf._css import (
 from ccm.channels.pdf._fetch import AssetRefused as AssetRefused
 from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
+from ccm.channels.pdf._gc import fewer_collections as fewer_collections
+from ccm.channels.pdf._once import serialise_once
 from ccm.errors import BudgetError, CCMError, RenderError
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "AssetRefused",
     "PackFetcher",
     "delivery_from_archival",
+    "fewer_collections",
     "font_config",
     "harfbuzz_subset",
     "load_stylesheet",
@@ -212,7 +215,7 @@ def render_document(
     warn_without_harfbuzz_subset()
     budget = _Budget(deadline)
     _install_linked_css()
-    with fetcher._session() as session, _reusing_stylesheets(fetcher):
+    with fetcher._session() as session, _reusing_stylesheets(fetcher), fewer_collections():
         try:
             with budget:
                 document = weasyprint.HTML(
@@ -299,6 +302,7 @@ def _info_finisher(metadata: Mapping[str, str]) -> Any:
         # WeasyPrint's custom_metadata strips ':' and '-' from keys; set them as given.
         for key, value in metadata.items():
             pdf.info[key] = pydyf.String(str(value))
+        serialise_once(pdf)  # last: every object is final now
 
     return finish
 
@@ -352,7 +356,7 @@ def write_pdf(
 
     fetcher = document.url_fetcher
     session_of = fetcher._session if isinstance(fetcher, PackFetcher) else contextlib.nullcontext
-    with session_of() as session:
+    with session_of() as session, fewer_collections():
         try:
             pdf: bytes = target.write_pdf(
                 finisher=finisher, pdf_tags=True, pdf_variant=variant, attachments=files,
