@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +64,34 @@ _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 #: Characters a value may hold and still be put in without MJML: what the probes cover.
 _TEXT_OK = re.compile(r"[^<\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]*")
 _ATTR_OK = re.compile(r"[^<>\"\\\x00-\x1f\x7f-\x9f\u2028\u2029]*")
+
+#: Unicode categories of title characters MJML writes into the body's ``aria-label``
+#: as they are (``_ATTR_OK`` keeps out the escaped ASCII), and those it writes as
+#: ``\\u{hex}`` (marks, non-breaking and other spaces, format characters such as
+#: U+200F). Titles with characters of any other category are compiled per message.
+_ARIA_VERBATIM = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd", "Nl", "No", "Pc", "Pd", "Ps",
+                            "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So"})
+_ARIA_ESCAPED = frozenset({"Mn", "Me", "Zs", "Cf"})
+
+
+def aria_label(title: str) -> str | None:
+    """The title as MJML writes it into ``aria-label``; None: not a title this knows."""
+    if title.isascii():
+        return title
+    out = []
+    for ch in title:
+        if ch == " " or ch.isascii():
+            out.append(ch)
+            continue
+        category = unicodedata.category(ch)
+        if category in _ARIA_VERBATIM:
+            out.append(ch)
+        elif category in _ARIA_ESCAPED:
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            return None
+    return "".join(out)
+
 
 #: Distinct shapes one template (one set of include folders) may produce before every
 #: message of it is compiled on its own: its structure depends on the request data.
@@ -175,32 +204,47 @@ def _probe(index: int, kind: int) -> str:
     if kind == _TEXT:
         return f"  p{index} &amp; a&b > 'q' \"d\" &#39;\n\tÉté € 中 𝄞 "
     if kind == _TITLE:
-        return f" p{index} &amp; a&b 'q' &#39; Été € 中 𝄞 "
+        return f" p{index} &amp; a&b 'q' &#39; Été € 中 𝄞 خالد بِن\u00a0\u202f\u200f!"
     return f"https://p{index}.example/x?a=1&amp;b=2&c=3 'q' Été € 中"
 
 
 def _compile_shape(key: str, kinds: Sequence[int],
                    roots: tuple[Path, ...]) -> Skeleton | None:
-    """The skeleton of a shape, or None when the two checks (module docstring) fail."""
+    """The skeleton of a shape, or None when the two checks (module docstring) fail.
+
+    Values are numbered in source order; each title's ``aria-label`` landing
+    gets the number ``len(kinds) + k`` (k-th title), filled with :func:`aria_label`.
+    """
     nonce = secrets.token_hex(6)
+    sentinel = re.compile(f"ccm{nonce}v([0-9]+)z")
     sentinels = [f"ccm{nonce}v{index}z" for index in range(len(kinds))]
+    probes = [_probe(index, kind) for index, kind in enumerate(kinds)]
     try:
         html, stamps = _mjml._compile(_join(key, sentinels), roots)
-        probes = [_probe(index, kind) for index, kind in enumerate(kinds)]
         expected, _ = _mjml._compile(_join(key, probes), roots)
     except Exception:  # the message's own compile reports the error
         return None
-    found = re.split(f"ccm{nonce}v([0-9]+)z", html)
+    found = sentinel.split(html)
     pieces = tuple(found[0::2])
-    order = tuple(int(index) for index in found[1::2])
+    order = [int(index) for index in found[1::2]]
+    titles = [index for index, kind in enumerate(kinds) if kind == _TITLE]
     for index, kind in enumerate(kinds):
         if order.count(index) != (2 if kind == _TITLE else 1):
             return None
-    skeleton = Skeleton(pieces, order, stamps)
+    for k, index in enumerate(titles):
+        landings = [n for n, at in enumerate(order)
+                    if at == index and pieces[n].endswith(' aria-label="')]
+        if len(landings) != 1:
+            return None
+        order[landings[0]] = len(kinds) + k
+        label = aria_label(probes[index])
+        assert label is not None
+        probes.append(label)
+        sentinels.append(f"ccm{nonce}v{len(kinds) + k}z")
+    skeleton = Skeleton(pieces, tuple(order), stamps)
     if skeleton.fill(probes) != expected:
         return None
-    ops = text_plan(html, re.compile(f"ccm{nonce}v([0-9]+)z"))
-    return Skeleton(pieces, order, stamps, ops)
+    return Skeleton(pieces, tuple(order), stamps, text_plan(skeleton.fill(sentinels), sentinel))
 
 
 class _Family:
@@ -235,9 +279,16 @@ class SkeletonCache:
         if split is None:
             return None
         key, values, kinds = split
+        labels = []  # each title's second landing, numbered after the source's values
         for value, kind in zip(values, kinds, strict=True):
             if not (_TEXT_OK if kind == _TEXT else _ATTR_OK).fullmatch(value):
                 return None
+            if kind == _TITLE:
+                label = aria_label(value)
+                if label is None:
+                    return None
+                labels.append(label)
+        values.extend(labels)
         entry_key = (key, roots)
         with self._lock:
             known = entry_key in self._entries
