@@ -258,7 +258,9 @@ def test_a_value_mjml_does_not_copy_verbatim_makes_the_shape_fall_back(
     for i in range(3):
         source = _doc('<mj-social><mj-social-element name="facebook" '
                       f'href="https://x.example/{i}">Share</mj-social-element></mj-social>')
-        key, _, kinds = skeleton.split_source(source)
+        split = skeleton.split_source(source)
+        assert split is not None
+        key, _, kinds = split
         assert skeleton._compile_shape(key, kinds, roots) is None
         assert compile_mjml_shaped(source, include_roots=roots) == mjml2html(source, fonts={})
     assert skeleton._skeletons.hits == 0
