@@ -42,7 +42,7 @@ from pathlib import Path
 
 from ccm.channels.email import _mjml
 from ccm.channels.email._mjml import _Stamp, _unchanged
-from ccm.channels.email._text import TextOp, replay_text, text_plan
+from ccm.channels.email._text import TextPlan, replay_text, text_plan
 
 #: Elements whose text content MJML copies into the HTML as it is.
 _CONTENT = frozenset({
@@ -178,7 +178,7 @@ class Skeleton:
     order: tuple[int, ...]
     stamps: tuple[_Stamp, ...]
     #: The text alternative's events (:func:`~ccm.channels.email._text.text_plan`), or None.
-    text_ops: tuple[TextOp, ...] | None = None
+    text_ops: TextPlan | None = None
 
     def fill(self, values: Sequence[str]) -> str:
         """The HTML of a message with ``values`` (in source order)."""
@@ -244,7 +244,8 @@ def _compile_shape(key: str, kinds: Sequence[int],
     skeleton = Skeleton(pieces, tuple(order), stamps)
     if skeleton.fill(probes) != expected:
         return None
-    return Skeleton(pieces, tuple(order), stamps, text_plan(skeleton.fill(sentinels), sentinel))
+    ops = text_plan(skeleton.fill(sentinels), sentinel)
+    return Skeleton(pieces, tuple(order), stamps, None if ops is None else TextPlan(ops))
 
 
 class _Family:

@@ -345,22 +345,82 @@ def _joined(pieces: tuple[str, ...], slots: tuple[int, ...], values: Sequence[st
     return "".join(out)
 
 
-def replay_text(plan: tuple[TextOp, ...], values: Sequence[str]) -> str | None:
-    """:func:`html_to_text` of the HTML ``plan`` was made from, with ``values`` put in.
+class TextPlan:
+    """A shape's text events, cut into runs without values; each run remembers its effect.
 
-    None when a tag with values no longer reads as one tag (the caller then
-    converts the HTML itself).
+    A run of events without values does the same to the extractor whenever it
+    starts from the same state, so its effect (text written, state after) is
+    kept per entry state (:func:`_state`: everything the handlers read) and
+    applied instead of running the events again.
     """
-    parser = _TextExtractor()
-    unescape = html_unescape
+
+    __slots__ = ("steps",)
+
+    #: Entry states remembered per run (a shape normally reaches each run in one state).
+    MEMO = 8
+
+    def __init__(self, ops: tuple[TextOp, ...]) -> None:
+        steps: list[Any] = []
+        run: list[TextOp] = []
+        for op in ops:
+            if op[0] in (1, 3):
+                if run:
+                    steps.append((tuple(run), {}))
+                    run = []
+                steps.append(op)
+            else:
+                run.append(op)
+        if run:
+            steps.append((tuple(run), {}))
+        self.steps = tuple(steps)
+
+
+def _state(parser: _TextExtractor) -> tuple[Any, ...]:
+    """Everything the extractor's handlers read, as a key."""
+    out = parser.out
+    return (bool(out), parser._break, parser._space, parser._cell, parser._prefix,
+            tuple(parser._open),
+            tuple((href, tuple(alts), "".join(out[start:])) for href, start, alts in parser._links),
+            tuple(tuple(row) for row in parser._rows))
+
+
+def _effect(parser: _TextExtractor, entry_out: int,
+            entry_links: list[tuple[str, int, list[str]]]) -> tuple[Any, ...]:
+    links: list[tuple[Any, ...]] = []
+    for link in parser._links:
+        old = next((i for i, e in enumerate(entry_links) if e is link), None)
+        if old is not None:
+            links.append((True, old, tuple(link[2])))
+        else:
+            links.append((False, link[0], link[1] - entry_out, tuple(link[2])))
+    return (tuple(parser.out[entry_out:]), parser._break, parser._space, parser._cell,
+            parser._prefix, tuple(parser._open), tuple(links),
+            tuple(tuple(row) for row in parser._rows))
+
+
+def _apply(parser: _TextExtractor, effect: tuple[Any, ...]) -> None:
+    added, parser._break, parser._space, parser._cell, parser._prefix, opened, links, rows = effect
+    entry_out = len(parser.out)
+    entry_links = list(parser._links)
+    parser.out.extend(added)
+    parser._open[:] = opened
+    parser._links[:] = [
+        (entry_links[link[1]][0], entry_links[link[1]][1], list(link[2])) if link[0]
+        else (link[1], entry_out + link[2], list(link[3])) for link in links]
+    parser._rows[:] = [list(row) for row in rows]
+
+
+def _run(parser: _TextExtractor, ops: tuple[TextOp, ...]) -> None:
     stack = parser._open
-    for op in plan:
+    for op in ops:
         kind = op[0]
         if kind == 0:
             parser.handle_data(op[1])
-        elif kind == 1:
-            text = _joined(op[1], op[2], values)
-            parser.handle_data(text if len(op) > 3 or "&" not in text else unescape(text))
+        elif kind == 2:
+            facts = op[1]
+            parser._start(*facts)
+            if op[2]:
+                parser.handle_endtag(facts[0])
         elif kind == 4:
             tag = op[1]
             if stack and stack[-1][0] == tag:
@@ -369,24 +429,46 @@ def replay_text(plan: tuple[TextOp, ...], values: Sequence[str]) -> str | None:
                     parser._close(tag)
             else:
                 parser.handle_endtag(tag)
-        elif kind == 5:
+        else:  # 5: the end of a style or script
             parser.handle_endtag(op[1])
-        else:
-            if kind == 2:
-                facts, closed = op[1], op[2]
-            else:
-                raw = _joined(op[1], op[2], values)
-                match = _FAST_TOKEN.fullmatch(raw)
-                if match is None or match.group(2) is None:
-                    return None
-                attrs: list[tuple[str, str | None]] = []
-                for key, quoted in _FAST_ATTR.findall(match.group(3) or ""):
-                    value = quoted[1:-1] if quoted else None
-                    attrs.append((key.lower(), unescape(value) if value else value))
-                facts = _start_facts(match.group(2).lower(), attrs)
-                closed = bool(match.group(4))
-            parser._start(*facts)
-            if closed:
-                parser.handle_endtag(facts[0])
+
+
+def replay_text(plan: TextPlan, values: Sequence[str]) -> str | None:
+    """:func:`html_to_text` of the HTML ``plan`` was made from, with ``values`` put in.
+
+    None when a tag with values no longer reads as one tag (the caller then
+    converts the HTML itself).
+    """
+    parser = _TextExtractor()
+    unescape = html_unescape
+    for step in plan.steps:
+        if len(step) == 2 and isinstance(step[1], dict):  # a run without values
+            ops, memo = step
+            key = _state(parser)
+            effect = memo.get(key)
+            if effect is not None:
+                _apply(parser, effect)
+                continue
+            entry_out, entry_links = len(parser.out), list(parser._links)
+            _run(parser, ops)
+            if len(memo) < TextPlan.MEMO:
+                memo[key] = _effect(parser, entry_out, entry_links)
+            continue
+        if step[0] == 1:
+            text = _joined(step[1], step[2], values)
+            parser.handle_data(text if len(step) > 3 or "&" not in text else unescape(text))
+            continue
+        raw = _joined(step[1], step[2], values)  # 3: a start tag with values
+        match = _FAST_TOKEN.fullmatch(raw)
+        if match is None or match.group(2) is None:
+            return None
+        attrs: list[tuple[str, str | None]] = []
+        for key_, quoted in _FAST_ATTR.findall(match.group(3) or ""):
+            value = quoted[1:-1] if quoted else None
+            attrs.append((key_.lower(), unescape(value) if value else value))
+        facts = _start_facts(match.group(2).lower(), attrs)
+        parser._start(*facts)
+        if match.group(4):
+            parser.handle_endtag(facts[0])
     lines = (line.strip() for line in "".join(parser.out).split("\n"))
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
