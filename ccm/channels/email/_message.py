@@ -157,6 +157,9 @@ def _qp_body(text: str) -> bytes:
     encoded by :func:`binascii.b2a_qp` (C) instead of :mod:`email.quoprimime`;
     both are valid quoted-printable of the same bytes, so the decoded content is equal.
     """
+    # After _lines() the text holds no CR, so b2a_qp's output holds none either (it
+    # passes CR through raw only as part of CRLF) and every LF becomes CRLF here: the
+    # body is CRLF-only without a check over its bytes.
     data = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
     return binascii.b2a_qp(data, istext=True).replace(b"\n", _CRLF)
 
@@ -218,6 +221,7 @@ def build_email_bytes(
         if name.lower() in _RESERVED:
             raise HeaderError(f"{name} cannot be set through headers", header=name)
         out.append(_header_line(name, safe_header(name, value)))
+    _crlf_only(b"".join(out))  # the headers; the bodies below are CRLF-only by construction
     inner = _boundary()
     alternative = [
         b"Content-Type: multipart/alternative;\r\n boundary=\"" + inner + b"\"\r\n\r\n",
@@ -236,11 +240,11 @@ def build_email_bytes(
         out.extend(alternative)
         for attachment in attachments:
             out.append(b"\r\n--" + outer + b"\r\n")
-            out.append(_attachment_part(attachment))
+            out.append(_crlf_only(_attachment_part(attachment)))
         out.append(b"\r\n--" + outer + b"--\r\n")
     else:
         out.extend(alternative)
-    return _crlf_only(b"".join(out))
+    return b"".join(out)
 
 
 def to_bytes(msg: EmailMessage) -> bytes:
