@@ -12,6 +12,8 @@
   ``.eml``. Target >= 1.0x, aim 3x (issue 12).
 * ``i-email-record``: the same with ccm writing the record (SQLite, master
   key: encrypted archive, hash chain) through ``Engine.render_many``.
+  ``ccm µs/email, MJML + text per message (before)`` is the same engine with
+  the compiled shapes switched off, in the same run.
 * ``i-email-stages``: µs per email for each stage, the compiled shape beside
   the per-message path it replaces.
 
@@ -100,6 +102,15 @@ def bench_api(n: int, rounds: int) -> list[Result]:
         for req in requests:
             engine.render(TEMPLATE, req, "email", record=False)
 
+    def render_per_message() -> None:  # as before: mjml2html + html_to_text per message
+        from ccm.channels.email import _skeleton
+
+        _skeleton._skeletons.enabled = False
+        try:
+            render()
+        finally:
+            _skeleton._skeletons.enabled = True
+
     def render_and_record() -> None:
         record = Record(f"sqlite:///{work / f'{uuid.uuid4().hex}.db'}", master_key=key)
         records.append(record)
@@ -108,6 +119,7 @@ def bench_api(n: int, rounds: int) -> list[Result]:
 
     try:
         best = best_of(rounds, {"naive": naive.run, "ccm": render,
+                                "ccm, MJML + text per message": render_per_message,
                                 "ccm + record": render_and_record})
     finally:
         for record in records:
@@ -119,6 +131,8 @@ def bench_api(n: int, rounds: int) -> list[Result]:
         Result("i-email-api", "email (payment_reminder, MJML) through Engine.render vs jinja2 + "
                "mjml2html per message: naive µs / ccm µs", us["naive"] / us["ccm"], "x",
                target=1.0, details={"naive µs/email": us["naive"], "ccm µs/email": us["ccm"],
+                                    "ccm µs/email, MJML + text per message (before)":
+                                        us["ccm, MJML + text per message"],
                                     "messages": n, "load": load},
                note="aim 3x (issue 12)"),
         Result("i-email-record", "the same with the record (SQLite, master key) through "
