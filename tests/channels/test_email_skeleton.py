@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import copy
 import json
 import time
@@ -27,6 +28,7 @@ from ccm.channels.email import (
     html_to_text,
     parse_bytes,
 )
+from ccm.channels.email._message import ShapedHTML, qp_segments
 from ccm.errors import MessageError, RenderError
 from ccm.message import Message
 from ccm.render.engine import Engine
@@ -293,3 +295,31 @@ def test_mjml_errors_are_those_of_the_per_message_compile(tmp_path: Path) -> Non
     source = "<mjml><mj-body><mj-text>unclosed"
     with pytest.raises(MessageError, match="MJML does not compile"):
         compile_mjml_shaped(source, include_roots=(tmp_path,))
+
+
+_QP_PIECES = st.sampled_from(
+    ["a", "b", " ", "\t", "=", ".", "\n", "é", "€", "x" * 80, " \n", ".\n", '<a href="x">',
+     "\x0c", "=\n", "\t\n"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(st.lists(_QP_PIECES, max_size=8).map("".join), min_size=1, max_size=7),
+       static=st.lists(st.booleans(), max_size=8))
+def test_quoted_printable_by_segments_equals_b2a_qp(parts: list[str], static: list[bool]) -> None:
+    """Encoding segment by segment (remembered or not) gives b2a_qp's bytes of the whole."""
+    segments = [part.encode("utf-8") for part in parts]
+    if not b"".join(segments).endswith(b"\n"):
+        segments.append(b"\n")
+    whole = binascii.b2a_qp(b"".join(segments), istext=True)
+    memo: dict[tuple[int, int, bool], tuple[bytes, int]] = {}
+    assert qp_segments(segments, memo, static) == whole
+    assert qp_segments(segments, memo, static) == whole  # from the memo
+
+
+def test_engine_html_body_is_encoded_from_the_shape() -> None:
+    """The HTML handed to the .eml writer carries a quoted-printable body equal to encoding it."""
+    source, roots, _ = _source("acme", "payment_reminder", _samples("payment_reminder")[0])
+    for _ in range(2):
+        html, _text = compile_mjml_and_text(source, include_roots=roots)
+        assert isinstance(html, ShapedHTML)
+        assert html.qp_body == email_message._qp_body(email_message._lines(html))

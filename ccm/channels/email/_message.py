@@ -164,6 +164,67 @@ def _qp_body(text: str) -> bytes:
     return binascii.b2a_qp(data, istext=True).replace(b"\n", _CRLF)
 
 
+class ShapedHTML(str):
+    """HTML whose quoted-printable body was already made from its parts (``qp_body``).
+
+    :func:`build_email_bytes` uses ``qp_body`` instead of encoding the HTML again;
+    it equals ``_qp_body(_lines(html))`` (see :func:`qp_segments`).
+    """
+
+    qp_body: bytes
+
+
+def _qp_window(segment: bytes, column: int, newline_next: bool) -> tuple[bytes, int]:
+    """``segment`` as :func:`binascii.b2a_qp` encodes it inside a longer text.
+
+    The encoder's decisions depend on the column (``column``, 0-75), the byte
+    and whether the next byte is a line feed, so the segment is encoded
+    behind ``column`` plain letters and before a line feed or a letter, and
+    those are cut off again. Returns the segment's output and the column after it.
+    """
+    out = binascii.b2a_qp(b"a" * column + segment + (b"\n" if newline_next else b"a"),
+                          istext=True)[column:]
+    # Cut the line feed or letter after, and the soft line break the letter needed.
+    out = out[:-1] if newline_next or not out.endswith(b"=\na") else out[:-3]
+    line = out.rfind(b"\n")
+    return out, (len(out) - line - 1 if line >= 0 else column + len(out))
+
+
+def qp_segments(segments: Sequence[bytes],
+                memo: dict[tuple[int, int, bool], tuple[bytes, int]] | None = None,
+                static: Sequence[bool] = ()) -> bytes:
+    """``binascii.b2a_qp(b"".join(segments), istext=True)``, made segment by segment.
+
+    The joined text must hold no CR and end with a line feed. Segments marked
+    ``static`` (by index) are remembered in ``memo`` by index, column and next
+    byte: a compiled shape's fixed HTML is encoded once per position it occurs at.
+    """
+    out: list[bytes] = []
+    column = 0
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if not segment:
+            continue
+        after = index + 1
+        while after <= last and not segments[after]:
+            after += 1
+        newline_next = after <= last and segments[after][:1] == b"\n"
+        if segment[:1] == b"\n":
+            # A line feed starts a new line whatever the column (which may be 76 or
+            # more just before one: b2a_qp breaks no line right before a line feed).
+            column = 0
+        if memo is not None and index < len(static) and static[index]:
+            key = (index, column, newline_next)
+            done = memo.get(key)
+            if done is None:
+                done = memo[key] = _qp_window(segment, column, newline_next)
+            encoded, column = done
+        else:
+            encoded, column = _qp_window(segment, column, newline_next)
+        out.append(encoded)
+    return b"".join(out)
+
+
 def _boundary() -> bytes:
     # The stdlib's shape; "=" never occurs in quoted-printable or base64 text
     # except as "=XX" escapes and final padding, so it cannot collide with a body.
@@ -230,7 +291,7 @@ def build_email_bytes(
         _qp_body(_lines(text)),
         b"\r\n--" + inner + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
         b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-        _qp_body(_lines(html)),
+        html.qp_body if isinstance(html, ShapedHTML) else _qp_body(_lines(html)),
         b"\r\n--" + inner + b"--\r\n",
     ]
     if attachments:

@@ -37,10 +37,11 @@ import threading
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ccm.channels.email import _mjml
+from ccm.channels.email._message import ShapedHTML, qp_segments
 from ccm.channels.email._mjml import _Stamp, _unchanged
 from ccm.channels.email._text import TextPlan, replay_text, text_plan
 
@@ -179,6 +180,28 @@ class Skeleton:
     stamps: tuple[_Stamp, ...]
     #: The text alternative's events (:func:`~ccm.channels.email._text.text_plan`), or None.
     text_ops: TextPlan | None = None
+    #: ``pieces`` in UTF-8 and the quoted-printable encodings of each by position
+    #: (:func:`~ccm.channels.email._message.qp_segments`); None when a piece holds CR.
+    qp_pieces: tuple[bytes, ...] | None = None
+    qp_memo: dict[tuple[int, int, bool], tuple[bytes, int]] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def shaped_html(self, values: Sequence[str]) -> str:
+        """:meth:`fill`, as a :class:`ShapedHTML` carrying its quoted-printable body."""
+        html = self.fill(values)
+        if self.qp_pieces is None:
+            return html
+        segments: list[bytes] = [self.qp_pieces[0]]
+        for index, piece in zip(self.order, self.qp_pieces[1:], strict=True):
+            segments.append(values[index].encode("utf-8"))
+            segments.append(piece)
+        if not html.endswith("\n"):
+            segments.append(b"\n")
+        static = [index % 2 == 0 for index in range(len(segments))]
+        static[-1] = static[-1] and html.endswith("\n")
+        shaped = ShapedHTML(html)
+        shaped.qp_body = qp_segments(segments, self.qp_memo, static).replace(b"\n", b"\r\n")
+        return shaped
 
     def fill(self, values: Sequence[str]) -> str:
         """The HTML of a message with ``values`` (in source order)."""
@@ -245,7 +268,9 @@ def _compile_shape(key: str, kinds: Sequence[int],
     if skeleton.fill(probes) != expected:
         return None
     ops = text_plan(skeleton.fill(sentinels), sentinel)
-    return Skeleton(pieces, tuple(order), stamps, None if ops is None else TextPlan(ops))
+    qp = None if any("\r" in piece for piece in pieces) else tuple(
+        piece.encode("utf-8") for piece in pieces)
+    return Skeleton(pieces, tuple(order), stamps, None if ops is None else TextPlan(ops), qp)
 
 
 class _Family:
@@ -357,7 +382,7 @@ def compile_mjml_and_text(source: str, *, include_roots: Sequence[Path] = (),
     if found is None:
         return _mjml._cache.get(source, roots), None
     skeleton, values = found
-    html = skeleton.fill(values)
+    html = skeleton.shaped_html(values) if text else skeleton.fill(values)
     if not text or skeleton.text_ops is None:
         return html, None
     return html, replay_text(skeleton.text_ops, values)
