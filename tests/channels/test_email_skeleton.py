@@ -149,6 +149,10 @@ def test_compiled_shape_gives_the_same_html_text_and_eml_as_per_message_mjml(
         assert str(shaped_error.value) == str(exc)
         return
     text = html_to_text(html)
+    split = skeleton.split_source(source)
+    for key, pieces, kinds in list(skeleton._skeletons._last.values()):  # earlier examples
+        values = skeleton.match_shape(source, pieces, kinds)
+        assert values is None or (key, values, kinds) == split
     shaped, replayed = compile_mjml_and_text(source, include_roots=roots)
     assert shaped == html
     assert compile_mjml_shaped(source, include_roots=roots) == html
@@ -162,12 +166,20 @@ def test_compiled_shape_gives_the_same_html_text_and_eml_as_per_message_mjml(
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_every_example_email_is_made_from_its_compiled_shape(pack: str, template: str) -> None:
     """The example templates keep their Jinja in text and link values: no sample falls back."""
+    splits = []
     for raw in _samples(template):
         source, roots, _ = _source(pack, template, raw)
+        split = skeleton.split_source(source)
+        assert split is not None
+        splits.append((source, split))
         found = skeleton._skeletons.find(source, roots)
         assert found is not None, (pack, template, raw["customer"]["id"])
         assert found[0].text_ops is not None
         assert found[0].fill(found[1]) == compile_mjml(source, include_roots=roots)
+    for source, split in splits:  # matching a known shape gives split_source's answer
+        for key, _, kinds in (other for _, other in splits):
+            values = skeleton.match_shape(source, key.split("\x00"), kinds)
+            assert values is None or (key, values, kinds) == split
 
 
 def test_engine_emails_carry_the_per_message_html_and_text() -> None:

@@ -168,6 +168,34 @@ def split_source(source: str) -> tuple[str, list[str], list[int]] | None:
     return "\x00".join(pieces), values, kinds
 
 
+def match_shape(source: str, pieces: Sequence[str], kinds: Sequence[int]) -> list[str] | None:
+    """``source``'s values if it has the shape of ``pieces`` (a key split at NUL).
+
+    What :func:`split_source` would give.
+
+    A text value runs to the next ``<`` and an attribute value to the next
+    ``"`` (neither can hold its end), so each value ends where the next piece
+    must begin; the values must also be ones :func:`split_source` takes as
+    values (not empty, not white space only). Checked against
+    :func:`split_source` by the tests. None: split the source.
+    """
+    first = pieces[0]
+    if not source.startswith(first) or "<!--" in source or "\x00" in source:
+        return None
+    pos = len(first)
+    values: list[str] = []
+    for kind, piece in zip(kinds, pieces[1:], strict=True):
+        end = source.find('"' if kind == _ATTR else "<", pos)
+        if end < 0 or not piece or not source.startswith(piece, end):
+            return None
+        value = source[pos:end]
+        if not value or value.isspace():
+            return None
+        values.append(value)
+        pos = end + len(piece)
+    return values if pos == len(source) else None
+
+
 @dataclass(frozen=True)
 class Skeleton:
     """A shape's compiled HTML cut at its values.
@@ -292,6 +320,18 @@ class SkeletonCache:
         self.misses = 0
         #: False: every source is compiled per message (the benchmark's "before").
         self.enabled = True
+        #: The last shape per include folders (key, its pieces, kinds): the next source
+        #: most likely has it.
+        self._last: dict[tuple[Path, ...], tuple[str, list[str], list[int]]] = {}
+
+    def _match_last(self, source: str,
+                    roots: tuple[Path, ...]) -> tuple[str, list[str], list[int]] | None:
+        last = self._last.get(roots)
+        if last is None:
+            return None
+        key, pieces, kinds = last
+        values = match_shape(source, pieces, kinds)
+        return None if values is None else (key, values, kinds)
 
     def html(self, source: str, roots: tuple[Path, ...]) -> str | None:
         """The compiled HTML of ``source`` from its shape's skeleton; None: compile it directly."""
@@ -305,10 +345,13 @@ class SkeletonCache:
         family = self._families.get(roots)
         if family is not None and family.shapes > FAMILY_SHAPES:
             return None
-        split = split_source(source)
+        split = self._match_last(source, roots) or split_source(source)
         if split is None:
             return None
         key, values, kinds = split
+        last = self._last.get(roots)
+        if last is None or last[0] is not key:
+            self._last[roots] = (key, key.split("\x00"), kinds)
         labels = []  # each title's second landing, numbered after the source's values
         for value, kind in zip(values, kinds, strict=True):
             if not (_TEXT_OK if kind == _TEXT else _ATTR_OK).fullmatch(value):
@@ -351,6 +394,7 @@ class SkeletonCache:
         with self._lock:
             self._entries.clear()
             self._families.clear()
+            self._last.clear()
             self.hits = self.misses = 0
 
 
