@@ -98,6 +98,9 @@ def aria_label(title: str) -> str | None:
 #: message of it is compiled on its own: its structure depends on the request data.
 FAMILY_SHAPES = 32
 
+#: Shapes per template tried before a source is split (locales and branches alternate).
+RECENT_SHAPES = 8
+
 _TEXT, _ATTR, _TITLE = 0, 1, 2
 
 
@@ -320,18 +323,28 @@ class SkeletonCache:
         self.misses = 0
         #: False: every source is compiled per message (the benchmark's "before").
         self.enabled = True
-        #: The last shape per include folders (key, its pieces, kinds): the next source
-        #: most likely has it.
-        self._last: dict[tuple[Path, ...], tuple[str, list[str], list[int]]] = {}
+        #: The shapes (key, its pieces, kinds) last seen per include folders, most
+        #: recent first: the next source most likely has one of them.
+        self._last: dict[tuple[Path, ...], list[tuple[str, list[str], list[int]]]] = {}
 
     def _match_last(self, source: str,
                     roots: tuple[Path, ...]) -> tuple[str, list[str], list[int]] | None:
-        last = self._last.get(roots)
-        if last is None:
-            return None
-        key, pieces, kinds = last
-        values = match_shape(source, pieces, kinds)
-        return None if values is None else (key, values, kinds)
+        for key, pieces, kinds in self._last.get(roots, ()):
+            values = match_shape(source, pieces, kinds)
+            if values is not None:
+                return key, values, kinds
+        return None
+
+    def _remember(self, roots: tuple[Path, ...], key: str, kinds: list[int]) -> None:
+        recent = self._last.setdefault(roots, [])
+        if recent and recent[0][0] is key:
+            return
+        for index, entry in enumerate(recent):
+            if entry[0] == key:
+                recent.insert(0, recent.pop(index))
+                return
+        recent.insert(0, (key, key.split("\x00"), kinds))
+        del recent[RECENT_SHAPES:]
 
     def html(self, source: str, roots: tuple[Path, ...]) -> str | None:
         """The compiled HTML of ``source`` from its shape's skeleton; None: compile it directly."""
@@ -349,9 +362,7 @@ class SkeletonCache:
         if split is None:
             return None
         key, values, kinds = split
-        last = self._last.get(roots)
-        if last is None or last[0] is not key:
-            self._last[roots] = (key, key.split("\x00"), kinds)
+        self._remember(roots, key, kinds)
         labels = []  # each title's second landing, numbered after the source's values
         for value, kind in zip(values, kinds, strict=True):
             if not (_TEXT_OK if kind == _TEXT else _ATTR_OK).fullmatch(value):
