@@ -171,6 +171,8 @@ def bench_stages(n: int, rounds: int) -> Result:
     texts = [email_channel.html_to_text(h) for h in htmls]
     found = [_skeleton._skeletons.find(s, roots) for s in sources]
     shaped = sum(f is not None for f in found)
+    shaped_htmls = [f[0].shaped_html(f[1]) if f is not None else h
+                    for f, h in zip(found, htmls, strict=True)]
     best = best_of(rounds, {
         "jinja (sandboxed, with context)": lambda: [
             engine._render(tpl, r, "email", message(r), deadline,
@@ -188,6 +190,11 @@ def bench_stages(n: int, rounds: int) -> Result:
                 subject="Reminder", html=h, text=t, from_="Acme <a@acme.example>",
                 to=("Customer", "c@example.com"), date=NOON)
             for h, t in zip(htmls, texts, strict=True)],
+        "build_email_bytes, HTML body from the shape": lambda: [
+            email_channel.build_email_bytes(
+                subject="Reminder", html=h, text=t, from_="Acme <a@acme.example>",
+                to=("Customer", "c@example.com"), date=NOON)
+            for h, t in zip(shaped_htmls, texts, strict=True)],
         "engine.render (all of it)": lambda: [
             engine.render(TEMPLATE, r, "email", record=False) for r in requests],
     })
