@@ -197,7 +197,7 @@ class NaivePipeline:
 
     def statement(self, context: dict[str, Any]) -> bytes:
         """One statement, start to finish."""
-        password = context["customer"].get("date_of_birth", "").replace("-", "")
+        password = context["customer"].get("document_code", "")
         return self.pdf(self.html(context), password)
 
 

@@ -201,7 +201,7 @@ def bench_batch(n: int, rounds: int) -> list[Result]:
     requests = list(requests_for("monthly_statement", n))
     contexts = [naive.context(r) for r in requests]
     htmls = [naive.html(c) for c in contexts]
-    passwords = [c["customer"]["date_of_birth"].replace("-", "") for c in contexts]
+    passwords = [c["customer"]["document_code"] for c in contexts]
     strategies = Strategies()
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-"))
     counter = iter(range(1_000_000))

@@ -52,7 +52,8 @@ def notes(n: int, *, prefix: str = "N") -> list[dict[str, Any]]:
             "customer": {
                 "id": f"{prefix}{i:04d}", "name": f"Customer {i}",
                 "email": f"c{i}@example.com", "phone": "+447700900123",
-                "date_of_birth": "1980-01-02", "consents": {"email": True, "sms": True},
+                "date_of_birth": "1980-01-02", "document_code": f"CODE-{prefix}{i:04d}-K7QM",
+                "consents": {"email": True, "sms": True},
             },
             "data": {"amount": 10 + i},
         }

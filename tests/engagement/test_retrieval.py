@@ -27,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 KEY = TrackingKey(b"k" * 32)
-RIGHT = "17031984"  # the sample customer's date of birth as DDMMYYYY (the acme rule)
+RIGHT = "SUDKRUUP4B"  # the sample customer's document code (the acme rule)
 
 
 @dataclass
@@ -72,8 +72,8 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
     monkeypatch.setenv("CCM_TRACKING_KEY", KEY.to_base64())
     rec = Record(f"sqlite:///{tmp_path / 'record.db'}", master_key=MasterKey.generate())
     clock = Clock(NOON + timedelta(hours=1))
-    rule = PasswordRule.from_mapping({"field": "date_of_birth", "format": "DDMMYYYY",
-                                      "hint": {"en_GB": "your date of birth as DDMMYYYY"}})
+    rule = PasswordRule.from_mapping({
+        "field": "document_code", "hint": {"en_GB": "the document code in your welcome letter"}})
     settings = RetrievalSettings(hint_for=lambda loc: rule.hint_for(loc or "en_GB"),
                                  clock=clock, filename="statement.pdf")
     server, thread, port = _serve(create_app(rec, KEY, retrieval=settings))
@@ -135,7 +135,7 @@ def test_customer_downloads_the_statement_after_one_wrong_answer(live: Live, bro
     page = browser.new_page()
     page.goto(found["document"])
     expect(page.locator("h1")).to_have_text("Download your document")
-    expect(page.locator(".hint")).to_have_text("your date of birth as DDMMYYYY")
+    expect(page.locator(".hint")).to_have_text("the document code in your welcome letter")
     page.fill("#answer", "01011990")
     page.click("button[type=submit]")
     expect(page.locator(".note")).to_contain_text("not right")
@@ -200,7 +200,7 @@ def test_expired_tampered_and_erased_links_say_so(live: Live, browser: Any) -> N
     page.goto(link)
     expect(page.locator("h1")).to_have_text("This document is no longer available")
     text = page.content()
-    assert "date of birth" not in text and request["customer"]["name"] not in text
+    assert "document code" not in text and request["customer"]["name"] not in text
 
 
 def test_sms_carries_the_link_too(live: Live) -> None:
@@ -208,7 +208,7 @@ def test_sms_carries_the_link_too(live: Live) -> None:
     sms = live.engine.render("monthly_statement", sample("monthly_statement"), channel="sms")
     assert sms.status == "generated"
     assert f"{live.url}/d/" in sms.text
-    assert sms.password_hint == "your date of birth as DDMMYYYY"
+    assert sms.password_hint == "the document code in your welcome letter"
 
 
 def test_limiter_counts_in_a_sliding_window() -> None:

@@ -212,8 +212,8 @@ def test_the_entry_is_committed_before_anyone_sees_the_message(rec: Record, tmp_
 
 
 def test_no_personal_data_reaches_the_records_tables(rec: Record) -> None:
-    """Name, email, phone, address and date of birth appear in no table, only inside the archive
-    (encrypted)."""
+    """Name, email, phone, address, date of birth and document code appear in no table, only
+    inside the archive (encrypted)."""
     engine = engine_for(rec)
     request = sample("monthly_statement")
     engine.render("monthly_statement", request)
@@ -222,7 +222,8 @@ def test_no_personal_data_reaches_the_records_tables(rec: Record) -> None:
                      ("messages", "events", "chain", "data_keys", "archive", "ccm_meta")])
     customer = request["customer"]
     for value in (customer["name"], customer["email"], customer["phone"],
-                  customer["address"]["lines"][-1], customer["date_of_birth"]):
+                  customer["address"]["lines"][-1], customer["date_of_birth"],
+                  customer["document_code"]):
         assert value not in text
     assert customer["id"] in text
 

@@ -25,9 +25,9 @@ from ccm.errors import (
 from tests.examples_helpers import copy_examples, engine, pdf_text, sample, sample_for_locale
 
 
-def dob_password(customer: dict[str, str], fmt: str = "DDMMYYYY") -> str:
-    y, m, d = customer["date_of_birth"].split("-")
-    return {"DDMMYYYY": d + m + y, "YYYYMMDD": y + m + d}[fmt]
+def pdf_password(customer: dict[str, str]) -> str:
+    """The example packs' PDF password: the customer's document code."""
+    return customer["document_code"]
 
 
 def test_statement_renders_every_channel() -> None:
@@ -47,7 +47,7 @@ def test_confidential_pdf_opens_with_the_rule_password_only() -> None:
     assert reader.is_encrypted
     assert reader.trailer["/Encrypt"]["/V"] == 5 and reader.trailer["/Encrypt"]["/R"] == 6
     assert reader.decrypt("wrong") == 0
-    password = dob_password(req["customer"])
+    password = pdf_password(req["customer"])
     assert reader.decrypt(password).name == "USER_PASSWORD"
     text = pdf_text(msg.content, password)
     assert req["customer"]["name"].split()[0] in text
@@ -66,7 +66,7 @@ def test_pdf_metadata_and_archival_copy_are_linked() -> None:
     xmp = archival.xmp_metadata
     assert xmp is not None and "pdfaid" in xmp.stream.get_data().decode("utf-8", "replace")
     reader = PdfReader(BytesIO(msg.content))
-    reader.decrypt(dob_password(req["customer"]))
+    reader.decrypt(pdf_password(req["customer"]))
     meta = reader.metadata
     assert meta is not None
     assert meta.get("/Author") == engine("acme").pack.name
@@ -84,7 +84,7 @@ def test_archival_copy_can_be_turned_off() -> None:
     msg = quick.render("monthly_statement", req, channel="pdf")
     assert msg.archival is None and msg.encrypted
     reader = PdfReader(BytesIO(msg.content))
-    reader.decrypt(dob_password(req["customer"]))
+    reader.decrypt(pdf_password(req["customer"]))
     assert reader.metadata is not None and "/ccm:archival-sha256" not in reader.metadata
 
 
@@ -140,12 +140,12 @@ def test_german_statement_is_translated() -> None:
     eng = engine("acme")
     msg = eng.render("monthly_statement", req, channel="pdf")
     assert msg.locale == "de_DE"
-    text = pdf_text(msg.content, dob_password(req["customer"]))
+    text = pdf_text(msg.content, pdf_password(req["customer"]))
     assert "Seite" in text
     assert "€" in text
     english = pdf_text(
         eng.render("monthly_statement", req, channel="pdf", locale="en_GB").content,
-        dob_password(req["customer"]),
+        pdf_password(req["customer"]),
     )
     assert "Page" in english and "Seite" not in english
 
@@ -158,7 +158,7 @@ def test_arabic_statement_is_right_to_left() -> None:
     pdf = next(m for m in msgs if m.channel == "pdf")
     mail = next(m for m in msgs if m.channel == "email")
     assert pdf.locale == "ar"
-    password = dob_password(req["customer"], "YYYYMMDD")
+    password = pdf_password(req["customer"])
     text = pdf_text(pdf.content, password)
     assert any("\u0600" <= ch <= "\u06ff" for ch in text)
     parsed = email.message_from_bytes(mail.content, policy=email.policy.default)
@@ -185,7 +185,7 @@ def test_a_brand_change_reaches_every_channel(tmp_path) -> None:  # type: ignore
                 assert "#123456" in html.lower(), template
                 assert "Rebranded Legal Text" in html, template
             elif msg.channel == "pdf":
-                pw = dob_password(req["customer"]) if msg.encrypted else None
+                pw = pdf_password(req["customer"]) if msg.encrypted else None
                 assert "Rebranded Legal Text" in " ".join(pdf_text(msg.content, pw).split())
 
 
@@ -229,10 +229,10 @@ def test_invalid_data_names_the_json_path() -> None:
 
 
 def test_missing_password_field_is_a_clear_error() -> None:
-    """A confidential PDF for a customer without a date of birth fails naming the field."""
+    """A confidential PDF for a customer without a document code fails naming the field."""
     req = copy.deepcopy(sample("monthly_statement"))
-    del req["customer"]["date_of_birth"]
-    with pytest.raises(PasswordRuleError, match="date_of_birth"):
+    del req["customer"]["document_code"]
+    with pytest.raises(PasswordRuleError, match="document_code"):
         engine("acme").render("monthly_statement", req, channel="pdf")
 
 
@@ -315,7 +315,7 @@ def test_delivery_pdf_is_the_archival_copy_without_pdfa_parts() -> None:
     req = sample("monthly_statement")
     msg = engine("acme").render("monthly_statement", req, channel="pdf")
     assert msg.archival is not None
-    password = dob_password(req["customer"])
+    password = pdf_password(req["customer"])
     reader = PdfReader(BytesIO(msg.content))
     assert reader.decrypt(password).name == "USER_PASSWORD"
     root = reader.trailer["/Root"]

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import tinycss2
 from tinycss2.color3 import RGBA, parse_color
 
+from ccm.review.lint import css
+
 __all__ = [
     "ColorProblem",
     "MjmlLayout",
@@ -38,15 +40,11 @@ __all__ = [
 #: Keywords that are never off-palette (they name no new colour).
 _KEYWORDS = frozenset({"transparent", "inherit", "currentcolor"})
 
-_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
-_BLOCK = re.compile(r"\{([^{}]*)\}")
-_DECL = re.compile(r"(--[\w-]+|[A-Za-z-]+)\s*:\s*([^;{}]*)")
 _TAG = re.compile(
     r"<(/?)([A-Za-z][\w:-]*)((?:\s+[^\s=/>]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'>]+))?)*)"
     r"\s*(/?)>"
 )
 _ATTR = re.compile(r"([^\s=/>]+)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'>]+))?")
-_STYLE_BLOCK = re.compile(r"<(style|mj-style)\b[^>]*>(.*?)</\1\s*>", re.DOTALL | re.IGNORECASE)
 _ATTRIBUTES = re.compile(r"<mj-attributes\b[^>]*>(.*?)</mj-attributes\s*>", re.DOTALL)
 _CONTENT_BLOCK = re.compile(r"\{%-?\s*block\s+content\b")
 _SIZE = re.compile(r"^\s*([\d.]+)\s*(px|pt)?\s*$")
@@ -249,8 +247,8 @@ class _Sink:
                  where=where)
 
     def declarations(self, body: str, base: int) -> list[tuple[str, str, int]]:
-        return [(m.group(1).lower(), m.group(2).strip(), base + m.start())
-                for m in _DECL.finditer(body)]
+        """``(property, value, offset)`` of a style attribute's declarations."""
+        return [(d.name, d.text, d.offset) for d in css.inline_declarations(body, base)]
 
     def rule_pair(self, decls: list[tuple[str, str, int]], *, size: float = 16.0,
                   bold: bool = False) -> None:
@@ -276,17 +274,16 @@ class _Sink:
         self.check_pair(fg_color, bg_color, size, bold, fg[1], origins=origins)
 
     def css(self, start: int, end: int) -> None:
-        body = _COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), self.text[start:end])
-        while True:
-            blocks = list(_BLOCK.finditer(body))
-            if not blocks:
-                break
-            for block in blocks:
-                decls = self.declarations(block.group(1), start + block.start(1))
-                for name, value, offset in decls:
-                    self.check_value(name, value, offset)
-                self.rule_pair(decls)
-            body = _BLOCK.sub(lambda m: " " * len(m.group()), body)
+        """Check the stylesheet at ``text[start:end]``: each value, and each rule's pair."""
+        rule: list[tuple[str, str, int]] = []
+        key: tuple[str, str] | None = None
+        for decl in css.declarations(self.text[start:end], start):
+            self.check_value(decl.name, decl.text, decl.offset)
+            if (decl.selector, decl.at_rule) != key:
+                self.rule_pair(rule)
+                rule, key = [], (decl.selector, decl.at_rule)
+            rule.append((decl.name, decl.text, decl.offset))
+        self.rule_pair(rule)
 
 
 def _attrs(raw: str, base: int) -> dict[str, tuple[str, int]]:
@@ -414,7 +411,7 @@ def _markup(sink: _Sink, layout: MjmlLayout | None, stack: list[tuple[str, _Valu
     """Walk the tags of ``sink.text``; return the stack at offset ``stop`` if given."""
     text = sink.text
     skip = [(m.start(), m.end()) for m in _ATTRIBUTES.finditer(text)]
-    skip += [(m.start(2), m.end(2)) for m in _STYLE_BLOCK.finditer(text)]
+    skip += [(start, start + len(sheet)) for start, sheet in css.stylesheet_blocks(text)]
     snapshot = None
     for tag in _TAG.finditer(text):
         if stop is not None and snapshot is None and tag.start() >= stop:
@@ -487,8 +484,8 @@ def mjml_layout(file: str, original: str, prepared: str, palette: Palette, pack:
     sink = _Sink(file, prepared, palette, pack)
     layout = MjmlLayout()
     _read_attributes(sink, layout)
-    for block in _STYLE_BLOCK.finditer(prepared):
-        sink.css(block.start(2), block.end(2))
+    for start, sheet in css.stylesheet_blocks(prepared):
+        sink.css(start, start + len(sheet))
     # Jinja statements are blanked in ``prepared``: the block is found in the original.
     stop = _CONTENT_BLOCK.search(original)
     layout.content_stack = _markup(sink, layout, [], stop.start() if stop else None) or []
@@ -509,7 +506,7 @@ def scan_source(file: str, prepared: str, palette: Palette, pack: str,
     if file.endswith(".css"):
         sink.css(0, len(prepared))
         return sink.problems
-    for block in _STYLE_BLOCK.finditer(prepared):
-        sink.css(block.start(2), block.end(2))
+    for start, sheet in css.stylesheet_blocks(prepared):
+        sink.css(start, start + len(sheet))
     _markup(sink, layout, list(layout.content_stack) if layout else [])
     return sink.problems

@@ -46,6 +46,11 @@ class Project:
         path.write_text(text, "utf-8")
         return path
 
+    def weaken_password(self) -> None:
+        """Make acme's PDF password the birth date alone (~15 bits), as many banks do."""
+        self.edit("brand_packs/acme/pack.yaml", "    field: document_code\n",
+                  "    field: date_of_birth\n    format: DDMMYYYY\n")
+
     def sample(self, template: str) -> Path:
         """The (first) sample file of ``template``."""
         return sorted((self.template(template) / "samples").glob("*.json"))[0]

@@ -102,6 +102,7 @@ def test_the_password_warning_shows_on_confidential_pdfs_only(tmp_path: Path) ->
     """The weak password warning shows on a confidential statement's PDF, not on a letter."""
     project = make_project(tmp_path, template="welcome")
     shutil.copytree(TEMPLATES / "monthly_statement", project.template("monthly_statement"))
+    project.weaken_password()
     engine = ccm.Engine(project.pack, project.templates, record=None)
     letter = json.loads(project.sample("welcome").read_text("utf-8"))
     assert findings_for(engine, "welcome", "pdf", "en_GB", letter) == []

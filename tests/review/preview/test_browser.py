@@ -67,6 +67,11 @@ def test_preview_switches_reloads_and_shows_errors(
     from playwright.sync_api import expect
 
     packs, templates = project
+    # The examples have no finding; a password rule of the birth date alone gives one.
+    manifest_path = packs[0] / "pack.yaml"
+    manifest_path.write_text(manifest_path.read_text("utf-8").replace(
+        "    field: document_code\n", "    field: date_of_birth\n    format: DDMMYYYY\n", 1),
+        "utf-8")
     ws = Workspace(packs, templates)
     with PreviewServer(ws) as server:
         page = browser.new_page(viewport={"width": 1900, "height": 1150})
@@ -88,7 +93,7 @@ def test_preview_switches_reloads_and_shows_errors(
         finding = page.locator("#lint-body li.finding")
         expect(finding).to_have_count(1, timeout=30_000)
         expect(finding.locator("code").first).to_have_text("weak-password-rule")
-        manifest = (packs[0] / "pack.yaml").read_text("utf-8").split("\n")
+        manifest = manifest_path.read_text("utf-8").split("\n")
         line = next(n for n, text in enumerate(manifest, 1) if "pdf_password:" in text)
         expect(finding.locator(".where")).to_have_text(f"brand_packs/acme/pack.yaml:{line}")
         shoot(page, tmp_path, "preview-overview.png")
