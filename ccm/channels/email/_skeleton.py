@@ -329,7 +329,7 @@ class SkeletonCache:
 
     def _match_last(self, source: str,
                     roots: tuple[Path, ...]) -> tuple[str, list[str], list[int]] | None:
-        for key, pieces, kinds in self._last.get(roots, ()):
+        for key, pieces, kinds in tuple(self._last.get(roots, ())):
             values = match_shape(source, pieces, kinds)
             if values is not None:
                 return key, values, kinds
@@ -362,7 +362,8 @@ class SkeletonCache:
         if split is None:
             return None
         key, values, kinds = split
-        self._remember(roots, key, kinds)
+        with self._lock:
+            self._remember(roots, key, kinds)
         labels = []  # each title's second landing, numbered after the source's values
         for value, kind in zip(values, kinds, strict=True):
             if not (_TEXT_OK if kind == _TEXT else _ATTR_OK).fullmatch(value):
