@@ -190,6 +190,11 @@ def _qp_window(segment: bytes, column: int, newline_next: bool) -> tuple[bytes, 
     return out, (len(out) - line - 1 if line >= 0 else column + len(out))
 
 
+#: Encodings one compiled shape keeps (a piece at a column): bounds its memory to about
+#: this many times its longest piece, whatever the values do to the columns.
+QP_MEMO = 256
+
+
 def qp_segments(segments: Sequence[bytes],
                 memo: dict[tuple[int, int, bool], tuple[bytes, int]] | None = None,
                 static: Sequence[bool] = ()) -> bytes:
@@ -217,7 +222,9 @@ def qp_segments(segments: Sequence[bytes],
             key = (index, column, newline_next)
             done = memo.get(key)
             if done is None:
-                done = memo[key] = _qp_window(segment, column, newline_next)
+                done = _qp_window(segment, column, newline_next)
+                if len(memo) < QP_MEMO:
+                    memo[key] = done
             encoded, column = done
         else:
             encoded, column = _qp_window(segment, column, newline_next)

@@ -314,7 +314,7 @@ class _Family:
 class SkeletonCache:
     """Skeletons by shape and include folders (LRU), and the per-template shape counts."""
 
-    def __init__(self, maxsize: int = 512) -> None:
+    def __init__(self, maxsize: int = 256) -> None:
         self.maxsize = maxsize
         self._entries: OrderedDict[tuple[str, tuple[Path, ...]], Skeleton | None] = OrderedDict()
         self._families: dict[tuple[Path, ...], _Family] = {}
