@@ -336,3 +336,20 @@ def test_engine_html_body_is_encoded_from_the_shape() -> None:
         html, _text = compile_mjml_and_text(source, include_roots=roots)
         assert isinstance(html, ShapedHTML)
         assert html.qp_body == email_message._qp_body(email_message._lines(html))
+
+
+@pytest.mark.parametrize("odd", ["\xad", "\ufeff", "\u200f", "\xa0", "\u0650"])
+def test_attribute_values_mjml_escapes_are_compiled_per_message(odd: str, tmp_path: Path) -> None:
+    """MJML writes a soft hyphen, BOM, RLM, NBSP or mark in an href as \\u{..}: per message."""
+    roots = (tmp_path,)
+
+    def source(value: str) -> str:
+        return _doc(f'<mj-button href="https://x.example/{value}">Go {value}</mj-button>',
+                    f"<mj-title>T {value}</mj-title>")
+
+    compile_mjml_shaped(source("plain"), include_roots=roots)
+    odd_source = source(f"a{odd}b")
+    assert skeleton._skeletons.find(odd_source, roots) is None
+    html, text = compile_mjml_and_text(odd_source, include_roots=roots)
+    assert html == mjml2html(odd_source, fonts={})
+    assert text is None

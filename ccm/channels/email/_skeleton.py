@@ -67,6 +67,7 @@ _TEXT_OK = re.compile(r"[^<\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]*")
 _ATTR_OK = re.compile(r"[^<>\"\\\x00-\x1f\x7f-\x9f\u2028\u2029]*")
 
 #: Unicode categories of title characters MJML writes into the body's ``aria-label``
+#: (and into attribute values such as ``mj-button``'s ``href``)
 #: as they are (``_ATTR_OK`` keeps out the escaped ASCII), and those it writes as
 #: ``\\u{hex}`` (marks, non-breaking and other spaces, format characters such as
 #: U+200F). Titles with characters of any other category are compiled per message.
@@ -373,6 +374,8 @@ class SkeletonCache:
                 if label is None:
                     return None
                 labels.append(label)
+            elif kind == _ATTR and not value.isascii() and aria_label(value) != value:
+                return None  # MJML writes attributes as it writes aria-label: escaped
         values.extend(labels)
         entry_key = (key, roots)
         with self._lock:
