@@ -112,11 +112,16 @@ def finish_email(
     _web_version(engine, message)
     rendered = engine._render(tpl, req, "email", message, meter,
                             blocks=("subject", "preheader"))
-    html = email_channel.compile_mjml_cached(
-        rendered.text, include_roots=(engine.pack.root, tpl.root)
+    # MJML compiled once per shape of the rendered source, the text alternative replayed
+    # from it (ccm/channels/email/_skeleton.py); tracked links change the HTML, so then
+    # the text is converted from the instrumented HTML.
+    tracked = bool(engine.pack.tracking.get("base_url"))
+    html, text = email_channel.compile_mjml_and_text(
+        rendered.text, include_roots=(engine.pack.root, tpl.root), text=not tracked
     )
     html = _instrument(engine, html, message)
-    text = email_channel.html_to_text(html)
+    if text is None:
+        text = email_channel.html_to_text(html)
     subject = rendered.blocks.get("subject") or tpl.name
     attachments = []
     if attachment is not None:

@@ -157,8 +157,79 @@ def _qp_body(text: str) -> bytes:
     encoded by :func:`binascii.b2a_qp` (C) instead of :mod:`email.quoprimime`;
     both are valid quoted-printable of the same bytes, so the decoded content is equal.
     """
+    # After _lines() the text holds no CR, so b2a_qp's output holds none either (it
+    # passes CR through raw only as part of CRLF) and every LF becomes CRLF here: the
+    # body is CRLF-only without a check over its bytes.
     data = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
     return binascii.b2a_qp(data, istext=True).replace(b"\n", _CRLF)
+
+
+class ShapedHTML(str):
+    """HTML whose quoted-printable body was already made from its parts (``qp_body``).
+
+    :func:`build_email_bytes` uses ``qp_body`` instead of encoding the HTML again;
+    it equals ``_qp_body(_lines(html))`` (see :func:`qp_segments`).
+    """
+
+    qp_body: bytes
+
+
+def _qp_window(segment: bytes, column: int, newline_next: bool) -> tuple[bytes, int]:
+    """``segment`` as :func:`binascii.b2a_qp` encodes it inside a longer text.
+
+    The encoder's decisions depend on the column (``column``, 0-75), the byte
+    and whether the next byte is a line feed, so the segment is encoded
+    behind ``column`` plain letters and before a line feed or a letter, and
+    those are cut off again. Returns the segment's output and the column after it.
+    """
+    out = binascii.b2a_qp(b"a" * column + segment + (b"\n" if newline_next else b"a"),
+                          istext=True)[column:]
+    # Cut the line feed or letter after, and the soft line break the letter needed.
+    out = out[:-1] if newline_next or not out.endswith(b"=\na") else out[:-3]
+    line = out.rfind(b"\n")
+    return out, (len(out) - line - 1 if line >= 0 else column + len(out))
+
+
+#: Encodings one compiled shape keeps (a piece at a column): bounds its memory to about
+#: this many times its longest piece, whatever the values do to the columns.
+QP_MEMO = 256
+
+
+def qp_segments(segments: Sequence[bytes],
+                memo: dict[tuple[int, int, bool], tuple[bytes, int]] | None = None,
+                static: Sequence[bool] = ()) -> bytes:
+    """``binascii.b2a_qp(b"".join(segments), istext=True)``, made segment by segment.
+
+    The joined text must hold no CR and end with a line feed. Segments marked
+    ``static`` (by index) are remembered in ``memo`` by index, column and next
+    byte: a compiled shape's fixed HTML is encoded once per position it occurs at.
+    """
+    out: list[bytes] = []
+    column = 0
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if not segment:
+            continue
+        after = index + 1
+        while after <= last and not segments[after]:
+            after += 1
+        newline_next = after <= last and segments[after][:1] == b"\n"
+        if segment[:1] == b"\n":
+            # A line feed starts a new line whatever the column (which may be 76 or
+            # more just before one: b2a_qp breaks no line right before a line feed).
+            column = 0
+        if memo is not None and index < len(static) and static[index]:
+            key = (index, column, newline_next)
+            done = memo.get(key)
+            if done is None:
+                done = _qp_window(segment, column, newline_next)
+                if len(memo) < QP_MEMO:
+                    memo[key] = done
+            encoded, column = done
+        else:
+            encoded, column = _qp_window(segment, column, newline_next)
+        out.append(encoded)
+    return b"".join(out)
 
 
 def _boundary() -> bytes:
@@ -218,6 +289,7 @@ def build_email_bytes(
         if name.lower() in _RESERVED:
             raise HeaderError(f"{name} cannot be set through headers", header=name)
         out.append(_header_line(name, safe_header(name, value)))
+    _crlf_only(b"".join(out))  # the headers; the bodies below are CRLF-only by construction
     inner = _boundary()
     alternative = [
         b"Content-Type: multipart/alternative;\r\n boundary=\"" + inner + b"\"\r\n\r\n",
@@ -226,7 +298,7 @@ def build_email_bytes(
         _qp_body(_lines(text)),
         b"\r\n--" + inner + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
         b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-        _qp_body(_lines(html)),
+        html.qp_body if isinstance(html, ShapedHTML) else _qp_body(_lines(html)),
         b"\r\n--" + inner + b"--\r\n",
     ]
     if attachments:
@@ -236,11 +308,11 @@ def build_email_bytes(
         out.extend(alternative)
         for attachment in attachments:
             out.append(b"\r\n--" + outer + b"\r\n")
-            out.append(_attachment_part(attachment))
+            out.append(_crlf_only(_attachment_part(attachment)))
         out.append(b"\r\n--" + outer + b"--\r\n")
     else:
         out.extend(alternative)
-    return _crlf_only(b"".join(out))
+    return b"".join(out)
 
 
 def to_bytes(msg: EmailMessage) -> bytes:

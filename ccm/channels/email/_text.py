@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from html import unescape as html_unescape
 from html.parser import HTMLParser
+from typing import Any
 
 _SKIPPED = frozenset({"head", "style", "script", "title", "template", "noscript"})
 _VOID = frozenset(
@@ -251,5 +253,222 @@ def html_to_text(html: str) -> str:
         parser = _TextExtractor()
         parser.feed(html)
         parser.close()
+    lines = (line.strip() for line in "".join(parser.out).split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+# --- the text of a compiled shape, replayed --------------------------------------------
+#
+# A compiled MJML shape (``_skeleton.Skeleton``) is the same HTML for every message
+# but for its values, which sit in text runs and in quoted attribute values. Tokenizing
+# it once gives the events :func:`_fast_feed` would produce for every message of the
+# shape; per message only the text runs and tags that hold a value are put together
+# and read again. The values cannot move a token boundary (text values hold no ``<``,
+# attribute values no ``"``, ``<`` or ``>``), so the events, and the text, are equal.
+
+#: An op: (0, static data) | (1, pieces, slots) data with values | (2, facts, closed, cdata)
+#: a static start tag | (3, pieces, slots, cdata) a start tag with values | (4, tag) end tag.
+TextOp = tuple[Any, ...]
+
+
+def text_plan(html: str, sentinel: re.Pattern[str]) -> tuple[TextOp, ...] | None:
+    """The events of ``html`` (values written as ``sentinel`` matches, group 1 their index).
+
+    None when :func:`_fast_feed` would not read it, or a value sits anywhere
+    but in a text run or an attribute value (a comment, a tag name, a style).
+    """
+    ops: list[TextOp] = []
+    pos, size = 0, len(html)
+    search = _FAST_TOKEN.search
+
+    def data(text: str) -> None:
+        parts = sentinel.split(text)
+        if len(parts) == 1:
+            ops.append((0, html_unescape(text) if "&" in text else text))
+        else:
+            ops.append((1, tuple(parts[0::2]), tuple(int(i) for i in parts[1::2])))
+
+    while pos < size:
+        match = search(html, pos)
+        start = match.start() if match is not None else size
+        if start > pos:
+            text = html[pos:start]
+            if "<" in text:
+                return None
+            data(text)
+        if match is None:
+            break
+        pos = match.end()
+        end_name, name, _, closed = match.group(1, 2, 3, 4)
+        raw = match.group()
+        if end_name is None and name is None:  # a comment or the doctype
+            if sentinel.search(raw):
+                return None
+            continue
+        if end_name is not None:
+            if sentinel.search(raw):
+                return None
+            ops.append((4, end_name.lower()))
+            continue
+        tag = name.lower()
+        cdata = tag in _CDATA_END and not closed
+        parts = sentinel.split(raw)
+        if sentinel.search(name):
+            return None
+        if len(parts) == 1:
+            facts = _start_facts(tag, [
+                (key.lower(), html_unescape(quoted[1:-1]) if quoted and quoted[1:-1]
+                 else (quoted[1:-1] if quoted else None))
+                for key, quoted in _FAST_ATTR.findall(match.group(3) or "")])
+            ops.append((2, facts, bool(closed), cdata))
+        else:
+            ops.append((3, tuple(parts[0::2]), tuple(int(i) for i in parts[1::2]), cdata))
+        if cdata:
+            close = _CDATA_END[tag].search(html, pos)
+            if close is None:
+                return None
+            if close.start() > pos:
+                content = html[pos:close.start()]
+                split = sentinel.split(content)
+                ops.append((0, content) if len(split) == 1 else
+                           (1, tuple(split[0::2]), tuple(int(i) for i in split[1::2]), "raw"))
+            ops.append((5, tag))
+            pos = close.end()
+    return tuple(ops)
+
+
+def _joined(pieces: tuple[str, ...], slots: tuple[int, ...], values: Sequence[str]) -> str:
+    out = [pieces[0]]
+    for index, piece in zip(slots, pieces[1:], strict=True):
+        out.append(values[index])
+        out.append(piece)
+    return "".join(out)
+
+
+class TextPlan:
+    """A shape's text events, cut into runs without values; each run remembers its effect.
+
+    A run of events without values does the same to the extractor whenever it
+    starts from the same state, so its effect (text written, state after) is
+    kept per entry state (:func:`_state`: everything the handlers read) and
+    applied instead of running the events again.
+    """
+
+    __slots__ = ("steps",)
+
+    #: Entry states remembered per run (a shape normally reaches each run in one state).
+    MEMO = 8
+
+    def __init__(self, ops: tuple[TextOp, ...]) -> None:
+        steps: list[Any] = []
+        run: list[TextOp] = []
+        for op in ops:
+            if op[0] in (1, 3):
+                if run:
+                    steps.append((tuple(run), {}))
+                    run = []
+                steps.append(op)
+            else:
+                run.append(op)
+        if run:
+            steps.append((tuple(run), {}))
+        self.steps = tuple(steps)
+
+
+def _state(parser: _TextExtractor) -> tuple[Any, ...]:
+    """Everything the extractor's handlers read, as a key."""
+    out = parser.out
+    return (bool(out), parser._break, parser._space, parser._cell, parser._prefix,
+            tuple(parser._open),
+            tuple((href, tuple(alts), "".join(out[start:])) for href, start, alts in parser._links),
+            tuple(tuple(row) for row in parser._rows))
+
+
+def _effect(parser: _TextExtractor, entry_out: int,
+            entry_links: list[tuple[str, int, list[str]]]) -> tuple[Any, ...]:
+    links: list[tuple[Any, ...]] = []
+    for link in parser._links:
+        old = next((i for i, e in enumerate(entry_links) if e is link), None)
+        if old is not None:
+            links.append((True, old, tuple(link[2])))
+        else:
+            links.append((False, link[0], link[1] - entry_out, tuple(link[2])))
+    return (tuple(parser.out[entry_out:]), parser._break, parser._space, parser._cell,
+            parser._prefix, tuple(parser._open), tuple(links),
+            tuple(tuple(row) for row in parser._rows))
+
+
+def _apply(parser: _TextExtractor, effect: tuple[Any, ...]) -> None:
+    added, parser._break, parser._space, parser._cell, parser._prefix, opened, links, rows = effect
+    entry_out = len(parser.out)
+    entry_links = list(parser._links)
+    parser.out.extend(added)
+    parser._open[:] = opened
+    parser._links[:] = [
+        (entry_links[link[1]][0], entry_links[link[1]][1], list(link[2])) if link[0]
+        else (link[1], entry_out + link[2], list(link[3])) for link in links]
+    parser._rows[:] = [list(row) for row in rows]
+
+
+def _run(parser: _TextExtractor, ops: tuple[TextOp, ...]) -> None:
+    stack = parser._open
+    for op in ops:
+        kind = op[0]
+        if kind == 0:
+            parser.handle_data(op[1])
+        elif kind == 2:
+            facts = op[1]
+            parser._start(*facts)
+            if op[2]:
+                parser.handle_endtag(facts[0])
+        elif kind == 4:
+            tag = op[1]
+            if stack and stack[-1][0] == tag:
+                hidden = stack.pop()[1]
+                if not hidden:
+                    parser._close(tag)
+            else:
+                parser.handle_endtag(tag)
+        else:  # 5: the end of a style or script
+            parser.handle_endtag(op[1])
+
+
+def replay_text(plan: TextPlan, values: Sequence[str]) -> str | None:
+    """:func:`html_to_text` of the HTML ``plan`` was made from, with ``values`` put in.
+
+    None when a tag with values no longer reads as one tag (the caller then
+    converts the HTML itself).
+    """
+    parser = _TextExtractor()
+    unescape = html_unescape
+    for step in plan.steps:
+        if len(step) == 2 and isinstance(step[1], dict):  # a run without values
+            ops, memo = step
+            key = _state(parser)
+            effect = memo.get(key)
+            if effect is not None:
+                _apply(parser, effect)
+                continue
+            entry_out, entry_links = len(parser.out), list(parser._links)
+            _run(parser, ops)
+            if len(memo) < TextPlan.MEMO:
+                memo[key] = _effect(parser, entry_out, entry_links)
+            continue
+        if step[0] == 1:
+            text = _joined(step[1], step[2], values)
+            parser.handle_data(text if len(step) > 3 or "&" not in text else unescape(text))
+            continue
+        raw = _joined(step[1], step[2], values)  # 3: a start tag with values
+        match = _FAST_TOKEN.fullmatch(raw)
+        if match is None or match.group(2) is None:
+            return None
+        attrs: list[tuple[str, str | None]] = []
+        for key_, quoted in _FAST_ATTR.findall(match.group(3) or ""):
+            value = quoted[1:-1] if quoted else None
+            attrs.append((key_.lower(), unescape(value) if value else value))
+        facts = _start_facts(match.group(2).lower(), attrs)
+        parser._start(*facts)
+        if match.group(4):
+            parser.handle_endtag(facts[0])
     lines = (line.strip() for line in "".join(parser.out).split("\n"))
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
