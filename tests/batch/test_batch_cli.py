@@ -111,5 +111,6 @@ def test_output_format_defaults_to_jsonl_above_the_documented_size(
     capsys.readouterr()
     assert len(list((tmp_path / "a").glob("*.sms.txt"))) == 3
     assert not list((tmp_path / "b").glob("*.sms.txt"))
-    (chunk,) = (tmp_path / "b").glob("messages-large-*.jsonl")
-    assert len(chunk.read_text("ascii").splitlines()) == 4
+    chunks = list((tmp_path / "b").glob("messages-large-*.jsonl"))
+    assert chunks  # one per task: how many depends on how the run sized its tasks
+    assert sum(len(c.read_text("ascii").splitlines()) for c in chunks) == 4
