@@ -21,6 +21,8 @@ is the same as when the parent did it, so the exactly-once argument of
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +63,9 @@ class _Sink:
     record_url: str | None = None
     master_key: Any = None
     lock_timeout: float | None = None
+    #: The run's parent process when the workers are its own processes: a worker whose
+    #: parent died (SIGKILL, OOM) stops, and never starts a commit after a rerun began.
+    parent_pid: int | None = None
 
 
 @dataclass
@@ -147,6 +152,8 @@ def _committer_for(spec: _Spec, sink: _Sink) -> _Committer:
         options["lock_timeout"] = sink.lock_timeout
     record = Record(sink.record_url, master_key=sink.master_key, **options)
     committer = _Committer(spec, sink, record, owns_record=True)
+    if sink.parent_pid is not None:
+        _watch_parent(sink.parent_pid)
     _COMMITTER = (key, committer)
     return committer
 
@@ -162,6 +169,7 @@ class _Committer:
         self.chunks = (ChunkFiles(self.output, sink.run_id, sink.output_format, scan=False)
                        if sink.output_format != "files" else None)
         self.had_files = sink.had_files
+        self.parent_pid = sink.parent_pid
         engine = _engine_for(spec)
         tpl = engine.template(spec.template)
         self.caps: dict[str, Any] = {
@@ -196,8 +204,18 @@ class _Committer:
             for rendered in result.messages:
                 pending.append(self._stage(result.line, result.customer_id, rendered,
                                            rewrite, rewrite_ids))
-        if pending:
+        if not pending:
+            return out
+        # A worker commits under a shared lock of out/, and only while its run's parent
+        # lives: a rerun takes the lock exclusively first, so it never meets a commit of
+        # a worker its killed predecessor left behind.
+        lock = self.output.lock(shared=True) if self.parent_pid is not None else None
+        try:
+            if self.parent_pid is not None and not _alive(self.parent_pid):
+                os._exit(1)
             self._commit(pending, seq, out)
+        finally:
+            self.output.unlock(lock)
         return out
 
     def _stage(self, line: int, customer_id: str | None, rendered: _Rendered,
@@ -328,6 +346,28 @@ class _Committer:
                 continue  # this run's own message is there: a duplicate row, recorded as such
             taken.add(id(p))
         return taken
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_parent(pid: int) -> None:
+    """Exit this worker soon after the run's parent is gone (it would wait for work forever)."""
+    import threading
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ccm-parent-watch", daemon=True).start()
 
 
 def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],

@@ -53,7 +53,7 @@ from ccm.batch._resume import _Resume
 from ccm.batch._values import BatchEvent, BatchSummary, EventKind, WorkerLimits
 from ccm.batch._worker import _Spec
 from ccm.batch.inputs import InputRow
-from ccm.errors import DataError
+from ccm.errors import ConfigError, DataError
 from ccm.message import CHANNELS, Request
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ COMMIT_MESSAGES = 256
 TASK_SECONDS = 0.2
 #: Most rows in one task.
 MAX_CHUNK = 512
+#: Seconds a run waits for another run writing into the same output folder.
+WAIT_FOR_WRITERS = 600.0
 #: Rows in the first tasks, before the run knows how long a row takes.
 FIRST_CHUNK = 4
 #: Seconds between progress events.
@@ -220,6 +222,7 @@ class _Batch(_Resume):
         self.record = self._open_record(record_url or default_record_url(), master_key)
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
+        self._lock = self._wait_for_writers()
         self._had_files = self.output.has_files()
         self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
                        if output_format != "files" else None)
@@ -227,6 +230,7 @@ class _Batch(_Resume):
             out=self.output.url if not self.output.local else self.output.root,
             run_id=self.run_id, durable=durable, output_format=output_format,
             had_files=self._had_files, **_shared_record(self.record),
+            parent_pid=os.getpid() if executor is None and workers > 0 else None,
         )
         self._seq = self.chunks.seq if self.chunks is not None else 0
         self._own_committer: _Committer | None = None
@@ -252,6 +256,23 @@ class _Batch(_Resume):
         self._ahead: deque[InputRow] = deque()
         self._known: dict[str, Any] = {}
         self._consent: dict[str, Any] = {}
+
+    def _wait_for_writers(self) -> int | None:
+        """Wait until nothing else writes into ``out/`` (another run, or workers of a killed
+        one finishing a commit), then hold a shared lock that this run's workers share."""
+        try:
+            fd = self.output.lock(shared=False, wait=0)
+        except TimeoutError:
+            logger.warning("waiting for another batch run writing into %s", self.output.url)
+            try:
+                fd = self.output.lock(shared=False, wait=WAIT_FOR_WRITERS)
+            except TimeoutError:
+                raise ConfigError(
+                    f"another batch run is writing into {self.output.display('')} (still "
+                    f"after {WAIT_FOR_WRITERS:.0f} s); wait until it has finished, or write "
+                    "into another --out folder", out=self.output.url) from None
+        self.output.share(fd)
+        return fd
 
     @staticmethod
     def _open_record(record: Any, master_key: Any) -> Any:
@@ -330,6 +351,7 @@ class _Batch(_Resume):
             self.summary.parent_cpu = time.process_time() - cpu_started
             if self._owns_record:
                 self.record.close()
+            self.output.unlock(self._lock)
         self._progress(force=True)
         self._emit("done", **self.summary.to_dict())
         logger.info("batch %s done: %s", self.run_id, self.summary.to_dict())
