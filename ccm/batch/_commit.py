@@ -89,6 +89,8 @@ class _TaskResult:
     #: Seconds spent rendering, and rows rendered (to size tasks).
     seconds: float = 0.0
     rendered: int = 0
+    #: Peak resident memory of the process that ran the task, in MiB.
+    max_rss_mb: float = 0.0
     #: The rendered rows, when the parent commits them (the record is not shareable).
     results: list[_RowResult] | None = None
 
@@ -126,10 +128,22 @@ def run_task(spec: _Spec, sink: _Sink, rows: Sequence[Row], rewrite: frozenset[t
             for result in results:
                 out.seconds += result.seconds
                 out.rendered += 1
+            out.max_rss_mb = max_rss_mb()
             return out
         committer = _committer_for(spec, sink)
-    return committer.commit(results, rewrite=rewrite, rewrite_ids=rewrite_ids, seq=seq,
-                            retry_recycled=retry_recycled)
+    out = committer.commit(results, rewrite=rewrite, rewrite_ids=rewrite_ids, seq=seq,
+                           retry_recycled=retry_recycled)
+    out.max_rss_mb = max_rss_mb()
+    return out
+
+
+def max_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 #: The committer of this process (its open record), for the last sink seen.

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ccm.batch._chunks import FORMATS, ChunkFiles
-from ccm.batch._commit import Row, _Committer, _Sink, _TaskResult
+from ccm.batch._commit import Row, _Committer, _Sink, _TaskResult, max_rss_mb
 from ccm.batch._output import _Output
 from ccm.batch._pool import _is_worker_death, _Pool
 from ccm.batch._resume import _Resume
@@ -349,6 +349,7 @@ class _Batch(_Resume):
             self.summary.suppressed = dict(self.suppressed)
             self.summary.elapsed = time.monotonic() - self._started
             self.summary.parent_cpu = time.process_time() - cpu_started
+            self.summary.parent_max_rss_mb = max_rss_mb()
             if self._owns_record:
                 self.record.close()
             self.output.unlock(self._lock)
@@ -528,6 +529,7 @@ class _Batch(_Resume):
         s.duplicate += result.duplicate
         s.rerendered += result.rerendered
         self.suppressed.update(result.suppressed)
+        s.worker_max_rss_mb = max(s.worker_max_rss_mb, result.max_rss_mb)
         for line, customer_id, error in result.errors:
             self._fail(line, customer_id, error)
         for line, customer_id, message_id in result.prints:
