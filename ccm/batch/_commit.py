@@ -45,8 +45,11 @@ from ccm.message import SUFFIXES
 logger = logging.getLogger("ccm.batch.run")
 logger.addHandler(logging.NullHandler())
 
-#: One row as it goes to a worker: (line, request, channels or None for all, consent overrides).
+#: One row as it goes to a worker: (line, request -- or its raw JSONL line, bytes --,
+#: channels or None for all, consent overrides or :data:`LOOKUP`).
 Row = tuple[int, Any, "tuple[str, ...] | None", Any]
+#: In place of a row's consent overrides: the worker reads them from its record.
+LOOKUP = "lookup"
 
 
 @dataclass(frozen=True)
@@ -121,20 +124,53 @@ def run_task(spec: _Spec, sink: _Sink, rows: Sequence[Row], rewrite: frozenset[t
     ``committer`` is given when the task runs in the parent (``workers=0``); a worker
     makes its own, once per process, from ``sink``.
     """
-    results = render_rows(spec, rows)
-    if committer is None:
-        if sink.record_url is None:  # the parent commits: send the rendered rows back
-            out = _TaskResult(results=results)
-            for result in results:
-                out.seconds += result.seconds
-                out.rendered += 1
-            out.max_rss_mb = max_rss_mb()
-            return out
+    if committer is None and sink.record_url is not None:
         committer = _committer_for(spec, sink)
-    out = committer.commit(results, rewrite=rewrite, rewrite_ids=rewrite_ids, seq=seq,
-                           retry_recycled=retry_recycled)
+    ready, results = _parse_rows(rows, committer.record if committer is not None else None)
+    results.extend(render_rows(spec, ready))
+    if committer is None:  # the record is in the parent's memory: send the rendered rows back
+        out = _TaskResult(results=results)
+        for result in results:
+            out.seconds += result.seconds
+            out.rendered += 1
+    else:
+        out = committer.commit(results, rewrite=rewrite, rewrite_ids=rewrite_ids, seq=seq,
+                               retry_recycled=retry_recycled)
     out.max_rss_mb = max_rss_mb()
     return out
+
+
+def _parse_rows(rows: Sequence[Row], record: Any) -> tuple[list[Row], list[_RowResult]]:
+    """Parse raw JSONL lines (a bad one is an error row) and read consent overrides marked
+    :data:`LOOKUP` from the record, one query for the task."""
+    from ccm.batch.inputs import InputRow, parse_line
+
+    ready: list[Row] = []
+    failed: list[_RowResult] = []
+    lookup: set[str] = set()
+    for line, obj, channels, overrides in rows:
+        if isinstance(obj, bytes):
+            row = parse_line(line, obj)
+            if row.error is not None:
+                failed.append(_RowResult(line, None, error={"error": "InputError",
+                                                            "message": row.error}))
+                continue
+            obj = row.request
+        if isinstance(overrides, str):
+            customer_id = InputRow(line, obj).customer_id
+            if customer_id is not None:
+                lookup.add(customer_id)
+        ready.append((line, obj, channels, overrides))
+    if not lookup:
+        return ready, failed
+    many = getattr(record, "consent_overrides_many", None)
+    found: Mapping[str, Any] = many(lookup) if many is not None else {}
+    return [
+        (line, obj, channels,
+         found.get(InputRow(line, obj).customer_id or "") if isinstance(overrides, str)
+         else overrides)
+        for line, obj, channels, overrides in ready
+    ], failed
 
 
 def max_rss_mb() -> float:

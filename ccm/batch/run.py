@@ -52,7 +52,7 @@ from ccm.batch._pool import _is_worker_death, _Pool
 from ccm.batch._resume import _Resume
 from ccm.batch._values import BatchEvent, BatchSummary, EventKind, WorkerLimits
 from ccm.batch._worker import _Spec
-from ccm.batch.inputs import InputRow
+from ccm.batch.inputs import InputRow, parse_line
 from ccm.errors import ConfigError, DataError
 from ccm.message import CHANNELS, Request
 
@@ -233,6 +233,12 @@ class _Batch(_Resume):
             parent_pid=os.getpid() if executor is None and workers > 0 else None,
         )
         self._seq = self.chunks.seq if self.chunks is not None else 0
+        # A run the record has never seen: rows need no resume lookups, so the parent
+        # sends raw input lines and the workers parse them (and read consent themselves).
+        probe = getattr(self.record, "has_key_prefix", None)
+        shared = self.sink.record_url is not None or (executor is None and workers == 0)
+        self._fresh = bool(shared and probe is not None
+                           and not probe(f"{self.run_id}:{self.tpl.id}:"))
         self._own_committer: _Committer | None = None
         self._restored_lines: list[dict[str, Any]] = []
         self._rewrite_ids: dict[tuple[int, str], str] = {}
@@ -504,7 +510,7 @@ class _Batch(_Resume):
         for line, obj, channels, _ in task.rows:
             if channels is not None:  # counted as duplicates when first prepared
                 self.summary.duplicate -= len(self.channels) - len(channels)
-            prepared = self._prepare(InputRow(line, obj))
+            prepared = self._prepare(_row(line, obj))
             if prepared is not None:
                 item, redo = prepared
                 out.append((item, frozenset((line, c) for c in redo)))
@@ -512,7 +518,7 @@ class _Batch(_Resume):
 
     def _worker_died(self, rows: list[Row]) -> None:
         for line, obj, _, _ in rows:
-            cid = InputRow(line, obj).customer_id
+            cid = _row(line, obj).customer_id
             self._fail(line, cid, {
                 "error": "WorkerDied",
                 "message": "the worker process rendering this row died (memory or CPU budget "
@@ -597,6 +603,11 @@ def _shared_record(record: Any) -> dict[str, Any]:
     return {"record_url": url.render_as_string(hide_password=False),
             "master_key": getattr(record, "master_key", None),
             "lock_timeout": getattr(record, "_busy_ms", 30_000) / 1000}
+
+
+def _row(line: int, obj: Any) -> InputRow:
+    """A row as sent to a worker, back as an input row (a raw line parsed)."""
+    return parse_line(line, obj) if isinstance(obj, bytes) else InputRow(line, obj)
 
 
 def _rows(requests: Iterable[Any]) -> Iterator[InputRow]:
