@@ -143,9 +143,11 @@ def run_batch(
     what was made) and is raised. ``now`` fixes the time the contact policy
     sees (quiet hours), e.g. to run "as of" a send time; default: the clock.
     ``output_format`` ``"jsonl"`` writes SMS and email messages into one JSONL
-    file per record commit (``out/messages-<run id>-<seq>.jsonl``) instead of one
-    file each, ``"zip"`` into one zip archive per commit; resume a run with the
-    format it started with.
+    file per task (one record commit, ``out/messages-<run id>-<seq>.jsonl``)
+    instead of one file each, ``"zip"`` into one zip archive per task; resume a
+    run with the format it started with. Workers record and write what they
+    render themselves: they open ``record_url`` (with the record's master key)
+    and write into ``out``, so both must be reachable from them.
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
