@@ -225,22 +225,26 @@ class _Batch(_Resume):
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
         self._lock = self._wait_for_writers()
-        self._had_files = self.output.has_files()
-        self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
-                       if output_format != "files" else None)
-        self.sink = _Sink(
-            out=self.output.url if not self.output.local else self.output.root,
-            run_id=self.run_id, durable=durable, output_format=output_format,
-            had_files=self._had_files, **_shared_record(self.record),
-            parent_pid=os.getpid() if executor is None and workers > 0 else None,
-        )
-        self._seq = self.chunks.seq if self.chunks is not None else 0
-        # A run the record has never seen: rows need no resume lookups, so the parent
-        # sends raw input lines and the workers parse them (and read consent themselves).
-        probe = getattr(self.record, "has_key_prefix", None)
-        shared = self.sink.record_url is not None or (executor is None and workers == 0)
-        self._fresh = bool(shared and probe is not None
-                           and not probe(f"{self.run_id}:{self.tpl.id}:"))
+        try:  # the folder lock is released if the run cannot start
+            self._had_files = self.output.has_files()
+            self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
+                           if output_format != "files" else None)
+            self.sink = _Sink(
+                out=self.output.url if not self.output.local else self.output.root,
+                run_id=self.run_id, durable=durable, output_format=output_format,
+                had_files=self._had_files, **_shared_record(self.record),
+                parent_pid=os.getpid() if executor is None and workers > 0 else None,
+            )
+            self._seq = self.chunks.seq if self.chunks is not None else 0
+            # A run the record has never seen: rows need no resume lookups, so the parent
+            # sends raw input lines and the workers parse them (and read consent themselves).
+            probe = getattr(self.record, "has_key_prefix", None)
+            shared = self.sink.record_url is not None or (executor is None and workers == 0)
+            self._fresh = bool(shared and probe is not None
+                               and not probe(f"{self.run_id}:{self.tpl.id}:"))
+        except BaseException:
+            self.output.unlock(self._lock)
+            raise
         self._own_committer: _Committer | None = None
         self._restored_lines: list[dict[str, Any]] = []
         self._rewrite_ids: dict[tuple[int, str], str] = {}

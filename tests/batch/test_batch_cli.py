@@ -142,3 +142,35 @@ def test_a_fresh_run_with_workers_reads_consent_and_reports_bad_lines_by_number(
     assert error["line"] == 4 and error["error"] == "InputError"
     assert not (tmp_path / "b" / out_name("N0001", "sms")).exists()
     assert (tmp_path / "b" / out_name("N0002", "sms")).exists()
+
+
+def test_a_run_waits_for_another_writer_of_its_folder_then_says_so(
+    tmp_path: Path, record_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While another process writes into out/ (holds the folder lock), a run does not start:
+    past the wait it fails with a message naming the folder, and writes nothing."""
+    import fcntl
+    import os
+
+    import ccm.batch.run as batch_run
+
+    monkeypatch.setattr(batch_run, "WAIT_FOR_WRITERS", 0.2)
+    out = tmp_path / "out"
+    out.mkdir()
+    data = write_jsonl(tmp_path / "in.jsonl", notes(2))
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # as a worker of another run does while it commits
+        status = main(_args(data, out, record_url, "--workers", "0", "--channel", "sms",
+                            "--run-id", "locked"))
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert status != 0
+    assert "another batch run is writing into" in err and str(out) in err
+    assert "Traceback" not in err
+    assert not list(out.glob("*.sms.txt"))
+    assert main(_args(data, out, record_url, "--workers", "0", "--channel", "sms",
+                      "--run-id", "locked")) == 0
+    assert len(list(out.glob("*.sms.txt"))) == 2
