@@ -79,7 +79,7 @@ COMMIT_MESSAGES = 256
 #: (and one chunk file), so a task is big enough that its commit costs little beside it.
 TASK_SECONDS = 0.2
 #: Most rows in one task.
-MAX_CHUNK = 512
+MAX_CHUNK = 256
 #: Seconds a run waits for another run writing into the same output folder.
 WAIT_FOR_WRITERS = 600.0
 #: Rows in the first tasks, before the run knows how long a row takes.
