@@ -131,14 +131,29 @@ def _os_error(exc: OSError) -> tuple[str, ExitCode]:
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
-    """The exit code of a ccm error: NOT_FOUND for what does not exist, CONFLICT for an
-    idempotency key recorded for other parameters, else BAD_INPUT."""
-    from ccm.errors import IdempotencyConflict, NotFoundError
+    """The documented exit code of a ccm error (the one table, docs/cli.md).
+
+    NOT_FOUND for what does not exist (a pack, template, message, customer or
+    record); CONFLICT for what the record's state refuses now (an idempotency
+    key recorded for other parameters, a customer already erased or being
+    erased, a record locked by another process); IO_ERROR when the record's
+    storage fails; else BAD_INPUT.
+    """
+    from ccm.errors import (
+        AlreadyErased,
+        ErasurePending,
+        IdempotencyConflict,
+        NotFoundError,
+        RecordIOError,
+        RecordLocked,
+    )
 
     if isinstance(exc, NotFoundError | LookupError):
         return ExitCode.NOT_FOUND
-    if isinstance(exc, IdempotencyConflict):
+    if isinstance(exc, IdempotencyConflict | AlreadyErased | ErasurePending | RecordLocked):
         return ExitCode.CONFLICT
+    if isinstance(exc, RecordIOError):
+        return ExitCode.IO_ERROR
     return ExitCode.BAD_INPUT
 
 

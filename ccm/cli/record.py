@@ -28,16 +28,9 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from ccm._util import atomic_write, write_csv
-from ccm.cli._common import ExitCode, Fail
+from ccm.cli._common import ExitCode, Fail, exit_code_for
 from ccm.errors import (
-    AlreadyErased,
     CCMError,
-    CustomerNotFound,
-    ErasurePending,
-    MessageNotFound,
-    RecordIOError,
-    RecordLocked,
-    RecordNotFound,
 )
 from ccm.record import checkpoint as checkpoints
 from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
@@ -85,20 +78,9 @@ def _lock_timeout() -> float:
     return value
 
 
-def exit_code(exc: CCMError) -> ExitCode:
-    """The documented exit code of a ccm error from the record."""
-    if isinstance(exc, MessageNotFound | CustomerNotFound | RecordNotFound):
-        return ExitCode.NOT_FOUND
-    if isinstance(exc, AlreadyErased | ErasurePending | RecordLocked):
-        return ExitCode.CONFLICT
-    if isinstance(exc, RecordIOError):
-        return ExitCode.IO_ERROR
-    return ExitCode.BAD_INPUT
-
-
 def fail(exc: CCMError) -> Fail:
     """``exc`` as the one-line CLI error with its exit code."""
-    return Fail(str(exc), exit_code(exc))
+    return Fail(str(exc), exit_code_for(exc))
 
 
 @contextmanager

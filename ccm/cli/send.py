@@ -27,8 +27,7 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import ExitCode, Fail, aware
-from ccm.cli.record import exit_code
+from ccm.cli._common import ExitCode, Fail, aware, exit_code_for
 from ccm.errors import CCMError, MessageNotFound, RecordError, SenderBusy
 
 __all__ = ["send"]
@@ -47,7 +46,7 @@ def _record(url: str | None) -> Iterator[Any]:
         rec = Record(url or os.environ.get("CCM_RECORD_URL") or DEFAULT_URL, master_key=key,
                      create=False)
     except CCMError as exc:
-        raise Fail(str(exc), exit_code(exc)) from exc
+        raise Fail(str(exc), exit_code_for(exc)) from exc
     try:
         yield rec
     finally:
@@ -126,7 +125,7 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
                 show(item.to_dict())
                 return
         except CCMError as exc:
-            raise Fail(str(exc), exit_code(exc)) from exc
+            raise Fail(str(exc), exit_code_for(exc)) from exc
         _run(rec, config_file, follow=follow, poll=poll, limit=limit,
              clock=(lambda: moment) if moment else None, as_json=as_json)
 
@@ -172,7 +171,7 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
             for result in report.results:
                 show(result)
     except CCMError as exc:
-        raise Fail(str(exc), exit_code(exc)) from exc
+        raise Fail(str(exc), exit_code_for(exc)) from exc
     finally:
         sender.close()
         for sig, handler in previous.items():
