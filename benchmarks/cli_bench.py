@@ -11,11 +11,15 @@ Issue 12's figures, measured from outside:
   imports and pool start cancel out). The naive loops run in the same
   invocation: a plain ``jinja2.Environment`` over the same template and
   context (SMS), plus ``mjml2html`` per message (email).
-* ``g-<channel>-<format>-workers``: wall-clock speed-up of 2 workers over 1 for
-  the same large run (the machine must have 2 free cores for this to mean
-  much), with the parent's marginal CPU per message (``parent_cpu`` of the
-  run's summary) and its share of all the CPU: the parent is the one process
-  that does not scale with workers.
+* ``g-<channel>-<format>-workers`` and ``g-pdf-workers``: wall-clock speed-up
+  of 2 workers over 1, marginal (large run minus small run, so start-up
+  cancels out; the machine must have 2 free cores for this to mean much).
+* ``g-<channel>-<format>-parent``: the parent's marginal CPU per message
+  (``parent_cpu`` of the run's summary) as a share of all the CPU: the parent
+  is the one process that does not scale with workers (target <= 10%).
+* ``g-memory-<format>-parent|worker``: peak RSS (``parent_max_rss_mb`` /
+  ``worker_max_rss_mb`` of the summary) of a 100k-message run over a 1k one
+  (``--quick``: 20k over 1k), target <= 10% growth.
 """
 
 from __future__ import annotations
@@ -64,23 +68,24 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _write_requests(path: Path, n: int, prefix: str) -> None:
+def _write_requests(path: Path, n: int, prefix: str, template: str = TEMPLATE) -> None:
     with path.open("w", encoding="utf-8") as fh:
-        for req in requests_for(TEMPLATE, n, prefix=prefix):
+        for req in requests_for(template, n, prefix=prefix):
             fh.write(json.dumps(req) + "\n")
 
 
 def ccm_batch(channel: str, n: int, workers: int, work: Path, tag: str,
-              extra: tuple[str, ...] = ()) -> tuple[float, float, dict[str, Any]]:
+              extra: tuple[str, ...] = (), template: str = TEMPLATE,
+              ) -> tuple[float, float, dict[str, Any]]:
     """Run ``python -m ccm batch``; (CPU seconds of all its processes, wall seconds, summary)."""
     from ccm.record import MasterKey
 
     data = work / f"{tag}.jsonl"
-    _write_requests(data, n, tag)
+    _write_requests(data, n, tag, template)
     env = {**os.environ, "CCM_MASTER_KEY": MasterKey.generate().text(),
            "PYTHONPATH": str(ROOT)}
     env.pop("CCM_MASTER_KEY_FILE", None)
-    cmd = [sys.executable, "-m", "ccm", "batch", TEMPLATE, "--pack", str(PACK),
+    cmd = [sys.executable, "-m", "ccm", "batch", template, "--pack", str(PACK),
            "--templates", str(TEMPLATES), "--data", str(data), "--out", str(work / f"out-{tag}"),
            "--record", f"sqlite:///{work / f'{tag}.db'}", "--run-id", tag,
            "--channel", channel, "--workers", str(workers), "--as-of", AS_OF, "--json", *extra]
@@ -159,20 +164,16 @@ def bench_channel(channel: str, small: int, large: int, rounds: int,
     naive = _Naive(channel, large - small)
     try:
         best_small = best_large = float("inf")
-        wall_one = float("inf")
         parent = float("inf")
         for r in range(rounds):
             cpu_s, _, done_s = ccm_batch(channel, small, 1, work, f"s{r}", extra)
-            cpu_l, wall, done_l = ccm_batch(channel, large, 1, work, f"l{r}", extra)
+            cpu_l, _, done_l = ccm_batch(channel, large, 1, work, f"l{r}", extra)
             best_small, best_large = min(best_small, cpu_s), min(best_large, cpu_l)
-            wall_one = min(wall_one, wall)
             parent = min(parent, float(done_l.get("parent_cpu", 0.0))
                          - float(done_s.get("parent_cpu", 0.0)))
         naive_s = best_of(rounds, {"naive": naive.run})["naive"]
-        wall_two = float("inf")
-        for r in range(rounds):
-            _, wall, _ = ccm_batch(channel, large, 2, work, f"w{r}", extra)
-            wall_two = min(wall_two, wall)
+        wall_two = _marginal_wall(channel, small, large, 2, rounds, work, extra)
+        wall_one = _marginal_wall(channel, small, large, 1, rounds, work, extra)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     per_msg = (best_large - best_small) / (large - small)
@@ -189,21 +190,80 @@ def bench_channel(channel: str, small: int, large: int, rounds: int,
                         "messages": [small, large], "goal": 2.0 if channel == "sms" else 3.0,
                         "load": load_average()}),
         Result(f"g-{channel}-{fmt}-workers",
-               f"{channel}: ccm batch --output-format {fmt}, 2 workers vs 1 (wall clock)",
-               wall_one / wall_two, "x", target=1.8,
+               f"{channel}: ccm batch --output-format {fmt}, 2 workers vs 1 (marginal wall "
+               "clock)", wall_one / wall_two, "x", target=1.8,
                details={"one_worker_s": round(wall_one, 2), "two_workers_s": round(wall_two, 2),
-                        "parent_us_per_msg": round(1e6 * parent_per, 1),
-                        "parent_share_of_all_cpu": round(parent_per / per_msg, 2),
-                        "messages": large, "load": load_average()}),
+                        "messages": [small, large], "load": load_average()}),
+        Result(f"g-{channel}-{fmt}-parent",
+               f"{channel}: ccm batch --output-format {fmt}, the parent's share of all CPU "
+               "(marginal per message, 1 worker)", parent_per / per_msg, "", target=0.10,
+               higher_is_better=False,
+               details={"parent_us_per_msg": round(1e6 * parent_per, 1),
+                        "all_us_per_msg": round(1e6 * per_msg, 1), "load": load_average()}),
     ]
 
 
+def _marginal_wall(channel: str, small: int, large: int, workers: int, rounds: int, work: Path,
+                   extra: tuple[str, ...], template: str = TEMPLATE) -> float:
+    """Wall seconds of the ``large - small`` messages a large run makes beyond a small one
+    (start-up, imports and the pool's start cancel out)."""
+    best = float("inf")
+    for r in range(rounds):
+        tag = f"w{workers}-{template[:1]}{r}"
+        _, wall_s, _ = ccm_batch(channel, small, workers, work, f"{tag}s", extra, template)
+        _, wall_l, _ = ccm_batch(channel, large, workers, work, f"{tag}l", extra, template)
+        best = min(best, wall_l - wall_s)
+    return max(best, 1e-9)
+
+
+def bench_pdf_workers(small: int, large: int, rounds: int) -> list[Result]:
+    """PDF (monthly_statement, AES-256): 2 workers vs 1, marginal wall clock."""
+    work = Path(tempfile.mkdtemp(prefix="ccm-bench-cli-"))
+    try:
+        two = _marginal_wall("pdf", small, large, 2, rounds, work, (), "monthly_statement")
+        one = _marginal_wall("pdf", small, large, 1, rounds, work, (), "monthly_statement")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return [Result("g-pdf-workers", "pdf: ccm batch, 2 workers vs 1 (marginal wall clock)",
+                   one / two, "x", target=1.8,
+                   details={"one_worker_s": round(one, 2), "two_workers_s": round(two, 2),
+                            "messages": [small, large], "load": load_average()})]
+
+
+def bench_memory(small: int, large: int, formats: tuple[str, ...] = ("files", "jsonl", "zip"),
+                 ) -> list[Result]:
+    """Peak RSS of the parent and of the worker, ``small`` vs ``large`` SMS, per output format
+    (``parent_max_rss_mb`` / ``worker_max_rss_mb`` of the run's summary; 1 worker)."""
+    work = Path(tempfile.mkdtemp(prefix="ccm-bench-mem-"))
+    out: list[Result] = []
+    try:
+        for fmt in formats:
+            extra = ("--output-format", fmt)
+            _, _, lo = ccm_batch("sms", small, 1, work, f"m{fmt}s", extra)
+            _, _, hi = ccm_batch("sms", large, 1, work, f"m{fmt}l", extra)
+            for who in ("parent", "worker"):
+                a, b = float(lo[f"{who}_max_rss_mb"]), float(hi[f"{who}_max_rss_mb"])
+                out.append(Result(
+                    f"g-memory-{fmt}-{who}",
+                    f"sms, --output-format {fmt}: the {who}'s peak RSS, {large:,} vs {small:,} "
+                    "messages (growth)", b / a - 1, "", target=0.10, higher_is_better=False,
+                    details={"small_mb": a, "large_mb": b, "messages": [small, large],
+                             "load": load_average()}))
+            shutil.rmtree(work / f"out-m{fmt}l", ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def run(quick: bool) -> list[Result]:
-    """The CLI figures; ``quick`` uses fewer messages and one round."""
+    """The CLI figures; ``quick`` uses fewer messages and one round (memory: 1k vs 20k
+    messages instead of 1k vs 100k)."""
     if quick:
-        return [*bench_channel("sms", 200, 1200, 1), *bench_channel("email", 50, 300, 1)]
+        return [*bench_channel("sms", 500, 3000, 1), *bench_channel("email", 50, 400, 1),
+                *bench_pdf_workers(4, 20, 1), *bench_memory(1000, 20_000)]
     return [*bench_channel("sms", 1000, 6000, 2, "files"), *bench_channel("sms", 1000, 6000, 2),
-            *bench_channel("email", 200, 1200, 2)]
+            *bench_channel("email", 200, 1200, 2), *bench_pdf_workers(10, 50, 2),
+            *bench_memory(1000, 100_000)]
 
 
 if __name__ == "__main__":

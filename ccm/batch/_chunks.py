@@ -72,7 +72,8 @@ class ChunkFiles:
     same lines without ``content``, with ``member``: the member's name).
     """
 
-    def __init__(self, output: _Output, run_id: str, kind: str = "jsonl") -> None:
+    def __init__(self, output: _Output, run_id: str, kind: str = "jsonl", *,
+                 scan: bool = True) -> None:
         if kind not in ("jsonl", "zip"):
             raise ValueError(f"unknown chunk kind {kind!r}")
         self.output = output
@@ -85,6 +86,11 @@ class ChunkFiles:
         #: Lines of chunks staged but never published (a run killed mid-commit).
         self.staged: dict[str, dict[str, Any]] = {}
         self.seq = 0
+        if scan:
+            self._scan()
+
+    def _scan(self) -> None:
+        """Read what earlier runs with this run id published and left staged."""
         for name in self._names(self.output.root):
             match = self._pattern.fullmatch(name)
             if match is None:
@@ -145,10 +151,16 @@ class ChunkFiles:
                 json.dumps(m, ensure_ascii=True).encode("ascii") + b"\n" for m in manifest))
         return buffer.getvalue()
 
-    def stage(self, lines: Iterable[dict[str, Any]]) -> tuple[str, Any]:
-        """Write the next chunk under the staging folder; ``(staged name, handle to sync)``."""
-        self.seq += 1
-        name = f"chunk-{self.seq:06d}{self.suffix}"
+    def stage(self, lines: Iterable[dict[str, Any]], *,
+              seq: int | None = None) -> tuple[str, Any]:
+        """Write a chunk under the staging folder; ``(staged name, handle to sync)``.
+
+        ``seq`` numbers it (the parent hands each task its own); default: the next one.
+        """
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        name = f"chunk-{seq:06d}{self.suffix}"
         return name, self.output.stage(name, self._encode(lines))
 
     def final_name(self, staged_name: str) -> str:

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -198,6 +199,46 @@ class _Output:
                     self.fs.rm_file(tmp)
             raise
 
+    # -- who writes into the folder ------------------------------------------------
+
+    def lock(self, *, shared: bool, wait: float | None = None) -> int | None:
+        """Lock the output folder (local folders on POSIX; else None): ``shared`` for a run's
+        writers, exclusive to wait until no one else writes here.
+
+        Exclusive waits up to ``wait`` seconds (None: forever) and raises
+        :class:`TimeoutError` past it. Returns the descriptor to :meth:`unlock`.
+        """
+        if not self.local or _fcntl is None:
+            return None
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if shared:
+                _fcntl.flock(fd, _fcntl.LOCK_SH)
+                return fd
+            deadline = None if wait is None else time.monotonic() + wait
+            while True:
+                try:
+                    _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise TimeoutError(self.root) from None
+                    time.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def unlock(fd: int | None) -> None:
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the lock
+
+    @staticmethod
+    def share(fd: int | None) -> None:
+        """Turn an exclusive lock into a shared one (writers of the same run may join)."""
+        if fd is not None and _fcntl is not None:
+            _fcntl.flock(fd, _fcntl.LOCK_SH)
+
     def print_copies(self) -> str:
         return self.staged("print")
 
@@ -267,6 +308,11 @@ def _load_syncfs() -> Callable[[str], None] | None:
 
 
 _syncfs = _load_syncfs()
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - not POSIX: no folder lock
+    _fcntl = None  # type: ignore[assignment]
 
 
 def _fsync_dir(path: str) -> None:

@@ -8,14 +8,19 @@ import multiprocessing
 import os
 from typing import Any
 
-from ccm.batch._worker import _init_worker, _Spec, render_rows
+from ccm.batch._commit import _Committer, _Sink, _TaskResult, run_task
+from ccm.batch._worker import _init_worker, _Spec
 
 
 class _Pool:
     """The executor a run submits to; replaces its own process pool when a worker dies."""
 
-    def __init__(self, spec: _Spec, executor: cf.Executor | None, workers: int) -> None:
+    def __init__(self, spec: _Spec, sink: _Sink, executor: cf.Executor | None, workers: int,
+                 committer: _Committer | None = None) -> None:
         self.spec = spec
+        self.sink = sink
+        #: The parent's committer, used when tasks run in this process (``workers=0``).
+        self.committer = committer
         self.workers = workers
         self._given = executor
         self._own: cf.ProcessPoolExecutor | None = None
@@ -40,7 +45,7 @@ class _Pool:
         method = "forkserver" if "forkserver" in methods else "spawn"
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            ctx.set_forkserver_preload(["ccm.batch._worker", "ccm.render.engine"])
+            ctx.set_forkserver_preload(["ccm.batch._commit", "ccm.render.engine", "ccm.record"])
         return cf.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
             initargs=(self.spec,),
@@ -53,18 +58,23 @@ class _Pool:
             return _executor_capacity(self._given)
         return max(self.workers, 1)
 
-    def submit(self, rows: list[tuple[int, Any, tuple[str, ...] | None, Any]]) -> cf.Future[Any]:
+    def submit(self, rows: list[tuple[int, Any, tuple[str, ...] | None, Any]],
+               rewrite: frozenset[tuple[int, str]], rewrite_ids: dict[tuple[int, str], str],
+               seq: int, retry_recycled: bool) -> cf.Future[_TaskResult]:
+        """Run one task (:func:`ccm.batch._commit.run_task`) on a worker, or here."""
         if self.inline:
-            future: cf.Future[Any] = cf.Future()
+            future: cf.Future[_TaskResult] = cf.Future()
             try:
-                future.set_result(render_rows(self.spec, rows))
+                future.set_result(run_task(self.spec, self.sink, rows, rewrite, rewrite_ids,
+                                           seq, retry_recycled, self.committer))
             except BaseException as exc:
                 future.set_exception(exc)
             return future
         executor = self._given or self._own
         assert executor is not None
         try:
-            return executor.submit(render_rows, self.spec, rows)
+            return executor.submit(run_task, self.spec, self.sink, rows, rewrite, rewrite_ids,
+                                   seq, retry_recycled)
         except RuntimeError as exc:  # a broken pool refuses new work: report it per task
             failed: cf.Future[Any] = cf.Future()
             failed.set_exception(exc)
@@ -76,14 +86,17 @@ class _Pool:
         limit = self.spec.limits.tasks_per_worker if self.spec.limits is not None else None
         return self.restartable and limit is not None and self._tasks >= limit * self.workers
 
-    def restart(self) -> None:
+    def restart(self, *, wait: bool = False) -> None:
+        """Start fresh processes; ``wait``: only once the old ones have exited (a worker
+        died: the others are stopped, and must be gone before their rows are looked up again).
+        """
         if self._own is not None:
             limit = self.spec.limits.tasks_per_worker if self.spec.limits is not None else None
             if limit is not None and self._tasks >= limit * self.workers:
                 self.retired += 1
             else:
                 self.replaced += 1
-            self._own.shutdown(wait=False, cancel_futures=True)
+            self._own.shutdown(wait=wait, cancel_futures=True)
             self._own = self._start()
             self._tasks = 0
 

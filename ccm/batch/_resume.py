@@ -17,6 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ccm.batch._chunks import TEXT_CHANNELS, ChunkFiles, content_of, message_line
+from ccm.batch._commit import LOOKUP
 from ccm.batch._output import _Output
 from ccm.batch._values import BatchSummary
 from ccm.batch._worker import _filename, _key, _Spec
@@ -54,6 +55,8 @@ class _Resume:
     _overrides: Any
     _restored_lines: list[dict[str, Any]]
     _rewrite_ids: dict[tuple[int, str], str]
+    #: The record has nothing of this run yet: rows go to workers unparsed, unlooked-up.
+    _fresh: bool = False
     #: How many restored lines make the run commit a chunk early (the run's commit size).
     _restore_flush: int = 256
 
@@ -71,6 +74,11 @@ class _Resume:
     def _prepare(self, row: InputRow) -> tuple[tuple[int, Any, tuple[str, ...] | None, Any],
                                                   tuple[str, ...]] | None:
         """Skip what the record already has; return the work left for this row."""
+        if row.raw is not None:
+            if self._fresh:  # nothing to look up: the worker parses the line itself
+                return (row.line, row.raw, None,
+                        None if self._overrides is None else LOOKUP), ()
+            row = row.parsed()
         if row.error is not None:
             self._fail(row.line, row.customer_id, {"error": "InputError", "message": row.error})
             return None

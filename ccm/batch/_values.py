@@ -79,6 +79,10 @@ class BatchSummary:
     #: CPU seconds of the parent process (the run's own work: reading, the record, outputs;
     #: with ``workers=0`` rendering too), to size what the parent costs per message.
     parent_cpu: float = 0.0
+    #: Peak resident memory (MiB) of the parent, and of the largest worker process
+    #: (reported by the workers with each task; the parent's own with ``workers=0``).
+    parent_max_rss_mb: float = 0.0
+    worker_max_rss_mb: float = 0.0
     errors_file: str | None = None
     print_file: str | None = None
     print_index: str | None = None

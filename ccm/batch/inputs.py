@@ -165,6 +165,15 @@ class InputRow:
     line: int
     request: Any = None
     error: str | None = None
+    #: The line as read, not parsed yet (:func:`read_requests` with ``raw=True``): a
+    #: batch run sends it to a worker as it is, and the worker parses it (:meth:`parsed`).
+    raw: bytes | None = None
+
+    def parsed(self) -> InputRow:
+        """This row with its raw line parsed (strictly, as :func:`read_jsonl` does)."""
+        if self.raw is None:
+            return self
+        return parse_line(self.line, self.raw)
 
     @property
     def customer_id(self) -> str | None:
@@ -217,15 +226,20 @@ def _kind(source: str | os.PathLike[str]) -> str:
 
 
 def read_requests(
-    source: str | os.PathLike[str], *, schema: Mapping[str, Any] | None = None
+    source: str | os.PathLike[str], *, schema: Mapping[str, Any] | None = None,
+    raw: bool = False,
 ) -> Iterator[InputRow]:
     """Read ``.jsonl``/``.ndjson``/``.csv`` (optionally ``.gz``) streaming; ``.json`` whole.
 
     ``schema`` (a JSON Schema of the request) types CSV cells; JSONL ignores it.
+    ``raw``: JSONL lines come unparsed (:attr:`InputRow.raw`; a batch run's workers
+    parse them), other formats parsed as usual.
     """
     kind = _kind(source)
     with open_binary(source) as fh:
-        if kind == "jsonl":
+        if kind == "jsonl" and raw:
+            yield from _raw_jsonl(fh)
+        elif kind == "jsonl":
             yield from read_jsonl(fh)
         elif kind == "csv":
             yield from read_csv(_decoded(fh), schema=schema)
@@ -240,14 +254,28 @@ def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[InputRow]:
     """
     try:
         for lineno, line in enumerate(_utf8_lines(lines), 1):
-            if not line.strip():
-                continue
-            try:
-                yield InputRow(lineno, parse_json(line))
-            except ValueError as exc:
-                yield InputRow(lineno, None, str(exc))
+            if line.strip():
+                yield parse_line(lineno, line)
     except ValueError as exc:  # the encoding of the whole file
         yield InputRow(1, None, str(exc))
+
+
+def _raw_jsonl(lines: Iterable[bytes]) -> Iterator[InputRow]:
+    """:func:`read_jsonl` without the parsing: the non-blank lines as bytes."""
+    try:
+        for lineno, line in enumerate(_utf8_lines(lines), 1):
+            if line.strip():
+                yield InputRow(lineno, raw=line if isinstance(line, bytes) else line.encode())
+    except ValueError as exc:  # the encoding of the whole file
+        yield InputRow(1, None, str(exc))
+
+
+def parse_line(lineno: int, line: bytes | str) -> InputRow:
+    """One JSONL line as a row: the request, or why it cannot be read."""
+    try:
+        return InputRow(lineno, parse_json(line))
+    except ValueError as exc:
+        return InputRow(lineno, None, str(exc))
 
 
 def _decoded(raw: Iterable[bytes]) -> Iterator[str]:

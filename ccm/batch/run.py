@@ -2,24 +2,29 @@
 
 ::
 
-    parent                                        workers (processes, or a Dask cluster)
-    ------                                        -------
-    read rows (streaming)                         load Engine once per process
-      -> skip/restore what the record has         (record=False: no database here)
-      -> submit chunks (bounded window)  ------>  validate, contact policy (consent,
-                                                  quiet hours), render every channel
-    collect results                     <------   summaries + content + entry fields
-      -> stage files (temp names)
-      -> append to the record in batches (caps re-checked atomically)
-      -> publish: rename staged -> final
-      -> errors.jsonl, progress events, summary
+    parent                                    workers (processes, a Dask cluster, or the
+    ------                                    parent itself with workers=0)
+    read rows (streaming)                     load Engine, open the record (same URL,
+      -> skip/restore what the record has       same master key) once per process
+      -> submit tasks (bounded window) -----> render each row (validate, consent, quiet
+         with a chunk number each               hours, every channel)
+                                              stage files / the task's JSONL or zip chunk
+                                              sync
+                                              Record.append_many (ONE call per task;
+                                                caps re-checked atomically inside)
+                                              publish: rename staged -> final
+    count, errors.jsonl (line numbers), <---- small summary: counts, errors, print notes
+      progress events, print order, summary
 
-The order *stage, commit, publish* is what makes a run resumable: a file
-appears under its final name only after its message is in the record, so a
-sender or print house watching ``out/`` never sees a message the record does
-not have; a staged file whose message was committed is published on the next
-run; one whose message was not committed is rendered again. See
-``docs/batch.md`` for the full argument.
+The order *stage, commit, publish* -- kept by each worker for its own task --
+is what makes a run resumable: a file appears under its final name only
+after its message is in the record, so a sender or print house watching
+``out/`` never sees a message the record does not have; a staged file whose
+message was committed is published on the next run (or, when only a worker
+died, by the parent straight away); one whose message was not committed is
+rendered again. The parent moves rows and counts; it neither records nor
+writes outputs, so it is no bottleneck (``BatchSummary.parent_cpu``
+measures it). See ``docs/batch.md`` for the full argument.
 
 Logging: ``ccm.batch.run`` logs one INFO line per run start and end, WARNING for
 rows that fail or worker processes that die, DEBUG per commit.
@@ -35,21 +40,21 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ccm.batch._chunks import FORMATS, TEXT_CHANNELS, ChunkFiles, message_line
-from ccm.batch._commit import _Pending, append_all
+from ccm.batch._chunks import FORMATS, ChunkFiles
+from ccm.batch._commit import Row, _Committer, _Sink, _TaskResult, max_rss_mb
 from ccm.batch._output import _Output
 from ccm.batch._pool import _is_worker_death, _Pool
 from ccm.batch._resume import _Resume
 from ccm.batch._values import BatchEvent, BatchSummary, EventKind, WorkerLimits
-from ccm.batch._worker import _RowResult, _Spec
-from ccm.batch.inputs import InputRow
-from ccm.errors import DataError
-from ccm.message import CHANNELS, SUFFIXES, Request
+from ccm.batch._worker import _Spec
+from ccm.batch.inputs import InputRow, parse_line
+from ccm.errors import ConfigError, DataError
+from ccm.message import CHANNELS, Request
 
 if TYPE_CHECKING:
     from ccm.record import Record
@@ -68,14 +73,17 @@ __all__ = [
 logger = logging.getLogger("ccm.batch.run")
 logger.addHandler(logging.NullHandler())
 
-#: Messages collected before the parent commits them to the record.
+#: Chunk lines restored on resume (from a staged chunk or the archive) published at a time.
 COMMIT_MESSAGES = 256
-#: Seconds between commits when results arrive slowly.
-COMMIT_SECONDS = 1.0
-#: Work per task the parent aims for when it sizes chunks of rows.
-TASK_SECONDS = 0.05
+#: Work per task the parent aims for when it sizes tasks: each task is one record commit
+#: (and one chunk file), so a task is big enough that its commit costs little beside it.
+TASK_SECONDS = 0.2
 #: Most rows in one task.
 MAX_CHUNK = 256
+#: Seconds a run waits for another run writing into the same output folder.
+WAIT_FOR_WRITERS = 600.0
+#: Rows in the first tasks, before the run knows how long a row takes.
+FIRST_CHUNK = 4
 #: Seconds between progress events.
 PROGRESS_SECONDS = 0.5
 
@@ -84,9 +92,15 @@ PROGRESS_SECONDS = 0.5
 
 @dataclass
 class _Task:
-    rows: list[tuple[int, Any, tuple[str, ...] | None, Any]]
+    """Rows sent to a worker together; they are staged, recorded and published together."""
+
+    rows: list[Row]
     rewrite: frozenset[tuple[int, str]] = frozenset()
     isolated: bool = False
+    #: The recorded message ids of re-rendered chunk lines (resume).
+    rewrite_ids: dict[tuple[int, str], str] = field(default_factory=dict)
+    #: The task's chunk number (``messages-<run>-<seq>.jsonl``).
+    seq: int = 0
 
 
 def run_batch(
@@ -129,9 +143,11 @@ def run_batch(
     what was made) and is raised. ``now`` fixes the time the contact policy
     sees (quiet hours), e.g. to run "as of" a send time; default: the clock.
     ``output_format`` ``"jsonl"`` writes SMS and email messages into one JSONL
-    file per record commit (``out/messages-<run id>-<seq>.jsonl``) instead of one
-    file each, ``"zip"`` into one zip archive per commit; resume a run with the
-    format it started with.
+    file per task (one record commit, ``out/messages-<run id>-<seq>.jsonl``)
+    instead of one file each, ``"zip"`` into one zip archive per task; resume a
+    run with the format it started with. Workers record and write what they
+    render themselves: they open ``record_url`` (with the record's master key)
+    and write into ``out``, so both must be reachable from them.
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
@@ -208,9 +224,28 @@ class _Batch(_Resume):
         self.record = self._open_record(record_url or default_record_url(), master_key)
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
-        self._had_files = self.output.has_files()
-        self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
-                       if output_format != "files" else None)
+        self._lock = self._wait_for_writers()
+        try:  # the folder lock is released if the run cannot start
+            self._had_files = self.output.has_files()
+            self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
+                           if output_format != "files" else None)
+            self.sink = _Sink(
+                out=self.output.url if not self.output.local else self.output.root,
+                run_id=self.run_id, durable=durable, output_format=output_format,
+                had_files=self._had_files, **_shared_record(self.record),
+                parent_pid=os.getpid() if executor is None and workers > 0 else None,
+            )
+            self._seq = self.chunks.seq if self.chunks is not None else 0
+            # A run the record has never seen: rows need no resume lookups, so the parent
+            # sends raw input lines and the workers parse them (and read consent themselves).
+            probe = getattr(self.record, "has_key_prefix", None)
+            shared = self.sink.record_url is not None or (executor is None and workers == 0)
+            self._fresh = bool(shared and probe is not None
+                               and not probe(f"{self.run_id}:{self.tpl.id}:"))
+        except BaseException:
+            self.output.unlock(self._lock)
+            raise
+        self._own_committer: _Committer | None = None
         self._restored_lines: list[dict[str, Any]] = []
         self._rewrite_ids: dict[tuple[int, str], str] = {}
         self.on_event = on_event
@@ -218,26 +253,38 @@ class _Batch(_Resume):
         self.executor = executor
         self.workers = workers
         self.fixed_chunk = chunk_size
-        self.chunk_size = chunk_size or 1
+        self.chunk_size = chunk_size or FIRST_CHUNK
         self._row_seconds: float | None = None
         self.window = window
         self.summary = BatchSummary(run_id=self.run_id, template=template,
                                     out=self.output.url, total=total)
         self.suppressed: Counter[str] = Counter()
-        self._pending: list[_Pending] = []
         self._errors: IO[str] | None = None
         self._print_order: IO[str] | None = None
-        self._last_commit = time.monotonic()
         self._last_progress = 0.0
         self._started = time.monotonic()
-        self._caps: dict[str, Any] = {
-            c: self.engine.policy.caps_for(self.tpl.message_type, c) for c in self.channels
-        } if self.engine.pack.policy else {}
         self._config_error: BaseException | None = None
         self._overrides = getattr(self.record, "consent_overrides", None)
         self._ahead: deque[InputRow] = deque()
         self._known: dict[str, Any] = {}
         self._consent: dict[str, Any] = {}
+
+    def _wait_for_writers(self) -> int | None:
+        """Wait until nothing else writes into ``out/`` (another run, or workers of a killed
+        one finishing a commit), then hold a shared lock that this run's workers share."""
+        try:
+            fd = self.output.lock(shared=False, wait=0)
+        except TimeoutError:
+            logger.warning("waiting for another batch run writing into %s", self.output.url)
+            try:
+                fd = self.output.lock(shared=False, wait=WAIT_FOR_WRITERS)
+            except TimeoutError:
+                raise ConfigError(
+                    f"another batch run is writing into {self.output.display('')} (still "
+                    f"after {WAIT_FOR_WRITERS:.0f} s); wait until it has finished, or write "
+                    "into another --out folder", out=self.output.url) from None
+        self.output.share(fd)
+        return fd
 
     @staticmethod
     def _open_record(record: Any, master_key: Any) -> Any:
@@ -287,7 +334,9 @@ class _Batch(_Resume):
         self._emit("start", run_id=self.run_id, template=self.tpl.id,
                    channels=list(self.channels), total=self.summary.total,
                    out=self.output.url, workers=self.workers)
-        pool = _Pool(self.spec, self.executor, self.workers)
+        pool = _Pool(self.spec, self.sink, self.executor, self.workers)
+        if pool.inline:
+            pool.committer = self._committer()
         self.pool = pool
         try:
             with self.output.open_final(errors_name, "w") as errors:
@@ -312,8 +361,10 @@ class _Batch(_Resume):
             self.summary.suppressed = dict(self.suppressed)
             self.summary.elapsed = time.monotonic() - self._started
             self.summary.parent_cpu = time.process_time() - cpu_started
+            self.summary.parent_max_rss_mb = max_rss_mb()
             if self._owns_record:
                 self.record.close()
+            self.output.unlock(self._lock)
         self._progress(force=True)
         self._emit("done", **self.summary.to_dict())
         logger.info("batch %s done: %s", self.run_id, self.summary.to_dict())
@@ -325,7 +376,7 @@ class _Batch(_Resume):
         in_flight: dict[cf.Future[Any], _Task] = {}
         suspects: deque[_Task] = deque()
         exhausted = False
-        chunk: list[tuple[int, Any, tuple[str, ...] | None, Any]] = []
+        chunk: list[Row] = []
         rewrite: set[tuple[int, str]] = set()
         recycle = False
         while True:
@@ -340,7 +391,7 @@ class _Batch(_Resume):
             # Isolation: after a worker died, suspects run one at a time, alone.
             if suspects and not in_flight and not recycle:
                 task = suspects.popleft()
-                in_flight[pool.submit(task.rows)] = task
+                in_flight[self._submit(pool, task)] = task
             isolating = any(t.isolated for t in in_flight.values())
             while (not suspects and not isolating and not recycle and not exhausted
                    and len(in_flight) < window):
@@ -348,7 +399,8 @@ class _Batch(_Resume):
                 if row is None:
                     exhausted = True
                     if chunk:
-                        in_flight[pool.submit(chunk)] = _Task(chunk, frozenset(rewrite))
+                        task = _Task(chunk, frozenset(rewrite))
+                        in_flight[self._submit(pool, task)] = task
                         chunk, rewrite = [], set()
                     break
                 prepared = self._prepare(row)
@@ -358,77 +410,121 @@ class _Batch(_Resume):
                 chunk.append(item)
                 rewrite.update((row.line, c) for c in redo)
                 if len(chunk) >= self.chunk_size:
-                    in_flight[pool.submit(chunk)] = _Task(chunk, frozenset(rewrite))
+                    task = _Task(chunk, frozenset(rewrite))
+                    in_flight[self._submit(pool, task)] = task
                     chunk, rewrite = [], set()
             if not in_flight:
                 if exhausted and not suspects:
                     return
                 continue
-            done, _ = cf.wait(in_flight, timeout=COMMIT_SECONDS,
+            done, _ = cf.wait(in_flight, timeout=PROGRESS_SECONDS,
                               return_when=cf.FIRST_COMPLETED)
             broken: list[_Task] = []
             for future in done:
                 task = in_flight.pop(future)
                 try:
-                    results = future.result()
+                    result = future.result()
                 except BaseException as exc:
                     if _is_worker_death(exc) or isinstance(exc, cf.CancelledError):
                         broken.append(task)
                         continue
                     raise
-                for result in results:
-                    if result.recycle and pool.restartable:
-                        recycle = True
-                        if not task.isolated:
-                            # Out of memory, maybe because of a neighbour: retry alone, fresh.
-                            suspects.append(_Task(
-                                [row for row in task.rows if row[0] == result.line],
-                                frozenset(x for x in task.rewrite if x[0] == result.line),
-                                isolated=True,
-                            ))
-                            continue
-                    self._collect(result, task.rewrite)
-                self._tune(results)
+                if result.results is not None:  # the record is in this process's memory
+                    result = self._committer().commit(
+                        result.results, rewrite=task.rewrite, rewrite_ids=task.rewrite_ids,
+                        seq=task.seq, retry_recycled=pool.restartable and not task.isolated)
+                if result.recycle and pool.restartable:
+                    recycle = True
+                for line in result.retry:
+                    suspects.append(_Task(
+                        [row for row in task.rows if row[0] == line],
+                        frozenset(x for x in task.rewrite if x[0] == line),
+                        isolated=True,
+                        rewrite_ids={k: v for k, v in task.rewrite_ids.items() if k[0] == line},
+                    ))
+                self._absorb(result)
+                self._tune(result)
                 recycle = recycle or pool.retire_due()
             if broken:
                 self._recover(pool, broken, in_flight, suspects)
-            if (len(self._pending) >= COMMIT_MESSAGES
-                    or time.monotonic() - self._last_commit >= COMMIT_SECONDS):
+            if len(self._restored_lines) >= COMMIT_MESSAGES:
                 self._commit()
             self._progress()
 
-    def _tune(self, results: list[_RowResult]) -> None:
+    def _submit(self, pool: _Pool, task: _Task) -> cf.Future[Any]:
+        """Send a task to a worker, with its own chunk number and the ids it re-renders under."""
+        for key in task.rewrite:
+            if key in self._rewrite_ids:
+                task.rewrite_ids[key] = self._rewrite_ids.pop(key)
+        task.seq = self._next_seq()
+        return pool.submit(task.rows, task.rewrite, task.rewrite_ids, task.seq,
+                           pool.restartable and not task.isolated)
+
+    def _committer(self) -> _Committer:
+        """The parent's own committer: ``workers=0``, or a record only this process can open."""
+        if self._own_committer is None:
+            self._own_committer = _Committer(self.spec, self.sink, self.record,
+                                             output=self.output)
+        return self._own_committer
+
+    def _tune(self, result: _TaskResult) -> None:
         """Size tasks to about :data:`TASK_SECONDS` of work: one PDF, or a few hundred SMS."""
-        if self.fixed_chunk is not None or not results:
+        if self.fixed_chunk is not None or not result.rendered:
             return
-        seconds = sum(r.seconds for r in results) / len(results)
+        seconds = result.seconds / result.rendered
         avg = seconds if self._row_seconds is None else 0.8 * self._row_seconds + 0.2 * seconds
         self._row_seconds = avg
         self.chunk_size = max(1, min(MAX_CHUNK, int(TASK_SECONDS / max(avg, 1e-6))))
 
     def _recover(self, pool: _Pool, broken: list[_Task], in_flight: dict[cf.Future[Any], _Task],
                  suspects: deque[_Task]) -> None:
-        """A worker died: find the row that killed it by running the suspects one at a time."""
+        """A worker died: find the row that killed it by running the suspects one at a time.
+
+        The worker may have died mid-commit: part of its task may be in the record,
+        even published. So once every old process is gone, its rows are looked up in
+        the record again (as on resume): what is recorded is restored or published,
+        only the rest is rendered again.
+        """
         if pool.restartable:
             # A broken process pool loses every task still in flight with it.
             broken.extend(in_flight.values())
             in_flight.clear()
-            pool.restart()
+            pool.restart(wait=True)
+        if self.chunks is not None:  # what the dead worker published or left staged
+            self.chunks = ChunkFiles(self.output, self.run_id, self.chunks.kind)
+            self._seq = max(self._seq, self.chunks.seq)
         alone = len(broken) == 1 and len(broken[0].rows) == 1
+        retried = 0
         for task in broken:
+            again = self._again(task)
             if task.isolated or alone:
-                self._worker_died(task)
+                if again:
+                    self._worker_died([item for item, _ in again])
                 continue
-            for row in task.rows:
-                redo = frozenset(x for x in task.rewrite if x[0] == row[0])
-                suspects.append(_Task([row], redo, isolated=True))
-        if suspects:
+            for item, redo in again:
+                suspects.append(_Task([item], redo, isolated=True))
+                retried += 1
+        if retried:
             logger.warning("a worker process died; %d row(s) will be retried one at a time",
-                           len(suspects))
+                           retried)
 
-    def _worker_died(self, task: _Task) -> None:
-        for line, obj, _, _ in task.rows:
-            cid = InputRow(line, obj).customer_id
+    def _again(self, task: _Task) -> list[tuple[Row, frozenset[tuple[int, str]]]]:
+        """The rows of a task whose worker died, looked up in the record again."""
+        self._known.clear()
+        self._consent.clear()
+        out = []
+        for line, obj, channels, _ in task.rows:
+            if channels is not None:  # counted as duplicates when first prepared
+                self.summary.duplicate -= len(self.channels) - len(channels)
+            prepared = self._prepare(_row(line, obj))
+            if prepared is not None:
+                item, redo = prepared
+                out.append((item, frozenset((line, c) for c in redo)))
+        return out
+
+    def _worker_died(self, rows: list[Row]) -> None:
+        for line, obj, _, _ in rows:
+            cid = _row(line, obj).customer_id
             self._fail(line, cid, {
                 "error": "WorkerDied",
                 "message": "the worker process rendering this row died (memory or CPU budget "
@@ -437,36 +533,21 @@ class _Batch(_Resume):
 
     # -- after a worker answered ----------------------------------------------------
 
-    def _collect(self, result: _RowResult, rewrite: frozenset[tuple[int, str]]) -> None:
-        if result.config_error is not None:
+    def _absorb(self, result: _TaskResult) -> None:
+        """Count what a worker did with one task, and report its failed rows."""
+        s = self.summary
+        s.rows += result.rows
+        s.generated += result.generated
+        s.duplicate += result.duplicate
+        s.rerendered += result.rerendered
+        self.suppressed.update(result.suppressed)
+        s.worker_max_rss_mb = max(s.worker_max_rss_mb, result.max_rss_mb)
+        for line, customer_id, error in result.errors:
+            self._fail(line, customer_id, error)
+        for line, customer_id, message_id in result.prints:
+            self._note_print(line, customer_id, message_id, "pdf")
+        if result.config_error is not None and self._config_error is None:
             self._config_error = result.config_error
-            return
-        if result.error is not None:
-            self._fail(result.line, result.customer_id, result.error)
-            return
-        self.summary.rows += 1
-        for rendered in result.messages:
-            pending = _Pending(result.line, result.customer_id, rendered,
-                               rewrite=(result.line, rendered.channel) in rewrite)
-            if (self.chunks is not None and rendered.channel in TEXT_CHANNELS
-                    and rendered.status == "generated" and rendered.content):
-                entry = rendered.entry
-                pending.item = message_line(
-                    line=result.line, message_id=entry["message_id"],
-                    customer_id=entry["customer_id"], channel=rendered.channel,
-                    template=entry["template"], locale=entry["locale"],
-                    filename=rendered.filename, content_sha256=entry["content_sha256"],
-                    content=rendered.content)
-                if pending.rewrite:
-                    pending.item["message_id"] = self._rewrite_ids.pop(
-                        (result.line, rendered.channel), entry["message_id"])
-            elif rendered.status == "generated" and rendered.content:
-                pending.staged_name = rendered.entry["message_id"] + SUFFIXES[rendered.channel]
-                pending.handles.append(self.output.stage(pending.staged_name, rendered.content))
-                if rendered.print_pdf is not None:
-                    pending.handles.append(self.output.stage(
-                        f"print/{rendered.entry['message_id']}.pdf", rendered.print_pdf))
-            self._pending.append(pending)
 
     def _fail(self, line: int, customer_id: str | None, error: Mapping[str, Any]) -> None:
         self.summary.rows += 1
@@ -480,113 +561,22 @@ class _Batch(_Resume):
                        error.get("error"), error.get("message"))
         self._emit("error", **record)
 
-    # -- commit -----------------------------------------------------------------------
+    # -- commit (restored chunk lines only; workers commit what they render) -----------
 
     def _commit(self) -> None:
-        """Sync staged files, append to the record, then publish (see the module doc)."""
-        self._last_commit = time.monotonic()
-        pending, self._pending = self._pending, []
+        """Publish the chunk lines restored on resume (they are in the record already)."""
         restored, self._restored_lines = self._restored_lines, []
-        if not pending and not restored:
+        if not restored or self.chunks is None:
             return
-        chunk: tuple[str, int] | None = None
-        handles = [h for p in pending for h in p.handles]
-        if self.chunks is not None:
-            lines = [*restored, *(p.item for p in pending if p.item is not None)]
-            if lines:
-                name, handle = self.chunks.stage(lines)
-                chunk = (name, len(lines))
-                handles.append(handle)
-        self.output.sync(handles)
-        taken = self._taken(pending)
-        appended = append_all(self.record, [p for p in pending if not p.rewrite
-                                            and id(p) not in taken], self._caps)
-        kept = list(restored)
-        published = False
-        failed_lines: set[int] = set()
-        for p in pending:
-            rendered = p.rendered
-            if id(p) in taken:
-                self.output.discard(p.staged_name or "")
-                if rendered.print_pdf is not None:
-                    self.output.discard(f"print/{rendered.entry['message_id']}.pdf")
-                if p.line not in failed_lines:
-                    failed_lines.add(p.line)
-                    self.summary.rows -= 1  # counted again by _fail
-                    self._fail(p.line, p.customer_id, {
-                        "error": "OutputExists", "channel": rendered.channel,
-                        "file": self.output.display(rendered.filename),
-                        "message": f"{self.output.display(rendered.filename)} already holds "
-                                   "another message (of an earlier run?) and is not "
-                                   "overwritten; write this run into a new --out folder or "
-                                   "move the file away, then run again with the same run id",
-                    })
-                continue
-            if p.rewrite:
-                # The record has this message but neither its file nor its content:
-                # the re-rendered file replaces it (its digest differs from the record's).
-                if p.staged_name is not None:
-                    self.output.publish(p.staged_name, rendered.filename)
-                    published = True
-                    self.summary.rerendered += 1
-                    self._note_print(p.line, p.customer_id or "", rendered.entry["message_id"],
-                                     rendered.channel)
-                elif p.item is not None:
-                    kept.append(p.item)
-                    self.summary.rerendered += 1
-                continue
-            status, reason, message_id = appended[id(p)]
-            if status == "generated":
-                self.summary.generated += 1
-                if p.staged_name is not None:
-                    self.output.publish(p.staged_name, rendered.filename)
-                    published = True
-                    self._note_print(p.line, p.customer_id or "", message_id, rendered.channel)
-                elif p.item is not None:
-                    kept.append(p.item)
-                continue
-            if p.staged_name is not None:
-                self.output.discard(p.staged_name)
-                if rendered.print_pdf is not None:
-                    self.output.discard(f"print/{rendered.entry['message_id']}.pdf")
-            if status == "failed":
-                if p.line not in failed_lines:
-                    failed_lines.add(p.line)
-                    self.summary.rows -= 1  # counted again by _fail
-                    self._fail(p.line, p.customer_id,
-                               {**(p.error or {}), "channel": rendered.channel})
-            elif status == "suppressed":
-                self.suppressed[reason or "policy"] += 1
-            else:
-                self.summary.duplicate += 1
-        if chunk is not None and self.chunks is not None:
-            self.chunks.publish(chunk[0], kept, chunk[1])
-            published = True
-        if published:
-            self.output.publish_done()
-        logger.debug("committed %d message(s)", len(pending))
+        name, handle = self.chunks.stage(restored, seq=self._next_seq())
+        self.output.sync([handle])
+        self.chunks.publish(name, restored, len(restored))
+        self.output.publish_done()
 
-    def _taken(self, pending: list[_Pending]) -> set[int]:
-        """The new messages whose file name another file already has (never overwritten).
-
-        Names are unique per customer, template and locale, so within a run they
-        never meet; only files that were in ``out/`` before the run can be in the way.
-        A file with exactly the message's bytes is not in the way, nor is the file of
-        this run's message for the same key (the row is a duplicate).
-        """
-        if not self._had_files:
-            return set()
-        taken: set[int] = set()
-        for p in pending:
-            if p.rewrite or p.staged_name is None:
-                continue
-            present = self.output.read(p.rendered.filename)
-            if present is None or present == p.rendered.content:
-                continue
-            if self.record.find_key(p.rendered.key) is not None:
-                continue  # this run's own message is there: a duplicate row, recorded as such
-            taken.add(id(p))
-        return taken
+    def _next_seq(self) -> int:
+        """A chunk number of its own for every task (workers publish chunks side by side)."""
+        self._seq += 1
+        return self._seq
 
     # -- the print stream ------------------------------------------------------------
 
@@ -608,6 +598,22 @@ class _Batch(_Resume):
         name, index = self.output.write_print_stream(self.run_id, title)
         self.summary.print_file = self.output.display(name)
         self.summary.print_index = self.output.display(index)
+
+
+def _shared_record(record: Any) -> dict[str, Any]:
+    """How workers open the run's record themselves: its URL (password included), master key
+    and lock timeout; nothing for a record in this process's memory (the parent commits)."""
+    url = getattr(record, "_url", None)
+    if url is None or getattr(record, "_memory", False):
+        return {}
+    return {"record_url": url.render_as_string(hide_password=False),
+            "master_key": getattr(record, "master_key", None),
+            "lock_timeout": getattr(record, "_busy_ms", 30_000) / 1000}
+
+
+def _row(line: int, obj: Any) -> InputRow:
+    """A row as sent to a worker, back as an input row (a raw line parsed)."""
+    return parse_line(line, obj) if isinstance(obj, bytes) else InputRow(line, obj)
 
 
 def _rows(requests: Iterable[Any]) -> Iterator[InputRow]:

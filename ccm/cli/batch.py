@@ -123,7 +123,7 @@ def batch(
 
         output_format = "jsonl" if total is not None and total > JSONL_ABOVE else "files"
     try:
-        rows = read_requests(data, schema=request_schema(tpl))
+        rows = read_requests(data, schema=request_schema(tpl), raw=True)
     except ValueError as exc:
         raise Fail(str(exc)) from exc
 

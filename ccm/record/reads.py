@@ -61,6 +61,25 @@ class Reads(DataKeys):
                     found[entry.idempotency_key] = entry
         return found
 
+    def has_key_prefix(self, prefix: str) -> bool:
+        """Whether any entry's idempotency key starts with ``prefix`` (one index probe).
+
+        A batch run asks ``"<run id>:<template>:"`` once: a run the record has never
+        seen needs no per-row resume lookups.
+        """
+        if not prefix:
+            return self.has_any_entry()
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        key = messages.c.idempotency_key
+        with self._tx(write=False) as conn:
+            row = conn.execute(sa.select(key).where(key >= prefix, key < upper).limit(1)).first()
+        return row is not None
+
+    def has_any_entry(self) -> bool:
+        """Whether the record holds any message entry."""
+        with self._tx(write=False) as conn:
+            return conn.execute(sa.select(messages.c.message_id).limit(1)).first() is not None
+
     def get(self, message_id: str) -> Entry:
         """The entry of ``message_id``; :class:`MessageNotFound` when there is none."""
         with self._tx(write=False) as conn:

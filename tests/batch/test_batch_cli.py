@@ -111,5 +111,66 @@ def test_output_format_defaults_to_jsonl_above_the_documented_size(
     capsys.readouterr()
     assert len(list((tmp_path / "a").glob("*.sms.txt"))) == 3
     assert not list((tmp_path / "b").glob("*.sms.txt"))
-    (chunk,) = (tmp_path / "b").glob("messages-large-*.jsonl")
-    assert len(chunk.read_text("ascii").splitlines()) == 4
+    chunks = list((tmp_path / "b").glob("messages-large-*.jsonl"))
+    assert chunks  # one per task: how many depends on how the run sized its tasks
+    assert sum(len(c.read_text("ascii").splitlines()) for c in chunks) == 4
+
+
+def test_a_fresh_run_with_workers_reads_consent_and_reports_bad_lines_by_number(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run the record has never seen sends raw lines to its workers: they still find a
+    hard bounce recorded earlier (the SMS is suppressed) and report a broken line by number."""
+    from ccm.record import Record
+
+    data = write_jsonl(tmp_path / "a.jsonl", notes(3))
+    assert main(_args(data, tmp_path / "a", record_url, "--workers", "0", "--channel", "sms",
+                      "--run-id", "first")) == 0
+    with Record(record_url) as record:
+        entry = record.find_key("first:quick_note:N0001:sms")
+        assert entry is not None
+        record.add_event(entry.message_id, "suppressed", at=DAYTIME)
+    data = write_jsonl(tmp_path / "b.jsonl", [*notes(3), "{broken"])
+    capsys.readouterr()
+    status = main(_args(data, tmp_path / "b", record_url, "--workers", "1", "--channel", "sms",
+                        "--run-id", "second", "--json"))
+    assert status == 1
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert done["generated"] == 2 and done["suppressed_total"] == 1 and done["failed"] == 1
+    assert done["parent_max_rss_mb"] > 0 and done["worker_max_rss_mb"] > 0
+    (error,) = [json.loads(x) for x in (tmp_path / "b" / "errors.jsonl").read_text().splitlines()]
+    assert error["line"] == 4 and error["error"] == "InputError"
+    assert not (tmp_path / "b" / out_name("N0001", "sms")).exists()
+    assert (tmp_path / "b" / out_name("N0002", "sms")).exists()
+
+
+def test_a_run_waits_for_another_writer_of_its_folder_then_says_so(
+    tmp_path: Path, record_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While another process writes into out/ (holds the folder lock), a run does not start:
+    past the wait it fails with a message naming the folder, and writes nothing."""
+    import fcntl
+    import os
+
+    import ccm.batch.run as batch_run
+
+    monkeypatch.setattr(batch_run, "WAIT_FOR_WRITERS", 0.2)
+    out = tmp_path / "out"
+    out.mkdir()
+    data = write_jsonl(tmp_path / "in.jsonl", notes(2))
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # as a worker of another run does while it commits
+        status = main(_args(data, out, record_url, "--workers", "0", "--channel", "sms",
+                            "--run-id", "locked"))
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert status != 0
+    assert "another batch run is writing into" in err and str(out) in err
+    assert "Traceback" not in err
+    assert not list(out.glob("*.sms.txt"))
+    assert main(_args(data, out, record_url, "--workers", "0", "--channel", "sms",
+                      "--run-id", "locked")) == 0
+    assert len(list(out.glob("*.sms.txt"))) == 2

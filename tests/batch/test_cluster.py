@@ -43,7 +43,7 @@ def pg_record_url() -> str:
 def test_dask_workers_render_and_postgres_keeps_the_record(
     tmp_path: Path, client: Any, pg_record_url: str, open_record: Callable[..., Any]
 ) -> None:
-    """Two Dask workers render; the parent records in PostgreSQL and writes to a file:// URL."""
+    """Two Dask workers render, record in PostgreSQL and write to a file:// URL themselves."""
     run_id = f"dask-{uuid.uuid4().hex[:8]}"
     prefix = f"D{uuid.uuid4().hex[:6]}-"
     requests = notes(12, prefix=prefix)

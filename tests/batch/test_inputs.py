@@ -120,3 +120,14 @@ def test_input_row_customer_id_is_none_when_the_shape_is_wrong() -> None:
     """A row whose request has no customer object has no customer id."""
     assert InputRow(1, ["not", "an", "object"]).customer_id is None
     assert InputRow(1, {"customer": "x"}).customer_id is None
+
+
+def test_raw_jsonl_rows_parse_to_what_the_parsing_reader_gives(tmp_path: Path) -> None:
+    """``read_requests(raw=True)`` keeps JSONL lines unparsed; parsed, each row (bad ones too)
+    equals the row the parsing reader yields, line numbers included."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"customer": {"id": "1"}}\n\n[1]\n{"a": NaN}\n\xff\n{"b": 2}\n')
+    raw = list(read_requests(path, raw=True))
+    assert all(r.raw is not None and r.request is None for r in raw)
+    assert [r.parsed() for r in raw] == list(read_requests(path))
+    assert [r.line for r in raw] == [1, 3, 4, 5, 6]
