@@ -104,7 +104,7 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
 
 #: ``json``'s own string encoder (with ``ensure_ascii=False``): the fast canonical forms
 #: below quote every string with it, so they give the bytes :func:`canonical` gives.
-_quote: Any = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote: Any = json.encoder.encode_basestring
 _BODY_KEYS = tuple((name, f'"{name}":') for name in sorted(MESSAGE_FIELDS))
 
 
