@@ -168,8 +168,9 @@ def test_erasing_a_bulk_written_customer_leaves_no_plaintext(tmp_path: Path, mod
     secret = "Ms Ada Quill, 12 Lantern Row"
     db = tmp_path / "record.db"
     rec = Record(db, master_key=MasterKey.generate())
-    items = [{"entry": entry("GONE", created_at=T0), "content": f"{secret} {i} ".encode() * 40,
-              "archival": b"%PDF-1.7 " + secret.encode() * 30} for i in range(3)]
+    items: list[dict[str, Any]] = [
+        {"entry": entry("GONE", created_at=T0), "content": f"{secret} {i} ".encode() * 40,
+         "archival": b"%PDF-1.7 " + secret.encode() * 30} for i in range(3)]
     items.append({"entry": entry("KEPT", created_at=T0), "content": b"kept"})
     if mode == "append":
         for item in items:
