@@ -38,7 +38,7 @@ from ccm.record.chain import GENESIS, message_body_json, message_link_hash
 from ccm.record.connect import slices
 from ccm.record.entries import _ENTRY_FIELDS, _STR_FIELDS, AppendResult, Entry, entry_of
 from ccm.record.outbox import Queue, enqueue
-from ccm.record.schema import messages, meta_value, set_meta
+from ccm.record.schema import messages, meta_value, metadata, set_meta
 
 if TYPE_CHECKING:  # pragma: no cover
     from ccm.record.datakeys import DataKeys
@@ -124,8 +124,10 @@ class _Sql:
     and no per-row work in the driver.
     """
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, driver: str = "") -> None:
         self.backend = backend
+        # Binary arrays (%b) are psycopg 3's; any other PostgreSQL driver gets Core inserts.
+        self.core = backend != "sqlite" and driver != "psycopg"
         self.insert: dict[str, str] = {}
         for table, columns in _COLUMNS.items():
             names = ", ".join(name for name, _ in columns)
@@ -144,6 +146,10 @@ class _Sql:
             return
         if self.backend == "sqlite":
             conn.exec_driver_sql(self.insert[table], rows)
+        elif self.core:
+            names = [name for name, _ in _COLUMNS[table]]
+            conn.execute(metadata.tables[table].insert(),
+                         [dict(zip(names, row, strict=True)) for row in rows])
         else:
             columns = tuple(list(column) for column in zip(*rows, strict=True))
             conn.exec_driver_sql(self.insert[table], columns)
@@ -155,13 +161,15 @@ class _Sql:
         return f"{column} = ANY(%s)", (list(values),)
 
 
-_SQL: dict[str, _Sql] = {}
+_SQL: dict[tuple[str, str], _Sql] = {}
 
 
-def _sql(backend: str) -> _Sql:
-    found = _SQL.get(backend)
+def _sql(conn: sa.Connection) -> _Sql:
+    dialect = conn.dialect
+    name = (dialect.name, str(dialect.driver))
+    found = _SQL.get(name)
     if found is None:
-        found = _SQL[backend] = _Sql(backend)
+        found = _SQL[name] = _Sql(*name)
     return found
 
 
@@ -223,7 +231,7 @@ def data_keys_of(rec: DataKeys, conn: sa.Connection, customer_ids: Sequence[str]
     master = rec.master_key
     if master is None:  # pragma: no cover - callers check
         raise KeyConfigError("no master key")
-    sql = _sql(rec.backend)
+    sql = _sql(conn)
     wanted = sorted(set(customer_ids))
     out: dict[str, tuple[str, bytes, str]] = {}
     for part in slices(wanted):
@@ -265,7 +273,7 @@ def data_keys_of(rec: DataKeys, conn: sa.Connection, customer_ids: Sequence[str]
 def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
                 ) -> list[AppendResult | IdempotencyConflict]:
     """Append a chunk of prepared items inside the caller's locked write transaction."""
-    sql = _sql(rec.backend)
+    sql = _sql(conn)
     backend = rec.backend
     known = _known(conn, sql, sorted({v["idempotency_key"] for v, *_ in chunk}))
     heads = _heads(conn, sql, sorted({v["customer_id"] for v, *_ in chunk}))

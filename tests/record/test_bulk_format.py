@@ -186,3 +186,28 @@ def test_erasing_a_bulk_written_customer_leaves_no_plaintext(tmp_path: Path, mod
     _assert_gone(_snapshot_files(db, tmp_path / "copy"), wrapped, blobs)
     assert rec.verify().ok
     rec.close()
+
+
+@pytest.mark.parametrize("driver", ["native", "other"])
+def test_bulk_inserts_store_the_same_rows_whatever_the_driver(
+    record: Record, driver: str
+) -> None:
+    """The driver's own statements and the SQLAlchemy Core fallback write identical rows."""
+    from ccm.record.bulk import _Sql
+
+    now = datetime(2026, 1, 5, 9, 30, 1, 123456, tzinfo=UTC)
+    stamp: Any = "2026-01-05 09:30:01.123456" if record.backend == "sqlite" else now
+    with record._tx(write=True, customers=["X1", "X2"]) as conn:
+        sql = _Sql(conn.dialect.name, str(conn.dialect.driver) if driver == "native" else "x")
+        sql.write(conn, "data_keys", [("X1", "k1", b"\x00wrapped", stamp),
+                                      ("X2", "k2", b"\xffwrapped", stamp)])
+    rows = sorted(raw_rows(record, "data_keys"), key=lambda r: r["customer_id"])
+    assert [(r["customer_id"], r["key_id"], bytes(r["wrapped"])) for r in rows] == [
+        ("X1", "k1", b"\x00wrapped"), ("X2", "k2", b"\xffwrapped")]
+    with record.snapshot() as conn:
+        import sqlalchemy as sa
+
+        from ccm.record.schema import data_keys
+        got = conn.execute(sa.select(data_keys.c.created_at)).scalars().all()
+    assert [value.replace(tzinfo=UTC) if value.tzinfo is None else value
+            for value in got] == [now, now]
