@@ -3,6 +3,9 @@
     python benchmarks/record_bench.py            # the figures in docs/performance.md (~2 min)
     python benchmarks/record_bench.py --quick    # a smoke run (~20 s)
     python benchmarks/record_bench.py --json out.json
+    python benchmarks/record_bench.py --bulk-only  # append_many per message vs naive (~1 min)
+
+Exits 1 when a figure with a target (the bulk figure: <= 20 us per message) misses it.
 
 Each figure appends realistic messages (an entry plus a 2 KB content blob,
 encrypted into the archive under a master key) with :meth:`Record.append`,
@@ -15,6 +18,15 @@ durability settings (SQLite WAL + ``synchronous=FULL``; PostgreSQL
 check, encryption or hash chain. The ratio ``record / naive`` is what those
 guarantees cost. ``append_many`` (what batch runs use: many messages per
 transaction) is measured for the single writer as well.
+
+The **bulk figure** (issue 12) is CPU time (this process: user + system,
+``time.process_time``) per message of ``append_many`` on chunks of 256 SMS
+for new customers with a master key (a data key made per customer, content
+sealed, a chain link, an archive row), against a naive loop in the same
+invocation: ``sqlite3`` ``executemany`` of ``(message_id, customer_id,
+content)`` into a plain table, one transaction per chunk, WAL +
+``synchronous=FULL`` (psycopg ``executemany`` on PostgreSQL). Rounds
+interleave the two; the best of each is kept.
 
 Concurrent figures start ``--writers`` processes (spawn) that wait at a
 barrier and then append for customers of their own; appends per second is
@@ -200,6 +212,101 @@ def pg_db(base: str) -> Iterator[str]:
         admin.dispose()
 
 
+# --- the bulk figure (append_many, new customers, 256 per chunk) -----------------------------
+
+SMS = (b"Hi Ada, your payment of GBP 120.00 for invoice INV-2041 is due on 12 Jan. "
+       b"Pay at https://acme.example/pay/8d1f or reply STOP to opt out.")
+CHUNK = 256
+
+
+def sms_chunk(tag: str, size: int = CHUNK) -> list[dict[str, Any]]:
+    """One chunk of SMS for new customers, shaped as the batch worker's entries."""
+    digest = hashlib.sha256(SMS).hexdigest()
+    out = []
+    for i in range(size):
+        mid, customer = uuid.uuid4().hex, f"{tag}-{i:06d}"
+        out.append({"entry": Entry(
+            message_id=mid, idempotency_key=f"run-{tag}:payment_reminder:{customer}:sms",
+            params_sha256=hashlib.sha256(mid.encode()).hexdigest(), customer_id=customer,
+            channel="sms", template="payment_reminder", template_version="1.0.0", pack="acme",
+            pack_version="1.0.0", message_type="operational", journey="collections",
+            locale="en_GB", created_at=_T0, status="generated", reason=None,
+            content_sha256=digest, archival_sha256=None, sources_sha256="5" * 64,
+            archive_ref=None, segment="retail"), "content": SMS, "archival": None, "caps": ()})
+    return out
+
+
+def _naive_bulk(url: str, chunks: list[list[dict[str, Any]]]) -> float:
+    """CPU seconds of the naive loop: one executemany and one transaction per chunk."""
+    rows = [[(i["entry"].message_id, i["entry"].customer_id, i["content"]) for i in chunk]
+            for chunk in chunks]
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(sa.make_url(url).database or ":memory:", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE naive_sms (message_id TEXT PRIMARY KEY, customer_id TEXT, "
+                     "content BLOB)")
+        start = time.process_time()
+        for part in rows:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO naive_sms VALUES (?, ?, ?)", part)
+            conn.execute("COMMIT")
+        spent = time.process_time() - start
+        conn.close()
+        return spent
+    import psycopg
+
+    pg = sa.make_url(url)
+    options = pg.query.get("options")
+    with psycopg.connect(host=pg.host, port=pg.port, user=pg.username, password=pg.password,
+                         dbname=pg.database, options=str(options or "")) as pg_conn:
+        pg_conn.execute("SET synchronous_commit TO on")
+        pg_conn.execute("CREATE TABLE naive_sms (message_id TEXT PRIMARY KEY, customer_id TEXT, "
+                        "content BYTEA)")
+        pg_conn.commit()
+        start = time.process_time()
+        for part in rows:
+            with pg_conn.cursor() as cur:
+                cur.executemany("INSERT INTO naive_sms VALUES (%s, %s, %s)", part)
+            pg_conn.commit()
+        return time.process_time() - start
+
+
+def bulk_figure(backend: str, open_db: Callable[[], Any], *, chunks: int,
+                rounds: int) -> Result:
+    """CPU us per message of append_many (new customers, 256 per chunk) vs the naive loop."""
+    key = MasterKey.generate()
+    best: dict[str, float] = {}
+    for r in range(rounds):
+        with open_db() as url:
+            rec = Record(url, master_key=key)
+            rec.append_many(sms_chunk(f"warm{r}"))
+            work = [sms_chunk(f"r{r}c{c}") for c in range(chunks)]
+            start = time.process_time()
+            for chunk in work:
+                rec.append_many(chunk)
+            spent = time.process_time() - start
+            report = rec.verify()
+            if not report.ok or report.checked != (chunks + 1) * CHUNK:
+                raise RuntimeError(f"bulk run did not verify: {report.to_dict()}")
+            rec.close()
+            best["record"] = min(spent, best.get("record", spent))
+        with open_db() as url:
+            spent = _naive_bulk(url, [sms_chunk(f"n{r}c{c}") for c in range(chunks)])
+            best["naive"] = min(spent, best.get("naive", spent))
+    n = chunks * CHUNK
+    record_us, naive_us = best["record"] / n * 1e6, best["naive"] / n * 1e6
+    return Result(
+        f"{backend}-bulk-sms",
+        f"append_many per message ({backend}, master key, new customers, {CHUNK} per chunk)",
+        record_us, "us/msg", target=20.0, higher_is_better=False,
+        details={"naive executemany": f"{naive_us:.1f} us/msg",
+                 "record / naive (CPU)": f"{record_us / naive_us:.1f}x",
+                 "run": f"{chunks} chunks of {CHUNK}, best of {rounds}, load {load_average()}"})
+
+
 # --- the measurements -----------------------------------------------------------------------
 
 
@@ -272,7 +379,7 @@ def concurrent_rates(open_db: Callable[[], Any], key: MasterKey, writers: int,
 
 def figures(backend: str, open_db: Callable[[], Any], *, n: int, writers: int,
             per_writer: int, rounds: int, batch: int) -> list[Result]:
-    """The four figures of one backend."""
+    """The figures of one backend."""
     key = MasterKey.generate()
     single = single_rates(open_db, key, n, rounds, batch)
     many = concurrent_rates(open_db, key, writers, per_writer, rounds)
@@ -297,23 +404,30 @@ def figures(backend: str, open_db: Callable[[], Any], *, n: int, writers: int,
 
 def run(quick: bool = False, *, writers: int = 4, rounds: int | None = None,
         folder: Path | None = None, backends: tuple[str, ...] = ("sqlite", "postgresql"),
-        ) -> tuple[list[Result], list[str]]:
+        bulk_only: bool = False) -> tuple[list[Result], list[str]]:
     """Every record figure; returns (results, notes about what was skipped)."""
     n = 200 if quick else 1000
     per_writer = 100 if quick else 500
+    bulk_chunks = 8 if quick else 40
     rounds = rounds or (1 if quick else 3)
     results: list[Result] = []
     notes: list[str] = []
     scratch = Path(tempfile.mkdtemp(prefix="ccm-record-bench-", dir=folder))
     try:
         if "sqlite" in backends:
+            results.append(bulk_figure("sqlite", lambda: sqlite_db(scratch), chunks=bulk_chunks,
+                                       rounds=rounds))
+        if "sqlite" in backends and not bulk_only:
             results += figures("sqlite", lambda: sqlite_db(scratch), n=n, writers=writers,
                                per_writer=per_writer, rounds=rounds, batch=100)
         if "postgresql" in backends:
             base = os.environ.get(PG_ENV)
             if base:
-                results += figures("postgresql", lambda: pg_db(base), n=n, writers=writers,
-                                   per_writer=per_writer, rounds=rounds, batch=100)
+                results.append(bulk_figure("postgresql", lambda: pg_db(base),
+                                           chunks=bulk_chunks, rounds=rounds))
+                if not bulk_only:
+                    results += figures("postgresql", lambda: pg_db(base), n=n, writers=writers,
+                                       per_writer=per_writer, rounds=rounds, batch=100)
             else:
                 notes.append(f"PostgreSQL skipped: set {PG_ENV} "
                              "(e.g. postgresql+psycopg://ccm:ccm@127.0.0.1:5432/ccm_test)")
@@ -324,7 +438,13 @@ def run(quick: bool = False, *, writers: int = 4, rounds: int | None = None,
 
 def _print(results: list[Result]) -> None:
     for r in results:
-        print(f"  {r.id:16} {r.value:>10,.0f}/s  {r.title}")
+        unit = "/s" if r.unit == "msg/s" else f" {r.unit}"
+        value = f"{r.value:>10,.0f}" if r.unit == "msg/s" else f"{r.value:>10,.1f}"
+        print(f"  {r.id:16} {value}{unit}  {r.title}")
+        if r.target is not None:
+            sign = ">=" if r.higher_is_better else "<="
+            print(f"  {'':16} {'':>12}  target {sign} {r.target:g} {r.unit}: "
+                  f"{'met' if r.met else 'NOT MET'}")
         for name, value in r.details.items():
             print(f"  {'':16} {'':>12}  {name}: {value}")
 
@@ -338,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated backends: sqlite, postgresql")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where the SQLite files go (default: the temp folder)")
+    parser.add_argument("--bulk-only", action="store_true",
+                        help="only the append_many figure (issue 12)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     backends = tuple(b.strip() for b in args.only.split(",") if b.strip())
@@ -348,14 +470,14 @@ def main(argv: list[str] | None = None) -> int:
           f"cpus {os.cpu_count()}  load {load_average()}")
     started = time.perf_counter()
     results, notes = run(args.quick, writers=args.writers, rounds=args.rounds, folder=args.dir,
-                         backends=backends)
+                         backends=backends, bulk_only=args.bulk_only)
     _print(results)
     for note in notes:
         print(f"  note: {note}")
     print(f"  ({time.perf_counter() - started:.0f} s)")
     if args.json is not None:
         args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2))
-    return 0
+    return 1 if any(r.met is False for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -23,51 +23,36 @@ import sqlalchemy as sa
 
 from ccm.errors import IdempotencyConflict
 from ccm.record.archive import seal_blob
+from ccm.record.bulk import Prepared, append_bulk, prepare
 from ccm.record.chain import (
-    GENESIS,
     canonical,
     event_body,
     link,
-    link_hash,
     message_body,
     utc,
 )
-from ccm.record.connect import slices
 from ccm.record.datakeys import DataKeys
 from ccm.record.entries import (
-    _ENTRY_FIELDS,
     _STR_FIELDS,
     EVENT_KINDS,
     AppendResult,
     Entry,
     Event,
-    entry_of,
     find_entry,
     get_entry,
 )
 from ccm.record.outbox import Queue, enqueue
 from ccm.record.policy import Cap
-from ccm.record.schema import archive, chain, events, messages
+from ccm.record.schema import archive, events, messages
 
 __all__ = ["BULK_CUSTOMERS", "Appends"]
 
 logger = logging.getLogger("ccm.record")
 
-#: Customers locked by one bulk transaction (PostgreSQL's lock table is finite).
-BULK_CUSTOMERS = 200
-
-
-def _chain_row(heads: dict[str, tuple[int, str]], customer: str, kind: str, ref: str,
-               detail: str | None, body: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The next chain row of ``customer`` after ``heads[customer]`` (bulk appends)."""
-    seq, prev = heads.get(customer, (0, GENESIS))
-    seq += 1
-    at = datetime.now(UTC)
-    digest = link_hash(customer_id=customer, seq=seq, kind=kind, ref=ref, at=at,
-                       detail=detail, prev=prev, body=body)
-    heads[customer] = (seq, digest)
-    return {"customer_id": customer, "seq": seq, "kind": kind, "ref": ref, "at": at,
-            "detail": detail, "prev_hash": prev, "hash": digest}
+#: Customers locked by one bulk transaction on PostgreSQL (its lock table is finite).
+BULK_CUSTOMERS = 256
+#: Customers per bulk transaction on SQLite (no per-customer locks: one writer at a time).
+_SQLITE_BULK_CUSTOMERS = 2048
 
 
 class Appends(DataKeys):
@@ -143,162 +128,28 @@ class Appends(DataKeys):
         returned in that item's place rather than raised, so one bad row does
         not lose the others. Same guarantees as :meth:`append`.
         """
-        prepared = [
-            (self._prepare(i["entry"], i.get("content"), i.get("archival")), i) for i in items
-        ]
+        prepared = [prepare(item) for item in items]
+        limit = BULK_CUSTOMERS if self.backend == "postgresql" else _SQLITE_BULK_CUSTOMERS
         results: list[AppendResult | IdempotencyConflict] = []
         start = 0
         while start < len(prepared):
             customers: set[str] = set()
             end = start
             while end < len(prepared) and (
-                len(customers) < BULK_CUSTOMERS or prepared[end][0].customer_id in customers
+                len(customers) < limit or prepared[end][0]["customer_id"] in customers
             ):
-                customers.add(prepared[end][0].customer_id)
+                customers.add(prepared[end][0]["customer_id"])
                 end += 1
             chunk = prepared[start:end]
 
-            def run(conn: sa.Connection,
-                    chunk: list[tuple[Entry, Mapping[str, Any]]] = chunk,
+            def run(conn: sa.Connection, chunk: list[Prepared] = chunk,
                     ) -> list[AppendResult | IdempotencyConflict]:
-                return self._append_bulk(conn, chunk)
+                return append_bulk(self, conn, chunk)
 
             results.extend(self._retrying(customers, run))
+            logger.debug("appended %d item(s) in one transaction", end - start)
             start = end
         return results
-
-    def _append_bulk(
-        self, conn: sa.Connection, chunk: Sequence[tuple[Entry, Mapping[str, Any]]]
-    ) -> list[AppendResult | IdempotencyConflict]:
-        """:meth:`_append` for many entries at once, with the same checks, in a few statements.
-
-        One query finds the recorded idempotency keys, one the chain heads, one
-        the customers' recent generated messages (for caps); each cap is then
-        counted in Python, including what this chunk adds before it, and all
-        rows are inserted with one ``executemany`` per table. Runs inside the
-        caller's locked write transaction, so check and insert stay atomic.
-        """
-        keys = sorted({entry.idempotency_key for entry, _ in chunk})
-        customers = sorted({entry.customer_id for entry, _ in chunk})
-        known: dict[str, Entry] = {}
-        for part in slices(keys):
-            for row in conn.execute(
-                sa.select(messages).where(messages.c.idempotency_key.in_(part))
-            ):
-                found = entry_of(row)
-                known[found.idempotency_key] = found
-        heads: dict[str, tuple[int, str]] = {}
-        for part in slices(customers):
-            top = (sa.select(chain.c.customer_id, sa.func.max(chain.c.seq).label("top"))
-                   .where(chain.c.customer_id.in_(part)).group_by(chain.c.customer_id)
-                   .subquery())
-            for row in conn.execute(
-                sa.select(chain.c.customer_id, chain.c.seq, chain.c.hash).join(
-                    top, sa.and_(chain.c.customer_id == top.c.customer_id,
-                                 chain.c.seq == top.c.top))
-            ):
-                heads[row.customer_id] = (int(row.seq), row.hash)
-        capped = [(e, raw["caps"]) for e, raw in chunk
-                  if e.status == "generated" and raw.get("caps")]
-        recent: dict[str, list[tuple[datetime, str | None, str]]] = {}
-        if capped:
-            oldest = utc(min(e.created_at - cap.window for e, caps in capped for cap in caps))
-            for part in slices(sorted({e.customer_id for e, _ in capped})):
-                for row in conn.execute(
-                    sa.select(messages.c.customer_id, messages.c.created_at,
-                              messages.c.message_type, messages.c.channel)
-                    .where(messages.c.customer_id.in_(part),
-                           messages.c.status == "generated",
-                           messages.c.created_at >= oldest)
-                ):
-                    recent.setdefault(row.customer_id, []).append(
-                        (utc(row.created_at), row.message_type, row.channel))
-
-        # Every data key this chunk may seal with; new customers' made in one statement.
-        keys_of = self._data_keys(conn, (
-            e.customer_id for e, raw in chunk
-            if e.idempotency_key not in known
-            and (raw.get("content") is not None or raw.get("archival") is not None)
-        )) if self.master_key is not None else {}
-        out: list[AppendResult | IdempotencyConflict] = []
-        message_rows: list[dict[str, Any]] = []
-        archive_rows: list[dict[str, Any]] = []
-        chain_rows: list[dict[str, Any]] = []
-        queued: list[tuple[Entry, Queue]] = []
-        for entry, raw in chunk:
-            earlier = known.get(entry.idempotency_key)
-            if earlier is not None:
-                if earlier.params_sha256 == entry.params_sha256:
-                    out.append(AppendResult("duplicate", earlier, earlier.reason))
-                else:
-                    out.append(IdempotencyConflict(
-                        f"idempotency key {entry.idempotency_key!r} is recorded for other "
-                        f"parameters (message {earlier.message_id}); use a new key to send a "
-                        "different message",
-                        key=entry.idempotency_key, message_id=earlier.message_id,
-                        customer_id=entry.customer_id,
-                    ))
-                continue
-            customer = entry.customer_id
-            status: Literal["generated", "suppressed"] = (
-                "generated" if entry.status == "generated" else "suppressed"
-            )
-            reason = entry.reason
-            if status == "generated":
-                for cap in raw.get("caps") or ():
-                    if not cap.applies_to(entry.message_type or "", entry.channel):
-                        continue  # as in _append: a cap only stops what it counts
-                    since = entry.created_at - cap.window
-                    made = sum(
-                        1 for at, kind, channel in recent.get(customer, ())
-                        if at >= since
-                        and (cap.message_type is None or kind == cap.message_type)
-                        and (cap.channel is None or channel == cap.channel)
-                    )
-                    if made >= cap.max:
-                        status, reason = "suppressed", f"cap:{cap.name}"
-                        break
-            content, archival = raw.get("content"), raw.get("archival")
-            if status != "generated":
-                content = archival = None
-                entry = replace(entry, content_sha256=None, archival_sha256=None)
-            parts = [(p, d) for p, d in (("content", content), ("archival", archival))
-                     if d is not None]
-            ref = uuid.uuid4().hex if parts and self.master_key is not None else None
-            stored = replace(entry, status=status, reason=reason, archive_ref=ref)
-            values = {name: getattr(stored, name) for name in _ENTRY_FIELDS}
-            message_rows.append(values)
-            commitment = None
-            if ref is not None:
-                key_id, key, commitment = (keys_of.get(customer)
-                                           or self._data_key(conn, customer))
-                archive_rows.extend(
-                    {"ref": ref, "part": part, "message_id": stored.message_id,
-                     "customer_id": customer, "key_id": key_id,
-                     "blob": seal_blob(key, data, message_id=stored.message_id, part=part,
-                                       customer_id=customer)}
-                    for part, data in parts
-                )
-            chain_rows.append(_chain_row(heads, customer, "message", stored.message_id,
-                                         commitment if ref is not None else None,
-                                         message_body(values)))
-            known[stored.idempotency_key] = stored
-            if status == "generated":
-                recent.setdefault(customer, []).append(
-                    (stored.created_at, stored.message_type, stored.channel))
-            out.append(AppendResult(status, stored, reason))
-            if status == "generated" and raw.get("queue") is not None:
-                queued.append((stored, raw["queue"]))
-        if message_rows:
-            conn.execute(messages.insert(), message_rows)
-        if archive_rows:
-            conn.execute(archive.insert(), archive_rows)
-        if chain_rows:
-            conn.execute(chain.insert(), chain_rows)
-        for stored, queue in queued:
-            enqueue(self, conn, stored, queue)
-        logger.debug("appended %d message(s) in one statement per table", len(message_rows))
-        return out
 
     @staticmethod
     def _prepare(entry: Entry, content: bytes | None, archival: bytes | None) -> Entry:

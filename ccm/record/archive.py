@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ccm.errors import RecordError
 
-__all__ = ["PARTS", "new_data_key", "open_blob", "seal_blob"]
+__all__ = ["PARTS", "aad", "aead", "new_data_key", "open_blob", "seal_blob"]
 
 PARTS = ("content", "archival")
 _NONCE = 12
@@ -32,8 +32,23 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
-def _aad(message_id: str, part: str, customer_id: str) -> bytes:
+def aad(message_id: str, part: str, customer_id: str) -> bytes:
+    """The associated data that binds a blob to its message, part and customer."""
     return _AAD + "\x00".join((message_id, part, customer_id)).encode("utf-8")
+
+
+_aad = aad
+
+
+def aead(data_key: bytes) -> AESGCM:
+    """The AES-256-GCM cipher of a data key, to seal many blobs with (bulk appends).
+
+    A blob sealed with it is ``nonce (12 random bytes) || encrypt(nonce, data, aad(...))``,
+    exactly what :func:`seal_blob` makes.
+    """
+    if len(data_key) != 32:
+        raise ValueError("a data key is 32 bytes (AES-256)")
+    return AESGCM(data_key)
 
 
 def seal_blob(data_key: bytes, plaintext: bytes, *, message_id: str, part: str,

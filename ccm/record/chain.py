@@ -55,6 +55,8 @@ __all__ = [
     "link",
     "link_hash",
     "message_body",
+    "message_body_json",
+    "message_link_hash",
     "scan",
     "utc",
 ]
@@ -98,6 +100,41 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
         _plain(dict(obj)), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
         allow_nan=False,
     ).encode("utf-8")
+
+
+#: ``json``'s own string encoder (with ``ensure_ascii=False``): the fast canonical forms
+#: below quote every string with it, so they give the bytes :func:`canonical` gives.
+_quote: Any = json.encoder.encode_basestring
+_BODY_KEYS = tuple((name, f'"{name}":') for name in sorted(MESSAGE_FIELDS))
+
+
+def message_body_json(row: Mapping[str, Any], created_at: str) -> str:
+    """``canonical(message_body(row))`` as text, fast (bulk appends; proven equal by tests).
+
+    Every field of a message row is a string or NULL except ``created_at``,
+    which the caller gives as :func:`iso` text. Keys sorted, NULLs left out.
+    """
+    parts = []
+    for name, key in _BODY_KEYS:
+        value = created_at if name == "created_at" else row.get(name)
+        if value is not None:
+            parts.append(key + _quote(value))
+    return "{" + ",".join(parts) + "}"
+
+
+def message_link_hash(*, customer_id: str, seq: int, ref: str, at: str, detail: str | None,
+                      prev: str, body_json: str) -> str:
+    """:func:`link_hash` of a ``message`` row from :func:`message_body_json` and ``iso(at)``.
+
+    The canonical document has the keys at, body, customer_id, detail, kind,
+    prev, ref, seq, v (sorted); ``detail`` is left out when NULL.
+    """
+    text = ('{"at":' + _quote(at) + ',"body":' + body_json + ',"customer_id":'
+            + _quote(customer_id)
+            + ("" if detail is None else ',"detail":' + _quote(detail))
+            + ',"kind":"message","prev":' + _quote(prev) + ',"ref":' + _quote(ref)
+            + f',"seq":{int(seq)},"v":{_HASH_VERSION}}}')
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def message_body(row: Mapping[str, Any]) -> dict[str, Any]:

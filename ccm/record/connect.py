@@ -365,9 +365,14 @@ class Connected:
                 if self.backend == "postgresql":
                     if write:
                         ids = [SETUP_LOCK] if setup else sorted({lock_id(c) for c in customers})
-                        for lock in ids:
-                            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
-                                         {"k": lock})
+                        if len(ids) == 1:
+                            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (ids[0],))
+                        elif ids:
+                            # One round trip for many customers; unnest yields the sorted
+                            # ids in order, so every writer locks in the same order.
+                            conn.exec_driver_sql(
+                                "SELECT count(pg_advisory_xact_lock(k)) FROM "
+                                "unnest(%s::bigint[]) WITH ORDINALITY AS t(k, n)", (ids,))
                     else:
                         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 yield conn

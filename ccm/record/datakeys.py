@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +37,7 @@ from ccm.errors import (
     RecordError,
 )
 from ccm.record import erasure as wal
-from ccm.record.archive import new_data_key, open_blob
+from ccm.record.archive import open_blob
 from ccm.record.chain import canonical, link, utc
 from ccm.record.connect import Connected, slices
 from ccm.record.entries import Entry, get_entry
@@ -48,6 +48,7 @@ __all__ = ["WRAPPED_LEN", "DataKeys", "Erasure", "key_detail"]
 
 logger = logging.getLogger("ccm.record")
 
+_HEX = re.compile(r"[0-9a-f]*")
 #: A wrapped data key: 12-byte nonce, 32-byte key, 16-byte tag.
 WRAPPED_LEN = 60
 #: Customers re-wrapped per transaction by a rotation (PostgreSQL's lock table is finite).
@@ -56,8 +57,12 @@ _ROTATE_CHUNK = 200
 
 def key_detail(key_id: str, wrapped: bytes, master: MasterKey) -> str:
     """A chain row's commitment to a data key: its id, the wrapped bytes' digest, the master."""
-    return canonical({"key_id": key_id, "wrapped_sha256": hashlib.sha256(wrapped).hexdigest(),
-                      "master": master.fingerprint}).decode("utf-8")
+    if not _HEX.fullmatch(key_id):  # ids this record made are hex; anything else, canonically
+        return canonical({"key_id": key_id, "master": master.fingerprint,
+                          "wrapped_sha256": hashlib.sha256(wrapped).hexdigest()}).decode("utf-8")
+    # canonical() of the same three hex strings, assembled directly (tested equal).
+    return (f'{{"key_id":"{key_id}","master":"{master.fingerprint}",'
+            f'"wrapped_sha256":"{hashlib.sha256(wrapped).hexdigest()}"}}')
 
 
 @dataclass(frozen=True)
@@ -98,44 +103,9 @@ class DataKeys(Connected):
         chunk of new customers costs one ``executemany``, not three statements
         per customer).
         """
-        master = self.master_key
-        if master is None:  # pragma: no cover - callers check
-            raise KeyConfigError("no master key")
-        wanted = sorted(set(customer_ids))
-        out: dict[str, tuple[str, bytes, str]] = {}
-        for part in slices(wanted):
-            for row in conn.execute(
-                sa.select(data_keys.c.customer_id, data_keys.c.key_id, data_keys.c.wrapped)
-                .where(data_keys.c.customer_id.in_(part))
-            ):
-                wrapped = bytes(row.wrapped)
-                key = self._keys.get(row.key_id)
-                if key is None:
-                    key = self._cache(row.key_id,
-                                      master.unwrap(wrapped, customer_id=row.customer_id))
-                out[row.customer_id] = (row.key_id, key, key_detail(row.key_id, wrapped, master))
-        missing = [c for c in wanted if c not in out]
-        if not missing:
-            return out
-        known = meta_value(conn, "master_key_fingerprint")
-        if known is None:
-            set_meta(conn, master_key_fingerprint=master.fingerprint)
-        elif known != master.fingerprint:
-            raise KeyConfigError(
-                f"the record archives content under master key fingerprint {known}, not "
-                f"{master.fingerprint}", url=self.where,
-            )
-        rows = []
-        now = datetime.now(UTC)
-        for customer_id in missing:
-            key, key_id = new_data_key(), uuid.uuid4().hex
-            wrapped = master.wrap(key, customer_id=customer_id)
-            rows.append({"customer_id": customer_id, "key_id": key_id, "wrapped": wrapped,
-                         "created_at": now})
-            out[customer_id] = (key_id, self._cache(key_id, key),
-                                key_detail(key_id, wrapped, master))
-        conn.execute(data_keys.insert(), rows)
-        return out
+        from ccm.record.bulk import data_keys_of
+
+        return data_keys_of(self, conn, list(customer_ids))
 
     @staticmethod
     def _erased(conn: sa.Connection, customer_id: str) -> datetime | None:

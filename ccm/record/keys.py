@@ -56,12 +56,15 @@ class MasterKey:
     ``repr`` shows only a short fingerprint, never the key.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_aead", "_fingerprint", "_key")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes) or len(key) != 32:
             raise KeyConfigError(f"a master key is exactly 32 bytes; {_HOW}")
         self._key = key
+        self._aead = AESGCM(key)
+        self._fingerprint = hmac.new(key, b"ccm/record/key-check/v1",
+                                     hashlib.sha256).hexdigest()[:16]
 
     # -- where keys come from ------------------------------------------------
 
@@ -136,6 +139,10 @@ class MasterKey:
             os.fsync(fh.fileno())
         return key
 
+    def __reduce__(self) -> tuple[type[MasterKey], tuple[bytes]]:
+        # Pickled (handed to a worker process) as its 32 bytes; the cipher is remade there.
+        return (MasterKey, (self._key,))
+
     def text(self) -> str:
         """The URL-safe base64 form (what ``CCM_MASTER_KEY`` holds). Handle with care."""
         return base64.urlsafe_b64encode(self._key).decode("ascii")
@@ -145,17 +152,24 @@ class MasterKey:
     @property
     def fingerprint(self) -> str:
         """A public check value (16 hex digits): tells keys apart, reveals nothing of them."""
-        return hmac.new(self._key, b"ccm/record/key-check/v1", hashlib.sha256).hexdigest()[:16]
+        return self._fingerprint
 
-    def wrap(self, data_key: bytes, *, customer_id: str) -> bytes:
-        """Encrypt a data key for ``customer_id``: ``nonce || ciphertext+tag``."""
-        nonce = secrets.token_bytes(_NONCE)
-        return nonce + AESGCM(self._key).encrypt(nonce, data_key, _aad(customer_id))
+    def wrap(self, data_key: bytes, *, customer_id: str, nonce: bytes | None = None) -> bytes:
+        """Encrypt a data key for ``customer_id``: ``nonce || ciphertext+tag``.
+
+        ``nonce`` (12 random bytes) lets a bulk caller draw many at once; by
+        default a fresh one is drawn here.
+        """
+        if nonce is None:
+            nonce = secrets.token_bytes(_NONCE)
+        elif len(nonce) != _NONCE:
+            raise ValueError("a wrapping nonce is 12 bytes")
+        return nonce + self._aead.encrypt(nonce, data_key, _aad(customer_id))
 
     def unwrap(self, wrapped: bytes, *, customer_id: str) -> bytes:
         """Decrypt a wrapped data key; a wrong key or customer raises KeyConfigError."""
         try:
-            return AESGCM(self._key).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], _aad(customer_id))
+            return self._aead.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], _aad(customer_id))
         except InvalidTag:
             raise KeyConfigError(
                 f"the master key (fingerprint {self.fingerprint}) does not open the data key "

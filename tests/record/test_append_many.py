@@ -102,7 +102,12 @@ def test_new_customers_data_keys_are_made_in_one_statement(
     def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
               executemany: bool) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO DATA_KEYS"):
-            inserts.append(len(parameters) if executemany else 1)
+            # SQLite: one executemany; PostgreSQL: one INSERT ... unnest of column arrays.
+            if executemany:
+                inserts.append(len(parameters))
+            else:
+                first = parameters[0] if isinstance(parameters, tuple | list) else None
+                inserts.append(len(first) if isinstance(first, list) else 1)
 
     items = [{"entry": entry(f"N{i}", key=f"new-{i}"), "content": f"body {i}".encode()}
              for i in range(40)]

@@ -15,13 +15,21 @@ from ccm.record.schema import chain, messages
 from ._support import T0, entry, raw_sql
 
 
-@pytest.fixture
-def filled(open_record: Callable[..., Record]) -> Record:
-    """Two customers, three messages each, a few events; no archive (plain deletes allowed)."""
+@pytest.fixture(params=["append", "append_many"])
+def filled(open_record: Callable[..., Record], request: pytest.FixtureRequest) -> Record:
+    """Two customers, three messages each, a few events; no archive (plain deletes allowed).
+
+    Written one append at a time, or by the bulk path batch runs use: every
+    tampering test runs against both.
+    """
     rec = open_record(None)
-    for i in range(3):
-        for cid in ("A", "B"):
-            rec.append(entry(cid, message_id=f"{cid}{i}", created_at=T0 + timedelta(hours=i)))
+    entries = [entry(cid, message_id=f"{cid}{i}", created_at=T0 + timedelta(hours=i))
+               for i in range(3) for cid in ("A", "B")]
+    if request.param == "append":
+        for e in entries:
+            rec.append(e)
+    else:
+        rec.append_many([{"entry": e} for e in entries])
     rec.add_event("A1", "opened", at=T0 + timedelta(days=1))
     rec.add_event("B2", "clicked", at=T0 + timedelta(days=1), data={"url": "https://x.example"})
     return rec

@@ -21,13 +21,21 @@ def key() -> MasterKey:
     return MasterKey.generate()
 
 
-@pytest.fixture
-def filled(open_record: Callable[..., Record], key: MasterKey) -> Record:
-    """Customers A (two archived letters) and B (one), each with a data key."""
+@pytest.fixture(params=["append", "append_many"])
+def filled(open_record: Callable[..., Record], key: MasterKey,
+           request: pytest.FixtureRequest) -> Record:
+    """Customers A (two archived letters) and B (one), each with a data key.
+
+    Written one append at a time, or by the bulk path (every test runs on both).
+    """
     rec = open_record(key)
-    rec.append(entry("A", message_id="a1", created_at=T0), content=b"letter a1")
-    rec.append(entry("A", message_id="a2", created_at=T0), content=b"letter a2")
-    rec.append(entry("B", message_id="b1", created_at=T0), content=b"letter b1")
+    letters = [(entry(c, message_id=m, created_at=T0), f"letter {m}".encode())
+               for c, m in (("A", "a1"), ("A", "a2"), ("B", "b1"))]
+    if request.param == "append":
+        for e, content in letters:
+            rec.append(e, content=content)
+    else:
+        rec.append_many([{"entry": e, "content": content} for e, content in letters])
     assert rec.verify().ok
     return rec
 
