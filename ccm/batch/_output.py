@@ -19,6 +19,9 @@ from ccm._util import portable_name
 logger = logging.getLogger("ccm.batch.run")
 logger.addHandler(logging.NullHandler())
 
+#: Staged files synced one by one up to this many per commit; more take one ``syncfs``.
+SYNCFS_ABOVE = 16
+
 
 class _Output:
     """The output folder: staged files, publishing by rename, atomic final writes.
@@ -90,10 +93,15 @@ class _Output:
         """Make staged files durable before the record commit that refers to them.
 
         On Linux one ``syncfs`` of the output's file system replaces an ``fsync``
-        per file (about ten times cheaper for a commit of a few hundred files).
+        per file when there are many (about ten times cheaper for a commit of a few
+        hundred files). A few files (a JSONL or zip chunk, a handful of PDFs) are
+        fsynced one by one: ``syncfs`` flushes everything dirty on the file system,
+        the other workers' files and record too, and with two workers it made the
+        run no faster than one (figure g2 in docs/performance.md).
         """
         fds = [fd for fd in handles if fd is not None]
-        per_file = self.durable and _syncfs is None
+        few = len(fds) <= SYNCFS_ABOVE
+        per_file = self.durable and (_syncfs is None or few)
         try:
             if per_file:
                 for fd in fds:
@@ -102,7 +110,7 @@ class _Output:
             for fd in fds:
                 os.close(fd)
         if self.durable and self.local and self._made_staging:
-            if _syncfs is not None and fds:
+            if _syncfs is not None and fds and not few:
                 _syncfs(self.staging)
             _fsync_dir(self.staging)
 
