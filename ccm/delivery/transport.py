@@ -40,7 +40,7 @@ from ccm.message import SUFFIXES, Outgoing, Receipt
 
 __all__ = ["Checkable", "FolderTransport", "RateLimiter", "Retry", "Transport", "scrub"]
 
-_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
+_ADDRESS = re.compile(r"[^\s<>\"(),;:]+@[^\s<>\"'(),;:]+")  # ' is valid in a local part (o'brien@)
 _NUMBER = re.compile(r"(?<!\w)\+?\d(?:[ ().-]?\d){6,}(?!\w)")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import email
 import email.policy
+import re
 from io import BytesIO
 
 import pytest
@@ -287,8 +288,8 @@ def test_any_customer_name_keeps_email_safe(name: str) -> None:
     parsed = email.message_from_bytes(msg.content, policy=email.policy.default)
     assert len(parsed["To"].addresses) == 1
     html = parsed.get_body(("html",)).get_content()
-    if "<" in name:
-        assert name not in html or "<" not in name
+    if re.search(r"<[A-Za-z/!?]", name):  # could start a tag: it must arrive escaped
+        assert name not in html
 
 
 @settings(max_examples=25, deadline=None)

@@ -275,6 +275,10 @@ def test_proof_carries_the_real_lint_findings(tmp_path: Path) -> None:
     show a banned term at its template line."""
     pack = tmp_path / "brand_packs" / "acme"
     shutil.copytree(PACKS / "acme", pack)
+    manifest_file = pack / "pack.yaml"  # a birth-date password: one warning
+    manifest_file.write_text(manifest_file.read_text("utf-8").replace(
+        "    field: document_code\n", "    field: date_of_birth\n    format: DDMMYYYY\n", 1),
+        "utf-8")
     shutil.copytree(TEMPLATES / LIGHT, tmp_path / "templates" / LIGHT)
     for extra in sorted((tmp_path / "templates" / LIGHT / "samples").glob("*.json"))[1:]:
         extra.unlink()
