@@ -4,13 +4,14 @@ Mounted into the main CLI as ``ccm batch``. It parses options, builds the
 executor (process pool, or Dask with ``--scheduler``), shows progress and
 prints the summary; the work is :func:`ccm.batch.run.run_batch`.
 
-Exit status: 0 every row succeeded, 1 some rows failed (see ``errors.jsonl``)
-or the setup is wrong, 2 usage error, 130 interrupted.
+Exit status: 0 every row succeeded, 1 some rows failed (see ``errors.jsonl``),
+the setup is wrong or the input has no requests, 2 usage error, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -123,16 +124,21 @@ def batch(
 
         output_format = "jsonl" if total is not None and total > JSONL_ABOVE else "files"
     try:
-        rows = read_requests(data, schema=request_schema(tpl), raw=True)
+        rows = _guard(read_requests(data, schema=request_schema(tpl), raw=True), data)
     except ValueError as exc:
         raise Fail(str(exc)) from exc
+    first = next(rows, None)
+    if first is None:  # before anything is made: no folder, no record, no run
+        raise Fail(f"{data}: the file has no requests (it is empty, or holds only blank "
+                    "lines or a CSV header); nothing was rendered or written")
+    rows = itertools.chain([first], rows)
 
     display = _Display(as_json=as_json, total=total, source=str(data))
     with _executor(scheduler, workers) as (executor, default_workers):
         try:
             summary = run_batch(
                 template,
-                _guard(rows, data),
+                rows,
                 pack=pack_dir,
                 templates=templates_dir,
                 out=out,

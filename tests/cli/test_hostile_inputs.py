@@ -27,11 +27,6 @@ NOON = "2026-06-01T12:00:00+00:00"
 ACME = str(PACKS / "acme")
 DOCUMENTED = {int(code) for code in ExitCode} - {0, int(ExitCode.INTERNAL)}
 
-#: Request files: issue 15 makes reading them strict and shared between render and batch.
-READING_REQUESTS = pytest.mark.xfail(
-    strict=True, reason="issue 15: strict request-file reading shared by render and batch")
-
-
 def _bad_files(root: Path) -> dict[str, Path]:
     """One file per kind of hostile input, all in ``root``."""
     files = {
@@ -119,9 +114,7 @@ def test_render_with_a_bad_request_file(world: World, capsys: pytest.CaptureFixt
                           "--no-record", "--as-of", NOON], (path.name,))
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=READING_REQUESTS) if k in ("empty",) else k
-    for k in REQUEST_KINDS])
+@pytest.mark.parametrize("kind", REQUEST_KINDS)
 def test_batch_with_a_bad_request_file(world: World, capsys: pytest.CaptureFixture[str],
                                        kind: str, tmp_path: Path) -> None:
     """`ccm batch --data BAD`: a documented exit naming the file, the record untouched."""
@@ -134,6 +127,23 @@ def test_batch_with_a_bad_request_file(world: World, capsys: pytest.CaptureFixtu
                           str(TEMPLATES), "--data", str(jsonl), "--out", str(world.out),
                           "--record", f"sqlite:///{tmp_path / 'batch.db'}", "--workers", "0",
                           "--as-of", NOON], (jsonl.name,))
+
+
+def test_batch_with_an_empty_request_file_writes_nothing(
+        world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`ccm batch` on an empty (or blank-lines-only) file says the file has no requests,
+    exits BAD_INPUT, and makes no output folder and no record."""
+    for content in (b"", b"\n  \n\n"):
+        jsonl = tmp_path / "nothing.jsonl"
+        jsonl.write_bytes(content)
+        out, record = tmp_path / "out", tmp_path / "batch.db"
+        code = main(["batch", "payment_reminder", "--pack", ACME, "--templates",
+                     str(TEMPLATES), "--data", str(jsonl), "--out", str(out),
+                     "--record", f"sqlite:///{record}", "--workers", "0", "--as-of", NOON])
+        err = capsys.readouterr().err
+        assert code == ExitCode.BAD_INPUT
+        assert "nothing.jsonl" in err and "no requests" in err and "Traceback" not in err
+        assert not out.exists() and not record.exists()
 
 
 # -- records: every ccm record subcommand -----------------------------------------------------

@@ -51,8 +51,8 @@ main{padding:14px 16px 40px}
 .panel h2{margin:0 0 8px;font-size:15px;display:flex;gap:8px;align-items:baseline}
 .panel h2 .meta{font-weight:400}
 .meta{color:var(--muted);font-size:12px}
-#pdf{width:420px}#pdf img{display:block;width:100%;border:1px solid var(--line);margin:0 0 12px;
-box-shadow:0 2px 6px rgba(0,0,0,.12);background:#fff}
+#pdf{width:420px}#pdf img{display:block;width:100%;height:auto;border:1px solid var(--line);
+margin:0 0 12px;box-shadow:0 2px 6px rgba(0,0,0,.12);background:#fff}
 #email{max-width:1040px}
 .frames{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .frame figcaption{font-size:12px;color:var(--muted);margin-bottom:4px}

@@ -16,7 +16,7 @@ import pytest
 
 from ccm.review.preview.app import PreviewServer
 from ccm.review.preview.workspace import Workspace
-from tests.examples_helpers import ROOT
+from tests.examples_helpers import ROOT, engine, sample
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -139,3 +139,36 @@ def test_preview_switches_reloads_and_shows_errors(
         expect(page.locator("#sms-text")).to_be_visible(timeout=5_000)
         expect(page.locator("#sms .error")).to_have_count(0)
         assert not [url for url in failed if not url.startswith(server.url)]
+
+
+@pytest.mark.parametrize("pack", ["acme", "globex"])
+def test_pdf_thumbnails_keep_the_pages_aspect_ratio(
+    browser: Any, project: tuple[list[Path], Path], pack: str,
+) -> None:
+    """Each PDF page thumbnail is drawn with its page's width/height ratio (within 1%), not
+    squashed into the height its attributes give for another width."""
+    import pypdfium2 as pdfium
+    from playwright.sync_api import expect
+
+    packs, templates = project
+    made = engine(pack).render("monthly_statement", sample("monthly_statement"), channel="pdf")
+    doc = pdfium.PdfDocument(made.content,
+                             password=sample("monthly_statement")["customer"]["document_code"])
+    try:
+        width, height = doc[0].get_size()
+    finally:
+        doc.close()
+    with PreviewServer(Workspace(packs, templates)) as server:
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{server.url}/?template=monthly_statement&pack={pack}")
+        images = page.locator("#pdf img")
+        expect(images.first).to_be_visible(timeout=20_000)
+        assert images.count() >= 1
+        for image in images.all():
+            image.scroll_into_view_if_needed()
+            box = image.evaluate("e => [e.getBoundingClientRect().width,"
+                                 " e.getBoundingClientRect().height]")
+            assert box[0] > 100, box
+            assert abs(box[0] / box[1] - width / height) <= 0.01 * width / height, (
+                f"{pack}: thumbnail {box[0]:.0f}x{box[1]:.0f} px, page {width:.0f}x{height:.0f} pt")
+        page.close()
