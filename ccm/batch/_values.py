@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-EventKind = Literal["start", "progress", "error", "done"]
+EventKind = Literal["waiting", "start", "progress", "error", "done"]
 
 
 

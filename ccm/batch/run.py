@@ -224,6 +224,7 @@ class _Batch(_Resume):
         self.record = self._open_record(record_url or default_record_url(), master_key)
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
+        self.on_event = on_event
         self._lock = self._wait_for_writers()
         try:  # the folder lock is released if the run cannot start
             self._had_files = self.output.has_files()
@@ -248,7 +249,6 @@ class _Batch(_Resume):
         self._own_committer: _Committer | None = None
         self._restored_lines: list[dict[str, Any]] = []
         self._rewrite_ids: dict[tuple[int, str], str] = {}
-        self.on_event = on_event
         self.print_file = print_file
         self.executor = executor
         self.workers = workers
@@ -276,6 +276,7 @@ class _Batch(_Resume):
             fd = self.output.lock(shared=False, wait=0)
         except TimeoutError:
             logger.warning("waiting for another batch run writing into %s", self.output.url)
+            self._emit("waiting", out=self.output.display(""), seconds=WAIT_FOR_WRITERS)
             try:
                 fd = self.output.lock(shared=False, wait=WAIT_FOR_WRITERS)
             except TimeoutError:

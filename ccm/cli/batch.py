@@ -263,6 +263,10 @@ class _Display:
                 return
         handler(event.data)
 
+    def _on_waiting(self, data: dict[str, Any]) -> None:
+        self._echo(f"ccm batch: another batch run is writing into {data['out']}; waiting for "
+                   f"it to finish (at most {data['seconds']:.0f} s; Ctrl-C stops this run)")
+
     def _on_start(self, data: dict[str, Any]) -> None:
         self.run_id = str(data["run_id"])
         if self._progress is not None:

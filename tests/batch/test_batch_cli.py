@@ -149,7 +149,8 @@ def test_a_run_waits_for_another_writer_of_its_folder_then_says_so(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     """While another process writes into out/ (holds the folder lock), a run does not start:
-    past the wait it fails with a message naming the folder, and writes nothing."""
+    it says it waits, past the wait it fails with a message naming the folder, and writes
+    nothing."""
     import fcntl
     import os
 
@@ -169,6 +170,7 @@ def test_a_run_waits_for_another_writer_of_its_folder_then_says_so(
     err = capsys.readouterr().err
     assert status != 0
     assert "another batch run is writing into" in err and str(out) in err
+    assert err.index("waiting for it to finish (at most 0 s") < err.index("still after")
     assert "Traceback" not in err
     assert not list(out.glob("*.sms.txt"))
     assert main(_args(data, out, record_url, "--workers", "0", "--channel", "sms",
