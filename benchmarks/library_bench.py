@@ -129,8 +129,13 @@ def bench_eml(n: int, rounds: int) -> Result:
 
 def bench_text(n: int, rounds: int) -> Result:
     """HTML-to-text: µs per email for ours, inscriptis and html2text."""
-    import html2text
-    from inscriptis import get_text
+    try:
+        import html2text
+        from inscriptis import get_text
+    except ImportError:
+        return Result("f-text", "HTML-to-text: skipped, the libraries to compare with are "
+                      "not installed (pip install 'ccm-engine[bench]')", float("nan"), "x",
+                      note="skipped")
 
     from ccm.channels import email as email_channel
 

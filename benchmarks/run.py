@@ -39,6 +39,8 @@ GROUPS = ("pdf", "pdf-cli", "pdf-dask", "scale", "text", "library", "row", "cli"
 
 
 def _format(value: float, unit: str) -> str:
+    if value != value:  # NaN: the figure was skipped
+        return "skipped"
     if unit == "x":
         return f"{value:.2f}x"
     if unit == "%":

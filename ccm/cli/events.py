@@ -32,7 +32,7 @@ __all__ = ["events", "unsuppress_cmd"]
 #: Environment variables holding the webhook secrets (never options: they would show in ps).
 TWILIO_TOKEN_ENV = "CCM_TWILIO_AUTH_TOKEN"
 REPORT_SECRET_ENV = "CCM_REPORT_SECRET"
-EXTRA_HINT = "pip install 'ccm[tracking]'"
+EXTRA_HINT = "pip install 'ccm-engine[tracking]'"
 
 
 def _record_url(value: str | None) -> str:

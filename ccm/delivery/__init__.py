@@ -9,7 +9,7 @@ docs/delivery.md.
 The transports: :class:`~ccm.delivery.smtp.SmtpTransport`,
 :class:`~ccm.delivery.sms.TwilioTransport` and
 :class:`~ccm.delivery.webhook.WebhookTransport` (these two need
-``ccm[delivery]``), :class:`FolderTransport`; your own is any object with
+``ccm-engine[delivery]``), :class:`FolderTransport`; your own is any object with
 ``name``, ``send(message) -> Receipt`` and ``close()`` (:class:`Transport`).
 """
 

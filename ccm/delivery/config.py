@@ -64,7 +64,7 @@ class Route:
     rate: float | None = None
 
     def open(self) -> Transport:
-        """A new transport for this route (the SMS and webhook ones need ``ccm[delivery]``)."""
+        """A new transport for this route (SMS and webhook need ``ccm-engine[delivery]``)."""
         if self.transport == "smtp":
             from ccm.delivery.smtp import SmtpTransport
 
@@ -81,7 +81,7 @@ class Route:
             return WebhookTransport(self.settings)
         except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
             raise DeliveryConfigError(
-                f"the {self.transport} transport needs httpx: pip install 'ccm[delivery]'",
+                f"the {self.transport} transport needs httpx: pip install 'ccm-engine[delivery]'",
                 key=f"channels.{self.channel}.transport",
             ) from exc
 
@@ -174,7 +174,7 @@ def _route(file: Path, channel: str, raw: Mapping[str, Any], env: Mapping[str, s
             from ccm.delivery.sms import TwilioSettings
         except ModuleNotFoundError as exc:
             raise DeliveryConfigError(
-                f"{file}: {key}.transport: twilio needs httpx: pip install 'ccm[delivery]'",
+                f"{file}: {key}.transport: twilio needs httpx: pip install 'ccm-engine[delivery]'",
                 path=str(file), key=f"{key}.transport") from exc
         token = _secret(file, f"{key}.auth_token_env", raw["auth_token_env"], env)
         with _at(file, key):
@@ -190,7 +190,7 @@ def _route(file: Path, channel: str, raw: Mapping[str, Any], env: Mapping[str, s
             from ccm.delivery.webhook import WebhookSettings
         except ModuleNotFoundError as exc:
             raise DeliveryConfigError(
-                f"{file}: {key}.transport: webhook needs httpx: pip install 'ccm[delivery]'",
+                f"{file}: {key}.transport: webhook needs httpx: pip install 'ccm-engine[delivery]'",
                 path=str(file), key=f"{key}.transport") from exc
         secret = _secret(file, f"{key}.secret_env", raw["secret_env"], env)
         with _at(file, f"{key}.secret_env"):

@@ -1,4 +1,4 @@
-"""SMS through a provider with Twilio's Messages API (httpx; ``pip install 'ccm[delivery]'``).
+"""SMS through a provider with Twilio's Messages API (httpx, ``ccm-engine[delivery]``).
 
 One form-encoded ``POST {api_base}/2010-04-01/Accounts/{AccountSid}/Messages.json``
 with HTTP Basic auth (account SID, auth token) per message: ``To``,

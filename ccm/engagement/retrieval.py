@@ -51,7 +51,7 @@ try:
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "ccm.engagement.retrieval needs the tracking extra: pip install 'ccm[tracking]'"
+        "ccm.engagement.retrieval needs the tracking extra: pip install 'ccm-engine[tracking]'"
     ) from exc
 
 __all__ = ["AttemptLimiter", "RetrievalSettings", "routes"]

@@ -46,7 +46,7 @@ try:
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "ccm.engagement.webhooks needs the tracking extra: pip install 'ccm[tracking]'"
+        "ccm.engagement.webhooks needs the tracking extra: pip install 'ccm-engine[tracking]'"
     ) from exc
 
 __all__ = ["WebhookSettings", "report_signature", "routes"]

@@ -198,12 +198,12 @@ def _create_engine(url: sa.URL, *, read_only: bool, busy_ms: int) -> tuple[sa.En
         except ImportError as exc:
             raise ConfigError(
                 f"the PostgreSQL driver for {where(url)} is not installed ({exc.name}): "
-                "pip install 'ccm[postgres]'", url=where(url),
+                "pip install 'ccm-engine[postgres]'", url=where(url),
             ) from None
         except sa.exc.ArgumentError:
             raise ConfigError(
                 f"no PostgreSQL driver {url.drivername!r} for {where(url)}: use "
-                "postgresql+psycopg://... and pip install 'ccm[postgres]'", url=where(url),
+                "postgresql+psycopg://... and pip install 'ccm-engine[postgres]'", url=where(url),
             ) from None
 
         @sa_event.listens_for(engine, "connect")

@@ -224,14 +224,14 @@ def test_bad_urls_are_one_line_errors(url: str, says: str) -> None:
 
 
 def test_a_missing_driver_says_what_to_install() -> None:
-    """Without psycopg, a PostgreSQL URL says to pip install ccm[postgres] (exit 1)."""
+    """Without psycopg, a PostgreSQL URL says to pip install ccm-engine[postgres] (exit 1)."""
     code = ("import sys; sys.modules['psycopg'] = None; from ccm.cli import main; "
             "sys.exit(main(['record', 'verify', '--record', "
             "'postgresql+psycopg://u@127.0.0.1:1/x']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False, env={**os.environ, "CCM_MASTER_KEY": ""})
     assert done.returncode == 1, done.stderr
-    assert "pip install 'ccm[postgres]'" in done.stderr and "Traceback" not in done.stderr
+    assert "pip install 'ccm-engine[postgres]'" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_an_unreachable_database_is_an_io_error() -> None:
