@@ -14,6 +14,9 @@ On top of :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`:
   class, module or Jinja runtime object (``{{ lipsum }}``, ``{{ range }}``,
   ``{{ cycler(1) }}``, ``_()`` or ``{% trans %}`` with one) raises
   :class:`~jinja2.exceptions.SecurityError` instead of showing its repr.
+  So does a lazy sequence (``{{ rows|map(attribute='x') }}``, ``|reverse``,
+  ``|select``, ``range(3)``, ``data.keys()``): the message says to end the
+  expression with ``|list`` or ``|join``.
 * **Blocked attributes fail everywhere.** An unsafe attribute raises at once
   (also inside ``map(attribute=...)``, ``sort(attribute=...)``) instead of
   becoming an undefined value that some filters would print.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import re
 import string
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -61,6 +64,9 @@ _DATA_SCALARS = (str, int, float, bool, Decimal, date, datetime, timedelta, type
 _RUNTIME = (types.ModuleType, Cycler, Joiner, Namespace, LoopContext, Context, Macro,
             TemplateReference)
 _FAST = frozenset({str, int, float, bool, type(None), Markup})
+#: Lazy sequences, whose str() is a Python repr: generators from ``map``,
+#: ``select``, ``batch`` and the like, iterators, ranges and dict views.
+_LAZY = (Iterator, range, KeysView, ValuesView, ItemsView)
 _CONTAINERS = frozenset({list, tuple, dict})
 #: Names ``getattr`` finds on a plain dict: these take Jinja's own path.
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -76,9 +82,12 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__!r} object"
 
 
-def check_printable(value: Any, *, deep: bool = False, _depth: int = 0) -> Any:
+def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
+                    _depth: int = 0) -> Any:
     """``value`` unchanged when it is data; :class:`SecurityError` for a function,
-    class, module or Jinja runtime object (``deep``: inside lists and dicts too)."""
+    class, module or Jinja runtime object (``deep``: inside lists and dicts too),
+    and for a lazy sequence unless ``lazy_ok`` (the value goes to a filter that
+    iterates it, such as ``join`` or ``list``, rather than being printed)."""
     kind = type(value)
     if kind in _FAST or (not deep and kind in _CONTAINERS):
         return value
@@ -86,14 +95,19 @@ def check_printable(value: Any, *, deep: bool = False, _depth: int = 0) -> Any:
         return value
     if isinstance(value, type) or callable(value) or isinstance(value, _RUNTIME):
         raise SecurityError(f"{_describe(value)} is not data and cannot be printed")
+    if not lazy_ok and isinstance(value, _LAZY):
+        raise SecurityError(
+            f"a {type(value).__name__!r} (the lazy result of a filter such as map, select,"
+            " reverse or batch, a range or a dict view) cannot be printed: end the"
+            " expression with |list or |join(', ')")
     if deep and _depth < 8:
         if isinstance(value, dict):
             for key, item in list(value.items())[:10_000]:
-                check_printable(key, deep=True, _depth=_depth + 1)
-                check_printable(item, deep=True, _depth=_depth + 1)
+                check_printable(key, deep=True, lazy_ok=lazy_ok, _depth=_depth + 1)
+                check_printable(item, deep=True, lazy_ok=lazy_ok, _depth=_depth + 1)
         elif isinstance(value, (list, tuple, set, frozenset)):
             for item in list(value)[:10_000]:
-                check_printable(item, deep=True, _depth=_depth + 1)
+                check_printable(item, deep=True, lazy_ok=lazy_ok, _depth=_depth + 1)
     return value
 
 
@@ -231,16 +245,19 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     pass_arg = getattr(func, "jinja_pass_arg", None)
     skip = 1 if pass_arg is not None else 0
     deep = name in _STRINGIFYING
+    lazy_ok = name in _ITERATING
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         values = args[skip:] if skip else args
         if values:
             value = values[0]
             if type(value) not in _FAST:
-                check_printable(value, deep=deep)
+                check_printable(value, deep=deep, lazy_ok=lazy_ok)
             if len(values) > 1:
                 _check_int_args(values[1:], f"filter {name!r}")
                 if name == "format" and isinstance(value, str):
+                    for item in values[1:]:
+                        check_printable(item, deep=True)
                     _check_format_widths(value, tuple(values[1:]), percent=True)
             if name == "join" and not kwargs.get("attribute") and len(values) < 3:
                 items = [check_printable(item, deep=True) for item in value]
@@ -248,6 +265,8 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if kwargs:
             _check_int_args(kwargs.values(), f"filter {name!r}")
             if name == "format" and values and isinstance(values[0], str):
+                for item in kwargs.values():
+                    check_printable(item, deep=True)
                 _check_format_widths(values[0], tuple(kwargs.values()), percent=True)
         result = func(*args, **kwargs)
         if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
@@ -267,6 +286,13 @@ _STRINGIFYING = frozenset({"string", "join", "pprint", "format", "tojson", "e", 
                            "unique", "center", "indent", "wordwrap", "truncate", "replace",
                            "trim", "title", "upper", "lower", "capitalize", "striptags",
                            "urlize", "wordcount", "first", "last", "min", "max", "sum"})
+
+#: Filters that iterate their input rather than print it: a lazy sequence
+#: (``rows|map(attribute='x')``) may go into them.
+_ITERATING = frozenset({"join", "list", "sort", "unique", "first", "last", "min", "max",
+                        "sum", "length", "count", "map", "select", "reject", "selectattr",
+                        "rejectattr", "batch", "slice", "groupby", "reverse", "random",
+                        "default", "d", "dictsort", "items"})
 
 
 def _nesting_error(name: str | None, filename: str | None, line: int, what: str,

@@ -101,6 +101,44 @@ def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -
 @pytest.mark.parametrize(
     "source",
     [
+        "{{ data.rows|map('abs') }}", "{{ data.rows|reverse }}", "{{ data.rows|select }}",
+        "{{ data.rows|batch(2) }}", "{{ data|items }}", "{{ range(3) }}", "{{ data.keys() }}",
+        "{{ [data.rows|map('abs')] }}", "{{ data.rows|reverse|upper }}",
+        "{{ data.rows|reverse ~ '' }}", "{{ '%s'|format(data.rows|reverse) }}",
+        "{{ '%(a)s'|format(a=data.rows|reverse) }}", "{{ '{}'.format(data.rows|unique) }}",
+        "{{ _('%(x)s', x=data.rows|reverse) }}", "{{ [data.rows|reverse]|join }}",
+        # found by atheris in CI: the generator's repr reached the output
+        "{{ data.rows|map(attribute='__class__') }}",
+    ],
+)
+def test_printing_a_lazy_sequence_is_an_error_that_says_what_to_add(
+        sources: Sources, source: str) -> None:
+    """A generator, iterator, range or dict view is never rendered as its repr."""
+    with pytest.raises(SandboxError, match=r"cannot be printed: end the expression with \|list"):
+        sources.render(source)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ data.rows|map('abs')|join(',') }}", "1,2,3"),
+        ("{{ data.rows|reverse|list }}", "[3, 2, 1]"),
+        ("{{ data.rows|select('odd')|sort|first }}", "1"),
+        ("{{ data.rows|batch(2)|list }}", "[[1, 2], [3]]"),
+        ("{{ data.keys()|sort|join(' ') }}", "n name rows"),
+        ("{% for i in data.rows|reverse %}{{ i }}{% endfor %}", "321"),
+        ("{{ data.rows|map('abs')|sum }}", "6"),
+    ],
+)
+def test_lazy_sequences_work_through_filters_that_iterate(
+        sources: Sources, source: str, expected: str) -> None:
+    """The usual ways to print a map/select/reverse result still work."""
+    assert sources.render(source) == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
         "{{ data.rows|map(attribute='__class__')|list }}",
         "{{ data.rows|map(attribute='__class__')|join }}",
         "{{ [data]|sort(attribute='__class__')|list }}",
