@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ccm._util import fewer_collections
 from ccm.batch._chunks import TEXT_CHANNELS, ChunkFiles, message_line
 from ccm.batch._output import _Output
 from ccm.batch._worker import (
@@ -124,18 +125,19 @@ def run_task(spec: _Spec, sink: _Sink, rows: Sequence[Row], rewrite: frozenset[t
     ``committer`` is given when the task runs in the parent (``workers=0``); a worker
     makes its own, once per process, from ``sink``.
     """
-    if committer is None and sink.record_url is not None:
-        committer = _committer_for(spec, sink)
-    ready, results = _parse_rows(rows, committer.record if committer is not None else None)
-    results.extend(render_rows(spec, ready))
-    if committer is None:  # the record is in the parent's memory: send the rendered rows back
-        out = _TaskResult(results=results)
-        for result in results:
-            out.seconds += result.seconds
-            out.rendered += 1
-    else:
-        out = committer.commit(results, rewrite=rewrite, rewrite_ids=rewrite_ids, seq=seq,
-                               retry_recycled=retry_recycled)
+    with fewer_collections():
+        if committer is None and sink.record_url is not None:
+            committer = _committer_for(spec, sink)
+        ready, results = _parse_rows(rows, committer.record if committer is not None else None)
+        results.extend(render_rows(spec, ready))
+        if committer is None:  # the record is in the parent's memory: send the rows back
+            out = _TaskResult(results=results)
+            for result in results:
+                out.seconds += result.seconds
+                out.rendered += 1
+        else:
+            out = committer.commit(results, rewrite=rewrite, rewrite_ids=rewrite_ids,
+                                   seq=seq, retry_recycled=retry_recycled)
     out.max_rss_mb = max_rss_mb()
     return out
 

@@ -8,6 +8,7 @@ and the fields of each record entry to the parent (:mod:`ccm.batch.run`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -105,6 +106,9 @@ def _init_worker(spec: _Spec) -> None:
     _engine_for(spec)
     if "pdf" in spec.channels:
         _warm_up_pdf()
+    # The engine, pack, templates and locale data live as long as the worker:
+    # out of the collector's sight, so no collection walks them again.
+    gc.freeze()
     _LIMITED = True
     limits = spec.limits
     if limits is not None and limits.memory_mb is not None:

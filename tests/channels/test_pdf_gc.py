@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
+from ccm._util import YOUNG_THRESHOLD
 from ccm.channels.pdf import PackFetcher, fewer_collections, render_document, write_pdf
-from ccm.channels.pdf._gc import YOUNG_THRESHOLD
 
 
 @pytest.fixture()

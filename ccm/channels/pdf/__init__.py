@@ -49,6 +49,7 @@ from weasyprint.css.counters import CounterStyle
 from weasyprint.pdf import VARIANTS
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
+from ccm._util import fewer_collections as fewer_collections
 from ccm.channels.pdf._css import _css_extras as _css_extras
 from ccm.channels.pdf._css import _fatal_to_error as _fatal_to_error
 from ccm.channels.pdf._css import _install_linked_css as _install_linked_css
@@ -62,7 +63,6 @@ from ccm.channels.pdf._css import (
 from ccm.channels.pdf._fetch import AssetRefused as AssetRefused
 from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
-from ccm.channels.pdf._gc import fewer_collections as fewer_collections
 from ccm.channels.pdf._once import serialise_once
 from ccm.errors import BudgetError, CCMError, RenderError
 
