@@ -35,6 +35,8 @@ def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
         fetcher=engine._fetcher,
         deadline=meter.deadline,
     )
+    # An address line too long for the window is the customer's data, not ours to cut.
+    pdf_channel.check_fit(document, template=tpl.id, customer_id=req.customer_id)
     title = rendered.blocks.get("title") or tpl.name
     meta: dict[str, Any] = {
         "title": title,

@@ -63,6 +63,7 @@ from ccm.channels.pdf._css import (
 from ccm.channels.pdf._fetch import AssetRefused as AssetRefused
 from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
+from ccm.channels.pdf._fit import check_fit as check_fit
 from ccm.channels.pdf._once import serialise_once
 from ccm.errors import BudgetError, CCMError, RenderError
 
@@ -70,6 +71,7 @@ __all__ = [
     "DEFAULT_MAX_HTML_BYTES",
     "AssetRefused",
     "PackFetcher",
+    "check_fit",
     "delivery_from_archival",
     "fewer_collections",
     "font_config",
