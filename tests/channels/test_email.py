@@ -658,3 +658,19 @@ def test_simple_addresses_skip_the_parser_with_the_same_result(address: str) -> 
     """A plain dot-atom address comes back from the header parser unchanged (the shortcut)."""
     if len(address) <= 1000:
         assert email_headers._parsed_address("To", address) == address
+
+
+@settings(max_examples=300)
+@given(text=st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=200),
+       header=st.sampled_from(["Subject", "To", "From", "X-Campaign-Reference-Header"]))
+def test_encoded_words_are_the_stdlibs_and_decode_back(text: str, header: str) -> None:
+    """ccm's own RFC 2047 encoder (the stdlib's costs ~80 us a subject) writes exactly what
+    ``email.header.Header`` writes, every word within 75 characters, and decodes back.
+    (Header text is cleaned of control characters before it is encoded.)"""
+    from email.header import Header
+
+    ours = email_headers._encode_words.__wrapped__(text, header)
+    stdlib = Header(text, "utf-8", maxlinelen=76, header_name=header).encode(linesep="\n")
+    assert ours == stdlib.replace("\n ", " ").replace("\n\t", " ")
+    assert all(len(word) <= 75 for word in ours.split(" "))
+    assert str(make_header(decode_header(ours))) == text

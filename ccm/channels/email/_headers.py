@@ -22,7 +22,6 @@ import email.policy
 import re
 import unicodedata
 from email.errors import MessageDefect, NonPrintableDefect, ObsoleteHeaderDefect
-from email.header import Header
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage
 from email.utils import formataddr, getaddresses
@@ -94,15 +93,63 @@ def _clean_text(value: str) -> str:
     return _SPACES.sub(" ", "".join(chars)).strip(" ")
 
 
+#: RFC 2047 "Q" form of each byte in a phrase (section 5(3)): letters, digits and
+#: ``!*+-/`` as they are, space as ``_``, every other byte ``=XX``.
+_Q_BYTE = [f"={b:02X}" for b in range(256)]
+for _b in b"!*+-/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
+    _Q_BYTE[_b] = chr(_b)
+_Q_BYTE[0x20] = "_"
+#: ``=?utf-8?q?`` + ``?=``: an encoded word's characters around its payload.
+_WORD_OVERHEAD = 12
+#: Longest encoded word (RFC 2047 section 2).
+_MAX_WORD = 75
+
+
 @lru_cache(maxsize=1024)  # subjects repeat across a batch (names rarely do)
 def _encode_words(text: str, header: str) -> str:
     """``text`` as RFC 2047 encoded words (UTF-8) separated by single spaces.
 
-    Sized so that ``header: word`` and each `` word`` continuation fit 76
-    columns, which keeps every word within RFC 2047's 75 characters.
+    Like :class:`email.header.Header` with the UTF-8 charset: base64 when it is
+    strictly shorter than "Q" for the whole text, else "Q". Words end on
+    character boundaries, each at most 75 characters, the first sized so that
+    ``header: word`` fits 76 columns. Written here because the stdlib's
+    ``Header.encode`` costs about 80 us a subject (a tenth of an email in a
+    batch); tests decode the result with the stdlib.
     """
-    encoded = Header(text, "utf-8", maxlinelen=76, header_name=header).encode(linesep="\n")
-    return encoded.replace("\n ", " ").replace("\n\t", " ")
+    if not text:
+        return ""
+    data = text.encode("utf-8")
+    q_length = sum(len(_Q_BYTE[b]) for b in data)
+    b_length = (len(data) + 2) // 3 * 4
+    use_b = b_length < q_length
+    kind = "b" if use_b else "q"
+    room = max(76 - len(header) - 2, 24) - _WORD_OVERHEAD  # the first word's payload
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in text:
+        raw = char.encode("utf-8")
+        if use_b:
+            cost = len(raw)  # bytes; payload = ceil(bytes / 3) * 4
+            fits = (size + cost + 2) // 3 * 4 <= room
+        else:
+            cost = sum(len(_Q_BYTE[b]) for b in raw)
+            fits = size + cost <= room
+        if chunk and not fits:
+            words.append(_word(kind, chunk))
+            chunk, size, room = [], 0, _MAX_WORD - _WORD_OVERHEAD
+        chunk.append(char)
+        size += cost
+    if chunk or not words:
+        words.append(_word(kind, chunk))
+    return " ".join(words)
+
+
+def _word(kind: str, chars: list[str]) -> str:
+    raw = "".join(chars).encode("utf-8")
+    if kind == "b":
+        return f"=?utf-8?b?{base64.b64encode(raw).decode('ascii')}?="
+    return f"=?utf-8?q?{''.join([_Q_BYTE[b] for b in raw])}?="
 
 
 def _format_address(header: str, display_name: str, addr_spec: str) -> str:
