@@ -207,23 +207,17 @@ def sha256_files(root: Path, files: Iterable[Path]) -> str:
 
 # Fewer cyclic garbage collections while a batch task or WeasyPrint runs.
 #
-# Batch tasks (every channel) and PDF layout run inside :func:`fewer_collections`.
-# A batch task allocates many short-lived acyclic objects per message (request
-# dicts, contexts, JSON, record rows): at CPython's default young threshold
-# the collector ran about every 30 SMS and took about 20 us of each one's
-# ~200 us; at :data:`YOUNG_THRESHOLD` it takes about 2 us.
-#
-# Layout builds large trees of boxes that live until the document is written;
-# with CPython's default thresholds (a young collection every 700 allocations)
-# the collector walks them again and again, 6-12% of a statement's CPU time.
-# While any PDF work runs, the young-generation threshold is raised to
-# :data:`YOUNG_THRESHOLD`, so garbage is still collected (memory stays
-# bounded; the worker's address-space budget still applies) but about
-# fourteen times less often. Measured on the example statement: 10,000 gives
-# the same CPU saving as 25,000-100,000 with about half their extra peak
-# memory (+14 MB over the default instead of +22-25 MB, 24 statements). The
-# previous thresholds come back when the last PDF work in the process ends; nested and concurrent
-# uses (threads) share one raise.
+# Inside :func:`fewer_collections` the young-generation threshold is
+# :data:`YOUNG_THRESHOLD` instead of CPython's 700 allocations, so garbage is
+# still collected (memory stays bounded; a worker's address-space budget still
+# applies) but about fourteen times less often. Measured: a batch task's many
+# short-lived objects per message made the collector take about 20 us of an
+# SMS's ~200 us (about 2 us now); WeasyPrint's box trees, live until the
+# document is written, were walked again and again, 6-12% of a statement's
+# CPU. 10,000 gives the same saving as 25,000-100,000 with about half their
+# extra peak memory (+14 MB instead of +22-25 MB, 24 statements). Nested and
+# concurrent uses (threads) share one raise; the previous thresholds come back
+# when the last one ends.
 
 #: Young-generation threshold during batch tasks and PDF work (CPython's default is 700).
 YOUNG_THRESHOLD = 10_000

@@ -36,7 +36,9 @@ def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
         deadline=meter.deadline,
     )
     # An address line too long for the window is the customer's data, not ours to cut.
-    pdf_channel.check_fit(document, template=tpl.id, customer_id=req.customer_id)
+    # (Only layouts that mark such text need the walk over every box.)
+    if pdf_channel.FIT_ATTRIBUTE in rendered.text:
+        pdf_channel.check_fit(document, template=tpl.id, customer_id=req.customer_id)
     title = rendered.blocks.get("title") or tpl.name
     meta: dict[str, Any] = {
         "title": title,

@@ -118,22 +118,21 @@ def _encode_words(text: str, header: str) -> str:
     """
     if not text:
         return ""
-    data = text.encode("utf-8")
-    q_length = sum(len(_Q_BYTE[b]) for b in data)
-    b_length = (len(data) + 2) // 3 * 4
-    use_b = b_length < q_length
+    raws = [char.encode("utf-8") for char in text]
+    q_costs = [sum(len(_Q_BYTE[b]) for b in raw) for raw in raws]
+    nbytes = sum(map(len, raws))
+    use_b = (nbytes + 2) // 3 * 4 < sum(q_costs)
     kind = "b" if use_b else "q"
     room = max(76 - len(header) - 2, 24) - _WORD_OVERHEAD  # the first word's payload
     words: list[str] = []
     chunk: list[str] = []
     size = 0
-    for char in text:
-        raw = char.encode("utf-8")
+    for char, raw, q_cost in zip(text, raws, q_costs, strict=True):
         if use_b:
             cost = len(raw)  # bytes; payload = ceil(bytes / 3) * 4
             fits = (size + cost + 2) // 3 * 4 <= room
         else:
-            cost = sum(len(_Q_BYTE[b]) for b in raw)
+            cost = q_cost
             fits = size + cost <= room
         if chunk and not fits:
             words.append(_word(kind, chunk))

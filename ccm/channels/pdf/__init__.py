@@ -63,12 +63,14 @@ from ccm.channels.pdf._css import (
 from ccm.channels.pdf._fetch import AssetRefused as AssetRefused
 from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
+from ccm.channels.pdf._fit import ATTRIBUTE as FIT_ATTRIBUTE
 from ccm.channels.pdf._fit import check_fit as check_fit
 from ccm.channels.pdf._once import serialise_once
 from ccm.errors import BudgetError, CCMError, RenderError
 
 __all__ = [
     "DEFAULT_MAX_HTML_BYTES",
+    "FIT_ATTRIBUTE",
     "AssetRefused",
     "PackFetcher",
     "check_fit",
