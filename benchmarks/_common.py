@@ -35,8 +35,11 @@ __all__ = [
     "Result",
     "best_of",
     "cpu_seconds",
+    "developer_filters",
     "load_average",
+    "naive_env",
     "naive_statement_pipeline",
+    "naive_template",
     "requests_for",
 ]
 
@@ -133,34 +136,135 @@ def _scale_amounts(node: Any, factor: float) -> None:
 # --- the naive baseline -----------------------------------------------------------
 
 
+def developer_filters() -> dict[str, Callable[..., str]]:
+    """The template filters as an application developer writes them: Babel's public API.
+
+    The naive loops must not borrow ccm's own formatters (ccm remembers Babel's
+    patterns per locale and currency; the naive loop would then be credited with
+    ccm's work). These call ``babel.numbers`` / ``babel.dates`` per value, with
+    the locale and time zone from the render context, and write the same text as
+    ccm's filters (each naive loop checks that on its contexts before timing).
+    """
+    from datetime import date, datetime, time
+    from decimal import Decimal
+    from zoneinfo import ZoneInfo
+
+    from babel import dates, numbers
+    from jinja2 import pass_context
+
+    def when(value: Any) -> Any:
+        if isinstance(value, str):
+            return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(
+                value.replace("Z", "+00:00"))
+        return value
+
+    def local(ctx: Any, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=ZoneInfo("UTC"))
+        return value.astimezone(ZoneInfo(ctx.get("timezone") or "UTC"))
+
+    @pass_context
+    def money(ctx: Any, amount: Any, currency: str, format_type: str = "standard") -> str:
+        return numbers.format_currency(Decimal(str(amount)), currency, locale=ctx["locale"],
+                                       format_type=format_type)  # type: ignore[arg-type]
+
+    @pass_context
+    def number(ctx: Any, value: Any) -> str:
+        return numbers.format_decimal(Decimal(str(value)), locale=ctx["locale"])
+
+    @pass_context
+    def decimal(ctx: Any, value: Any, digits: int = 2) -> str:
+        fmt = "#,##0." + "0" * digits if digits else "#,##0"
+        return numbers.format_decimal(Decimal(str(value)), format=fmt, locale=ctx["locale"])
+
+    @pass_context
+    def percent(ctx: Any, value: Any, digits: int = 0) -> str:
+        fmt = "#,##0" + ("." + "0" * digits if digits else "") + "%"
+        return numbers.format_percent(Decimal(str(value)), format=fmt, locale=ctx["locale"])
+
+    @pass_context
+    def date_(ctx: Any, value: Any, format: str = "medium") -> str:
+        value = when(value)
+        if isinstance(value, datetime):
+            value = local(ctx, value).date()
+        return dates.format_date(value, format=format, locale=ctx["locale"])
+
+    @pass_context
+    def datetime_(ctx: Any, value: Any, format: str = "medium") -> str:
+        value = when(value)
+        if not isinstance(value, datetime):
+            value = datetime.combine(value, time())
+        value = local(ctx, value)
+        return dates.format_datetime(value, format=format, tzinfo=value.tzinfo,
+                                     locale=ctx["locale"])
+
+    @pass_context
+    def time_(ctx: Any, value: Any, format: str = "short") -> str:
+        value = local(ctx, when(value))
+        return dates.format_time(value, format=format, tzinfo=value.tzinfo,
+                                 locale=ctx["locale"])
+
+    def iban(value: Any) -> str:
+        raw = "".join(str(value).split()).upper()
+        return " ".join(raw[i:i + 4] for i in range(0, len(raw), 4))
+
+    return {"money": money, "number": number, "decimal": decimal, "percent": percent,
+            "date": date_, "datetime": datetime_, "time": time_, "iban": iban}
+
+
+def naive_env(*, autoescape: bool, filters: dict[str, Any] | None = None) -> Any:
+    """The ``jinja2.Environment`` of the naive loops: the pack and template sources, plain Jinja.
+
+    ``filters`` defaults to :func:`developer_filters`; pass ccm's own
+    (``ccm.render.i18n.FILTERS``) only to check the naive loop's text.
+    """
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PrefixLoader({
+            "pack": jinja2.FileSystemLoader(str(PACK / "layouts")),
+            "templates": jinja2.FileSystemLoader(str(TEMPLATES)),
+        }),
+        autoescape=autoescape, extensions=["jinja2.ext.i18n"], trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(developer_filters() if filters is None else filters)
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def naive_template(source_name: str, *, autoescape: bool,
+                   contexts: list[dict[str, Any]]) -> Any:
+    """The naive loop's template, after checking it writes ccm's text for every context."""
+    from ccm.render.i18n import FILTERS
+
+    mine = naive_env(autoescape=autoescape).get_template(source_name)
+    theirs = naive_env(autoescape=autoescape, filters=FILTERS).get_template(source_name)
+    for ctx in contexts:
+        if mine.render(ctx) != theirs.render(ctx):
+            raise RuntimeError(f"{source_name}: the naive loop's filters write other text "
+                               "than ccm's")
+    return mine
+
+
+
 class NaivePipeline:
     """What an application would write without ccm: jinja2 + WeasyPrint + pypdf, per statement.
 
     A plain (unsandboxed) ``jinja2.Environment`` renders the same template and
-    pack layout with the same filters and context, so the HTML is the very
-    HTML ccm lays out; WeasyPrint's ``HTML(...).write_pdf()`` with its default
-    fetcher turns it into a PDF; pypdf encrypts it with AES-256 and the same
+    pack layout with Babel-backed filters (:func:`developer_filters`) and the
+    same context, so the HTML is the very HTML ccm lays out;
+    WeasyPrint's ``HTML(...).write_pdf()`` with its default fetcher turns it
+    into a PDF; pypdf encrypts it with AES-256 and the same
     user password.
     """
 
     def __init__(self, template: str = "monthly_statement") -> None:
-        import jinja2
-
         from ccm.render.engine import Engine
-        from ccm.render.i18n import FILTERS
 
         self.engine = Engine(PACK, TEMPLATES, record=None)
         self.tpl = self.engine.template(template)
-        self.env = jinja2.Environment(
-            loader=jinja2.PrefixLoader({
-                "pack": jinja2.FileSystemLoader(str(PACK / "layouts")),
-                "templates": jinja2.FileSystemLoader(str(TEMPLATES)),
-            }),
-            autoescape=True, extensions=["jinja2.ext.i18n"], trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters.update(FILTERS)
-        self.env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+        self.env = naive_env(autoescape=True)
         self.base_url = PACK.as_uri() + "/"
 
     def context(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +284,10 @@ class NaivePipeline:
         for name in ("gettext", "ngettext", "_"):
             ctx.pop(name, None)
         return ctx
+
+    def check(self, contexts: list[dict[str, Any]]) -> None:
+        """Fail unless the developer filters write ccm's HTML for ``contexts``."""
+        naive_template(self.tpl.source_name("pdf"), autoescape=True, contexts=contexts)
 
     def html(self, context: dict[str, Any]) -> str:
         return self.env.get_template(self.tpl.source_name("pdf")).render(context)

@@ -37,7 +37,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import PACK, ROOT, TEMPLATES, Result, best_of, load_average, requests_for
+from _common import (
+    PACK,
+    ROOT,
+    TEMPLATES,
+    Result,
+    best_of,
+    load_average,
+    naive_template,
+    requests_for,
+)
 
 TEMPLATE = "payment_reminder"
 AS_OF = "2026-03-02T15:00:00+00:00"  # daytime in every sample's timezone (no quiet hours)
@@ -106,29 +115,16 @@ def ccm_batch(channel: str, n: int, workers: int, work: Path, tag: str,
 
 
 class _Naive:
-    """The loop without ccm: plain jinja2 on the same sources and context (+ mjml2html)."""
+    """The loop without ccm: plain jinja2 with Babel filters on the same sources and context
+    (+ mjml2html)."""
 
     def __init__(self, channel: str, n: int) -> None:
-        import jinja2
-
         from ccm.message import Message
         from ccm.render.engine import Engine
-        from ccm.render.i18n import FILTERS
         from ccm.render.template import validate_request
 
         engine = Engine(PACK, TEMPLATES, record=None)
         tpl = engine.template(TEMPLATE)
-        self.env = jinja2.Environment(
-            loader=jinja2.PrefixLoader({
-                "pack": jinja2.FileSystemLoader(str(PACK / "layouts")),
-                "templates": jinja2.FileSystemLoader(str(TEMPLATES)),
-            }),
-            autoescape=channel != "sms", extensions=["jinja2.ext.i18n"], trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters.update(FILTERS)
-        self.env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
-        self.template = self.env.get_template(tpl.source_name(channel))
         self.contexts = []
         for raw in requests_for(TEMPLATE, n, prefix="N"):
             req = validate_request(raw)
@@ -142,6 +138,8 @@ class _Naive:
             for name in ("gettext", "ngettext", "_"):
                 ctx.pop(name, None)
             self.contexts.append(ctx)
+        self.template = naive_template(tpl.source_name(channel), autoescape=channel != "sms",
+                                       contexts=self.contexts)
         self.channel = channel
 
     def run(self) -> None:

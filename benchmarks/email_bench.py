@@ -31,7 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import PACK, TEMPLATES, Result, best_of, load_average, requests_for
+from _common import (
+    PACK,
+    TEMPLATES,
+    Result,
+    best_of,
+    load_average,
+    naive_template,
+    requests_for,
+)
 
 TEMPLATE = "payment_reminder"
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # no quiet hours for any sample's zone
@@ -41,25 +49,11 @@ class NaiveEmail:
     """jinja2 + mjml2html per message on the pack's sources and ccm's context."""
 
     def __init__(self, requests: list[Any]) -> None:
-        import jinja2
-
         from ccm.message import Message
         from ccm.render.engine import Engine
-        from ccm.render.i18n import FILTERS
 
         engine = Engine(PACK, TEMPLATES, record=None, clock=lambda: NOON)
         tpl = engine.template(TEMPLATE)
-        env = jinja2.Environment(
-            loader=jinja2.PrefixLoader({
-                "pack": jinja2.FileSystemLoader(str(PACK / "layouts")),
-                "templates": jinja2.FileSystemLoader(str(TEMPLATES)),
-            }),
-            autoescape=True, extensions=["jinja2.ext.i18n"], trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        env.filters.update(FILTERS)
-        env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
-        self.template = env.get_template(tpl.source_name("email"))
         self.contexts = []
         for req in requests:
             locale = engine.pack.resolve_locale(req.customer.get("locale"))
@@ -72,6 +66,8 @@ class NaiveEmail:
             for name in ("gettext", "ngettext", "_"):
                 ctx.pop(name, None)
             self.contexts.append(ctx)
+        self.template = naive_template(tpl.source_name("email"), autoescape=True,
+                                       contexts=self.contexts)
 
     def run(self) -> None:
         from mjml import mjml2html

@@ -158,6 +158,7 @@ def bench_overhead(n: int, rounds: int) -> list[Result]:
     naive = naive_statement_pipeline()
     requests = list(requests_for("monthly_statement", n))
     contexts = [naive.context(r) for r in requests]
+    naive.check(contexts)
     htmls = [naive.html(c) for c in contexts]
     plain_templates = _non_confidential_templates()
     try:
@@ -213,6 +214,7 @@ def bench_batch(n: int, rounds: int) -> list[Result]:
     naive = naive_statement_pipeline()
     requests = list(requests_for("monthly_statement", n))
     contexts = [naive.context(r) for r in requests]
+    naive.check(contexts)
     htmls = [naive.html(c) for c in contexts]
     passwords = [c["customer"]["document_code"] for c in contexts]
     strategies = Strategies()
@@ -270,6 +272,7 @@ def bench_breakdown(n: int, rounds: int) -> list[Result]:
 
     naive = naive_statement_pipeline()
     contexts = [naive.context(r) for r in requests_for("monthly_statement", n)]
+    naive.check(contexts)
     htmls = [naive.html(c) for c in contexts]
     strategies = Strategies()
     fetcher, base = strategies.fetcher, strategies.base_url
@@ -376,6 +379,7 @@ def bench_cli(small: int, large: int, rounds: int) -> list[Result]:
     naive = naive_statement_pipeline()
     contexts = [naive.context(r) for r in requests_for("monthly_statement", large - small,
                                                         prefix="N")]
+    naive.check(contexts)
     naive.statement(contexts[0])
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-pdfcli-"))
     best_small = best_large = naive_s = float("inf")

@@ -28,7 +28,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from _common import PACK, TEMPLATES, Result, best_of, load_average, requests_for
+from _common import (
+    PACK,
+    TEMPLATES,
+    Result,
+    best_of,
+    load_average,
+    naive_template,
+    requests_for,
+)
 
 TEMPLATE = "payment_reminder"
 #: Daytime in every sample's time zone: no quiet hours.
@@ -39,26 +47,12 @@ class _Naive:
     """Plain jinja2 on the same sources, filters and contexts (built by ccm, untimed)."""
 
     def __init__(self, raws: list[dict[str, Any]]) -> None:
-        import jinja2
-
         from ccm.message import Message
         from ccm.render.engine import Engine
-        from ccm.render.i18n import FILTERS
         from ccm.render.template import validate_request
 
         engine = Engine(PACK, TEMPLATES, record=None)
         tpl = engine.template(TEMPLATE)
-        env = jinja2.Environment(
-            loader=jinja2.PrefixLoader({
-                "pack": jinja2.FileSystemLoader(str(PACK / "layouts")),
-                "templates": jinja2.FileSystemLoader(str(TEMPLATES)),
-            }),
-            autoescape=False, extensions=["jinja2.ext.i18n"], trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        env.filters.update(FILTERS)
-        env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
-        self.template = env.get_template(tpl.source_name("sms"))
         self.contexts = []
         for raw in raws:
             req = validate_request(raw)
@@ -72,6 +66,8 @@ class _Naive:
             for name in ("gettext", "ngettext", "_"):
                 ctx.pop(name, None)
             self.contexts.append(ctx)
+        self.template = naive_template(tpl.source_name("sms"), autoescape=False,
+                                       contexts=self.contexts)
 
     def run(self) -> None:
         render = self.template.render
