@@ -11,6 +11,7 @@ hurts both sides of a ratio alike.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ __all__ = [
     "cpu_seconds",
     "developer_filters",
     "load_average",
+    "naive_contexts",
     "naive_env",
     "naive_statement_pipeline",
     "naive_template",
@@ -233,6 +236,41 @@ def naive_env(*, autoescape: bool, filters: dict[str, Any] | None = None) -> Any
     return env
 
 
+@functools.lru_cache(maxsize=4)
+def _context_engine(created_at: str) -> Any:
+    from ccm.render.engine import Engine
+
+    return Engine(PACK, TEMPLATES, record=None, clock=lambda: datetime.fromisoformat(created_at))
+
+
+def naive_contexts(template: str, channel: str, requests: list[dict[str, Any]],
+                   created_at: str = "2026-03-02T15:00:00+00:00") -> list[dict[str, Any]]:
+    """The variables ccm gives ``template``'s ``channel`` for each request, built by ccm.
+
+    The naive loops render these prepared contexts (outside their timing): a
+    developer's loop would build them too, so this flatters the naive side.
+    """
+    from ccm.message import Message
+    from ccm.render.template import validate_request
+
+    engine = _context_engine(created_at)
+    tpl = engine.template(template)
+    out = []
+    for raw in requests:
+        req = validate_request(raw)
+        locale = engine.pack.resolve_locale(req.customer.get("locale"))
+        message = Message(
+            message_id="0" * 32, customer_id=req.customer_id, template=tpl.id,
+            template_version=tpl.version, pack=engine.pack.id, pack_version="1",
+            channel=channel, locale=locale, message_type=tpl.message_type,
+            journey=tpl.journey, content=b"", created_at=created_at)
+        ctx = engine.context(tpl, req, channel, locale, message)
+        for name in ("gettext", "ngettext", "_"):
+            ctx.pop(name, None)
+        out.append(ctx)
+    return out
+
+
 def naive_template(source_name: str, *, autoescape: bool,
                    contexts: list[dict[str, Any]]) -> Any:
     """The naive loop's template, after checking it writes ccm's text for every context."""
@@ -269,21 +307,7 @@ class NaivePipeline:
 
     def context(self, request: dict[str, Any]) -> dict[str, Any]:
         """The same variables ccm gives the template (built by ccm, outside the timing)."""
-        from ccm.message import Message
-        from ccm.render.template import validate_request
-
-        req = validate_request(request)
-        locale = self.engine.pack.resolve_locale(req.customer.get("locale"))
-        message = Message(
-            message_id="0" * 32, customer_id=req.customer_id, template=self.tpl.id,
-            template_version=self.tpl.version, pack="acme", pack_version="1", channel="pdf",
-            locale=locale, message_type=self.tpl.message_type, journey=self.tpl.journey,
-            content=b"", created_at="2025-11-01T09:00:00+00:00",
-        )
-        ctx = self.engine.context(self.tpl, req, "pdf", locale, message)
-        for name in ("gettext", "ngettext", "_"):
-            ctx.pop(name, None)
-        return ctx
+        return naive_contexts(self.tpl.id, "pdf", [request], "2025-11-01T09:00:00+00:00")[0]
 
     def check(self, contexts: list[dict[str, Any]]) -> None:
         """Fail unless the developer filters write ccm's HTML for ``contexts``."""

@@ -44,6 +44,7 @@ from _common import (
     Result,
     best_of,
     load_average,
+    naive_contexts,
     naive_template,
     requests_for,
 )
@@ -60,8 +61,25 @@ def _become_subreaper() -> None:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _reap() -> None:
-    """Wait for every descendant left (so its CPU time lands in RUSAGE_CHILDREN)."""
+def _children() -> set[int]:
+    """This process's live children (Linux ``/proc``); empty where it cannot be read."""
+    found: set[int] = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", encoding="ascii") as fh:
+                found.update(int(pid) for pid in fh.read().split())
+    except OSError:
+        pass
+    return found
+
+
+def _reap(own: set[int] | None = None) -> None:
+    """Wait for every descendant left (so its CPU time lands in RUSAGE_CHILDREN).
+
+    ``own``: children this process had before the run (its own pools' forkserver and
+    resource tracker live as long as it does); they are not waited for.
+    """
+    own = own or set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -69,6 +87,8 @@ def _reap() -> None:
         except ChildProcessError:
             return
         if pid == 0:
+            if not _children() - own:
+                return
             time.sleep(0.05)
 
 
@@ -99,11 +119,12 @@ def ccm_batch(channel: str, n: int, workers: int, work: Path, tag: str,
            "--record", f"sqlite:///{work / f'{tag}.db'}", "--run-id", tag,
            "--channel", channel, "--workers", str(workers), "--as-of", AS_OF, "--json", *extra]
     _become_subreaper()
+    own = _children()
     before = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
-    _reap()
+    _reap(own)
     cpu = _children_cpu() - before
     if done.returncode != 0:
         raise RuntimeError(f"ccm batch failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -119,26 +140,12 @@ class _Naive:
     (+ mjml2html)."""
 
     def __init__(self, channel: str, n: int) -> None:
-        from ccm.message import Message
         from ccm.render.engine import Engine
-        from ccm.render.template import validate_request
 
-        engine = Engine(PACK, TEMPLATES, record=None)
-        tpl = engine.template(TEMPLATE)
-        self.contexts = []
-        for raw in requests_for(TEMPLATE, n, prefix="N"):
-            req = validate_request(raw)
-            locale = engine.pack.resolve_locale(req.customer.get("locale"))
-            message = Message(
-                message_id="0" * 32, customer_id=req.customer_id, template=tpl.id,
-                template_version=tpl.version, pack="acme", pack_version="1", channel=channel,
-                locale=locale, message_type=tpl.message_type, journey=tpl.journey,
-                content=b"", created_at=AS_OF)
-            ctx = engine.context(tpl, req, channel, locale, message)
-            for name in ("gettext", "ngettext", "_"):
-                ctx.pop(name, None)
-            self.contexts.append(ctx)
-        self.template = naive_template(tpl.source_name(channel), autoescape=channel != "sms",
+        source = Engine(PACK, TEMPLATES, record=None).template(TEMPLATE).source_name(channel)
+        self.contexts = naive_contexts(TEMPLATE, channel,
+                                       list(requests_for(TEMPLATE, n, prefix="N")), AS_OF)
+        self.template = naive_template(source, autoescape=channel != "sms",
                                        contexts=self.contexts)
         self.channel = channel
 

@@ -347,7 +347,7 @@ def ccm_batch_pdf(n: int, work: Path, tag: str) -> float:
     import subprocess
     import sys
 
-    from cli_bench import _become_subreaper, _children_cpu, _reap
+    from cli_bench import _become_subreaper, _children, _children_cpu, _reap
 
     from ccm.record import MasterKey
 
@@ -360,9 +360,10 @@ def ccm_batch_pdf(n: int, work: Path, tag: str) -> float:
            "--record", f"sqlite:///{work / f'{tag}.db'}", "--run-id", tag,
            "--channel", "pdf", "--workers", "1", "--as-of", AS_OF, "--json"]
     _become_subreaper()
+    own = _children()
     before = _children_cpu()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    _reap()
+    _reap(own)
     cpu = _children_cpu() - before
     if done.returncode != 0:
         raise RuntimeError(f"ccm batch failed ({done.returncode}): {done.stderr[-2000:]}")

@@ -34,6 +34,7 @@ from _common import (
     Result,
     best_of,
     load_average,
+    naive_contexts,
     naive_template,
     requests_for,
 )
@@ -47,27 +48,11 @@ class _Naive:
     """Plain jinja2 on the same sources, filters and contexts (built by ccm, untimed)."""
 
     def __init__(self, raws: list[dict[str, Any]]) -> None:
-        from ccm.message import Message
         from ccm.render.engine import Engine
-        from ccm.render.template import validate_request
 
-        engine = Engine(PACK, TEMPLATES, record=None)
-        tpl = engine.template(TEMPLATE)
-        self.contexts = []
-        for raw in raws:
-            req = validate_request(raw)
-            locale = engine.pack.resolve_locale(req.customer.get("locale"))
-            message = Message(
-                message_id="0" * 32, customer_id=req.customer_id, template=tpl.id,
-                template_version=tpl.version, pack="acme", pack_version="1", channel="sms",
-                locale=locale, message_type=tpl.message_type, journey=tpl.journey,
-                content=b"", created_at=NOW.isoformat())
-            ctx = engine.context(tpl, req, "sms", locale, message)
-            for name in ("gettext", "ngettext", "_"):
-                ctx.pop(name, None)
-            self.contexts.append(ctx)
-        self.template = naive_template(tpl.source_name("sms"), autoescape=False,
-                                       contexts=self.contexts)
+        source = Engine(PACK, TEMPLATES, record=None).template(TEMPLATE).source_name("sms")
+        self.contexts = naive_contexts(TEMPLATE, "sms", raws, NOW.isoformat())
+        self.template = naive_template(source, autoescape=False, contexts=self.contexts)
 
     def run(self) -> None:
         render = self.template.render
