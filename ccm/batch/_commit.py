@@ -176,10 +176,23 @@ def _parse_rows(rows: Sequence[Row], record: Any) -> tuple[list[Row], list[_RowR
 
 
 def max_rss_mb() -> float:
-    """This process's peak resident memory in MiB (Linux reports KiB, macOS bytes)."""
+    """This process's own peak resident memory in MiB.
+
+    On Linux ``VmHWM`` of ``/proc/self/status``: the peak of this process's
+    memory since it started its program. ``ru_maxrss`` (the fallback, also
+    on macOS) keeps the peak of the process that ``exec``'d it, so a run
+    started from a large process would report that process's size.
+    """
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 

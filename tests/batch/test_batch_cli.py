@@ -176,3 +176,31 @@ def test_a_run_waits_for_another_writer_of_its_folder_then_says_so(
     assert main(_args(data, out, record_url, "--workers", "0", "--channel", "sms",
                       "--run-id", "locked")) == 0
     assert len(list(out.glob("*.sms.txt"))) == 2
+
+
+def test_peak_memory_is_the_runs_own_not_its_launchers(tmp_path: Path) -> None:
+    """A run ``exec``'d by a large process reports its own peak RSS, not the launcher's.
+
+    ``ru_maxrss`` survives ``exec`` on Linux: started from a 600 MiB process, the
+    parent would report 600 MiB whatever it used (the memory benchmark then
+    compares the launcher with itself, a figure that cannot move).
+    """
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("VmHWM is Linux's")
+    data = write_jsonl(tmp_path / "in.jsonl", notes(3))
+    args = ["-m", "ccm", *_args(data, tmp_path / "out", f"sqlite:///{tmp_path / 'r.db'}",
+                                "--json", "--workers", "1", "--channel", "sms")]
+    launcher = ("import os, sys\n"
+                "ballast = b'x' * (600 << 20)\n"
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n")
+    done = subprocess.run([sys.executable, "-c", launcher, *args], capture_output=True,
+                          text=True, timeout=300, check=False,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["generated"] == 3
+    assert 0 < summary["parent_max_rss_mb"] < 400
+    assert 0 < summary["worker_max_rss_mb"] < 400
