@@ -1,6 +1,6 @@
 """Run every benchmark in one process run and print the figures against the issue's targets.
 
-    python benchmarks/run.py            # the figures in docs/performance.md (~15 min on 2 cores)
+    python benchmarks/run.py            # the figures in docs/performance.md (~18 min on 2 cores)
     python benchmarks/run.py --quick    # a smoke run (~3 min)
     python benchmarks/run.py --only pdf,text --json results.json
 
