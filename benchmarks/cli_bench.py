@@ -73,13 +73,12 @@ def _children() -> set[int]:
     return found
 
 
-def _reap(own: set[int] | None = None) -> None:
+def _reap(own: set[int]) -> None:
     """Wait for every descendant left (so its CPU time lands in RUSAGE_CHILDREN).
 
     ``own``: children this process had before the run (its own pools' forkserver and
     resource tracker live as long as it does); they are not waited for.
     """
-    own = own or set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -140,13 +139,9 @@ class _Naive:
     (+ mjml2html)."""
 
     def __init__(self, channel: str, n: int) -> None:
-        from ccm.render.engine import Engine
-
-        source = Engine(PACK, TEMPLATES, record=None).template(TEMPLATE).source_name(channel)
         self.contexts = naive_contexts(TEMPLATE, channel,
                                        list(requests_for(TEMPLATE, n, prefix="N")), AS_OF)
-        self.template = naive_template(source, autoescape=channel != "sms",
-                                       contexts=self.contexts)
+        self.template = naive_template(TEMPLATE, channel, self.contexts)
         self.channel = channel
 
     def run(self) -> None:

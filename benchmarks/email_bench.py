@@ -37,6 +37,7 @@ from _common import (
     Result,
     best_of,
     load_average,
+    naive_contexts,
     naive_template,
     requests_for,
 )
@@ -48,26 +49,9 @@ NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # no quiet hours for any sample'
 class NaiveEmail:
     """jinja2 + mjml2html per message on the pack's sources and ccm's context."""
 
-    def __init__(self, requests: list[Any]) -> None:
-        from ccm.message import Message
-        from ccm.render.engine import Engine
-
-        engine = Engine(PACK, TEMPLATES, record=None, clock=lambda: NOON)
-        tpl = engine.template(TEMPLATE)
-        self.contexts = []
-        for req in requests:
-            locale = engine.pack.resolve_locale(req.customer.get("locale"))
-            message = Message(
-                message_id="0" * 32, customer_id=req.customer_id, template=tpl.id,
-                template_version=tpl.version, pack="acme", pack_version="1", channel="email",
-                locale=locale, message_type=tpl.message_type, journey=tpl.journey,
-                content=b"", created_at=NOON.isoformat())
-            ctx = engine.context(tpl, req, "email", locale, message)
-            for name in ("gettext", "ngettext", "_"):
-                ctx.pop(name, None)
-            self.contexts.append(ctx)
-        self.template = naive_template(tpl.source_name("email"), autoescape=True,
-                                       contexts=self.contexts)
+    def __init__(self, raws: list[dict[str, Any]]) -> None:
+        self.contexts = naive_contexts(TEMPLATE, "email", raws, NOON.isoformat())
+        self.template = naive_template(TEMPLATE, "email", self.contexts)
 
     def run(self) -> None:
         from mjml import mjml2html
@@ -84,8 +68,9 @@ def bench_api(n: int, rounds: int) -> list[Result]:
     from ccm.render.engine import Engine
     from ccm.render.template import validate_request
 
-    requests = [validate_request(r) for r in requests_for(TEMPLATE, n, prefix="E")]
-    naive = NaiveEmail(requests)
+    raws = list(requests_for(TEMPLATE, n, prefix="E"))
+    requests = [validate_request(r) for r in raws]
+    naive = NaiveEmail(raws)
     engine = Engine(PACK, TEMPLATES, record=None, clock=lambda: NOON)
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-email-"))
     key = MasterKey.generate()

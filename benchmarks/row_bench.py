@@ -48,11 +48,8 @@ class _Naive:
     """Plain jinja2 on the same sources, filters and contexts (built by ccm, untimed)."""
 
     def __init__(self, raws: list[dict[str, Any]]) -> None:
-        from ccm.render.engine import Engine
-
-        source = Engine(PACK, TEMPLATES, record=None).template(TEMPLATE).source_name("sms")
         self.contexts = naive_contexts(TEMPLATE, "sms", raws, NOW.isoformat())
-        self.template = naive_template(source, autoescape=False, contexts=self.contexts)
+        self.template = naive_template(TEMPLATE, "sms", self.contexts)
 
     def run(self) -> None:
         render = self.template.render

@@ -35,11 +35,7 @@ def test_naive_loop_writes_what_ccm_filters_write(common: Any, template: str,
     """Every sample (five locales, long and hostile data) renders the same with both filters."""
     requests = list(common.requests_for(template, 10))
     contexts = common.naive_contexts(template, channel, requests)
-    from ccm.render.engine import Engine
-
-    source = Engine(common.PACK, common.TEMPLATES, record=None).template(template).source_name(
-        channel)
-    template_ = common.naive_template(source, autoescape=channel != "sms", contexts=contexts)
+    template_ = common.naive_template(template, channel, contexts)
     assert template_.render(contexts[0])
 
 
@@ -51,8 +47,7 @@ def test_the_check_fails_when_the_naive_filters_differ(common: Any, monkeypatch:
     contexts = common.naive_contexts("payment_reminder", "sms",
                                      list(common.requests_for("payment_reminder", 2)))
     with pytest.raises(RuntimeError, match="other text than ccm's"):
-        common.naive_template("templates/payment_reminder/sms.txt.j2", autoescape=False,
-                              contexts=contexts)
+        common.naive_template("payment_reminder", "sms", contexts)
 
 
 def test_naive_filters_are_babel_not_ccm(common: Any) -> None:
