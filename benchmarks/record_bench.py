@@ -3,7 +3,8 @@
     python benchmarks/record_bench.py            # the figures in docs/performance.md (~2 min)
     python benchmarks/record_bench.py --quick    # a smoke run (~20 s)
     python benchmarks/record_bench.py --json out.json
-    python benchmarks/record_bench.py --bulk-only  # append_many per message vs naive (~1 min)
+    python benchmarks/record_bench.py --bulk-only  # append_many per message vs naive, and as
+                                                   # the record grows to 100k (~2 min)
 
 Exits 1 when a figure with a target (the bulk figure: <= 20 us per message) misses it.
 
@@ -27,6 +28,13 @@ invocation: ``sqlite3`` ``executemany`` of ``(message_id, customer_id,
 content)`` into a plain table, one transaction per chunk, WAL +
 ``synchronous=FULL`` (psycopg ``executemany`` on PostgreSQL). Rounds
 interleave the two; the best of each is kept.
+
+The **growth figure** fills one SQLite record to 100,000 such messages and
+reports the CPU per message of the last tenth of the chunks over the first
+(1.0: an append costs the same on a full record as on an empty one). A
+second record, filled in turn in the same invocation, gets random ``uuid4``
+message ids, as ccm made them before and as a naive loop does; its growth
+is printed beside.
 
 Concurrent figures start ``--writers`` processes (spawn) that wait at a
 barrier and then append for customers of their own; appends per second is
@@ -64,6 +72,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
+from ccm.message import new_message_id  # noqa: E402
 from ccm.record import Entry, MasterKey, Record  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -219,12 +228,23 @@ SMS = (b"Hi Ada, your payment of GBP 120.00 for invoice INV-2041 is due on 12 Ja
 CHUNK = 256
 
 
-def sms_chunk(tag: str, size: int = CHUNK) -> list[dict[str, Any]]:
-    """One chunk of SMS for new customers, shaped as the batch worker's entries."""
+def _random_id(_at: datetime) -> str:
+    """A message id as ccm made them until it made UUID version 7 (and as a naive loop does)."""
+    return uuid.uuid4().hex
+
+
+def sms_chunk(tag: str, size: int = CHUNK,
+              ids: Callable[[datetime], str] = new_message_id) -> list[dict[str, Any]]:
+    """One chunk of SMS for new customers, shaped as the batch worker's entries.
+
+    Message ids are made as the renderer makes them (:func:`ccm.message.new_message_id`,
+    from the time of the render), unless ``ids`` says otherwise.
+    """
     digest = hashlib.sha256(SMS).hexdigest()
+    at = datetime.now(UTC)
     out = []
     for i in range(size):
-        mid, customer = uuid.uuid4().hex, f"{tag}-{i:06d}"
+        mid, customer = ids(at), f"{tag}-{i:06d}"
         out.append({"entry": Entry(
             message_id=mid, idempotency_key=f"run-{tag}:payment_reminder:{customer}:sms",
             params_sha256=hashlib.sha256(mid.encode()).hexdigest(), customer_id=customer,
@@ -305,6 +325,53 @@ def bulk_figure(backend: str, open_db: Callable[[], Any], *, chunks: int,
         details={"naive executemany": f"{naive_us:.1f} us/msg",
                  "record / naive (CPU)": f"{record_us / naive_us:.1f}x",
                  "run": f"{chunks} chunks of {CHUNK}, best of {rounds}, load {load_average()}"})
+
+
+def growth_figure(open_db: Callable[[], Any], *, messages: int) -> Result:
+    """append_many's CPU per message as the record grows: the last tenth of a fill over the first.
+
+    One SQLite record is filled with ``messages`` SMS for new customers (chunks
+    of 256, master key), ids as the renderer makes them; a second record, filled
+    in the same invocation chunk for chunk in turn, gets random (uuid4) message
+    ids, as ccm made them before. The figure is the ratio of the CPU per message of
+    the last tenth of the chunks to the first tenth (1.0: flat). No target: the
+    customer ids (``g<chunk>-<n>``, which sort out of their order of arrival, as
+    real ones do) decide part of it through the indexes keyed by customer.
+    """
+    key = MasterKey.generate()
+    chunks = max(20, messages // CHUNK)
+    tenth = chunks // 10
+    spent: dict[str, list[float]] = {"ordered": [], "random": []}
+    with open_db() as ordered_url, open_db() as random_url:
+        recs = {"ordered": (Record(ordered_url, master_key=key), new_message_id),
+                "random": (Record(random_url, master_key=key), _random_id)}
+        for c in range(chunks):
+            for name, (rec, ids) in recs.items():
+                chunk = sms_chunk(f"g{c}", ids=ids)
+                start = time.process_time()
+                rec.append_many(chunk)
+                spent[name].append(time.process_time() - start)
+        for rec, _ in recs.values():
+            rec.close()
+
+    def per_message(times: list[float]) -> float:
+        return sum(times) / (len(times) * CHUNK) * 1e6
+
+    def growth(name: str) -> tuple[float, float, float]:
+        first, last = per_message(spent[name][:tenth]), per_message(spent[name][-tenth:])
+        return first, last, last / first
+
+    first, last, ratio = growth("ordered")
+    r_first, r_last, r_ratio = growth("random")
+    return Result(
+        "sqlite-bulk-growth",
+        f"append_many as the record grows to {chunks * CHUNK:,} messages: CPU per message, "
+        "last tenth / first tenth (SQLite, master key)",
+        ratio, "x", higher_is_better=False,
+        details={"time-ordered ids (ccm)": f"{first:.1f} -> {last:.1f} us/msg",
+                 "random uuid4 ids (as before)": f"{r_first:.1f} -> {r_last:.1f} us/msg "
+                                                   f"({r_ratio:.2f}x)",
+                 "run": f"{chunks} chunks of {CHUNK} each, interleaved, load {load_average()}"})
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -417,6 +484,8 @@ def run(quick: bool = False, *, writers: int = 4, rounds: int | None = None,
         if "sqlite" in backends:
             results.append(bulk_figure("sqlite", lambda: sqlite_db(scratch), chunks=bulk_chunks,
                                        rounds=rounds))
+            results.append(growth_figure(lambda: sqlite_db(scratch),
+                                         messages=20_000 if quick else 100_000))
         if "sqlite" in backends and not bulk_only:
             results += figures("sqlite", lambda: sqlite_db(scratch), n=n, writers=writers,
                                per_writer=per_writer, rounds=rounds, batch=100)

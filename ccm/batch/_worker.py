@@ -15,7 +15,6 @@ import os
 import resource
 import time
 import traceback
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ccm.batch._values import WorkerLimits
 from ccm.batch.inputs import InputRow
 from ccm.errors import ConfigError, MessageError
-from ccm.message import CHANNELS, Message, Request, output_filename
+from ccm.message import CHANNELS, Message, Request, new_message_id, output_filename
 
 if TYPE_CHECKING:
     from ccm.render.engine import Engine, RenderOptions
@@ -274,13 +273,14 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
     now = spec.now or datetime.now(UTC)
     decision = _decide(engine, tpl, req, "sms", now, overrides)
     locale = plan.locale_for(req)
-    message_id = _new_id()
     customer_id = req.customer["id"]
     key = f"{spec.run_id}:{tpl.id}:{customer_id}:sms"
     if decision is not None and not decision.allowed:
-        return _fast_suppressed(engine, spec, plan, req, request_json, locale, message_id,
-                                now, decision)
-    created_at = engine._clock().isoformat()
+        return _fast_suppressed(engine, spec, plan, req, request_json, locale,
+                                new_message_id(now), now, decision)
+    at = engine._clock()
+    message_id = new_message_id(at)
+    created_at = at.isoformat()
     made = plan.render(req, locale, message_id, created_at)
     if made is None:
         return None
@@ -437,18 +437,10 @@ def _no_caps(cap: Any) -> int:
     return 0
 
 
-def _new_id() -> str:
-    """A random message id: ``uuid.uuid4().hex`` (version 4, RFC 4122 variant), made directly."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return raw.hex()
-
-
 def _blank(engine: Engine, tpl: Any, req: Request, channel: str, locale: str,
            now: datetime) -> Message:
     return Message(
-        message_id=uuid.uuid4().hex, customer_id=req.customer_id, template=tpl.id,
+        message_id=new_message_id(now), customer_id=req.customer_id, template=tpl.id,
         template_version=tpl.version, pack=engine.pack.id, pack_version=engine.pack.version,
         channel=channel,  # type: ignore[arg-type]
         locale=locale, message_type=tpl.message_type, journey=tpl.journey, content=b"",

@@ -135,7 +135,9 @@ def parse_json(text: str | bytes, *, top_level: str = "object") -> Any:
         raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
-    if _depth(value) > MAX_DEPTH:
+    # Every list or object opens with a bracket: with few brackets in the text (strings
+    # included), the value cannot be deeper than the limit and needs no walk.
+    if (text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH):
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if top_level == "object" and not isinstance(value, dict):
         raise ValueError(f"a request must be a JSON object, this line is {_kind_of(value)}")

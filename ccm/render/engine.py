@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from ccm.channels import pdf as pdf_channel
 from ccm.errors import ApprovalError, UnknownChannel, UnknownLocale, UnknownTemplate
-from ccm.message import CHANNELS, Message, Request
+from ccm.message import CHANNELS, Message, Request, new_message_id
 from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
 from ccm.render.budget import Budget, Meter
@@ -427,7 +426,7 @@ class Engine:
     def _new_message(self, tpl: Template, req: Request, channel: str, locale: str,
                      key: str | None, now: datetime) -> Message:
         return Message(
-            message_id=uuid.uuid4().hex,
+            message_id=new_message_id(now),
             customer_id=req.customer_id,
             template=tpl.id,
             template_version=tpl.version,

@@ -256,19 +256,27 @@ def test_the_plans_greeting_is_the_engines(pattern: str, customer: dict[str, Any
     assert _greeting(parts, customer) == engine_greeting(pattern, "Hello", customer)
 
 
-def test_message_ids_are_uuid4_hex() -> None:
-    """The worker's message ids are what uuid.uuid4().hex gives: version 4, RFC 4122 variant."""
+def test_message_ids_are_uuid7_of_the_entrys_created_at() -> None:
+    """Both paths give UUID version 7 ids whose time is the entry's ``created_at`` (in ms),
+    for sent and for suppressed messages (midday and night: quiet hours stop some)."""
     import uuid
 
-    from ccm.batch._worker import _new_id
-
-    ids = {_new_id() for _ in range(2000)}
-    assert len(ids) == 2000
-    for value in list(ids)[:200]:
-        parsed = uuid.UUID(hex=value)
-        assert parsed.hex == value
-        assert parsed.version == 4
-        assert parsed.variant == uuid.RFC_4122
+    tpl_dir, template, samples = CASES[0]
+    seen = set()
+    for now in NOWS:
+        spec = _spec(tpl_dir, template, now)
+        engine = _engine(tpl_dir)
+        for sample in samples:
+            fast = _fast_sms(engine, spec, copy.deepcopy(sample), None)
+            full = _render_full(engine, spec, copy.deepcopy(sample), ("sms",), None)
+            for rendered in ([] if fast is None else [fast]) + full:
+                value = rendered.entry["message_id"]
+                parsed = uuid.UUID(hex=value)
+                assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+                created = datetime.fromisoformat(rendered.entry["created_at"])
+                assert int(value[:12], 16) == int(created.timestamp() * 1000)
+                seen.add(rendered.status)
+    assert seen == {"generated", "suppressed"}
 
 
 def test_a_row_over_its_budget_fails_once_with_the_full_paths_error(tmp_path: Any) -> None:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccm.batch.inputs import MAX_DEPTH, MAX_INT_DIGITS, parse_json, read_jsonl, read_requests
 
@@ -67,6 +69,37 @@ def test_deep_nesting_is_refused(tmp_path: Path) -> None:
     moderate = '{"customer": {"id": "A"}, "data": ' + '{"a":' * MAX_DEPTH + "1" + "}" * MAX_DEPTH
     with pytest.raises(ValueError, match="nested deeper"):
         parse_json(moderate + "}")
+
+
+@settings(max_examples=150, deadline=None)
+@given(depth=st.integers(1, MAX_DEPTH + 4),
+       kinds=st.one_of(st.just(["list"] * (MAX_DEPTH + 4)),
+                       st.just(["object"] * (MAX_DEPTH + 4)),
+                       st.lists(st.sampled_from(["list", "object"]), min_size=MAX_DEPTH + 4,
+                                max_size=MAX_DEPTH + 4)),
+       noise=st.lists(st.text(alphabet="{[]}a\"\\", max_size=12), max_size=6))
+def test_the_depth_limit_holds_whatever_brackets_strings_hold(
+        depth: int, kinds: list[str], noise: list[str]) -> None:
+    """Property: a request is refused exactly when its nesting is over MAX_DEPTH, however many
+    brackets its strings hold (the reader skips the walk only when the text has few brackets)."""
+    value: object = "leaf"
+    for kind in kinds[:depth - 1]:
+        value = [value, *noise] if kind == "list" else {"v": value, "n": "".join(noise)}
+    line = json.dumps({"customer": {"id": "A"}, "data": value, "notes": "".join(noise)})
+    if _nesting(json.loads(line)) > MAX_DEPTH:
+        with pytest.raises(ValueError, match="nested deeper"):
+            parse_json(line)
+    else:
+        assert parse_json(line)["data"] == value
+
+
+def _nesting(value: object) -> int:
+    """Containers inside containers, counted from the top (a scalar is 0): the test's own count."""
+    if isinstance(value, dict):
+        return 1 + max((_nesting(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_nesting(v) for v in value), default=0)
+    return 0
 
 
 @pytest.mark.parametrize(
