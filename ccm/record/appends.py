@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from ccm.errors import IdempotencyConflict
+from ccm.message import new_message_id
 from ccm.record.archive import seal_blob
 from ccm.record.bulk import Prepared, append_bulk, prepare
 from ccm.record.chain import (
@@ -211,7 +211,9 @@ class Appends(DataKeys):
             content = archival = None
             entry = replace(entry, content_sha256=None, archival_sha256=None)
         parts = [(p, d) for p, d in (("content", content), ("archival", archival)) if d is not None]
-        ref = uuid.uuid4().hex if parts and self.master_key is not None else None
+        # Time-ordered like the bulk path's refs: new rows at the end of the archive's key.
+        ref = (new_message_id(entry.created_at) if parts and self.master_key is not None
+               else None)
         stored = replace(entry, status=status, reason=reason, archive_ref=ref)
         row = {f.name: getattr(stored, f.name) for f in fields(Entry)}
         conn.execute(messages.insert(), row)
@@ -287,7 +289,7 @@ class Appends(DataKeys):
                 raise ValueError(f"event data must be plain JSON: {exc}") from None
         with self._tx(write=False) as conn:
             customer_id = get_entry(conn, message_id).customer_id
-        event_id = uuid.uuid4().hex
+        event_id = new_message_id(when)  # time-ordered as message ids are: same index locality
         row = {"event_id": event_id, "message_id": message_id, "customer_id": customer_id,
                "kind": kind, "at": when, "data": text}
 

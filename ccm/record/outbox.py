@@ -39,7 +39,6 @@ provider's id with :meth:`Outbox.find_provider_id`, and move it with
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ccm.errors import ContentErased, KeyConfigError, MessageNotFound, RecordError
-from ccm.message import Outgoing
+from ccm.message import Outgoing, new_message_id
 from ccm.record.archive import open_blob, seal_blob
 from ccm.record.chain import canonical, event_body, link, utc
 from ccm.record.entries import get_entry
@@ -190,7 +189,7 @@ def enqueue(record: DataKeys, conn: sa.Connection, entry: Entry, queue: Queue, *
 
 def _event(conn: sa.Connection, message_id: str, customer_id: str, kind: str, at: datetime,
            data: Mapping[str, Any] | None) -> None:
-    event_id = uuid.uuid4().hex
+    event_id = new_message_id(at)  # time-ordered as message ids are: same index locality
     row = {"event_id": event_id, "message_id": message_id, "customer_id": customer_id,
            "kind": kind, "at": at,
            "data": canonical(dict(data)).decode("utf-8") if data is not None else None}
