@@ -290,6 +290,26 @@ def test_events_attach_in_time_order(record: Record) -> None:
     assert record.verify().checked == 3
 
 
+def test_event_ids_and_archive_refs_are_time_ordered(record: Record) -> None:
+    """Event ids are UUIDs version 7 of the event's time; a single append's archive ref is one
+    of the message's created_at (both land at the end of their indexes, as message ids do)."""
+    import uuid
+
+    e = entry("C1", created_at=T0)
+    stored = record.append(e, content=b"hello").entry
+    ref = stored.archive_ref
+    assert ref is not None and uuid.UUID(hex=ref).version == 7
+    assert int(ref[:12], 16) == int(T0.timestamp() * 1000)
+    events = [record.add_event(e.message_id, kind, at=T0 + timedelta(seconds=n))
+              for n, kind in enumerate(("sent", "delivered", "opened"), start=1)]
+    for n, event in enumerate(events, start=1):
+        parsed = uuid.UUID(hex=event.event_id)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert int(event.event_id[:12], 16) == int(T0.timestamp() * 1000) + 1000 * n
+    assert [ev.event_id for ev in events] == sorted(ev.event_id for ev in events)
+    assert record.verify().ok
+
+
 def test_event_kinds_and_data_are_checked(record: Record) -> None:
     """Unknown kinds, naive times and non-JSON data are refused."""
     e = entry("C1")
