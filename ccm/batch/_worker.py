@@ -452,10 +452,7 @@ def _blank(engine: Engine, tpl: Any, req: Request, channel: str, locale: str,
 def _pack(engine: Engine, tpl: Any, req: Request, message: Message, spec: _Spec) -> _Rendered:
     key = message.idempotency_key or _key(spec.run_id, tpl.id, req.customer_id, message.channel)
     params = engine._params_sha256(tpl, req, message.channel, message.locale)
-    summary = message.summary()  # its "sha256" is the content's digest, computed once here
-    archival_sha256 = summary.get("archival_sha256")  # PDFs; hashed here only for others
-    if archival_sha256 is None and message.archival is not None:
-        archival_sha256 = message.archival_sha256
+    summary = message.summary()  # its digests are computed once, here, for the entry too
     entry = {
         "message_id": message.message_id,
         "idempotency_key": key,
@@ -473,7 +470,7 @@ def _pack(engine: Engine, tpl: Any, req: Request, message: Message, spec: _Spec)
         "status": message.status,
         "reason": message.reason,
         "content_sha256": summary["sha256"],
-        "archival_sha256": archival_sha256,
+        "archival_sha256": summary.get("archival_sha256") or message.archival_sha256,
         "sources_sha256": message.sources_sha256,
         "archive_ref": None,
         "segment": req.customer.get("segment"),

@@ -137,7 +137,7 @@ def parse_json(text: str | bytes, *, top_level: str = "object") -> Any:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     # Every list or object opens with a bracket: with few brackets in the text (strings
     # included), the value cannot be deeper than the limit and needs no walk.
-    if (text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH):
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if top_level == "object" and not isinstance(value, dict):
         raise ValueError(f"a request must be a JSON object, this line is {_kind_of(value)}")
