@@ -129,6 +129,7 @@ def bench_stages(n: int, rounds: int) -> Result:
     from ccm.channels import email as email_channel
     from ccm.channels.email import _skeleton
     from ccm.channels.email._text import replay_text
+    from ccm.channels.email._textfill import fill_text
     from ccm.message import Message
     from ccm.render.engine import Engine
     from ccm.render.template import validate_request
@@ -165,6 +166,9 @@ def bench_stages(n: int, rounds: int) -> Result:
         "html_to_text of the HTML": lambda: [email_channel.html_to_text(h) for h in htmls],
         "text replayed from the shape": lambda: [
             replay_text(f[0].text_ops, f[1]) for f in found
+            if f is not None and f[0].text_ops is not None],
+        "text filled from the shape's text (ccm now)": lambda: [
+            fill_text(f[0].text_ops, f[1]) for f in found
             if f is not None and f[0].text_ops is not None],
         "build_email_bytes": lambda: [
             email_channel.build_email_bytes(

@@ -44,6 +44,7 @@ from ccm.channels.email import _mjml
 from ccm.channels.email._message import ShapedHTML, qp_segments
 from ccm.channels.email._mjml import _Stamp, _unchanged
 from ccm.channels.email._text import TextPlan, replay_text, text_plan
+from ccm.channels.email._textfill import fill_text
 
 #: Elements whose text content MJML copies into the HTML as it is.
 _CONTENT = frozenset({
@@ -444,7 +445,8 @@ def compile_mjml_and_text(source: str, *, include_roots: Sequence[Path] = (),
     html = skeleton.shaped_html(values) if text else skeleton.fill(values)
     if not text or skeleton.text_ops is None:
         return html, None
-    return html, replay_text(skeleton.text_ops, values)
+    return html, (fill_text(skeleton.text_ops, values)
+                  or replay_text(skeleton.text_ops, values))
 
 
 def clear_skeletons() -> None:

@@ -152,9 +152,11 @@ class _TextExtractor(HTMLParser):
             self._space = text.endswith(" ")
 
 
+_LINK_SCHEME = re.compile(r"^(?:https?://|mailto:|tel:)", re.IGNORECASE)
+
+
 def _link_key(value: str) -> str:
-    value = re.sub(r"^(?:https?://|mailto:|tel:)", "", value.strip(), flags=re.IGNORECASE)
-    return value.rstrip("/").casefold()
+    return _LINK_SCHEME.sub("", value.strip()).rstrip("/").casefold()
 
 
 # The strict shapes of markup that HTMLParser reads unambiguously; compiled MJML
@@ -354,12 +356,15 @@ class TextPlan:
     applied instead of running the events again.
     """
 
-    __slots__ = ("steps",)
+    __slots__ = ("filling", "ops", "steps")
 
     #: Entry states remembered per run (a shape normally reaches each run in one state).
     MEMO = 8
 
     def __init__(self, ops: tuple[TextOp, ...]) -> None:
+        self.ops = ops
+        #: What :mod:`~ccm.channels.email._textfill` found it needs (None: not looked yet).
+        self.filling: Any = None
         steps: list[Any] = []
         run: list[TextOp] = []
         for op in ops:
