@@ -434,8 +434,10 @@ def compile_mjml_and_text(source: str, *, include_roots: Sequence[Path] = (),
                           text: bool = True) -> tuple[str, str | None]:
     """:func:`compile_mjml_shaped`'s HTML and, with ``text``, its :func:`html_to_text`.
 
-    The text comes from the shape's replayed events when it has them (equal
-    to converting the HTML); None when the caller must convert the HTML itself.
+    The text is the shape's text filled with the values
+    (:mod:`~ccm.channels.email._textfill`) or, where that cannot be done,
+    its replayed events; both equal to converting the HTML. None when the
+    caller must convert the HTML itself.
     """
     roots = tuple(include_roots)
     found = _skeletons.find(source, roots)

@@ -1,7 +1,7 @@
 """The text alternative of a compiled shape, filled: its text made once, the values put in.
 
 :func:`~ccm.channels.email._text.replay_text` runs the shape's events per
-message (about 190 µs for the reminder). Most of what it does is the same for
+message (about 150 µs for the reminder). Most of what it does is the same for
 every message of a shape; what a value changes is narrow:
 
 * a value in a text run is unescaped and its white space collapsed; where it
