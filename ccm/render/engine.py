@@ -32,6 +32,7 @@ from ccm.pack.model import localised
 from ccm.render.budget import Budget, Meter
 from ccm.render.environment import create_environment, gettext_functions, render_source
 from ccm.render.finish import finish_email, finish_pdf, finish_sms, link_document
+from ccm.render.fold import Constants, FoldedEnvironments
 from ccm.render.i18n import catalog_for
 from ccm.render.options import DEFAULT, RenderOptions
 from ccm.render.recording import (
@@ -90,6 +91,9 @@ class Engine:
         self._env = create_environment(
             self.pack.layouts_dir, self.templates_dir, self.pack.root,
             {tpl_id: tpl.root for tpl_id, tpl in self.templates.items()})
+        #: Per template, channel and locale, an environment compiling with the pack's
+        #: constants folded in (ccm/render/fold.py); None: compile as written.
+        self._folds: FoldedEnvironments | None = FoldedEnvironments(self._env)
         self._catalogs: dict[tuple[str, str], Any] = {}
         self._gettext_cache: dict[tuple[str, str], dict[str, Callable[..., Any]]] = {}
         self._brand_cache: dict[tuple[str, str], dict[str, Any]] = {}
@@ -483,7 +487,6 @@ class Engine:
         self, tpl: Template, req: Request, channel: str, locale: str, message: Message
     ) -> dict[str, Any]:
         """The variables a template sees (documented in docs/templates.md)."""
-        pack = self.pack
         brand = dict(self._brand(channel, locale))
         fallback = brand.pop("_greeting_fallback")
         brand["greeting"] = _greeting(brand["greeting"], fallback, req.customer)
@@ -502,15 +505,12 @@ class Engine:
             "web_version_url": message.meta.get("web_version_url"),
             "created_at": message.created_at,
         }
-        lang = locale.split("_")[0]
         ctx: dict[str, Any] = {
             "customer": req.customer,
             "data": req.data,
             "brand": brand,
             "message": msg,
-            "locale": locale,
-            "lang": lang,
-            "dir": "rtl" if pack.is_rtl(locale) else "ltr",
+            **self._locale_names(locale),
             "timezone": req.customer.get("timezone") or "UTC",
         }
         ctx.update(self._gettext(tpl, locale))
@@ -574,8 +574,31 @@ class Engine:
             deadline, meter = meter, self.budget(tpl).start()
             meter.deadline = deadline
         ctx = self.context(tpl, req, channel, message.locale, message)
-        return render_source(self._env, tpl.source_name(channel), ctx, blocks=blocks,
-                             meter=meter)
+        return render_source(self._environment(tpl, channel, message.locale),
+                             tpl.source_name(channel), ctx, blocks=blocks, meter=meter)
+
+    def _environment(self, tpl: Template, channel: str, locale: str) -> Any:
+        """The Jinja environment ``tpl`` renders ``channel`` in for ``locale``.
+
+        Its templates are compiled with what every message of this template,
+        channel and locale shares folded in (:mod:`ccm.render.fold`).
+        """
+        folds = self._folds
+        if folds is None:
+            return self._env
+        return folds.get(tpl.source_name(channel), (tpl.id, channel, locale),
+                         lambda: self._constants(tpl, channel, locale))
+
+    def _constants(self, tpl: Template, channel: str, locale: str) -> Constants:
+        brand = self._brand(channel, locale)
+        return Constants(self._locale_names(locale),
+                         {k: v for k, v in brand.items() if k != "_greeting_fallback"},
+                         self._gettext(tpl, locale))
+
+    def _locale_names(self, locale: str) -> dict[str, str]:
+        """The context's ``locale``, ``lang`` and ``dir``."""
+        return {"locale": locale, "lang": locale.split("_")[0],
+                "dir": "rtl" if self.pack.is_rtl(locale) else "ltr"}
 
     # -- channels ----------------------------------------------------------------
 

@@ -373,6 +373,9 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
         except RecursionError:
             raise _nesting_error(name, filename, 1, "an expression") from None
         _check_tree_depth(tree, name, filename)
+        fold = self.__dict__.get("_ccm_fold")  # an overlay of ccm.render.fold.FoldedEnvironments
+        if fold is not None:
+            tree = fold(tree, name)
         return tree
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,

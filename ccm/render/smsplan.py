@@ -113,7 +113,7 @@ class _Locale:
     """What a plan needs per locale: brand values, translations, the digest's JSON prefix."""
 
     __slots__ = ("brand", "dir", "fallback", "fields", "gettext", "greeting", "lang",
-                 "literals", "password_hint", "prefix")
+                 "literals", "password_hint", "prefix", "template")
 
     def __init__(self, engine: Engine, tpl: Template, locale: str) -> None:
         cached = engine._brand("sms", locale)
@@ -128,6 +128,9 @@ class _Locale:
         self.password_hint = (engine.password_hint(locale)
                               if tpl.confidential and "pdf" in tpl.channels else None)
         pack = engine.pack
+        #: The SMS source compiled with this locale's constants folded (ccm/render/fold.py);
+        #: None until first needed.
+        self.template: Any = None
         self.prefix = (
             '{"channel":"sms","locale":' + _ENCODER.encode(locale)
             + ',"pack":' + _ENCODER.encode(pack.id)
@@ -290,7 +293,13 @@ class SmsPlan:
             "timezone": customer.get("timezone") or "UTC",
         }
         ctx.update(parts.gettext)
-        template = self._template
+        template = parts.template
+        if template is None:
+            try:
+                template = parts.template = self.engine._environment(
+                    self.tpl, "sms", locale).get_template(self._name)
+            except Exception:  # compiled as written when folding fails (it never should)
+                template = parts.template = self._template
         meter.name = self._name
         token = _current.set(meter)
         try:
