@@ -30,6 +30,8 @@ from functools import lru_cache
 from ccm.errors import HeaderError
 
 _FORBIDDEN = frozenset("\r\n\x00\x85\u2028\u2029")
+#: Finds a character of :data:`_FORBIDDEN` (one C-level scan instead of a loop per character).
+_FORBIDDEN_SEARCH = re.compile("[\r\n\x00\x85\u2028\u2029]").search
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _PLAIN = re.compile(r"[ -~]*")
@@ -65,11 +67,11 @@ def _decode_word(charset: str, encoding: str, payload: str) -> tuple[bytes, str]
 
 
 def _check_line_breaks(name: str, value: str) -> None:
-    if any(ch in _FORBIDDEN for ch in value):
+    if _FORBIDDEN_SEARCH(value):
         raise HeaderError(f"unsafe {name} header: it contains a line break or NUL", header=name)
     for match in _ENCODED_WORD.finditer(value):
         raw, text = _decode_word(*match.groups())
-        if any(b in raw for b in b"\r\n\x00") or any(ch in _FORBIDDEN for ch in text):
+        if any(b in raw for b in b"\r\n\x00") or _FORBIDDEN_SEARCH(text):
             raise HeaderError(
                 f"unsafe {name} header: an encoded word decodes to a line break or NUL",
                 header=name,
@@ -208,7 +210,7 @@ def _parsed_address(name: str, value: str) -> str:
             header=name,
         )
     display_name = address.display_name
-    if any(ch in _FORBIDDEN for ch in display_name):
+    if _FORBIDDEN_SEARCH(display_name):
         raise HeaderError(f"unsafe {name} header: the name decodes to a line break or NUL",
                           header=name)
     return _format_address(name, _clean_text(display_name), address.addr_spec)
@@ -274,7 +276,7 @@ AddressValue = str | tuple[str, str]
 
 def _address_pair(name: str, value: tuple[str, str]) -> str:
     display_name, addr_spec = value
-    if any(ch in _FORBIDDEN for ch in display_name):
+    if _FORBIDDEN_SEARCH(display_name):
         raise HeaderError(f"unsafe {name} header: the name contains a line break or NUL",
                           header=name)
     if len(display_name) > _MAX_VALUE:
