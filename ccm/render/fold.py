@@ -2,42 +2,52 @@
 
 Many expressions of a pack's layouts and a template's sources are the same
 for every message of one template, channel and locale: the palette
-(``{{ brand.palette.primary }}``, or ``{% set p = brand.palette %}`` and
-``{{ p.primary }}``), the text direction and what is derived from it
-(``{% set start = "right" if dir == "rtl" else "left" %}``), ``lang``,
-translations without variables (``{{ _("Pay now") }}``, ``{% trans %}Payment
-reminder{% endtrans %}``). Rendered as written, each costs a sandboxed lookup
-or call, an escape and a chunk of output per message. Here they are replaced
-by their values in the template's syntax tree before Jinja compiles it, and
-Jinja's own constant folding then writes them into the template's static
-text: one compile per template, channel and locale, the same output.
+(``{% set p = brand.palette %}`` and ``{{ p.primary }}``), the text direction
+and what is derived from it (``{% set start = "right" if dir == "rtl" else
+"left" %}``), ``lang``, translations without variables (``{{ _("Pay now")
+}}``, ``{% trans %}Payment reminder{% endtrans %}``). Rendered as written,
+each costs a sandboxed lookup or call, an escape and a chunk of output per
+message. Here they are replaced by their values in the template's syntax tree
+before Jinja compiles it: printed directly (``{{ p.primary }}``), a value
+becomes static text; anywhere else (a filter's input, a ``~`` operand, a
+test) it becomes a constant that is still computed with at render time, so
+filters, concatenation, their budgets and the sandbox's checks run exactly as
+before. Only lookups are done ahead of time, never other work.
 
 What is folded, and only where nothing can change it:
 
 * ``lang``, ``dir``, ``locale`` and ``brand.<key>`` (every key but the
-  per-customer ``greeting``) -- when no template of the chain (the template,
-  the layouts it extends, what they include) assigns the name anywhere (a
-  child template's top-level ``set`` overrides its layout's names) and every
-  template of the chain is named by a constant;
+  per-customer ``greeting``) -- unless a template of the chain (the
+  template, the layouts it extends, what they include) assigns the name
+  anywhere: a child template's top-level ``set`` overrides its layout's
+  names, as do loop variables, macro arguments and imports;
 * ``_("text")`` and ``gettext("text")`` without variables, evaluated with
-  the template's own catalog and autoescaping -- unless a template of the
-  chain changes autoescaping in a block, or the call fails (it then fails at
-  render time, as before);
-* a name a template sets once, at its top, before anything else runs, to an
-  expression that folds (``{% set p = brand.palette %}``), inside that
-  template -- unless the chain assigns the name anywhere else, or uses
-  ``self`` (a block called before the layout's top has run).
+  the catalog and the autoescaping the render has (the entry template's) --
+  unless the call fails (it then fails at render time, as before) or its
+  result is long (the sandbox checks long results against the render's
+  budget);
+* a name a template sets once, at its top, before anything else runs, to a
+  lookup of those values or a pure expression of them (``{% set p =
+  brand.palette %}``; comparisons, conditions, ``and``/``or``/``not``),
+  inside that template -- unless the chain assigns the name anywhere else,
+  uses ``self``, or a template extending it can run a block from its own
+  top-level code (a block inside a top-level ``set``, ``for``, ``filter``
+  ...), before this template's top has run;
+* only values that are strings, numbers, booleans or none are written in: a
+  name bound to a dict or a list stays a name (``x is sameas brand.palette``
+  keeps its answer), and only lookups through it are folded.
 
-Lookups keep the sandbox's rules (they go through the environment's
-``getattr``/``getitem``, and a value is folded only when it is plain data),
-filters that need the render's context (``money``, ``date``) are never
-folded, and a template that cannot be analysed is compiled as written. The
-tests render every example template, pack, channel and locale both ways and
-require the same text.
+A chain whose layout is chosen at render time, that imports or includes
+without context, or that changes autoescaping in a block is compiled as
+written. Lookups go through the environment's own (sandboxed) ``getattr``
+and ``getitem``. The tests render every example template, pack, channel,
+locale and sample both ways, and hostile sources for each rule above, and
+require the same text, blocks and errors.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -45,7 +55,6 @@ from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.optimizer import Optimizer
 from jinja2.runtime import new_context
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
@@ -59,7 +68,10 @@ _IMPLICIT = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
 #: Context names whose value is the same for every message of a locale.
 _CONTEXT_NAMES = ("lang", "dir", "locale")
 _GETTEXT = frozenset({"_", "gettext"})
-_PLAIN = (str, int, float, bool, type(None))
+#: Values written into the compiled code.
+_SCALARS = frozenset({str, int, float, bool, type(None), Markup})
+#: Expressions evaluated ahead of time once their operands are known: pure and cheap.
+_PURE = (nodes.CondExpr, nodes.Compare, nodes.Not, nodes.And, nodes.Or)
 
 
 class Constants:
@@ -73,19 +85,6 @@ class Constants:
         #: ``brand`` without what varies per message (the greeting).
         self.brand = {k: v for k, v in brand.items() if k != "greeting"}
         self.gettext = {k: v for k, v in gettext.items() if k in _GETTEXT}
-
-
-def _plain_data(value: Any, depth: int = 0) -> bool:
-    """Strings, numbers and dicts or lists of them: what may be written into code."""
-    if type(value) in _PLAIN or type(value) is Markup:
-        return True
-    if depth > 4:
-        return False
-    if type(value) is dict:
-        return all(type(k) is str and _plain_data(v, depth + 1) for k, v in value.items())
-    if type(value) in (list, tuple):
-        return all(_plain_data(v, depth + 1) for v in value)
-    return False
 
 
 def _assigned(tree: nodes.Template) -> Counter[str]:
@@ -104,14 +103,33 @@ def _assigned(tree: nodes.Template) -> Counter[str]:
     return counts
 
 
+def _runs_blocks_early(tree: nodes.Template) -> bool:
+    """Whether top-level code other than a block definition holds a block.
+
+    In a template that extends another, such a block (inside a top-level
+    ``set`` block, ``for``, ``filter``, ``if`` ...) runs while this template's
+    top-level code runs: before the templates it extends have run theirs.
+    """
+    return any(not isinstance(node, nodes.Block) and any(True for _ in node.find_all(nodes.Block))
+               for node in tree.body)
+
+
 class _Chain:
     """What the templates an entry template renders with bind, and whether it can be folded."""
 
     def __init__(self, env: jinja2.Environment, entry: str) -> None:
+        self.entry = entry
         self.assigned: Counter[str] = Counter()
         self.foldable = True
         self.uses_self = False
-        self.changes_autoescape = False
+        #: Templates below which (extending them, directly or not) a block can run early.
+        self.early: set[str] = set()
+        parents: dict[str, str] = {}
+        early_here: dict[str, bool] = {}
+        #: Whose render context each template runs in (its evaluation context, hence the
+        #: autoescaping translations see): a layout runs in the context of the template
+        #: that extends it, an included or imported template in a new one of its own.
+        owners: dict[str, set[str]] = {entry: {entry}}
         seen: set[str] = set()
         todo = [entry]
         loader = env.loader
@@ -128,41 +146,215 @@ class _Chain:
                 self.uses_self = True
             if any(True for _ in tree.find_all((nodes.ScopedEvalContextModifier,
                                                 nodes.EvalContextModifier))):
-                self.changes_autoescape = True
+                self.foldable = False  # autoescaping that may change at render time
+            early_here[name] = _runs_blocks_early(tree)
+            extends = list(tree.find_all(nodes.Extends))
+            if len(extends) > 1 or (extends and extends[0] not in tree.body):
+                self.foldable = False  # which layout depends on the data
             for ref in tree.find_all((nodes.Extends, nodes.Include, nodes.Import,
                                       nodes.FromImport)):
                 target = getattr(ref, "template", None)
                 if not isinstance(target, nodes.Const) or not isinstance(target.value, str):
                     self.foldable = False  # a name known only at render time
                     continue
-                if not isinstance(ref, nodes.Extends) and not getattr(ref, "with_context", False):
+                if isinstance(ref, nodes.Extends):
+                    parents[name] = target.value
+                    owners.setdefault(target.value, set()).update(owners.get(name, {name}))
+                elif not getattr(ref, "with_context", False):
                     self.foldable = False  # rendered without the context: names undefined
+                else:
+                    owners.setdefault(target.value, set()).add(target.value)
                 todo.append(target.value)
+        # Walk up from every template that extends another (the entry, and included
+        # templates that extend): a template is exposed when one below it runs blocks early.
+        for start in parents:
+            below_early, name, steps = False, start, 0
+            while name in parents and steps < 64:
+                below_early = below_early or early_here.get(name, False)
+                name, steps = parents[name], steps + 1
+                if below_early:
+                    self.early.add(name)
+        # Jinja's prefix loader compiles "templates/x/email.mjml.j2" under the name
+        # "x/email.mjml.j2": keep both forms (a clash only makes the rules stricter).
+        self.early |= {n.split("/", 1)[1] for n in self.early if "/" in n}
+        #: Per template, the autoescaping of the context it runs in; None: not one answer.
+        self.autoescape: dict[str, bool | None] = {}
+        for name, whose in owners.items():
+            answers = {bool(nodes.EvalContext(env, owner).autoescape) for owner in whose}
+            found = answers.pop() if len(answers) == 1 else None
+            for key in (name, name.split("/", 1)[1] if "/" in name else name):
+                if key in self.autoescape and self.autoescape[key] != found:
+                    found = None
+                self.autoescape[key] = found
 
 
 class _Folder(NodeTransformer):
     """Replaces the constants of one template's tree (see the module docstring)."""
 
     def __init__(self, env: jinja2.Environment, name: str | None, constants: Constants,
-                 chain: _Chain) -> None:
+                 chain: _Chain, store: Callable[[Any], str]) -> None:
         self.env = env
+        self.store = store
         self.name = name
         self.constants = constants
         self.chain = chain
         self.eval_ctx = nodes.EvalContext(env, name)
+        #: The autoescaping of the render context this template runs in (translations
+        #: see it, not this file's own); None: unknown, translations are not folded.
+        self.context_autoescape = chain.autoescape.get(name or "")
         self.values: dict[str, Any] = {
             n: v for n, v in constants.names.items() if not chain.assigned[n]}
         self.brand = not chain.assigned["brand"]
         self.calls = {n: f for n, f in constants.gettext.items()
-                      if not chain.assigned[n] and not chain.changes_autoescape}
+                      if not chain.assigned[n] and self.context_autoescape is not None}
+        self.locals = not chain.uses_self and name not in chain.early
 
-    def _const(self, value: Any, node: nodes.Node) -> nodes.Node:
-        if not _plain_data(value):
-            return node
+    # -- what a node's value is, when it can be known now
+
+    def _value(self, node: nodes.Node) -> tuple[bool, Any]:
+        """``(True, value)`` for a lookup of constants or a pure expression of them."""
+        if isinstance(node, nodes.Const):
+            return True, node.value
+        if isinstance(node, nodes.Name):
+            if node.ctx == "load" and node.name in self.values:
+                return True, self.values[node.name]
+            return False, None
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            return self._lookup(node)
+        if isinstance(node, nodes.Call):
+            return self._gettext(node)
+        if isinstance(node, _PURE):
+            return self._pure(node)
+        return False, None
+
+    def _lookup(self, node: nodes.Getattr | nodes.Getitem) -> tuple[bool, Any]:
+        if node.ctx != "load":
+            return False, None
+        if isinstance(node, nodes.Getattr):
+            key: Any = node.attr
+        elif isinstance(node.arg, nodes.Const) and type(node.arg.value) in (str, int):
+            key = node.arg.value
+        else:
+            return False, None
+        inner = node.node
+        if isinstance(inner, nodes.Name) and inner.name == "brand" and inner.ctx == "load":
+            if not self.brand or key not in self.constants.brand or (
+                    isinstance(node, nodes.Getattr) and key in _DICT_ATTRIBUTES):
+                return False, None  # the greeting, a missing key, or a dict method
+            return True, self.constants.brand[key]
+        known, base = self._value(inner)
+        if not known:
+            return False, None
         try:
-            return nodes.Const.from_untrusted(value, lineno=node.lineno, environment=self.env)
-        except nodes.Impossible:
-            return node
+            if isinstance(node, nodes.Getattr):
+                value = self.env.getattr(base, key)
+            else:
+                value = self.env.getitem(base, key)
+        except Exception:  # fails at render time, as written
+            return False, None
+        if isinstance(value, jinja2.Undefined) or callable(value):
+            return False, None
+        return True, value
+
+    def _gettext(self, node: nodes.Call) -> tuple[bool, Any]:
+        func = node.node
+        if not (isinstance(func, nodes.Name) and func.ctx == "load" and func.name in self.calls
+                and len(node.args) == 1 and isinstance(node.args[0], nodes.Const)
+                and type(node.args[0].value) is str and not node.kwargs
+                and node.dyn_args is None and node.dyn_kwargs is None):
+            return False, None
+        gettext = self.calls[func.name]
+        context = new_context(self.env, self.name, {}, {func.name: gettext}, True)
+        context.eval_ctx.autoescape = bool(self.context_autoescape)
+        try:
+            value = context.call(gettext, node.args[0].value)
+        except Exception:
+            return False, None  # fails at render time, as written
+        if type(value) not in (str, Markup) or len(value) > _SMALL:
+            return False, None  # the sandbox checks a long result against the render's budget
+        return True, value
+
+    def _pure(self, node: nodes.Expr) -> tuple[bool, Any]:
+        operands = list(node.iter_child_nodes())
+        if isinstance(node, nodes.CondExpr) and node.expr2 is None:
+            return False, None  # an undefined "else": left to the render
+        consts: dict[int, nodes.Const] = {}
+        for operand in operands:
+            if isinstance(operand, nodes.Operand):
+                known, value = self._value(operand.expr)
+            else:
+                known, value = self._value(operand)
+            if not known or type(value) not in _SCALARS:
+                return False, None
+            consts[id(operand)] = nodes.Const(value)
+        try:
+            if isinstance(node, nodes.Compare):
+                rebuilt: nodes.Expr = nodes.Compare(consts[id(node.expr)], [
+                    nodes.Operand(op.op, consts[id(op)]) for op in node.ops])
+            elif isinstance(node, nodes.CondExpr):
+                assert node.expr2 is not None
+                rebuilt = nodes.CondExpr(consts[id(node.test)], consts[id(node.expr1)],
+                                         consts[id(node.expr2)])
+            elif isinstance(node, nodes.Not):
+                rebuilt = nodes.Not(consts[id(node.node)])
+            else:
+                assert isinstance(node, nodes.And | nodes.Or)
+                rebuilt = type(node)(consts[id(node.left)], consts[id(node.right)])
+            rebuilt.set_environment(self.env)
+            return True, rebuilt.as_const(self.eval_ctx)
+        except Exception:
+            return False, None
+
+    # -- rewriting
+
+    def _replace(self, node: nodes.Node, printed: bool) -> nodes.Node:
+        """``node`` as a folded value when it has a plain one, else with its parts folded."""
+        if isinstance(node, nodes.Expr) and not isinstance(
+                node, nodes.Const | nodes.EnvironmentAttribute):
+            known, value = self._value(node)
+            if known and type(value) in _SCALARS and (
+                    type(value) is not float or math.isfinite(value)):
+                if printed:
+                    return nodes.Const(value, lineno=node.lineno)
+                # Used by an expression that runs at render time: an attribute of the
+                # environment, which (unlike a Const) lets nothing around it be evaluated
+                # at compile time -- filters, ~ and tests keep the sandbox's checks.
+                return nodes.EnvironmentAttribute(self.store(value), lineno=node.lineno)
+        return self.generic_visit(node)
+
+    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
+        for field, old in node.iter_fields():
+            if isinstance(old, list):
+                new_values: list[Any] = []
+                for value in old:
+                    if isinstance(value, nodes.Node):
+                        value = self._visit(value)
+                    new_values.append(value)
+                old[:] = new_values
+            elif isinstance(old, nodes.Node):
+                setattr(node, field, self._visit(old))
+        return node
+
+    def _visit(self, node: nodes.Node) -> nodes.Node:
+        method = getattr(self, f"visit_{type(node).__name__}", None)
+        if method is not None:
+            return method(node)  # type: ignore[no-any-return]
+        return self._replace(node, printed=False)
+
+    def visit_Output(self, node: nodes.Output) -> nodes.Node:
+        children: list[nodes.Expr] = []
+        for child in node.nodes:
+            if isinstance(child, nodes.MarkSafeIfAutoescape) and \
+                    self.context_autoescape is not None:
+                known, value = self._value(child.expr)
+                if known and type(value) in (str, Markup):
+                    # At render time: Markup(value) when the render autoescapes.
+                    children.append(nodes.Const(
+                        Markup(value) if self.context_autoescape else value, lineno=child.lineno))
+                    continue
+            children.append(self._replace(child, printed=True))  # type: ignore[arg-type]
+        node.nodes = children
+        return node
 
     def visit_Template(self, node: nodes.Template) -> nodes.Node:
         body = node.body
@@ -177,69 +369,16 @@ class _Folder(NodeTransformer):
             if not (isinstance(child, nodes.Assign) and isinstance(child.target, nodes.Name)):
                 start = index
                 break
+            # The assignment stays as written (the name keeps its value and identity for
+            # other templates); its value is remembered for this template's lookups.
             target = child.target.name
-            child.node = self.visit(child.node)
-            folded = Optimizer(self.env).visit(child.node, self.eval_ctx)
-            child.node = folded
-            if (isinstance(folded, nodes.Const) and self.chain.assigned[target] == 1
-                    and target not in _IMPLICIT and not self.chain.uses_self
-                    and target not in _CONTEXT_NAMES and target != "brand"
-                    and target not in _GETTEXT):
-                self.values[target] = folded.value
-        node.body[start:] = [self.visit(child) for child in body[start:]]
+            known, value = self._value(child.node)
+            if (known and self.locals and self.chain.assigned[target] == 1
+                    and target not in _IMPLICIT and target not in _CONTEXT_NAMES
+                    and target != "brand" and target not in _GETTEXT):
+                self.values[target] = value
+        node.body[start:] = [self._visit(child) for child in body[start:]]
         return node
-
-    def visit_Name(self, node: nodes.Name) -> nodes.Node:
-        if node.ctx == "load" and node.name in self.values:
-            return self._const(self.values[node.name], node)
-        return node
-
-    def _brand_key(self, node: nodes.Getattr | nodes.Getitem) -> str | None:
-        inner = node.node
-        if not (self.brand and isinstance(inner, nodes.Name) and inner.name == "brand"
-                and inner.ctx == "load" and node.ctx == "load"):
-            return None
-        if isinstance(node, nodes.Getattr):
-            key = node.attr
-            if key in _DICT_ATTRIBUTES:
-                return None  # brand.items is the dict's method, not a key
-        else:
-            if not isinstance(node.arg, nodes.Const) or type(node.arg.value) is not str:
-                return None
-            key = node.arg.value
-        return key if key in self.constants.brand else None
-
-    def visit_Getattr(self, node: nodes.Getattr) -> nodes.Node:
-        key = self._brand_key(node)
-        if key is not None:
-            return self._const(self.constants.brand[key], node)
-        return self.generic_visit(node)
-
-    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
-        key = self._brand_key(node)
-        if key is not None:
-            return self._const(self.constants.brand[key], node)
-        return self.generic_visit(node)
-
-    def visit_Call(self, call: nodes.Call) -> nodes.Node:
-        node = self.generic_visit(call)
-        if not isinstance(node, nodes.Call):
-            return node
-        func = node.node
-        if not (isinstance(func, nodes.Name) and func.ctx == "load" and func.name in self.calls
-                and len(node.args) == 1 and isinstance(node.args[0], nodes.Const)
-                and type(node.args[0].value) is str and not node.kwargs
-                and node.dyn_args is None and node.dyn_kwargs is None):
-            return node
-        gettext = self.calls[func.name]
-        context = new_context(self.env, self.name, {}, {func.name: gettext}, True)
-        try:
-            value = context.call(gettext, node.args[0].value)
-        except Exception:
-            return node  # fails at render time, as written
-        if type(value) not in (str, Markup) or len(value) > _SMALL:
-            return node  # the sandbox checks a long result's size against the render's budget
-        return self._const(value, node)
 
 
 class FoldedEnvironments:
@@ -282,12 +421,19 @@ class FoldedEnvironments:
             return self.env
         overlay = self.env.overlay(cache_size=-1)
         env = self.env
+        count = iter(range(1 << 62))
+
+        def store(value: Any) -> str:
+            """Keep ``value`` on the overlay: the compiled code reads ``environment.<name>``."""
+            name = f"ccm_folded_{next(count)}"
+            setattr(overlay, name, value)
+            return name
 
         def fold(tree: nodes.Template, template: str | None) -> nodes.Template:
             # Every replacement is sound on its own: a pass stopped half way by a tree
             # it does not expect leaves a tree that renders the same.
             try:
-                return _Folder(env, template, constants, chain).visit(tree)  # type: ignore[no-any-return]
+                return _Folder(env, template, constants, chain, store).visit(tree)  # type: ignore[no-any-return]
             except Exception:
                 return tree
 

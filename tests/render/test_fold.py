@@ -229,3 +229,78 @@ def test_self_keeps_template_level_names_unfolded(tmp_path: Path) -> None:
     code = _layout_code(folded)
     assert 'background-color="#F5F2EA"' not in code  # p.surface: p stays a name
     assert '<mjml lang="en"' in code  # lang still folds
+
+
+# Found by trying to break the fold from outside (each differed before the fold was made
+# stricter): sources whose folded render must equal the render as written.
+_MID = ('{% extends "pack/email.mjml.j2" %}{% set q = brand.name %}'
+        '{% block content %}<mj-text>{{ q if q is defined else "unset" }}</mj-text>'
+        '{% endblock %}')
+_EXTENDS_MID = '{% extends "templates/payment_reminder/mid.mjml.j2" %}'
+_DOUBLED = ('{% extends "pack/email.mjml.j2" %}{% set a = brand.legal %}'
+            + "".join(f"{{% set a{i} = {'a' if i == 0 else f'a{i - 1}'} ~ "
+                      f"{'a' if i == 0 else f'a{i - 1}'} %}}" for i in range(13))
+            + "{% block content %}<mj-text>{{ a12|length }}</mj-text>{% endblock %}")
+_SMS = '{% extends "pack/sms.txt.j2" %}{% block content %}'
+
+
+def _content(body: str) -> str:
+    return f'{{% extends "pack/email.mjml.j2" %}}{{% block content %}}<mj-text>{body}</mj-text>' \
+           '{% endblock %}'
+
+
+@pytest.mark.parametrize(("files", "channel", "yaml"), [
+    # ~ joins at render time, keeping a translation's Markup (and the concatenation budget).
+    ({"email.mjml.j2": _content('{{ _("Tea & cake") ~ "!" }}')}, "email", ""),
+    ({"email.mjml.j2": _content('{{ (_("Pay now") ~ "<b>")|length }}')}, "email", ""),
+    ({"email.mjml.j2": '{% extends "pack/email.mjml.j2" %}{% set q = "a"|safe ~ "<b>" %}'
+      '{% block content %}<mj-text>{{ q|safe }}</mj-text>{% endblock %}'}, "email", ""),
+    ({"email.mjml.j2": _DOUBLED}, "email", ""),
+    # Filters on folded values keep the template's budgets.
+    ({"email.mjml.j2": _content("{{ brand.name|center(3000)|length }}")}, "email",
+     "budget:\n  max_value_size: 2000\n"),
+    # Autoescaping that depends on the data.
+    ({"email.mjml.j2": _content('{% autoescape data.days_overdue < 0 %}'
+                                '{{ brand.sender.email["from"] }}{% endautoescape %}')},
+     "email", ""),
+    ({"sms.txt.j2": _SMS + '{% autoescape data.days_overdue > 0 %}'
+      '{{ brand.sender.email["from"] }}{% endautoescape %}{% endblock %}'}, "sms", ""),
+    # A block run from a child's top-level code, before its layout's top has run.
+    ({"mid.mjml.j2": _MID, "email.mjml.j2": _EXTENDS_MID + "{% set early %}{% block content %}"
+      "{{ super() }}{% endblock %}{% endset %}{% block preheader %}{{ early }}{% endblock %}"},
+     "email", ""),
+    ({"mid.mjml.j2": _MID, "email.mjml.j2": _EXTENDS_MID + "{% for i in [1] %}"
+      "{% block content %}[{{ super() }}]{% endblock %}{% endfor %}"}, "email", ""),
+    # Translations see the autoescaping of the context they run in, not their file's.
+    ({"base.html.j2": '{{ _("Tea & cake") }}|{% block content %}{% endblock %}',
+      "sms.txt.j2": '{% extends "templates/payment_reminder/base.html.j2" %}'
+      "{% block content %}x{% endblock %}"}, "sms", ""),
+    ({"base.txt.j2": '{{ _("Tea & cake")|e }}|{{ _("Tea & cake") + "<x>" }}'
+      "{% block content %}{% endblock %}",
+      "email.mjml.j2": '{% extends "templates/payment_reminder/base.txt.j2" %}'
+      "{% block content %}x{% endblock %}"}, "email", ""),
+    ({"inc.txt.j2": '{{ _("Tea & cake")|e }}',
+      "email.mjml.j2": _content('{% include "templates/payment_reminder/inc.txt.j2" %}')},
+     "email", ""),
+    # The sandbox still refuses to print lazy values made from folded ones.
+    ({"email.mjml.j2": _content("{{ [lang]|reverse }}")}, "email", ""),
+    ({"email.mjml.j2": _content('{{ [lang]|reverse ~ "" }}')}, "email", ""),
+    ({"sms.txt.j2": _SMS + '{{ brand.palette|items ~ "" }}{% endblock %}'}, "sms", ""),
+    # A dict or list keeps its identity.
+    ({"email.mjml.j2": _content("{% set x = brand.palette %}{{ x is sameas brand.palette }}")},
+     "email", ""),
+])
+def test_sources_that_once_broke_the_fold_render_the_same(
+        tmp_path: Path, files: dict[str, str], channel: str, yaml: str) -> None:
+    folder = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates" / "payment_reminder", folder / "payment_reminder")
+    for name, source in files.items():
+        (folder / "payment_reminder" / name).write_text(source, "utf-8")
+    if yaml:
+        spec = folder / "payment_reminder" / "template.yaml"
+        spec.write_text(spec.read_text("utf-8") + yaml, "utf-8")
+    for pack in PACKS:
+        folded, plain = _engine(pack, True, folder), _engine(pack, False, folder)
+        for locale in folded.pack.locales:
+            assert _render(folded, "payment_reminder", _sample(), channel, locale) == \
+                _render(plain, "payment_reminder", _sample(), channel, locale), (pack, locale)
