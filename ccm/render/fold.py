@@ -22,10 +22,12 @@ What is folded, and only where nothing can change it:
   anywhere: a child template's top-level ``set`` overrides its layout's
   names, as do loop variables, macro arguments and imports;
 * ``_("text")`` and ``gettext("text")`` without variables, evaluated with
-  the catalog and the autoescaping the render has (the entry template's) --
-  unless the call fails (it then fails at render time, as before) or its
-  result is long (the sandbox checks long results against the render's
-  budget);
+  the template's catalog and the autoescaping of the render context the
+  template runs in (a layout runs in the context of every template that
+  extends it, an included or imported template in its own; several that
+  disagree: not folded) -- unless the call fails (it then fails at render
+  time, as before) or its result is long (the sandbox checks long results
+  against the render's budget);
 * a name a template sets once, at its top, before anything else runs, to a
   lookup of those values or a pure expression of them (``{% set p =
   brand.palette %}``; comparisons, conditions, ``and``/``or``/``not``),
@@ -33,7 +35,8 @@ What is folded, and only where nothing can change it:
   uses ``self``, or a template extending it can run a block from its own
   top-level code (a block inside a top-level ``set``, ``for``, ``filter``
   ...), before this template's top has run;
-* only values that are strings, numbers, booleans or none are written in: a
+* only values that are strings, numbers, booleans or none are written in
+  (and only those Jinja can write as code: no ``inf``, no huge integers): a
   name bound to a dict or a list stays a name (``x is sameas brand.palette``
   keeps its answer), and only lookups through it are folded.
 
@@ -72,6 +75,16 @@ _GETTEXT = frozenset({"_", "gettext"})
 _SCALARS = frozenset({str, int, float, bool, type(None), Markup})
 #: Expressions evaluated ahead of time once their operands are known: pure and cheap.
 _PURE = (nodes.CondExpr, nodes.Compare, nodes.Not, nodes.And, nodes.Or)
+
+
+def _writable(value: Any) -> bool:
+    """A scalar Jinja can write into code as it is (not ``inf``, not a 4,300-digit int)."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is int:
+        return bool(value.bit_length() < 4096)
+    return kind in _SCALARS
 
 
 class Constants:
@@ -126,10 +139,8 @@ class _Chain:
         self.early: set[str] = set()
         parents: dict[str, str] = {}
         early_here: dict[str, bool] = {}
-        #: Whose render context each template runs in (its evaluation context, hence the
-        #: autoescaping translations see): a layout runs in the context of the template
-        #: that extends it, an included or imported template in a new one of its own.
-        owners: dict[str, set[str]] = {entry: {entry}}
+        #: (template, extends?, template it names): every extends, include and import.
+        edges: list[tuple[str, bool, str]] = []
         seen: set[str] = set()
         todo = [entry]
         loader = env.loader
@@ -159,12 +170,24 @@ class _Chain:
                     continue
                 if isinstance(ref, nodes.Extends):
                     parents[name] = target.value
-                    owners.setdefault(target.value, set()).update(owners.get(name, {name}))
                 elif not getattr(ref, "with_context", False):
                     self.foldable = False  # rendered without the context: names undefined
-                else:
-                    owners.setdefault(target.value, set()).add(target.value)
+                edges.append((name, isinstance(ref, nodes.Extends), target.value))
                 todo.append(target.value)
+        # Whose render context each template runs in (its evaluation context, hence the
+        # autoescaping translations see): a layout runs in the context of every template
+        # that extends it, an included or imported template in a new one of its own.
+        # Repeated until nothing changes: a template may gain callers read after it.
+        owners: dict[str, set[str]] = {entry: {entry}}
+        changed = True
+        while changed:
+            changed = False
+            for name, extends_it, target in edges:
+                add = owners.get(name, set()) if extends_it else {target}
+                known = owners.setdefault(target, set())
+                if not add <= known:
+                    known |= add
+                    changed = True
         # Walk up from every template that extends another (the entry, and included
         # templates that extend): a template is exposed when one below it runs blocks early.
         for start in parents:
@@ -181,7 +204,7 @@ class _Chain:
         self.autoescape: dict[str, bool | None] = {}
         for name, whose in owners.items():
             answers = {bool(nodes.EvalContext(env, owner).autoescape) for owner in whose}
-            found = answers.pop() if len(answers) == 1 else None
+            found = answers.pop() if len(answers) == 1 else None  # none or several: unknown
             for key in (name, name.split("/", 1)[1] if "/" in name else name):
                 if key in self.autoescape and self.autoescape[key] != found:
                     found = None
@@ -284,7 +307,7 @@ class _Folder(NodeTransformer):
                 known, value = self._value(operand.expr)
             else:
                 known, value = self._value(operand)
-            if not known or type(value) not in _SCALARS:
+            if not known or not _writable(value):
                 return False, None
             consts[id(operand)] = nodes.Const(value)
         try:
@@ -312,8 +335,7 @@ class _Folder(NodeTransformer):
         if isinstance(node, nodes.Expr) and not isinstance(
                 node, nodes.Const | nodes.EnvironmentAttribute):
             known, value = self._value(node)
-            if known and type(value) in _SCALARS and (
-                    type(value) is not float or math.isfinite(value)):
+            if known and _writable(value):
                 if printed:
                     return nodes.Const(value, lineno=node.lineno)
                 # Used by an expression that runs at render time: an attribute of the

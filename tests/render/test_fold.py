@@ -286,6 +286,20 @@ def _content(body: str) -> str:
     ({"email.mjml.j2": _content("{{ [lang]|reverse }}")}, "email", ""),
     ({"email.mjml.j2": _content('{{ [lang]|reverse ~ "" }}')}, "email", ""),
     ({"sms.txt.j2": _SMS + '{{ brand.palette|items ~ "" }}{% endblock %}'}, "sms", ""),
+    # A layout runs in the context of every template that extends it, however the chain
+    # is read (found by a second attack: callers read after the layout were missed).
+    ({"email.mjml.j2": '{% extends "templates/payment_reminder/B.txt.j2" %}',
+      "B.txt.j2": '{% extends "templates/payment_reminder/C.txt.j2" %}',
+      "C.txt.j2": '{{ _("Tea & cake")|e }}{% if not inner is defined %}{% with inner = 1 %}['
+      '{% include "templates/payment_reminder/B.txt.j2" %}]{% endwith %}{% endif %}'},
+     "email", ""),
+    ({"email.mjml.j2": '{% extends "templates/payment_reminder/A.txt.j2" %}{% block content %}'
+      '[{% include "templates/payment_reminder/B.txt.j2" %}]{% endblock %}',
+      "A.txt.j2": '{% extends "templates/payment_reminder/B.txt.j2" %}',
+      "B.txt.j2": '{% extends "templates/payment_reminder/C.txt.j2" %}',
+      "C.txt.j2": 'C:{{ _("Tea & cake")|e }}|{% block content %}{% endblock %}'}, "email", ""),
+    # A literal Jinja cannot write as code fails as written.
+    ({"email.mjml.j2": _content("{{ (1e999 if lang else 0) > 1 }}")}, "email", ""),
     # A dict or list keeps its identity.
     ({"email.mjml.j2": _content("{% set x = brand.palette %}{{ x is sameas brand.palette }}")},
      "email", ""),
