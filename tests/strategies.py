@@ -9,6 +9,7 @@ characters, quotes and address punctuation, and RFC 2047 encoded words
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ __all__ = [
     "gsm_texts",
     "header_values",
     "sms_texts",
+    "varied_data",
 ]
 
 #: Characters and fragments that have broken mail and SMS code somewhere.
@@ -126,3 +128,23 @@ def customer_ids(max_size: int = 24) -> st.SearchStrategy[str]:
         st.lists(st.one_of(_pieces, st.sampled_from(AWKWARD_IDS)), min_size=1, max_size=6)
         .map("".join).filter(bool),
     )
+
+
+def varied_data(value: Any, draw: st.DrawFn, key: str = "") -> Any:
+    """A request's ``data`` changed the way customer data changes (types and formats kept).
+
+    Numbers get other values, names and references (by key) hostile customer names.
+    """
+    if isinstance(value, dict):
+        return {k: varied_data(v, draw, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [varied_data(v, draw, key) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return draw(st.integers(min_value=0, max_value=400))
+    if isinstance(value, float):
+        return draw(st.integers(min_value=0, max_value=10**8)) / 100
+    if isinstance(value, str) and key in ("name", "reference", "salutation", "title", "product"):
+        return draw(st.one_of(st.just(value), customer_names(6)))
+    return value

@@ -59,7 +59,6 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.runtime import new_context
-from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from ccm.render.sandbox import _DICT_ATTRIBUTES, _SMALL
@@ -114,6 +113,15 @@ def _assigned(tree: nodes.Template) -> Counter[str]:
         for entry in from_import.names:
             counts[entry[1] if isinstance(entry, tuple) else entry] += 1
     return counts
+
+
+def _both_names(name: str) -> tuple[str, str]:
+    """``name`` and the name Jinja's prefix loader compiles it under.
+
+    ``templates/x/email.mjml.j2`` is compiled as ``x/email.mjml.j2``; a rule keyed
+    by both forms holds for either (a clash only makes the rules stricter).
+    """
+    return name, name.split("/", 1)[1] if "/" in name else name
 
 
 def _runs_blocks_early(tree: nodes.Template) -> bool:
@@ -196,22 +204,19 @@ class _Chain:
                 below_early = below_early or early_here.get(name, False)
                 name, steps = parents[name], steps + 1
                 if below_early:
-                    self.early.add(name)
-        # Jinja's prefix loader compiles "templates/x/email.mjml.j2" under the name
-        # "x/email.mjml.j2": keep both forms (a clash only makes the rules stricter).
-        self.early |= {n.split("/", 1)[1] for n in self.early if "/" in n}
+                    self.early.update(_both_names(name))
         #: Per template, the autoescaping of the context it runs in; None: not one answer.
         self.autoescape: dict[str, bool | None] = {}
         for name, whose in owners.items():
             answers = {bool(nodes.EvalContext(env, owner).autoescape) for owner in whose}
             found = answers.pop() if len(answers) == 1 else None  # none or several: unknown
-            for key in (name, name.split("/", 1)[1] if "/" in name else name):
+            for key in _both_names(name):
                 if key in self.autoescape and self.autoescape[key] != found:
                     found = None
                 self.autoescape[key] = found
 
 
-class _Folder(NodeTransformer):
+class _Folder:
     """Replaces the constants of one template's tree (see the module docstring)."""
 
     def __init__(self, env: jinja2.Environment, name: str | None, constants: Constants,
@@ -344,7 +349,7 @@ class _Folder(NodeTransformer):
                 return nodes.EnvironmentAttribute(self.store(value), lineno=node.lineno)
         return self.generic_visit(node)
 
-    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
+    def generic_visit(self, node: nodes.Node) -> nodes.Node:
         for field, old in node.iter_fields():
             if isinstance(old, list):
                 new_values: list[Any] = []
@@ -378,7 +383,7 @@ class _Folder(NodeTransformer):
         node.nodes = children
         return node
 
-    def visit_Template(self, node: nodes.Template) -> nodes.Node:
+    def visit_Template(self, node: nodes.Template) -> nodes.Template:
         body = node.body
         start = len(body)
         for index, child in enumerate(body):
@@ -455,7 +460,7 @@ class FoldedEnvironments:
             # Every replacement is sound on its own: a pass stopped half way by a tree
             # it does not expect leaves a tree that renders the same.
             try:
-                return _Folder(env, template, constants, chain, store).visit(tree)  # type: ignore[no-any-return]
+                return _Folder(env, template, constants, chain, store).visit_Template(tree)
             except Exception:
                 return tree
 

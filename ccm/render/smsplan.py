@@ -142,13 +142,12 @@ class SmsPlan:
 
     def __init__(self, engine: Engine, tpl: Template, locale: str | None,
                  request_check: Callable[[Any], Any], contract_check: Callable[[Any], Any],
-                 template: Any) -> None:
+                 ) -> None:
         self.engine = engine
         self.tpl = tpl
         self.locale = locale
         self._request_check = request_check
         self._contract_check = contract_check
-        self._template = template
         self._name = tpl.source_name("sms")
         self._budget = engine.budget(tpl)
         self._max_segments = engine.pack.senders.get("sms", {}).get("max_segments")
@@ -184,10 +183,10 @@ class SmsPlan:
         if request_check is None or contract_check is None:
             return None
         try:
-            compiled = engine._env.get_template(tpl.source_name("sms"))
+            engine._env.get_template(tpl.source_name("sms"))
         except Exception:  # a syntax error: the full path reports it
             return None
-        return cls(engine, tpl, locale, request_check, contract_check, compiled)
+        return cls(engine, tpl, locale, request_check, contract_check)
 
     # -- per request ------------------------------------------------------------------
 
@@ -295,11 +294,8 @@ class SmsPlan:
         ctx.update(parts.gettext)
         template = parts.template
         if template is None:
-            try:
-                template = parts.template = self.engine._environment(
-                    self.tpl, "sms", locale).get_template(self._name)
-            except Exception:  # compiled as written when folding fails (it never should)
-                template = parts.template = self._template
+            template = parts.template = self.engine._environment(
+                self.tpl, "sms", locale).get_template(self._name)
         meter.name = self._name
         token = _current.set(meter)
         try:

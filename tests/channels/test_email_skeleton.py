@@ -33,7 +33,7 @@ from ccm.errors import MessageError, RenderError
 from ccm.message import Message
 from ccm.render.engine import Engine
 from ccm.render.template import validate_request
-from tests.strategies import customer_names
+from tests.strategies import customer_names, varied_data
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKS = ("acme", "globex")
@@ -92,29 +92,12 @@ def _eml(subject: str, html: str, text: str) -> bytes:
                                  to=("Customer", "c@example.com"), date=NOW)
 
 
-def _vary(value: Any, draw: st.DrawFn, key: str = "") -> Any:
-    """A request value changed the way customer data changes (types and formats kept)."""
-    if isinstance(value, dict):
-        return {k: _vary(v, draw, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_vary(v, draw, key) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return draw(st.integers(min_value=0, max_value=400))
-    if isinstance(value, float):
-        return draw(st.integers(min_value=0, max_value=10**8)) / 100
-    if isinstance(value, str) and key in ("name", "reference", "salutation", "title", "product"):
-        return draw(st.one_of(st.just(value), customer_names(6)))
-    return value
-
-
 @st.composite
 def _requests(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
     pack = draw(st.sampled_from(PACKS))
     template = draw(st.sampled_from(TEMPLATES))
     raw = copy.deepcopy(draw(st.sampled_from(_samples(template))))
-    raw["data"] = _vary(raw["data"], draw)
+    raw["data"] = varied_data(raw["data"], draw)
     raw["customer"]["name"] = draw(st.one_of(st.just(raw["customer"]["name"]),
                                              customer_names(8)))
     if draw(st.booleans()):

@@ -18,7 +18,7 @@ from ccm.errors import CCMError
 from ccm.message import Message
 from ccm.render.engine import Engine
 from ccm.render.template import validate_request
-from tests.strategies import customer_names
+from tests.strategies import customer_names, varied_data
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKS = ("acme", "globex")
@@ -70,28 +70,12 @@ def test_every_example_renders_the_same_folded(pack: str, template: str, sample:
                 _render(plain, template, raw, channel, locale), (channel, locale)
 
 
-def _vary(value: Any, draw: st.DrawFn, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _vary(v, draw, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_vary(v, draw, key) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return draw(st.integers(min_value=0, max_value=400))
-    if isinstance(value, float):
-        return draw(st.integers(min_value=0, max_value=10**8)) / 100
-    if isinstance(value, str) and key in ("name", "reference", "salutation", "title", "product"):
-        return draw(st.one_of(st.just(value), customer_names(6)))
-    return value
-
-
 @st.composite
 def _requests(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
     pack, template, sample = draw(st.sampled_from(_cases()))
     raw = json.loads((ROOT / "templates" / template / "samples" / sample).read_text("utf-8"))
     raw = copy.deepcopy(raw)
-    raw["data"] = _vary(raw["data"], draw)
+    raw["data"] = varied_data(raw["data"], draw)
     raw["customer"]["name"] = draw(st.one_of(st.just(raw["customer"]["name"]),
                                              customer_names(8)))
     return pack, template, raw

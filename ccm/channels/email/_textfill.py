@@ -42,7 +42,6 @@ It is detected, not assumed, like the HTML skeleton:
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from html import unescape as html_unescape
 from typing import Any
@@ -74,7 +73,6 @@ _TOKEN = re.compile("([\ue000\ue002\ue003])([0-9]+)\ue001")
 _TOKEN_CHARS = re.compile("[\ue000-\ue003]")
 #: Classes of a text value (:func:`_text_class`).
 _EMPTY, _BLANK, _CORE_ONLY = 0, 1, 2  # + 1: space before, + 2: space after
-_lock = threading.Lock()
 
 
 def _text_class(value: str) -> tuple[int, str] | None:
@@ -134,12 +132,12 @@ class _Shape:
 
     def __init__(self, ops: tuple[Any, ...], text_values: tuple[int, ...],
                  tag_values: frozenset[int],
-                 tags: dict[int, tuple[str, bool, list[tuple[str, Any]], bool]],
+                 tags: dict[int, tuple[str, bool, list[tuple[str, Any]]]],
                  attributes: list[_Attribute]) -> None:
         self.ops = ops
         self.text_values = text_values
         self.tag_values = tag_values
-        #: Per op index of a tag with values: (tag, closed, attributes with tokens, cdata).
+        #: Per op index of a tag with values: (tag, closed, attributes with tokens).
         self.tags = tags
         self.attributes = attributes
         #: By signature, and by (signature, link comparisons) where they differ.
@@ -149,7 +147,7 @@ class _Shape:
     def of(cls, ops: tuple[Any, ...]) -> _Shape | None:
         text_values: list[int] = []
         tag_values: set[int] = set()
-        tags: dict[int, tuple[str, bool, list[tuple[str, Any]], bool]] = {}
+        tags: dict[int, tuple[str, bool, list[tuple[str, Any]]]] = {}
         attributes: list[_Attribute] = []
         for at, op in enumerate(ops):
             kind = op[0]
@@ -171,7 +169,7 @@ class _Shape:
                 if any(_TOKEN_CHARS.search(part) for part in op[1][2:]):
                     return None
             elif kind == 3:
-                pieces, slots, cdata = op[1], op[2], op[3]
+                pieces, slots = op[1], op[2]
                 if any(_TOKEN_CHARS.search(p) for p in pieces):
                     return None
                 tag_values.update(slots)
@@ -182,8 +180,9 @@ class _Shape:
                     return None
                 name = match.group(2).lower()
                 found: list[tuple[str, Any]] = []
-                names = [key.lower() for key, _ in _FAST_ATTR.findall(match.group(3) or "")]
-                for key, quoted in _FAST_ATTR.findall(match.group(3) or ""):
+                pairs = _FAST_ATTR.findall(match.group(3) or "")
+                names = [key.lower() for key, _ in pairs]
+                for key, quoted in pairs:
                     key = key.lower()
                     value = quoted[1:-1] if quoted else None
                     if value is None or not _TOKEN_CHARS.search(value):
@@ -200,7 +199,7 @@ class _Shape:
                         found.append((key, f"{_ATTR}{len(attributes) - 1}{_END}"))
                     else:
                         found.append((key, html_unescape(value)))  # not read by the text
-                tags[at] = (name, bool(match.group(4)), found, cdata)
+                tags[at] = (name, bool(match.group(4)), found)
         return cls(ops, tuple(text_values), frozenset(tag_values), tags, attributes)
 
     def signature(self, values: Sequence[str]) -> tuple[tuple[int, ...], list[str],
@@ -339,7 +338,7 @@ def _make(shape: _Shape, sig: tuple[int, ...], values: Sequence[str],
             text = _joined(op[1], op[2], tokens)
             parser.handle_data(text if len(op) > 3 or "&" not in text else html_unescape(text))
         elif kind == 3:
-            name, closed, attrs, _ = shape.tags[at]
+            name, closed, attrs = shape.tags[at]
             parser._start(*_start_facts(name, attrs))
             if closed:
                 parser.handle_endtag(name)
@@ -369,9 +368,7 @@ def _filled(shape: _Shape, key: tuple[Any, ...], sig: tuple[int, ...], values: S
     found = shape.filled.get(key)
     if found is not None or key in shape.filled or len(shape.filled) >= SIGNATURES:
         return found
-    found = _make(shape, sig, values, force)
-    with _lock:
-        shape.filled[key] = found
+    found = shape.filled[key] = _make(shape, sig, values, force)
     return found
 
 
