@@ -34,10 +34,13 @@ __all__ = [
     "PACK",
     "ROOT",
     "TEMPLATES",
+    "NaiveLoop",
+    "NaiveTemplate",
     "Result",
     "best_of",
     "cpu_seconds",
     "developer_filters",
+    "developer_translations",
     "load_average",
     "naive_contexts",
     "naive_env",
@@ -215,11 +218,13 @@ def developer_filters() -> dict[str, Callable[..., str]]:
             "date": date_, "datetime": datetime_, "time": time_, "iban": iban}
 
 
-def naive_env(*, autoescape: bool, filters: dict[str, Any] | None = None) -> Any:
+def naive_env(*, autoescape: bool, filters: dict[str, Any] | None = None,
+              translations: Any = None) -> Any:
     """The ``jinja2.Environment`` of the naive loops: the pack and template sources, plain Jinja.
 
-    ``filters`` defaults to :func:`developer_filters`; pass ccm's own
-    (``ccm.render.i18n.FILTERS``) only to check the naive loop's text.
+    ``filters`` defaults to :func:`developer_filters`; ``translations`` (see
+    :func:`developer_translations`) are installed as Jinja's i18n extension
+    takes them, none by default.
     """
     import jinja2
 
@@ -232,8 +237,38 @@ def naive_env(*, autoescape: bool, filters: dict[str, Any] | None = None) -> Any
         lstrip_blocks=True,
     )
     env.filters.update(developer_filters() if filters is None else filters)
-    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    if translations is None:
+        env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    else:
+        env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     return env
+
+
+@functools.lru_cache(maxsize=64)
+def developer_translations(template: str, locale: str) -> Any:
+    """The pack's and the template's messages for ``locale`` (the template's win), as a
+    developer loads them with Babel: each ``messages.po`` compiled to a catalog once."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import NullTranslations, Translations
+
+    merged: Any = None
+    for root in (PACK, TEMPLATES / template):
+        for name in (locale, locale.split("_")[0]):
+            po = root / "locales" / name / "LC_MESSAGES" / "messages.po"
+            if po.is_file():
+                with po.open("rb") as fh:
+                    catalog = read_po(fh, locale=locale)
+                compiled = io.BytesIO()
+                write_mo(compiled, catalog)
+                compiled.seek(0)
+                found = Translations(fp=compiled)
+                if merged is None:
+                    merged = found
+                else:
+                    merged.merge(found)
+                break
+    return merged if merged is not None else NullTranslations()
 
 
 @functools.lru_cache(maxsize=4)
@@ -275,27 +310,82 @@ def naive_contexts(template: str, channel: str, requests: list[dict[str, Any]],
     return out
 
 
-def naive_template(template: str, channel: str, contexts: list[dict[str, Any]]) -> Any:
-    """``template``'s ``channel`` source in the naive environment (autoescaped unless SMS),
-    after checking it writes ccm's text for every context."""
-    from ccm.render.i18n import FILTERS
+class NaiveTemplate:
+    """A template's source in one naive environment per locale, picked by the context's."""
 
-    source = _context_engine(_CREATED_AT).template(template).source_name(channel)
-    autoescape = channel != "sms"
-    mine = naive_env(autoescape=autoescape).get_template(source)
-    theirs = naive_env(autoescape=autoescape, filters=FILTERS).get_template(source)
+    def __init__(self, template: str, source: str, autoescape: bool,
+                 filters: dict[str, Any] | None = None) -> None:
+        self.template, self.source, self.autoescape = template, source, autoescape
+        self.filters = filters
+        self.by_locale: dict[str, Any] = {}
+
+    def for_locale(self, locale: str) -> Any:
+        found = self.by_locale.get(locale)
+        if found is None:
+            env = naive_env(autoescape=self.autoescape, filters=self.filters,
+                            translations=developer_translations(self.template, locale))
+            found = self.by_locale[locale] = env.get_template(self.source)
+        return found
+
+    def render(self, ctx: dict[str, Any]) -> str:
+        return str(self.by_locale[ctx["locale"]].render(ctx))
+
+
+def naive_template(template: str, channel: str, contexts: list[dict[str, Any]],
+                   filters: dict[str, Any] | None = None) -> NaiveTemplate:
+    """``template``'s ``channel`` source in the naive environments (autoescaped unless SMS),
+    after checking it writes, for every context, the very text ccm's own render writes
+    (ccm's sandboxed environment, filters and translations).
+
+    ``filters`` defaults to :func:`developer_filters` (Babel called per value).
+    """
+    from ccm.render.environment import render_source
+
+    engine = _context_engine(_CREATED_AT)
+    tpl = engine.template(template)
+    source = tpl.source_name(channel)
+    naive = NaiveTemplate(template, source, channel != "sms", filters)
     for ctx in contexts:
-        if mine.render(ctx) != theirs.render(ctx):
-            raise RuntimeError(f"{source}: the naive loop's filters write other text "
-                               "than ccm's")
-    return mine
+        locale = ctx["locale"]
+        mine = naive.for_locale(locale).render(ctx)
+        theirs = render_source(engine._environment(tpl, channel, locale), source,
+                               {**ctx, **engine._gettext(tpl, locale)},
+                               meter=engine.budget(tpl).start()).text
+        if mine != str(theirs):
+            raise RuntimeError(f"{source}: the naive loop writes other text than ccm's "
+                               f"for {ctx['customer'].get('id')!r} ({locale})")
+    return naive
+
+
+class NaiveLoop:
+    """The loop a developer writes without ccm, per message: plain jinja2 with Babel filters
+    on the template's own source and ccm's context (built outside the timing), plus
+    ``mjml2html`` for an email."""
+
+    def __init__(self, template: str, channel: str, requests: list[dict[str, Any]],
+                 created_at: str = _CREATED_AT) -> None:
+        self.contexts = naive_contexts(template, channel, requests, created_at)
+        self.template = naive_template(template, channel, self.contexts)
+        self.channel = channel
+
+    def run(self) -> None:
+        render = self.template.render
+        if self.channel == "email":
+            from mjml import mjml2html
+
+            for ctx in self.contexts:
+                mjml2html(render(ctx))
+        else:
+            for ctx in self.contexts:
+                render(ctx)
 
 
 class NaivePipeline:
     """What an application would write without ccm: jinja2 + WeasyPrint + pypdf, per statement.
 
     A plain (unsandboxed) ``jinja2.Environment`` renders the same template and
-    pack layout with Babel-backed filters (:func:`developer_filters`) and the
+    pack layout with Babel-backed filters (:func:`developer_filters`), the
+    pack's and template's translations (:func:`developer_translations`) and the
     same context, so the HTML is the very HTML ccm lays out;
     WeasyPrint's ``HTML(...).write_pdf()`` with its default fetcher turns it
     into a PDF; pypdf encrypts it with AES-256 and the same
@@ -304,7 +394,7 @@ class NaivePipeline:
 
     def __init__(self, template: str = "monthly_statement") -> None:
         self.tpl = _context_engine(_CREATED_AT).template(template)
-        self.env = naive_env(autoescape=True)
+        self.naive = NaiveTemplate(template, self.tpl.source_name("pdf"), autoescape=True)
         self.base_url = PACK.as_uri() + "/"
 
     def context(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -312,11 +402,11 @@ class NaivePipeline:
         return naive_contexts(self.tpl.id, "pdf", [request], "2025-11-01T09:00:00+00:00")[0]
 
     def check(self, contexts: list[dict[str, Any]]) -> None:
-        """Fail unless the developer filters write ccm's HTML for ``contexts``."""
+        """Fail unless the naive environment writes ccm's HTML for ``contexts``."""
         naive_template(self.tpl.id, "pdf", contexts)
 
     def html(self, context: dict[str, Any]) -> str:
-        return self.env.get_template(self.tpl.source_name("pdf")).render(context)
+        return self.naive.for_locale(context["locale"]).render(context)
 
     def pdf(self, html: str, password: str) -> bytes:
         import weasyprint

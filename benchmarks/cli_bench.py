@@ -41,11 +41,10 @@ from _common import (
     PACK,
     ROOT,
     TEMPLATES,
+    NaiveLoop,
     Result,
     best_of,
     load_average,
-    naive_contexts,
-    naive_template,
     requests_for,
 )
 
@@ -134,34 +133,13 @@ def ccm_batch(channel: str, n: int, workers: int, work: Path, tag: str,
     return cpu, wall, summary
 
 
-class _Naive:
-    """The loop without ccm: plain jinja2 with Babel filters on the same sources and context
-    (+ mjml2html)."""
-
-    def __init__(self, channel: str, n: int) -> None:
-        self.contexts = naive_contexts(TEMPLATE, channel,
-                                       list(requests_for(TEMPLATE, n, prefix="N")), AS_OF)
-        self.template = naive_template(TEMPLATE, channel, self.contexts)
-        self.channel = channel
-
-    def run(self) -> None:
-        render = self.template.render
-        if self.channel == "email":
-            from mjml import mjml2html
-
-            for ctx in self.contexts:
-                mjml2html(render(ctx))
-        else:
-            for ctx in self.contexts:
-                render(ctx)
-
-
 def bench_channel(channel: str, small: int, large: int, rounds: int,
                   fmt: str = "jsonl") -> list[Result]:
     """Marginal CPU per message of ``ccm batch`` vs the naive loop; 2 workers vs 1."""
     extra = ("--output-format", fmt)
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-cli-"))
-    naive = _Naive(channel, large - small)
+    naive = NaiveLoop(TEMPLATE, channel,
+                      list(requests_for(TEMPLATE, large - small, prefix="N")), AS_OF)
     try:
         best_small = best_large = float("inf")
         parent = float("inf")

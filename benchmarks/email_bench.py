@@ -36,31 +36,15 @@ from typing import Any
 from _common import (
     PACK,
     TEMPLATES,
+    NaiveLoop,
     Result,
     best_of,
     load_average,
-    naive_contexts,
-    naive_template,
     requests_for,
 )
 
 TEMPLATE = "payment_reminder"
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # no quiet hours for any sample's zone
-
-
-class NaiveEmail:
-    """jinja2 + mjml2html per message on the pack's sources and ccm's context."""
-
-    def __init__(self, raws: list[dict[str, Any]]) -> None:
-        self.contexts = naive_contexts(TEMPLATE, "email", raws, NOON.isoformat())
-        self.template = naive_template(TEMPLATE, "email", self.contexts)
-
-    def run(self) -> None:
-        from mjml import mjml2html
-
-        render = self.template.render
-        for ctx in self.contexts:
-            mjml2html(render(ctx))
 
 
 def bench_api(n: int, rounds: int) -> list[Result]:
@@ -72,7 +56,7 @@ def bench_api(n: int, rounds: int) -> list[Result]:
 
     raws = list(requests_for(TEMPLATE, n, prefix="E"))
     requests = [validate_request(r) for r in raws]
-    naive = NaiveEmail(raws)
+    naive = NaiveLoop(TEMPLATE, "email", raws, NOON.isoformat())
     engine = Engine(PACK, TEMPLATES, record=None, clock=lambda: NOON)
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-email-"))
     key = MasterKey.generate()

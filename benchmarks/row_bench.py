@@ -26,35 +26,20 @@ Run: ``python benchmarks/row_bench.py [--quick]`` or
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from _common import (
     PACK,
     TEMPLATES,
+    NaiveLoop,
     Result,
     best_of,
     load_average,
-    naive_contexts,
-    naive_template,
     requests_for,
 )
 
 TEMPLATE = "payment_reminder"
 #: Daytime in every sample's time zone: no quiet hours.
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-
-
-class _Naive:
-    """Plain jinja2 on the same sources, filters and contexts (built by ccm, untimed)."""
-
-    def __init__(self, raws: list[dict[str, Any]]) -> None:
-        self.contexts = naive_contexts(TEMPLATE, "sms", raws, NOW.isoformat())
-        self.template = naive_template(TEMPLATE, "sms", self.contexts)
-
-    def run(self) -> None:
-        render = self.template.render
-        for ctx in self.contexts:
-            render(ctx)
 
 
 def bench_sms_row(n: int, rounds: int) -> list[Result]:
@@ -66,7 +51,7 @@ def bench_sms_row(n: int, rounds: int) -> list[Result]:
     engine = _worker._engine_for(spec)
     raws = list(requests_for(TEMPLATE, n, prefix="R"))
     rows = [(i + 1, raw, None, None) for i, raw in enumerate(raws)]
-    naive = _Naive(raws)
+    naive = NaiveLoop(TEMPLATE, "sms", raws, NOW.isoformat())
     first = [_worker._render_row(engine, spec, *row) for row in rows]
     statuses = [m.status for r in first for m in r.messages]
     errors = [r.error for r in first if r.error]

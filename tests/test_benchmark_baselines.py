@@ -59,3 +59,15 @@ def test_naive_filters_are_babel_not_ccm(common: Any) -> None:
     assert not set(map(id, mine.values())) & set(map(id, FILTERS.values()))
     for fn in mine.values():
         assert not getattr(fn, "__module__", "").startswith("ccm")
+
+
+def test_the_check_fails_without_the_translations(common: Any, monkeypatch: Any) -> None:
+    """A naive loop that leaves German and Arabic customers' text in English is caught."""
+    from babel.support import NullTranslations
+
+    monkeypatch.setattr(common, "developer_translations", lambda *_: NullTranslations())
+    contexts = common.naive_contexts("payment_reminder", "sms",
+                                     list(common.requests_for("payment_reminder", 5)))
+    with pytest.raises(RuntimeError, match=r"other text than ccm's .*\(de_DE\)"):
+        common.naive_template("payment_reminder", "sms", contexts)
+
