@@ -10,7 +10,8 @@ Groups: ``pdf`` (a, b: the API), ``pdf-cli`` (b-cli: ``ccm batch --channel pdf``
 SMS row inside a batch worker against plain jinja2), ``cli`` (g: the ``ccm batch`` command
 against naive loops, CPU of every process),
 ``budget`` (h: the cost of in-process render budgets), ``email`` (i: an email through
-the API against jinja2 + mjml2html per message), ``record`` (the record's own
+the API against jinja2 + mjml2html per message), ``floor`` (k: the least the guarantees
+cost per message, done without ccm, against the same naive loops), ``record`` (the record's own
 benchmark, ``benchmarks/record_bench.py``, run as a separate process when present). Ratios
 are always between two measurements of the same run.
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(HERE))
 from _common import Result, load_average  # noqa: E402
 
 GROUPS = ("pdf", "pdf-cli", "pdf-dask", "scale", "text", "library", "row", "cli", "budget",
-          "email", "record")
+          "email", "floor", "record")
 
 
 def _format(value: float, unit: str) -> str:
@@ -134,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             import email_bench
 
             batch = email_bench.run(args.quick)
+        elif group == "floor":
+            import floor_bench
+
+            batch = floor_bench.run(args.quick)
         else:
             _record_bench(args.quick)
             continue

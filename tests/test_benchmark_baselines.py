@@ -71,3 +71,49 @@ def test_the_check_fails_without_the_translations(common: Any, monkeypatch: Any)
     with pytest.raises(RuntimeError, match=r"other text than ccm's .*\(de_DE\)"):
         common.naive_template("payment_reminder", "sms", contexts)
 
+
+@pytest.fixture(scope="module")
+def floor_bench(common: Any) -> Any:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import floor_bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return floor_bench
+
+
+@pytest.mark.parametrize("channel", ["sms", "email"])
+def test_the_floor_writes_a_record_ccm_verifies(common: Any, floor_bench: Any, tmp_path: Path,
+                                                channel: str) -> None:
+    """The floor loop does the record's whole work: ccm verifies its chain and opens its
+    archive, and every output line holds what the record holds."""
+    import json
+
+    from ccm.record import MasterKey, Record
+    from ccm.render.engine import Engine
+
+    master = MasterKey.generate()
+    requests = list(common.requests_for("payment_reminder", 12, prefix="T"))
+    texts = None
+    if channel == "email":
+        engine = Engine(common.PACK, common.TEMPLATES, record=None, clock=floor_bench._clock)
+        texts = [engine.render("payment_reminder", r, "email", record=False).content.decode()
+                 for r in requests]
+    floor = floor_bench.Floor(channel, requests, master, texts)
+    folder = floor.new_folder(tmp_path, "run")
+    floor.run(folder)
+    lines = [json.loads(raw) for raw in (folder / "messages.jsonl").read_bytes().splitlines()]
+    assert len(lines) == 12
+    assert {line["customer_id"] for line in lines} == {f"T{i:07d}" for i in range(12)}
+    record = Record(f"sqlite:///{folder / 'record.db'}", master_key=master)
+    try:
+        report = record.verify()
+        assert report.ok and report.checked == 12 and report.customers == 12
+        for line in lines:
+            assert record.content(line["message_id"]).decode() == line["content"]
+    finally:
+        record.close()
+    if texts is not None:
+        assert [line["content"] for line in lines] == texts
+    else:
+        assert "Ihre Zahlung" in "".join(line["content"] for line in lines)  # translated
