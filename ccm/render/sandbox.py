@@ -323,12 +323,29 @@ def _check_token_depth(env: Any, source: str, name: str | None, filename: str | 
                                              MAX_NESTING // 2)
                 elif value.startswith("end") and value[3:] in _BLOCK_TAGS:
                     blocks -= 1
+            elif token == "integer" and len(value) > _LONG_LITERAL:
+                _check_integer(value, name, filename, line)
             if token not in ("whitespace", "data"):
                 previous = token
     except TemplateSyntaxError:
         raise
     except RecursionError:
         raise _nesting_error(name, filename, 1, "the source") from None
+
+
+#: Integer literals shorter than this are always read (Python refuses decimal literals of
+#: more than ``sys.get_int_max_str_digits()`` digits, 4,300 by default).
+_LONG_LITERAL = 640
+
+
+def _check_integer(value: str, name: str | None, filename: str | None, line: int) -> None:
+    """A template error for an integer literal Python will not read (Jinja raises ValueError)."""
+    try:
+        int(value.replace("_", ""), 0)
+    except ValueError:
+        raise TemplateSyntaxError(
+            f"a number of {len(value)} digits is longer than Python reads; write it as a "
+            "string, or pass it in the request's data", line, name, filename) from None
 
 
 def _check_tree_depth(tree: nodes.Node, name: str | None, filename: str | None) -> None:

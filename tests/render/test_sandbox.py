@@ -172,6 +172,23 @@ def test_deep_nesting_fails_at_parse_time(sources: Sources, source: str) -> None
     assert caught.value.context["path"].endswith(".txt.j2")
 
 
+@pytest.mark.parametrize("digits", [4301, 5000, 100_000])
+def test_an_integer_literal_python_will_not_read_is_a_syntax_error(sources: Sources,
+                                                                   digits: int) -> None:
+    """Thousands of digits in a literal: a template error at its line, not a ValueError."""
+    with pytest.raises(TemplateSyntaxError, match=f"a number of {digits} digits") as caught:
+        sources.render("line one\n{{ data.n }} {{ " + "9" * digits + " }}")
+    assert caught.value.context["line"] == 2
+    assert caught.value.context["path"].endswith(".txt.j2")
+
+
+def test_long_literals_python_reads_still_render(sources: Sources) -> None:
+    """Long decimal literals within Python's limit, underscores, and long hex literals."""
+    assert sources.render("{{ " + "9" * 1000 + " > 1 }}") == "True"
+    assert sources.render("{{ 1_000_000 }}") == "1000000"
+    assert sources.render("{{ 0x" + "f" * 5000 + " > 1 }}") == "True"
+
+
 @pytest.mark.parametrize(
     "source",
     [

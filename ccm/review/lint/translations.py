@@ -34,9 +34,15 @@ def _message_ids(path: str, text: str) -> list[tuple[int, MsgId]]:
     out: list[tuple[int, MsgId]] = []
     found = extract(babel_extract, io.BytesIO(text.encode("utf-8")),  # type: ignore[arg-type]
                     keywords=DEFAULT_KEYWORDS, options=_OPTIONS)
-    for lineno, message, _comments, _context in found:
-        if message:
-            out.append((lineno, message))
+    try:
+        for lineno, message, _comments, _context in found:
+            if message:
+                out.append((lineno, message))
+    except ValueError:
+        # Jinja's lexer reading a literal Python refuses (an integer of thousands of
+        # digits); babel_extract skips syntax errors only. The template's compile
+        # reports it with its file and line.
+        return []
     return out
 
 

@@ -54,6 +54,19 @@ def test_an_error_exits_one(project: Project, monkeypatch: pytest.MonkeyPatch,
         "voice [acme, payment_reminder, email, en_GB, sample 01_en_GB_overdue.json]" in out
 
 
+def test_a_number_python_will_not_read_exits_one_not_seventy(
+        project: Project, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A 5,000-digit literal is the designer's mistake: a finding at its line, exit 1."""
+    line = add_text(project, "<mj-text>{{ " + "9" * 5000 + " }}</mj-text>")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--pack", "brand_packs/acme", "--templates", "templates"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{EMAIL}:{line}:1: error: render-error: a number of 5000 digits is longer " \
+        "than Python reads" in out
+    assert "internal error" not in err and "Traceback" not in out + err
+
+
 def test_json_output_has_every_field(project: Project, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """``--format json`` prints a list of objects with place, rule, severity and context."""

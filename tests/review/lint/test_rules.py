@@ -39,6 +39,14 @@ def test_render_error_names_the_template_file_and_line(project: Project) -> None
     assert found[0].severity == "error"
 
 
+def test_an_integer_literal_python_will_not_read_is_a_render_error(project: Project) -> None:
+    """A 5,000-digit number in a template is a finding at its line, not a crash of lint."""
+    line = add_text(project, "<mj-text>{{ " + "9" * 5000 + " }}</mj-text>")
+    found = rules(project.lint(), "render-error")
+    assert {where(f, project.root) for f in found} == {(EMAIL, line)}
+    assert "a number of 5000 digits is longer than Python reads" in found[0].message
+
+
 def test_render_error_in_a_layout_names_the_layout(project: Project) -> None:
     """A layout that fails to render is reported at the layout's own line."""
     project.edit(LAYOUT, "{{ brand.greeting }}", "{{ brand.no_such_key }}")
