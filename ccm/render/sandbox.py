@@ -226,6 +226,14 @@ def _metered(iterable: Any, meter: Meter) -> Iterator[Any]:
 
 
 class _CodeGenerator(CodeGenerator):
+    def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
+        # Jinja folds a printed expression of literals at compile time, and its ``~`` turns
+        # each part into text with str(): ``{{ [1]|reverse ~ "" }}`` would print an
+        # iterator's repr. A ``~`` among literals is left to the render's own check.
+        if isinstance(node, nodes.Concat) or any(node.find_all(nodes.Concat)):
+            raise nodes.Impossible()
+        return super()._output_child_to_const(node, frame, finalize)  # type: ignore[no-any-return]
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # ``a ~ b``: the parts must be data and the result within budget.
         if frame.eval_ctx.volatile:

@@ -109,6 +109,9 @@ def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -
         "{{ _('%(x)s', x=data.rows|reverse) }}", "{{ [data.rows|reverse]|join }}",
         # found by atheris in CI: the generator's repr reached the output
         "{{ data.rows|map(attribute='__class__') }}",
+        # literals alone: Jinja folded ``~`` at compile time and printed the repr
+        "{{ [1]|reverse ~ '' }}", "{{ [[1]|reverse] ~ '' }}", "{{ (1, 2)|reverse ~ '' }}",
+        "{{ [1, 2]|batch(1) ~ '' }}", "{{ 'a' ~ ([1]|reverse) ~ 'b' }}",
     ],
 )
 def test_printing_a_lazy_sequence_is_an_error_that_says_what_to_add(
@@ -123,6 +126,7 @@ def test_printing_a_lazy_sequence_is_an_error_that_says_what_to_add(
     [
         ("{{ data.rows|map('abs')|join(',') }}", "1,2,3"),
         ("{{ data.rows|reverse|list }}", "[3, 2, 1]"),
+        ("{{ 'a' ~ 1 ~ ([1, 2]|reverse|list) }}", "a1[2, 1]"),
         ("{{ data.rows|select('odd')|sort|first }}", "1"),
         ("{{ data.rows|batch(2)|list }}", "[[1, 2], [3]]"),
         ("{{ data.keys()|sort|join(' ') }}", "n name rows"),
