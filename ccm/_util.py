@@ -88,6 +88,8 @@ def unique_filename(*parts: str, suffix: str = "", max_bytes: int = MAX_NAME_BYT
     room = max_bytes - len(tag.encode("utf-8"))
     if room < 8:
         raise ValueError(f"suffix too long for a {max_bytes}-byte file name")
+    if _kept_whole(parts, room):  # the common case: every part stays as it is
+        return "-".join(parts) + tag
     safe = [safe_filename(part, max_bytes=room) for part in parts]
     # Share the room fairly: a long customer id is cut, the template and locale stay whole.
     budget = room - (len(safe) - 1)
@@ -97,6 +99,25 @@ def unique_filename(*parts: str, suffix: str = "", max_bytes: int = MAX_NAME_BYT
         safe[i] = _cut(safe[i], share).rstrip(". ") or "_"
         budget -= len(safe[i].encode("utf-8"))
     return safe_filename("-".join(safe), max_bytes=room) + tag
+
+
+#: A part ``safe_filename`` keeps as it is, if it is short enough and no device name.
+_KEPT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def _kept_whole(parts: tuple[str, ...], room: int) -> bool:
+    """True when :func:`unique_filename`'s readable part is ``parts`` joined by ``-``.
+
+    Each part is ASCII that ``safe_filename`` leaves alone (no leading ``.``/``-``,
+    no trailing ``.``, no device name before its first dot) and at most an equal
+    share of ``room``, so the fair sharing cuts nothing either.
+    """
+    share = (room - len(parts) + 1) // max(len(parts), 1)
+    for part in parts:
+        if (len(part) > share or _KEPT.fullmatch(part) is None or part[-1] == "."
+                or part.split(".", 1)[0].casefold() in _DEVICES):
+            return False
+    return bool(parts)
 
 
 def portable_name(name: str) -> str:

@@ -60,6 +60,47 @@ def test_long_names_are_cut_at_a_character_boundary() -> None:
     assert len(unique_filename("张" * 300, "t", "en", suffix=".sms.txt").encode()) <= MAX_NAME_BYTES
 
 
+
+_PLAINISH = st.one_of(
+    st.from_regex(r"[A-Za-z0-9._-]{0,120}", fullmatch=True),
+    st.sampled_from(["con", "CON.txt", "nul.x", "com1", "lpt9.a", "a.", ".a", "-a", "_", "a..",
+                     "x" * 62, "x" * 63, "x" * 64, "x" * 100, "y" * 150, "z" * 190, "conin$",
+                     "ab.con"]),
+    st.text(max_size=20),
+)
+
+
+@given(parts=st.lists(_PLAINISH, min_size=1, max_size=4),
+       suffix=st.sampled_from(["", ".pdf", ".sms.txt", ".eml", ".x" * 20]))
+def test_the_whole_parts_shortcut_names_as_the_full_rule_does(parts: list[str],
+                                                               suffix: str) -> None:
+    """Parts kept whole (plain ASCII, short, no device name) skip the per-part walk and get
+    the very name the full rule gives."""
+    import ccm._util as util
+
+    fast = unique_filename(*parts, suffix=suffix)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(util, "_kept_whole", lambda *_: False)
+        assert unique_filename(*parts, suffix=suffix) == fast
+
+
+
+@pytest.mark.parametrize("parts", [
+    ("C1", "payment_reminder", "en_GB"), ("y" * 150, "x" * 100), ("x" * 60, "y" * 60, "z" * 60),
+    ("a" * 61, "b", "c"), ("x" * 61, "y" * 61, "z" * 61), ("con", "t", "en"), ("a.", "t"),
+    ("x" * 186,), ("x" * 187,),
+])
+def test_the_shortcut_on_long_and_reserved_parts(parts: tuple[str, ...]) -> None:
+    """Shared room, device names and trailing dots: the shortcut gives the full rule's name."""
+    import ccm._util as util
+
+    fast = unique_filename(*parts, suffix=".pdf")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(util, "_kept_whole", lambda *_: False)
+        assert unique_filename(*parts, suffix=".pdf") == fast
+    assert util._kept_whole(("C1", "payment_reminder", "en_GB"), 183)
+
+
 def test_long_customer_ids_leave_template_and_locale_whole() -> None:
     """Cutting a long id shortens the id, not the template or locale."""
     name = unique_filename("x" * 500, "payment_reminder", "en_GB", suffix=".pdf")

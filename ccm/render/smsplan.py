@@ -36,14 +36,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ccm._util import _DEVICES, MAX_NAME_BYTES
 from ccm.channels import sms as sms_channel
-from ccm.message import SUFFIXES, Request, output_filename
+from ccm.message import Request, output_filename
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
 from ccm.render.environment import _consume, translate_error
@@ -58,12 +56,6 @@ __all__ = ["SmsPlan", "SmsRendered"]
 #: parameters digest writes it, built once.
 _ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 _SCALARS = frozenset({str, int, bool, type(None)})
-#: A name :func:`ccm._util.safe_filename` keeps as it is (when short and no device name).
-_SUFFIX = SUFFIXES["sms"]
-#: At most 48 characters: three of them, two ``-``, the digest and the suffix stay
-#: within the name limit, so ``unique_filename`` cuts nothing.
-_KEPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,47}")
-_FITS = 3 * 48 + 2 + 13 + len(_SUFFIX) <= MAX_NAME_BYTES
 
 
 def plain_request(obj: Any) -> bool:
@@ -156,9 +148,6 @@ class SmsPlan:
         self._suffix = (',"template":' + _ENCODER.encode(tpl.id)
                         + ',"template_version":' + _ENCODER.encode(tpl.version) + "}")
         self.sources_sha256 = engine.sources_sha256(tpl)
-        tid = tpl.id
-        self._plain_id = (_KEPT_NAME.fullmatch(tid) is not None and tid[-1] != "."
-                          and tid.split(".", 1)[0].casefold() not in _DEVICES)
         self._static = {
             "template": tpl.id,
             "template_version": tpl.version,
@@ -229,22 +218,8 @@ class SmsPlan:
         return parts
 
     def filename(self, customer_id: str, locale: str) -> str:
-        """:func:`~ccm.message.output_filename` of this template's SMS, without its walk.
-
-        For a customer id, template id and locale that ``safe_filename`` keeps
-        as they are (ASCII letters, digits, ``._-``, short, not starting with
-        ``.``/``-``, not ending with ``.``, no device name), the readable part
-        is the three joined by ``-``; anything else takes the function itself.
-        """
-        if (_KEPT_NAME.fullmatch(customer_id) is None or customer_id[-1] == "."
-                or customer_id.split(".", 1)[0].casefold() in _DEVICES
-                or _KEPT_NAME.fullmatch(locale) is None or locale[-1] == "."
-                or locale.split(".", 1)[0].casefold() in _DEVICES or not self._plain_id
-                or not _FITS):
-            return output_filename(customer_id, self.tpl.id, locale, "sms")
-        digest = hashlib.sha256(
-            f"{customer_id}\0{self.tpl.id}\0{locale}".encode()).hexdigest()[:12]
-        return f"{customer_id}-{self.tpl.id}-{locale}-{digest}{_SUFFIX}"
+        """:func:`~ccm.message.output_filename` of this template's SMS."""
+        return output_filename(customer_id, self.tpl.id, locale, "sms")
 
     def params_sha256(self, request_json: str, locale: str) -> str:
         """:meth:`Engine._params_sha256` from the request's JSON written once."""
