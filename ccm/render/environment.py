@@ -292,6 +292,10 @@ def translate_error(exc: BaseException, name: str) -> CCMError:
                            budget="memory")
     if isinstance(exc, jinja2.TemplateRuntimeError):
         return RenderError(f"{where}: {exc}", path=filename, line=line)
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return RenderError(f"{where}: a number of more than 4,300 digits cannot be written as "
+                           "text; check the arithmetic that makes it",
+                           path=filename, line=line)
     # TypeError, ValueError, ArithmeticError, LookupError, AttributeError and the
     # rest: a template (or its data) did something its values do not support.
     return RenderError(f"{where}: {type(exc).__name__}: {_short(exc)}", path=filename, line=line)

@@ -27,6 +27,7 @@ On top of :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`:
 
 from __future__ import annotations
 
+import math
 import re
 import string
 import types
@@ -87,7 +88,8 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
     """``value`` unchanged when it is data; :class:`SecurityError` for a function,
     class, module or Jinja runtime object (``deep``: inside lists and dicts too),
     and for a lazy sequence unless ``lazy_ok`` (the value goes to a filter that
-    iterates it, such as ``join`` or ``list``, rather than being printed)."""
+    iterates it, such as ``join`` or ``list``, rather than being printed; a lazy
+    sequence inside a list or dict is refused all the same: it would be printed)."""
     kind = type(value)
     if kind in _FAST or (not deep and kind in _CONTAINERS):
         return value
@@ -103,11 +105,11 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
     if deep and _depth < 8:
         if isinstance(value, dict):
             for key, item in list(value.items())[:10_000]:
-                check_printable(key, deep=True, lazy_ok=lazy_ok, _depth=_depth + 1)
-                check_printable(item, deep=True, lazy_ok=lazy_ok, _depth=_depth + 1)
+                check_printable(key, deep=True, _depth=_depth + 1)
+                check_printable(item, deep=True, _depth=_depth + 1)
         elif isinstance(value, (list, tuple, set, frozenset)):
             for item in list(value)[:10_000]:
-                check_printable(item, deep=True, lazy_ok=lazy_ok, _depth=_depth + 1)
+                check_printable(item, deep=True, _depth=_depth + 1)
     return value
 
 
@@ -227,12 +229,25 @@ def _metered(iterable: Any, meter: Meter) -> Iterator[Any]:
 
 class _CodeGenerator(CodeGenerator):
     def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
-        # Jinja folds a printed expression of literals at compile time, and its ``~`` turns
-        # each part into text with str(): ``{{ [1]|reverse ~ "" }}`` would print an
-        # iterator's repr. A ``~`` among literals is left to the render's own check.
+        # Jinja folds a printed expression of literals while it compiles, and its ``~``
+        # turns each part into text with str(): ``{{ [1]|reverse ~ "" }}`` would print an
+        # iterator's repr past the sandbox. A ``~`` is joined at render time instead, by
+        # ccm_concat, which checks the parts. (Jinja's optimizer, which folds the same way
+        # inside any expression, is off: CCMSandbox.__init__.)
         if isinstance(node, nodes.Concat) or any(node.find_all(nodes.Concat)):
             raise nodes.Impossible()
         return super()._output_child_to_const(node, frame, finalize)  # type: ignore[no-any-return]
+
+    def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
+        value = node.as_const(frame.eval_ctx)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.write(f"float({str(value)!r})")  # Jinja writes inf, which is no Python name
+            return
+        try:
+            super().visit_Const(node, frame)
+        except ValueError:  # a folded integer Python will not write out (over 4,300 digits)
+            self.fail("a number of more than 4,300 digits comes out of this expression; "
+                      "write it as a string, or pass it in the request's data", node.lineno)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # ``a ~ b``: the parts must be data and the result within budget.
@@ -267,7 +282,7 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                     for item in values[1:]:
                         check_printable(item, deep=True)
                     _check_format_widths(value, tuple(values[1:]), percent=True)
-            if name == "join" and not kwargs.get("attribute") and len(values) < 3:
+            if name == "join":  # items, or their attribute, are turned into text
                 items = [check_printable(item, deep=True) for item in value]
                 args = (*args[:skip], items, *values[1:])
         if kwargs:
@@ -293,7 +308,8 @@ _STRINGIFYING = frozenset({"string", "join", "pprint", "format", "tojson", "e", 
                            "forceescape", "safe", "urlencode", "xmlattr", "list", "sort",
                            "unique", "center", "indent", "wordwrap", "truncate", "replace",
                            "trim", "title", "upper", "lower", "capitalize", "striptags",
-                           "urlize", "wordcount", "first", "last", "min", "max", "sum"})
+                           "urlize", "wordcount", "first", "last", "min", "max", "sum",
+                           "iban"})
 
 #: Filters that iterate their input rather than print it: a lazy sequence
 #: (``rows|map(attribute='x')``) may go into them.
@@ -352,7 +368,8 @@ def _check_integer(value: str, name: str | None, filename: str | None, line: int
         int(value.replace("_", ""), 0)
     except ValueError:
         raise TemplateSyntaxError(
-            f"a number of {len(value)} digits is longer than Python reads; write it as a "
+            f"a number of {len(value.replace('_', ''))} digits is longer than Python reads; "
+            "write it as a "
             "string, or pass it in the request's data", line, name, filename) from None
 
 
@@ -375,6 +392,10 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         options.setdefault("finalize", _finalize)
+        # Jinja's optimizer evaluates expressions of literals while compiling, past the
+        # sandbox's checks (``([1]|reverse ~ "") or "x"`` printed an iterator's repr):
+        # every expression is evaluated at render time instead.
+        options.setdefault("optimized", False)
         super().__init__(**options)
         self.globals["range"] = _safe_range
         self.globals["lipsum"] = _lipsum

@@ -90,6 +90,7 @@ def test_nested_loops_stop_at_the_time_budget(sources: Sources) -> None:
         "{% trans x=range %}{{ x }}{% endtrans %}", "{{ lipsum ~ '' }}", "{{ [lipsum]|join }}",
         "{{ lipsum|string }}", "{{ '%s' % lipsum }}", "{{ '{}'.format(range) }}",
         "{{ data.items }}", "{{ [data.items] }}", "{{ dict }}",
+        "{{ (''.upper ~ '')|lower }}", "{{ [range]|iban }}",
     ],
 )
 def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -> None:
@@ -112,6 +113,14 @@ def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -
         # literals alone: Jinja folded ``~`` at compile time and printed the repr
         "{{ [1]|reverse ~ '' }}", "{{ [[1]|reverse] ~ '' }}", "{{ (1, 2)|reverse ~ '' }}",
         "{{ [1, 2]|batch(1) ~ '' }}", "{{ 'a' ~ ([1]|reverse) ~ 'b' }}",
+        # ... and inside any expression (Jinja's optimizer folded those): found by a helper
+        "{{ ([1]|reverse ~ '') or 'x' }}", "{{ ({}|items ~ '') if true }}",
+        "{{ ([1, 2]|batch(1) ~ '')|upper }}", "{{ data.n and ([1]|reverse ~ '') }}",
+        "{% set x = [1]|reverse ~ '' %}{{ x }}",
+        # a lazy value inside the items join writes out, with or without an attribute
+        "{{ [{'a': data.rows|reverse}]|join(attribute='a') }}",
+        "{{ [{'a': data.rows|reverse}]|join(',', 'a') }}",
+        "{{ [{'a': data.rows|reverse}]|select|join(attribute='a') }}",
     ],
 )
 def test_printing_a_lazy_sequence_is_an_error_that_says_what_to_add(
@@ -184,6 +193,34 @@ def test_an_integer_literal_python_will_not_read_is_a_syntax_error(sources: Sour
         sources.render("line one\n{{ data.n }} {{ " + "9" * digits + " }}")
     assert caught.value.context["line"] == 2
     assert caught.value.context["path"].endswith(".txt.j2")
+
+
+def test_a_folded_number_python_will_not_write_is_a_syntax_error(sources: Sources) -> None:
+    """A hex literal (or literal arithmetic) whose value has over 4,300 decimal digits."""
+    with pytest.raises(TemplateSyntaxError, match="more than 4,300 digits") as caught:
+        sources.render("x\n{% set big = 0x" + "f" * 4000 + " %}{{ 1 }}")
+    assert caught.value.context["line"] == 2
+
+
+def test_printing_a_number_python_will_not_write_says_so(sources: Sources) -> None:
+    """Arithmetic at render time that makes a number too long to print: a RenderError at
+    its line that says what happened, not Python's advice to raise a limit."""
+    nines = "9" * 4300
+    with pytest.raises(RenderError, match="more than 4,300 digits cannot be written") as caught:
+        sources.render("{{ " + nines + " - -" + nines + " }}")
+    assert caught.value.context["line"] == 1
+    assert "set_int_max_str_digits" not in str(caught.value)
+
+
+def test_digits_are_counted_without_underscores(sources: Sources) -> None:
+    with pytest.raises(TemplateSyntaxError, match="a number of 4302 digits"):
+        sources.render("{{ 1_0" + "_0" * 4300 + " }}")
+
+
+def test_infinite_float_literals_render_as_python_writes_them(sources: Sources) -> None:
+    """Jinja wrote ``inf`` into the compiled code, which is no Python name (a NameError)."""
+    assert sources.render("{{ 1e999 ~ '' }} {% set x = -1e999 %}{{ x }} {{ 1e308 + 1e308 }}") \
+        == "inf -inf inf"
 
 
 def test_long_literals_python_reads_still_render(sources: Sources) -> None:
