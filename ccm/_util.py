@@ -31,7 +31,7 @@ _KEEP = frozenset("._-")
 #: Names Windows reserves for devices, whatever the extension or case (``nul.txt`` too).
 _DEVICES = frozenset(
     {"con", "prn", "aux", "nul", "conin$", "conout$"}
-    | {f"{dev}{n}" for dev in ("com", "lpt") for n in (*"123456789", "¹", "²", "³")}
+    | {f"{dev}{n}" for dev in ("com", "lpt") for n in (*"0123456789", "¹", "²", "³")}
 )
 #: Cells a spreadsheet would read as a formula or a control (OWASP CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -19,7 +19,7 @@ from ccm._util import (
 )
 from tests.strategies import AWKWARD_IDS, customer_ids
 
-DEVICES = ["CON", "PRN", "AUX", "NUL"] + [f"{d}{n}" for d in ("COM", "LPT") for n in range(1, 10)]
+DEVICES = ["CON", "PRN", "AUX", "NUL"] + [f"{d}{n}" for d in ("COM", "LPT") for n in range(10)]
 
 
 def assert_portable(name: str) -> None:
