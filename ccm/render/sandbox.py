@@ -38,11 +38,19 @@ from typing import Any
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.environment import TemplateModule
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
-from jinja2.runtime import Context, LoopContext, Macro, TemplateReference, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.runtime import (
+    BlockReference,
+    Context,
+    LoopContext,
+    Macro,
+    TemplateReference,
+    Undefined,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import Cycler, Joiner, Namespace, generate_lorem_ipsum
-from markupsafe import Markup
+from markupsafe import EscapeFormatter, Markup
 
 from ccm.render.budget import _FALLBACK, Meter, _current, current_meter
 
@@ -63,7 +71,9 @@ _BLOCK_TAGS = frozenset({"for", "if", "macro", "call", "filter", "block", "with"
                          "autoescape"})
 _DATA_SCALARS = (str, int, float, bool, Decimal, date, datetime, timedelta, type(None))
 _RUNTIME = (types.ModuleType, Cycler, Joiner, Namespace, LoopContext, Context, Macro,
-            TemplateReference)
+            TemplateReference, BlockReference, TemplateModule)
+#: Deepest nesting of lists and dicts a printed value may have (requests nest at most 32).
+_PRINT_DEPTH = 40
 _FAST = frozenset({str, int, float, bool, type(None), Markup})
 #: Lazy sequences, whose str() is a Python repr: generators from ``map``,
 #: ``select``, ``batch`` and the like, iterators, ranges and dict views.
@@ -93,7 +103,11 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
     kind = type(value)
     if kind in _FAST or (not deep and kind in _CONTAINERS):
         return value
-    if isinstance(value, (Undefined, *_DATA_SCALARS)):
+    if isinstance(value, Undefined):
+        if _depth:  # inside a list or dict str() would write "Undefined", not fail
+            value._fail_with_undefined_error()
+        return value
+    if isinstance(value, _DATA_SCALARS):
         return value
     if isinstance(value, type) or callable(value) or isinstance(value, _RUNTIME):
         raise SecurityError(f"{_describe(value)} is not data and cannot be printed")
@@ -102,13 +116,16 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
             f"a {type(value).__name__!r} (the lazy result of a filter such as map, select,"
             " reverse or batch, a range or a dict view) cannot be printed: end the"
             " expression with |list or |join(', ')")
-    if deep and _depth < 8:
+    if deep:
+        if isinstance(value, (dict, list, tuple, set, frozenset)) and _depth >= _PRINT_DEPTH:
+            raise SecurityError(f"a value nested deeper than {_PRINT_DEPTH} levels cannot be "
+                                "printed: print its parts")
         if isinstance(value, dict):
-            for key, item in list(value.items())[:10_000]:
+            for key, item in list(value.items()):
                 check_printable(key, deep=True, _depth=_depth + 1)
                 check_printable(item, deep=True, _depth=_depth + 1)
         elif isinstance(value, (list, tuple, set, frozenset)):
-            for item in list(value)[:10_000]:
+            for item in list(value):
                 check_printable(item, deep=True, _depth=_depth + 1)
     return value
 
@@ -227,6 +244,19 @@ def _metered(iterable: Any, meter: Meter) -> Iterator[Any]:
         yield item
 
 
+class _CheckedFormatter(SandboxedFormatter):
+    """Jinja's sandboxed ``str.format``: each field's value, after its ``.attr`` and
+    ``[key]`` parts, must be data (``"{0.upper}".format("x")`` reaches a method)."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        obj, first = super().get_field(field_name, args, kwargs)
+        return check_printable(obj, deep=True), first
+
+
+class _CheckedEscapeFormatter(_CheckedFormatter, EscapeFormatter):
+    """The same for ``Markup.format``: fields escaped."""
+
+
 class _CodeGenerator(CodeGenerator):
     def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
         # Jinja folds a printed expression of literals while it compiles, and its ``~``
@@ -269,6 +299,7 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     skip = 1 if pass_arg is not None else 0
     deep = name in _STRINGIFYING
     lazy_ok = name in _ITERATING
+    returns_argument = name in ("default", "d")  # the argument is returned, then printed
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         values = args[skip:] if skip else args
@@ -278,6 +309,9 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 check_printable(value, deep=deep, lazy_ok=lazy_ok)
             if len(values) > 1:
                 _check_int_args(values[1:], f"filter {name!r}")
+                for item in values[1:]:  # a separator, a replacement, a fill value...
+                    if type(item) not in _FAST:
+                        check_printable(item, deep=True, lazy_ok=returns_argument)
                 if name == "format" and isinstance(value, str):
                     for item in values[1:]:
                         check_printable(item, deep=True)
@@ -287,6 +321,9 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 args = (*args[:skip], items, *values[1:])
         if kwargs:
             _check_int_args(kwargs.values(), f"filter {name!r}")
+            for item in kwargs.values():
+                if type(item) not in _FAST:
+                    check_printable(item, deep=True, lazy_ok=returns_argument)
             if name == "format" and values and isinstance(values[0], str):
                 for item in kwargs.values():
                     check_printable(item, deep=True)
@@ -516,25 +553,32 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
         return _checked_size(super().call_binop(context, operator, left, right))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        """``str.format``/``format_map``: data arguments only, widths within budget."""
-        if getattr(value, "__name__", None) not in ("format", "format_map"):
+        """``str.format``/``format_map``: data arguments only, every field's value data
+        (``{0.upper}`` reaches a method), widths within budget."""
+        if (not isinstance(value, (types.MethodType, types.BuiltinMethodType))
+                or value.__name__ not in ("format", "format_map")
+                or not isinstance(value.__self__, str)):
             return None
-        wrapper = super().wrap_str_format(value)
-        if wrapper is None:
-            return None
-        fmt = str(value.__self__)
+        fmt = value.__self__
+        kind = type(fmt)
+        formatter = (_CheckedEscapeFormatter(self, escape=fmt.escape)
+                     if isinstance(fmt, Markup) else _CheckedFormatter(self))
         is_map = value.__name__ == "format_map"
 
         def checked(*args: Any, **kwargs: Any) -> str:
             current_meter().check_time()
-            positional: tuple[Any, ...] = () if is_map else args
-            named: Any = (args[0] if args else {}) if is_map else kwargs
-            values = [*positional, *(named.values() if isinstance(named, dict) else ())]
-            for item in values:
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                positional: tuple[Any, ...] = ()
+                named: Any = args[0]
+            else:
+                positional, named = args, kwargs
+            for item in [*positional, *(named.values() if isinstance(named, dict) else ())]:
                 check_printable(item, deep=True)
             _check_format_widths(fmt, (positional, named if isinstance(named, dict) else {}),
                                  percent=False)
-            return str(_checked_size(wrapper(*args, **kwargs)))
+            return str(_checked_size(kind(formatter.vformat(fmt, positional, named))))
 
         return checked
 

@@ -91,6 +91,17 @@ def test_nested_loops_stop_at_the_time_budget(sources: Sources) -> None:
         "{{ lipsum|string }}", "{{ '%s' % lipsum }}", "{{ '{}'.format(range) }}",
         "{{ data.items }}", "{{ [data.items] }}", "{{ dict }}",
         "{{ (''.upper ~ '')|lower }}", "{{ [range]|iban }}",
+        # a second helper's attack: what a format field reaches, filter arguments after
+        # the first, values nested past the old depth limit, template objects
+        "{{ '{0.upper}'.format('x') }}", "{{ '{0.upper!r}'.format('x') }}",
+        "{{ '{rows.index}'.format_map(data) }}", "{{ ('{0.upper}'|safe).format('x') }}",
+        "{% block b %}{% endblock %}{{ '{b}'.format_map(self) }}",
+        "{{ [1, 2]|join(lipsum) }}", "{{ data.rows|join(cycler) }}",
+        "{{ 'a'|replace('a', ''.upper) }}", "{{ [1]|map('replace', '1', lipsum)|join }}",
+        "{% filter join(lipsum) %}ab{% endfilter %}",
+        "{{ 'see http://x.com'|urlize(target=data.keys) }}",
+        "{{ [[[[[[[[[[lipsum]]]]]]]]]] }}", "{{ [[[[[[[[[[lipsum]]]]]]]]]]|string }}",
+        "{{ (([0] * 10000 + [cycler])|string)[-40:] }}",
     ],
 )
 def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -> None:
@@ -121,6 +132,7 @@ def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -
         "{{ [{'a': data.rows|reverse}]|join(attribute='a') }}",
         "{{ [{'a': data.rows|reverse}]|join(',', 'a') }}",
         "{{ [{'a': data.rows|reverse}]|select|join(attribute='a') }}",
+        "{{ [[[[[[[[[data.rows|reverse]]]]]]]]] }}",
     ],
 )
 def test_printing_a_lazy_sequence_is_an_error_that_says_what_to_add(
@@ -221,6 +233,29 @@ def test_infinite_float_literals_render_as_python_writes_them(sources: Sources) 
     """Jinja wrote ``inf`` into the compiled code, which is no Python name (a NameError)."""
     assert sources.render("{{ 1e999 ~ '' }} {% set x = -1e999 %}{{ x }} {{ 1e308 + 1e308 }}") \
         == "inf -inf inf"
+
+
+def test_a_missing_name_inside_a_list_is_an_undefined_error(sources: Sources) -> None:
+    """``{{ [missing] }}`` printed ``[Undefined]``; it fails as ``{{ missing }}`` does."""
+    with pytest.raises(RenderError, match="missing"):
+        sources.render("{{ [missing] }}")
+
+
+def test_an_imported_template_is_not_printed(sources: Sources) -> None:
+    """A template module prints as ``<TemplateModule ...>``: refused like other objects."""
+    (sources.templates / "t" / "lib.txt.j2").write_text("{% macro m() %}x{% endmacro %}")
+    with pytest.raises(SandboxError, match="not data"):
+        sources.render("{% import 'templates/t/lib.txt.j2' as m %}{{ [m] }}")
+
+
+def test_values_nested_deeper_than_requests_are_refused_whole(sources: Sources) -> None:
+    """Data nests at most 32 levels in a request and prints; 41 levels built by the
+    template are refused with a message, not walked without end."""
+    nested = "[" * 32 + "1" + "]" * 32
+    assert sources.render("{{ " + nested + " }}") == nested
+    chain = "{% set a = [1] %}" + "{% set a = [a] %}" * 40
+    with pytest.raises(SandboxError, match="nested deeper than 40 levels"):
+        sources.render(chain + "{{ a }}")
 
 
 def test_long_literals_python_reads_still_render(sources: Sources) -> None:
