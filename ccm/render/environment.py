@@ -10,6 +10,7 @@ and MJML sources are autoescaped (``select_autoescape`` does not cover
 
 from __future__ import annotations
 
+import decimal
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -274,11 +275,14 @@ def translate_error(exc: BaseException, name: str) -> CCMError:
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return SandboxError(f"{where}: blocked by the sandbox: {exc}", path=filename, line=line)
     if isinstance(exc, jinja2.UndefinedError):
-        return RenderError(f"{where}: {exc.message}", path=filename, line=line)
+        return RenderError(f"{where}: {_masked(str(exc.message), filename)}", path=filename,
+                           line=line)
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return _compile_error(exc)
     if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateError(f"{name}: included template not found: {exc.name}", path=name)
+        missing = str(exc.name) if str(exc.name) in _source_of(filename) else "a name made " \
+            "while rendering"
+        return TemplateError(f"{name}: included template not found: {missing}", path=name)
     if isinstance(exc, RenderError):
         return type(exc)(f"{where}: {exc.message}", **{**exc.context, "path": filename,
                                                          "line": line})
@@ -291,24 +295,67 @@ def translate_error(exc: BaseException, name: str) -> CCMError:
         return BudgetError(f"{where}: out of memory", path=filename, line=line,
                            budget="memory")
     if isinstance(exc, jinja2.TemplateRuntimeError):
-        return RenderError(f"{where}: {exc}", path=filename, line=line)
+        return RenderError(f"{where}: {_masked(str(exc), filename)}", path=filename, line=line)
     if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
         return RenderError(f"{where}: a number of more than 4,300 digits cannot be written as "
                            "text; check the arithmetic that makes it",
                            path=filename, line=line)
+    if isinstance(exc, decimal.InvalidOperation):
+        return RenderError(f"{where}: {type(exc).__name__}: a number outside what can be "
+                           "calculated or written", path=filename, line=line)
+    if isinstance(exc, LookupError) and not isinstance(exc, (KeyError, IndexError)):
+        # "unknown encoding: <the value>" and the like: the message is the value.
+        return RenderError(f"{where}: {type(exc).__name__}: a name the template looked up "
+                           "does not exist", path=filename, line=line)
     # TypeError, ValueError, ArithmeticError, LookupError, AttributeError and the
     # rest: a template (or its data) did something its values do not support.
-    return RenderError(f"{where}: {type(exc).__name__}: {_short(exc)}", path=filename, line=line)
+    return RenderError(f"{where}: {type(exc).__name__}: {_short(exc, filename)}", path=filename,
+                       line=line)
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: A quoted value in an error message, as ``repr()`` writes it (escaped quotes inside).
+_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'" r'|"(?:[^"\\\n]|\\.)*"')
+#: Where Python writes an object's address (``<function f at 0x7f...>``).
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+#: Jinja's and Python's names of types (``'dict object'``, ``'int'``): not data.
+_TYPE_NAME = re.compile(r"[A-Za-z_][\w.]* object|NoneType|str|int|float|bool|dict|list|tuple|"
+                        r"set|bytes|Markup|Decimal|date|datetime|timedelta")
+#: What Jinja says a lookup did not find (``has no element 12345678``: unquoted).
+_NO_ELEMENT = re.compile(r"(has no element )(.+)$")
 
 
-def _short(exc: BaseException) -> str:
+def _source_of(filename: str | None) -> str:
+    """The text of the template an error happened in ("" when it cannot be read)."""
+    if not filename:
+        return ""
+    try:
+        return Path(filename).read_text("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _masked(text: str, filename: str | None) -> str:
+    """``text`` without addresses, and without quoted values the template itself does not
+    contain: a key looked up from the request's data (a customer's name) is not repeated,
+    a field name written in the template (``data.no_such_field``) is."""
+    source = _source_of(filename)
+
+    def keep(found: re.Match[str]) -> str:
+        inner = found.group(0)[1:-1]
+        if inner and (inner in source or _TYPE_NAME.fullmatch(inner)):
+            return found.group(0)
+        return "'…'"
+
+    text = _QUOTED.sub(keep, _ADDRESS.sub("", text))
+    return _NO_ELEMENT.sub(lambda m: m.group(1) + (m.group(2) if m.group(2) in source
+                                                   or m.group(2) == "'…'" else "…"), text)
+
+
+def _short(exc: BaseException, filename: str | None = None) -> str:
     """The exception's text, without quoted values (they may be customer data)."""
-    text = str(exc)
+    text = _ADDRESS.sub("", str(exc))
     if not isinstance(exc, (TypeError, AttributeError)):
-        text = _QUOTED.sub("'…'", text)
+        text = _masked(text, filename)
     return text if len(text) <= 300 else text[:300] + "…"
 
 

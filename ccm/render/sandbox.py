@@ -111,6 +111,8 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
         return value
     if isinstance(value, type) or callable(value) or isinstance(value, _RUNTIME):
         raise SecurityError(f"{_describe(value)} is not data and cannot be printed")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise SecurityError("bytes are not text and print as a Python repr: keep the str")
     if not lazy_ok and isinstance(value, _LAZY):
         raise SecurityError(
             f"a {type(value).__name__!r} (the lazy result of a filter such as map, select,"
@@ -316,6 +318,10 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                     for item in values[1:]:
                         check_printable(item, deep=True)
                     _check_format_widths(value, tuple(values[1:]), percent=True)
+            if name == "indent" and not isinstance(value, str):
+                # Jinja's indent adds a newline with +=, which would extend a list in place
+                # (the request's own data): indent its text instead.
+                args = (*args[:skip], str(value), *values[1:])
             if name == "join":  # items, or their attribute, are turned into text
                 items = [check_printable(item, deep=True) for item in value]
                 args = (*args[:skip], items, *values[1:])
@@ -522,6 +528,16 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
             _check_int_args(kwargs.values(), "call")
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{_describe(__obj)} is not safely callable")
+        owner = getattr(__obj, "__self__", None)
+        if (args or kwargs) and (isinstance(owner, str) or (isinstance(owner, type)
+                                                          and issubclass(owner, str))):
+            # str and Markup methods turn their arguments into text (Markup.escape(x), a
+            # class method, Markup.join([x]), Markup.replace(a, x)): data only.
+            if __obj.__name__ == "join" and args:
+                args = ([check_printable(item, deep=True) for item in args[0]], *args[1:])
+            for item in (*args, *kwargs.values()):
+                if type(item) not in _FAST:
+                    check_printable(item, deep=True)
         result = __context.call(__obj, *args, **kwargs)
         if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
             return result

@@ -102,6 +102,9 @@ def test_nested_loops_stop_at_the_time_budget(sources: Sources) -> None:
         "{{ 'see http://x.com'|urlize(target=data.keys) }}",
         "{{ [[[[[[[[[[lipsum]]]]]]]]]] }}", "{{ [[[[[[[[[[lipsum]]]]]]]]]]|string }}",
         "{{ (([0] * 10000 + [cycler])|string)[-40:] }}",
+        # a third attack: str and Markup methods turn their arguments into text
+        "{{ ('x'|safe).escape(lipsum) }}", "{{ ('x'|e).escape(cycler(1)) }}",
+        "{{ ('-'|safe).join([lipsum, 1]) }}", "{{ ('ab'|safe).replace('a', lipsum) }}",
     ],
 )
 def test_printing_a_non_data_object_is_an_error(sources: Sources, source: str) -> None:
@@ -233,6 +236,61 @@ def test_infinite_float_literals_render_as_python_writes_them(sources: Sources) 
     """Jinja wrote ``inf`` into the compiled code, which is no Python name (a NameError)."""
     assert sources.render("{{ 1e999 ~ '' }} {% set x = -1e999 %}{{ x }} {{ 1e308 + 1e308 }}") \
         == "inf -inf inf"
+
+
+def test_a_lazy_value_escaped_by_a_markup_method_is_refused(sources: Sources) -> None:
+    with pytest.raises(SandboxError, match="cannot be printed"):
+        sources.render("{{ ('x'|e).escape(data.rows|reverse) }}")
+
+
+def test_bytes_are_not_printed_as_their_repr(sources: Sources) -> None:
+    """``b'x'`` is a Python repr, not text."""
+    for source in ("{{ 'x'.encode() }}", "{{ (1).to_bytes(2, 'big') }}"):
+        with pytest.raises(SandboxError, match="bytes are not text"):
+            sources.render(source)
+
+
+def test_indent_of_a_list_leaves_the_request_data_alone(sources: Sources) -> None:
+    """Jinja's indent adds its newline with ``+=``, which extended a list of the request
+    in place (one more ``"\\n"`` per render)."""
+    context = {"data": {"rows": [1, 2, 3]}}
+    assert sources.render("{{ data.rows|indent }}|{{ data.rows|length }}", context) == \
+        "[1, 2, 3]|3"
+    assert context["data"]["rows"] == [1, 2, 3]
+
+
+def test_str_methods_with_data_still_work(sources: Sources) -> None:
+    assert sources.render("{{ '-'.join(data.rows|map('string')) }} {{ ('-'|safe).join(['a', "
+                          "'b']) }} {{ ('x'|safe).escape('<b>') }} {{ 'a-b'.replace('-', '+') }}"
+                          ) == "1-2-3 a-b &lt;b&gt; a+b"
+
+
+@pytest.mark.parametrize("source", [
+    "{% set labels = {'open': 'Open'} %}{{ labels[data.name] }}",
+    "{{ {'a': 1}[data.n] }}", "{{ data|attr(data.name) }}",
+    "{{ data.rows|map(attribute=data.name)|list }}", "{{ data.rows|map(data.name)|list }}",
+    "{{ data.rows|sum(attribute=data.name) }}", "{{ namespace()[data.name] }}",
+    "{{ data.name.encode(data.name) }}", "{{ data.rows.index(data.quoted) }}",
+    "{% include 'templates/t/' ~ data.name %}", "{{ data[lipsum] }}",
+])
+def test_errors_do_not_repeat_request_values_or_addresses(sources: Sources,
+                                                          source: str) -> None:
+    """A key looked up from the request (a customer's name) is not in the message; a name
+    written in the template is (see the next test); no object address either."""
+    context = {"data": {"name": "Eleanor Whitfield", "n": 12345678, "rows": [1, 2, 3],
+                        "quoted": "O'Brien \"Ellie\" Whitfield"}}
+    with pytest.raises(CCMError) as caught:
+        sources.render(source, context)
+    message = str(caught.value)
+    for secret in ("Eleanor", "Whitfield", "12345678", "Brien", " at 0x"):
+        assert secret not in message, message
+
+
+def test_errors_keep_the_names_the_template_wrote(sources: Sources) -> None:
+    with pytest.raises(RenderError, match="'dict object' has no attribute 'no_such_field'"):
+        sources.render("{{ data.no_such_field.name }}")
+    with pytest.raises(RenderError, match="list object has no element 10"):
+        sources.render("{{ data.rows[10] }}")
 
 
 def test_a_missing_name_inside_a_list_is_an_undefined_error(sources: Sources) -> None:
