@@ -221,7 +221,10 @@ def _describe_error(exc: BaseException) -> dict[str, Any]:
         for key in ("path", "line", "rule", "channel", "template", "budget", "url"):
             value = context.get(key)
             if value is not None:
-                out[key] = value if isinstance(value, int | float | str) else str(value)
+                # "line" of an errors.jsonl object is the input row's; the template's is
+                # "template_line".
+                out["template_line" if key == "line" else key] = (
+                    value if isinstance(value, int | float | str) else str(value))
     return out
 
 

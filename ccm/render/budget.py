@@ -103,8 +103,9 @@ class Meter:
         # (CCMSandbox.call inlines the decrement; it calls this once ticks reach 0.)
 
     def too_big(self, size: int, what: str = "value") -> BudgetError:
+        # The size is left out: it may be made from the request (a phone number's digits).
         return self.error(
-            "value", f"a {what} of {size} items/characters is over the {self.max_value} budget "
+            "value", f"a {what} over the budget of {self.max_value} items/characters "
             "(budget.max_value_size)")
 
 

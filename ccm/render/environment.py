@@ -340,22 +340,24 @@ def _masked(text: str, filename: str | None) -> str:
     a field name written in the template (``data.no_such_field``) is."""
     source = _source_of(filename)
 
+    def written(value: str) -> bool:  # in the source as a whole word, not inside one
+        return bool(value) and re.search(
+            r"(?<!\w)" + re.escape(value) + r"(?!\w)", source) is not None
+
     def keep(found: re.Match[str]) -> str:
         inner = found.group(0)[1:-1]
-        if inner and (inner in source or _TYPE_NAME.fullmatch(inner)):
+        if inner and (_TYPE_NAME.fullmatch(inner) or written(inner)):
             return found.group(0)
         return "'…'"
 
     text = _QUOTED.sub(keep, _ADDRESS.sub("", text))
-    return _NO_ELEMENT.sub(lambda m: m.group(1) + (m.group(2) if m.group(2) in source
-                                                   or m.group(2) == "'…'" else "…"), text)
+    return _NO_ELEMENT.sub(lambda m: m.group(1) + (m.group(2) if m.group(2) == "'…'"
+                                                   or written(m.group(2)) else "…"), text)
 
 
 def _short(exc: BaseException, filename: str | None = None) -> str:
     """The exception's text, without quoted values (they may be customer data)."""
-    text = _ADDRESS.sub("", str(exc))
-    if not isinstance(exc, (TypeError, AttributeError)):
-        text = _masked(text, filename)
+    text = _masked(str(exc), filename)
     return text if len(text) <= 300 else text[:300] + "…"
 
 

@@ -8,6 +8,7 @@ or template is loaded: designers commit ``.po`` files only.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -29,6 +30,8 @@ from ccm.errors import RenderError, TemplateError
 __all__ = ["FILTERS", "catalog_for", "load_po"]
 
 DOMAIN = "messages"
+#: What a locale identifier looks like (``de_DE``, ``sr-Latn-RS``), to name one in an error.
+_LOCALE_NAME = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8}){0,3}")
 
 
 @lru_cache(maxsize=256)
@@ -36,7 +39,9 @@ def _babel_locale(name: str) -> Locale:
     try:
         return Locale.parse(name)
     except (UnknownLocaleError, ValueError) as exc:
-        raise RenderError(f"unknown locale {name!r}", locale=name) from exc
+        # A template may set ``locale`` from the data: name it only if it looks like one.
+        shown = repr(name) if _LOCALE_NAME.fullmatch(str(name)) else "(not a locale name)"
+        raise RenderError(f"unknown locale {shown}", locale=name) from exc
 
 
 def _zone(name: str | None) -> ZoneInfo:

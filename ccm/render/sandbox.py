@@ -104,7 +104,7 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
     if kind in _FAST or (not deep and kind in _CONTAINERS):
         return value
     if isinstance(value, Undefined):
-        if _depth:  # inside a list or dict str() would write "Undefined", not fail
+        if deep or _depth:  # repr() (%r, pprint, a list) would write "Undefined", not fail
             value._fail_with_undefined_error()
         return value
     if isinstance(value, _DATA_SCALARS):
@@ -268,6 +268,11 @@ class _CodeGenerator(CodeGenerator):
         # inside any expression, is off: CCMSandbox.__init__.)
         if isinstance(node, nodes.Concat) or any(node.find_all(nodes.Concat)):
             raise nodes.Impossible()
+        # Jinja escapes a folded value before the finalize sees it (``{{ ''.upper }}`` in an
+        # autoescaped template): a value that is not data is left to the render's check.
+        value = node.as_const(frame.eval_ctx)
+        if type(value) not in _FAST:
+            check_printable(value, deep=True)  # raises: Jinja then compiles it for the render
         return super()._output_child_to_const(node, frame, finalize)  # type: ignore[no-any-return]
 
     def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
@@ -312,7 +317,7 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             if len(values) > 1:
                 _check_int_args(values[1:], f"filter {name!r}")
                 for item in values[1:]:  # a separator, a replacement, a fill value...
-                    if type(item) not in _FAST:
+                    if type(item) not in _FAST and not isinstance(item, Undefined):
                         check_printable(item, deep=True, lazy_ok=returns_argument)
                 if name == "format" and isinstance(value, str):
                     for item in values[1:]:
@@ -328,7 +333,7 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if kwargs:
             _check_int_args(kwargs.values(), f"filter {name!r}")
             for item in kwargs.values():
-                if type(item) not in _FAST:
+                if type(item) not in _FAST and not isinstance(item, Undefined):
                     check_printable(item, deep=True, lazy_ok=returns_argument)
             if name == "format" and values and isinstance(values[0], str):
                 for item in kwargs.values():

@@ -96,6 +96,31 @@ def test_bad_rows_go_to_errors_jsonl_and_the_run_goes_on(tmp_path: Path, record_
     assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("error") == 3
 
 
+def test_a_template_error_names_the_input_row_and_the_template_line(
+    tmp_path: Path, record_url: str
+) -> None:
+    """errors.jsonl's ``line`` is the input row; the template's own line is ``template_line``
+    (it used to overwrite the row's). The customer's name is not in the message."""
+    templates = tmp_path / "templates"
+    shutil.copytree(TEST_TEMPLATES, templates)
+    sms = templates / "quick_note" / "sms.txt.j2"
+    sms.write_text('{% extends "pack/sms.txt.j2" %}\n{% block content %}\n'
+                   "{% set labels = {'A': 'a'} %}\n"
+                   "{{ labels[customer.name] if data.amount > 10 else 'ok' }}\n"
+                   "{% endblock %}\n", "utf-8")
+    rows = [InputRow(i + 1, request) for i, request in enumerate(notes(3, prefix="T"))]
+    out = tmp_path / "out"
+    summary = run_batch("quick_note", rows, pack=PACK, templates=templates, out=out,
+                        record_url=record_url, run_id="r1", workers=0, channels=["sms"],
+                        now=DAYTIME)
+    assert (summary.generated, summary.failed) == (1, 2)
+    errors = sorted(_errors(out), key=lambda e: e["line"])
+    assert [(e["line"], e["customer_id"], e["template_line"]) for e in errors] == [
+        (2, "T0001", 4), (3, "T0002", 4)]
+    assert all("Customer" not in e["message"] for e in errors)
+    assert "has no attribute '…'" in errors[0]["message"]
+
+
 def test_rerun_with_the_same_run_id_adds_nothing(
     tmp_path: Path, record_url: str, open_record: Callable[..., Any]
 ) -> None:

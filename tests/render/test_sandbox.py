@@ -32,9 +32,9 @@ class Sources:
         self.count = 0
 
     def render(self, source: str, context: dict[str, Any] | None = None,
-               budget: Budget | None = None) -> str:
+               budget: Budget | None = None, suffix: str = ".txt.j2") -> str:
         self.count += 1
-        name = f"s{self.count}.txt.j2"
+        name = f"s{self.count}{suffix}"
         (self.templates / "t" / name).write_text(source, "utf-8")
         env = create_environment(self.layouts, self.templates, self.layouts.parent)
         meter = (budget or Budget(seconds=2.0)).start()
@@ -291,6 +291,46 @@ def test_errors_keep_the_names_the_template_wrote(sources: Sources) -> None:
         sources.render("{{ data.no_such_field.name }}")
     with pytest.raises(RenderError, match="list object has no element 10"):
         sources.render("{{ data.rows[10] }}")
+
+
+@pytest.mark.parametrize("source", [
+    "{{ ''.upper }}", "{{ [1]|reverse }}", "{{ {'a': 1}|items }}", "{{ 'x'.format }}",
+])
+def test_a_folded_non_data_value_is_refused_in_autoescaped_templates_too(
+        sources: Sources, source: str) -> None:
+    """A fourth attack: Jinja escaped a folded repr before the finalize saw it."""
+    with pytest.raises(SandboxError):
+        sources.render(source, suffix=".html.j2")
+
+
+@pytest.mark.parametrize("source", [
+    "{{ '%r' % nope }}", "{{ '{0!r}'.format(nope) }}", "{{ nope|pprint }}",
+    "{{ _('%(x)r', x=nope) }}", "{{ ('%r'|safe)|format(nope) }}",
+])
+def test_a_missing_name_is_not_printed_as_undefined(sources: Sources, source: str) -> None:
+    with pytest.raises(RenderError, match="'nope' is undefined"):
+        sources.render(source)
+
+
+def test_default_chains_over_missing_names_still_work(sources: Sources) -> None:
+    assert sources.render("{{ data.nick|default(data.nope)|default('friend') }}") == "friend"
+
+
+@pytest.mark.parametrize(("source", "secret"), [
+    ("{% macro m() %}{% endmacro %}{{ m(**{data.name: 1}) }}", "Eleanor"),
+    ("{{ 'x'.split(**{data.name: 1}) }}", "Eleanor"),
+    ("{% set locale = data.name %}{{ 1|money('EUR') }}", "Eleanor"),
+    ("{{ 'x' * (data.phone[1:]|int) }}", "447700900123"),
+    ("{# 0800 777 #}{{ {'a': 1}[data.n] }}", "element 7"),
+])
+def test_errors_do_not_repeat_values_in_other_messages(sources: Sources, source: str,
+                                                      secret: str) -> None:
+    """Keyword names, a locale set from the data, a budget's size, and a value that is
+    only part of a word of the template."""
+    context = {"data": {"name": "Eleanor Whitfield", "phone": "+447700900123", "n": 7}}
+    with pytest.raises(CCMError) as caught:
+        sources.render(source, context)
+    assert secret not in str(caught.value)
 
 
 def test_a_missing_name_inside_a_list_is_an_undefined_error(sources: Sources) -> None:
