@@ -37,7 +37,7 @@ from ccm.errors import (
 )
 from ccm.render.budget import Budget, Meter, metered
 from ccm.render.i18n import FILTERS
-from ccm.render.sandbox import CCMSandbox, check_printable
+from ccm.render.sandbox import CCMSandbox, check_printable, refuse_repr_conversion
 
 __all__ = ["ContainedLoader", "RenderedSource", "create_environment", "render_source"]
 
@@ -148,6 +148,8 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
         # ``_("%(x)s", x=lipsum)`` and ``{% trans x=range %}`` must not print a repr.
         if type(__string) is not str:
             check_printable(__string, deep=True)
+        if variables:
+            refuse_repr_conversion(str(__string))
         for value in variables.values():
             if type(value) not in _PLAIN:
                 check_printable(value, deep=True)
@@ -158,6 +160,8 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
                          **variables: Any) -> str:
         for value in (__singular, __plural, __num, *variables.values()):
             check_printable(value, deep=True)
+        refuse_repr_conversion(str(__singular))
+        refuse_repr_conversion(str(__plural))
         return ngettext(  # type: ignore[no-any-return]
             __context, __singular, __plural, __num, **variables)
 
@@ -315,6 +319,8 @@ def translate_error(exc: BaseException, name: str) -> CCMError:
 
 #: A quoted value in an error message, as ``repr()`` writes it (escaped quotes inside).
 _QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'" r'|"(?:[^"\\\n]|\\.)*"')
+#: Everything from a message's first quote mark to its last (of either kind).
+_ANY_QUOTED = re.compile(r"['\"].*['\"]", re.DOTALL)
 #: Where Python writes an object's address (``<function f at 0x7f...>``).
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 #: Jinja's and Python's names of types (``'dict object'``, ``'int'``): not data.
@@ -357,7 +363,13 @@ def _masked(text: str, filename: str | None) -> str:
 
 def _short(exc: BaseException, filename: str | None = None) -> str:
     """The exception's text, without quoted values (they may be customer data)."""
-    text = _masked(str(exc), filename)
+    text = str(exc)
+    if not isinstance(exc, (TypeError, AttributeError)):
+        # Python quotes values in these messages as '%s', not as a repr: a value with its
+        # own quote mark would pair wrongly, so everything between the first and the last
+        # quote goes.
+        text = _ANY_QUOTED.sub("'…'", _ADDRESS.sub("", text))
+    text = _masked(text, filename)
     return text if len(text) <= 300 else text[:300] + "…"
 
 

@@ -54,7 +54,7 @@ from markupsafe import EscapeFormatter, Markup
 
 from ccm.render.budget import _FALLBACK, Meter, _current, current_meter
 
-__all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_printable"]
+__all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_printable", "refuse_repr_conversion"]
 
 #: Deepest nesting of brackets, block tags or chained expressions in a source.
 MAX_NESTING = 48
@@ -101,6 +101,9 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
     iterates it, such as ``join`` or ``list``, rather than being printed; a lazy
     sequence inside a list or dict is refused all the same: it would be printed)."""
     kind = type(value)
+    if kind is Markup and _depth:
+        raise SecurityError("escaped text inside a list or dict prints as a Python repr "
+                            "(Markup('…')): print the items, or |join them")
     if kind in _FAST or (not deep and kind in _CONTAINERS):
         return value
     if isinstance(value, Undefined):
@@ -167,8 +170,28 @@ def _check_int_args(args: Iterable[Any], what: str) -> None:
 _PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
+#: A ``%r``/``%a`` conversion (``%(name)r`` too): it writes a Python repr.
+_PERCENT_REPR = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[ra]")
+
+
+def refuse_repr_conversion(fmt: str, *, percent: bool = True) -> None:
+    """:class:`SecurityError` for ``%r`` (``percent``) or ``{!r}``: a repr, not text."""
+    if percent:
+        if "%" in fmt and _PERCENT_REPR.search(fmt.replace("%%", "")):
+            raise SecurityError("the %r conversion writes a Python repr: use %s")
+        return
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # str.format raises its own error
+    if any(conversion in ("r", "a") for _, _, _, conversion in fields):
+        raise SecurityError("the !r conversion writes a Python repr: leave it out")
+
+
 def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
-    """Refuse format strings whose widths or precisions would build a huge string."""
+    """Refuse format strings whose widths or precisions would build a huge string, and
+    conversions that write a repr."""
+    refuse_repr_conversion(fmt, percent=percent)
     meter = current_meter()
     numbers: list[int] = []
     if percent:
@@ -323,6 +346,9 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                     for item in values[1:]:
                         check_printable(item, deep=True)
                     _check_format_widths(value, tuple(values[1:]), percent=True)
+            if name == "pprint" and isinstance(value, Markup):
+                raise SecurityError("pprint writes escaped text as a Python repr "
+                                    "(Markup('…')): print it directly")
             if name == "indent" and not isinstance(value, str):
                 # Jinja's indent adds a newline with +=, which would extend a list in place
                 # (the request's own data): indent its text instead.
@@ -569,7 +595,10 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
             if _size(left) + _size(right) > meter.max_value:
                 raise meter.too_big(_size(left) + _size(right), "concatenation")
         elif operator == "%" and isinstance(left, str):
-            check_printable(right, deep=True)
+            # The tuple's (or dict's) items are the arguments, each printed on its own.
+            for item in (right if type(right) is tuple else right.values()
+                         if type(right) is dict else (right,)):
+                check_printable(item, deep=True)
             _check_format_widths(left, right, percent=True)
         return _checked_size(super().call_binop(context, operator, left, right))
 

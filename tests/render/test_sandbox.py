@@ -93,7 +93,7 @@ def test_nested_loops_stop_at_the_time_budget(sources: Sources) -> None:
         "{{ (''.upper ~ '')|lower }}", "{{ [range]|iban }}",
         # a second helper's attack: what a format field reaches, filter arguments after
         # the first, values nested past the old depth limit, template objects
-        "{{ '{0.upper}'.format('x') }}", "{{ '{0.upper!r}'.format('x') }}",
+        "{{ '{0.upper}'.format('x') }}",
         "{{ '{rows.index}'.format_map(data) }}", "{{ ('{0.upper}'|safe).format('x') }}",
         "{% block b %}{% endblock %}{{ '{b}'.format_map(self) }}",
         "{{ [1, 2]|join(lipsum) }}", "{{ data.rows|join(cycler) }}",
@@ -308,7 +308,8 @@ def test_a_folded_non_data_value_is_refused_in_autoescaped_templates_too(
     "{{ _('%(x)r', x=nope) }}", "{{ ('%r'|safe)|format(nope) }}",
 ])
 def test_a_missing_name_is_not_printed_as_undefined(sources: Sources, source: str) -> None:
-    with pytest.raises(RenderError, match="'nope' is undefined"):
+    """Refused as undefined, or (``%r``, ``!r``) as a repr conversion."""
+    with pytest.raises((RenderError, SandboxError), match=r"'nope' is undefined|repr"):
         sources.render(source)
 
 
@@ -331,6 +332,41 @@ def test_errors_do_not_repeat_values_in_other_messages(sources: Sources, source:
     with pytest.raises(CCMError) as caught:
         sources.render(source, context)
     assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(("source", "suffix"), [
+    ("{{ [data.name|e] }}", ".txt.j2"), ("{{ data.name|e|pprint }}", ".txt.j2"),
+    ("{{ '%r' % ('a'|safe) }}", ".txt.j2"), ("{{ '{!r}'.format('a'|safe) }}", ".txt.j2"),
+    ("{{ data.rows|map('e')|list }}", ".txt.j2"),
+    ("{% trans x=[data.name|e] %}{{ x }}{% endtrans %}", ".txt.j2"),
+    ("{{ _('%(x)r', x=data.name|e) }}", ".txt.j2"),
+    ("{{ ('%s'|safe) % (['x'|safe],) }}", ".txt.j2"),
+    ("{{ ('{}'|safe).format(['x'|safe]) }}", ".txt.j2"),
+    ("{% macro m() %}x{% endmacro %}{{ [m()] }}", ".html.j2"),
+    ("{% filter pprint %}x{% endfilter %}", ".html.j2"),
+    ("{{ '{0.upper!r}'.format('x') }}", ".txt.j2"),
+])
+def test_escaped_text_is_never_printed_as_its_repr(sources: Sources, source: str,
+                                                   suffix: str) -> None:
+    """A fifth attack: ``Markup('…')`` through lists, pprint, %r and !r."""
+    with pytest.raises(SandboxError, match="repr"):
+        sources.render(source, suffix=suffix)
+
+
+def test_escaped_text_as_a_format_argument_still_prints(sources: Sources) -> None:
+    assert sources.render("{{ '%s and %s' % (data.name|e, 'b') }} {{ '%(a)s' % {'a': "
+                          "data.name|e} }} {{ data.rows|map('e')|join(',') }} {{ '100%% %s' "
+                          "% 'sure' }} {{ data.rows|pprint }}") == \
+        "Eleanor Whitfield and b Eleanor Whitfield 1,2,3 100% sure [1, 2, 3]"
+
+
+def test_a_value_with_a_quote_mark_is_not_repeated_in_an_error(sources: Sources) -> None:
+    """Python quotes the value as '%s': its own apostrophe used to pair with the wrong
+    quote and leave part of it in the message."""
+    with pytest.raises(RenderError) as caught:
+        sources.render("{{ ('{:' ~ data.name ~ '}').format('x') }}",
+                       {"data": {"name": "Siobhan O'Brien"}})
+    assert "Brien" not in str(caught.value) and "Siobhan" not in str(caught.value)
 
 
 def test_a_missing_name_inside_a_list_is_an_undefined_error(sources: Sources) -> None:
