@@ -94,14 +94,17 @@ def _describe(value: Any) -> str:
 
 
 def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
-                    _depth: int = 0) -> Any:
+                    whole: bool = True, _depth: int = 0) -> Any:
     """``value`` unchanged when it is data; :class:`SecurityError` for a function,
     class, module or Jinja runtime object (``deep``: inside lists and dicts too),
     and for a lazy sequence unless ``lazy_ok`` (the value goes to a filter that
     iterates it, such as ``join`` or ``list``, rather than being printed; a lazy
-    sequence inside a list or dict is refused all the same: it would be printed)."""
+    sequence inside a list or dict is refused all the same: it would be printed).
+    ``whole``: the value is turned into text as a whole (printed, ``~``, ``%s``), so
+    escaped text inside a list or dict would come out as ``Markup('…')``; ``join``,
+    ``sort`` and the like take the items one by one (``whole=False``)."""
     kind = type(value)
-    if kind is Markup and _depth:
+    if kind is Markup and _depth and whole:
         raise SecurityError("escaped text inside a list or dict prints as a Python repr "
                             "(Markup('…')): print the items, or |join them")
     if kind in _FAST or (not deep and kind in _CONTAINERS):
@@ -127,11 +130,11 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
                                 "printed: print its parts")
         if isinstance(value, dict):
             for key, item in list(value.items()):
-                check_printable(key, deep=True, _depth=_depth + 1)
-                check_printable(item, deep=True, _depth=_depth + 1)
+                check_printable(key, deep=True, whole=whole, _depth=_depth + 1)
+                check_printable(item, deep=True, whole=whole, _depth=_depth + 1)
         elif isinstance(value, (list, tuple, set, frozenset)):
             for item in list(value):
-                check_printable(item, deep=True, _depth=_depth + 1)
+                check_printable(item, deep=True, whole=whole, _depth=_depth + 1)
     return value
 
 
@@ -329,6 +332,9 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     skip = 1 if pass_arg is not None else 0
     deep = name in _STRINGIFYING
     lazy_ok = name in _ITERATING
+    # Filters that write their input as text in one piece (join, sort, tojson, xmlattr and
+    # urlencode take lists and dicts apart first).
+    whole = deep and not lazy_ok and name not in ("tojson", "xmlattr", "urlencode")
     returns_argument = name in ("default", "d")  # the argument is returned, then printed
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -336,7 +342,7 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if values:
             value = values[0]
             if type(value) not in _FAST:
-                check_printable(value, deep=deep, lazy_ok=lazy_ok)
+                check_printable(value, deep=deep, lazy_ok=lazy_ok, whole=whole)
             if len(values) > 1:
                 _check_int_args(values[1:], f"filter {name!r}")
                 for item in values[1:]:  # a separator, a replacement, a fill value...
@@ -564,9 +570,12 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
                                                           and issubclass(owner, str))):
             # str and Markup methods turn their arguments into text (Markup.escape(x), a
             # class method, Markup.join([x]), Markup.replace(a, x)): data only.
-            if __obj.__name__ == "join" and args:
+            if __obj.__name__ == "join" and args:  # the items are written one by one
                 args = ([check_printable(item, deep=True) for item in args[0]], *args[1:])
-            for item in (*args, *kwargs.values()):
+                rest: tuple[Any, ...] = (*args[1:], *kwargs.values())
+            else:
+                rest = (*args, *kwargs.values())
+            for item in rest:
                 if type(item) not in _FAST:
                     check_printable(item, deep=True)
         result = __context.call(__obj, *args, **kwargs)
@@ -595,10 +604,17 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
             if _size(left) + _size(right) > meter.max_value:
                 raise meter.too_big(_size(left) + _size(right), "concatenation")
         elif operator == "%" and isinstance(left, str):
-            # The tuple's (or dict's) items are the arguments, each printed on its own.
-            for item in (right if type(right) is tuple else right.values()
-                         if type(right) is dict else (right,)):
-                check_printable(item, deep=True)
+            # A tuple's items, or a dict's values for %(name)s, are the arguments, each
+            # written on its own; a dict under a plain %s is written whole.
+            if type(right) is tuple:
+                for item in right:
+                    check_printable(item, deep=True)
+            elif type(right) is dict and "%(" in left:
+                for key, item in right.items():
+                    check_printable(key, deep=True)
+                    check_printable(item, deep=True)
+            else:
+                check_printable(right, deep=True)
             _check_format_widths(left, right, percent=True)
         return _checked_size(super().call_binop(context, operator, left, right))
 

@@ -360,6 +360,34 @@ def test_escaped_text_as_a_format_argument_still_prints(sources: Sources) -> Non
         "Eleanor Whitfield and b Eleanor Whitfield 1,2,3 100% sure [1, 2, 3]"
 
 
+@pytest.mark.parametrize(("source", "suffix", "expected"), [
+    ("{{ data.rows|map('e')|list|join(',') }}", ".txt.j2", "1,2,3"),
+    ("{{ data.rows|map('e')|sort|join }}", ".txt.j2", "123"),
+    ("{{ ', '.join(data.rows|map('e')) }}", ".txt.j2", "1, 2, 3"),
+    ("{% for r in data.rows|map('e')|batch(2) %}{{ r|join }};{% endfor %}", ".txt.j2",
+     "12;3;"),
+    ("{% macro m(x) %}<b>{{ x }}</b>{% endmacro %}{{ [m(1), m(2)]|join(', ') }}", ".html.j2",
+     "<b>1</b>, <b>2</b>"),
+    ("{% set b %}<i>x</i>{% endset %}{{ [b, b]|join }}", ".html.j2", "<i>x</i><i>x</i>"),
+    ("{% set b %}x{% endset %}{{ {'class': b}|xmlattr }}", ".html.j2", ' class="x"'),
+    ("{% set b %}<i>x</i>{% endset %}{{ [b, 'a']|sort|join }}", ".html.j2", "<i>x</i>a"),
+])
+def test_lists_of_escaped_text_still_join(sources: Sources, source: str, suffix: str,
+                                          expected: str) -> None:
+    """A sixth attack: the check refused escaped text in lists that filters take apart."""
+    assert sources.render(source, suffix=suffix) == expected
+
+
+@pytest.mark.parametrize("source", [
+    "{{ '%s' % {lipsum: 1} }}", "{{ ('%s'|safe) % {range: 1} }}",
+    "{{ '%(a)s' % {cycler: 1, 'a': 2} }}", "{{ '%s' % {'a': data.name|e} }}",
+])
+def test_a_dict_formatted_with_percent_is_checked_keys_and_all(sources: Sources,
+                                                             source: str) -> None:
+    with pytest.raises(SandboxError):
+        sources.render(source)
+
+
 def test_a_value_with_a_quote_mark_is_not_repeated_in_an_error(sources: Sources) -> None:
     """Python quotes the value as '%s': its own apostrophe used to pair with the wrong
     quote and leave part of it in the message."""
