@@ -27,6 +27,7 @@ On top of :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -179,16 +180,22 @@ _PERCENT_REPR = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?
 
 def refuse_repr_conversion(fmt: str, *, percent: bool = True) -> None:
     """:class:`SecurityError` for ``%r`` (``percent``) or ``{!r}``: a repr, not text."""
-    if percent:
-        if "%" in fmt and _PERCENT_REPR.search(fmt.replace("%%", "")):
+    if _has_repr_conversion(str(fmt), percent):
+        if percent:
             raise SecurityError("the %r conversion writes a Python repr: use %s")
-        return
+        raise SecurityError("the !r conversion writes a Python repr: leave it out")
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_repr_conversion(fmt: str, percent: bool) -> bool:
+    """(Remembered: the same messages and formats come back with every render.)"""
+    if percent:
+        return "%" in fmt and _PERCENT_REPR.search(fmt.replace("%%", "")) is not None
     try:
         fields = list(string.Formatter().parse(fmt))
     except ValueError:
-        return  # str.format raises its own error
-    if any(conversion in ("r", "a") for _, _, _, conversion in fields):
-        raise SecurityError("the !r conversion writes a Python repr: leave it out")
+        return False  # str.format raises its own error
+    return any(conversion in ("r", "a") for _, _, _, conversion in fields)
 
 
 def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
@@ -565,9 +572,9 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
             _check_int_args(kwargs.values(), "call")
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{_describe(__obj)} is not safely callable")
-        owner = getattr(__obj, "__self__", None)
-        if (args or kwargs) and (isinstance(owner, str) or (isinstance(owner, type)
-                                                          and issubclass(owner, str))):
+        owner = getattr(__obj, "__self__", None) if args or kwargs else None
+        if owner is not None and (isinstance(owner, str) or (isinstance(owner, type)
+                                                           and issubclass(owner, str))):
             # str and Markup methods turn their arguments into text (Markup.escape(x), a
             # class method, Markup.join([x]), Markup.replace(a, x)): data only.
             if __obj.__name__ == "join" and args:  # the items are written one by one
