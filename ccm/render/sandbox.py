@@ -46,6 +46,7 @@ from jinja2.runtime import (
     Context,
     LoopContext,
     Macro,
+    StrictUndefined,
     TemplateReference,
     Undefined,
 )
@@ -111,7 +112,9 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
     if kind in _FAST or (not deep and kind in _CONTAINERS):
         return value
     if isinstance(value, Undefined):
-        if deep or _depth:  # repr() (%r, pprint, a list) would write "Undefined", not fail
+        # A missing name (StrictUndefined) fails wherever it would be written; the plain
+        # Undefined of ``'x' if false`` (no else) prints as "", but not inside a list.
+        if _depth or (deep and isinstance(value, StrictUndefined)):
             value._fail_with_undefined_error()
         return value
     if isinstance(value, _DATA_SCALARS):
