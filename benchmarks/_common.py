@@ -219,22 +219,23 @@ def developer_filters() -> dict[str, Callable[..., str]]:
 
 
 def naive_env(*, autoescape: bool, filters: dict[str, Any] | None = None,
-              translations: Any = None) -> Any:
+              translations: Any = None, environment: Any = None, **options: Any) -> Any:
     """The ``jinja2.Environment`` of the naive loops: the pack and template sources, plain Jinja.
 
     ``filters`` defaults to :func:`developer_filters`; ``translations`` (see
     :func:`developer_translations`) are installed as Jinja's i18n extension
-    takes them, none by default.
+    takes them, none by default. ``environment`` (a subclass of Jinja's) and
+    ``options`` are for the floor's tuned environment (``floor_bench.py``).
     """
     import jinja2
 
-    env = jinja2.Environment(
+    env = (environment or jinja2.Environment)(
         loader=jinja2.PrefixLoader({
             "pack": jinja2.FileSystemLoader(str(PACK / "layouts")),
             "templates": jinja2.FileSystemLoader(str(TEMPLATES)),
         }),
         autoescape=autoescape, extensions=["jinja2.ext.i18n"], trim_blocks=True,
-        lstrip_blocks=True,
+        lstrip_blocks=True, **options,
     )
     env.filters.update(developer_filters() if filters is None else filters)
     if translations is None:

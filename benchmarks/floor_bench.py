@@ -68,6 +68,7 @@ from _common import (
     best_of,
     developer_translations,
     load_average,
+    naive_env,
     naive_template,
     requests_for,
 )
@@ -119,14 +120,9 @@ class FloorText:
 
         self.by_locale: dict[str, tuple[Any, ...]] = {}
         for locale in sorted({ctx["locale"] for ctx in contexts}):
-            env = Env(loader=jinja2.PrefixLoader({
-                          "pack": jinja2.FileSystemLoader(str(PACK / "layouts")),
-                          "templates": jinja2.FileSystemLoader(str(TEMPLATES))}),
-                      autoescape=channel != "sms", extensions=["jinja2.ext.i18n"],
-                      trim_blocks=True, lstrip_blocks=True, auto_reload=False, cache_size=-1)
-            env.filters.update(FILTERS)
-            env.install_gettext_translations(  # type: ignore[attr-defined]
-                developer_translations(TEMPLATE, locale), newstyle=True)
+            env = naive_env(autoescape=channel != "sms", filters=FILTERS,
+                            translations=developer_translations(TEMPLATE, locale),
+                            environment=Env, auto_reload=False, cache_size=-1)
             template = env.get_template(reference.source)
             template.globals = dict(template.globals)
             self.by_locale[locale] = (env, template.globals, template.name, template.blocks,

@@ -284,8 +284,8 @@ def translate_error(exc: BaseException, name: str) -> CCMError:
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return _compile_error(exc)
     if isinstance(exc, jinja2.TemplateNotFound):
-        missing = str(exc.name) if str(exc.name) in _source_of(filename) else "a name made " \
-            "while rendering"
+        missing = (str(exc.name) if _written(str(exc.name), _source_of(filename))
+                   else "a name made while rendering")
         return TemplateError(f"{name}: included template not found: {missing}", path=name)
     if isinstance(exc, RenderError):
         return type(exc)(f"{where}: {exc.message}", **{**exc.context, "path": filename,
@@ -340,25 +340,28 @@ def _source_of(filename: str | None) -> str:
         return ""
 
 
+def _written(value: str, source: str) -> bool:
+    """``value`` is in the template's source as a whole word (not inside one)."""
+    return bool(value) and re.search(
+        r"(?<!\w)" + re.escape(value) + r"(?!\w)", source) is not None
+
+
 def _masked(text: str, filename: str | None) -> str:
     """``text`` without addresses, and without quoted values the template itself does not
     contain: a key looked up from the request's data (a customer's name) is not repeated,
     a field name written in the template (``data.no_such_field``) is."""
     source = _source_of(filename)
 
-    def written(value: str) -> bool:  # in the source as a whole word, not inside one
-        return bool(value) and re.search(
-            r"(?<!\w)" + re.escape(value) + r"(?!\w)", source) is not None
-
     def keep(found: re.Match[str]) -> str:
         inner = found.group(0)[1:-1]
-        if inner and (_TYPE_NAME.fullmatch(inner) or written(inner)):
+        if inner and (_TYPE_NAME.fullmatch(inner) or _written(inner, source)):
             return found.group(0)
         return "'…'"
 
     text = _QUOTED.sub(keep, _ADDRESS.sub("", text))
     return _NO_ELEMENT.sub(lambda m: m.group(1) + (m.group(2) if m.group(2) == "'…'"
-                                                   or written(m.group(2)) else "…"), text)
+                                                   or _written(m.group(2), source) else "…"),
+                           text)
 
 
 def _short(exc: BaseException, filename: str | None = None) -> str:
@@ -368,7 +371,7 @@ def _short(exc: BaseException, filename: str | None = None) -> str:
         # Python quotes values in these messages as '%s', not as a repr: a value with its
         # own quote mark would pair wrongly, so everything between the first and the last
         # quote goes.
-        text = _ANY_QUOTED.sub("'…'", _ADDRESS.sub("", text))
+        text = _ANY_QUOTED.sub("'…'", text)
     text = _masked(text, filename)
     return text if len(text) <= 300 else text[:300] + "…"
 

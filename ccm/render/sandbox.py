@@ -359,8 +359,6 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                     if type(item) not in _FAST and not isinstance(item, Undefined):
                         check_printable(item, deep=True, lazy_ok=returns_argument)
                 if name == "format" and isinstance(value, str):
-                    for item in values[1:]:
-                        check_printable(item, deep=True)
                     _check_format_widths(value, tuple(values[1:]), percent=True)
             if name == "pprint" and isinstance(value, Markup):
                 raise SecurityError("pprint writes escaped text as a Python repr "
@@ -378,8 +376,6 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 if type(item) not in _FAST and not isinstance(item, Undefined):
                     check_printable(item, deep=True, lazy_ok=returns_argument)
             if name == "format" and values and isinstance(values[0], str):
-                for item in kwargs.values():
-                    check_printable(item, deep=True)
                 _check_format_widths(values[0], tuple(kwargs.values()), percent=True)
         result = func(*args, **kwargs)
         if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
@@ -459,8 +455,8 @@ def _check_integer(value: str, name: str | None, filename: str | None, line: int
     except ValueError:
         raise TemplateSyntaxError(
             f"a number of {len(value.replace('_', ''))} digits is longer than Python reads; "
-            "write it as a "
-            "string, or pass it in the request's data", line, name, filename) from None
+            "write it as a string, or pass it in the request's data", line, name,
+            filename) from None
 
 
 def _check_tree_depth(tree: nodes.Node, name: str | None, filename: str | None) -> None:
