@@ -117,3 +117,70 @@ def test_the_floor_writes_a_record_ccm_verifies(common: Any, floor_bench: Any, t
         assert [line["content"] for line in lines] == texts
     else:
         assert "Ihre Zahlung" in "".join(line["content"] for line in lines)  # translated
+
+
+def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
+                                               tmp_path: Path) -> None:
+    """The complete floor's extra work gives ccm's answers: the context ``Engine.context``
+    gives, ccm's parameters digest and segment count, the same texts, a record ccm verifies,
+    each chunk published under its final name and nothing left staged."""
+    import json
+
+    from ccm.channels.sms import finish_sms
+    from ccm.message import Message
+    from ccm.record import MasterKey, Record
+    from ccm.render.engine import Engine
+    from ccm.render.template import validate_request
+
+    master = MasterKey.generate()
+    requests = list(common.requests_for("payment_reminder", 300, prefix="C"))
+    floor = floor_bench.Floor("sms", requests, master)
+    extra = floor.extra
+    engine = Engine(common.PACK, common.TEMPLATES, record=None, clock=floor_bench._clock)
+    tpl = engine.template("payment_reminder")
+    for raw in requests[:10]:
+        req = validate_request(json.loads(json.dumps(raw)))
+        ctx, locale = extra.context(req.customer, req.data, "m" * 32, floor_bench.AS_OF)
+        assert locale == engine.pack.resolve_locale(req.customer.get("locale"))
+        message = Message(
+            message_id="m" * 32, customer_id=req.customer_id, template=tpl.id,
+            template_version=tpl.version, pack=engine.pack.id, pack_version="1",
+            channel="sms", locale=locale, message_type=tpl.message_type,
+            journey=tpl.journey, content=b"", created_at=floor_bench.AS_OF)
+        expected = engine.context(tpl, req, "sms", locale, message)
+        for name in ("gettext", "ngettext", "_"):
+            expected.pop(name)
+        assert ctx == expected
+        assert extra.params(req.customer, req.data, locale) == engine._params_sha256(
+            tpl, req, "sms", locale)
+        text = floor.checked_render(ctx)
+        made = finish_sms(text, max_segments=None)
+        assert extra.finish(text, 0.0) == (made.text, made.segments)
+    with pytest.raises(RuntimeError, match="budget"):
+        extra.finish("x", -10.0)
+    with pytest.raises(TypeError):
+        floor_bench._printable(["a list"])
+
+    plain, complete = floor.new_folder(tmp_path, "plain"), floor.new_folder(tmp_path, "all")
+    floor.run(plain)
+    floor.run(complete, complete=True)
+    assert not list(complete.glob(".staging-*"))
+    chunks = sorted(complete.glob("messages-*.jsonl"))
+    assert len(chunks) == 2  # 300 messages, 256 per chunk
+    lines = [json.loads(raw) for chunk in chunks for raw in chunk.read_bytes().splitlines()]
+    before = [json.loads(raw) for raw in (plain / "messages.jsonl").read_bytes().splitlines()]
+    # The same texts as the plain floor's, normalised as ccm sends them (German amounts
+    # have a no-break space before the euro sign: a space in the SMS).
+    assert [line["content"] for line in lines] == [
+        finish_sms(line["content"], max_segments=None).text for line in before]
+    assert any("\xa0" in line["content"] for line in before)
+    assert not any("\xa0" in line["content"] for line in lines)
+    record = Record(f"sqlite:///{complete / 'record.db'}", master_key=master)
+    try:
+        report = record.verify()
+        assert report.ok and report.checked == 300
+        assert record.content(lines[-1]["message_id"]).decode() == lines[-1]["content"]
+    finally:
+        record.close()
+    with pytest.raises(RuntimeError, match="customers are new"):  # the reads see the record
+        floor.run(complete, complete=True)
