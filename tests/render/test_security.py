@@ -382,3 +382,134 @@ def test_decrypt_pdf_gives_the_plain_document(plain_pdf: bytes, encrypted: bytes
     with pytest.raises(ValueError, match="does not open") as info:
         decrypt_pdf(encrypted, "01011990")
     assert "01011990" not in str(info.value) and info.value.__context__ is None
+
+
+# --- the encryption dictionary made by ccm, qpdf only encrypting -------------------
+
+
+def _qpdf_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make encrypt_pdf take qpdf's own AES-256 set-up (the path before ccm's own)."""
+    from ccm.render import _r6
+
+    monkeypatch.setattr(_r6, "identity_encrypted", lambda *args: None)
+
+
+def _encrypt_dict(pdf: bytes, password: str) -> dict[str, Any]:
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(pdf), password=password) as doc:
+        assert not doc.get_warnings()
+        return {str(k): repr(v) for k, v in doc.trailer.Encrypt.items()
+                if k not in ("/O", "/U", "/OE", "/UE", "/Perms")}
+
+
+def test_ccm_pdfs_skip_qpdf_key_setup(plain_pdf: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ccm's own PDFs (plain and PDF/A) never reach qpdf's slow key set-up."""
+    import pikepdf
+
+    from ccm.channels.pdf import delivery_from_archival
+
+    archival = write_pdf(
+        render_document('<html lang="en"><body><p>Archived</p></body></html>',
+                        base_url="file:///nonexistent/", fetcher=PackFetcher([])),
+        title="t", author="a", lang="en", variant="pdf/a-3b",
+        attachments=[("request.json", b"{}", "application/json")],
+    )
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("qpdf's own encryption set-up was used")
+
+    monkeypatch.setattr(pikepdf, "Encryption", refused)
+    for pdf, edit in ((plain_pdf, None), (archival, delivery_from_archival())):
+        reader = opened(encrypt_pdf(pdf, PASSWORD, edit=edit), PASSWORD)
+        assert reader.trailer["/Encrypt"]["/R"] == 6
+        assert texts(reader) == texts(opened(pdf))
+
+
+def test_same_encryption_as_qpdf_alone(plain_pdf: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dictionary, permissions, rights and text are those qpdf gives on its own."""
+    import pikepdf
+
+    ours = encrypt_pdf(plain_pdf, PASSWORD, owner_password="owner-secret-42")
+    _qpdf_alone(monkeypatch)
+    theirs = encrypt_pdf(plain_pdf, PASSWORD, owner_password="owner-secret-42")
+    assert _encrypt_dict(ours, PASSWORD) == _encrypt_dict(theirs, PASSWORD)
+    for pdf in (ours, theirs):
+        with pikepdf.open(io.BytesIO(pdf), password=PASSWORD) as doc:
+            assert doc.user_password_matched and not doc.owner_password_matched
+            assert doc.encryption.stream_method == pikepdf.models.EncryptionMethod.aesv3
+            assert doc.encryption.string_method == pikepdf.models.EncryptionMethod.aesv3
+            allowed = doc.allow
+            assert len(doc.pages) == len(PdfReader(io.BytesIO(plain_pdf)).pages)
+        with pikepdf.open(io.BytesIO(pdf), password="owner-secret-42") as doc:
+            assert doc.owner_password_matched
+        assert b"Kontoauszug" not in pdf and b"Acme" not in pdf  # strings are encrypted
+    with pikepdf.open(io.BytesIO(theirs), password=PASSWORD) as doc:
+        assert doc.allow == allowed
+    assert texts(opened(ours, PASSWORD)) == texts(opened(theirs, PASSWORD))
+
+
+def test_permissions_value_is_qpdfs(plain_pdf: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/P written by ccm equals what qpdf computes from the same permissions."""
+    from ccm.render.security import _permissions_p
+
+    _qpdf_alone(monkeypatch)
+    theirs = encrypt_pdf(plain_pdf, PASSWORD)
+    assert _encrypt_dict(theirs, PASSWORD)["/P"] == repr(_permissions_p())
+
+
+@settings(max_examples=20, deadline=None)
+@given(password=st.binary(min_size=0, max_size=130), salt=st.binary(min_size=8, max_size=8),
+       udata=st.sampled_from([b"", bytes(range(48))]))
+def test_hash_2b_is_pypdfs(password: bytes, salt: bytes, udata: bytes) -> None:
+    """Algorithm 2.B agrees with pypdf's implementation."""
+    from pypdf._encryption import AlgV5
+
+    from ccm.render._r6 import hash_2b
+
+    assert hash_2b(password, salt, udata) == AlgV5.calculate_hash(6, password, salt, udata)
+
+
+def _classic(pdf: bytes) -> bytes:
+    """``pdf`` rewritten by qpdf with a cross-reference table (no object streams)."""
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        out = io.BytesIO()
+        doc.save(out, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+        return out.getvalue()
+
+
+def test_other_pdf_shapes(plain_pdf: bytes) -> None:
+    """Cross-reference tables, incremental updates and odd /ID strings take the same path."""
+    from ccm.render._r6 import identity_encrypted
+
+    classic = _classic(plain_pdf)
+    # an incremental update whose trailer has an /ID with parentheses and escapes
+    offset = int(classic.rsplit(b"startxref", 1)[1].split()[0])
+    trailer = classic[classic.rindex(b"trailer"):classic.rindex(b"startxref")]
+    size = trailer.split(b"/Size", 1)[1].split()[0]
+    root = trailer.split(b"/Root", 1)[1].split(b"R", 1)[0]
+    updated = classic + (
+        b"xref\n0 1\n0000000000 65535 f \ntrailer\n<< /Size " + size + b" /Root " + root
+        + b"R /ID [ (a\\)b(c)\\\\) <0102> ] /Prev %d >>\nstartxref\n%d\n%%%%EOF\n"
+        % (offset, len(classic))
+    )
+    for pdf in (classic, updated):
+        assert identity_encrypted(pdf, PASSWORD, "o", -4) is not None
+        reader = opened(encrypt_pdf(pdf, PASSWORD), PASSWORD)
+        assert texts(reader) == texts(opened(plain_pdf))
+    # trailing garbage or a truncated file: not read here; qpdf does all of it
+    for pdf in (plain_pdf + b"garbage", plain_pdf[: len(plain_pdf) // 2], b"%PDF-1.7\n"):
+        assert identity_encrypted(pdf, PASSWORD, "o", -4) is None
+    reader = opened(encrypt_pdf(plain_pdf + b"\n%garbage\n", PASSWORD), PASSWORD)
+    assert texts(reader) == texts(opened(plain_pdf))
+
+
+def test_encrypted_input_is_left_to_qpdf(encrypted: bytes) -> None:
+    """A trailer with /Encrypt is not touched; encrypt_pdf refuses it as before."""
+    from ccm.render._r6 import identity_encrypted
+
+    assert identity_encrypted(encrypted, PASSWORD, "o", -4) is None
+    with pytest.raises(ValueError, match="already encrypted"):
+        encrypt_pdf(encrypted, PASSWORD)
