@@ -118,3 +118,49 @@ def test_pdfa_bytes_are_the_same_when_each_object_is_serialised_once(tmp_path: P
     reader = PdfReader(io.BytesIO(once))
     assert len(reader.pages) == len(document.pages)
     assert "row" in reader.pages[-1].extract_text()
+
+
+def test_compression_level_gives_what_pydyf_writes_at_that_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At ccm's zlib level the file is byte for byte pydyf's own at that level."""
+    import types
+    import zlib
+
+    import pydyf
+
+    from ccm.channels.pdf import _output_intent
+    from ccm.channels.pdf._once import COMPRESSION_LEVEL, serialise_once
+
+    assert COMPRESSION_LEVEL != 9
+    document = render_document(
+        '<html lang="en"><head><title>t</title></head><body>' + "<p>row</p>" * 120
+        + "</body></html>",
+        base_url=tmp_path.as_uri() + "/", fetcher=PackFetcher(roots=[tmp_path]),
+    )
+
+    def write(finisher: Any) -> bytes:
+        target = document.copy()
+        target.color_profiles = dict(document.color_profiles)
+        intent = _output_intent(target, "pdf/a-3b")
+        pdf: bytes = target.write_pdf(pdf_variant="pdf/a-3b", pdf_tags=True,
+                                      output_intent=intent, finisher=finisher)
+        return pdf
+
+    ours = write(lambda doc, pdf: serialise_once(pdf, COMPRESSION_LEVEL))
+    levels: list[int] = []
+
+    def compressobj(level: int = -1, *args: Any) -> Any:
+        levels.append(level)
+        return zlib.compressobj(COMPRESSION_LEVEL, *args)
+
+    monkeypatch.setattr(pydyf, "zlib", types.SimpleNamespace(compressobj=compressobj,
+                                                             compress=zlib.compress))
+    theirs = write(None)
+    assert levels and set(levels) == {9}  # pydyf asked for 9 everywhere, got ccm's level
+    assert ours == theirs
+    monkeypatch.undo()
+    default = write(lambda doc, pdf: serialise_once(pdf))
+    assert write(None) == default != ours  # level 9 unless asked: pydyf's bytes
+    reader = PdfReader(io.BytesIO(ours))
+    assert "row" in reader.pages[-1].extract_text()

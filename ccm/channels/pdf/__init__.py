@@ -65,7 +65,7 @@ from ccm.channels.pdf._fetch import PackFetcher as PackFetcher
 from ccm.channels.pdf._fetch import _Session as _Session
 from ccm.channels.pdf._fit import ATTRIBUTE as FIT_ATTRIBUTE
 from ccm.channels.pdf._fit import check_fit as check_fit
-from ccm.channels.pdf._once import serialise_once
+from ccm.channels.pdf._once import COMPRESSION_LEVEL, serialise_once
 from ccm.errors import BudgetError, CCMError, RenderError
 
 __all__ = [
@@ -306,7 +306,7 @@ def _info_finisher(metadata: Mapping[str, str]) -> Any:
         # WeasyPrint's custom_metadata strips ':' and '-' from keys; set them as given.
         for key, value in metadata.items():
             pdf.info[key] = pydyf.String(str(value))
-        serialise_once(pdf)  # last: every object is final now
+        serialise_once(pdf, COMPRESSION_LEVEL)  # last: every object is final now
 
     return finish
 
