@@ -59,22 +59,34 @@ def _cbc_no_iv(key: bytes, data: bytes) -> bytes:
     return Cipher(algorithms.AES(key), modes.CBC(_ZERO_IV)).encryptor().update(data)
 
 
-def encryption_dictionary(user: str, owner: str, permissions: int) -> tuple[bytes, bytes]:
+def encryption_dictionary(
+    user: str, owner: str | None, permissions: int
+) -> tuple[bytes, bytes]:
     """A fresh file key and the ``/Encrypt`` entries for it (algorithms 8, 9 and 10).
 
     ``user`` and ``owner`` are SASLprep-prepared passwords; ``permissions``
     is the signed 32-bit ``/P`` value. Returns ``(file key, dictionary body)``,
     the body being the ``/U /UE /O /OE /Perms /P`` entries as PDF source.
+
+    ``owner=None`` means no owner password at all: ``/O`` and ``/OE`` are
+    random bytes, so no password opens the file with owner rights. To anyone
+    without the password they are indistinguishable from the entries of a
+    random owner password nobody keeps (hash outputs, an AES-256 encryption
+    under an unknown key, random salts), and they save two of the four
+    password hashes.
     """
     upw = user.encode("utf-8")[:_MAX_PASSWORD]
-    opw = owner.encode("utf-8")[:_MAX_PASSWORD]
     key = os.urandom(32)
     salts = os.urandom(32)
     u_valid, u_key, o_valid, o_key = salts[:8], salts[8:16], salts[16:24], salts[24:]
     u = hash_2b(upw, u_valid, b"") + u_valid + u_key
     ue = _cbc_no_iv(hash_2b(upw, u_key, b""), key)
-    o = hash_2b(opw, o_valid, u) + o_valid + o_key
-    oe = _cbc_no_iv(hash_2b(opw, o_key, u), key)
+    if owner is None:
+        o, oe = os.urandom(32) + o_valid + o_key, os.urandom(32)
+    else:
+        opw = owner.encode("utf-8")[:_MAX_PASSWORD]
+        o = hash_2b(opw, o_valid, u) + o_valid + o_key
+        oe = _cbc_no_iv(hash_2b(opw, o_key, u), key)
     perms_block = struct.pack("<i", permissions) + b"\xff\xff\xff\xffTadb" + os.urandom(4)
     perms = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(perms_block)
     body = b"/P %d/O<%s>/U<%s>/OE<%s>/UE<%s>/Perms<%s>" % (
@@ -204,13 +216,14 @@ def _last_trailer(pdf: bytes) -> tuple[int, dict[bytes, bytes]]:
 
 
 def identity_encrypted(
-    pdf: bytes, user: str, owner: str, permissions: int
+    pdf: bytes, user: str, owner: str | None, permissions: int
 ) -> tuple[bytes, bytes] | None:
     """``pdf`` with an AES-256 encryption dictionary whose crypt filters are ``/Identity``.
 
     Returns ``(bytes, file key)``: opened with the key as a hex password and
     saved with ``encryption=True``, qpdf writes the document encrypted for
-    ``user`` / ``owner`` with ``permissions``. ``None`` when the last trailer
+    ``user`` / ``owner`` (see :func:`encryption_dictionary` for ``None``) with
+    ``permissions``. ``None`` when the last trailer
     is not one this module reads, or the PDF is already encrypted.
     """
     try:

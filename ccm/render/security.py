@@ -2,8 +2,9 @@
 
 A confidential PDF is encrypted with a *user* password derived from the
 customer's data by the pack's :class:`PasswordRule` (e.g. the date of birth
-as ``DDMMYYYY``) and a random *owner* password, so the customer opens it with
-user rights: printing allowed, changing and copying not. qpdf (pikepdf)
+as ``DDMMYYYY``) and no owner password anyone holds (random owner entries), so
+the customer opens it with user rights: printing allowed, changing and copying
+not. qpdf (pikepdf)
 encrypts; :func:`decrypt_pdf` gives the print stream its unencrypted copy.
 
 Passwords never leave this module except as the return value of
@@ -343,11 +344,14 @@ def encrypt_pdf(
 ) -> bytes:
     """Encrypt ``pdf`` with AES-256 (R6), user rights :data:`PERMISSIONS`.
 
-    The owner password is random (256 bits) unless given, and never equal to
-    the user password -- otherwise opening with the user password would give
-    owner rights. Metadata and the structure tree (tagging) are kept. Raises
-    :class:`ValueError` for an empty, blank or unusable password (the message never
-    contains it), an already encrypted PDF or bytes that are not a PDF.
+    Without an owner password no password gives owner rights: the owner
+    entries (``/O``, ``/OE``) are random bytes (before, those of a random
+    256-bit password nobody kept; the two cannot be told apart). A given
+    owner password must differ from the user password -- otherwise opening
+    with the user password would give owner rights. Metadata and the
+    structure tree (tagging) are kept. Raises :class:`ValueError` for an
+    empty, blank or unusable password (the message never contains it), an
+    already encrypted PDF or bytes that are not a PDF.
 
     qpdf (through pikepdf, in C++) does the work, about four times faster
     than pypdf on a tagged statement, whose structure tree pypdf re-builds
@@ -368,7 +372,9 @@ def encrypt_pdf(
             raise ValueError("owner password must differ from the user password")
 
     encryption: Any = True
-    prepared = _open_with_ready_encryption(pdf, user, owner)
+    prepared = _open_with_ready_encryption(
+        pdf, user, None if owner_password is None else owner
+    )
     if prepared is not None:
         # The encryption dictionary is made already: qpdf keeps it and encrypts.
         document = prepared
@@ -406,11 +412,12 @@ def _permissions_p() -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def _open_with_ready_encryption(pdf: bytes, user: str, owner: str) -> Any:
+def _open_with_ready_encryption(pdf: bytes, user: str, owner: str | None) -> Any:
     """``pdf`` opened by qpdf with an AES-256 encryption computed by :mod:`ccm.render._r6`.
 
-    Saved with ``encryption=True`` it is encrypted for ``user`` and ``owner``,
-    as ``pikepdf.Encryption(R=6, aes=True, metadata=True)`` would do it, but
+    Saved with ``encryption=True`` it is encrypted for ``user`` and ``owner``
+    (``None``: random owner entries, no owner password), as
+    ``pikepdf.Encryption(R=6, aes=True, metadata=True)`` would do it, but
     without qpdf's slow key set-up (≈ 10 ms). ``None`` when the PDF is not one
     this path reads cleanly (qpdf then does everything, and reports errors).
     """

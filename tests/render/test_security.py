@@ -513,3 +513,15 @@ def test_encrypted_input_is_left_to_qpdf(encrypted: bytes) -> None:
     assert identity_encrypted(encrypted, PASSWORD, "o", -4) is None
     with pytest.raises(ValueError, match="already encrypted"):
         encrypt_pdf(encrypted, PASSWORD)
+
+
+def test_without_owner_password_the_owner_entries_are_random(encrypted: bytes) -> None:
+    """No owner password: /O and /OE have their sizes, differ per file, and the user is USER."""
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(encrypted), password=PASSWORD) as doc:
+        assert doc.user_password_matched and not doc.owner_password_matched
+        entry = doc.trailer.Encrypt
+        assert (len(bytes(entry.O)), len(bytes(entry.OE))) == (48, 32)
+        assert len(bytes(entry.U)) == 48 and len(bytes(entry.UE)) == 32
+    assert PdfReader(io.BytesIO(encrypted)).decrypt(PASSWORD).name == "USER_PASSWORD"
