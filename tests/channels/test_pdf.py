@@ -413,6 +413,89 @@ def test_linked_stylesheet_changes_are_seen(fetcher: PackFetcher, pack: Path) ->
     assert _colour_of(render(html, fetcher, pack), "p")[:3] == (0.0, 1.0, 0.0)
 
 
+
+def _counting_style_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The <style> texts WeasyPrint parses from now on."""
+    from ccm.channels.pdf import _css
+
+    parsed: list[str] = []
+    real = _css._weasy_css
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(kwargs.get("string"), str):
+            parsed.append(kwargs["string"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_css, "_weasy_css", counting)
+    return parsed
+
+
+def test_style_element_is_parsed_once_with_its_fonts_counters_and_page_rules(
+    fetcher: PackFetcher, pack: Path, weasy_logs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same <style> text is parsed once; fonts, counters, @page and the cascade still apply."""
+    shutil.copy(DEJAVU, pack / "inline.ttf")
+    (pack / "linked.css").write_text("p { color: rgb(255, 0, 0); }")
+    style = (
+        "<style>@font-face { font-family: InlineFace; src: url('inline.ttf'); }"
+        "@counter-style stars { system: cyclic; symbols: '*'; suffix: ' '; }"
+        "@page { @bottom-right { content: 'Seite ' counter(page); } }"
+        "body { font-family: InlineFace; } ol { list-style: stars; }"
+        "p { color: rgb(0, 0, 255); }</style>"
+    )
+    # Same specificity, later in the document: the <style> rule beats the linked one.
+    head = '<link rel="stylesheet" href="linked.css">' + style
+    parsed = _counting_style_parses(monkeypatch)
+    for _ in range(3):
+        document = render(html_doc("<p>Blue</p><ol><li>Item</li></ol>", head=head), fetcher, pack)
+        assert _colour_of(document, "p")[:3] == (0.0, 0.0, 1.0)
+        pdf = write_pdf(document, **META)
+        assert "*" in text_of(pdf) and "Seite 1" in text_of(pdf)
+        fonts = {str(font["/BaseFont"]) for page in PdfReader(io.BytesIO(pdf)).pages
+                 for font in page["/Resources"]["/Font"].values()}
+        assert any(name.endswith("+InlineFace") for name in fonts), fonts
+    assert len(parsed) == 1
+    # Other text is parsed for itself.
+    render(html_doc("<p>x</p>", head="<style>p { color: rgb(0, 255, 0); }</style>"), fetcher, pack)
+    assert len(parsed) == 2
+
+
+def test_style_element_follows_its_files_and_policy(
+    fetcher: PackFetcher, pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed @import is seen; another fetcher policy parses again; refusals are not kept."""
+    (pack / "part.css").write_text("p { color: rgb(255, 0, 0); }")
+    html = html_doc("<p>x</p>", head="<style>@import url('part.css');</style>")
+    parsed = _counting_style_parses(monkeypatch)
+    assert _colour_of(render(html, fetcher, pack), "p")[:3] == (1.0, 0.0, 0.0)
+    (pack / "part.css").write_text("p { color: rgb(0, 255, 0); }")
+    os.utime(pack / "part.css", ns=(10**18, 10**18))
+    assert _colour_of(render(html, fetcher, pack), "p")[:3] == (0.0, 1.0, 0.0)
+    assert _colour_of(render(html, fetcher, pack), "p")[:3] == (0.0, 1.0, 0.0)
+    assert len(parsed) == 2
+    other = PackFetcher(roots=[pack], allowed_hosts=["example.invalid"])
+    render(html, other, pack)
+    assert len(parsed) == 3
+    # A font outside the pack fails every render, not only the first.
+    outside = html_doc("<p>x</p>", head=(
+        "<style>@font-face { font-family: F; src: url('../secret.ttf'); }</style>"))
+    for _ in range(2):
+        with pytest.raises(AssetError):
+            render(outside, fetcher, pack)
+
+
+def test_style_element_with_layers_is_parsed_per_document(
+    fetcher: PackFetcher, pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """@layer order is shared by a document's sheets: such <style> text is not reused."""
+    html = html_doc("<p>x</p>", head=(
+        "<style>@layer base { p { color: rgb(255, 0, 0); } }</style>"))
+    parsed = _counting_style_parses(monkeypatch)
+    for _ in range(2):
+        assert _colour_of(render(html, fetcher, pack), "p")[:3] == (1.0, 0.0, 0.0)
+    assert len(parsed) == 3  # the first probe, then WeasyPrint's own parse per render
+
+
 # --- budgets ------------------------------------------------------------------
 
 
