@@ -345,8 +345,10 @@ def encrypt_pdf(
     """Encrypt ``pdf`` with AES-256 (R6), user rights :data:`PERMISSIONS`.
 
     Without an owner password no password gives owner rights: the owner
-    entries (``/O``, ``/OE``) are random bytes (before, those of a random
-    256-bit password nobody kept; the two cannot be told apart). A given
+    entries (``/O``, ``/OE``) are random bytes -- or, when qpdf has to make
+    the encryption dictionary itself (a PDF whose trailer
+    :mod:`ccm.render._r6` does not read), those of a random 256-bit password
+    nobody keeps; the two cannot be told apart. A given
     owner password must differ from the user password -- otherwise opening
     with the user password would give owner rights. Metadata and the
     structure tree (tagging) are kept. Raises :class:`ValueError` for an
