@@ -103,7 +103,11 @@ _DELIMITERS = frozenset(b"()<>[]{}/%")
 _STARTXREF = re.compile(rb"startxref\s+(\d+)\s+%%EOF\s*\Z")
 _STREAM_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\s*")
 _REFERENCE = re.compile(rb"\d+\s+\d+\s+R\Z")
-_COPIED = (b"/Size", b"/Root", b"/Info", b"/ID")
+#: Entries of a cross-reference stream's dictionary that describe that section, not the file.
+_SECTION_KEYS = frozenset({
+    b"/Type", b"/Index", b"/W", b"/Filter", b"/DecodeParms", b"/Length", b"/F",
+    b"/FFilter", b"/FDecodeParms", b"/DL", b"/Prev", b"/XRefStm", b"/Encrypt",
+})
 
 
 class _Unexpected(Exception):
@@ -235,7 +239,8 @@ def identity_encrypted(
     if not _REFERENCE.match(entries[b"/Root"]) or not entries.get(b"/Size", b"").isdigit():
         return None
     key, body = encryption_dictionary(user, owner, permissions)
-    trailer = b"".join(k + b" " + entries[k] for k in _COPIED if k in entries)
+    # The new trailer replaces the last one: everything but the section's own entries.
+    trailer = b"".join(k + b" " + v for k, v in entries.items() if k not in _SECTION_KEYS)
     if b"/ID" not in entries:
         first = os.urandom(16).hex().encode()
         trailer += b"/ID[<" + first + b"><" + first + b">]"

@@ -506,6 +506,27 @@ def test_other_pdf_shapes(plain_pdf: bytes) -> None:
     assert texts(reader) == texts(opened(plain_pdf))
 
 
+def test_trailer_entries_are_kept_as_qpdf_keeps_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries of the file's trailer (not of its xref section) survive either path."""
+    import pikepdf
+
+    doc = pikepdf.new()
+    doc.add_blank_page()
+    doc.trailer.Custom = pikepdf.String("kept")
+    out = io.BytesIO()
+    doc.save(out, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+    source = out.getvalue()
+    ours = encrypt_pdf(source, PASSWORD)
+    _qpdf_alone(monkeypatch)
+    theirs = encrypt_pdf(source, PASSWORD)
+    keys = []
+    for pdf in (ours, theirs):
+        with pikepdf.open(io.BytesIO(pdf), password=PASSWORD) as opened_doc:
+            assert str(opened_doc.trailer.Custom) == "kept"
+            keys.append(sorted(opened_doc.trailer.keys()))
+    assert keys[0] == keys[1]
+
+
 def test_encrypted_input_is_left_to_qpdf(encrypted: bytes) -> None:
     """A trailer with /Encrypt is not touched; encrypt_pdf refuses it as before."""
     from ccm.render._r6 import identity_encrypted
