@@ -232,7 +232,7 @@ def identity_encrypted(
     """
     try:
         offset, entries = _last_trailer(pdf)
-    except (_Unexpected, IndexError, ValueError):
+    except (_Unexpected, IndexError, ValueError, RecursionError):  # nested too deep: qpdf decides
         return None
     if b"/Encrypt" in entries or b"/XRefStm" in entries or b"/Root" not in entries:
         return None

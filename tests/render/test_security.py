@@ -506,6 +506,30 @@ def test_other_pdf_shapes(plain_pdf: bytes) -> None:
     assert texts(reader) == texts(opened(plain_pdf))
 
 
+def test_a_trailer_nested_too_deeply_is_left_to_qpdf(plain_pdf: bytes) -> None:
+    """A hostile trailer (arrays nested past Python's recursion limit) is not read here:
+    qpdf decides, and encrypt_pdf answers as it answers for any PDF qpdf reads or not."""
+    from ccm.render._r6 import identity_encrypted
+
+    classic = _classic(plain_pdf)
+    offset = int(classic.rsplit(b"startxref", 1)[1].split()[0])
+    trailer = classic[classic.rindex(b"trailer"):classic.rindex(b"startxref")]
+    size = trailer.split(b"/Size", 1)[1].split()[0]
+    root = trailer.split(b"/Root", 1)[1].split(b"R", 1)[0]
+    deep = b"[" * 5000 + b"]" * 5000
+    hostile = classic + (
+        b"xref\n0 1\n0000000000 65535 f \ntrailer\n<< /Size " + size + b" /Root " + root
+        + b"R /X " + deep + b" /Prev %d >>\nstartxref\n%d\n%%%%EOF\n" % (offset, len(classic))
+    )
+    assert identity_encrypted(hostile, PASSWORD, "o", -4) is None
+    try:
+        encrypted = encrypt_pdf(hostile, PASSWORD)
+    except ValueError as exc:  # qpdf could not read it: the usual refusal
+        assert "not a readable PDF" in str(exc)
+    else:
+        assert texts(opened(encrypted, PASSWORD)) == texts(opened(plain_pdf))
+
+
 def test_trailer_entries_are_kept_as_qpdf_keeps_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries of the file's trailer (not of its xref section) survive either path."""
     import pikepdf
