@@ -312,6 +312,19 @@ def test_quoted_printable_by_segments_equals_b2a_qp(parts: list[str], static: li
     assert qp_segments(segments, memo, static) == whole  # from the memo
 
 
+@pytest.mark.parametrize("after", [b"\n", b"a", b"=", b" \n", b"\t"])
+@pytest.mark.parametrize("value", [b"x", b"ab cd", b"a ", b" ", b".", b".x", b"a.b", b"x" * 40,
+                                   b"a=b", b"a\tb", b"caf\xc3\xa9", b"~}|", b"a\x7f"])
+def test_plain_segments_written_as_they_are_at_every_column(value: bytes, after: bytes) -> None:
+    """A segment copied without b2a_qp matches it at every column up to and past the limit."""
+    for column in range(0, 80):
+        lead = b"b" * column
+        segments = [lead, value, after] if after.endswith(b"\n") else [lead, value, after, b"\n"]
+        whole = binascii.b2a_qp(b"".join(segments), istext=True)
+        assert qp_segments(segments) == whole, column
+        assert qp_segments([b"\n" + lead, *segments[1:]]) == b"\n" + whole, column
+
+
 def test_engine_html_body_is_encoded_from_the_shape() -> None:
     """The HTML handed to the .eml writer carries a quoted-printable body equal to encoding it."""
     source, roots, _ = _source("acme", "payment_reminder", _samples("payment_reminder")[0])

@@ -194,6 +194,12 @@ def _qp_window(segment: bytes, column: int, newline_next: bool) -> tuple[bytes, 
 #: this many times its longest piece, whatever the values do to the columns.
 QP_MEMO = 256
 
+#: The bytes :func:`binascii.b2a_qp` writes as they are wherever they stand (printable
+#: ASCII but ``=``, and the space, which only the end of a line or of the data changes).
+_QP_PLAIN = bytes(range(32, 127)).replace(b"=", b"")
+#: The last column a plain segment may reach without a soft line break inside it.
+_QP_LAST = 75
+
 
 def qp_segments(segments: Sequence[bytes],
                 memo: dict[tuple[int, int, bool], tuple[bytes, int]] | None = None,
@@ -206,15 +212,12 @@ def qp_segments(segments: Sequence[bytes],
     """
     out: list[bytes] = []
     column = 0
-    last = len(segments) - 1
-    for index, segment in enumerate(segments):
-        if not segment:
-            continue
-        after = index + 1
-        while after <= last and not segments[after]:
-            after += 1
-        newline_next = after <= last and segments[after][:1] == b"\n"
-        if segment[:1] == b"\n":
+    present = [(index, segment) for index, segment in enumerate(segments) if segment]
+    # Whether the next non-empty segment starts with a line feed (10).
+    nexts = [segment[0] == 10 for _, segment in present]
+    nexts.append(False)
+    for (index, segment), newline_next in zip(present, nexts[1:], strict=True):
+        if segment[0] == 10:
             # A line feed starts a new line whatever the column (which may be 76 or
             # more just before one: b2a_qp breaks no line right before a line feed).
             column = 0
@@ -226,6 +229,13 @@ def qp_segments(segments: Sequence[bytes],
                 if len(memo) < QP_MEMO:
                     memo[key] = done
             encoded, column = done
+        elif (column + len(segment) <= _QP_LAST and not segment.translate(None, _QP_PLAIN)
+                and (column or segment[:1] != b".")
+                and not (newline_next and segment[-1:] == b" ")):
+            # Written as it is: no byte to escape, no soft line break before the column
+            # limit, no "." starting a line, no space before a line feed.
+            encoded = segment
+            column += len(segment)
         else:
             encoded, column = _qp_window(segment, column, newline_next)
         out.append(encoded)
