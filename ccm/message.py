@@ -201,8 +201,12 @@ class Message:
         """The file name of :attr:`content` (see :func:`output_filename`)."""
         return output_filename(self.customer_id, self.template, self.locale, self.channel)
 
-    def summary(self) -> dict[str, Any]:
-        """The JSON-friendly fields the CLI prints (no content, no personal data)."""
+    def summary(self, *, sha256: str | None = None) -> dict[str, Any]:
+        """The JSON-friendly fields the CLI prints (no content, no personal data).
+
+        ``sha256``: the content's digest, when the caller has just computed it from
+        :attr:`content` (not computed again).
+        """
         out: dict[str, Any] = {
             "message_id": self.message_id,
             "customer_id": self.customer_id,
@@ -213,7 +217,7 @@ class Message:
             "channel": self.channel,
             "locale": self.locale,
             "status": self.status,
-            "sha256": self.sha256 if self.content else None,
+            "sha256": (sha256 or self.sha256) if self.content else None,
         }
         if self.reason:
             out["reason"] = self.reason

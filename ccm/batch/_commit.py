@@ -455,6 +455,7 @@ def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],
     if bulk is not None and items:
         results = bulk([
             {"entry": entry, "content": p.rendered.content or None,
+             "content_digest": p.rendered.digest,
              "archival": p.rendered.archival, "caps": caps}
             for p, entry, caps in items
         ])

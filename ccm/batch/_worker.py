@@ -25,6 +25,7 @@ from ccm.batch._values import WorkerLimits
 from ccm.batch.inputs import InputRow
 from ccm.errors import ConfigError, MessageError
 from ccm.message import CHANNELS, Message, Request, new_message_id, output_filename
+from ccm.record.bulk import Digested
 
 if TYPE_CHECKING:
     from ccm.render.engine import Engine, RenderOptions
@@ -65,6 +66,9 @@ class _Rendered:
     content: bytes = b""
     archival: bytes | None = None
     print_pdf: bytes | None = None
+    #: ``content`` and its SHA-256 (:class:`~ccm.record.bulk.Digested`), hashed once for
+    #: the summary, the entry and the record's check; None: the record hashes it.
+    digest: Any = None
 
 
 @dataclass
@@ -455,7 +459,10 @@ def _blank(engine: Engine, tpl: Any, req: Request, channel: str, locale: str,
 def _pack(engine: Engine, tpl: Any, req: Request, message: Message, spec: _Spec) -> _Rendered:
     key = message.idempotency_key or _key(spec.run_id, tpl.id, req.customer_id, message.channel)
     params = engine._params_sha256(tpl, req, message.channel, message.locale)
-    summary = message.summary()  # its digests are computed once, here, for the entry too
+    # The content's digest is computed once, here: for the summary, the entry, and the
+    # record, which takes it for these very bytes (Digested) instead of hashing them again.
+    digest = Digested(message.content) if message.content else None
+    summary = message.summary(sha256=None if digest is None else digest.sha256)
     entry = {
         "message_id": message.message_id,
         "idempotency_key": key,
@@ -484,7 +491,7 @@ def _pack(engine: Engine, tpl: Any, req: Request, message: Message, spec: _Spec)
     return _Rendered(
         channel=message.channel, status=message.status, key=key, entry=entry,
         filename=message.filename, summary=summary, content=message.content,
-        archival=message.archival, print_pdf=print_pdf,
+        archival=message.archival, print_pdf=print_pdf, digest=digest,
     )
 
 

@@ -124,7 +124,9 @@ class Appends(DataKeys):
         """Append many messages in few transactions (batch runs): one result per item, in order.
 
         Each item is ``{"entry": Entry, "content": bytes | None, "archival":
-        bytes | None, "caps": [Cap, ...], "queue": Queue | None}``. An idempotency conflict is
+        bytes | None, "caps": [Cap, ...], "queue": Queue | None}``, optionally with
+        ``"content_digest"``: a :class:`~ccm.record.bulk.Digested` of the content (its
+        digest is then not computed again). An idempotency conflict is
         returned in that item's place rather than raised, so one bad row does
         not lose the others. Same guarantees as :meth:`append`.
         """

@@ -43,7 +43,7 @@ from ccm.record.schema import messages, meta_value, metadata, set_meta
 if TYPE_CHECKING:  # pragma: no cover
     from ccm.record.datakeys import DataKeys
 
-__all__ = ["Prepared", "append_bulk", "data_keys_of", "prepare"]
+__all__ = ["Digested", "Prepared", "append_bulk", "data_keys_of", "prepare"]
 
 #: One checked item: its row values (``created_at`` an aware UTC datetime), the
 #: ISO text of ``created_at``, content, archival, caps, queue.
@@ -59,6 +59,40 @@ def _make_entry(values: dict[str, Any]) -> Entry:
     entry = object.__new__(Entry)
     entry.__dict__.update(values)
     return entry
+
+
+class Digested(tuple[bytes, str]):
+    """Bytes and their SHA-256 (hex), computed from them when this is made; immutable.
+
+    An :meth:`~ccm.record.Record.append_many` item may carry its content's as
+    ``"content_digest"`` (its archival copy's as ``"archival_digest"``): when it holds
+    the very ``bytes`` object given as ``"content"``, the entry's digest is checked
+    against it instead of hashing the content a second time; anything else
+    (other bytes, equal or not) is hashed as before.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, data: bytes) -> Digested:
+        return tuple.__new__(cls, (data, hashlib.sha256(data).hexdigest()))
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return Digested, (self[0],)  # made again (hashed) where it is unpickled
+
+    @property
+    def data(self) -> bytes:
+        return self[0]
+
+    @property
+    def sha256(self) -> str:
+        return self[1]
+
+
+def _digest(data: bytes, known: Any) -> str:
+    """SHA-256 of ``data``: from ``known`` when it is a :class:`Digested` of this object."""
+    if type(known) is Digested and known[0] is data and type(data) is bytes:
+        return known[1]
+    return hashlib.sha256(data).hexdigest()
 
 
 def prepare(item: Mapping[str, Any]) -> Prepared:
@@ -85,7 +119,7 @@ def prepare(item: Mapping[str, Any]) -> Prepared:
     for part, data in (("content", content), ("archival", archival)):
         if data is None:
             continue
-        digest = hashlib.sha256(data).hexdigest()
+        digest = _digest(data, item.get(f"{part}_digest"))
         given = values[f"{part}_sha256"]
         if given is None:
             values[f"{part}_sha256"] = digest

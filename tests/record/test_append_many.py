@@ -120,3 +120,63 @@ def test_new_customers_data_keys_are_made_in_one_statement(
     assert inserts == [40]
     assert record.content(results[7].entry.message_id) == b"body 7"  # type: ignore[union-attr]
     assert record.verify().ok
+
+
+def test_a_content_digest_is_taken_only_for_the_very_bytes_it_was_made_from(
+    record: Record, monkeypatch: Any,
+) -> None:
+    """``content_digest`` saves the second hash of the same bytes object, and nothing else:
+    a digest of other bytes (equal or not) never vouches for the content given."""
+    import dataclasses
+    import hashlib
+    import pickle
+
+    import pytest
+
+    from ccm.record import bulk
+    from ccm.record.bulk import Digested
+
+    content = b"the content " * 100
+    other = Digested(b"other bytes")
+    equal = Digested(bytes(bytearray(content)))  # equal bytes, another object
+    assert equal.data == content and equal.data is not content
+    vouched = Digested(content)
+    assert vouched.sha256 == hashlib.sha256(content).hexdigest()
+    assert pickle.loads(pickle.dumps(vouched)) == vouched
+
+    # A wrong entry digest is refused whatever digest comes with the content.
+    wrong = dataclasses.replace(entry("C1"), content_sha256=other.sha256)
+    for digest in (other, vouched, equal, None):
+        with pytest.raises(ValueError, match="does not match"):
+            record.append_many([{"entry": wrong, "content": content, "content_digest": digest}])
+    # A digest of other bytes is not taken for the content's: the entry's own is checked.
+    claimed = dataclasses.replace(entry("C1"), content_sha256=other.sha256)
+    with pytest.raises(ValueError, match="does not match"):
+        record.append_many([{"entry": claimed, "content": content, "content_digest": other}])
+    # Nor for bytes that can change after they were hashed.
+    mutable = bytearray(content)
+    before = Digested(mutable)  # type: ignore[arg-type]
+    mutable[:3] = b"THE"
+    changed = dataclasses.replace(entry("C1"), content_sha256=before.sha256)
+    with pytest.raises(ValueError, match="does not match"):
+        record.append_many([{"entry": changed, "content": mutable, "content_digest": before}])
+
+    hashed: list[int] = []
+    real = hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        hashed.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(bulk.hashlib, "sha256", counting)
+    good = dataclasses.replace(entry("C1"), content_sha256=vouched.sha256)
+    [result] = record.append_many([{"entry": good, "content": content,
+                                    "content_digest": vouched}])
+    assert result.status == "generated" and len(content) not in hashed
+    again = dataclasses.replace(entry("C2"), content_sha256=vouched.sha256)
+    [result] = record.append_many([{"entry": again, "content": content,
+                                    "content_digest": equal}])
+    assert result.status == "generated" and len(content) in hashed  # not its bytes: hashed
+    monkeypatch.undo()
+    assert record.content(good.message_id) == content
+    assert record.verify().ok
