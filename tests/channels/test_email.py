@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from mjml import mjml2html
 
@@ -674,3 +674,32 @@ def test_encoded_words_are_the_stdlibs_and_decode_back(text: str, header: str) -
     assert ours == stdlib.replace("\n ", " ").replace("\n\t", " ")
     assert all(len(word) <= 75 for word in ours.split(" "))
     assert str(make_header(decode_header(ours))) == text
+
+
+_HEADER_TEXT = st.lists(st.sampled_from(
+    ["a", "Z", " ", "  ", "\t", "=?", "?=", "=?utf-8?q?x?=", "<m@x.example>", "é", "\r", "\n",
+     "\x00", "\x7f", "\x01", "\u2028", "\u202e", ":", "x" * 40]), max_size=6).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(["Date", "Message-ID", "X-CCM-Message-ID", "Subject", "To",
+                             "Reply-To", "X-A-Very-Long-Header-Name-For-Folding", "Bad Name",
+                             "X:Y"]),
+       value=_HEADER_TEXT)
+@example(name="Subject", value="x" * 40 + " " + "x" * 40)  # folded
+@example(name="Date", value="Mon, 02 Mar 2026 15:00:01 +0000")
+@example(name="X-CCM-Message-ID", value="019caf1035e3764aad6cb6dd210facd3")
+def test_a_plain_header_written_directly_is_the_checked_and_folded_one(name: str,
+                                                                       value: str) -> None:
+    """``_header`` gives ``_header_line(name, safe_header(name, value))`` or its error."""
+    from ccm.channels.email._message import _header, _header_line
+
+    try:
+        expected: bytes | str = _header_line(name, email_headers.safe_header(name, value))
+    except HeaderError as exc:
+        expected = str(exc)
+    try:
+        got: bytes | str = _header(name, value)
+    except HeaderError as exc:
+        got = str(exc)
+    assert got == expected

@@ -18,8 +18,11 @@ from functools import lru_cache
 from types import MappingProxyType
 
 from ccm.channels.email._headers import (
+    _ADDRESS_HEADERS,
     _BIDI_CONTROLS,
     _FORBIDDEN,
+    _HEADER_NAME,
+    _MAX_LINE,
     AddressValue,
     _address_pair,
     _check_line_breaks,
@@ -142,6 +145,26 @@ def _constant_header(name: str, value: AddressValue) -> bytes:
 def _header_line(name: str, safe: str) -> bytes:
     # What POLICY writes for a set_raw value: "Name: " + folded lines joined by CRLF.
     return (f"{name}: " + _folded(name, safe).replace("\n", "\r\n") + "\r\n").encode("ascii")
+
+
+#: A value :func:`safe_header` gives back unchanged and :func:`_folded` keeps on one line
+#: (when it fits): printable ASCII words between single spaces.
+_ONE_LINE = re.compile(r"[!-~]+(?: [!-~]+)*")
+
+
+def _header(name: str, value: str) -> bytes:
+    """``_header_line(name, safe_header(name, value))``; a short plain value written directly.
+
+    Such a value (``Date``, ``Message-ID``, ``X-CCM-Message-ID``) has nothing to
+    check or clean: no control, line break, encoded word or run of spaces, and
+    it needs no folding.
+    """
+    if (type(value) is str and len(name) + 2 + len(value) <= _MAX_LINE
+            and _ONE_LINE.fullmatch(value)
+            and "=?" not in value and _HEADER_NAME.fullmatch(name)
+            and name.lower() not in _ADDRESS_HEADERS):
+        return f"{name}: {value}\r\n".encode("ascii")
+    return _header_line(name, safe_header(name, value))
 
 
 @lru_cache(maxsize=256)
@@ -287,18 +310,17 @@ def build_email_bytes(
                             else safe_header("To", to)))
     if reply_to is not None:
         out.append(_constant_header("Reply-To", reply_to))
-    out.append(_header_line("Subject", safe_header("Subject", subject)))
+    out.append(_header("Subject", subject))
     when = date if date is not None else datetime.now(UTC)
     if when.tzinfo is None:
         raise ValueError("date must be timezone-aware")
-    out.append(_header_line("Date", safe_header("Date", format_datetime(when))))
-    out.append(_header_line("Message-ID", safe_header(
-        "Message-ID", _message_id(sender, message_id_domain))))
+    out.append(_header("Date", format_datetime(when)))
+    out.append(_header("Message-ID", _message_id(sender, message_id_domain)))
     out.append(b"MIME-Version: 1.0\r\n")
     for name, value in headers.items():
         if name.lower() in _RESERVED:
             raise HeaderError(f"{name} cannot be set through headers", header=name)
-        out.append(_header_line(name, safe_header(name, value)))
+        out.append(_header(name, value))
     _crlf_only(b"".join(out))  # the headers; the bodies below are CRLF-only by construction
     inner = _boundary()
     alternative = [
