@@ -703,3 +703,18 @@ def test_a_plain_header_written_directly_is_the_checked_and_folded_one(name: str
     except HeaderError as exc:
         got = str(exc)
     assert got == expected
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=st.lists(st.sampled_from(["a", "Z", " ", "_", "=", "?", ":", ".", "é", "€", "中",
+                                      "𝄞", "ü", "x" * 9, "£89.20"]), max_size=40).map("".join),
+       header=st.sampled_from(["To", "Subject", "From", "X-A-Very-Long-Header-Name-Here",
+                               "X-" + "h" * 60]))
+@example(text="Reminder: your payment of £89.20 is overdue", header="Subject")
+@example(text="Jürgen Schäfer 1", header="To")
+@example(text="a" * 55 + "é", header="Subject")  # one payload byte too many for one word
+@example(text="中" * 14, header="Subject")  # base64, 4 characters too many
+def test_encoded_words_in_one_go_are_the_words_cut_by_character(text: str, header: str) -> None:
+    """A text that fits one encoded word is written without the per-character cut, alike."""
+    words = email_headers._encode_words.__wrapped__(text, header)  # type: ignore[attr-defined]
+    assert words == (email_headers._split_words(text, header) if text else "")

@@ -101,6 +101,8 @@ _Q_BYTE = [f"={b:02X}" for b in range(256)]
 for _b in b"!*+-/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
     _Q_BYTE[_b] = chr(_b)
 _Q_BYTE[0x20] = "_"
+#: The bytes written as one character in the "Q" form.
+_Q_SINGLE = bytes(b for b in range(256) if len(_Q_BYTE[b]) == 1)
 #: ``=?utf-8?q?`` + ``?=``: an encoded word's characters around its payload.
 _WORD_OVERHEAD = 12
 #: Longest encoded word (RFC 2047 section 2).
@@ -120,6 +122,18 @@ def _encode_words(text: str, header: str) -> str:
     """
     if not text:
         return ""
+    raw = text.encode("utf-8")
+    # "Q" writes the bytes of _Q_SINGLE as one character each, every other byte as three.
+    q_total = len(raw) + 2 * len(raw.translate(None, _Q_SINGLE))
+    b_total = (len(raw) + 2) // 3 * 4
+    use_b = b_total < q_total
+    if (b_total if use_b else q_total) <= max(76 - len(header) - 2, 24) - _WORD_OVERHEAD:
+        return _word_of("b" if use_b else "q", raw)  # one word: no character boundary to find
+    return _split_words(text, header)
+
+
+def _split_words(text: str, header: str) -> str:
+    """:func:`_encode_words`, cutting the text into words character by character."""
     raws = [char.encode("utf-8") for char in text]
     q_costs = [sum(len(_Q_BYTE[b]) for b in raw) for raw in raws]
     nbytes = sum(map(len, raws))
@@ -147,7 +161,10 @@ def _encode_words(text: str, header: str) -> str:
 
 
 def _word(kind: str, chars: list[str]) -> str:
-    raw = "".join(chars).encode("utf-8")
+    return _word_of(kind, "".join(chars).encode("utf-8"))
+
+
+def _word_of(kind: str, raw: bytes) -> str:
     if kind == "b":
         return f"=?utf-8?b?{base64.b64encode(raw).decode('ascii')}?="
     return f"=?utf-8?q?{''.join([_Q_BYTE[b] for b in raw])}?="
