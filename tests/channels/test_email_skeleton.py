@@ -314,7 +314,9 @@ def test_quoted_printable_by_segments_equals_b2a_qp(parts: list[str], static: li
 
 @pytest.mark.parametrize("after", [b"\n", b"a", b"=", b" \n", b"\t"])
 @pytest.mark.parametrize("value", [b"x", b"ab cd", b"a ", b" ", b".", b".x", b"a.b", b"x" * 40,
-                                   b"a=b", b"a\tb", b"caf\xc3\xa9", b"~}|", b"a\x7f"])
+                                   b"a=b", b"a\tb", b"caf\xc3\xa9", b"~}|", b"a\x7f",
+                                   b"y" * 160, b"a b " * 40 + b"c", b"." + b"z" * 90,
+                                   b"w" * 74 + b" ", b"v" * 151 + b"."])
 def test_plain_segments_written_as_they_are_at_every_column(value: bytes, after: bytes) -> None:
     """A segment copied without b2a_qp matches it at every column up to and past the limit."""
     for column in range(0, 80):

@@ -224,6 +224,32 @@ _QP_PLAIN = bytes(range(32, 127)).replace(b"=", b"")
 _QP_LAST = 75
 
 
+def _plain_lines(segment: bytes, column: int, newline_next: bool) -> tuple[bytes, int]:
+    """A segment without bytes to escape as :func:`binascii.b2a_qp` writes it from ``column``.
+
+    b2a_qp breaks a line (``=`` and a line feed) before a byte that would reach
+    column 75, unless a line feed follows that byte (``newline_next`` for the
+    segment's last); the segment is not the text's last (a trailing space there
+    would be escaped). Returns the output and the column after it.
+    """
+    out: list[bytes] = []
+    size = len(segment)
+    at = 0
+    while True:
+        room = max(_QP_LAST - column, 0)
+        if size - at <= room:
+            out.append(segment[at:])
+            return b"".join(out), column + size - at
+        out.append(segment[at:at + room])
+        at += room
+        column += room
+        if at == size - 1 and newline_next:  # the last byte, right before a line feed
+            out.append(segment[at:])
+            return b"".join(out), column + 1
+        out.append(b"=\n")
+        column = 0
+
+
 def qp_segments(segments: Sequence[bytes],
                 memo: dict[tuple[int, int, bool], tuple[bytes, int]] | None = None,
                 static: Sequence[bool] = ()) -> bytes:
@@ -236,6 +262,7 @@ def qp_segments(segments: Sequence[bytes],
     out: list[bytes] = []
     column = 0
     present = [(index, segment) for index, segment in enumerate(segments) if segment]
+    last = present[-1][0] if present else -1
     # Whether the next non-empty segment starts with a line feed (10).
     nexts = [segment[0] == 10 for _, segment in present]
     nexts.append(False)
@@ -252,13 +279,16 @@ def qp_segments(segments: Sequence[bytes],
                 if len(memo) < QP_MEMO:
                     memo[key] = done
             encoded, column = done
-        elif (column + len(segment) <= _QP_LAST and not segment.translate(None, _QP_PLAIN)
+        elif (index != last and not segment.translate(None, _QP_PLAIN)
                 and (column or segment[:1] != b".")
                 and not (newline_next and segment[-1:] == b" ")):
-            # Written as it is: no byte to escape, no soft line break before the column
-            # limit, no "." starting a line, no space before a line feed.
-            encoded = segment
-            column += len(segment)
+            # No byte to escape, no "." starting a line, no space before a line feed:
+            # written as it is, with b2a_qp's soft line breaks where it makes them.
+            if column + len(segment) <= _QP_LAST:
+                encoded = segment
+                column += len(segment)
+            else:
+                encoded, column = _plain_lines(segment, column, newline_next)
         else:
             encoded, column = _qp_window(segment, column, newline_next)
         out.append(encoded)
