@@ -718,3 +718,28 @@ def test_encoded_words_in_one_go_are_the_words_cut_by_character(text: str, heade
     """A text that fits one encoded word is written without the per-character cut, alike."""
     words = email_headers._encode_words.__wrapped__(text, header)  # type: ignore[attr-defined]
     assert words == (email_headers._split_words(text, header) if text else "")
+
+
+def _clean_text_by_category(value: str) -> str:
+    """What ``_clean_text`` did character by character (the reference)."""
+    chars = [ch for ch in value.replace("\t", " ")
+             if unicodedata.category(ch) not in ("Cc", "Cs")
+             and ch not in email_headers._BIDI_CONTROLS]
+    return re.sub(" {2,}", " ", "".join(chars)).strip(" ")
+
+
+def test_header_text_drops_exactly_controls_surrogates_and_bidi_controls() -> None:
+    """The one-pass pattern drops every code point the category check dropped, no other."""
+    dropped = email_headers._DROPPED.fullmatch
+    for code in range(0x110000):
+        ch = chr(code)
+        expected = unicodedata.category(ch) in ("Cc", "Cs") or ch in email_headers._BIDI_CONTROLS
+        assert bool(dropped(ch)) == expected, hex(code)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.lists(st.sampled_from(
+    ["a", " ", "  ", "\t", "é", "\x00", "\x85", "\x9f", "\xa0", "\u202e", "\u2066", "\ud800",
+     "\u200f", "中", "\x7f", "Ü"]), max_size=12).map("".join))
+def test_header_text_cleaned_as_by_category(value: str) -> None:
+    assert email_headers._clean_text(value) == _clean_text_by_category(value)
