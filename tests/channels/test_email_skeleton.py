@@ -351,3 +351,26 @@ def test_attribute_values_mjml_escapes_are_compiled_per_message(odd: str, tmp_pa
     html, text = compile_mjml_and_text(odd_source, include_roots=roots)
     assert html == mjml2html(odd_source, fonts={})
     assert text is None
+
+
+@pytest.mark.parametrize("where", ["href", "title", "text"])
+@pytest.mark.parametrize("odd", ["\\", ">", "\x01", "\u2028", "\x85"])
+def test_values_of_each_kind_are_checked_wherever_they_stand(where: str, odd: str,
+                                                            tmp_path: Path) -> None:
+    """A character the probes of a value's kind do not cover, in any one value of a shape
+    (the others plain), sends the message to the per-message compile."""
+    roots = (tmp_path,)
+
+    def source(href: str, title: str, text: str) -> str:
+        return _doc(f'<mj-text>Hello</mj-text><mj-button href="https://x.example/{href}">'
+                    f'Go</mj-button><mj-text>{text}</mj-text>', f"<mj-title>T {title}</mj-title>")
+
+    plain = source("a", "b", "c")
+    compile_mjml_shaped(plain, include_roots=roots)
+    assert skeleton._skeletons.find(plain, roots) is not None
+    values = {"href": "a", "title": "b", "text": "c", where: f"x{odd}y"}
+    odd_source = source(values["href"], values["title"], values["text"])
+    if where == "text" and odd in ("\\", ">"):  # text values may hold these
+        assert skeleton._skeletons.find(odd_source, roots) is not None
+    else:
+        assert skeleton._skeletons.find(odd_source, roots) is None
