@@ -307,9 +307,12 @@ def test_quoted_printable_by_segments_equals_b2a_qp(parts: list[str], static: li
     if not b"".join(segments).endswith(b"\n"):
         segments.append(b"\n")
     whole = binascii.b2a_qp(b"".join(segments), istext=True)
-    memo: dict[tuple[int, int, bool], tuple[bytes, int]] = {}
+    memo: dict[tuple[int, int, bool, bool], tuple[bytes, int]] = {}
     assert qp_segments(segments, memo, static) == whole
     assert qp_segments(segments, memo, static) == whole  # from the memo
+    crlf = whole.replace(b"\n", b"\r\n")
+    assert qp_segments(segments, memo, static, crlf=True) == crlf  # the same memo
+    assert qp_segments(segments, memo, static, crlf=True) == crlf
 
 
 @pytest.mark.parametrize("after", [b"\n", b"a", b"=", b" \n", b"\t"])
@@ -325,6 +328,7 @@ def test_plain_segments_written_as_they_are_at_every_column(value: bytes, after:
         whole = binascii.b2a_qp(b"".join(segments), istext=True)
         assert qp_segments(segments) == whole, column
         assert qp_segments([b"\n" + lead, *segments[1:]]) == b"\n" + whole, column
+        assert qp_segments(segments, crlf=True) == whole.replace(b"\n", b"\r\n"), column
 
 
 def test_engine_html_body_is_encoded_from_the_shape() -> None:

@@ -224,13 +224,15 @@ _QP_PLAIN = bytes(range(32, 127)).replace(b"=", b"")
 _QP_LAST = 75
 
 
-def _plain_lines(segment: bytes, column: int, newline_next: bool) -> tuple[bytes, int]:
+def _plain_lines(segment: bytes, column: int, newline_next: bool,
+                 soft: bytes = b"=\n") -> tuple[bytes, int]:
     """A segment without bytes to escape as :func:`binascii.b2a_qp` writes it from ``column``.
 
     b2a_qp breaks a line (``=`` and a line feed) before a byte that would reach
     column 75, unless a line feed follows that byte (``newline_next`` for the
     segment's last); the segment is not the text's last (a trailing space there
-    would be escaped). Returns the output and the column after it.
+    would be escaped). ``soft`` is the soft line break written. Returns the
+    output and the column after it.
     """
     out: list[bytes] = []
     size = len(segment)
@@ -246,18 +248,20 @@ def _plain_lines(segment: bytes, column: int, newline_next: bool) -> tuple[bytes
         if at == size - 1 and newline_next:  # the last byte, right before a line feed
             out.append(segment[at:])
             return b"".join(out), column + 1
-        out.append(b"=\n")
+        out.append(soft)
         column = 0
 
 
 def qp_segments(segments: Sequence[bytes],
-                memo: dict[tuple[int, int, bool], tuple[bytes, int]] | None = None,
-                static: Sequence[bool] = ()) -> bytes:
+                memo: dict[tuple[int, int, bool, bool], tuple[bytes, int]] | None = None,
+                static: Sequence[bool] = (), *, crlf: bool = False) -> bytes:
     """``binascii.b2a_qp(b"".join(segments), istext=True)``, made segment by segment.
 
     The joined text must hold no CR and end with a line feed. Segments marked
     ``static`` (by index) are remembered in ``memo`` by index, column and next
     byte: a compiled shape's fixed HTML is encoded once per position it occurs at.
+    With ``crlf`` every line feed of the result is CRLF (each piece is
+    converted once, not the whole body per message).
     """
     out: list[bytes] = []
     column = 0
@@ -272,10 +276,12 @@ def qp_segments(segments: Sequence[bytes],
             # more just before one: b2a_qp breaks no line right before a line feed).
             column = 0
         if memo is not None and index < len(static) and static[index]:
-            key = (index, column, newline_next)
+            key = (index, column, newline_next, crlf)
             done = memo.get(key)
             if done is None:
                 done = _qp_window(segment, column, newline_next)
+                if crlf:
+                    done = (done[0].replace(b"\n", _CRLF), done[1])
                 if len(memo) < QP_MEMO:
                     memo[key] = done
             encoded, column = done
@@ -288,9 +294,12 @@ def qp_segments(segments: Sequence[bytes],
                 encoded = segment
                 column += len(segment)
             else:
-                encoded, column = _plain_lines(segment, column, newline_next)
+                encoded, column = _plain_lines(segment, column, newline_next,
+                                               b"=\r\n" if crlf else b"=\n")
         else:
             encoded, column = _qp_window(segment, column, newline_next)
+            if crlf:
+                encoded = encoded.replace(b"\n", _CRLF)
         out.append(encoded)
     return b"".join(out)
 

@@ -216,7 +216,7 @@ class Skeleton:
     #: ``pieces`` in UTF-8 and the quoted-printable encodings of each by position
     #: (:func:`~ccm.channels.email._message.qp_segments`); None when a piece holds CR.
     qp_pieces: tuple[bytes, ...] | None = None
-    qp_memo: dict[tuple[int, int, bool], tuple[bytes, int]] = field(
+    qp_memo: dict[tuple[int, int, bool, bool], tuple[bytes, int]] = field(
         default_factory=dict, compare=False, repr=False)
 
     def shaped_html(self, values: Sequence[str]) -> str:
@@ -233,7 +233,7 @@ class Skeleton:
         static = [index % 2 == 0 for index in range(len(segments))]
         static[-1] = static[-1] and html.endswith("\n")
         shaped = ShapedHTML(html)
-        shaped.qp_body = qp_segments(segments, self.qp_memo, static).replace(b"\n", b"\r\n")
+        shaped.qp_body = qp_segments(segments, self.qp_memo, static, crlf=True)
         return shaped
 
     def fill(self, values: Sequence[str]) -> str:
