@@ -187,3 +187,20 @@ def test_more_signatures_than_remembered_are_replayed() -> None:
         else:
             assert filled is None
     assert len(plan.filling.filled) == _textfill.SIGNATURES
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_value())
+def test_remembered_value_classes_are_the_computed_ones(value: str) -> None:
+    """A value's class comes back the same from memory; the memory stays bounded."""
+    expected = _textfill._text_class(value)
+    assert _textfill._text_class_of(value) == expected
+    assert _textfill._text_class_of(value) == expected  # remembered
+    assert len(_textfill._CLASSES) <= _textfill._CLASSES_MAX
+
+
+def test_the_value_class_memory_is_emptied_when_full() -> None:
+    for n in range(_textfill._CLASSES_MAX + 10):
+        _textfill._text_class_of(f" v{n} ")
+    assert 0 < len(_textfill._CLASSES) <= _textfill._CLASSES_MAX
+    assert _textfill._text_class_of(" v1 ") == _textfill._text_class(" v1 ")

@@ -91,6 +91,25 @@ def _text_class(value: str) -> tuple[int, str] | None:
     return _CORE_ONLY + (collapsed[0] == " ") + 2 * (collapsed[-1] == " "), core
 
 
+#: :func:`_text_class` of values met lately. Most text values of a shape are the same in
+#: every message of its template and locale (labels, translations, the brand's lines);
+#: emptied when full.
+_CLASSES: dict[str, tuple[int, str] | None] = {}
+_CLASSES_MAX = 4096
+_UNKNOWN = (-1, "")
+
+
+def _text_class_of(value: str) -> tuple[int, str] | None:
+    """:func:`_text_class`, remembered per value."""
+    found = _CLASSES.get(value, _UNKNOWN)
+    if found is _UNKNOWN:
+        found = _text_class(value)
+        if len(_CLASSES) >= _CLASSES_MAX:
+            _CLASSES.clear()
+        _CLASSES[value] = found
+    return found
+
+
 def _class_sentinel(index: int, cls: int) -> str:
     if cls == _EMPTY:
         return ""
@@ -208,7 +227,7 @@ class _Shape:
         sig: list[int] = []
         cores = [""] * len(values)
         for index in self.text_values:
-            found = _text_class(values[index])
+            found = _text_class_of(values[index])
             if found is None:
                 return None
             sig.append(found[0])
