@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ccm.batch import _chunks
 from ccm.batch._chunks import json_line, message_line
 
 #: Text full of what JSON escapes: quotes, backslashes, every line end, tabs, other
@@ -22,12 +23,21 @@ def _dumps(item: dict[str, Any]) -> bytes:
     return json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n"
 
 
+#: Long enough for the replacing writer (shorter contents go to json.dumps).
+_LONG = "=3D\r\n" * (_chunks._REPLACE_FROM // 5)
+
+
 @settings(max_examples=500, deadline=None)
-@given(content=_TEXT, customer=_TEXT, content_last=st.booleans())
-def test_json_line_is_json_dumps(content: str, customer: str, content_last: bool) -> None:
+@given(content=_TEXT, customer=_TEXT, content_last=st.booleans(), long=st.booleans(),
+       where=st.integers(0, 2))
+def test_json_line_is_json_dumps(content: str, customer: str, content_last: bool, long: bool,
+                                 where: int) -> None:
     item = message_line(line=7, message_id="m-1", customer_id=customer, channel="email",
                         template="t", locale="de_DE", filename="x.eml", content_sha256=None,
                         content=b"")
+    if long:  # the hostile text at the start, the middle or the end of a long content
+        half = len(_LONG) // 2
+        content = (content + _LONG, _LONG[:half] + content + _LONG[half:], _LONG + content)[where]
     item["content"] = content
     if not content_last:
         item = {"content": content, **{k: v for k, v in item.items() if k != "content"}}
@@ -39,10 +49,12 @@ def test_json_line_is_json_dumps(content: str, customer: str, content_last: bool
     b"Subject: x\r\nContent-Type: text/html; charset=\"utf-8\"\r\n\r\n<p class=3D\"a\">\\</p>\r\n",
     b"a\tb\rc\nd\r\n", b"caf\xc3\xa9\r\n", b"not utf-8 \xff\r\n", b"\x7f\x00", b"",
 ])
-def test_message_lines_of_eml_bytes(content: bytes) -> None:
+@pytest.mark.parametrize("long", [b"", b"<p style=3D\"x\">\\</p>\r\n" * 400])
+def test_message_lines_of_eml_bytes(content: bytes, long: bytes) -> None:
     """Lines made from message bytes (as batches make them) are json.dumps' and read back."""
     item = message_line(line=1, message_id="m", customer_id="c\"1", channel="email",
                         template="t", locale="en_GB", filename="f.eml",
-                        content_sha256="ab", content=content)
+                        content_sha256="ab", content=long + content)
     assert json_line(item) == _dumps(item)
-    assert json.loads(json_line(item))["content"].encode("utf-8", "surrogateescape") == content
+    assert json.loads(json_line(item))["content"].encode("utf-8", "surrogateescape") == (
+        long + content)
