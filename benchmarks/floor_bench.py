@@ -114,6 +114,145 @@ _quote_ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+
+# --- the two schemas, checked by hand ----------------------------------------------------
+#
+# The same answers as fastjsonschema's compiled functions of ``ccm/schemas/request.schema.json``
+# and ``templates/payment_reminder/contract.schema.json`` (ccm's ``request_fast_validator`` and
+# ``Template.fast_validator``) on what ``json`` parses, every keyword of both: types (an
+# integer may be a float with no fraction, a bool is no number), required and additional
+# properties, lengths in code points, items, bounds (compared as fastjsonschema compares,
+# so that NaN passes as it does there), patterns, and ``format: date`` through jsonschema's
+# own checker, remembered per string as ccm remembers it (``uri`` has no checker installed:
+# anything passes, as there). ``tests/test_benchmark_baselines.py`` compares the answers
+# on many altered requests.
+
+class Refused(ValueError):
+    """A request or its data is not what the schemas allow."""
+
+
+#: The customer's text fields: the most code points each may have (minLength 1 apart).
+_CUSTOMER_TEXT = {"name": 200, "salutation": 200, "email": 320, "phone": 32, "locale": 35,
+                  "timezone": 64, "segment": 64}
+_ADDRESS_TEXT = {"postcode": 16, "city": 100, "country": 100}
+_ADDRESS_KEYS = frozenset({"lines", *_ADDRESS_TEXT})
+_REQUEST_KEYS = frozenset({"customer", "data"})
+_DATA_REQUIRED = frozenset({"amount", "currency", "due_date", "days_overdue", "pay_url"})
+_DATA_KEYS = _DATA_REQUIRED | {"reference"}
+_CURRENCY = re.compile("^[A-Z]{3}\\Z").search
+_PAY_URL = re.compile("^https://[^\\s]+\\Z").search
+_REFERENCE = re.compile("^[A-Za-z0-9][A-Za-z0-9 ./-]*\\Z").search
+
+
+def _date_check() -> Callable[[str], bool]:
+    """jsonschema's ``format: date`` (ccm's checker), remembered per string."""
+    import jsonschema
+
+    conforms = jsonschema.Draft202012Validator.FORMAT_CHECKER.conforms
+    seen: dict[str, bool] = {}
+
+    def is_date(value: str) -> bool:
+        answer = seen.get(value)
+        if answer is None:
+            answer = bool(conforms(value, "date"))
+            if len(seen) < 65536:
+                seen[value] = answer
+        return answer
+
+    return is_date
+
+
+_is_date = _date_check()
+
+
+def _integral(value: Any) -> bool:
+    kind = type(value)
+    return kind is int or (kind is float and value.is_integer())
+
+
+def check_request(request: Any) -> None:
+    """``ccm/schemas/request.schema.json``: raises :class:`Refused` where it refuses."""
+    if type(request) is not dict or "customer" not in request:
+        raise Refused("request")
+    if not request.keys() <= _REQUEST_KEYS:
+        raise Refused("request: other fields")
+    customer = request["customer"]
+    if type(customer) is not dict:
+        raise Refused("customer")
+    if "data" in request and type(request["data"]) is not dict:
+        raise Refused("data")
+    text = _CUSTOMER_TEXT
+    for key, value in customer.items():
+        most = text.get(key)
+        if most is not None:
+            if type(value) is not str or len(value) > most:
+                raise Refused(key)
+        elif key == "id":
+            if type(value) is str:
+                if not 0 < len(value) <= 128:
+                    raise Refused(key)
+            elif not _integral(value):
+                raise Refused(key)
+        elif key == "consents":
+            if type(value) is not dict:
+                raise Refused(key)
+            for given in value.values():
+                if type(given) is not bool:
+                    raise Refused(key)
+        elif key == "address":
+            if type(value) is not dict or not value.keys() <= _ADDRESS_KEYS:
+                raise Refused(key)
+            for part, line in value.items():
+                if part == "lines":
+                    if type(line) is not list or len(line) > 6:
+                        raise Refused(part)
+                    for item in line:
+                        if type(item) is not str or len(item) > 100:
+                            raise Refused(part)
+                elif type(line) is not str or len(line) > _ADDRESS_TEXT[part]:
+                    raise Refused(part)
+        elif key == "date_of_birth":
+            if type(value) is not str or not _is_date(value):
+                raise Refused(key)
+        elif key == "document_code":
+            if type(value) is not str or not 0 < len(value) <= 64:
+                raise Refused(key)
+    if "id" not in customer:
+        raise Refused("id")
+
+
+def check_data(data: Any) -> None:
+    """``templates/payment_reminder/contract.schema.json``: raises :class:`Refused`."""
+    if type(data) is not dict:
+        raise Refused("data")
+    keys = data.keys()
+    if not (_DATA_REQUIRED <= keys <= _DATA_KEYS):
+        raise Refused("data: fields")
+    amount = data["amount"]
+    kind = type(amount)
+    if kind is not int and kind is not float:
+        raise Refused("amount")
+    if amount > 1000000000 or amount <= 0:
+        raise Refused("amount")
+    currency = data["currency"]
+    if type(currency) is not str or not _CURRENCY(currency):
+        raise Refused("currency")
+    due = data["due_date"]
+    if type(due) is not str or not _is_date(due):
+        raise Refused("due_date")
+    days = data["days_overdue"]
+    if not _integral(days) or days < 0 or days > 3650:
+        raise Refused("days_overdue")
+    url = data["pay_url"]
+    if type(url) is not str or len(url) > 500 or not _PAY_URL(url):
+        raise Refused("pay_url")
+    if "reference" in data:
+        reference = data["reference"]
+        if (type(reference) is not str or not 0 < len(reference) <= 40
+                or not _REFERENCE(reference)):
+            raise Refused("reference")
+
+
 class FloorText:
     """The template in plain jinja2 per locale, set up for speed: ccm's filters and the
     translations, no reload checks, a plain template cache and globals, the root render
@@ -203,8 +342,19 @@ class Complete:
         self.resolved: dict[Any, str] = {}
         self.digest_suffix = (f',"template":{_quote_ascii(tpl.id)},"template_version":'
                               f'{_quote_ascii(tpl.version)}}}')
-        self.encode = json.JSONEncoder(sort_keys=True, default=str,
-                                       separators=(",", ":")).encode
+        # json.dumps(..., sort_keys=True, default=str, separators=(",", ":")) as its C
+        # encoder is made (markers, default, quote, indent, separators, sort_keys, skipkeys,
+        # allow_nan); no circular check (parsed JSON has no cycles: the same text).
+        self.encode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+            None, str, _quote_ascii, None, ":", ",", True, False, True)
+        from ccm.channels import sms
+        from ccm.errors import RenderError
+
+        self.normalise, self.not_gsm7 = sms.normalise, sms._NOT_GSM7.search
+        self.gsm7_wide, self.ucs2_wide = sms._GSM7_EXT_RE.findall, sms._ASTRAL.findall
+        self.costs, self.split, self.empty = sms._costs, sms._split, RenderError
+        if (sms._GSM7_SINGLE, sms._UCS2_SINGLE) != (160, 70):
+            raise RuntimeError("ccm's SMS sizes changed: update Complete.finish")
         quiet = self.pack.raw["policy"]["quiet_hours"]
         self.quiet = (_minutes(quiet["start"]), _minutes(quiet["end"]))
         self.zones: dict[str, Any] = {}
@@ -256,15 +406,29 @@ class Complete:
 
     def finish(self, text: str, started: float) -> tuple[str, int]:
         """The render budget (one clock reading); the text as an SMS carries it (ccm's
-        :func:`~ccm.channels.sms.finish_sms`: normalised, GSM-7 or UCS-2) and its segments."""
+        :func:`~ccm.channels.sms.finish_sms` without a segment limit, its own pieces: the
+        text normalised, GSM-7 or UCS-2, units, segments; an empty text refused) and its
+        segments."""
         if time.process_time() - started > self.budget_s:
             raise RuntimeError("over the render budget")
-        made = self.finish_sms(text, max_segments=None)
-        return made.text, made.segments
+        text = self.normalise(text)
+        if self.not_gsm7(text) is None:
+            units = len(text) + len(self.gsm7_wide(text))
+            if units <= 160:
+                if units:
+                    return text, 1
+                raise self.empty("SMS body is empty", channel="sms")
+            return text, len(self.split(text, self.costs(text, "GSM-7"), "GSM-7"))
+        units = len(text) + len(self.ucs2_wide(text))
+        if units <= 70:
+            return text, 1
+        return text, len(self.split(text, self.costs(text, "UCS-2"), "UCS-2"))
 
     def params(self, customer: dict[str, Any], data: dict[str, Any], locale: str) -> str:
-        """The parameters digest (ccm's canonical JSON of the request, template and pack)."""
-        blob = (self.by_locale[locale][4] + self.encode({"customer": customer, "data": data})
+        """The parameters digest (ccm's canonical JSON of the request, template and pack:
+        ``json.dumps``'s own C encoder with the same settings, called directly)."""
+        blob = (self.by_locale[locale][4] + "".join(self.encode({"customer": customer,
+                                                                 "data": data}, 0))
                 + self.digest_suffix)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -324,10 +488,12 @@ class Floor:
         self.checked_render = (FloorText(channel, self.contexts, _printable).render
                                if channel == "sms" else None)
         self.extra = Complete() if channel == "sms" else None
-        self.check_request = request_fast_validator()
-        self.check_data = tpl.fast_validator
-        if self.check_request is None or self.check_data is None:
+        #: ccm's compiled checks, to compare answers with; the floor checks by hand (the same
+        #: answers, :func:`check_request`, :func:`check_data`).
+        self.compiled_checks = (request_fast_validator(), tpl.fast_validator)
+        if None in self.compiled_checks:
             raise RuntimeError(f"{TEMPLATE}: no compiled validator")
+        self.check_request, self.check_data = check_request, check_data
         self.master = master
 
     def new_folder(self, root: Path, name: str) -> Path:
