@@ -253,18 +253,69 @@ def check_data(data: Any) -> None:
             raise Refused("reference")
 
 
+def _money_filter() -> Callable[..., str]:
+    """ccm's ``money`` filter with the same answers: ccm's own currency formatter, found once
+    per locale, currency and format (a dict instead of two LRU caches and a hashed Babel
+    ``Locale``), ccm's filter itself for anything else (bools, infinities, names, unknown
+    locales, what the fast formatter cannot round)."""
+    from decimal import Decimal
+
+    from jinja2 import pass_context
+
+    from ccm.render import i18n
+
+    formatters: dict[tuple[Any, Any, Any], Callable[[Any], str]] = {}
+    slow = i18n.money
+
+    @pass_context
+    def money(ctx: Any, amount: Any, currency: Any, format_type: Any = "standard") -> str:
+        kind = type(amount)
+        if kind is float or kind is int:
+            key = (ctx.get("locale"), currency, format_type)
+            fast = formatters.get(key)
+            if fast is None:
+                if type(currency) is not str or format_type == "name":
+                    return slow(ctx, amount, currency, format_type)  # type: ignore[no-any-return]
+                try:
+                    locale = i18n._babel_locale(str(key[0] or "en"))
+                except Exception:
+                    return slow(ctx, amount, currency, format_type)  # type: ignore[no-any-return]
+                fast = i18n._currency_formatter(locale, currency, format_type)
+                if fast is None:
+                    return slow(ctx, amount, currency, format_type)  # type: ignore[no-any-return]
+                formatters[key] = fast
+            value = Decimal(str(amount))
+            if value.is_finite():
+                try:
+                    return fast(value)
+                except ArithmeticError:
+                    pass
+        return slow(ctx, amount, currency, format_type)  # type: ignore[no-any-return]
+
+    return money
+
+
 class FloorText:
-    """The template in plain jinja2 per locale, set up for speed: ccm's filters and the
-    translations, no reload checks, a plain template cache and globals, the root render
-    function called directly, dict keys looked up before attributes."""
+    """The template in plain jinja2 per locale, set up for speed: ccm's filters (``money``
+    with its formatters found once, :func:`_money_filter`) and the translations, no reload
+    checks, a plain template cache and globals, dict keys looked up before attributes, a
+    context made with its parts ready (the child template's blocks already stacked on the
+    layout's: what its ``{% extends %}`` does each time, done once) and callables' context
+    passing looked up once per callable; the layout's root render function called directly."""
 
     def __init__(self, channel: str, contexts: list[dict[str, Any]],
                  finalize: Callable[[Any], Any] | None = None) -> None:
+        import types
+
         import jinja2
+        from jinja2 import nodes
+        from jinja2.runtime import Context, EvalContext
+        from jinja2.utils import _PassArg
 
         from ccm.render.i18n import FILTERS
 
         reference = naive_template(TEMPLATE, channel, contexts, FILTERS)  # ccm's text, checked
+        filters = {**FILTERS, "money": _money_filter()}
         names = frozenset(dir(dict))
 
         class Env(jinja2.Environment):
@@ -276,24 +327,82 @@ class FloorText:
                         pass
                 return jinja2.Environment.getattr(self, obj, attribute)
 
+        passing: dict[Any, Any] = {}  # plain functions and methods: how each takes a context
+        plain = (types.FunctionType, types.MethodType)
+        general = Context.call
+
+        class FastContext(Context):
+            """Jinja's context; ``call`` as Jinja's, with each plain function's ``pass_*``
+            looked up once (a plain function's ``__call__`` never carries one)."""
+
+            def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+                pass_arg = passing.get(__obj, passing)
+                if pass_arg is passing:
+                    if type(__obj) not in plain:
+                        return general(__self, __obj, *args, **kwargs)
+                    pass_arg = passing[__obj] = _PassArg.from_obj(__obj)
+                if pass_arg is _PassArg.context:
+                    if kwargs.get("_loop_vars"):
+                        __self = __self.derived(kwargs["_loop_vars"])
+                    if kwargs.get("_block_vars"):
+                        __self = __self.derived(kwargs["_block_vars"])
+                    args = (__self, *args)
+                elif pass_arg is _PassArg.eval_context:
+                    args = (__self.eval_ctx, *args)
+                elif pass_arg is _PassArg.environment:
+                    args = (__self.environment, *args)
+                kwargs.pop("_block_vars", None)
+                kwargs.pop("_loop_vars", None)
+                try:
+                    return __obj(*args, **kwargs)
+                except StopIteration:
+                    return __self.environment.undefined(
+                        "value was undefined because a callable raised a StopIteration "
+                        "exception")
+
+        self.Context, self.EvalContext = FastContext, EvalContext
         self.by_locale: dict[str, tuple[Any, ...]] = {}
         for locale in sorted({ctx["locale"] for ctx in contexts}):
-            env = naive_env(autoescape=channel != "sms", filters=FILTERS,
+            env = naive_env(autoescape=channel != "sms", filters=filters,
                             translations=developer_translations(TEMPLATE, locale),
                             environment=Env, auto_reload=False, cache_size=-1,
                             finalize=finalize)
+            env.context_class = FastContext
             template = env.get_template(reference.source)
             template.globals = dict(template.globals)
-            self.by_locale[locale] = (env, template.globals, template.name, template.blocks,
-                                      template.root_render_func)
+            # The child's {% extends %} (nothing else at its top level, a layout that extends
+            # nothing): its blocks stacked on the layout's, the layout's root to render.
+            body = env.parse(env.loader.get_source(env, reference.source)[0]).body
+            extends = body[0] if body else None
+            if (not isinstance(extends, nodes.Extends)
+                    or not isinstance(extends.template, nodes.Const)
+                    or not all(isinstance(node, nodes.Block) for node in body[1:])):
+                raise RuntimeError(f"{reference.source}: not a plain child template")
+            layout = env.get_template(extends.template.value)
+            layout_body = env.parse(env.loader.get_source(env, extends.template.value)[0])
+            if any(True for _ in layout_body.find_all(nodes.Extends)):
+                raise RuntimeError(f"{layout.name}: the layout extends another")
+            blocks = {k: [v] for k, v in template.blocks.items()}
+            for k, v in layout.blocks.items():
+                blocks.setdefault(k, []).append(v)
+            self.by_locale[locale] = (env, template.globals, set(template.globals),
+                                      template.name, blocks, layout.root_render_func)
         for ctx in contexts:
             if self.render(ctx) != reference.render(ctx):
                 raise RuntimeError(f"{reference.source}: the floor's text is not ccm's")
 
     def render(self, ctx: dict[str, Any]) -> str:
-        env, names, name, blocks, root = self.by_locale[ctx["locale"]]
-        return "".join(root(env.context_class(env, {**names, **ctx}, name, blocks,
-                                              globals=names)))
+        env, names, keys, name, blocks, root = self.by_locale[ctx["locale"]]
+        context = self.Context.__new__(self.Context)  # Context.__init__'s fields, ready made
+        context.parent = {**names, **ctx}
+        context.vars = {}
+        context.environment = env
+        context.eval_ctx = self.EvalContext(env, name)
+        context.exported_vars = set()
+        context.name = name
+        context.globals_keys = keys
+        context.blocks = blocks  # read only: a layout that extends nothing never adds to it
+        return "".join(root(context))
 
 
 def _printable(value: Any) -> Any:
