@@ -127,6 +127,18 @@ _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 # anything passes, as there). ``tests/test_benchmark_baselines.py`` compares the answers
 # on many altered requests.
 
+try:
+    import orjson
+except ImportError:  # not one of ccm's dependencies: json's own scanner then
+    orjson = None
+
+#: orjson reads an integer beyond 64 bits as a float where json keeps an int (for all else
+#: it accepts it gives json's values; it refuses NaN, infinities, lone surrogates and a
+#: byte order mark, which json then reads): such a float is 9.2e18 or more, written with
+#: "e+" in the request's canonical JSON, and a line whose canonical JSON has "e+" is read
+#: again by json (:meth:`Floor._complete`).
+
+
 class Refused(ValueError):
     """A request or its data is not what the schemas allow."""
 
@@ -603,6 +615,8 @@ class Floor:
         if None in self.compiled_checks:
             raise RuntimeError(f"{TEMPLATE}: no compiled validator")
         self.check_request, self.check_data = check_request, check_data
+        #: The complete floor's parser of a line: orjson where installed (None: json's).
+        self.fast_loads = None if orjson is None else orjson.loads
         self.master = master
 
     def new_folder(self, root: Path, name: str) -> Path:
@@ -822,6 +836,9 @@ class Floor:
         fingerprint = self.master.fingerprint
         sha256, loads, clock = hashlib.sha256, json.loads, time.process_time
         scan = json.decoder.JSONDecoder().scan_once
+        fast_loads = self.fast_loads
+        encode, digest_suffix = extra.encode, extra.digest_suffix
+        digest_prefix = {locale: made[4] for locale, made in extra.by_locale.items()}
         commitment_head = '{"key_id":"'
         commitment_mid = f'","master":"{fingerprint}","wrapped_sha256":"'
         body_tail = (f',"message_type":{_quote(kind)},"pack":"acme","pack_version":'
@@ -855,23 +872,41 @@ class Floor:
                 allowed: dict[str, bool] = {}  # quiet hours per time zone, for this chunk
                 for j in range(count):
                     raw = lines[start + j]
-                    try:  # json's own scanner; json.loads for anything it does not take whole
-                        line = raw.decode()
-                        request, end = scan(line, 0)
-                        if end != len(line):
-                            request = loads(line)
-                    except (StopIteration, UnicodeDecodeError):
-                        request = loads(raw)
+                    if fast_loads is not None:
+                        try:  # orjson: json's values; json for whatever orjson refuses
+                            request = fast_loads(raw)
+                        except ValueError:
+                            request = loads(raw)
+                    else:
+                        try:  # json's own scanner; json.loads for anything it does not take
+                            line = raw.decode()
+                            request, end = scan(line, 0)
+                            if end != len(line):
+                                request = loads(line)
+                        except (StopIteration, UnicodeDecodeError):
+                            request = loads(raw)
                     check_request(request)
                     data = request["data"]
                     check_data(data)
                     customer = request["customer"]
+                    # The request's canonical JSON (the parameters digest's): orjson reads an
+                    # integer beyond 64 bits as a float, whose JSON then has "e+": json reads
+                    # such a line again (json's values otherwise).
+                    request_json = "".join(encode({"customer": customer, "data": data}, 0))
+                    if fast_loads is not None and "e+" in request_json:
+                        request = loads(raw)
+                        check_request(request)
+                        data = request["data"]
+                        check_data(data)
+                        customer = request["customer"]
+                        request_json = "".join(encode({"customer": customer, "data": data}, 0))
                     message_id = ids[j]
                     ctx, locale = context(customer, data, message_id, created)
                     if not permitted(customer, at, allowed):
                         raise RuntimeError("the floor's requests are all sent")
                     text, _ = finish(render(ctx), clock())
-                    param = params(customer, data, locale)
+                    param = sha256((digest_prefix[locale] + request_json
+                                    + digest_suffix).encode()).hexdigest()
                     who = customer["id"]
                     if type(who) is not str:
                         who = str(who)
