@@ -468,6 +468,8 @@ class Complete:
         # allow_nan); no circular check (parsed JSON has no cycles: the same text).
         self.encode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
             None, str, _quote_ascii, None, ":", ",", True, False, True)
+        self.dumps = None if orjson is None else orjson.dumps
+        self.sort_keys = None if orjson is None else orjson.OPT_SORT_KEYS
         from ccm.channels import sms
         from ccm.errors import RenderError
 
@@ -545,13 +547,28 @@ class Complete:
             return text, 1
         return text, len(self.split(text, self.costs(text, "UCS-2"), "UCS-2"))
 
+    def canonical(self, request: dict[str, Any]) -> bytes:
+        """ccm's canonical JSON of a request (``json.dumps`` with sorted keys, compact, ASCII)
+        as UTF-8: orjson's where installed and where it is certainly the same text (ASCII,
+        no DEL, no number it writes otherwise: no "e+", "e-" or "0.0000" anywhere), else
+        json's own C encoder."""
+        dumps = self.dumps
+        if dumps is not None:
+            try:
+                out = dumps(request, option=self.sort_keys)
+            except TypeError:  # an integer beyond 64 bits
+                out = None
+            if (out is not None and out.isascii() and b"e+" not in out and b"e-" not in out
+                    and b"0.0000" not in out and b"\x7f" not in out):
+                return out  # type: ignore[no-any-return]
+        return "".join(self.encode(request, 0)).encode()
+
     def params(self, customer: dict[str, Any], data: dict[str, Any], locale: str) -> str:
-        """The parameters digest (ccm's canonical JSON of the request, template and pack:
-        ``json.dumps``'s own C encoder with the same settings, called directly)."""
-        blob = (self.by_locale[locale][4] + "".join(self.encode({"customer": customer,
-                                                                 "data": data}, 0))
-                + self.digest_suffix)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        """The parameters digest (ccm's canonical JSON of the request, template and pack)."""
+        return hashlib.sha256(
+            self.by_locale[locale][4].encode() + self.canonical({"customer": customer,
+                                                                 "data": data})
+            + self.digest_suffix.encode()).hexdigest()
 
     @staticmethod
     def reads(db: sqlite3.Connection, customers: list[str], at: datetime) -> None:
@@ -837,8 +854,8 @@ class Floor:
         sha256, loads, clock = hashlib.sha256, json.loads, time.process_time
         scan = json.decoder.JSONDecoder().scan_once
         fast_loads = self.fast_loads
-        encode, digest_suffix = extra.encode, extra.digest_suffix
-        digest_prefix = {locale: made[4] for locale, made in extra.by_locale.items()}
+        canonical, digest_suffix = extra.canonical, extra.digest_suffix.encode()
+        digest_prefix = {locale: made[4].encode() for locale, made in extra.by_locale.items()}
         commitment_head = '{"key_id":"'
         commitment_mid = f'","master":"{fingerprint}","wrapped_sha256":"'
         body_tail = (f',"message_type":{_quote(kind)},"pack":"acme","pack_version":'
@@ -892,21 +909,21 @@ class Floor:
                     # The request's canonical JSON (the parameters digest's): orjson reads an
                     # integer beyond 64 bits as a float, whose JSON then has "e+": json reads
                     # such a line again (json's values otherwise).
-                    request_json = "".join(encode({"customer": customer, "data": data}, 0))
-                    if fast_loads is not None and "e+" in request_json:
+                    request_json = canonical({"customer": customer, "data": data})
+                    if fast_loads is not None and b"e+" in request_json:
                         request = loads(raw)
                         check_request(request)
                         data = request["data"]
                         check_data(data)
                         customer = request["customer"]
-                        request_json = "".join(encode({"customer": customer, "data": data}, 0))
+                        request_json = canonical({"customer": customer, "data": data})
                     message_id = ids[j]
                     ctx, locale = context(customer, data, message_id, created)
                     if not permitted(customer, at, allowed):
                         raise RuntimeError("the floor's requests are all sent")
                     text, _ = finish(render(ctx), clock())
-                    param = sha256((digest_prefix[locale] + request_json
-                                    + digest_suffix).encode()).hexdigest()
+                    param = sha256(digest_prefix[locale] + request_json
+                                   + digest_suffix).hexdigest()
                     who = customer["id"]
                     if type(who) is not str:
                         who = str(who)

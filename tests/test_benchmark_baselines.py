@@ -8,6 +8,7 @@ unlike things). CI does not run the benchmarks; this keeps their baseline honest
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,21 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
 
     master = MasterKey.generate()
     requests = list(common.requests_for("payment_reminder", 300, prefix="C"))
+    # Customer fields the schema leaves open, whose canonical JSON a fast encoder or parser
+    # could write or read otherwise: small and large floats, integers beyond 64 bits, DEL,
+    # other controls, text beyond ASCII.
+    # Each on a request whose text is ASCII (en_US) and on one whose text is not (de_DE).
+    odd: list[Any] = [3.2e-05, 1e-7, 0.0001, 1e16, 1.5e17, 123456789.125, 10**20, -(10**19),
+                      2**64 - 1, "a\x7fb", "tab\there", "\u2028", "é", "e+1", "e-1",
+                      {"x": [1.5, None, True, "0.00001"]}]
+    oddly = [at for i in range(len(odd)) for at in (5 * i + 2, 5 * i + 1)]
+    for at in oddly:
+        requests[at]["customer"]["extra"] = odd[(at - 1) // 5]
     floor = floor_bench.Floor("sms", requests, master)
     extra = floor.extra
     engine = Engine(common.PACK, common.TEMPLATES, record=None, clock=floor_bench._clock)
     tpl = engine.template("payment_reminder")
-    for raw in requests[:10]:
+    for raw in requests[:10] + [requests[at] for at in oddly]:
         req = validate_request(json.loads(json.dumps(raw)))
         ctx, locale = extra.context(req.customer, req.data, "m" * 32, floor_bench.AS_OF)
         assert locale == engine.pack.resolve_locale(req.customer.get("locale"))
@@ -182,5 +193,12 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
         assert record.content(lines[-1]["message_id"]).decode() == lines[-1]["content"]
     finally:
         record.close()
+    # Every message's parameters digest is ccm's, read from the record.
+    with sqlite3.connect(complete / "record.db") as db:
+        recorded = dict(db.execute("SELECT customer_id, params_sha256 FROM messages"))
+    for raw in requests:
+        req = validate_request(json.loads(json.dumps(raw)))
+        locale = engine.pack.resolve_locale(req.customer.get("locale"))
+        assert recorded[req.customer_id] == engine._params_sha256(tpl, req, "sms", locale)
     with pytest.raises(RuntimeError, match="customers are new"):  # the reads see the record
         floor.run(complete, complete=True)
