@@ -340,6 +340,26 @@ class FloorText:
                         pass
                 return jinja2.Environment.getattr(self, obj, attribute)
 
+        from jinja2.compiler import CodeGenerator, optimizeconst
+
+        class FastGetattr(CodeGenerator):
+            """Jinja's code, but ``a.b`` (b no attribute of dict) written as
+            ``a["b"] if type(a) is dict and "b" in a else environment.getattr(a, "b")``:
+            what ``Env.getattr`` answers, without a call when ``a`` is a dict holding ``b``."""
+
+            @optimizeconst
+            def visit_Getattr(self, node: Any, frame: Any) -> None:
+                if self.environment.is_async or node.attr in names:
+                    return CodeGenerator.visit_Getattr.__wrapped__(self, node, frame)
+                self.fast_names = getattr(self, "fast_names", 0) + 1
+                name, key = f"t_ga_{self.fast_names}", repr(node.attr)
+                self.write(f"({name}[{key}] if type({name} := ")
+                self.visit(node.node, frame)
+                self.write(f") is dict and {key} in {name} else "
+                           f"environment.getattr({name}, {key}))")
+                return None
+
+        Env.code_generator_class = FastGetattr
         passing: dict[Any, Any] = {}  # plain functions and methods: how each takes a context
         plain = (types.FunctionType, types.MethodType)
         general = Context.call
