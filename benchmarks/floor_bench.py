@@ -275,6 +275,8 @@ def _money_filter() -> Callable[..., str]:
 
     from jinja2 import pass_context
 
+    from jinja2.utils import missing
+
     from ccm.render import i18n
 
     formatters: dict[tuple[Any, Any, Any], Callable[[Any], str]] = {}
@@ -284,7 +286,8 @@ def _money_filter() -> Callable[..., str]:
     def money(ctx: Any, amount: Any, currency: Any, format_type: Any = "standard") -> str:
         kind = type(amount)
         if kind is float or kind is int:
-            key = (ctx.get("locale"), currency, format_type)
+            locale = ctx.resolve_or_missing("locale")  # Context.get("locale")
+            key = (None if locale is missing else locale, currency, format_type)
             fast = formatters.get(key)
             if fast is None:
                 if type(currency) is not str or format_type == "name":
@@ -306,6 +309,46 @@ def _money_filter() -> Callable[..., str]:
         return slow(ctx, amount, currency, format_type)  # type: ignore[no-any-return]
 
     return money
+
+
+def _newstyle_gettext(func: Callable[[str], str], env: Any) -> Any:
+    """``jinja2.ext._make_new_gettext(func)`` calling ``func`` directly."""
+    from jinja2 import pass_context
+    from markupsafe import Markup
+
+    @pass_context
+    def gettext(__context: Any, __string: str, **variables: Any) -> str:
+        try:
+            rv: Any = func(__string)
+        except StopIteration:
+            rv = env.undefined("value was undefined because a callable raised a StopIteration"
+                               " exception")
+        if __context.eval_ctx.autoescape:
+            rv = Markup(rv)
+        return rv % variables  # type: ignore[no-any-return]
+
+    return gettext
+
+
+def _newstyle_ngettext(func: Callable[[str, str, int], str], env: Any) -> Any:
+    """``jinja2.ext._make_new_ngettext(func)`` calling ``func`` directly."""
+    from jinja2 import pass_context
+    from markupsafe import Markup
+
+    @pass_context
+    def ngettext(__context: Any, __singular: str, __plural: str, __num: int,
+                 **variables: Any) -> str:
+        variables.setdefault("num", __num)
+        try:
+            rv: Any = func(__singular, __plural, __num)
+        except StopIteration:
+            rv = env.undefined("value was undefined because a callable raised a StopIteration"
+                               " exception")
+        if __context.eval_ctx.autoescape:
+            rv = Markup(rv)
+        return rv % variables  # type: ignore[no-any-return]
+
+    return ngettext
 
 
 class FloorText:
@@ -362,6 +405,7 @@ class FloorText:
         Env.code_generator_class = FastGetattr
         passing: dict[Any, Any] = {}  # plain functions and methods: how each takes a context
         plain = (types.FunctionType, types.MethodType)
+        builtin = types.BuiltinFunctionType
         general = Context.call
 
         class FastContext(Context):
@@ -371,6 +415,10 @@ class FloorText:
             def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
                 pass_arg = passing.get(__obj, passing)
                 if pass_arg is passing:
+                    if type(__obj) is builtin:  # a builtin carries no pass_* (no attributes)
+                        kwargs.pop("_block_vars", None)
+                        kwargs.pop("_loop_vars", None)
+                        return __obj(*args, **kwargs)
                     if type(__obj) not in plain:
                         return general(__self, __obj, *args, **kwargs)
                     pass_arg = passing[__obj] = _PassArg.from_obj(__obj)
@@ -401,6 +449,17 @@ class FloorText:
                             environment=Env, auto_reload=False, cache_size=-1,
                             finalize=finalize)
             env.context_class = FastContext
+            # Jinja's newstyle gettext and ngettext (jinja2.ext), calling the catalog's own
+            # functions directly where Jinja calls them through Context.call (which, for a
+            # function without pass_*, only calls it).
+            catalog = developer_translations(TEMPLATE, locale)
+            found = getattr(catalog, "ugettext", None) or catalog.gettext
+            found_n = getattr(catalog, "ungettext", None) or catalog.ngettext
+            if any(_PassArg.from_obj(f) or _PassArg.from_obj(f.__call__)
+                   for f in (found, found_n)):
+                raise RuntimeError("a catalog function takes a context")
+            env.globals["gettext"] = env.globals["_"] = _newstyle_gettext(found, env)
+            env.globals["ngettext"] = _newstyle_ngettext(found_n, env)
             template = env.get_template(reference.source)
             template.globals = dict(template.globals)
             # The child's {% extends %} (nothing else at its top level, a layout that extends
