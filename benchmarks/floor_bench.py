@@ -607,12 +607,12 @@ class Complete:
             found = allowed[zone] = not (minute >= start or minute < end)
         return found
 
-    def finish(self, text: str, started: float) -> tuple[str, int]:
-        """The render budget (one clock reading); the text as an SMS carries it (ccm's
-        :func:`~ccm.channels.sms.finish_sms` without a segment limit, its own pieces: the
-        text normalised, GSM-7 or UCS-2, units, segments; an empty text refused) and its
-        segments."""
-        if time.process_time() - started > self.budget_s:
+    def finish(self, text: str, deadline: float) -> tuple[str, int]:
+        """The render budget (ccm's: a ``time.monotonic()`` deadline, read once more after the
+        render); the text as an SMS carries it (ccm's :func:`~ccm.channels.sms.finish_sms`
+        without a segment limit, its own pieces: the text normalised, GSM-7 or UCS-2, units,
+        segments; an empty text refused) and its segments."""
+        if time.monotonic() > deadline:
             raise RuntimeError("over the render budget")
         text = self.normalise(text)
         if self.not_gsm7(text) is None:
@@ -810,8 +810,8 @@ class Floor:
                                                     created)
                         if not extra.permitted(customer, at, allowed):
                             raise RuntimeError("the floor's requests are all sent")
-                        started = time.process_time()
-                        text, _ = extra.finish(render(ctx), started)
+                        deadline = time.monotonic() + extra.budget_s
+                        text, _ = extra.finish(render(ctx), deadline)
                         params.append(extra.params(customer, request["data"], locale))
                     else:
                         ctx = contexts[i]
@@ -937,7 +937,7 @@ class Floor:
                 or archive.aad("m", "content", "c") != content_aad + b"m\x00content\x00c"):
             raise RuntimeError("ccm's key wrapping or archive binding changed")
         fingerprint = self.master.fingerprint
-        sha256, loads, clock = hashlib.sha256, json.loads, time.process_time
+        sha256, loads, clock, budget = hashlib.sha256, json.loads, time.monotonic, extra.budget_s
         scan = json.decoder.JSONDecoder().scan_once
         fast_loads = self.fast_loads
         canonical, digest_suffix = extra.canonical, extra.digest_suffix.encode()
@@ -1007,7 +1007,7 @@ class Floor:
                     ctx, locale = context(customer, data, message_id, created)
                     if not permitted(customer, at, allowed):
                         raise RuntimeError("the floor's requests are all sent")
-                    text, _ = finish(render(ctx), clock())
+                    text, _ = finish(render(ctx), clock() + budget)
                     param = sha256(digest_prefix[locale] + request_json
                                    + digest_suffix).hexdigest()
                     who = customer["id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +167,24 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
             tpl, req, "sms", locale)
         text = floor.checked_render(ctx)
         made = finish_sms(text, max_segments=None)
-        assert extra.finish(text, 0.0) == (made.text, made.segments)
+        assert extra.finish(text, time.monotonic() + 5) == (made.text, made.segments)
     with pytest.raises(RuntimeError, match="budget"):
-        extra.finish("x", -10.0)
+        extra.finish("x", time.monotonic() - 1)
+    from ccm.errors import RenderError
+
+    for sample in ["", "  \n ", "a" * 160, "a" * 161, "a" * 500, "€" * 80, "€" * 81, "é" * 200,
+                   "ع" * 70, "ع" * 71, "ع" * 300, "😀" * 35, "😀" * 36, "x\u200by\u00a0z",
+                   "a\tb  c\n\n\nd", "Ärger  \u2028 über"]:
+        try:
+            made = finish_sms(sample, max_segments=None)
+            expected: Any = (made.text, made.segments)
+        except RenderError:
+            expected = "empty"
+        try:
+            got: Any = extra.finish(sample, time.monotonic() + 5)
+        except RenderError:
+            got = "empty"
+        assert got == expected, sample
     with pytest.raises(TypeError):
         floor_bench._printable(["a list"])
 
