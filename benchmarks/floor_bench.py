@@ -940,6 +940,24 @@ class Floor:
         sha256, loads, clock, budget = hashlib.sha256, json.loads, time.monotonic, extra.budget_s
         scan = json.decoder.JSONDecoder().scan_once
         fast_loads = self.fast_loads
+
+        def read(raw: bytes) -> Any:
+            """One line: orjson where installed, json's own scanner else; json.loads for
+            whatever either refuses or does not take whole."""
+            if fast_loads is not None:
+                try:
+                    return fast_loads(raw)
+                except ValueError:
+                    return loads(raw)
+            try:
+                line = raw.decode()
+                request, end = scan(line, 0)
+                if end == len(line):
+                    return request
+            except (StopIteration, UnicodeDecodeError):
+                pass
+            return loads(raw)
+
         canonical, digest_suffix = extra.canonical, extra.digest_suffix.encode()
         digest_prefix = {locale: made[4].encode() for locale, made in extra.by_locale.items()}
         commitment_head = '{"key_id":"'
@@ -970,50 +988,47 @@ class Floor:
                              for h in (hexes[k:k + 20] for k in range(0, 20 * count, 20)))
                 noise = os.urandom(72 * count)
                 key_ids = noise[:16 * count].hex()
-                customers: list[str] = []
-                data_keys, messages, archived, chain, written = [], [], [], [], []
-                allowed: dict[str, bool] = {}  # quiet hours per time zone, for this chunk
-                for j in range(count):
-                    raw = lines[start + j]
-                    if fast_loads is not None:
-                        try:  # orjson: json's values; json for whatever orjson refuses
-                            request = fast_loads(raw)
-                        except ValueError:
-                            request = loads(raw)
-                    else:
-                        try:  # json's own scanner; json.loads for anything it does not take
-                            line = raw.decode()
-                            request, end = scan(line, 0)
-                            if end != len(line):
-                                request = loads(line)
-                        except (StopIteration, UnicodeDecodeError):
-                            request = loads(raw)
+                # Each step over the whole chunk in turn (its code stays hot), then the record.
+                raws = lines[start:start + count]
+                try:
+                    requests = [fast_loads(raw) for raw in raws]  # type: ignore[misc]
+                except (TypeError, ValueError):  # no orjson, or a line it refuses: json's
+                    requests = [read(raw) for raw in raws]
+                for request in requests:
                     check_request(request)
-                    data = request["data"]
-                    check_data(data)
-                    customer = request["customer"]
-                    # The request's canonical JSON (the parameters digest's): orjson reads an
-                    # integer beyond 64 bits as a float, whose JSON then has "e+": json reads
-                    # such a line again (json's values otherwise).
-                    request_json = canonical({"customer": customer, "data": data})
-                    if fast_loads is not None and b"e+" in request_json:
-                        request = loads(raw)
-                        check_request(request)
-                        data = request["data"]
-                        check_data(data)
-                        customer = request["customer"]
-                        request_json = canonical({"customer": customer, "data": data})
-                    message_id = ids[j]
-                    ctx, locale = context(customer, data, message_id, created)
-                    if not permitted(customer, at, allowed):
+                    check_data(request["data"])
+                # The requests' canonical JSON (the parameters digest's): orjson reads an
+                # integer beyond 64 bits as a float, whose JSON then has "e+": json reads
+                # such a line again (json's values otherwise).
+                jsons = [canonical({"customer": request["customer"], "data": request["data"]})
+                         for request in requests]
+                if fast_loads is not None and b"e+" in b"".join(jsons):
+                    for j, request_json in enumerate(jsons):
+                        if b"e+" in request_json:
+                            request = requests[j] = loads(raws[j])
+                            check_request(request)
+                            check_data(request["data"])
+                            jsons[j] = canonical({"customer": request["customer"],
+                                                  "data": request["data"]})
+                made = [context(request["customer"], request["data"], message_id, created)
+                        for request, message_id in zip(requests, ids)]
+                allowed: dict[str, bool] = {}  # quiet hours per time zone, for this chunk
+                for request in requests:
+                    if not permitted(request["customer"], at, allowed):
                         raise RuntimeError("the floor's requests are all sent")
-                    text, _ = finish(render(ctx), clock() + budget)
-                    param = sha256(digest_prefix[locale] + request_json
-                                   + digest_suffix).hexdigest()
-                    who = customer["id"]
-                    if type(who) is not str:
-                        who = str(who)
-                    customers.append(who)
+                texts = []
+                for ctx, _ in made:
+                    deadline = clock() + budget  # the render budget: a deadline before,
+                    texts.append(finish(render(ctx), deadline)[0])  # checked after
+                locales = [locale for _, locale in made]
+                params = [sha256(digest_prefix[locale] + request_json
+                                 + digest_suffix).hexdigest()
+                          for locale, request_json in zip(locales, jsons)]
+                customers = [str(request["customer"]["id"]) for request in requests]
+                data_keys, messages, archived, chain, written = [], [], [], [], []
+                for j in range(count):
+                    message_id, who, text, param, locale = (ids[j], customers[j], texts[j],
+                                                             params[j], locales[j])
                     # The record: a new data key wrapped by the master key, the content sealed.
                     content = text.encode()
                     sha = sha256(content).hexdigest()
