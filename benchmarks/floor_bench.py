@@ -987,7 +987,7 @@ class Floor:
                 ids = sorted(prefix + h[0:3] + _VARIANT[h[3]] + h[4:19]
                              for h in (hexes[k:k + 20] for k in range(0, 20 * count, 20)))
                 noise = os.urandom(72 * count)
-                key_ids = noise[:16 * count].hex()
+                key_hex = noise[:16 * count].hex()
                 # Each step over the whole chunk in turn (its code stays hot), then the record.
                 raws = lines[start:start + count]
                 try:
@@ -1025,39 +1025,47 @@ class Floor:
                                  + digest_suffix).hexdigest()
                           for locale, request_json in zip(locales, jsons)]
                 customers = [str(request["customer"]["id"]) for request in requests]
-                data_keys, messages, archived, chain, written = [], [], [], [], []
-                for j in range(count):
-                    message_id, who, text, param, locale = (ids[j], customers[j], texts[j],
-                                                             params[j], locales[j])
-                    # The record: a new data key wrapped by the master key, the content sealed.
-                    content = text.encode()
-                    sha = sha256(content).hexdigest()
-                    at_noise = 16 * count + 56 * j
-                    key = noise[at_noise:at_noise + 32]
-                    key_id = key_ids[32 * j:32 * j + 32]
-                    seal = noise[at_noise + 32:at_noise + 44]
-                    wrapped = seal + master_seal(seal, key, wrap_aad + who.encode())
-                    commitment = (f"{commitment_head}{key_id}{commitment_mid}"
-                                  f'{sha256(wrapped).hexdigest()}"}}')
-                    nonce = noise[at_noise + 44:at_noise + 56]
-                    key_of = f"{key_prefix}{who}{key_suffix}"
-                    quoted = _quote(who)
-                    data_keys.append((who, key_id, wrapped, created_db))
-                    archived.append((message_id, who, key_id, nonce + AESGCM(key).encrypt(
-                        nonce, content, content_aad + f"{message_id}\x00content\x00{who}".encode())))
-                    messages.append((message_id, key_of, param, who, locale, created_db, sha))
-                    chain.append((who, message_id, created_db, commitment, sha256((
-                        f'{link_head}{message_id}","channel":{quoted_channel},'
-                        f'"content_sha256":"{sha}{link_created}{quoted},'
-                        f'"idempotency_key":{_quote(key_of)},"locale":{_quote(locale)},'
-                        f'"message_id":"{message_id}"{body_tail}{param}{body_end},'
-                        f'"customer_id":{quoted},"detail":{_quote(commitment)}{link_tail}'
-                        f'{message_id}","seq":1,"v":1}}').encode()).hexdigest()))
-                    written.append(
-                        f'{{"line": {start + j + 1}, "message_id": "{message_id}", '
-                        f'"customer_id": {_quote_ascii(who)}{line_mid}'
-                        f'{_quote_ascii(locale)}, "content_sha256": "{sha}", '
-                        f'"content": {_quote_ascii(text)}}}\n')
+                # The record, step by step over the chunk: per message a new data key wrapped
+                # by the master key, the content sealed with it, the rows and the chain link.
+                offsets = range(16 * count, 72 * count, 56)
+                keys_made = [noise[o:o + 32] for o in offsets]
+                key_ids = [key_hex[k:k + 32] for k in range(0, 32 * count, 32)]
+                wrapped = [noise[o + 32:o + 44] + master_seal(noise[o + 32:o + 44], key,
+                                                              wrap_aad + who.encode())
+                           for o, key, who in zip(offsets, keys_made, customers)]
+                commitments = [f'{commitment_head}{key_id}{commitment_mid}'
+                               f'{sha256(sealed).hexdigest()}"}}'
+                               for key_id, sealed in zip(key_ids, wrapped)]
+                contents = [text.encode() for text in texts]
+                shas = [sha256(content).hexdigest() for content in contents]
+                blobs = [noise[o + 44:o + 56] + AESGCM(key).encrypt(
+                    noise[o + 44:o + 56], content,
+                    content_aad + f"{message_id}\x00content\x00{who}".encode())
+                    for o, key, content, message_id, who
+                    in zip(offsets, keys_made, contents, ids, customers)]
+                keys_of = [f"{key_prefix}{who}{key_suffix}" for who in customers]
+                links = [sha256((
+                    f'{link_head}{message_id}","channel":{quoted_channel},'
+                    f'"content_sha256":"{sha}{link_created}{_quote(who)},'
+                    f'"idempotency_key":{_quote(key_of)},"locale":{_quote(locale)},'
+                    f'"message_id":"{message_id}"{body_tail}{param}{body_end},'
+                    f'"customer_id":{_quote(who)},"detail":{_quote(commitment)}{link_tail}'
+                    f'{message_id}","seq":1,"v":1}}').encode()).hexdigest()
+                    for message_id, sha, who, key_of, locale, param, commitment
+                    in zip(ids, shas, customers, keys_of, locales, params, commitments)]
+                written = [
+                    f'{{"line": {line}, "message_id": "{message_id}", '
+                    f'"customer_id": {_quote_ascii(who)}{line_mid}'
+                    f'{_quote_ascii(locale)}, "content_sha256": "{sha}", '
+                    f'"content": {_quote_ascii(text)}}}\n'
+                    for line, message_id, who, locale, sha, text
+                    in zip(range(start + 1, start + count + 1), ids, customers, locales, shas,
+                           texts)]
+                stamps = [created_db] * count
+                data_keys = zip(customers, key_ids, wrapped, stamps)
+                messages = zip(ids, keys_of, params, customers, locales, stamps, shas)
+                archived = zip(ids, customers, key_ids, blobs)
+                chain = zip(customers, ids, stamps, commitments, links)
                 extra.reads(db, customers, at)  # before the commit: caps, heads, data keys
                 # The output staged and synced first, published after the commit.
                 staged = os.path.join(folder, f".staging-{chunk:05d}.jsonl")
