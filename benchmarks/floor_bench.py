@@ -183,6 +183,25 @@ def _integral(value: Any) -> bool:
     return kind is int or (kind is float and value.is_integer())
 
 
+_CUSTOMER_KEYS = frozenset({*_CUSTOMER_TEXT, "id", "consents", "address", "date_of_birth",
+                            "document_code"})
+
+
+def _ordinary_numbers(request: dict[str, Any]) -> bool:
+    """True when every float of a checked request is zero or between 1e-4 and 1e16 in size,
+    where orjson writes each as json does (``repr``: no exponent): the customer has only the
+    schema's own fields (none a float but the id) and the data's numbers are such."""
+    customer, data = request["customer"], request["data"]
+    if not customer.keys() <= _CUSTOMER_KEYS or type(customer["id"]) is float:
+        return False
+    if not data.keys() <= _DATA_KEYS:
+        return False
+    for value in (data["amount"], data["days_overdue"]):
+        if type(value) is float and not (1e-4 <= abs(value) < 1e16 or value == 0.0):
+            return False
+    return True
+
+
 def check_request(request: Any) -> None:
     """``ccm/schemas/request.schema.json``: raises :class:`Refused` where it refuses."""
     if type(request) is not dict or "customer" not in request:
@@ -629,18 +648,29 @@ class Complete:
 
     def canonical(self, request: dict[str, Any]) -> bytes:
         """ccm's canonical JSON of a request (``json.dumps`` with sorted keys, compact, ASCII)
-        as UTF-8: orjson's where installed and where it is certainly the same text (ASCII,
-        no DEL, no number it writes otherwise: no "e+", "e-" or "0.0000" anywhere), else
-        json's own C encoder."""
+        as UTF-8: orjson's where installed and where it is certainly the same text (no DEL;
+        no number it writes otherwise: every float of the request between 1e-4 and 1e16 or
+        zero, :func:`_ordinary_numbers`, or else no "e+", "e-" or "0.0000" anywhere; text
+        beyond ASCII escaped as json escapes it), else json's own C encoder."""
         dumps = self.dumps
         if dumps is not None:
             try:
                 out = dumps(request, option=self.sort_keys)
             except TypeError:  # an integer beyond 64 bits
                 out = None
-            if (out is not None and out.isascii() and b"e+" not in out and b"e-" not in out
-                    and b"0.0000" not in out and b"\x7f" not in out):
-                return out  # type: ignore[no-any-return]
+            if out is not None and b"\x7f" not in out and (
+                    _ordinary_numbers(request) or (b"e+" not in out and b"e-" not in out
+                                                   and b"0.0000" not in out)):
+                if out.isascii():
+                    return out  # type: ignore[no-any-return]
+                # Text beyond ASCII: json writes each such character as \uXXXX (lower-case
+                # hex), which backslashreplace writes too, but \xXX below U+0100 and \UXXXXXXXX
+                # beyond U+FFFF. orjson's own escapes never hold "\x", so without a backslash
+                # in the text ("\\" in the JSON) every "\x" is one of those: \u00XX.
+                if b"\\\\" not in out:
+                    escaped = out.decode().encode("ascii", "backslashreplace")
+                    if b"\\U" not in escaped:
+                        return escaped.replace(b"\\x", b"\\u00")
         return "".join(self.encode(request, 0)).encode()
 
     def params(self, customer: dict[str, Any], data: dict[str, Any], locale: str) -> str:

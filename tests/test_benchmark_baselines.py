@@ -142,7 +142,8 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
     # Each on a request whose text is ASCII (en_US) and on one whose text is not (de_DE).
     odd: list[Any] = [3.2e-05, 1e-7, 0.0001, 1e16, 1.5e17, 123456789.125, 10**20, -(10**19),
                       2**64 - 1, "a\x7fb", "tab\there", "\u2028", "é", "e+1", "e-1",
-                      {"x": [1.5, None, True, "0.00001"]}]
+                      {"x": [1.5, None, True, "0.00001"]}, "\U0001f600", "\\xe9 é",
+                      "\\\\x41", "\x80\x9f\xff\u0100\uffff", {"é": 1, "e": 2, "ü": {"ß": "\\"}}]
     oddly = [at for i in range(len(odd)) for at in (5 * i + 2, 5 * i + 1)]
     for at in oddly:
         requests[at]["customer"]["extra"] = odd[(at - 1) // 5]
