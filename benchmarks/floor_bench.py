@@ -555,10 +555,18 @@ class Complete:
             digest_prefix = (f'{{"channel":"sms","locale":{_quote_ascii(locale)},"pack":'
                              f'{_quote_ascii(self.pack.id)},"pack_version":'
                              f'{_quote_ascii(self.pack.version)},"request":')
-            self.by_locale[locale] = (brand, fallback, brand["greeting"], message,
-                                      digest_prefix, locale.split("_")[0])
-        self.rtl = {locale: "rtl" if self.pack.is_rtl(locale) else "ltr"
-                    for locale in self.pack.locales}
+            # The greeting as ccm's _greeting writes it: a pattern with one {field}, its text
+            # around it (ccm's own function for any other pattern).
+            greeting = brand["greeting"]
+            fields = list(_FIELD.finditer(greeting))
+            plan = ((fields[0].group(1), greeting[:fields[0].start()],
+                     greeting[fields[0].end():]) if len(fields) == 1 else None)
+            self.by_locale[locale] = (brand, fallback, greeting, message, digest_prefix,
+                                      locale.split("_")[0], plan,
+                                      "rtl" if self.pack.is_rtl(locale) else "ltr")
+        from ccm.render.engine import _greeting
+
+        self.greeting = _greeting
         self.resolved: dict[Any, str] = {}
         self.digest_suffix = (f',"template":{_quote_ascii(tpl.id)},"template_version":'
                               f'{_quote_ascii(tpl.version)}}}')
@@ -589,22 +597,17 @@ class Complete:
         locale = self.resolved.get(asked)
         if locale is None:
             locale = self.resolved[asked] = self.pack.resolve_locale(asked)
-        brand_values, fallback, greeting, message_values, _, lang = self.by_locale[locale]
-        brand = dict(brand_values)
-        if "{" in greeting:  # each {field} from the customer, or the fallback for all of it
-            written = greeting
-            for field in _FIELD.findall(greeting):
-                value = customer.get(field)
-                text = str(value).strip() if type(value) in (str, int) else ""
-                if not text:
-                    written = fallback
-                    break
-                written = written.replace("{" + field + "}", text)
-            brand["greeting"] = written
-        message = dict(message_values)
-        message["id"], message["created_at"] = message_id, created
-        return {"customer": customer, "data": data, "brand": brand, "message": message,
-                "locale": locale, "lang": lang, "dir": self.rtl[locale],
+        brand, fallback, greeting, message, _, lang, plan, direction = self.by_locale[locale]
+        if plan is None:
+            written = self.greeting(greeting, fallback, customer)
+        else:  # {field} from the customer, or the fallback
+            value = customer.get(plan[0])
+            kind = type(value)
+            text = str(value).strip() if kind is str or kind is int else ""
+            written = plan[1] + text + plan[2] if text else fallback
+        return {"customer": customer, "data": data, "brand": {**brand, "greeting": written},
+                "message": {**message, "id": message_id, "created_at": created},
+                "locale": locale, "lang": lang, "dir": direction,
                 "timezone": customer.get("timezone") or "UTC"}, locale
 
     def permitted(self, customer: dict[str, Any], at: datetime, allowed: dict[str, bool],

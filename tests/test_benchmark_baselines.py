@@ -151,7 +151,18 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
     extra = floor.extra
     engine = Engine(common.PACK, common.TEMPLATES, record=None, clock=floor_bench._clock)
     tpl = engine.template("payment_reminder")
-    for raw in requests[:10] + [requests[at] for at in oddly]:
+    # Greetings from the customer's name or salutation, or the fallback without one.
+    greeted = []
+    for raw in requests[:5]:
+        for value in (None, "", "  ", " Ann {name} "):
+            changed = json.loads(json.dumps(raw))
+            for field in ("name", "salutation"):
+                if value is None:
+                    changed["customer"].pop(field, None)
+                else:
+                    changed["customer"][field] = value
+            greeted.append(changed)
+    for raw in requests[:10] + [requests[at] for at in oddly] + greeted:
         req = validate_request(json.loads(json.dumps(raw)))
         ctx, locale = extra.context(req.customer, req.data, "m" * 32, floor_bench.AS_OF)
         assert locale == engine.pack.resolve_locale(req.customer.get("locale"))
