@@ -527,6 +527,40 @@ _PRINTABLE = frozenset({str, int, float})
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
+def _normaliser() -> Callable[[str], str]:
+    """ccm's :func:`~ccm.channels.sms.normalise` with the same answers, its test of a text
+    beyond ASCII made on the characters other than printable ASCII and newline only (those
+    are in its set of kept characters from the start, and it only grows), its spaces
+    replaced one by one (no ``translate`` over the whole text): ccm's function itself for
+    ASCII and for anything its shortcuts do not take."""
+    import unicodedata
+
+    from ccm.channels import sms
+
+    if not {chr(i) for i in range(0x20, 0x7F)} | {"\n"} <= sms._KEPT:
+        raise RuntimeError("ccm's SMS normalising changed: update _normaliser")
+    normalise, tidy, kept, kept_or_space = sms.normalise, sms._tidy, sms._KEPT, sms._KEPT_OR_SPACE
+    spaces, is_normalized = sms._SPACE_TABLE, unicodedata.is_normalized
+    special = re.compile("[^\n\x20-\x7e]").findall
+
+    def fast(text: str) -> str:
+        if text.isascii() or not is_normalized("NFC", text):
+            return normalise(text)
+        found = set(special(text))
+        if found <= kept:
+            return tidy(text)
+        if found <= kept_or_space:
+            # text.translate(spaces): each character not kept is one of its spaces.
+            for ch in found - kept:
+                if spaces.get(ord(ch)) != " ":
+                    return tidy(text.translate(spaces))
+                text = text.replace(ch, " ")
+            return tidy(text)
+        return normalise(text)
+
+    return fast
+
+
 class Complete:
     """What the plain floor leaves out, per SMS, each in its cheapest known form.
 
@@ -580,7 +614,7 @@ class Complete:
         from ccm.channels import sms
         from ccm.errors import RenderError
 
-        self.normalise, self.not_gsm7 = sms.normalise, sms._NOT_GSM7.search
+        self.normalise, self.not_gsm7 = _normaliser(), sms._NOT_GSM7.search
         self.gsm7_wide, self.ucs2_wide = sms._GSM7_EXT_RE.findall, sms._ASTRAL.findall
         self.costs, self.split, self.empty = sms._costs, sms._split, RenderError
         if (sms._GSM7_SINGLE, sms._UCS2_SINGLE) != (160, 70):

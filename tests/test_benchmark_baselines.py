@@ -197,6 +197,18 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
         except RenderError:
             got = "empty"
         assert got == expected, sample
+    # Its normalising is ccm's on texts made of what normalising changes or keeps.
+    import random
+
+    from ccm.channels.sms import normalise
+
+    pool = ["a", "Z", " ", "  ", "\n", "\n\n\n", "\t", "\r\n", "\x00", "\x7f", "\xa0", "\u2009",
+            "\u3000", "€", "ü", "e\u0301", "\u200d", "\u200c", "\u200b", "\u2028", "\u202e",
+            "😀", "ع", "\u0301", "£", "ß", "{", "~"]
+    rng = random.Random(12)
+    for _ in range(3000):
+        sample = "".join(rng.choice(pool) for _ in range(rng.randint(0, 12)))
+        assert extra.normalise(sample) == normalise(sample), repr(sample)
     with pytest.raises(TypeError):
         floor_bench._printable(["a list"])
 
