@@ -285,6 +285,65 @@ def check_data(data: Any) -> None:
             raise Refused("reference")
 
 
+def _plain_money(locale: Any, currency: str, format_type: str,
+                 formatter: Callable[[Any], str]) -> Callable[[str], str | None] | None:
+    """ccm's currency ``formatter`` (``ccm.render.i18n._currency_formatter``) for an amount
+    written as Python writes a float or an int that needs no rounding: digits, at most one
+    point, no more decimals than the currency has (after trailing zeros), not negative.
+    Quantizing such an amount only pads its decimals, so the text is the same pieces put
+    together: the same pattern, symbols and grouping, taken as that function takes them.
+    None (where it answers None) for anything else; checked against ``formatter`` on a
+    sweep of amounts first (None when any differs)."""
+    import random
+    from decimal import Decimal
+
+    from babel import numbers
+
+    try:
+        pattern = locale.currency_formats[format_type]
+        digits = numbers.get_currency_precision(currency)
+        group = numbers.get_group_symbol(locale, numbering_system="latn")
+        point = numbers.get_decimal_symbol(locale, numbering_system="latn")
+        symbol = numbers.get_currency_symbol(currency, locale)
+    except Exception:
+        return None
+
+    def currency_text(text: str) -> str:
+        return text.replace("¤¤", currency.upper()).replace("¤", symbol)
+
+    prefix, suffix = currency_text(pattern.prefix[0]), currency_text(pattern.suffix[0])
+    minimum = pattern.int_prec[0]
+    first, rest = pattern.grouping
+
+    def plain(text: str) -> str | None:
+        whole, _, frac = text.partition(".")
+        frac = frac.rstrip("0")
+        if (len(frac) > digits or not whole.isdigit() or not whole.isascii()
+                or len(whole) > 20 or (frac and not frac.isdigit())):
+            return None
+        whole = whole.rjust(minimum, "0")
+        size, tail = first, ""
+        while len(whole) > size:
+            tail = group + whole[-size:] + tail
+            whole = whole[:-size]
+            size = rest
+        if digits:
+            return prefix + whole + tail + point + frac.ljust(digits, "0") + suffix
+        return prefix + whole + tail + suffix
+
+    rng = random.Random(0)
+    sweep: list[Any] = [0, 0.0, 1, 5, 10, 999, 1000, 12345678, 0.5, 0.05, 0.005, 1.25, 100.0,
+                        999.99, 1234.5, 99999.99, 1e15, 123456789012.25, 86.4, 240.0]
+    sweep += [round(rng.uniform(0, 10 ** rng.randint(0, 12)), rng.randint(0, 3))
+              for _ in range(3000)]
+    sweep += [rng.randint(0, 10 ** rng.randint(0, 15)) for _ in range(300)]
+    for amount in sweep:
+        made = plain(str(amount))
+        if made is not None and made != formatter(Decimal(str(amount))):
+            return None
+    return plain
+
+
 def _money_filter() -> Callable[..., str]:
     """ccm's ``money`` filter with the same answers: ccm's own currency formatter, found once
     per locale, currency and format (a dict instead of two LRU caches and a hashed Babel
@@ -299,6 +358,7 @@ def _money_filter() -> Callable[..., str]:
     from ccm.render import i18n
 
     formatters: dict[tuple[Any, Any, Any], Callable[[Any], str]] = {}
+    plains: dict[tuple[Any, Any, Any], Callable[[str], str | None] | None] = {}
     slow = i18n.money
 
     @pass_context
@@ -319,7 +379,14 @@ def _money_filter() -> Callable[..., str]:
                 if fast is None:
                     return slow(ctx, amount, currency, format_type)  # type: ignore[no-any-return]
                 formatters[key] = fast
-            value = Decimal(str(amount))
+                plains[key] = _plain_money(locale, currency, format_type, fast)
+            text = str(amount)
+            plain = plains[key]
+            if plain is not None:
+                made = plain(text)
+                if made is not None:
+                    return made
+            value = Decimal(text)
             if value.is_finite():
                 try:
                     return fast(value)

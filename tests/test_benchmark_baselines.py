@@ -254,3 +254,36 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
     finally:
         gc.enable()
     assert gc.collect() < 30  # per run, not per message
+
+
+def test_the_floors_money_filter_writes_ccms_text(floor_bench: Any) -> None:
+    """The floor's ``money`` (formatters found once, amounts that need no rounding put
+    together from their pieces) writes what ccm's filter writes, for every kind of amount."""
+    import random
+
+    import jinja2
+
+    from ccm.render.i18n import money
+
+    env = jinja2.Environment()
+    mine = floor_bench._money_filter()
+    rng = random.Random(3)
+    amounts: list[Any] = [0, 0.0, -0.0, -1, -2.5, 1, 7, 0.5, 0.005, 0.015, 2.675, 1e-05, 1e16,
+                          1.5e17, 10**20, 10**30, float("inf"), float("nan"), True, "12.5",
+                          999.995, 1234.5, 86.4, 240.0, 1234567.891]
+    amounts += [round(rng.uniform(-1e4, 10 ** rng.randint(0, 13)), rng.randint(0, 4))
+                for _ in range(400)]
+    for locale in ("en_GB", "de_DE", "en_US", "ar", "en_IN", None):
+        ctx = env.context_class(env, {} if locale is None else {"locale": locale}, "t", {})
+        for currency in ("GBP", "EUR", "USD", "JPY", "BHD", "AED", "INR"):
+            for amount in amounts:
+                for format_type in ("standard", "accounting"):
+                    try:
+                        expected: Any = money(ctx, amount, currency, format_type)
+                    except Exception as exc:
+                        expected = type(exc)
+                    try:
+                        got: Any = mine(ctx, amount, currency, format_type)
+                    except Exception as exc:
+                        got = type(exc)
+                    assert got == expected, (locale, currency, amount, format_type)
