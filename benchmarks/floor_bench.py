@@ -246,9 +246,8 @@ def check_request(request: Any) -> None:
         elif key == "date_of_birth":
             if type(value) is not str or not _is_date(value):
                 raise Refused(key)
-        elif key == "document_code":
-            if type(value) is not str or not 0 < len(value) <= 64:
-                raise Refused(key)
+        elif key == "document_code" and (type(value) is not str or not 0 < len(value) <= 64):
+            raise Refused(key)
     if "id" not in customer:
         raise Refused("id")
 
@@ -352,7 +351,6 @@ def _money_filter() -> Callable[..., str]:
     from decimal import Decimal
 
     from jinja2 import pass_context
-
     from jinja2.utils import missing
 
     from ccm.render import i18n
@@ -498,7 +496,7 @@ class FloorText:
             """Jinja's context; ``call`` as Jinja's, with each plain function's ``pass_*``
             looked up once (a plain function's ``__call__`` never carries one)."""
 
-            def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+            def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:
                 pass_arg = passing.get(__obj, passing)
                 if pass_arg is passing:
                     if type(__obj) is builtin:  # a builtin carries no pass_* (no attributes)
@@ -1145,7 +1143,7 @@ class Floor:
                             jsons[j] = canonical({"customer": request["customer"],
                                                   "data": request["data"]})
                 made = [context(request["customer"], request["data"], message_id, created)
-                        for request, message_id in zip(requests, ids)]
+                        for request, message_id in zip(requests, ids, strict=True)]
                 allowed: dict[str, bool] = {}  # quiet hours per time zone, for this chunk
                 for request in requests:
                     if not permitted(request["customer"], at, allowed):
@@ -1157,7 +1155,7 @@ class Floor:
                 locales = [locale for _, locale in made]
                 params = [sha256(digest_prefix[locale] + request_json
                                  + digest_suffix).hexdigest()
-                          for locale, request_json in zip(locales, jsons)]
+                          for locale, request_json in zip(locales, jsons, strict=True)]
                 customers = [str(request["customer"]["id"]) for request in requests]
                 # The record, step by step over the chunk: per message a new data key wrapped
                 # by the master key, the content sealed with it, the rows and the chain link.
@@ -1166,17 +1164,17 @@ class Floor:
                 key_ids = [key_hex[k:k + 32] for k in range(0, 32 * count, 32)]
                 wrapped = [noise[o + 32:o + 44] + master_seal(noise[o + 32:o + 44], key,
                                                               wrap_aad + who.encode())
-                           for o, key, who in zip(offsets, keys_made, customers)]
+                           for o, key, who in zip(offsets, keys_made, customers, strict=True)]
                 commitments = [f'{commitment_head}{key_id}{commitment_mid}'
                                f'{sha256(sealed).hexdigest()}"}}'
-                               for key_id, sealed in zip(key_ids, wrapped)]
+                               for key_id, sealed in zip(key_ids, wrapped, strict=True)]
                 contents = [text.encode() for text in texts]
                 shas = [sha256(content).hexdigest() for content in contents]
                 blobs = [noise[o + 44:o + 56] + AESGCM(key).encrypt(
                     noise[o + 44:o + 56], content,
                     content_aad + f"{message_id}\x00content\x00{who}".encode())
                     for o, key, content, message_id, who
-                    in zip(offsets, keys_made, contents, ids, customers)]
+                    in zip(offsets, keys_made, contents, ids, customers, strict=True)]
                 keys_of = [f"{key_prefix}{who}{key_suffix}" for who in customers]
                 links = [sha256((
                     f'{link_head}{message_id}","channel":{quoted_channel},'
@@ -1186,7 +1184,8 @@ class Floor:
                     f'"customer_id":{_quote(who)},"detail":{_quote(commitment)}{link_tail}'
                     f'{message_id}","seq":1,"v":1}}').encode()).hexdigest()
                     for message_id, sha, who, key_of, locale, param, commitment
-                    in zip(ids, shas, customers, keys_of, locales, params, commitments)]
+                    in zip(ids, shas, customers, keys_of, locales, params, commitments,
+                           strict=True)]
                 written = [
                     f'{{"line": {line}, "message_id": "{message_id}", '
                     f'"customer_id": {_quote_ascii(who)}{line_mid}'
@@ -1194,12 +1193,12 @@ class Floor:
                     f'"content": {_quote_ascii(text)}}}\n'
                     for line, message_id, who, locale, sha, text
                     in zip(range(start + 1, start + count + 1), ids, customers, locales, shas,
-                           texts)]
+                           texts, strict=True)]
                 stamps = [created_db] * count
-                data_keys = zip(customers, key_ids, wrapped, stamps)
-                messages = zip(ids, keys_of, params, customers, locales, stamps, shas)
-                archived = zip(ids, customers, key_ids, blobs)
-                chain = zip(customers, ids, stamps, commitments, links)
+                data_keys = zip(customers, key_ids, wrapped, stamps, strict=True)
+                messages = zip(ids, keys_of, params, customers, locales, stamps, shas, strict=True)
+                archived = zip(ids, customers, key_ids, blobs, strict=True)
+                chain = zip(customers, ids, stamps, commitments, links, strict=True)
                 extra.reads(db, customers, at)  # before the commit: caps, heads, data keys
                 # The output staged and synced first, published after the commit.
                 staged = os.path.join(folder, f".staging-{chunk:05d}.jsonl")
