@@ -568,9 +568,17 @@ class FloorText:
                 raise RuntimeError(f"{reference.source}: the floor's text is not ccm's")
 
     def render(self, ctx: dict[str, Any]) -> str:
-        env, names, keys, name, blocks, root = self.by_locale[ctx["locale"]]
+        return self.render_parent({**self.by_locale[ctx["locale"]][1], **ctx}, ctx["locale"])
+
+    def names(self) -> dict[str, dict[str, Any]]:
+        """The template's globals per locale (Jinja's names besides a context's variables)."""
+        return {locale: made[1] for locale, made in self.by_locale.items()}
+
+    def render_parent(self, parent: dict[str, Any], locale: str) -> str:
+        """The text for ``parent``: a context's variables over the locale's :meth:`names`."""
+        env, _, keys, name, blocks, root = self.by_locale[locale]
         context = self.Context.__new__(self.Context)  # Context.__init__'s fields, ready made
-        context.parent = {**names, **ctx}
+        context.parent = parent
         context.vars = {}
         context.environment = env
         context.eval_ctx = self.EvalContext(env, name)
@@ -690,8 +698,10 @@ class Complete:
         self.budget_s = budget_s
 
     def context(self, customer: dict[str, Any], data: dict[str, Any], message_id: str,
-                created: str) -> tuple[dict[str, Any], str]:
-        """The template's variables for one request (as ccm's ``Engine.context``), its locale."""
+                created: str, names: dict[str, dict[str, Any]] | None = None,
+                ) -> tuple[dict[str, Any], str]:
+        """The template's variables for one request (as ccm's ``Engine.context``), its locale;
+        with ``names`` (per locale), made over the locale's (a render's whole namespace)."""
         asked = customer.get("locale")
         locale = self.resolved.get(asked)
         if locale is None:
@@ -704,7 +714,8 @@ class Complete:
             kind = type(value)
             text = str(value).strip() if kind is str or kind is int else ""
             written = plan[1] + text + plan[2] if text else fallback
-        return {"customer": customer, "data": data, "brand": {**brand, "greeting": written},
+        return {**(names[locale] if names else {}), "customer": customer, "data": data,
+                "brand": {**brand, "greeting": written},
                 "message": {**message, "id": message_id, "created_at": created},
                 "locale": locale, "lang": lang, "dir": direction,
                 "timezone": customer.get("timezone") or "UTC"}, locale
@@ -835,8 +846,9 @@ class Floor:
         self.texts = texts
         self.render = FloorText(channel, self.contexts).render if texts is None else None
         #: The complete floor (SMS): the sandbox's output check in the render, and the rest.
-        self.checked_render = (FloorText(channel, self.contexts, _printable).render
-                               if channel == "sms" else None)
+        self.checked_text = (FloorText(channel, self.contexts, _printable)
+                             if channel == "sms" else None)
+        self.checked_render = None if self.checked_text is None else self.checked_text.render
         self.extra = Complete() if channel == "sms" else None
         #: ccm's compiled checks, to compare answers with; the floor checks by hand (the same
         #: answers, :func:`check_request`, :func:`check_data`).
@@ -1058,7 +1070,8 @@ class Floor:
         insert_chain = ("INSERT INTO chain (customer_id, seq, kind, ref, at, detail, "
                         f"prev_hash, hash) VALUES (?1, 1, 'message', ?2, ?3, ?4, "
                         f"{sql(GENESIS)}, ?5)")
-        lines, render, extra = self.lines, self.checked_render, self.extra
+        lines, extra = self.lines, self.extra
+        render, names = self.checked_text.render_parent, self.checked_text.names()
         context, permitted, finish, params = (extra.context, extra.permitted, extra.finish,
                                               extra.params)
         check_request, check_data = self.check_request, self.check_data
@@ -1100,6 +1113,7 @@ class Floor:
                     f'"template_version":{_quote(self.template_version)}}}')
         link_tail = f',"kind":"message","prev":"{GENESIS}","ref":"'
         quoted_channel = _quote(channel)
+        quoted_locale = {locale: _quote(locale) for locale in extra.by_locale}
         line_mid = (f', "channel": {_quote_ascii(channel)}, "template": '
                     f'{_quote_ascii(TEMPLATE)}, "locale": ')
         key_prefix = f"floor:{TEMPLATE}:"
@@ -1142,16 +1156,17 @@ class Floor:
                             check_data(request["data"])
                             jsons[j] = canonical({"customer": request["customer"],
                                                   "data": request["data"]})
-                made = [context(request["customer"], request["data"], message_id, created)
+                made = [context(request["customer"], request["data"], message_id, created,
+                                names)
                         for request, message_id in zip(requests, ids, strict=True)]
                 allowed: dict[str, bool] = {}  # quiet hours per time zone, for this chunk
                 for request in requests:
                     if not permitted(request["customer"], at, allowed):
                         raise RuntimeError("the floor's requests are all sent")
                 texts = []
-                for ctx, _ in made:
+                for parent, locale in made:
                     deadline = clock() + budget  # the render budget: a deadline before,
-                    texts.append(finish(render(ctx), deadline)[0])  # checked after
+                    texts.append(finish(render(parent, locale), deadline)[0])  # checked after
                 locales = [locale for _, locale in made]
                 params = [sha256(digest_prefix[locale] + request_json
                                  + digest_suffix).hexdigest()
@@ -1178,14 +1193,14 @@ class Floor:
                 keys_of = [f"{key_prefix}{who}{key_suffix}" for who in customers]
                 links = [sha256((
                     f'{link_head}{message_id}","channel":{quoted_channel},'
-                    f'"content_sha256":"{sha}{link_created}{_quote(who)},'
-                    f'"idempotency_key":{_quote(key_of)},"locale":{_quote(locale)},'
+                    f'"content_sha256":"{sha}{link_created}{quoted},'
+                    f'"idempotency_key":{_quote(key_of)},"locale":{quoted_locale[locale]},'
                     f'"message_id":"{message_id}"{body_tail}{param}{body_end},'
-                    f'"customer_id":{_quote(who)},"detail":{_quote(commitment)}{link_tail}'
+                    f'"customer_id":{quoted},"detail":{_quote(commitment)}{link_tail}'
                     f'{message_id}","seq":1,"v":1}}').encode()).hexdigest()
-                    for message_id, sha, who, key_of, locale, param, commitment
-                    in zip(ids, shas, customers, keys_of, locales, params, commitments,
-                           strict=True)]
+                    for message_id, sha, quoted, key_of, locale, param, commitment
+                    in zip(ids, shas, map(_quote, customers), keys_of, locales, params,
+                           commitments, strict=True)]
                 written = [
                     f'{{"line": {line}, "message_id": "{message_id}", '
                     f'"customer_id": {_quote_ascii(who)}{line_mid}'

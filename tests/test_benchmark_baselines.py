@@ -175,6 +175,9 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
         for name in ("gettext", "ngettext", "_"):
             expected.pop(name)
         assert ctx == expected
+        names = floor.checked_text.names()
+        assert extra.context(req.customer, req.data, "m" * 32, floor_bench.AS_OF, names) == (
+            {**names[locale], **ctx}, locale)
         assert extra.params(req.customer, req.data, locale) == engine._params_sha256(
             tpl, req, "sms", locale)
         text = floor.checked_render(ctx)
