@@ -40,7 +40,7 @@ per message, each in its cheapest known form (:class:`Complete`): the context
 built from the parsed request (``Engine.context``'s, compared in the tests),
 the contact policy (consent, quiet hours per time zone once per chunk), the
 sandbox's least (a printed value must be text or a number: Jinja's
-``finalize``) and the render budget (one clock reading), ccm's SMS finishing
+``finalize``) and the render budget (a deadline, read before and after), ccm's SMS finishing
 (normalised text, encoding, segments), the parameters digest (ccm's
 canonical JSON of the request), the reads before a commit (messages inside the
 caps' window, chain heads, data keys: one query each per chunk; recorded
@@ -152,6 +152,10 @@ except ImportError:  # not one of ccm's dependencies: json's own scanner then
 #: byte order mark, which json then reads): such a float is 9.2e18 or more, written with
 #: "e+" in the request's canonical JSON, and a line whose canonical JSON has "e+" is read
 #: again by json (:meth:`Floor._complete`).
+
+
+class _ReadAgain(Exception):
+    """A line orjson may have read otherwise than json: json reads it again."""
 
 
 class Refused(ValueError):
@@ -773,12 +777,18 @@ class Complete:
             return text, 1
         return text, len(self.split(text, self.costs(text, "UCS-2"), "UCS-2"))
 
-    def canonical(self, request: dict[str, Any]) -> bytes:
+    def canonical(self, request: dict[str, Any], read_by_orjson: bool = False) -> bytes:
         """ccm's canonical JSON of a request (``json.dumps`` with sorted keys, compact, ASCII)
         as UTF-8: orjson's where installed and where it is certainly the same text (no DEL;
         no number it writes otherwise: every float of the request between 1e-4 and 1e16 or
         zero, :func:`_ordinary_numbers`, or else no "e+", "e-" or "0.0000" anywhere; text
-        beyond ASCII escaped as json escapes it), else json's own C encoder."""
+        beyond ASCII escaped as json escapes it), else json's own C encoder.
+
+        ``read_by_orjson``: orjson read the request, which reads an integer beyond 64 bits
+        as a float (9.2e18 or more, never ordinary, written with "e+"): json's text with
+        "e+" raises :class:`_ReadAgain` (orjson's text never has one where it is used).
+        Each test of the text below is a search for one byte (``memchr``) where it can be.
+        """
         dumps = self.dumps
         if dumps is not None:
             try:
@@ -790,15 +800,20 @@ class Complete:
                                                    and b"0.0000" not in out)):
                 if out.isascii():
                     return out  # type: ignore[no-any-return]
-                # Text beyond ASCII: json writes each such character as \uXXXX (lower-case
-                # hex), which backslashreplace writes too, but \xXX below U+0100 and \UXXXXXXXX
-                # beyond U+FFFF. orjson's own escapes never hold "\x", so without a backslash
-                # in the text ("\\" in the JSON) every "\x" is one of those: \u00XX.
-                if b"\\\\" not in out:
-                    escaped = out.decode().encode("ascii", "backslashreplace")
-                    if b"\\U" not in escaped:
+                # Text beyond ASCII, with no escape of orjson's (no backslash) and nothing
+                # beyond U+FFFF (no UTF-8 lead byte F0-F4): json writes each character
+                # beyond ASCII as \uXXXX (lower-case hex), as backslashreplace does but for
+                # \xXX below U+0100 (UTF-8 lead bytes C2, C3): there every "\x" is \u00.
+                if (b"\\" not in out and b"\xf0" not in out and b"\xf1" not in out
+                        and b"\xf2" not in out and b"\xf3" not in out and b"\xf4" not in out):
+                    escaped: bytes = out.decode().encode("ascii", "backslashreplace")
+                    if b"\xc3" in out or b"\xc2" in out:
                         return escaped.replace(b"\\x", b"\\u00")
-        return "".join(self.encode(request, 0)).encode()
+                    return escaped
+        made = "".join(self.encode(request, 0)).encode()
+        if read_by_orjson and b"e+" in made:
+            raise _ReadAgain
+        return made
 
     def params(self, customer: dict[str, Any], data: dict[str, Any], locale: str) -> str:
         """The parameters digest (ccm's canonical JSON of the request, template and pack)."""
@@ -1157,19 +1172,25 @@ class Floor:
                 for request in requests:
                     check_request(request)
                     check_data(request["data"])
-                # The requests' canonical JSON (the parameters digest's): orjson reads an
-                # integer beyond 64 bits as a float, whose JSON then has "e+": json reads
-                # such a line again (json's values otherwise).
-                jsons = [canonical({"customer": request["customer"], "data": request["data"]})
-                         for request in requests]
-                if fast_loads is not None and b"e+" in b"".join(jsons):
-                    for j, request_json in enumerate(jsons):
-                        if b"e+" in request_json:
+                # The requests' canonical JSON (the parameters digest's): a line orjson may
+                # have read otherwise than json (Complete.canonical) is read again by json.
+                reread = fast_loads is not None
+                try:
+                    jsons = [canonical({"customer": request["customer"],
+                                        "data": request["data"]}, reread)
+                             for request in requests]
+                except _ReadAgain:
+                    jsons = []
+                    for j, request in enumerate(requests):
+                        try:
+                            jsons.append(canonical({"customer": request["customer"],
+                                                    "data": request["data"]}, reread))
+                        except _ReadAgain:
                             request = requests[j] = loads(raws[j])
                             check_request(request)
                             check_data(request["data"])
-                            jsons[j] = canonical({"customer": request["customer"],
-                                                  "data": request["data"]})
+                            jsons.append(canonical({"customer": request["customer"],
+                                                    "data": request["data"]}))
                 made = [context(request["customer"], request["data"], message_id, created,
                                 names)
                         for request, message_id in zip(requests, ids, strict=True)]

@@ -143,7 +143,8 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
     odd: list[Any] = [3.2e-05, 1e-7, 0.0001, 1e16, 1.5e17, 123456789.125, 10**20, -(10**19),
                       2**64 - 1, "a\x7fb", "tab\there", "\u2028", "é", "e+1", "e-1",
                       {"x": [1.5, None, True, "0.00001"]}, "\U0001f600", "\\xe9 é",
-                      "\\\\x41", "\x80\x9f\xff\u0100\uffff", {"é": 1, "e": 2, "ü": {"ß": "\\"}}]
+                      "\\\\x41", "\x80\x9f\xff\u0100\uffff", {"é": 1, "e": 2, "ü": {"ß": "\\"}},
+                      "\U00040000", "\U00080000", "\U000e0041", "\U00100000"]
     oddly = [at for i in range(len(odd)) for at in (5 * i + 2, 5 * i + 1)]
     for at in oddly:
         requests[at]["customer"]["extra"] = odd[(at - 1) // 5]
