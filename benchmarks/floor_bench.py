@@ -42,10 +42,10 @@ the contact policy (consent, quiet hours per time zone once per chunk), the
 sandbox's least (a printed value must be text or a number: Jinja's
 ``finalize``) and the render budget (a deadline, read before and after), ccm's SMS finishing
 (normalised text, encoding, segments), the parameters digest (ccm's
-canonical JSON of the request), the reads before a commit (messages inside the
-caps' window, chain heads, data keys: one query each per chunk; recorded
-idempotency keys are left to the unique index) and the output staged, synced
-and renamed after the commit. Still left out: the summary, the checks
+canonical JSON of the request), the reads before a commit (recorded
+idempotency keys, messages inside the caps' window, chain heads, data keys:
+one query each per chunk) and the output staged, synced and renamed after the
+commit, the folder synced after the rename. Still left out: the summary, the checks
 ``ccm batch`` makes of its own inputs and state, error handling per row.
 
 The complete floor is written for speed without changing an answer
@@ -825,10 +825,16 @@ class Complete:
             + self.digest_suffix.encode()).hexdigest()
 
     @staticmethod
-    def reads(db: sqlite3.Connection, customers: list[str], at: datetime) -> None:
+    def reads(db: sqlite3.Connection, customers: list[str], at: datetime,
+              keys: list[str] | None = None) -> None:
         """The chunk's reads before its commit: messages inside the widest cap window,
-        chain heads, data keys. (Recorded idempotency keys are left to the unique index.)"""
+        chain heads, data keys; with ``keys``, the idempotency keys already recorded (else
+        left to the unique index)."""
         marks = ", ".join("?" * len(customers))
+        if keys is not None and db.execute(
+                "SELECT idempotency_key, message_id, params_sha256 FROM messages WHERE "
+                f"idempotency_key IN ({', '.join('?' * len(keys))})", keys).fetchall():
+            raise RuntimeError("the floor's customers are new: no key is recorded yet")
         since = (at - timedelta(days=7)).isoformat(timespec="microseconds")
         since = since[:10] + " " + since[11:26]
         found = db.execute(
@@ -1082,6 +1088,7 @@ class Floor:
         db = sqlite3.connect(folder / "record.db", isolation_level=None)
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
+        directory = os.open(folder, os.O_RDONLY)
 
         def sql(value: str) -> str:
             return "'" + value.replace("'", "''") + "'"
@@ -1255,7 +1262,8 @@ class Floor:
                 messages = zip(ids, keys_of, params, customers, locales, stamps, shas, strict=True)
                 archived = zip(ids, customers, key_ids, blobs, strict=True)
                 chain = zip(customers, ids, stamps, commitments, links, strict=True)
-                extra.reads(db, customers, at)  # before the commit: caps, heads, data keys
+                extra.reads(db, customers, at, keys_of)  # before the commit: keys, caps,
+                # chain heads, data keys
                 # The output staged and synced first, published after the commit.
                 staged = os.path.join(folder, f".staging-{chunk:05d}.jsonl")
                 fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -1273,8 +1281,10 @@ class Floor:
                 db.executemany(insert_chain, chain)
                 db.execute("COMMIT")
                 os.rename(staged, os.path.join(folder, f"messages-{chunk:05d}.jsonl"))
+                os.fsync(directory)  # the new name is durable too
         finally:
             db.close()
+            os.close(directory)
 
 
 def _timed_runs(floor: Floor, work: Path, rounds: int, **kwargs: Any) -> Callable[[], None]:
