@@ -759,12 +759,14 @@ class Complete:
             found = allowed[zone] = not (minute >= start or minute < end)
         return found
 
-    def finish(self, text: str, deadline: float) -> tuple[str, int]:
-        """The render budget (ccm's: a ``time.monotonic()`` deadline, read once more after the
-        render); the text as an SMS carries it (ccm's :func:`~ccm.channels.sms.finish_sms`
-        without a segment limit, its own pieces: the text normalised, GSM-7 or UCS-2, units,
-        segments; an empty text refused) and its segments."""
-        if time.monotonic() > deadline:
+    def finish(self, text: str, deadline: float, ended: float | None = None,
+               ) -> tuple[str, int]:
+        """The render budget (ccm's: a ``time.monotonic()`` deadline, against the clock read
+        when the render ``ended``, or now); the text as an SMS carries it (ccm's
+        :func:`~ccm.channels.sms.finish_sms` without a segment limit, its own pieces: the
+        text normalised, GSM-7 or UCS-2, units, segments; an empty text refused) and its
+        segments."""
+        if (time.monotonic() if ended is None else ended) > deadline:
             raise RuntimeError("over the render budget")
         text = self.normalise(text)
         if self.not_gsm7(text) is None:
@@ -1211,10 +1213,11 @@ class Floor:
                 for request in requests:
                     if not permitted(request["customer"], at, allowed):
                         raise RuntimeError("the floor's requests are all sent")
-                texts = []
-                for parent, locale in made:
-                    deadline = clock() + budget  # the render budget: a deadline before,
-                    texts.append(finish(render(parent, locale), deadline)[0])  # checked after
+                # The render budget: the clock read before and after each render, the
+                # deadline checked as each text is finished.
+                rendered = [(clock(), render(parent, locale), clock()) for parent, locale in made]
+                texts = [finish(text, started + budget, ended)[0]
+                         for started, text, ended in rendered]
                 locales = [locale for _, locale in made]
                 params = [sha256(digest_prefix[locale] + request_json
                                  + digest_suffix).hexdigest()

@@ -246,6 +246,12 @@ def test_the_complete_floor_does_what_ccm_does(common: Any, floor_bench: Any,
         assert recorded[req.customer_id] == engine._params_sha256(tpl, req, "sms", locale)
     with pytest.raises(RuntimeError, match="customers are new"):  # the reads see the record
         floor.run(complete, complete=True)
+    budget, extra.budget_s = extra.budget_s, -1.0  # every render over its budget
+    try:
+        with pytest.raises(RuntimeError, match="budget"):
+            floor.run(floor.new_folder(tmp_path, "budget"), complete=True)
+    finally:
+        extra.budget_s = budget
     # The complete floor leaves (next to) no garbage cycles for the collector: skipping scans
     # of what was there before it (gc.freeze) does not put work off.
     import gc
