@@ -297,3 +297,68 @@ def test_the_floors_money_filter_writes_ccms_text(floor_bench: Any) -> None:
                     except Exception as exc:
                         got = type(exc)
                     assert got == expected, (locale, currency, amount, format_type)
+
+
+def test_the_floors_checks_answer_as_ccms_compiled_validators(common: Any,
+                                                              floor_bench: Any) -> None:
+    """The floor's hand-written checks of the request schema and the template's contract
+    accept exactly what ccm's compiled validators (fastjsonschema) accept, field by field
+    altered to values at and beyond every bound and of every JSON type."""
+    import copy
+    import json
+
+    from ccm.render.engine import Engine
+    from ccm.render.template import request_fast_validator
+
+    engine = Engine(common.PACK, common.TEMPLATES, record=None, clock=floor_bench._clock)
+    check_request, check_data = (request_fast_validator(),
+                                 engine.template("payment_reminder").fast_validator)
+
+    def theirs(request: Any) -> bool:
+        try:
+            check_request(request)
+            check_data(request.get("data", {}) if isinstance(request, dict) else {})
+        except Exception:
+            return False
+        return True
+
+    def mine(request: Any) -> bool:
+        try:
+            floor_bench.check_request(request)
+            floor_bench.check_data(request.get("data", {}) if isinstance(request, dict) else {})
+        except floor_bench.Refused:
+            return False
+        return True
+
+    values: list[Any] = [
+        None, True, False, 0, 1, -1, 0.5, 1.0, 2.0, -0.0, float("nan"), float("inf"), 1e9,
+        1e9 + 1, 1000000000, 3650, 3651, 3650.0, "", "x", "ABC", "abc", "AB1", "ABCD",
+        "2025-10-20", "2025-02-30", "2024-02-29", "20251020", "https://a", "https://a b",
+        "http://a", "https://é", "RE 2025-10-7730", " RE", "RE_1", "a/b.c-d", [], ["a"],
+        ["x" * 101], ["a"] * 6, ["a"] * 7, [1], {}, {"a": True}, {"a": 1}, {"lines": []},
+        {"foo": "x"}, {"city": "x" * 101}, "https://" + "x" * 492, "https://" + "x" * 493]
+    values += ["x" * n for n in (16, 17, 32, 33, 35, 36, 40, 41, 64, 65, 100, 101, 128, 129,
+                                 200, 201, 320, 321, 500)]
+    cases = 0
+    for base in [json.loads(json.dumps(r)) for r in common.requests_for("payment_reminder", 5)]:
+        paths = [("customer", k) for k in [*base["customer"], "id", "salutation", "extra",
+                                           "consents", "address", "date_of_birth",
+                                           "document_code"]]
+        paths += [("data", k) for k in [*base["data"], "reference", "extra"]]
+        paths += [("customer", "address", k) for k in
+                  ("lines", "postcode", "city", "country", "other")]
+        paths += [("customer", "consents", k) for k in ("email", "sms", "pdf", "other")]
+        paths += [(k,) for k in ("customer", "data", "other")]
+        for path in paths:
+            for value in [*values, "<removed>"]:
+                request = copy.deepcopy(base)
+                node = request
+                for part in path[:-1]:
+                    node = node[part]
+                if value == "<removed>":
+                    node.pop(path[-1], None)
+                else:
+                    node[path[-1]] = copy.deepcopy(value)
+                assert mine(request) == theirs(request), (path, value)
+                cases += 1
+    assert cases > 10000
