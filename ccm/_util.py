@@ -11,16 +11,19 @@ import re
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from ccm._files import read_contained
 
 __all__ = [
-    "YOUNG_THRESHOLD", "atomic_write", "csv_cell", "fewer_collections", "portable_name",
+    "YOUNG_THRESHOLD", "atomic_write", "csv_cell", "fewer_collections", "on_roomy_stack",
+    "portable_name",
     "safe_filename", "sha256_files", "unique_filename", "write_csv",
 ]
+
+T = TypeVar("T")
 
 #: The longest file name written, in bytes of UTF-8 (common file systems allow 255).
 MAX_NAME_BYTES = 200
@@ -268,3 +271,57 @@ def fewer_collections() -> Iterator[None]:
                 if gc.get_threshold()[0] == YOUNG_THRESHOLD:  # nobody changed it meanwhile
                     gc.set_threshold(*_saved)
                 _saved = None
+
+
+# Deep calls on a roomy frame stack.
+#
+# CPython (3.11 and later) keeps Python frames on a per-thread stack made of
+# chunks of 16 KiB, mapped (``mmap``) when a call does not fit in the current
+# chunk and unmapped as soon as the frame at a chunk's start returns. Deeply
+# recursive code whose depth swings across a chunk's end, as WeasyPrint's
+# layout and drawing do, maps, faults in and unmaps a new chunk at every
+# crossing: measured, about 3,700 page faults and 16-30 ms of system CPU per
+# 2-3 page statement in a batch worker (about 900 and 7 ms in a process whose
+# stack happened to sit elsewhere; issue 12). :func:`on_roomy_stack` calls
+# through a function whose own frame is just over half of a 256 KiB chunk, so
+# CPython maps one chunk of that size for it, and the call's frames, about
+# 124 KiB of them, fit in the rest: one mapping per call (about 0.1 ms, most of
+# it the frame's slots set), a few hundred faults per statement instead.
+
+#: Local variable slots of the runner's frame (8 bytes each): 128 KiB and a little more.
+_ROOMY_SLOTS = 128 * 1024 // 8 + 64
+
+
+def _make_roomy_runner() -> Any:
+    names = " = ".join(f"_{i}" for i in range(_ROOMY_SLOTS))
+    # The assignment never runs: it only gives the frame its slots.
+    source = ("def run(fn, args, kwargs):\n"
+              "    if fn is None:\n"
+              f"        {names} = None\n"
+              "    return fn(*args, **kwargs)\n")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<ccm roomy stack>", "exec"), namespace)  # the fixed source above
+    return namespace["run"]
+
+
+_roomy_runner: Any = None
+_roomy = threading.local()
+
+
+def on_roomy_stack(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, its frames on a stack chunk with about 124 KiB free.
+
+    For deep recursive work (PDF layout and drawing); nested calls in the same
+    thread run directly, on the chunk already there.
+    """
+    global _roomy_runner
+    if getattr(_roomy, "active", False):
+        return fn(*args, **kwargs)
+    if _roomy_runner is None:
+        _roomy_runner = _make_roomy_runner()
+    _roomy.active = True
+    try:
+        result: T = _roomy_runner(fn, args, kwargs)
+    finally:
+        _roomy.active = False
+    return result

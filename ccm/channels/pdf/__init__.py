@@ -50,6 +50,7 @@ from weasyprint.pdf import VARIANTS
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from ccm._util import fewer_collections as fewer_collections
+from ccm._util import on_roomy_stack
 from ccm.channels.pdf._css import _css_extras as _css_extras
 from ccm.channels.pdf._css import _fatal_to_error as _fatal_to_error
 from ccm.channels.pdf._css import _install_linked_css as _install_linked_css
@@ -222,9 +223,9 @@ def render_document(
     with fetcher._session() as session, _reusing_stylesheets(fetcher), fewer_collections():
         try:
             with budget:
-                document = weasyprint.HTML(
-                    string=html, base_url=base_url, url_fetcher=fetcher
-                ).render(
+                # Layout recurses deeply: on a roomy frame stack (ccm._util.on_roomy_stack).
+                document = on_roomy_stack(
+                    weasyprint.HTML(string=html, base_url=base_url, url_fetcher=fetcher).render,
                     font_config=font_config(),
                     counter_style=counter_style,
                     color_profiles=color_profiles,
@@ -362,9 +363,9 @@ def write_pdf(
     session_of = fetcher._session if isinstance(fetcher, PackFetcher) else contextlib.nullcontext
     with session_of() as session, fewer_collections():
         try:
-            pdf: bytes = target.write_pdf(
-                finisher=finisher, pdf_tags=True, pdf_variant=variant, attachments=files,
-                **options,
+            pdf: bytes = on_roomy_stack(
+                target.write_pdf, finisher=finisher, pdf_tags=True, pdf_variant=variant,
+                attachments=files, **options,
             )
         except AssetRefused as exc:
             raise exc.to_error() from exc
