@@ -283,28 +283,22 @@ def fewer_collections() -> Iterator[None]:
 # crossing: measured, about 3,700 page faults and 16-30 ms of system CPU per
 # 2-3 page statement in a batch worker (about 900 and 7 ms in a process whose
 # stack happened to sit elsewhere; issue 12). :func:`on_roomy_stack` calls
-# through a function whose own frame is just over half of a 256 KiB chunk, so
-# CPython maps one chunk of that size for it, and the call's frames, about
-# 124 KiB of them, fit in the rest: one mapping per call (about 0.1 ms, most of
-# it the frame's slots set), a few hundred faults per statement instead.
+# through a function whose code declares an evaluation stack of just over
+# 128 KiB (``co_stacksize``; it uses three slots of it), so CPython maps one
+# chunk of 256 KiB for its frame, and the call's own frames, about 124 KiB of
+# them, fit in the rest. The unused slots are never written, so their pages
+# are never faulted in: about 7 us per call.
 
-#: Local variable slots of the runner's frame (8 bytes each): 128 KiB and a little more.
+#: Evaluation stack slots declared by the runner's frame (8 bytes each): 128 KiB and a little.
 _ROOMY_SLOTS = 128 * 1024 // 8 + 64
 
 
-def _make_roomy_runner() -> Any:
-    names = " = ".join(f"_{i}" for i in range(_ROOMY_SLOTS))
-    # The assignment never runs: it only gives the frame its slots.
-    source = ("def run(fn, args, kwargs):\n"
-              "    if fn is None:\n"
-              f"        {names} = None\n"
-              "    return fn(*args, **kwargs)\n")
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<ccm roomy stack>", "exec"), namespace)  # the fixed source above
-    return namespace["run"]
+def _roomy_run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
 
 
-_roomy_runner: Any = None
+# Declaring more stack than the code uses is safe: CPython only sizes the frame by it.
+_roomy_run.__code__ = _roomy_run.__code__.replace(co_stacksize=_ROOMY_SLOTS)
 _roomy = threading.local()
 
 
@@ -314,14 +308,11 @@ def on_roomy_stack(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     For deep recursive work (PDF layout and drawing); nested calls in the same
     thread run directly, on the chunk already there.
     """
-    global _roomy_runner
     if getattr(_roomy, "active", False):
         return fn(*args, **kwargs)
-    if _roomy_runner is None:
-        _roomy_runner = _make_roomy_runner()
     _roomy.active = True
     try:
-        result: T = _roomy_runner(fn, args, kwargs)
+        result: T = _roomy_run(fn, args, kwargs)
     finally:
         _roomy.active = False
     return result
