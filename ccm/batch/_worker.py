@@ -29,7 +29,7 @@ from ccm.record.bulk import Digested
 
 if TYPE_CHECKING:
     from ccm.render.engine import Engine, RenderOptions
-    from ccm.render.smsplan import SmsPlan
+    from ccm.render.smsplan import SmsPlan, SmsRendered
 
 logger = logging.getLogger("ccm.batch.run")
 logger.addHandler(logging.NullHandler())
@@ -171,6 +171,10 @@ def render_rows(
         _cpu_limit(None if spec.limits.cpu_seconds is None
                    else spec.limits.cpu_seconds * max(len(rows), 1))
     engine = _engine_for(spec)
+    if len(rows) > 1 and spec.channels == ("sms",):
+        plan = _plan_for(engine, spec)
+        if plan is not None:
+            return _render_sms_rows(engine, spec, plan, rows)
     return [_render_row(engine, spec, *row) for row in rows]
 
 
@@ -182,29 +186,124 @@ def _render_row(engine: Engine, spec: _Spec, line: int, obj: Any,
     started = time.perf_counter()
     try:
         result.messages = _render_request(engine, spec, obj, channels or spec.channels, overrides)
-    except ConfigError as exc:
+    except Exception as exc:
+        _failed(result, exc)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _failed(result: _RowResult, exc: Exception) -> None:
+    """Note on ``result`` why its row failed; called inside the ``except`` block that caught
+    ``exc`` (an unexpected error is logged with its traceback)."""
+    if isinstance(exc, ConfigError):
         result.config_error = exc
         result.error = _describe_error(exc)
-    except MessageError as exc:
+    elif isinstance(exc, MessageError):
         result.error = _describe_error(exc)
         if _caused_by(exc, MemoryError):
             result.error.update(error="BudgetError", budget="memory")
             result.recycle = True
-    except MemoryError:
+    elif isinstance(exc, MemoryError):
         result.error = {"error": "BudgetError", "message": "memory budget exceeded",
                         "budget": "memory"}
         result.recycle = True
-    except RecursionError:
+    elif isinstance(exc, RecursionError):
         result.error = {"error": "BudgetError", "message": "recursion too deep",
                         "budget": "depth"}
-    except Exception as exc:  # not a ccm error: a bug, or C code that ran out of memory
-        logger.exception("unexpected error rendering line %s", line)
+    else:  # not a ccm error: a bug, or C code that ran out of memory
+        logger.exception("unexpected error rendering line %s", result.line)
         result.error = {"error": type(exc).__name__, "message": str(exc),
                         "traceback": traceback.format_exc(limit=6)}
         # The process may be left in a bad state: retry the row once in a fresh worker.
         result.recycle = True
-    result.seconds = time.perf_counter() - started
-    return result
+
+
+#: A row of :func:`_render_sms_rows` that leaves the plan: the full path makes it (in the
+#: render step, so clock reads keep the rows' order).
+_FULL = object()
+#: A row of :func:`_render_sms_rows` whose answer is already in its result.
+_DONE = object()
+
+
+def _render_sms_rows(
+    engine: Engine, spec: _Spec, plan: SmsPlan,
+    rows: Sequence[tuple[int, Any, tuple[str, ...] | None, Mapping[str, Any] | None]],
+) -> list[_RowResult]:
+    """:func:`_render_row` over SMS rows, each step of :func:`_fast_sms` over every row in
+    turn (its code stays hot: about a fifth less CPU than row by row).
+
+    The same messages and errors as :func:`_render_row` row by row (tested): each row's
+    steps run in the same order, a row the plan declines is made by the full path at
+    its turn of the render step (where it read the clock), and an error stops only its
+    row. A row asking for other channels is made by :func:`_render_row` at that turn too.
+    The rows share the time spent equally (it only sizes tasks).
+    """
+    started = time.perf_counter()
+    results = [_RowResult(line, InputRow(line, obj).customer_id) for line, obj, _, _ in rows]
+    # Per row: the step's answer so far, or _FULL / _DONE.
+    state: list[Any] = [
+        None if (channels or spec.channels) == ("sms",) else _FULL for _, _, channels, _ in rows]
+    other = [s is _FULL for s in state]
+    for i, (_, obj, _, _) in enumerate(rows):
+        if state[i] is None:
+            try:
+                state[i] = plan.request(obj) or _FULL
+            except Exception as exc:
+                _failed(results[i], exc)
+                state[i] = _DONE
+    tpl = plan.tpl
+    for i, (_, _, _, overrides) in enumerate(rows):
+        got = state[i]
+        if type(got) is not tuple:
+            continue
+        req, request_json = got
+        try:
+            now = spec.now or datetime.now(UTC)
+            decision = _decide(engine, tpl, req, "sms", now, overrides)
+            locale = plan.locale_for(req)
+            if decision is not None and not decision.allowed:
+                results[i].messages = [_fast_suppressed(engine, spec, plan, req, request_json,
+                                                        locale, new_message_id(now), now,
+                                                        decision)]
+                state[i] = _DONE
+            else:
+                state[i] = (req, request_json, locale)
+        except Exception as exc:
+            _failed(results[i], exc)
+            state[i] = _DONE
+    for i, (line, obj, channels, overrides) in enumerate(rows):
+        got = state[i]
+        if got is _DONE:
+            continue
+        if other[i]:
+            results[i] = _render_row(engine, spec, line, obj, channels, overrides)
+            state[i] = _DONE
+            continue
+        try:
+            if got is not _FULL:
+                req, request_json, locale = got
+                at = engine._clock()
+                message_id = new_message_id(at)
+                created_at = at.isoformat()
+                made = plan.render(req, locale, message_id, created_at)
+                if made is not None:
+                    state[i] = (req, request_json, locale, message_id, created_at, made)
+                    continue
+            results[i].messages = _render_full(engine, spec, obj, ("sms",), overrides)
+        except Exception as exc:
+            _failed(results[i], exc)
+        state[i] = _DONE
+    for i, got in enumerate(state):
+        if got is _DONE:
+            continue
+        try:
+            results[i].messages = [_fast_generated(engine, spec, plan, *got)]
+        except Exception as exc:
+            _failed(results[i], exc)
+    share = (time.perf_counter() - started) / len(rows)
+    for result in results:
+        result.seconds = share
+    return results
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -280,8 +379,6 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
     now = spec.now or datetime.now(UTC)
     decision = _decide(engine, tpl, req, "sms", now, overrides)
     locale = plan.locale_for(req)
-    customer_id = req.customer["id"]
-    key = f"{spec.run_id}:{tpl.id}:{customer_id}:sms"
     if decision is not None and not decision.allowed:
         return _fast_suppressed(engine, spec, plan, req, request_json, locale,
                                 new_message_id(now), now, decision)
@@ -291,6 +388,16 @@ def _fast_sms(engine: Engine, spec: _Spec, obj: Any,
     made = plan.render(req, locale, message_id, created_at)
     if made is None:
         return None
+    return _fast_generated(engine, spec, plan, req, request_json, locale, message_id,
+                           created_at, made)
+
+
+def _fast_generated(engine: Engine, spec: _Spec, plan: SmsPlan, req: Request,
+                    request_json: str, locale: str, message_id: str, created_at: str,
+                    made: SmsRendered) -> _Rendered:
+    """The message, record entry and summary of an SMS the plan made."""
+    customer_id = req.customer["id"]
+    key = f"{spec.run_id}:{plan.tpl.id}:{customer_id}:sms"
     content = made.text.encode()
     sha = hashlib.sha256(content).hexdigest()
     params = plan.params_sha256(request_json, locale)

@@ -7,9 +7,11 @@ full path runs; it never makes a message the full path refuses.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ccm.batch._worker import _fast_sms, _render_full, _render_row, _Spec
+from ccm.batch._worker import _fast_sms, _render_full, _render_row, _Spec, render_rows
 from ccm.errors import CCMError
 from ccm.render.engine import Engine
 from ccm.render.options import RenderOptions
@@ -152,6 +154,99 @@ def test_fast_path_gives_the_full_paths_message_or_declines(
     direct = engine.render(template, copy.deepcopy(req), "sms", locale, record=False)
     assert direct.content.replace(direct.message_id.encode(), b"<id>") == \
         fast.content.replace(fast.entry["message_id"].encode(), b"<id>")
+
+
+def _answer(result: Any) -> tuple[Any, ...]:
+    """What must be equal between two renders of one row's result (message ids aside)."""
+    config = result.config_error
+    return (result.line, result.customer_id, result.error, result.recycle,
+            None if config is None else (type(config), str(config)),
+            [_without_id(m) for m in result.messages])
+
+
+@contextlib.contextmanager
+def _worker_engine(spec: _Spec, engine: Engine) -> Iterator[None]:
+    """The worker's engine for ``spec`` is ``engine`` (its clock fixed) while this lasts."""
+    from ccm.batch import _worker
+
+    key = (spec.pack, spec.templates, spec.options)
+    saved = _worker._ENGINES.get(key)
+    _worker._ENGINES[key] = engine
+    try:
+        yield
+    finally:
+        if saved is None:
+            del _worker._ENGINES[key]
+        else:
+            _worker._ENGINES[key] = saved
+
+
+@st.composite
+def tasks(draw: st.DrawFn) -> tuple[_Spec, list[tuple[int, Any, Any, Any]]]:
+    """A worker task of SMS rows: requests as :func:`rows` draws them (of other templates
+    too), some with consent overrides."""
+    templates, template, _, now, locale = draw(rows())
+    task = []
+    for line in range(1, draw(st.integers(2, 6)) + 1):
+        req = draw(rows())[2]
+        channels = draw(st.sampled_from([None, None, ("sms",)]))
+        overrides = draw(st.sampled_from([None, None, {"sms": False}, {"blocked:sms": False}]))
+        task.append((line, req, channels, overrides))
+    return _spec(templates, template, now, locale), task
+
+
+@given(tasks())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_task_of_sms_rows_gives_what_its_rows_give_one_by_one(
+        task: tuple[_Spec, list[tuple[int, Any, Any, Any]]]) -> None:
+    """render_rows, which takes SMS rows step by step over the task, answers each row as
+    _render_row does alone: messages, errors, suppressions."""
+    spec, task_rows = task
+    engine = _engine(spec.templates)
+    with _worker_engine(spec, engine):
+        together = render_rows(spec, copy.deepcopy(task_rows))
+    alone = [_render_row(engine, spec, *row) for row in copy.deepcopy(task_rows)]
+    assert [_answer(r) for r in together] == [_answer(r) for r in alone]
+    event(f"errors: {sum(r.error is not None for r in alone)}")
+
+
+def test_a_row_for_another_channel_in_a_task_of_sms_rows_is_made_as_alone() -> None:
+    """A row of an SMS task that asks for email is made by _render_row, in its place."""
+    spec = _spec(str(TEMPLATES), "payment_reminder", NOWS[0])
+    engine = _engine(spec.templates)
+    sample = CASES[0][2][0]
+    task = [(line, copy.deepcopy(sample), channels, None)
+            for line, channels in ((1, None), (2, ("email",)), (3, ("sms",)))]
+    with _worker_engine(spec, engine):
+        together = render_rows(spec, copy.deepcopy(task))
+    alone = [_render_row(engine, spec, *row) for row in copy.deepcopy(task)]
+    assert [[(m.channel, m.status, m.filename) for m in r.messages] for r in together] == \
+        [[(m.channel, m.status, m.filename) for m in r.messages] for r in alone]
+    assert [m.channel for r in together for m in r.messages] == ["sms", "email", "sms"]
+    assert [_answer(r) for r in together][::2] == [_answer(r) for r in alone][::2]
+
+
+def test_a_task_of_sms_rows_reads_the_clock_in_the_rows_order() -> None:
+    """Step by step over a task, each row's message id and created_at still come from its
+    own clock read, in the rows' order, also for a row the full path makes."""
+    times = iter(datetime(2025, 11, 3, 10, 30, second, tzinfo=UTC) for second in range(60))
+    engine = Engine(PACK, TEMPLATES, record=None, run_id="run-1", clock=lambda: next(times))
+    spec = _spec(str(TEMPLATES), "payment_reminder", NOWS[0])
+    with _worker_engine(spec, engine):
+        sample = CASES[0][2][0]
+        task = []
+        for line in range(1, 5):
+            req = copy.deepcopy(sample)
+            req["customer"].update(id=f"C{line}", consents={"sms": True},
+                                   phone="+447700900123", timezone="Europe/London")
+            if line == 2:
+                req["customer"]["extra"] = (1,)  # a tuple: the plan declines, the full path makes
+            task.append((line, req, None, None))
+        made = render_rows(spec, task)
+    created = [r.messages[0].entry["created_at"] for r in made]
+    assert created == [f"2025-11-03T10:30:{second:02d}+00:00" for second in range(4)]
+    assert [r.messages[0].entry["message_id"][:12] for r in made] == \
+        [f"{int(datetime.fromisoformat(at).timestamp() * 1000):012x}" for at in created]
 
 
 def direct_request(req: dict[str, Any]) -> Any:
