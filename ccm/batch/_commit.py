@@ -441,7 +441,7 @@ def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],
 
     Returns ``id(p) -> (status, reason, message_id)`` for every item.
     """
-    from ccm.record import Entry
+    from ccm.record.bulk import entry_from
 
     out: dict[int, tuple[str, str | None, str]] = {}
     items = []
@@ -450,7 +450,7 @@ def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],
         fields["created_at"] = datetime.fromisoformat(fields["created_at"])
         generated = p.rendered.status == "generated"
         caps = caps_of.get(p.rendered.channel, ()) if generated else ()
-        items.append((p, Entry(**fields), caps))
+        items.append((p, entry_from(fields), caps))
     bulk = getattr(record, "append_many", None)
     if bulk is not None and items:
         results = bulk([

@@ -180,3 +180,27 @@ def test_a_content_digest_is_taken_only_for_the_very_bytes_it_was_made_from(
     monkeypatch.undo()
     assert record.content(good.message_id) == content
     assert record.verify().ok
+
+
+def test_caps_count_messages_recorded_before_at_the_window_edge(record: Record) -> None:
+    """Caps count what earlier calls recorded, inside the window to the microsecond
+    (entries in another time zone are compared in UTC), and not what is older."""
+    from datetime import timezone
+
+    paris = timezone(timedelta(hours=1))
+    record.append(entry("C1", created_at=T0), content=b"one")
+    record.append_many([{"entry": entry("C1", created_at=T0 + timedelta(minutes=1)),
+                         "content": b"two"}])
+    record.append(entry("C2", created_at=T0 - timedelta(days=1, microseconds=1)),
+                  content=b"old")
+    edge = (T0 + timedelta(days=1)).astimezone(paris)
+    results = record.append_many([
+        {"entry": entry("C1", created_at=edge), "content": b"x", "caps": [DAILY]},
+        {"entry": entry("C1", created_at=edge + timedelta(microseconds=1)), "content": b"x",
+         "caps": [DAILY]},
+        {"entry": entry("C2", created_at=T0.astimezone(paris)), "content": b"x",
+         "caps": [DAILY]},
+    ])
+    assert [_outcome(r) for r in results] == [
+        ("suppressed", "cap:daily"), ("generated", None), ("generated", None)]
+    assert record.verify().ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import sqlite3
@@ -14,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccm.record import MasterKey, Record
+from ccm.record import Entry, MasterKey, Record
+from ccm.record.bulk import entry_from
 from ccm.record.chain import (
     MESSAGE_FIELDS,
     canonical,
@@ -211,3 +213,18 @@ def test_bulk_inserts_store_the_same_rows_whatever_the_driver(
         got = conn.execute(sa.select(data_keys.c.created_at)).scalars().all()
     assert [value.replace(tzinfo=UTC) if value.tzinfo is None else value
             for value in got] == [now, now]
+
+
+def test_entry_from_is_entry_of_the_same_fields() -> None:
+    """entry_from gives the Entry that Entry(**fields) gives, frozen, and refuses what
+    Entry refuses (a field missing or unknown)."""
+    fields = dataclasses.asdict(entry("C1", segment="retail"))
+    made = entry_from(dict(fields))
+    assert made == Entry(**fields)
+    assert dataclasses.asdict(made) == fields
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.status = "suppressed"  # type: ignore[misc]
+    for broken in ({k: v for k, v in fields.items() if k != "segment"} | {"x": 1},
+                   {k: v for k, v in fields.items() if k != "reason"}):
+        with pytest.raises(TypeError):
+            entry_from(broken)
