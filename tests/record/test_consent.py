@@ -60,3 +60,27 @@ def test_opted_in_from_the_command_line(record: Record, record_url: str) -> None
                                                "--record", record_url])
     assert result.exit_code == 0, result.output
     assert record.consent_overrides("C1") == {"email": True}
+
+
+def test_many_customers_consent_read_at_once_is_each_ones_consent(record: Record) -> None:
+    """consent_overrides_many answers for each customer what consent_overrides answers, over
+    opt-outs, opt-ins, complaints, suppressions, other events and events at one instant."""
+    import random
+
+    rng = random.Random(12)
+    kinds = ["opted_out", "opted_in", "complained", "suppressed", "unsuppressed", "opened",
+             "delivered"]
+    customers = [f"C{i}" for i in range(8)]
+    for n in range(60):
+        customer = rng.choice(customers[:6])  # C6 and C7 have no events
+        message_id = f"m{n}"
+        record.append(entry(customer, message_id=message_id, created_at=T0,
+                            channel=rng.choice(("sms", "email"))))
+        for _ in range(rng.randint(0, 3)):
+            kind = rng.choice(kinds)
+            data = {"channel": rng.choice(("sms", "email"))} if rng.random() < 0.3 else None
+            record.add_event(message_id, kind, at=T0 + timedelta(hours=rng.randint(0, 5)),
+                             data=data)
+    many = record.consent_overrides_many([*customers, "C1"])
+    assert many == {c: record.consent_overrides(c) for c in customers}
+    assert any(many.values())
