@@ -34,7 +34,7 @@ MEDIA_TYPES: dict[str, str] = {
 }
 
 
-def new_message_id(at: datetime) -> str:
+def new_message_id(at: datetime, noise: bytes | None = None) -> str:
     """A new message id: a UUID version 7 (RFC 9562) as 32 hex digits, ordered by ``at``.
 
     The first 48 bits are ``at`` in Unix milliseconds (the message's
@@ -45,11 +45,18 @@ def new_message_id(at: datetime) -> str:
     as the record grows. Ids stay unique without coordination (74 random bits
     per millisecond) and reveal nothing but the creation time, which the
     record and the email's ``Date`` hold anyway. A naive ``at`` counts as UTC.
+
+    ``noise``: the 10 random bytes to use (from ``os.urandom``), for a caller that
+    makes many ids and draws their randomness in one call; default: drawn here.
     """
+    if noise is None:
+        noise = os.urandom(10)
+    elif len(noise) != 10:
+        raise ValueError("a message id takes 10 random bytes")
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     ms = max(0, int(at.timestamp() * 1000)) & 0xFFFF_FFFF_FFFF
-    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
+    raw = bytearray(ms.to_bytes(6, "big") + noise)
     raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122/9562 variant
     return raw.hex()

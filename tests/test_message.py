@@ -69,6 +69,31 @@ def test_message_ids_sort_by_creation_time_and_naive_times_count_as_utc() -> Non
         == ids[0][:12]
 
 
+@given(noise=st.binary(min_size=10, max_size=10))
+def test_a_message_id_of_given_random_bytes_is_made_as_of_drawn_ones(noise: bytes) -> None:
+    """Property: 10 random bytes given (drawn at once for many ids) make the id
+    os.urandom's same bytes would: time prefix, then the bytes with the version and
+    variant bits set; other lengths are refused."""
+    import uuid
+    from unittest import mock
+
+    import pytest
+
+    from ccm.message import new_message_id
+
+    at = datetime(2026, 3, 2, 15, 4, 5, 678_901, tzinfo=UTC)
+    with mock.patch("ccm.message.os.urandom", return_value=noise):
+        drawn = new_message_id(at)
+    given_id = new_message_id(at, noise)
+    assert given_id == drawn
+    parsed = uuid.UUID(hex=given_id)
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert bytes.fromhex(given_id)[9:] == noise[3:]
+    for wrong in (noise[:9], noise + b"x"):
+        with pytest.raises(ValueError, match="10 random bytes"):
+            new_message_id(at, wrong)
+
+
 @settings(max_examples=200)
 @given(at=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1),
                        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-11))])))
