@@ -67,6 +67,25 @@ _JSON_ASIS = bytes(range(0x20, 0x7F)) + b"\r\n\t"
 _REPLACE_FROM = 4096
 
 
+#: What ``json.dumps(item)`` (all defaults) calls, made once instead of per line, without
+#: the circular check (lines are flat: metadata and a text).
+_C_DUMPS: Any = (
+    None if getattr(json.encoder, "c_make_encoder", None) is None
+    else json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None,
+        ": ", ", ", False, False, True))
+
+
+_FLAT = frozenset({str, int, float, bool, type(None)})
+
+
+def _dumps(item: dict[str, Any]) -> str:
+    """``json.dumps(item, ensure_ascii=True)`` of a flat line."""
+    if _C_DUMPS is None or not _FLAT.issuperset(map(type, item.values())):
+        return json.dumps(item, ensure_ascii=True)
+    return "".join(_C_DUMPS(item, 0))
+
+
 def json_line(item: dict[str, Any]) -> bytes:
     """``json.dumps(item, ensure_ascii=True)`` in ASCII, plus a line feed.
 
@@ -80,10 +99,10 @@ def json_line(item: dict[str, Any]) -> bytes:
     content = item.get("content")
     if (type(content) is not str or len(content) < _REPLACE_FROM
             or next(reversed(item)) != "content" or not content.isascii()):
-        return json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n"
+        return _dumps(item).encode("ascii") + b"\n"
     raw = content.encode("ascii")
     if raw.translate(None, _JSON_ASIS):  # a control character other than CR, LF, tab
-        return json.dumps(item, ensure_ascii=True).encode("ascii") + b"\n"
+        return _dumps(item).encode("ascii") + b"\n"
     if b"\\" in raw:
         raw = raw.replace(b"\\", b"\\\\")
     # One byte for two each (a search for CRLF as a pair is several times slower).

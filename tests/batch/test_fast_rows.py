@@ -23,7 +23,7 @@ from ccm.batch._worker import _fast_sms, _render_full, _render_row, _Spec, rende
 from ccm.errors import CCMError
 from ccm.render.engine import Engine
 from ccm.render.options import RenderOptions
-from ccm.render.smsplan import SmsPlan, plain_request
+from ccm.render.smsplan import _ENCODER, SmsPlan, plain_request, request_json
 from tests.batch.conftest import PACK, TEMPLATES, TEST_TEMPLATES
 from tests.strategies import customer_ids, customer_names, sms_texts
 
@@ -247,6 +247,16 @@ def test_a_task_of_sms_rows_reads_the_clock_in_the_rows_order() -> None:
     assert created == [f"2025-11-03T10:30:{second:02d}+00:00" for second in range(4)]
     assert [r.messages[0].entry["message_id"][:12] for r in made] == \
         [f"{int(datetime.fromisoformat(at).timestamp() * 1000):012x}" for at in created]
+
+
+@given(st.dictionaries(st.text(max_size=6), st.one_of(_JSON, _TEXT), max_size=4))
+@settings(max_examples=300)
+def test_the_request_json_is_the_encoders(obj: dict[str, Any]) -> None:
+    """Property: for what plain_request accepts, request_json writes what the digest's
+    encoder writes (sorted keys, ASCII escapes, float reprs)."""
+    if plain_request(obj):
+        assert request_json(obj) == _ENCODER.encode(obj)
+    event(f"plain: {plain_request(obj)}")
 
 
 def direct_request(req: dict[str, Any]) -> Any:

@@ -58,3 +58,16 @@ def test_message_lines_of_eml_bytes(content: bytes, long: bytes) -> None:
     assert json_line(item) == _dumps(item)
     assert json.loads(json_line(item))["content"].encode("utf-8", "surrogateescape") == (
         long + content)
+
+
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), _TEXT)
+
+
+@settings(max_examples=300, deadline=None)
+@given(item=st.dictionaries(_TEXT, st.one_of(_SCALAR, st.lists(_SCALAR, max_size=2),
+                                             st.dictionaries(_TEXT, _SCALAR, max_size=2)),
+                            max_size=6))
+def test_json_line_of_any_line_is_json_dumps(item: dict[str, Any]) -> None:
+    """Property: lines of any JSON values (flat ones by the encoder made once, nested ones
+    by json.dumps) give json.dumps' bytes, NaN and infinities as json.dumps writes them."""
+    assert json_line(item) == _dumps(item)
