@@ -6,7 +6,8 @@
 Wraps the batch's stage functions with CPU timers, runs 2,000 and 12,000 SMS
 (JSONL output, raw input lines as the CLI hands them to workers), and prints
 the difference per message, so start-up cancels out. Stages nest: ``_decide``
-(the contact policy) is inside ``_fast_sms`` (the SMS plan's row), and
+(the contact policy) is inside ``_render_sms_rows`` (the SMS plan's steps over a task's
+rows; ``_fast_sms`` is the same for one row, outside batches), and
 ``append_all`` (the record) inside ``_commit`` (record, chunk file, publish).
 Emails take the full path: ``_render_full`` holds ``Engine.render`` (the
 email itself) and ``_pack`` (the record entry and summary); ``_stage`` makes
@@ -71,7 +72,7 @@ def main() -> None:
     parser.add_argument("--channel", choices=("sms", "email"), default="sms")
     channel = parser.parse_args().channel
     stages: tuple[tuple[Any, str], ...] = (
-        (commit_mod, "_parse_rows"), (worker_mod, "_fast_sms"), (worker_mod, "_decide"),
+        (commit_mod, "_parse_rows"), (worker_mod, "_render_sms_rows"), (worker_mod, "_decide"),
         (commit_mod, "append_all"), (commit_mod._Committer, "_commit"),
         (commit_mod._Committer, "_stage"))
     if channel == "email":
