@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -537,6 +538,22 @@ def test_an_outer_alarm_is_re_armed(fetcher: PackFetcher, pack: Path) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_alarm_after_layout_returned_raises_nothing() -> None:
+    """The alarm can go off after layout has returned, before the budget disarms (seen on a
+    loaded machine, at the start of its ``__exit__``). Raising there left the repeating
+    alarm armed, and it went off later outside any render: a row's BudgetError escaped its
+    batch task. Outside layout it only marks the budget expired; the block's end disarms."""
+    from ccm.channels.pdf import _Budget
+
+    previous = signal.getsignal(signal.SIGALRM)
+    budget = _Budget(time.monotonic() + 30)
+    with budget:
+        budget._on_alarm(signal.SIGALRM, sys._getframe())  # not inside layout
+    assert budget.expired
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is previous
 
 
 def test_deadline_already_passed_off_main_thread(fetcher: PackFetcher, pack: Path) -> None:

@@ -125,6 +125,11 @@ class _Budget:
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._armed:
             self.expired = True
+            if not _inside_layout(frame):
+                # Layout has returned (or not begun): raising here, say in this budget's
+                # own __exit__ before it disarms, would leave the repeating alarm armed,
+                # to go off later outside any render. The block's end disarms it.
+                return
             if _inside_gc_callback(frame):
                 # An exception raised in a gc callback is only printed as
                 # "ignored"; the repeating alarm raises again outside it.
@@ -163,6 +168,22 @@ class _Budget:
         if delay > 0:  # someone else's alarm: re-arm it with what is left
             left = delay - (time.monotonic() - self._started)
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), interval)
+
+
+def _lay_out(html: str, base_url: str | None, fetcher: PackFetcher, **options: Any) -> Any:
+    """WeasyPrint's parse and layout: the only frames a :class:`_Budget`'s alarm interrupts."""
+    return weasyprint.HTML(string=html, base_url=base_url, url_fetcher=fetcher).render(
+        **options)
+
+
+def _inside_layout(frame: FrameType | None) -> bool:
+    """True when ``frame`` runs inside :func:`_lay_out`."""
+    code = _lay_out.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _inside_gc_callback(frame: FrameType | None) -> bool:
@@ -225,7 +246,7 @@ def render_document(
             with budget:
                 # Layout recurses deeply: on a roomy frame stack (ccm._util.on_roomy_stack).
                 document = on_roomy_stack(
-                    weasyprint.HTML(string=html, base_url=base_url, url_fetcher=fetcher).render,
+                    _lay_out, html, base_url, fetcher,
                     font_config=font_config(),
                     counter_style=counter_style,
                     color_profiles=color_profiles,
