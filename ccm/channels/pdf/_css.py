@@ -125,6 +125,26 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def _cached(cache: OrderedDict[tuple[Any, ...], _CachedCss],
+            key: tuple[Any, ...]) -> _CachedCss | None:
+    """The entry under ``key``, most recently used now, while its files are unchanged."""
+    with _css_lock:
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+    return hit if hit is not None and _unchanged(hit.deps) else None
+
+
+def _remember(cache: OrderedDict[tuple[Any, ...], _CachedCss], key: tuple[Any, ...],
+              entry: _CachedCss, size: int) -> None:
+    """Keep ``entry`` under ``key``, dropping the least recently used beyond ``size``."""
+    with _css_lock:
+        cache[key] = entry
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+
+
 def _unchanged(deps: Mapping[Path, tuple[int, int]]) -> bool:
     for path, (mtime, size) in deps.items():
         try:
@@ -146,11 +166,8 @@ def load_stylesheet(path: str | os.PathLike[str], fetcher: PackFetcher) -> Any:
     """
     resolved = Path(path).resolve()
     key = (resolved, *fetcher.policy)
-    with _css_lock:
-        hit = _css_cache.get(key)
-        if hit is not None:
-            _css_cache.move_to_end(key)
-    if hit is not None and _unchanged(hit.deps):
+    hit = _cached(_css_cache, key)
+    if hit is not None:
         return hit.css
     counter_style = CounterStyle()
     color_profiles: dict[str, Any] = {}
@@ -177,11 +194,7 @@ def load_stylesheet(path: str | os.PathLike[str], fetcher: PackFetcher) -> Any:
     if session.failures:
         raise session.failures[0].to_error()
     _css_extras[css] = (dict(counter_style), color_profiles)
-    with _css_lock:
-        _css_cache[key] = _CachedCss(css, dict(session.deps))
-        _css_cache.move_to_end(key)
-        while len(_css_cache) > _CSS_CACHE_SIZE:
-            _css_cache.popitem(last=False)
+    _remember(_css_cache, key, _CachedCss(css, dict(session.deps)), _CSS_CACHE_SIZE)
     return css
 
 
@@ -230,11 +243,8 @@ _STYLE_ARGUMENTS = frozenset({
 def _style_element_css(string: str, base_url: str, fetcher: PackFetcher) -> Any:
     """The parsed ``<style>`` text, reused; ``None`` when it must be parsed per document."""
     key = (string, base_url, *fetcher.policy)
-    with _css_lock:
-        hit = _style_cache.get(key)
-        if hit is not None:
-            _style_cache.move_to_end(key)
-    if hit is not None and _unchanged(hit.deps):
+    hit = _cached(_style_cache, key)
+    if hit is not None:
         return hit.css
     counter_style = CounterStyle()
     color_profiles: dict[str, Any] = {}
@@ -250,11 +260,7 @@ def _style_element_css(string: str, base_url: str, fetcher: PackFetcher) -> Any:
         css = None  # remembered: WeasyPrint parses this text with the document's layers
     else:
         _css_extras[css] = (dict(counter_style), color_profiles)
-    with _css_lock:
-        _style_cache[key] = _CachedCss(css, dict(session.deps))
-        _style_cache.move_to_end(key)
-        while len(_style_cache) > _STYLE_CACHE_SIZE:
-            _style_cache.popitem(last=False)
+    _remember(_style_cache, key, _CachedCss(css, dict(session.deps)), _STYLE_CACHE_SIZE)
     return css
 
 
