@@ -9,7 +9,7 @@ The builders of the views themselves live in :mod:`ccm.record.views`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,20 +125,24 @@ class Reads(DataKeys):
             ).scalar_one() is True
 
     @staticmethod
-    def _consent_query(customers: Iterable[str]) -> sa.Select[Any]:
+    def _consent_rows(conn: sa.Connection, customers: Sequence[str]) -> list[Any]:
         """Consent events (opt-outs, complaints, opt-ins, suppressions) of ``customers`` in
         the order they were added: by time, then by their link in the customer's chain
-        (events at the same instant keep their order)."""
-        return (
-            sa.select(events.c.customer_id, events.c.kind, events.c.data, messages.c.channel)
-            .select_from(
-                events.join(messages, events.c.message_id == messages.c.message_id)
-                .join(chain, sa.and_(chain.c.customer_id == events.c.customer_id,
-                                     chain.c.ref == events.c.event_id)))
-            .where(events.c.customer_id.in_(list(customers)),
-                   events.c.kind.in_(CONSENT_KINDS))
-            .order_by(events.c.customer_id, events.c.at, chain.c.seq)
-        )
+        (events at the same instant keep their order). Through the driver: a Core ``IN``
+        of a task's customers cost more than the read."""
+        from ccm.record.bulk import _sql
+
+        sql = _sql(conn)
+        rows: list[Any] = []
+        for part in slices(customers):
+            where, params = sql.among("e.customer_id", part)
+            rows += conn.exec_driver_sql(
+                "SELECT e.customer_id, e.kind, e.data, m.channel FROM events e "
+                "JOIN messages m ON e.message_id = m.message_id "
+                "JOIN chain c ON c.customer_id = e.customer_id AND c.ref = e.event_id "
+                f"WHERE {where} AND e.kind IN ({_CONSENT_KINDS_SQL}) "
+                "ORDER BY e.customer_id, e.at, c.seq", params).all()
+        return rows
 
     @staticmethod
     def _fold(rows: Iterable[Any], out: dict[str, dict[str, bool]]) -> None:
@@ -151,7 +155,7 @@ class Reads(DataKeys):
 
     def _overrides(self, conn: sa.Connection, customer_id: str) -> dict[str, bool]:
         out: dict[str, dict[str, bool]] = {}
-        self._fold(conn.execute(self._consent_query([customer_id])), out)
+        self._fold(self._consent_rows(conn, [customer_id]), out)
         return dict(sorted(out.get(customer_id, {}).items()))
 
     def consent_overrides(self, customer_id: str) -> dict[str, bool]:
@@ -172,22 +176,10 @@ class Reads(DataKeys):
 
         Every customer asked about is in the result (``{}`` when there is no consent event).
         """
-        from ccm.record.bulk import _sql
-
         ids = sorted(set(customer_ids))
         out: dict[str, dict[str, bool]] = {cid: {} for cid in ids}
         with self._tx(write=False) as conn:
-            sql = _sql(conn)
-            for part in slices(ids):
-                # _consent_query through the driver (its Core IN of a task's customers
-                # cost more than the read).
-                where, params = sql.among("e.customer_id", part)
-                self._fold(conn.exec_driver_sql(
-                    "SELECT e.customer_id, e.kind, e.data, m.channel FROM events e "
-                    "JOIN messages m ON e.message_id = m.message_id "
-                    "JOIN chain c ON c.customer_id = e.customer_id AND c.ref = e.event_id "
-                    f"WHERE {where} AND e.kind IN ({_CONSENT_KINDS_SQL}) "
-                    "ORDER BY e.customer_id, e.at, c.seq", params), out)
+            self._fold(self._consent_rows(conn, ids), out)
         return {cid: dict(sorted(found.items())) for cid, found in out.items()}
 
     # -- tamper evidence ----------------------------------------------------------
