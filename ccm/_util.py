@@ -6,6 +6,7 @@ import contextlib
 import csv
 import gc
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -18,8 +19,8 @@ from typing import IO, Any, TypeVar
 from ccm._files import read_contained
 
 __all__ = [
-    "YOUNG_THRESHOLD", "atomic_write", "csv_cell", "fewer_collections", "on_roomy_stack",
-    "portable_name",
+    "YOUNG_THRESHOLD", "atomic_write", "csv_cell", "fewer_collections", "json_encoder_once",
+    "on_roomy_stack", "portable_name",
     "safe_filename", "sha256_files", "unique_filename", "write_csv",
 ]
 
@@ -316,3 +317,26 @@ def on_roomy_stack(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     finally:
         _roomy.active = False
     return result
+
+
+def json_encoder_once(encoder: json.JSONEncoder) -> Callable[[Any], str] | None:
+    """``encoder.encode`` without its per-call set-up, for acyclic values only.
+
+    ``JSONEncoder.encode`` makes a C encoder (``c_make_encoder``) on every call; this
+    makes it once, without the circular-reference check: give it only values known to be
+    acyclic (flat, or depth-checked). ``encoder`` must not indent. None where json has
+    no C speedups: use ``encoder.encode``.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or encoder.indent is not None:
+        return None
+    escape = (json.encoder.encode_basestring_ascii if encoder.ensure_ascii
+              else json.encoder.encode_basestring)  # type: ignore[attr-defined]
+    c_encode = make(None, encoder.default, escape, None, encoder.key_separator,
+                    encoder.item_separator, encoder.sort_keys, encoder.skipkeys,
+                    encoder.allow_nan)
+
+    def encode(value: Any) -> str:
+        return "".join(c_encode(value, 0))
+
+    return encode

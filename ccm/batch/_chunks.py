@@ -29,7 +29,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ccm._util import safe_filename
+from ccm._util import json_encoder_once, safe_filename
 from ccm.batch._output import _Output
 
 __all__ = ["FORMATS", "JSONL_ABOVE", "TEXT_CHANNELS", "ChunkFiles", "json_line", "message_line"]
@@ -69,11 +69,7 @@ _REPLACE_FROM = 4096
 
 #: What ``json.dumps(item)`` (all defaults) calls, made once instead of per line, without
 #: the circular check (lines are flat: metadata and a text).
-_C_DUMPS: Any = (
-    None if getattr(json.encoder, "c_make_encoder", None) is None
-    else json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None,
-        ": ", ", ", False, False, True))
+_DUMPS_ONCE = json_encoder_once(json.JSONEncoder())
 
 
 _FLAT = frozenset({str, int, float, bool, type(None)})
@@ -81,9 +77,9 @@ _FLAT = frozenset({str, int, float, bool, type(None)})
 
 def _dumps(item: dict[str, Any]) -> str:
     """``json.dumps(item, ensure_ascii=True)`` of a flat line."""
-    if _C_DUMPS is None or not _FLAT.issuperset(map(type, item.values())):
+    if _DUMPS_ONCE is None or not _FLAT.issuperset(map(type, item.values())):
         return json.dumps(item, ensure_ascii=True)
-    return "".join(_C_DUMPS(item, 0))
+    return _DUMPS_ONCE(item)
 
 
 def json_line(item: dict[str, Any]) -> bytes:

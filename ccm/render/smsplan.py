@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ccm._util import json_encoder_once
 from ccm.channels import sms as sms_channel
 from ccm.message import Request, output_filename
 from ccm.render.budget import _current
@@ -55,13 +56,9 @@ __all__ = ["SmsPlan", "SmsRendered"]
 #: ``json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`` as the engine's
 #: parameters digest writes it, built once.
 _ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
-#: The C encoder ``_ENCODER.encode`` makes on every call, made once, without the circular
-#: check: it only writes what :func:`plain_request` accepted (depth-bounded, so acyclic).
-_C_ENCODE: Any = (
-    None if getattr(json.encoder, "c_make_encoder", None) is None
-    else json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        None, _ENCODER.default, json.encoder.encode_basestring_ascii, None,
-        _ENCODER.key_separator, _ENCODER.item_separator, True, False, True))
+#: ``_ENCODER.encode`` made once: it only writes what :func:`plain_request` accepted
+#: (depth-bounded, so acyclic).
+_ENCODE_ONCE = json_encoder_once(_ENCODER)
 _SCALARS = frozenset({str, int, bool, type(None)})
 
 
@@ -101,9 +98,9 @@ def plain_request(obj: Any) -> bool:
 def request_json(obj: dict[str, Any]) -> str:
     """``_ENCODER.encode(obj)`` (the parameters digest's JSON) for a ``obj`` that
     :func:`plain_request` accepted, by the C encoder made once."""
-    if _C_ENCODE is None:  # pragma: no cover - json without its C speedups
+    if _ENCODE_ONCE is None:  # pragma: no cover - json without its C speedups
         return _ENCODER.encode(obj)
-    return "".join(_C_ENCODE(obj, 0))
+    return _ENCODE_ONCE(obj)
 
 
 @dataclass(frozen=True)
