@@ -45,7 +45,10 @@ class _Pool:
         method = "forkserver" if "forkserver" in methods else "spawn"
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            ctx.set_forkserver_preload(["ccm.batch._commit", "ccm.render.engine", "ccm.record"])
+            preload = ["ccm.batch._commit", "ccm.render.engine", "ccm.record"]
+            if "pdf" in self.spec.channels:  # WeasyPrint loaded once, not in every worker
+                preload.append("ccm.channels.pdf")
+            ctx.set_forkserver_preload(preload)
         return cf.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
             initargs=(self.spec,),

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from ccm.channels import pdf as pdf_channel
 from ccm.errors import ApprovalError, UnknownChannel, UnknownLocale, UnknownTemplate
 from ccm.message import CHANNELS, Message, Request, new_message_id
 from ccm.pack import BrandPack, load_pack
@@ -52,6 +51,7 @@ from ccm.render.security import PasswordRule
 from ccm.render.template import Template, load_templates, validate_request
 
 if TYPE_CHECKING:
+    from ccm.channels.pdf import PackFetcher
     from ccm.record import Record
     from ccm.record.policy import Policy
 
@@ -99,10 +99,7 @@ class Engine:
         self._brand_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self._sources_cache: dict[tuple[str, str], str] = {}
         self._budgets: dict[str, Budget] = {}
-        self._fetcher = pdf_channel.PackFetcher(
-            roots=[self.pack.root, self.templates_dir],
-            allowed_hosts=tuple(self.pack.security.get("allowed_hosts", ())),
-        )
+        self._pdf_fetcher: PackFetcher | None = None
         rule = self.pack.security.get("pdf_password")
         self.password_rule: PasswordRule | None = PasswordRule.from_mapping(rule) if rule else None
         self.record: Record | None = open_record(record, master_key)
@@ -601,6 +598,19 @@ class Engine:
                 "dir": "rtl" if self.pack.is_rtl(locale) else "ltr"}
 
     # -- channels ----------------------------------------------------------------
+
+    @property
+    def _fetcher(self) -> PackFetcher:
+        """The PDF layout's fetcher of the pack's assets, made on the first PDF (loading
+        the PDF channel loads WeasyPrint and Pango: a process making no PDF never does)."""
+        if self._pdf_fetcher is None:
+            from ccm.channels import pdf as pdf_channel
+
+            self._pdf_fetcher = pdf_channel.PackFetcher(
+                roots=[self.pack.root, self.templates_dir],
+                allowed_hosts=tuple(self.pack.security.get("allowed_hosts", ())),
+            )
+        return self._pdf_fetcher
 
     def password_hint(self, locale: str) -> str | None:
         """The pack's hint for the PDF password in ``locale`` (never the password)."""

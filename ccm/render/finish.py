@@ -11,7 +11,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ccm.channels import email as email_channel
-from ccm.channels import pdf as pdf_channel
 from ccm.channels import sms as sms_channel
 from ccm.errors import DataError, PackError, RenderError
 from ccm.message import PARSE_CONTENT, Message, Request
@@ -28,6 +27,10 @@ __all__ = ["finish_email", "finish_pdf", "finish_sms"]
 def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
                meter: Meter) -> None:
     """Lay out the PDF, encrypt it when confidential, and keep the archival copy."""
+    # WeasyPrint and Pango load on the first PDF (about half a second): a process that
+    # makes no PDF (an SMS or email batch, most CLI commands) never loads them.
+    from ccm.channels import pdf as pdf_channel
+
     rendered = engine._render(tpl, req, "pdf", message, meter, blocks=("title",))
     document = pdf_channel.render_document(
         rendered.text,
