@@ -105,7 +105,7 @@ def json_line(item: dict[str, Any]) -> bytes:
     for plain, escaped in ((b'"', b'\\"'), (b"\r", b"\\r"), (b"\n", b"\\n"), (b"\t", b"\\t")):
         if plain in raw:
             raw = raw.replace(plain, escaped)
-    head = json.dumps({**item, "content": ""}, ensure_ascii=True).encode("ascii")
+    head = _dumps({**item, "content": ""}).encode("ascii")
     return head[:-3] + b'"' + raw + b'"}\n'
 
 
