@@ -3,12 +3,15 @@
     python benchmarks/page_size_bench.py                      # CPU: interleaved rounds (~3 min)
     python benchmarks/page_size_bench.py --syscalls           # strace: calls and bytes (~2 min)
     python benchmarks/page_size_bench.py --sizes 4096,16384 --rounds 5
+    python benchmarks/page_size_bench.py --sizes 4096,16384 --channels sms --read-rounds 0
+    python benchmarks/page_size_bench.py --record-only --read-rounds 0   # append_many alone
 
 The machine may be loaded: the figures that do not depend on load are the
 system calls and bytes (``--syscalls``: each run under ``strace -f -y``,
 grouped by file: the record, its WAL, its shared memory, anything else), and
 sys CPU is taken from ``getrusage`` over many interleaved rounds (min and
-median per message). Each run makes a fresh record file whose page size is
+median per message, and the median of the differences to the first size
+paired by round). Each run makes a fresh record file whose page size is
 set before WAL, as :func:`ccm.record.connect._create_engine` does, and runs
 ``run_batch`` in-process (workers=0, durable, JSONL, master key). The read
 figures open a filled record (``--read-emails`` emails and ``--read-sms`` SMS,
@@ -21,8 +24,10 @@ For people: no target, no assertion.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -39,7 +44,8 @@ from typing import Any
 from _common import PACK, TEMPLATES, requests_for
 
 from ccm.batch import run_batch
-from ccm.record import MasterKey, Record
+from ccm.message import new_message_id
+from ccm.record import Entry, MasterKey, Record
 
 NOW = datetime(2026, 3, 2, 15, tzinfo=UTC)  # daytime in every sample's zone
 HERE = Path(__file__).resolve()
@@ -72,6 +78,45 @@ def _batch(work: Path, page_size: int, channel: str, n: int, tag: str,
     assert got == page_size, (got, page_size)
     return {"user_us": 1e6 * (u1 - u0) / n, "sys_us": 1e6 * (s1 - s0) / n,
             "db_bytes": db.stat().st_size}
+
+
+EMAIL = bytes(random.Random(12).randbytes(20_000))  # an email's .eml: about 20 KB
+SMS = (b"Hi Ada, your payment of GBP 120.00 for invoice INV-2041 is due on 12 Jan. "
+       b"Pay at https://acme.example/pay/8d1f or reply STOP to opt out.")
+
+
+def _chunk(tag: str, channel: str, size: int = 256) -> list[dict[str, Any]]:
+    """One batch chunk of new customers, shaped as the batch worker's entries."""
+    content = EMAIL if channel == "email" else SMS
+    digest = hashlib.sha256(content).hexdigest()
+    out = []
+    for i in range(size):
+        mid, customer = new_message_id(NOW), f"{tag}-{i:06d}"
+        out.append({"entry": Entry(
+            message_id=mid, idempotency_key=f"run-{tag}:payment_reminder:{customer}:{channel}",
+            params_sha256=hashlib.sha256(mid.encode()).hexdigest(), customer_id=customer,
+            channel=channel, template="payment_reminder", template_version="1.0.0",
+            pack="acme", pack_version="1.0.0", message_type="operational",
+            journey="collections", locale="en_GB", created_at=NOW, status="generated",
+            reason=None, content_sha256=digest, archival_sha256=None,
+            sources_sha256="5" * 64, archive_ref=None, segment="retail"),
+            "content": content, "archival": None, "caps": ()})
+    return out
+
+
+def _appends(work: Path, page_size: int, channel: str, n: int, tag: str,
+             key: MasterKey) -> dict[str, Any]:
+    """``append_many`` alone: chunks of 256 new customers, one transaction each."""
+    chunks = [_chunk(f"{tag}{c}", channel) for c in range(max(1, n // 256))]
+    db = work / "r.db"
+    _fresh(db, page_size)
+    with Record(f"sqlite:///{db}", master_key=key) as rec:
+        u0, s0 = _usage()
+        for chunk in chunks:
+            rec.append_many(chunk)
+        u1, s1 = _usage()
+    count = 256 * len(chunks)
+    return {"user_us": 1e6 * (u1 - u0) / count, "sys_us": 1e6 * (s1 - s0) / count}
 
 
 def _reads(db: Path, key: MasterKey, customers: list[str]) -> dict[str, Any]:
@@ -198,9 +243,12 @@ def _cpu(args: argparse.Namespace, sizes: list[int], key: MasterKey, root: Path)
     for r in range(args.rounds):
         order = sizes if r % 2 == 0 else sizes[::-1]
         for channel, n in (("email", args.email), ("sms", args.sms)):
+            if channel not in args.channels:
+                continue
             for size in order:
                 work = Path(tempfile.mkdtemp(dir=root))
-                got[(channel, size)].append(_batch(work, size, channel, n, f"R{r}", key))
+                run = _appends if args.record_only else _batch
+                got[(channel, size)].append(run(work, size, channel, n, f"R{r}", key))
                 shutil.rmtree(work)
         if r < args.read_rounds:
             for size in order:
@@ -216,6 +264,21 @@ def _cpu(args: argparse.Namespace, sizes: list[int], key: MasterKey, root: Path)
         tot = [x[fields[0]] + x[fields[1]] for x in runs]
         cols.append(f"total {min(tot):7.1f} / {statistics.median(tot):7.1f}")
         print(f"  {what:5} {size:6}: " + "  ".join(cols))
+    # Paired by round (the runs of one round are next to each other: the same load).
+    base = sizes[0]
+    for (what, size), runs in sorted(got.items()):
+        if size == base:
+            continue
+        fields = ("user_ms", "sys_ms") if what == "reads" else ("user_us", "sys_us")
+        cols = []
+        for f in (*fields, "total"):
+            diffs = [(x[f] if f != "total" else x[fields[0]] + x[fields[1]])
+                     - (y[f] if f != "total" else y[fields[0]] + y[fields[1]])
+                     for x, y in zip(runs, got[(what, base)], strict=True)]
+            q = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else [diffs[0]] * 3
+            lower = sum(d < 0 for d in diffs)
+            cols.append(f"{f} {q[1]:+.1f} ({q[0]:+.1f}..{q[2]:+.1f}, lower {lower}/{len(diffs)})")
+        print(f"  {what:5} {size:6} - {base}, paired median (quartiles): " + "  ".join(cols))
 
 
 def main() -> None:
@@ -228,7 +291,10 @@ def main() -> None:
     parser.add_argument("--read-emails", type=int, default=2000)
     parser.add_argument("--read-sms", type=int, default=4000)
     parser.add_argument("--read-customers", type=int, default=200)
+    parser.add_argument("--channels", default="email,sms")
     parser.add_argument("--syscalls", action="store_true")
+    parser.add_argument("--record-only", action="store_true",
+                        help="time Record.append_many alone (no rendering)")
     # internal: one run in a child process
     parser.add_argument("--child", choices=("batch", "reads"), help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -241,6 +307,7 @@ def main() -> None:
         _child(args)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
+    args.channels = args.channels.split(",")
     root = Path(tempfile.mkdtemp(prefix="ccm-bench-page-"))
     try:
         key = MasterKey.generate()
