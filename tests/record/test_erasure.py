@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import ccm.record.connect as connect
 from ccm.cli.record import record as record_group
 from ccm.errors import AlreadyErased, ContentErased, CustomerNotFound, ErasurePending
 from ccm.record import MasterKey, Record
@@ -85,6 +86,25 @@ def test_erase_waits_for_a_reader_then_leaves_no_byte(db: Path, tmp_path: Path) 
     assert rec.pending_erasures() == {}
     assert rec.verify().ok
     rec.close()
+
+
+@pytest.mark.parametrize("page_size", [4096, 65536])
+def test_erase_leaves_no_byte_whatever_the_page_size(db: Path, tmp_path: Path, page_size: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """secure_delete zeroes freed pages of any size: a record made with SQLite's old default
+    (4096, every record before NEW_PAGE_SIZE) and one with the largest page (65536)."""
+    monkeypatch.setattr(connect, "NEW_PAGE_SIZE", page_size)
+    rec = Record(db, master_key=MasterKey.generate(), erase_wait=60)
+    wrapped, blobs = _fill(rec)
+    done = rec.erase("GONE")
+    copied = _snapshot_files(db, tmp_path / "copy")
+    assert done.flushed and done.data_key_destroyed and done.blobs_deleted == 6
+    _assert_gone(copied, wrapped, blobs)
+    assert rec.verify().ok
+    rec.close()
+    page = sqlite3.connect(db)
+    assert page.execute("PRAGMA page_size").fetchone()[0] == page_size
+    page.close()
 
 
 def test_a_reader_held_too_long_leaves_the_erasure_pending(db: Path, tmp_path: Path) -> None:
