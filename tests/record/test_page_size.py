@@ -107,6 +107,8 @@ def test_a_read_only_or_memory_record_sets_no_page_size(tmp_path: Path,
     with Record(sqlite_url(db), master_key=master_key, read_only=True) as rec:
         assert rec.content("a-1") == BLOB
     assert _page_size(db) == NEW_PAGE_SIZE
-    with Record("sqlite://", master_key=master_key) as rec:
+    with Record("sqlite://", master_key=master_key) as rec:  # memory: SQLite's own default
         _fill(rec, range(2), tag="m")
         assert rec.content("m-1") == BLOB
+        with rec.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
