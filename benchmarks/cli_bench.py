@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -152,6 +153,7 @@ def bench_channel(channel: str, small: int, large: int, rounds: int,
         naive_s = best_of(rounds, {"naive": naive.run})["naive"]
         wall_one, wall_two = _marginal_walls(channel, small, large, wall_rounds or rounds, work,
                                              extra)
+        ceiling = machine_ceiling()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     per_msg = (best_large - best_small) / (large - small)
@@ -171,6 +173,7 @@ def bench_channel(channel: str, small: int, large: int, rounds: int,
                f"{channel}: ccm batch --output-format {fmt}, 2 workers vs 1 (marginal wall "
                "clock)", wall_one / wall_two, "x", target=1.8,
                details={"one_worker_s": round(wall_one, 2), "two_workers_s": round(wall_two, 2),
+                        "machine_two_vs_one": round(ceiling, 2),
                         "messages": [small, large], "load": load_average()}),
         Result(f"g-{channel}-{fmt}-parent",
                f"{channel}: ccm batch --output-format {fmt}, the parent's share of all CPU "
@@ -207,16 +210,46 @@ def _marginal_walls(channel: str, small: int, large: int, rounds: int, work: Pat
     return max(one, 1e-9), max(two, 1e-9)
 
 
+def _spin(n: int) -> float:
+    """CPU-bound pure Python for the machine's own ceiling; its wall seconds."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i * i
+    return time.perf_counter() - start
+
+
+def machine_ceiling(rounds: int = 3, n: int = 8_000_000) -> float:
+    """Two CPU-bound processes vs one on this machine: ``2 * one / two`` (best of rounds).
+
+    The ceiling any "2 workers vs 1" figure can reach here, measured in the same
+    invocation: a shared virtual machine's two cores do not always give twice one
+    (on this one a plain loop read 1.76x-2.27x from one minute to the next).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    best = 0.0
+    with ctx.Pool(2) as pool:
+        pool.map(_spin, [1000, 1000])  # started and imported before the timing
+        for _ in range(rounds):
+            one = _spin(n)
+            start = time.perf_counter()
+            pool.map(_spin, [n, n], chunksize=1)
+            best = max(best, 2 * one / (time.perf_counter() - start))
+    return best
+
+
 def bench_pdf_workers(small: int, large: int, rounds: int) -> list[Result]:
     """PDF (monthly_statement, AES-256): 2 workers vs 1, marginal wall clock."""
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-cli-"))
     try:
         one, two = _marginal_walls("pdf", small, large, rounds, work, (), "monthly_statement")
+        ceiling = machine_ceiling()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return [Result("g-pdf-workers", "pdf: ccm batch, 2 workers vs 1 (marginal wall clock)",
                    one / two, "x", target=1.8,
                    details={"one_worker_s": round(one, 2), "two_workers_s": round(two, 2),
+                            "machine_two_vs_one": round(ceiling, 2),
                             "messages": [small, large], "load": load_average()})]
 
 
