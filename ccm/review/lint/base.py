@@ -39,7 +39,11 @@ class LinterBase:
         self.pack = engine.pack
         self.engine_templates = Path(engine.templates_dir)
         self.templates_dir = (templates_dir or self.engine_templates).resolve()
-        self.env = create_environment(self.pack.layouts_dir, self.engine_templates)
+        # The engine's own containment: a stand-in's symlinked template folders keep their
+        # files in their own roots (as Engine builds its environment).
+        self.env = create_environment(
+            self.pack.layouts_dir, self.engine_templates, self.pack.root,
+            {tpl_id: tpl.root for tpl_id, tpl in engine.templates.items()})
         self.palette = Palette(self.pack.palette)
         self.tone = ToneRules.from_mapping(self.pack.tone)
         self.config = PackConfig.from_mapping(self.pack.lint)
