@@ -295,5 +295,10 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
-    for result in run("--quick" in sys.argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer messages, one round (figures for a smoke run)")
+    for result in run(parser.parse_args().quick):
         print(result.id, round(result.value, 3), result.unit, result.details)

@@ -283,16 +283,27 @@ def _cpu(args: argparse.Namespace, sizes: list[int], key: MasterKey, root: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="4096,8192,16384,65536")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--read-rounds", type=int, default=5)
-    parser.add_argument("--email", type=int, default=512)
-    parser.add_argument("--sms", type=int, default=2048)
-    parser.add_argument("--read-emails", type=int, default=2000)
-    parser.add_argument("--read-sms", type=int, default=4000)
-    parser.add_argument("--read-customers", type=int, default=200)
-    parser.add_argument("--channels", default="email,sms")
-    parser.add_argument("--syscalls", action="store_true")
+    parser.add_argument("--sizes", default="4096,8192,16384,65536",
+                        help="page sizes to compare, comma-separated (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved rounds of the batches (default: %(default)s)")
+    parser.add_argument("--read-rounds", type=int, default=5,
+                        help="rounds of the reads (default: %(default)s)")
+    parser.add_argument("--email", type=int, default=512,
+                        help="emails per batch (default: %(default)s)")
+    parser.add_argument("--sms", type=int, default=2048,
+                        help="SMS per batch (default: %(default)s)")
+    parser.add_argument("--read-emails", type=int, default=2000,
+                        help="emails in the record the reads run on (default: %(default)s)")
+    parser.add_argument("--read-sms", type=int, default=4000,
+                        help="SMS in the record the reads run on (default: %(default)s)")
+    parser.add_argument("--read-customers", type=int, default=200,
+                        help="customers whose timeline and export are read (default: %(default)s)")
+    parser.add_argument("--channels", default="email,sms",
+                        help="batches to run, comma-separated (default: %(default)s)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count system calls and bytes per record file under strace "
+                             "instead of timing CPU")
     parser.add_argument("--record-only", action="store_true",
                         help="time Record.append_many alone (no rendering)")
     # internal: one run in a child process

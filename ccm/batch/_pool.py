@@ -46,8 +46,10 @@ class _Pool:
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             preload = ["ccm.batch._commit", "ccm.render.engine", "ccm.record"]
-            if "pdf" in self.spec.channels:  # WeasyPrint loaded once, not in every worker
-                preload.append("ccm.channels.pdf")
+            if self.spec.makes_pdf or "pdf" in self.spec.channels:
+                # WeasyPrint loaded once, not in every worker (nothing where it cannot load:
+                # the forkserver stops on any error of a preload but ImportError).
+                preload.append("ccm.batch._pdf_preload")
             ctx.set_forkserver_preload(preload)
         return cf.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx, initializer=_init_worker,

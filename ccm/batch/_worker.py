@@ -50,6 +50,9 @@ class _Spec:
     options: RenderOptions | None = None
     limits: WorkerLimits | None = None
     now: datetime | None = None
+    #: The run makes PDFs: on the pdf channel, or attached to (or linked from) its emails.
+    #: Workers then load the PDF channel before their memory cap.
+    makes_pdf: bool = False
 
 
 @dataclass
@@ -106,7 +109,7 @@ def _init_worker(spec: _Spec) -> None:
     """Process-pool initializer: load the engine, then cap the address space."""
     global _LIMITED
     _engine_for(spec)
-    if "pdf" in spec.channels:
+    if spec.makes_pdf or "pdf" in spec.channels:
         _warm_up_pdf()
     # The engine, pack, templates and locale data live as long as the worker:
     # out of the collector's sight, so no collection walks them again.

@@ -46,8 +46,12 @@ def _weasyprint() -> Check:
 
 
 def _harfbuzz() -> Check:
-    from ccm.channels.pdf import harfbuzz_subset
-
+    try:
+        from ccm.channels.pdf import harfbuzz_subset
+    except (ImportError, OSError):  # WeasyPrint cannot load: its own check says why
+        return Check("HarfBuzz subsetter (fast PDF fonts)", False,
+                     "unknown: WeasyPrint cannot load", "apt-get install libharfbuzz-subset0",
+                     True)
     ok = harfbuzz_subset()
     return Check("HarfBuzz subsetter (fast PDF fonts)", ok,
                  "libharfbuzz-subset" if ok else "missing: PDFs take ~3x as long (fontTools)",

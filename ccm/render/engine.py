@@ -30,7 +30,7 @@ from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
 from ccm.render.budget import Budget, Meter
 from ccm.render.environment import create_environment, gettext_functions, render_source
-from ccm.render.finish import finish_email, finish_pdf, finish_sms, link_document
+from ccm.render.finish import finish_email, finish_pdf, finish_sms, link_document, pdf_channel
 from ccm.render.fold import Constants, FoldedEnvironments
 from ccm.render.i18n import catalog_for
 from ccm.render.options import DEFAULT, RenderOptions
@@ -604,9 +604,7 @@ class Engine:
         """The PDF layout's fetcher of the pack's assets, made on the first PDF (loading
         the PDF channel loads WeasyPrint and Pango: a process making no PDF never does)."""
         if self._pdf_fetcher is None:
-            from ccm.channels import pdf as pdf_channel
-
-            self._pdf_fetcher = pdf_channel.PackFetcher(
+            self._pdf_fetcher = pdf_channel().PackFetcher(
                 roots=[self.pack.root, self.templates_dir],
                 allowed_hosts=tuple(self.pack.security.get("allowed_hosts", ())),
             )

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ccm.channels import email as email_channel
 from ccm.channels import sms as sms_channel
-from ccm.errors import DataError, PackError, RenderError
+from ccm.errors import ConfigError, DataError, PackError, RenderError
 from ccm.message import PARSE_CONTENT, Message, Request
 from ccm.render.budget import Meter
 from ccm.render.security import encrypt_pdf, password_for
@@ -21,18 +22,31 @@ if TYPE_CHECKING:
     from ccm.render.engine import Engine
     from ccm.render.template import Template
 
-__all__ = ["finish_email", "finish_pdf", "finish_sms"]
+__all__ = ["finish_email", "finish_pdf", "finish_sms", "pdf_channel"]
+
+
+def pdf_channel() -> ModuleType:
+    """:mod:`ccm.channels.pdf`, loaded with the first PDF (WeasyPrint and Pango take about
+    half a second to load: a process making no PDF never loads them).
+
+    Where they cannot load (Pango's libraries missing), a :class:`~ccm.errors.ConfigError`
+    that says so: no PDF can be made until the machine is fixed, so a batch stops.
+    """
+    try:
+        from ccm.channels import pdf
+    except (ImportError, OSError) as exc:
+        raise ConfigError(
+            f"PDFs need WeasyPrint and Pango, which cannot load on this machine "
+            f"({type(exc).__name__}: {exc}); `ccm doctor` says what to install") from None
+    return pdf
 
 
 def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
                meter: Meter) -> None:
     """Lay out the PDF, encrypt it when confidential, and keep the archival copy."""
-    # WeasyPrint and Pango load on the first PDF (about half a second): a process that
-    # makes no PDF (an SMS or email batch, most CLI commands) never loads them.
-    from ccm.channels import pdf as pdf_channel
-
+    pdf = pdf_channel()
     rendered = engine._render(tpl, req, "pdf", message, meter, blocks=("title",))
-    document = pdf_channel.render_document(
+    document = pdf.render_document(
         rendered.text,
         base_url=engine.pack.root.as_uri() + "/",
         fetcher=engine._fetcher,
@@ -40,8 +54,8 @@ def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
     )
     # An address line too long for the window is the customer's data, not ours to cut.
     # (Only layouts that mark such text need the walk over every box.)
-    if pdf_channel.FIT_ATTRIBUTE in rendered.text:
-        pdf_channel.check_fit(document, template=tpl.id, customer_id=req.customer_id)
+    if pdf.FIT_ATTRIBUTE in rendered.text:
+        pdf.check_fit(document, template=tpl.id, customer_id=req.customer_id)
     title = rendered.blocks.get("title") or tpl.name
     meta: dict[str, Any] = {
         "title": title,
@@ -62,7 +76,7 @@ def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
         if engine.pack.security.get("archive_pdfa", True) and engine.options.archival:
             request_json = json.dumps(req.to_dict(), sort_keys=True, indent=2,
                                       ensure_ascii=False).encode()
-            message.archival = pdf_channel.write_pdf(
+            message.archival = pdf.write_pdf(
                 document, **meta, variant="pdf/a-3b",
                 attachments=[("request.json", request_json, "application/json")],
             )
@@ -71,16 +85,16 @@ def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
             # One WeasyPrint write: qpdf strips what PDF/A added while it encrypts.
             message.content = encrypt_pdf(
                 message.archival, password,
-                edit=pdf_channel.delivery_from_archival(metadata),
+                edit=pdf.delivery_from_archival(metadata),
             )
         else:
-            delivery = pdf_channel.write_pdf(document, **meta, metadata=metadata)
+            delivery = pdf.write_pdf(document, **meta, metadata=metadata)
             message.content = encrypt_pdf(delivery, password)
         message.encrypted = True
         message.password_hint = engine.password_hint(message.locale)
     else:
         variant = "pdf/a-3b" if engine.options.pdfa else None
-        message.content = pdf_channel.write_pdf(document, **meta, variant=variant)
+        message.content = pdf.write_pdf(document, **meta, variant=variant)
 
 def finish_email(
     engine: Engine,

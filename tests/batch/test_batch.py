@@ -447,3 +447,18 @@ def test_cli_refuses_an_unknown_output_format(
     err = capsys.readouterr().err
     assert "'files'" in err and "'jsonl'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_emails_that_attach_their_pdf_load_the_pdf_channel_before_the_memory_cap(
+    tmp_path: Path, record_url: str
+) -> None:
+    """monthly_statement attaches its PDF to the email: an email-only run makes PDFs too, so
+    its workers load WeasyPrint and qpdf before their address-space cap (as a pdf run's do),
+    not on the first row under it."""
+    out = tmp_path / "out"
+    summary = run_batch("monthly_statement", statements(2), pack=PACK, templates=TEMPLATES,
+                        out=out, record_url=record_url, run_id="r1", workers=1,
+                        channels=["email"], limits=WorkerLimits(memory_mb=64, cpu_seconds=60),
+                        now=DAYTIME)
+    assert _errors(out) == []
+    assert summary.generated == 2
