@@ -454,11 +454,14 @@ def test_emails_that_attach_their_pdf_load_the_pdf_channel_before_the_memory_cap
 ) -> None:
     """monthly_statement attaches its PDF to the email: an email-only run makes PDFs too, so
     its workers load WeasyPrint and qpdf before their address-space cap (as a pdf run's do),
-    not on the first row under it."""
+    not on the first row under it. Loading and a first layout take about 190 MB of address
+    space: under a 128 MB cap that fails every row; after the warm-up the cap leaves room
+    for the statements and a Pango thread that starts later (about 72 MB: a stack and a
+    malloc arena; 64 MB was too tight for it)."""
     out = tmp_path / "out"
     summary = run_batch("monthly_statement", statements(2), pack=PACK, templates=TEMPLATES,
                         out=out, record_url=record_url, run_id="r1", workers=1,
-                        channels=["email"], limits=WorkerLimits(memory_mb=64, cpu_seconds=60),
+                        channels=["email"], limits=WorkerLimits(memory_mb=128, cpu_seconds=60),
                         now=DAYTIME)
     assert _errors(out) == []
     assert summary.generated == 2
