@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ccm.pack.loader import LAYOUTS
-from ccm.render.environment import create_environment
 from ccm.render.template import SOURCES, Template
 from ccm.review.lint.colors import ColorProblem, MjmlLayout, Palette
 from ccm.review.lint.findings import Finding, PackConfig, dedupe, make
@@ -39,11 +38,9 @@ class LinterBase:
         self.pack = engine.pack
         self.engine_templates = Path(engine.templates_dir)
         self.templates_dir = (templates_dir or self.engine_templates).resolve()
-        # The engine's own containment: a stand-in's symlinked template folders keep their
-        # files in their own roots (as Engine builds its environment).
-        self.env = create_environment(
-            self.pack.layouts_dir, self.engine_templates, self.pack.root,
-            {tpl_id: tpl.root for tpl_id, tpl in engine.templates.items()})
+        # The engine's own environment: its containment (a stand-in's symlinked template
+        # folders keep their files in their own roots), its sandbox, its compiled sources.
+        self.env = engine._env
         self.palette = Palette(self.pack.palette)
         self.tone = ToneRules.from_mapping(self.pack.tone)
         self.config = PackConfig.from_mapping(self.pack.lint)
