@@ -46,7 +46,7 @@ class _Pool:
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             preload = ["ccm.batch._commit", "ccm.render.engine", "ccm.record"]
-            if self.spec.makes_pdf or "pdf" in self.spec.channels:
+            if self.spec.makes_pdf:
                 # WeasyPrint loaded once, not in every worker (nothing where it cannot load:
                 # the forkserver stops on any error of a preload but ImportError).
                 preload.append("ccm.batch._pdf_preload")

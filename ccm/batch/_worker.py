@@ -50,9 +50,14 @@ class _Spec:
     options: RenderOptions | None = None
     limits: WorkerLimits | None = None
     now: datetime | None = None
-    #: The run makes PDFs: on the pdf channel, or attached to (or linked from) its emails.
-    #: Workers then load the PDF channel before their memory cap.
-    makes_pdf: bool = False
+    #: The run's emails carry the template's PDF (attached, or linked for retrieval).
+    email_pdf: bool = False
+
+    @property
+    def makes_pdf(self) -> bool:
+        """The run makes PDFs (its pdf channel, or its emails' PDFs): its workers load the
+        PDF channel before their memory cap, its forkserver preloads it."""
+        return "pdf" in self.channels or self.email_pdf
 
 
 @dataclass
@@ -109,7 +114,7 @@ def _init_worker(spec: _Spec) -> None:
     """Process-pool initializer: load the engine, then cap the address space."""
     global _LIMITED
     _engine_for(spec)
-    if spec.makes_pdf or "pdf" in spec.channels:
+    if spec.makes_pdf:
         _warm_up_pdf()
     # The engine, pack, templates and locale data live as long as the worker:
     # out of the collector's sight, so no collection walks them again.

@@ -220,9 +220,8 @@ class _Batch(_Resume):
             template=template, run_id=self.run_id, channels=self.channels, locale=locale,
             print_copy=print_file, options=options,
             limits=limits if limits is not None else WorkerLimits(), now=now,
-            makes_pdf="pdf" in self.channels or (
-                "email" in self.channels and "pdf" in self.tpl.channels
-                and (self.tpl.attach_pdf or self.engine._links_document(self.tpl))),
+            email_pdf="email" in self.channels and "pdf" in self.tpl.channels
+            and (self.tpl.attach_pdf or self.engine._links_document(self.tpl)),
         )
         self.record = self._open_record(record_url or default_record_url(), master_key)
         self._owns_record = self.record is not record_url
