@@ -69,7 +69,7 @@ MAX_ERRORS_SHOWN = 20
               show_default=True, metavar="SECONDS",
               help="CPU seconds per document before its worker is killed and replaced.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Rows per worker task [default: sized to ~50 ms of work].")
+              help="Rows per worker task [default: sized to ~0.2 s of work, at most 256].")
 @as_of_option
 @click.option("--no-fsync", is_flag=True,
               help="Do not fsync files before the record commit (faster; after a power cut "
