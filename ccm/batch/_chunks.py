@@ -32,7 +32,8 @@ from typing import Any
 from ccm._util import json_encoder_once, safe_filename
 from ccm.batch._output import _Output
 
-__all__ = ["FORMATS", "JSONL_ABOVE", "TEXT_CHANNELS", "ChunkFiles", "json_line", "message_line"]
+__all__ = ["FORMATS", "JSONL_ABOVE", "TEXT_CHANNELS", "ChunkFiles", "format_begun", "json_line",
+           "message_line"]
 
 #: Output formats: one file per message, or one JSONL file / zip archive per commit for
 #: text channels.
@@ -107,6 +108,24 @@ def json_line(item: dict[str, Any]) -> bytes:
             raw = raw.replace(plain, escaped)
     head = _dumps({**item, "content": ""}).encode("ascii")
     return head[:-3] + b'"' + raw + b'"}\n'
+
+
+def format_begun(output: _Output, run_id: str) -> str | None:
+    """The output format run ``run_id`` began with in ``output``, or None (a new run).
+
+    The run's note in the folder (:meth:`_Output.note_run_format`), else the kind of
+    its chunk files there (a run begun before runs kept notes; a run in ``files`` then
+    leaves no trace of its format, and is taken as new).
+    """
+    noted = output.run_format()
+    if noted is not None:
+        return noted
+    pattern = re.compile(re.escape(f"messages-{safe_filename(run_id)}-") + r"\d+\.(jsonl|zip)")
+    for name in output.names():
+        match = pattern.fullmatch(name)
+        if match is not None:
+            return match.group(1)
+    return None
 
 
 def content_of(line: dict[str, Any]) -> bytes:

@@ -40,7 +40,7 @@ from ccm.batch._worker import (
     _Spec,
     render_rows,
 )
-from ccm.errors import MessageError
+from ccm.errors import IdempotencyConflict, MessageError
 from ccm.message import SUFFIXES
 
 logger = logging.getLogger("ccm.batch.run")
@@ -435,6 +435,16 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, name="ccm-parent-watch", daemon=True).start()
 
 
+def _conflict_message(customer_id: str, channel: str, message_id: str | None) -> str:
+    """What an operator reads when a row's key is recorded for other data (errors.jsonl)."""
+    made = f" (message {message_id})" if message_id else ""
+    what = {"sms": "an SMS", "email": "an email", "pdf": "a PDF"}.get(channel, channel)
+    return (f"customer {customer_id} already has {what} in this run, made from "
+            f"other data{made}: a run makes one message per customer and channel. If the "
+            "input holds this customer twice, keep one row; if the data changed since the "
+            "run began, send it in a new run (another --run-id)")
+
+
 def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],
                ) -> dict[int, tuple[str, str | None, str]]:
     """Append ``pending`` to the record in one bulk call.
@@ -472,6 +482,9 @@ def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],
         if isinstance(result, BaseException):
             out[id(p)] = ("failed", None, entry.message_id)
             p.error = _describe_error(result)
+            if isinstance(result, IdempotencyConflict):
+                p.error["message"] = _conflict_message(entry.customer_id, entry.channel,
+                                                       getattr(result, "message_id", None))
             continue
         status = result.status
         if status in ("appended", "generated", "ok", "new", "recorded"):

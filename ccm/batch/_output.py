@@ -46,6 +46,8 @@ class _Output:
             self.root = str(Path(name.removeprefix("file://")).resolve())
             Path(self.root).mkdir(parents=True, exist_ok=True)
         self.staging = f"{self.root}/.ccm-staging-{tag}"
+        #: What the run began with (its output format), kept in the folder after the run.
+        self.marker = f"{self.root}/.ccm-run-{tag}.json"
         self._made_staging = False
 
     @property
@@ -147,16 +149,46 @@ class _Output:
         return data
 
     def has_files(self) -> bool:
-        """Whether the folder holds anything but staging folders (then names may be taken)."""
+        """Whether the folder holds anything but ccm's own staging folders and run notes
+        (then names may be taken)."""
+        return any(not name.startswith((".ccm-staging-", ".ccm-run-")) for name in self.names())
+
+    def names(self) -> list[str]:
+        """The names in the folder itself, sorted."""
         if self.local:
-            with os.scandir(self.root) as entries:
-                return any(not e.name.startswith(".ccm-staging-") for e in entries)
+            try:
+                return sorted(os.listdir(self.root))
+            except FileNotFoundError:
+                return []
         try:
             listed = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:  # object stores have no empty folders
-            return False
-        return any(not str(p).rstrip("/").rsplit("/", 1)[-1].startswith(".ccm-staging-")
-                   for p in listed)
+            return []
+        return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in listed)
+
+    def run_format(self) -> str | None:
+        """The output format this run began with in this folder (its note), or None."""
+        try:
+            if self.local:
+                text = Path(self.marker).read_text(encoding="utf-8")
+            else:
+                text = self.fs.cat_file(self.marker).decode("utf-8")
+            value = json.loads(text).get("output_format")
+        except (FileNotFoundError, ValueError, AttributeError, UnicodeDecodeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def note_run_format(self, run_id: str, output_format: str) -> None:
+        """Keep the run's output format in the folder (once), so a rerun resumes with it."""
+        if self.run_format() == output_format:
+            return
+        data = json.dumps({"run_id": run_id, "output_format": output_format}).encode() + b"\n"
+        if self.local:
+            from ccm._util import atomic_write
+
+            atomic_write(self.marker, data)
+        else:
+            self.fs.pipe_file(self.marker, data)
 
     def staged_exists(self, name: str) -> bool:
         target = self.staged(name)
@@ -272,7 +304,8 @@ class _Output:
                 customer_id, message_id = seen[line]
                 copy = f"print/{message_id}.pdf"
                 if not self.staged_exists(copy):
-                    logger.warning("no print copy for message %s (line %s)", message_id, line)
+                    logger.warning("no print copy for message %s (line %s)", message_id, line,
+                                   extra={"operator": True})
                     continue
                 entries.append(stream.add(self.read_staged(copy), customer_id, message_id))
             stream.close()

@@ -191,7 +191,7 @@ class _Resume:
                 return True
             logger.warning("%s does not hold message %s (its SHA-256 differs from the "
                            "record's); repairing it", self.output.display(final),
-                           entry.message_id)
+                           entry.message_id, extra={"operator": True})
         content = self._archived(entry.message_id)
         if content is not None and hashlib.sha256(content).hexdigest() == entry.content_sha256:
             self.output.write(final, content)

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ccm.batch._chunks import FORMATS, ChunkFiles
+from ccm.batch._chunks import FORMATS, JSONL_ABOVE, TEXT_CHANNELS, ChunkFiles, format_begun
 from ccm.batch._commit import Row, _Committer, _Sink, _TaskResult, max_rss_mb
 from ccm.batch._output import _Output
 from ccm.batch._pool import _is_worker_death, _Pool
@@ -126,7 +126,7 @@ def run_batch(
     total: int | None = None,
     master_key: Any = None,
     now: datetime | None = None,
-    output_format: str = "files",
+    output_format: str | None = None,
 ) -> BatchSummary:
     """Render ``template`` for every request and keep the record; resumable by ``run_id``.
 
@@ -144,8 +144,12 @@ def run_batch(
     sees (quiet hours), e.g. to run "as of" a send time; default: the clock.
     ``output_format`` ``"jsonl"`` writes SMS and email messages into one JSONL
     file per task (one record commit, ``out/messages-<run id>-<seq>.jsonl``)
-    instead of one file each, ``"zip"`` into one zip archive per task; resume a
-    run with the format it started with. Workers record and write what they
+    instead of one file each, ``"zip"`` into one zip archive per task. ``None``
+    (the default): the format the run began with in ``out`` when it is resumed,
+    else ``"jsonl"`` when ``total`` is over :data:`~ccm.batch._chunks.JSONL_ABOVE`
+    rows, else ``"files"``. A run resumed with another format than it began with
+    is a :class:`~ccm.errors.ConfigError` (its messages would be written twice,
+    in both forms). Workers record and write what they
     render themselves: they open ``record_url`` (with the record's master key)
     and write into ``out``, so both must be reachable from them.
     """
@@ -192,14 +196,16 @@ class _Batch(_Resume):
                  limits: WorkerLimits | None, options: RenderOptions | None,
                  chunk_size: int | None, window: int | None, durable: bool,
                  total: int | None, master_key: Any, now: datetime | None,
-                 output_format: str = "files") -> None:
-        from ccm.errors import UnknownChannel
+                 output_format: str | None = None) -> None:
+        from ccm.errors import UnknownChannel, UnknownLocale
         from ccm.render.engine import Engine, default_record_url
 
         if workers < 0:
             raise ValueError("workers must be 0 or more")
-        if output_format not in FORMATS:
+        if output_format is not None and output_format not in FORMATS:
             raise ValueError(f"output_format must be one of {', '.join(FORMATS)}")
+        if run_id is not None and not run_id.strip():
+            raise ValueError("run_id is empty: give a run id, or None for a new one")
         self.engine = Engine(pack, templates, record=None, options=options)
         self.tpl = self.engine.template(template)
         wanted = tuple(channels) if channels else tuple(c for c in CHANNELS
@@ -212,6 +218,11 @@ class _Batch(_Resume):
                     template=self.tpl.id, channel=channel, available=list(self.tpl.channels),
                 )
         self.channels = tuple(c for c in CHANNELS if c in wanted)
+        locales = self.engine.pack.locales
+        if locale is not None and locale not in locales:  # before anything is written
+            raise UnknownLocale(
+                f"pack {self.engine.pack.id!r} has no locale {locale!r}; it has: "
+                f"{', '.join(locales)}", locale=locale, available=list(locales))
         if print_file and "pdf" not in self.channels:
             raise ValueError("--print-file needs the pdf channel")
         self.run_id = run_id or new_run_id()
@@ -229,6 +240,7 @@ class _Batch(_Resume):
         self.on_event = on_event
         self._lock = self._wait_for_writers()
         try:  # the folder lock is released if the run cannot start
+            output_format = self._output_format(output_format, total)
             self._had_files = self.output.has_files()
             self.chunks = (ChunkFiles(self.output, self.run_id, output_format)
                            if output_format != "files" else None)
@@ -270,6 +282,28 @@ class _Batch(_Resume):
         self._ahead: deque[InputRow] = deque()
         self._known: dict[str, Any] = {}
         self._consent: dict[str, Any] = {}
+
+    def _output_format(self, asked: str | None, total: int | None) -> str:
+        """The run's output format: ``asked``, else the one it began with, else by size.
+
+        Kept in the output folder for text channels (PDFs are files in every format);
+        a resumed run asked for another one than it began with stops here, before
+        anything is written twice.
+        """
+        text = bool(TEXT_CHANNELS.intersection(self.channels))
+        began = format_begun(self.output, self.run_id) if text else None
+        if asked is None:
+            asked = began or ("jsonl" if total is not None and total > JSONL_ABOVE else "files")
+        elif began is not None and began != asked:
+            raise ConfigError(
+                f"run {self.run_id} began with output format {began!r} in "
+                f"{self.output.display('')}: resume it with that format (ccm batch "
+                f"--output-format {began}), or start a new run (another run id) for "
+                f"{asked!r}; with both, its messages would be written twice",
+                out=self.output.url, output_format=asked)
+        if text:
+            self.output.note_run_format(self.run_id, asked)
+        return asked
 
     def _wait_for_writers(self) -> int | None:
         """Wait until nothing else writes into ``out/`` (another run, or workers of a killed
@@ -509,7 +543,7 @@ class _Batch(_Resume):
                 retried += 1
         if retried:
             logger.warning("a worker process died; %d row(s) will be retried one at a time",
-                           retried)
+                           retried, extra={"operator": True})
 
     def _again(self, task: _Task) -> list[tuple[Row, frozenset[tuple[int, str]]]]:
         """The rows of a task whose worker died, looked up in the record again."""

@@ -34,7 +34,9 @@ from .conftest import (
 
 
 def _files(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if p.is_file())
+    """The run's files, without its note of its output format (``.ccm-run-*.json``)."""
+    return sorted(p.name for p in out.iterdir()
+                  if p.is_file() and not p.name.startswith(".ccm-run-"))
 
 
 def _no_temp_files(out: Path) -> None:
@@ -150,6 +152,27 @@ def test_rerun_with_changed_data_is_a_conflict_not_a_silent_skip(
     assert (again.generated, again.skipped, again.failed) == (0, 1, 1)
     (error,) = _errors(out)
     assert error["customer_id"] == "N0001" and error["error"] == "IdempotencyConflict"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_customer_twice_in_one_input_is_reported_as_such(
+    tmp_path: Path, record_url: str, workers: int
+) -> None:
+    """The second row of a customer (other data) fails with what to do; the first is sent."""
+    out = tmp_path / "out"
+    rows = notes(2)
+    again = json.loads(json.dumps(rows[0]))
+    again["data"]["amount"] = 999
+    summary = run_batch("quick_note", [*rows, again], now=DAYTIME, pack=PACK,
+                        templates=TEST_TEMPLATES, out=out, record_url=record_url, run_id="r1",
+                        workers=workers, channels=["sms"])
+    assert (summary.generated, summary.failed) == (2, 1)
+    (error,) = _errors(out)
+    assert (error["line"], error["customer_id"], error["error"]) == (
+        3, "N0000", "IdempotencyConflict")
+    assert error["message"].startswith("customer N0000 already has an SMS in this run, "
+                                       "made from other data (message ")
+    assert "keep one row" in error["message"] and "another --run-id" in error["message"]
 
 
 def test_a_missing_file_is_restored_from_the_archive(

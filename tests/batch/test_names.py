@@ -45,8 +45,9 @@ def assert_one_matching_file_each(out: Path, url: str, run_id: str, ids: list[st
                                   open_record: Callable[..., Any], channel: str = "sms") -> None:
     """Every customer has exactly its own file, whose SHA-256 is the record's."""
     record = open_record(url)
-    names = sorted(p.name for p in out.iterdir()
-                   if p.name not in ("errors.jsonl", "README.txt"))
+    names = sorted(p.name for p in out.iterdir()  # and the run's note of its format
+                   if p.name not in ("errors.jsonl", "README.txt")
+                   and not p.name.startswith(".ccm-run-"))
     assert names == sorted(out_name(cid, channel) for cid in ids)
     for cid in ids:
         entry = record.find_key(f"{run_id}:quick_note:{cid}:{channel}")
@@ -101,7 +102,8 @@ def test_a_new_run_never_overwrites_an_earlier_runs_file(
     out = tmp_path / "out"
     ids = ["C1", "C2"]
     assert batch_cli(tmp_path, with_ids(ids), out, record_url, "r1", capsys)[0] == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.iterdir()
+              if not p.name.startswith(".ccm-run-")}  # each run's note of its format
     changed = with_ids(ids, amount=77)
     status, events = batch_cli(tmp_path, changed, out, record_url, "r2", capsys)
     assert status == 1
@@ -112,7 +114,8 @@ def test_a_new_run_never_overwrites_an_earlier_runs_file(
         assert error["file"] == str(out / out_name(cid, "sms"))
         assert out_name(cid, "sms") in error["message"] and "new --out folder" in error["message"]
     assert events[-1]["generated"] == 0 and events[-1]["failed"] == 2
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "errors.jsonl"}
+    after = {p.name: p.read_bytes() for p in out.iterdir()
+             if p.name != "errors.jsonl" and not p.name.startswith(".ccm-run-")}
     assert after == {k: v for k, v in before.items() if k != "errors.jsonl"}
     record = open_record(record_url)
     assert record.find_key("r2:quick_note:C1:sms") is None
