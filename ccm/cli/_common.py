@@ -69,9 +69,26 @@ class Fail(click.ClickException):
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+class IsoDateTime(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """An ISO 8601 date and time (``datetime.fromisoformat``: ``2026-06-01``,
+    ``2026-06-01T12:00Z``, ``2026-06-01 12:00:00.5+02:00``, ...)."""
+
+    name = "datetime"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date and time, e.g. "
+                      "2026-06-01T09:00:00+02:00 or 2026-06-01 (midnight)", param, ctx)
+
+
 #: ``--as-of``: the time the contact policy sees (quiet hours, caps); naive means UTC.
 as_of_option: Callable[[F], F] = click.option(
-    "--as-of", "as_of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    "--as-of", "as_of", type=IsoDateTime(),
     default=None, metavar="DATETIME",
     help="The time the contact policy sees (quiet hours), ISO 8601; naive means UTC "
          "[default: now].",

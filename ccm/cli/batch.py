@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 
 import click
 
-from ccm.cli._common import Fail, as_of_option, aware
+from ccm.cli._common import ExitCode, Fail, _os_error, as_of_option, aware, exit_code_for
 from ccm.errors import CCMError
 
 __all__ = ["batch"]
@@ -43,13 +44,13 @@ MAX_ERRORS_SHOWN = 20
 @click.option("--templates", "templates_dir", default="templates", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Templates folder.")
 @click.option("--data", "data", required=True, metavar="FILE",
-              help="Requests: .jsonl or .csv (dotted columns, e.g. customer.id), optionally "
+              help="Requests: .jsonl, .csv (dotted columns, e.g. customer.id) or .json, optionally "
                    ".gz; a path or an fsspec URL. Read streaming.")
 @click.option("--out", "out", required=True, metavar="DIR",
               help="Output folder or fsspec URL (s3://..., file://...).")
 @click.option("--record", "record_url", default=None, metavar="URL",
               help="Record URL [default: $CCM_RECORD_URL or sqlite:///ccm-record.db].")
-@click.option("--run-id", default=None, metavar="ID",
+@click.option("--run-id", default=None, metavar="ID", callback=lambda _c, _p, v: _run_id(v),
               help="Run id; give the same one to resume a run [default: a new one, printed].")
 @click.option("--channel", "channels", multiple=True, type=click.Choice(["pdf", "email", "sms"]),
               help="Render only this channel (repeatable) [default: every channel].")
@@ -77,8 +78,8 @@ MAX_ERRORS_SHOWN = 20
 @click.option("--output-format", type=click.Choice(["files", "jsonl", "zip"]), default=None,
               help="SMS and email as one file each, or one JSONL file / zip archive per "
                    "record commit (out/messages-RUN-SEQ.jsonl|.zip; PDFs stay files) "
-                   "[default: jsonl above 10,000 input rows, else files]. Resume with the "
-                   "format the run began with.")
+                   "[default: a resumed run's own format; a new run: jsonl above 10,000 "
+                   "input rows, else files]. A run resumes with the format it began with.")
 def batch(
     template: str,
     pack_dir: Path,
@@ -114,15 +115,15 @@ def batch(
     if "://" in out and not out.startswith("file://"):
         _need("fsspec", f"--out {out}")
     run_id = run_id or new_run_id()
+    if not pack_dir.is_dir():
+        raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
+                   ExitCode.NOT_FOUND)
     try:
-        tpl = load_template(templates_dir / template)
+        tpl = load_template(_template_dir(templates_dir, template))
     except CCMError as exc:
-        raise Fail(str(exc)) from exc
+        raise Fail(str(exc), exit_code_for(exc)) from exc
+    _local_paths(data, out)
     total = count_rows(data)
-    if output_format is None:
-        from ccm.batch._chunks import JSONL_ABOVE
-
-        output_format = "jsonl" if total is not None and total > JSONL_ABOVE else "files"
     try:
         rows = _guard(read_requests(data, schema=request_schema(tpl), raw=True), data)
     except ValueError as exc:
@@ -134,6 +135,7 @@ def batch(
     rows = itertools.chain([first], rows)
 
     display = _Display(as_json=as_json, total=total, source=str(data))
+    shown = _show_warnings()
     with _executor(scheduler, workers) as (executor, default_workers):
         try:
             summary = run_batch(
@@ -163,9 +165,17 @@ def batch(
             raise SystemExit(130) from None
         except (CCMError, ValueError, OSError, ImportError) as exc:
             display.close()
-            click.echo(f"ccm: error: {exc}", err=True)
-            click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
-            raise SystemExit(1) from None
+            if isinstance(exc, OSError):
+                message, code = _os_error(exc)
+            else:
+                message, code = str(exc), (exit_code_for(exc) if isinstance(exc, CCMError)
+                                           else ExitCode.BAD_INPUT)
+            click.echo(f"ccm: error: {message}", err=True)
+            if display.started:  # a run that never started has nothing to resume
+                click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
+            raise SystemExit(int(code)) from None
+        finally:
+            logging.getLogger("ccm.batch").removeHandler(shown)
     display.close()
     if not as_json:
         display.print_summary(summary.to_dict())
@@ -173,13 +183,74 @@ def batch(
 
 
 def _guard(rows: Iterator[Any], source: str) -> Iterator[Any]:
-    """Turn read errors of the input (missing file, bad CSV header) into a one-line failure."""
+    """Turn read errors of the input (missing file, a folder, bad CSV header, a URL whose
+    file system is not installed) into a one-line failure with its exit code."""
     try:
         yield from rows
     except FileNotFoundError as exc:
-        raise Fail(f"{source}: no such file") from exc
+        raise Fail(f"--data {source}: no such file; check the path",
+                   ExitCode.NOT_FOUND) from exc
+    except IsADirectoryError as exc:
+        raise Fail(f"--data {source}: that is a folder; give a .jsonl, .csv or .json file",
+                   ExitCode.BAD_INPUT) from exc
+    except ImportError as exc:  # fsspec names what its file system needs
+        raise Fail(f"--data {source}: reading this URL needs more packages: {exc}; install "
+                   "them (pip install ...) or copy the file here first") from exc
+    except OSError as exc:
+        message, code = _os_error(exc)
+        raise Fail(f"--data {source}: {message}", code) from exc
     except ValueError as exc:
-        raise Fail(f"{source}: {exc}") from exc
+        text = str(exc)
+        raise Fail(text if text.startswith(f"{source}:") else f"{source}: {text}") from exc
+
+
+def _local_paths(data: str, out: str) -> None:
+    """Fail before anything is made when ``--data`` is a folder or ``--out`` a file."""
+    if "://" not in data or data.startswith("file://"):
+        source = Path(data.removeprefix("file://"))
+        if source.is_dir():
+            raise Fail(f"--data {data}: that is a folder; give a .jsonl, .csv or .json file")
+    if "://" not in out or out.startswith("file://"):
+        target = Path(out.removeprefix("file://"))
+        if target.exists() and not target.is_dir():
+            raise Fail(f"--out {out}: a file of that name is in the way; give a folder")
+
+
+def _run_id(value: str | None) -> str | None:
+    """``--run-id``: None (a new run), or a run id that is not empty."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty (an unset shell variable?); give a run id, or "
+                                 "leave the option out for a new run")
+    return value
+
+
+def _template_dir(templates_dir: Path, template: str) -> Path:
+    """The template's folder, or a NOT_FOUND failure listing the templates there are."""
+    folder = templates_dir / template
+    if (folder / "template.yaml").is_file():
+        return folder
+    if not templates_dir.is_dir():
+        raise Fail(f"--templates {templates_dir}: no such folder", ExitCode.NOT_FOUND)
+    there = sorted(p.parent.name for p in templates_dir.glob("*/template.yaml"))
+    raise Fail(f"no template {template!r} in {templates_dir}; it has: "
+               f"{', '.join(there) or 'none'}", ExitCode.NOT_FOUND)
+
+
+class _Warnings(logging.Handler):
+    """Warnings a run logs for its operator (a repaired file, a worker replaced) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "operator", False):
+            click.echo(f"ccm: warning: {record.getMessage()}", err=True)
+
+
+def _show_warnings() -> logging.Handler:
+    handler = _Warnings(logging.WARNING)
+    log = logging.getLogger("ccm.batch")
+    log.addHandler(handler)
+    if log.getEffectiveLevel() > logging.WARNING:
+        log.setLevel(logging.WARNING)
+    return handler
 
 
 def _need(module: str, what: str) -> None:
@@ -196,8 +267,6 @@ def _executor(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any,
         yield None, os.cpu_count() or 1
         return
     _need("distributed", "--scheduler")
-    import logging
-
     import distributed
 
     dask: Any = distributed  # untyped library
@@ -234,6 +303,8 @@ class _Display:
         self._progress: Any = None
         self._task: Any = None
         self.run_id = ""
+        #: The run started (its ``start`` event came): a failure after it can be resumed.
+        self.started = False
         if not as_json and self.stream.isatty():
             from rich.console import Console
             from rich.progress import (
@@ -256,6 +327,8 @@ class _Display:
 
     def event(self, event: Any) -> None:
         handler: Callable[[dict[str, Any]], None] = getattr(self, f"_on_{event.kind}")
+        if event.kind == "start":
+            self.started = True
         if self.as_json:
             click.echo(event.to_json())
             sys.stdout.flush()
@@ -331,7 +404,8 @@ class _Display:
             f"  failed      {s['failed']}" + (f" -> {s['errors_file']}" if s["failed"] else ""),
         ]
         if s["restored"] or s["rerendered"]:
-            lines.append(f"  restored    {s['restored']} file(s) from the last attempt"
+            lines.append(f"  restored    {s['restored']} file(s) missing or damaged in the "
+                         "output (from staged copies or the record's archive)"
                          + (f", {s['rerendered']} re-rendered" if s["rerendered"] else ""))
         if s["workers_replaced"]:
             lines.append(f"  workers replaced {s['workers_replaced']}")

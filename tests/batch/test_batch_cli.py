@@ -68,12 +68,16 @@ def test_csv_input_is_typed_by_the_template_contract(
 def test_unknown_template_is_a_one_line_error(
     tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A setup error is reported in one line with status 1, before any work."""
+    """An unknown template is one line naming the templates there are, status 3, before
+    any work."""
     data = write_jsonl(tmp_path / "in.jsonl", notes(1))
     args = _args(data, tmp_path / "out", record_url)
     args[1] = "no_such_template"
-    assert main(args) == 1
-    assert capsys.readouterr().err.startswith("ccm: error: ")
+    assert main(args) == 3  # NOT_FOUND (docs/cli.md)
+    err = capsys.readouterr().err
+    assert err.startswith("ccm: error: no template 'no_such_template' in ")
+    assert "it has: " in err and "quick_note" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_distributed_names_the_extra_to_install(
@@ -99,9 +103,9 @@ def test_output_format_defaults_to_jsonl_above_the_documented_size(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Inputs over JSONL_ABOVE rows get JSONL chunks by default; smaller ones one file each."""
-    import ccm.batch._chunks as chunks
+    import ccm.batch.run as run
 
-    monkeypatch.setattr(chunks, "JSONL_ABOVE", 3)  # the documented 10,000, scaled down
+    monkeypatch.setattr(run, "JSONL_ABOVE", 3)  # the documented 10,000, scaled down
     small = write_jsonl(tmp_path / "small.jsonl", notes(3, prefix="S"))
     large = write_jsonl(tmp_path / "large.jsonl", notes(4, prefix="L"))
     assert main(_args(small, tmp_path / "a", record_url, "--workers", "0", "--channel", "sms",
