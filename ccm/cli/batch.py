@@ -214,6 +214,18 @@ def _local_paths(data: str, out: str) -> None:
         target = Path(out.removeprefix("file://"))
         if target.exists() and not target.is_dir():
             raise Fail(f"--out {out}: a file of that name is in the way; give a folder")
+        # The folder is made by the run, after the record is opened: find now what would
+        # stop it (a file on the path, no permission), so no record is made for nothing.
+        parent = target.absolute()
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise Fail(f"--out {out}: {parent} is a file, not a folder; check the path",
+                       ExitCode.IO_ERROR)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise Fail(f"--out {out}: cannot create or write into it: permission denied on "
+                       f"{parent}; check the folder's permissions or write somewhere else",
+                       ExitCode.IO_ERROR)
 
 
 def _run_id(value: str | None) -> str | None:

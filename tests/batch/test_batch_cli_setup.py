@@ -136,6 +136,22 @@ def test_setup_mistakes_are_one_line_with_the_documented_exit_code_and_nothing_m
     assert a_file.read_text() == "keep me"
 
 
+def test_an_out_folder_that_cannot_be_made_stops_before_the_record_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file on the --out path: IO_ERROR (5), one line, and no record file left behind."""
+    data = write_jsonl(tmp_path / "in.jsonl", notes(1))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    record = tmp_path / "record.db"
+    status = main(_args(data, a_file / "out", f"sqlite:///{record}"))
+    assert status == 5
+    assert capsys.readouterr().err == (
+        f"ccm: error: --out {a_file / 'out'}: {a_file} is a file, not a folder; check the "
+        "path\n")
+    assert not record.exists() and a_file.read_text() == "keep me"
+
+
 def test_data_at_a_url_whose_file_system_is_not_installed_says_what_is_missing(
     tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
