@@ -370,7 +370,8 @@ class _Batch(_Resume):
                     ",".join(self.channels))
         self._emit("start", run_id=self.run_id, template=self.tpl.id,
                    channels=list(self.channels), total=self.summary.total,
-                   out=self.output.url, workers=self.workers)
+                   out=self.output.url, workers=self.workers,
+                   archived=getattr(self.record, "master_key", None) is not None)
         pool = _Pool(self.spec, self.sink, self.executor, self.workers)
         if pool.inline:
             pool.committer = self._committer()

@@ -359,6 +359,10 @@ class _Display:
                                                  rate=0.0, failed=0)
         self._echo(f"ccm batch: run {self.run_id}: {data['template']} "
                    f"({', '.join(data['channels'])}) -> {data['out']}")
+        if data.get("archived") is False:
+            self._echo("ccm: warning: no master key (CCM_MASTER_KEY or CCM_MASTER_KEY_FILE): "
+                       "the record keeps the entries but not the content, so files lost from "
+                       "the output are rendered again instead of restored (docs/privacy.md)")
 
     def _on_progress(self, data: dict[str, Any]) -> None:
         if self._progress is not None:

@@ -208,3 +208,27 @@ def test_as_of_that_is_not_a_date_is_a_usage_error(
     args[args.index("--as-of") + 1] = "next tuesday"
     assert main(args) == 2
     assert "'next tuesday' is not an ISO 8601 date and time" in capsys.readouterr().err
+
+
+def test_a_run_without_a_master_key_warns_that_lost_files_cannot_be_restored(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a key the record keeps no content: the operator is told once, at the start;
+    with one, not. ``--json`` carries it as the start event's ``archived``."""
+    from ccm.record import MasterKey
+
+    data = write_jsonl(tmp_path / "in.jsonl", notes(1))
+    monkeypatch.delenv("CCM_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CCM_MASTER_KEY_FILE", raising=False)
+    assert main(_args(data, tmp_path / "a", record_url, "--run-id", "a")) == 0
+    assert capsys.readouterr().err.count("ccm: warning: no master key") == 1
+
+    assert main(_args(data, tmp_path / "b", record_url, "--run-id", "b", "--json")) == 0
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert (start["event"], start["archived"]) == ("start", False)
+
+    monkeypatch.setenv("CCM_MASTER_KEY", MasterKey.generate().text())
+    keyed = f"sqlite:///{tmp_path / 'keyed.db'}"
+    assert main(_args(data, tmp_path / "c", keyed, "--run-id", "c")) == 0
+    assert "no master key" not in capsys.readouterr().err
