@@ -566,7 +566,9 @@ class _Batch(_Resume):
             self._fail(line, cid, {
                 "error": "WorkerDied",
                 "message": "the worker process rendering this row died (memory or CPU budget "
-                           "exceeded, or a crash); it was replaced",
+                           "exceeded, or a crash) and was replaced; raise the budgets (ccm "
+                           "batch --memory-limit, 128 MB or more for PDFs; --cpu-limit) or "
+                           "check this row's data, then run again with the same run id",
             })
 
     # -- after a worker answered ----------------------------------------------------

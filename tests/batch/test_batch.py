@@ -319,6 +319,7 @@ def test_a_worker_over_its_cpu_limit_is_replaced_and_the_row_reported(
                         limits=WorkerLimits(memory_mb=None, cpu_seconds=1), now=DAYTIME)
     (error,) = _errors(out)
     assert error["customer_id"] == "SLOW" and error["error"] == "WorkerDied"
+    assert "--cpu-limit" in error["message"] and "same run id" in error["message"]
     assert summary.workers_replaced >= 1
     assert summary.generated == 4 and summary.failed == 1
 
