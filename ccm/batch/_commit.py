@@ -441,8 +441,8 @@ def _conflict_message(customer_id: str, channel: str, message_id: str | None) ->
     what = {"sms": "an SMS", "email": "an email", "pdf": "a PDF"}.get(channel, channel)
     return (f"customer {customer_id} already has {what} in this run, made from "
             f"other data{made}: a run makes one message per customer and channel. If the "
-            "input holds this customer twice, keep one row; if the data changed since the "
-            "run began, send it in a new run (another --run-id)")
+            "input holds this customer twice, keep one row; if the data or the templates "
+            "changed since the run began, send it in a new run (another --run-id)")
 
 
 def append_all(record: Any, pending: list[_Pending], caps_of: Mapping[str, Any],

@@ -179,9 +179,7 @@ class _Output:
         return value if isinstance(value, str) else None
 
     def note_run_format(self, run_id: str, output_format: str) -> None:
-        """Keep the run's output format in the folder (once), so a rerun resumes with it."""
-        if self.run_format() == output_format:
-            return
+        """Keep the run's output format in the folder, so a rerun resumes with it."""
         data = json.dumps({"run_id": run_id, "output_format": output_format}).encode() + b"\n"
         if self.local:
             from ccm._util import atomic_write

@@ -17,7 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ccm.batch._chunks import TEXT_CHANNELS, ChunkFiles, content_of, message_line
-from ccm.batch._commit import LOOKUP
+from ccm.batch._commit import LOOKUP, _conflict_message
 from ccm.batch._output import _Output
 from ccm.batch._values import BatchSummary
 from ccm.batch._worker import _filename, _key, _Spec
@@ -95,9 +95,7 @@ class _Resume:
             if entry.params_sha256 != self._params(row, channel):
                 self._fail(row.line, customer_id, {
                     "error": "IdempotencyConflict", "channel": channel,
-                    "message": f"customer {customer_id}: {channel} message "
-                               f"{entry.message_id} of run {self.run_id} was made from other "
-                               "data or sources; use a new run id to send it again",
+                    "message": _conflict_message(customer_id, channel, entry.message_id),
                 })
                 return None
             if not self._restore(row.line, entry):

@@ -197,7 +197,7 @@ class _Batch(_Resume):
                  chunk_size: int | None, window: int | None, durable: bool,
                  total: int | None, master_key: Any, now: datetime | None,
                  output_format: str | None = None) -> None:
-        from ccm.errors import UnknownChannel, UnknownLocale
+        from ccm.errors import UnknownChannel
         from ccm.render.engine import Engine, default_record_url
 
         if workers < 0:
@@ -218,11 +218,7 @@ class _Batch(_Resume):
                     template=self.tpl.id, channel=channel, available=list(self.tpl.channels),
                 )
         self.channels = tuple(c for c in CHANNELS if c in wanted)
-        locales = self.engine.pack.locales
-        if locale is not None and locale not in locales:  # before anything is written
-            raise UnknownLocale(
-                f"pack {self.engine.pack.id!r} has no locale {locale!r}; it has: "
-                f"{', '.join(locales)}", locale=locale, available=list(locales))
+        self.engine._check_locale(locale)  # before anything is written
         if print_file and "pdf" not in self.channels:
             raise ValueError("--print-file needs the pdf channel")
         self.run_id = run_id or new_run_id()
@@ -301,7 +297,7 @@ class _Batch(_Resume):
                 f"--output-format {began}), or start a new run (another run id) for "
                 f"{asked!r}; with both, its messages would be written twice",
                 out=self.output.url, output_format=asked)
-        if text:
+        if text and began is None:
             self.output.note_run_format(self.run_id, asked)
         return asked
 

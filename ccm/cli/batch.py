@@ -183,16 +183,13 @@ def batch(
 
 
 def _guard(rows: Iterator[Any], source: str) -> Iterator[Any]:
-    """Turn read errors of the input (missing file, a folder, bad CSV header, a URL whose
-    file system is not installed) into a one-line failure with its exit code."""
+    """Turn read errors of the input (missing file, bad CSV header, a URL whose file system
+    is not installed, any other refusal) into a one-line failure with its exit code."""
     try:
         yield from rows
     except FileNotFoundError as exc:
         raise Fail(f"--data {source}: no such file; check the path",
                    ExitCode.NOT_FOUND) from exc
-    except IsADirectoryError as exc:
-        raise Fail(f"--data {source}: that is a folder; give a .jsonl, .csv or .json file",
-                   ExitCode.BAD_INPUT) from exc
     except ImportError as exc:  # fsspec names what its file system needs
         raise Fail(f"--data {source}: reading this URL needs more packages: {exc}; install "
                    "them (pip install ...) or copy the file here first") from exc
@@ -258,10 +255,7 @@ class _Warnings(logging.Handler):
 
 def _show_warnings() -> logging.Handler:
     handler = _Warnings(logging.WARNING)
-    log = logging.getLogger("ccm.batch")
-    log.addHandler(handler)
-    if log.getEffectiveLevel() > logging.WARNING:
-        log.setLevel(logging.WARNING)
+    logging.getLogger("ccm.batch").addHandler(handler)
     return handler
 
 

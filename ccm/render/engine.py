@@ -241,6 +241,11 @@ class Engine:
                 channel=channel,
                 available=list(tpl.channels),
             )
+        self._check_locale(locale)
+        self._check_approval(tpl)
+
+    def _check_locale(self, locale: str | None) -> None:
+        """``locale`` is None or one of the pack's; else :class:`UnknownLocale` naming them."""
         if locale is not None and locale not in self.pack.locales:
             raise UnknownLocale(
                 f"pack {self.pack.id!r} has no locale {locale!r}; "
@@ -248,7 +253,6 @@ class Engine:
                 locale=locale,
                 available=list(self.pack.locales),
             )
-        self._check_approval(tpl)
 
     def render_many(
         self,
