@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +160,9 @@ def finish_email(
         reply_to=sender.get("reply_to"),
         headers=headers,
         attachments=attachments,
+        # The message's own time (the engine's clock), not the machine's: an email made
+        # "as of" a moment says so, and the same input makes the same headers at any hour.
+        date=datetime.fromisoformat(message.created_at) if message.created_at else None,
     )
     message.email = PARSE_CONTENT  # parsed from content when someone reads it
     message.subject = subject

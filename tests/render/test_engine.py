@@ -111,6 +111,21 @@ def test_email_attaches_the_encrypted_pdf_and_states_the_hint() -> None:
     assert "List-Unsubscribe" not in parsed  # operational
 
 
+def test_email_date_is_the_message_time_from_the_engine_clock() -> None:
+    """The Date header is the message's created_at (the injected clock), not the machine's
+    time: an email made "as of" a moment says so, and is the same at any hour."""
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 3, 2, 15, 0, 1, tzinfo=UTC)
+    eng = ccm.Engine("brand_packs/acme", "templates", clock=lambda: when)
+    made = [eng.render("payment_reminder", sample("payment_reminder"), channel="email")
+            for _ in range(2)]
+    for msg in made:
+        parsed = email.message_from_bytes(msg.content, policy=email.policy.default)
+        assert parsed["Date"].datetime == when
+        assert msg.created_at is not None and datetime.fromisoformat(msg.created_at) == when
+
+
 def test_sms_counts_segments_and_states_the_hint() -> None:
     """The statement SMS is GSM-7 in English, within the pack limit, and mentions the hint."""
     req = sample("monthly_statement")
