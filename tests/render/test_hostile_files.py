@@ -164,3 +164,28 @@ def test_a_folder_symlink_that_is_no_template_gives_no_access(hostile: tuple[Pat
     engine = ccm.Engine(pack, templates, record=None)
     with pytest.raises(UnsafeFileError, match="passwd"):
         engine.render("payment_reminder", sample("payment_reminder"), "sms")
+
+
+@pytest.mark.parametrize("bad", [b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8,
+                                 b"<svg xmlns='http://www.w3.org/2000/svg'><unclosed"])
+def test_an_image_weasyprint_cannot_read_fails_the_render(tmp_path: Path, bad: bytes) -> None:
+    """WeasyPrint logs an image it cannot decode and lays the page out without it (the alt
+    text in its place); ccm fails the render with AssetError naming the file instead."""
+    from ccm.errors import AssetError
+
+    pack, templates = copy_examples(tmp_path)
+    name = "broken.svg" if bad.startswith(b"<svg") else "broken.png"
+    (pack / "assets" / name).write_bytes(bad)
+    source = templates / "welcome" / "pdf.html.j2"
+    source.write_text(source.read_text(encoding="utf-8").replace(
+        "{% block content %}", f'{{% block content %}}<img src="assets/{name}" alt="Logo">', 1),
+        encoding="utf-8")
+    eng = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(AssetError, match=name) as caught:
+        eng.render("welcome", sample("welcome"), channel="pdf")
+    assert "valid PNG" in str(caught.value)
+    # The same template without the broken image renders.
+    source.write_text(source.read_text(encoding="utf-8").replace(
+        f'<img src="assets/{name}" alt="Logo">', ""), encoding="utf-8")
+    assert ccm.Engine(pack, templates, record=None).render(
+        "welcome", sample("welcome"), channel="pdf").status == "generated"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import mimetypes
 import os
 import threading
@@ -10,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.error import HTTPError
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -35,6 +36,45 @@ class AssetRefused(FatalURLFetchingError):  # type: ignore[misc]
 
     def to_error(self) -> AssetError:
         return AssetError(self.message, url=self.url)
+
+
+#: The fetcher whose render (session) is open on this thread: WeasyPrint's log records
+#: of images it left out name no fetcher.
+_open = threading.local()
+
+
+class _ImagesLeftOut(logging.Filter):
+    """WeasyPrint logs an image it cannot read (a corrupt PNG, an SVG it refuses) or draw,
+    and lays the page out without it: a statement would go out without its logo, or with
+    the alt text in its place. This notes each as a failure of the render open on the
+    thread, which then raises :class:`~ccm.errors.AssetError` like a missing file.
+    The record still reaches WeasyPrint's handlers."""
+
+    _WHAT: ClassVar[dict[str, str]] = {
+        "Failed to load image at": "cannot read image",
+        "Failed to render SVG image": "cannot draw SVG image",
+        "Failed to load inline SVG": "cannot read inline SVG"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fetcher = getattr(_open, "fetcher", None)
+        if fetcher is None or not isinstance(record.msg, str):
+            return True
+        for start, what in self._WHAT.items():
+            if record.msg.startswith(start):
+                args = record.args if isinstance(record.args, tuple) else ()
+                url = str(args[0]) if args and start != "Failed to load inline SVG" else ""
+                cause = args[-1] if args and isinstance(args[-1], BaseException) else None
+                cause = getattr(cause, "__cause__", None) or cause
+                where = f" {fetcher.describe(url)}" if url else ""
+                why = f" ({type(cause).__name__})" if cause is not None else ""
+                fetcher._note(AssetRefused(
+                    f"{what}{where}{why}: check that the file is a valid PNG, JPEG, GIF, "
+                    "WebP or SVG (WeasyPrint would leave it out of the PDF)", url))
+                break
+        return True
+
+
+logging.getLogger("weasyprint").addFilter(_ImagesLeftOut())
 
 
 @dataclass
@@ -131,12 +171,15 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
     @contextlib.contextmanager
     def _session(self) -> Iterator[_Session]:
         previous = getattr(self._local, "session", None)
+        previous_open = getattr(_open, "fetcher", None)
         session = _Session()
         self._local.session = session
+        _open.fetcher = self
         try:
             yield session
         finally:
             self._local.session = previous
+            _open.fetcher = previous_open
 
     def _note(self, refused: AssetRefused) -> None:
         session: _Session | None = getattr(self._local, "session", None)
