@@ -17,8 +17,13 @@ Wrong answers are rate-limited in memory (:class:`AttemptLimiter`): at most
 ``max_failures_per_message`` (5) wrong answers per message and
 ``max_failures_per_client`` (20) per client address in a sliding
 ``window`` (15 minutes); beyond that the page answers 429 until the window
-has passed. The limits are per app process: with N processes behind a load
-balancer an attacker gets at most N times as many tries.
+has passed. Each answer takes its try from both counts *before* it is
+checked (in the event loop, with no ``await`` between the two), so answers
+sent at the same moment cannot all pass the limit while the first ones are
+still being checked; a right answer gives its try back to the client and
+clears the message's count. The limits are per app process: with N
+processes behind a load balancer an attacker gets at most N times as many
+tries. The form is read up to 4 KB; a larger body answers 413 unread.
 
 An expired link says "expired" (410), a tampered or malformed one "not
 valid" (400), one whose customer was erased "no longer available" (410);
@@ -40,6 +45,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ccm.engagement.bodies import BodyTooLarge, read_body
 from ccm.engagement.tracking import TrackingKey, verify
 from ccm.errors import ContentErased, MessageNotFound, RecordError, TokenError
 from ccm.render.security import decrypt_pdf
@@ -105,6 +111,33 @@ class AttemptLimiter:
             times.append(now)
             return max(self.limit - len(times), 0)
 
+    def reserve(self, key: str, now: datetime) -> bool:
+        """Take one try for ``key`` before the answer is checked; ``False`` when none is left.
+
+        Checking and counting in one step is what keeps the limit under
+        concurrency: a check-then-count lets every answer sent at once pass
+        the check before the first wrong one is counted. A right answer
+        gives its try back with :meth:`release`.
+        """
+        with self._lock:
+            times = self._recent(key, now)
+            if len(times) >= self.limit:
+                return False
+            times.append(now)
+            return True
+
+    def release(self, key: str, at: datetime) -> None:
+        """Give back one try taken by :meth:`reserve` at ``at`` (gone already: nothing)."""
+        with self._lock:
+            times = self._failures.get(key)
+            if times is not None and at in times:
+                times.remove(at)
+
+    def left(self, key: str, now: datetime) -> int:
+        """How many tries ``key`` has left in the window ending at ``now``."""
+        with self._lock:
+            return max(self.limit - len(self._recent(key, now)), 0)
+
     def reset(self, key: str) -> None:
         with self._lock:
             self._failures.pop(key, None)
@@ -164,6 +197,10 @@ def routes(
         )
         return say("Download your document", status, body)
 
+    def too_many(mid: str, client: str) -> Response:
+        logger.warning("retrieval: too many wrong answers (message %s, client %s)", mid, client)
+        return say("Too many attempts", 429, "<p>Please try again later.</p>")
+
     async def document(request: Request) -> Response:
         now = settings.clock()
         try:
@@ -182,25 +219,29 @@ def routes(
         hint = settings.hint_for(entry.locale)
         if request.method != "POST":
             return form(request, hint=hint)
-        client = _client(request)
-        if per_message.blocked(mid, now) or per_client.blocked(client, now):
-            logger.warning("retrieval: too many wrong answers (message %s, client %s)",
-                           mid, client)
-            return say("Too many attempts", 429,
-                       "<p>Please try again later.</p>")
-        body = await request.body()
-        fields = dict(parse_qsl(body[:_MAX_FORM_BYTES].decode("utf-8", "replace"),
-                                keep_blank_values=True))
+        try:
+            body = await read_body(request, _MAX_FORM_BYTES)
+        except BodyTooLarge:
+            return say("This form is too large", 413)
+        fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         answer = fields.get("answer", "").strip()
+        client = _client(request)
+        # Take the try before checking, with no await in between (see the module docstring).
+        if not per_message.reserve(mid, now):
+            return too_many(mid, client)
+        if not per_client.reserve(client, now):
+            per_message.release(mid, now)
+            return too_many(mid, client)
         try:
             await run_in_threadpool(decrypt_pdf, pdf, answer)
         except ValueError:
-            left = min(per_message.fail(mid, now), per_client.fail(client, now))
+            left = min(per_message.left(mid, now), per_client.left(client, now))
             logger.info("retrieval: wrong answer for message %s", mid)
             note = ("That password is not right." +
                     (f" {left} attempt(s) left." if left else " No attempts left for now."))
             return form(request, hint=hint, note=note, status=403)
         per_message.reset(mid)
+        per_client.release(client, now)
         try:
             await run_in_threadpool(
                 lambda: store.add_event(mid, "viewed", at=now, data={"via": "link"}))

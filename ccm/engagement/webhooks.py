@@ -9,7 +9,10 @@ Mounted by :func:`ccm.engagement.app.create_app` when configured
     POST /twilio/inbound         an inbound SMS (STOP/START/HELP), answered with TwiML
 
 Every request is authenticated before any field is believed: a missing or
-wrong signature answers 403 and records nothing. A replayed status callback
+wrong signature answers 403 and records nothing. A body over the route's
+limit (2 MB for a report, 64 KB for a Twilio form) answers 413 before the
+signature is checked, and is never read past the limit
+(:func:`ccm.engagement.bodies.read_body`). A replayed status callback
 (the same MessageSid and status again) answers 409, one about a message sent
 too long ago 410; both record nothing. Refusals are logged at WARNING by
 ``ccm.engagement.webhooks`` with the reason and the client address only:
@@ -37,6 +40,7 @@ from ccm.delivery.events import (
 )
 from ccm.delivery.reports import MAX_REPORT_BYTES
 from ccm.delivery.twilio import check_signature, keyword, twiml
+from ccm.engagement.bodies import BodyTooLarge, read_body
 from ccm.errors import InboundError, MessageNotFound
 
 try:
@@ -108,8 +112,9 @@ def _public_url(settings: WebhookSettings, request: Request) -> str:
 
 async def _form(request: Request) -> list[tuple[str, str]] | None:
     """The ``application/x-www-form-urlencoded`` fields Twilio posts (``None``: too large)."""
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
+    try:
+        body = await read_body(request, _MAX_FORM_BYTES)
+    except BodyTooLarge:
         return None
     try:
         return parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
@@ -123,8 +128,9 @@ def routes(store: Any, settings: WebhookSettings) -> list[Route]:
 
     async def report(request: Request) -> Response:
         assert settings.report_secret is not None
-        body = await request.body()
-        if len(body) > MAX_REPORT_BYTES:
+        try:
+            body = await read_body(request, MAX_REPORT_BYTES)
+        except BodyTooLarge:
             return _refuse(request, 413, "too-large", "report too large")
         given = request.headers.get("x-ccm-signature", "")
         expected = report_signature(settings.report_secret, body)

@@ -221,3 +221,126 @@ def test_limiter_counts_in_a_sliding_window() -> None:
     limiter.fail("m", NOON + timedelta(seconds=61))
     limiter.reset("m")
     assert not limiter.blocked("m", NOON + timedelta(seconds=62))
+
+
+def test_limiter_reserves_a_try_before_the_answer_is_checked() -> None:
+    """Reserve takes a try only while one is left; release gives one back, once."""
+    limiter = AttemptLimiter(2, timedelta(minutes=1))
+    assert limiter.reserve("m", NOON) and limiter.reserve("m", NOON)
+    assert not limiter.reserve("m", NOON) and limiter.left("m", NOON) == 0
+    limiter.release("m", NOON)
+    assert limiter.left("m", NOON) == 1
+    limiter.release("m", NOON + timedelta(seconds=1))  # nothing taken then: nothing given back
+    assert limiter.left("m", NOON) == 1
+    assert limiter.reserve("m", NOON) and not limiter.reserve("m", NOON)
+    assert limiter.reserve("m", NOON + timedelta(minutes=1))
+    limiter.release("other", NOON)
+
+
+def _burst(url: str, answers: list[str], *, app: Any = None) -> list[int]:
+    """POST every answer at once (over the network, or to ``app`` in process); the statuses."""
+    import asyncio
+
+    import httpx
+
+    async def run() -> list[int]:
+        transport = httpx.ASGITransport(app=app) if app is not None else None
+        async with httpx.AsyncClient(transport=transport, timeout=60,
+                                     limits=httpx.Limits(max_connections=len(answers))) as c:
+            got = await asyncio.gather(*[c.post(url, data={"answer": a}) for a in answers])
+        return [r.status_code for r in got]
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def checked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every answer the page checks against the PDF (each check made slow, to widen any race)."""
+    from ccm.render.security import decrypt_pdf
+
+    seen: list[str] = []
+
+    def slow_check(pdf: bytes, answer: str) -> bytes:
+        seen.append(answer)
+        time.sleep(0.02)
+        return decrypt_pdf(pdf, answer)
+
+    monkeypatch.setattr("ccm.engagement.retrieval.decrypt_pdf", slow_check)
+    return seen
+
+
+def test_a_burst_of_wrong_answers_gets_no_more_tries_than_the_limit(
+        live: Live, checked: list[str]) -> None:
+    """Forty simultaneous wrong answers: five are checked, 35 refused, then the right one too."""
+    import httpx
+
+    email = live.engine.render("monthly_statement", sample("monthly_statement"), channel="email")
+    link = links(email)["document"]
+    statuses = _burst(link, [f"WRONG{i:03d}" for i in range(40)])
+    assert sorted(statuses) == [403] * 5 + [429] * 35
+    assert len(checked) == 5
+    late = httpx.post(link, data={"answer": RIGHT}, timeout=60)
+    assert late.status_code == 429 and late.headers["content-type"].startswith("text/html")
+    assert len(checked) == 5
+    assert viewed(live.record, email.meta["document_id"]) == []
+
+
+def test_a_burst_from_one_client_gets_no_more_tries_than_its_limit(
+        live: Live, checked: list[str]) -> None:
+    """The per-client limit holds under concurrency too, and the right answer is then refused."""
+    email = live.engine.render("monthly_statement", sample("monthly_statement"), channel="email")
+    link = links(email)["document"]
+    app = create_app(live.record, KEY, retrieval=RetrievalSettings(
+        max_failures_per_message=100, max_failures_per_client=3, clock=live.clock))
+    answers = [f"WRONG{i:03d}" for i in range(30)]
+    assert sorted(_burst(link, answers, app=app)) == [403] * 3 + [429] * 27
+    assert _burst(link, [RIGHT], app=app) == [429]
+    assert len(checked) == 3
+
+
+def test_right_answers_use_up_no_tries(live: Live) -> None:
+    """A right answer gives back the try it took; it also clears the message's count."""
+    email = live.engine.render("monthly_statement", sample("monthly_statement"), channel="email")
+    link = links(email)["document"]
+    app = create_app(live.record, KEY, retrieval=RetrievalSettings(
+        max_failures_per_message=2, max_failures_per_client=2, clock=live.clock))
+    assert _burst(link, ["WRONG"], app=app) == [403]
+    for _ in range(3):
+        assert _burst(link, [RIGHT], app=app) == [200]
+    # The right answers cleared the message's count; the client still has one try left.
+    assert sorted(_burst(link, ["WRONG", "WRONG"], app=app)) == [403, 429]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_an_oversized_answer_is_refused_unread(live: Live, checked: list[str],
+                                               declared: bool) -> None:
+    """A huge POST to the page answers 413 after at most 4 KB and one chunk; it costs no try."""
+    from tests.engagement._bodies import Endless, post_in_process
+
+    email = live.engine.render("monthly_statement", sample("monthly_statement"), channel="email")
+    path = links(email)["document"].removeprefix(live.url)
+    app = create_app(live.record, KEY, retrieval=RetrievalSettings(
+        max_failures_per_message=1, clock=live.clock))
+    body = Endless(1_500_000_000)
+    headers = {"Content-Length": str(body.total)} if declared else {}
+    response = post_in_process(app, path, body, headers)
+    assert response.status_code == 413 and "too large" in response.text
+    assert body.sent == 0 if declared else body.sent <= 4096 + 65_536
+    assert checked == []
+    assert _burst(live.url + path, [RIGHT], app=app) == [200]
+
+
+def test_the_server_answers_a_huge_declared_body_without_waiting_for_it(live: Live) -> None:
+    """Through uvicorn: headers announcing 1.5 GB get 413 at once, before any body is sent."""
+    import socket
+
+    email = live.engine.render("monthly_statement", sample("monthly_statement"), channel="email")
+    link = links(email)["document"]
+    host, port = live.url.removeprefix("http://").split(":")
+    path = link.removeprefix(live.url)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: 1500000000\r\n\r\n".encode("ascii"))
+        status_line = sock.makefile("rb").readline()
+    assert status_line.startswith(b"HTTP/1.1 413 ")

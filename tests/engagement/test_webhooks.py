@@ -18,6 +18,7 @@ from ccm.engagement.tracking import TrackingKey
 from ccm.engagement.webhooks import WebhookSettings, report_signature
 from ccm.record import Record
 from tests.delivery._mail import arf, dsn
+from tests.engagement._bodies import Endless, post_in_process
 from tests.record._support import entry
 
 with warnings.catch_warnings():
@@ -159,3 +160,33 @@ def test_signed_report_post_records_a_bounce(client: TestClient, rec: Record) ->
     bad = client.post("/events/report", content=junk,
                       headers={"X-CCM-Signature": report_signature(SECRET, junk)})
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize(("path", "limit"), [("/events/report", 2_000_000),
+                                             ("/twilio/status", 64_000),
+                                             ("/twilio/inbound", 64_000)])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_an_oversized_body_is_refused_unread(rec: Record, path: str, limit: int,
+                                             declared: bool,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A 1.5 GB POST answers 413 after at most the limit and one chunk is read; nothing recorded."""
+    settings = WebhookSettings(twilio_auth_token=TOKEN, report_secret=SECRET, public_url=PUBLIC)
+    app = create_app(rec, TrackingKey(b"t" * 32), webhooks=settings)
+    body = Endless(1_500_000_000)
+    headers = {"Content-Length": str(body.total)} if declared else {}
+    with caplog.at_level(logging.WARNING, logger="ccm.engagement.webhooks"):
+        response = post_in_process(app, path, body, headers)
+    assert response.status_code == 413
+    assert body.sent == 0 if declared else body.sent <= limit + 65_536
+    assert "too-large" in caplog.text
+    assert kinds(rec, EMAIL_ID) == [] and kinds(rec, SMS_ID) == ["sent"]
+
+
+def test_a_report_at_the_limit_is_still_read(client: TestClient, rec: Record) -> None:
+    """The limit is on size, not on reports: a signed 2 MB body is read and judged on content."""
+    body = dsn(EMAIL_ID)
+    body += b"\n" * (2_000_000 - len(body))
+    response = client.post("/events/report", content=body,
+                           headers={"X-CCM-Signature": report_signature(SECRET, body)})
+    assert response.status_code == 200, response.text
+    assert sorted(kinds(rec, EMAIL_ID)) == ["bounced", "suppressed"]
