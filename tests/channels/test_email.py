@@ -240,6 +240,27 @@ def test_markup_depth(markup: str, depth: int) -> None:
 # --- text alternative ------------------------------------------------------------------
 
 
+class _CountingList(list[Any]):
+    """A list that counts reads by index."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        _CountingList.reads += 1
+        return super().__getitem__(index)
+
+
+def test_stray_end_tags_in_deep_markup_cost_linear_work() -> None:
+    """Each stray end tag under 1,000 open elements looks through a few hundred, not all."""
+    parser = email_text._TextExtractor()
+    parser._open = _CountingList()
+    _CountingList.reads = 0
+    parser.feed("<div>" * 1_000 + "x" + "</i>" * 1_000 + "</div>y")
+    parser.close()
+    assert _CountingList.reads <= 1_001 * (email_text._END_TAG_REACH + 2)
+    assert "".join(parser.out) == "x\ny"  # the </div> closes the innermost div
+
+
 def test_html_to_text_of_compiled_mjml() -> None:
     """Preheader, head and styles vanish; paragraphs, buttons, links and tables read well."""
     html = compile_mjml(
