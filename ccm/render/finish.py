@@ -138,9 +138,16 @@ def finish_email(
     # from it (ccm/channels/email/_skeleton.py); tracked links change the HTML, so then
     # the text is converted from the instrumented HTML.
     tracked = bool(engine.pack.tracking.get("base_url"))
-    html, text = email_channel.compile_mjml_and_text(
-        rendered.text, include_roots=(engine.pack.root, tpl.root), text=not tracked
-    )
+    try:
+        html, text = email_channel.compile_mjml_and_text(
+            rendered.text, include_roots=(engine.pack.root, tpl.root), text=not tracked
+        )
+    except RenderError as exc:
+        if exc.context.get("template") is not None:
+            raise
+        # The channel sees only MJML; say which template it came from.
+        raise type(exc)(f"template {tpl.id!r}: {exc.message}",
+                        **{**exc.context, "template": tpl.id}) from exc
     html = _instrument(engine, html, message)
     if text is None:
         text = email_channel.html_to_text(html)

@@ -174,7 +174,91 @@ def test_cached_compile_does_not_cache_errors(compile_calls: list[str]) -> None:
     assert len(compile_calls) == 2
 
 
+@pytest.fixture
+def no_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mjml2html fails the test instead of running: a too-deep source must not reach it."""
+
+    def refuse(source: str, **kwargs: Any) -> str:
+        pytest.fail("the MJML compiler was called")
+
+    monkeypatch.setattr(email_mjml, "mjml2html", refuse)
+    clear_mjml_cache()
+
+
+@pytest.mark.parametrize("markup", [
+    "<b>" * 20_000 + "x",  # a loop that opens tags and never closes them
+    "<b>" * 20_000 + "x" + "</b>" * 20_000,  # properly closed: the compiler crashes as well
+    "<div><p>" * 10_000 + "x",
+])
+def test_deep_mjml_is_refused_before_the_compiler(no_compiler: None, markup: str) -> None:
+    """Nesting that would overflow mjml-python's stack (and kill the process) is a RenderError."""
+    expected = r"nests elements 20005 deep, more than the 100 "
+    with pytest.raises(RenderError, match=expected) as caught:
+        compile_mjml(_doc(f"<mj-text>{markup}</mj-text>"))
+    assert caught.value.channel == "email"
+
+
+def test_nesting_at_the_limit_compiles() -> None:
+    """MAX_MJML_DEPTH levels (mjml, mj-body, mj-section, mj-column, mj-text and 95 more) compile."""
+    inner = email_mjml.MAX_MJML_DEPTH - 5
+    html = compile_mjml(_doc("<mj-text>" + "<b>" * inner + "deep" + "</b>" * inner + "</mj-text>"))
+    assert "deep" in html
+    with pytest.raises(RenderError, match="nests elements 101 deep"):
+        compile_mjml(_doc("<mj-text>" + "<b>" * (inner + 1) + "</b>" * (inner + 1) + "</mj-text>"))
+
+
+def test_mj_include_depth_adds_to_the_source(roots: tuple[Path, Path]) -> None:
+    """An included file's nesting counts on top of the including source's, naming the file."""
+    pack, _template = roots
+    (pack / "deep.mjml").write_text("<mj-text>" + "<i>" * 150 + "</i>" * 150 + "</mj-text>")
+    with pytest.raises(RenderError, match=r"with mj-include 'deep.mjml' nests elements 155 deep"):
+        compile_mjml(_doc('<mj-include path="deep.mjml"/>'), include_roots=roots)
+
+
+@pytest.mark.parametrize(("markup", "depth"), [
+    ("", 0),
+    ("<a><b></b><c><d/></c></a>", 2),
+    ("<p>a<br>b<br/>c<img src='x'><hr></p>", 1),  # void and self-closing elements are empty
+    ("<BR><BR>", 2),  # mjml-python knows void elements in lowercase only
+    ("<b></B><b></B>", 1),
+    ("<b></i><b></i>", 2),  # an end tag closes only the innermost element of its name
+    ("<!-- <b><b> --><i></i>", 1),
+    ("<!--><b>--><i>", 1),  # the comment ends at the first --> after <!--
+    ("<!-- <b><b>", 3),  # unterminated: read as tags
+    ('<b title="<i><i>"></b>', 1),
+    ('<b title="/>"><b>', 2),  # a /> inside quotes does not close the tag
+    ("<b title='x><i><i>", 3),  # unterminated quote: read on after it
+    ("a < b <b", 1),
+    ("<b<i<u>", 3),
+    ("<mj-section><mj-column><mj-text>x</mj-text></mj-column></mj-section>", 3),
+])
+def test_markup_depth(markup: str, depth: int) -> None:
+    """Where markup is odd the depth is counted high, never lower than mjml-python nests it."""
+    assert email_mjml.markup_depth(markup) == depth
+
+
 # --- text alternative ------------------------------------------------------------------
+
+
+class _CountingList(list[Any]):
+    """A list that counts reads by index."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        _CountingList.reads += 1
+        return super().__getitem__(index)
+
+
+def test_stray_end_tags_in_deep_markup_cost_linear_work() -> None:
+    """Each stray end tag under 1,000 open elements looks through a few hundred, not all."""
+    parser = email_text._TextExtractor()
+    parser._open = _CountingList()
+    _CountingList.reads = 0
+    parser.feed("<div>" * 1_000 + "x" + "</i>" * 1_000 + "</div>y")
+    parser.close()
+    assert _CountingList.reads <= 1_001 * (email_text._END_TAG_REACH + 2)
+    assert "".join(parser.out) == "x\ny"  # the </div> closes the innermost div
 
 
 def test_html_to_text_of_compiled_mjml() -> None:

@@ -87,3 +87,69 @@ def test_pack_yaml_is_loaded_safely(tmp_path: Path) -> None:
     (pack_dir / "pack.yaml").write_text(text + exploit)
     with pytest.raises(PackError):
         ccm.load_pack(pack_dir)
+
+
+def _alias_bomb(levels: int) -> str:
+    """A flow list defining &l0 (nine strings), then &l1 (nine *l0), ... up to &l{levels-1}."""
+    lists = ["&l0 [" + ", ".join(["lol"] * 9) + "]"]
+    lists += [f"&l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]" for n in range(1, levels)]
+    return "[" + ", ".join(lists) + "]"
+
+
+def _set_acronyms(pack_dir: Path, value: str) -> None:
+    manifest = pack_dir / "pack.yaml"
+    text = manifest.read_text("utf-8")
+    old = "  acronyms: [EURIBOR, SONIA, ISA, BaFin, IBAN, BIC, PIN]"
+    assert old in text
+    manifest.write_text(text.replace(old, f"  acronyms: {value}"), "utf-8")
+
+
+def test_yaml_alias_bomb_is_a_short_pack_error(tmp_path: Path) -> None:
+    """Aliases expanding to 600,000 strings (a 1 KB "billion laughs") are refused in one line."""
+    pack_dir, _ = copy_examples(tmp_path)
+    _set_acronyms(pack_dir, _alias_bomb(7))
+    with pytest.raises(PackError) as info:
+        ccm.load_pack(pack_dir)
+    message = str(info.value)
+    assert message == (f"{pack_dir / 'pack.yaml'}: invalid YAML: its aliases (*name) expand to "
+                       "more than 100,000 values; write the values out or use fewer aliases")
+
+
+def test_yaml_alias_to_itself_is_a_pack_error(tmp_path: Path) -> None:
+    """A list that contains itself (``&a [*a]``) is refused rather than walked forever."""
+    pack_dir, _ = copy_examples(tmp_path)
+    _set_acronyms(pack_dir, "&a [ISA, *a]")
+    with pytest.raises(PackError, match=r"pack\.yaml: invalid YAML: an alias \(\*name\) refers "
+                                        r"to a value that contains it$"):
+        ccm.load_pack(pack_dir)
+
+
+def test_yaml_nested_too_deeply_is_a_pack_error(tmp_path: Path) -> None:
+    """Lists nested 5,000 deep are a PackError, not a RecursionError out of PyYAML."""
+    pack_dir, _ = copy_examples(tmp_path)
+    _set_acronyms(pack_dir, "[" * 5000 + "]" * 5000)
+    with pytest.raises(PackError, match=r"pack\.yaml: invalid YAML: values are nested too deeply"):
+        ccm.load_pack(pack_dir)
+
+
+def test_a_few_aliases_still_load(tmp_path: Path) -> None:
+    """Anchors and aliases within the budget are ordinary YAML: the pack loads."""
+    pack_dir, _ = copy_examples(tmp_path)
+    manifest = pack_dir / "pack.yaml"
+    text = manifest.read_text("utf-8")
+    text = text.replace("  allowed_phrases: [interest-free, zinsfrei]",
+                        "  allowed_phrases: &phrases [interest-free, zinsfrei]")
+    manifest.write_text(text.replace("  acronyms: [EURIBOR, SONIA, ISA, BaFin, IBAN, BIC, PIN]",
+                                     "  acronyms: *phrases"), "utf-8")
+    assert ccm.load_pack(pack_dir).tone["acronyms"] == ["interest-free", "zinsfrei"]
+
+
+def test_schema_error_does_not_quote_a_long_value_whole(tmp_path: Path) -> None:
+    """A wrong value is quoted in the message only up to a few hundred characters."""
+    pack_dir, _ = copy_examples(tmp_path)
+    _set_acronyms(pack_dir, "{" + ", ".join(f"k{n}: v{n}" for n in range(20_000)) + "}")
+    with pytest.raises(PackError) as info:
+        ccm.load_pack(pack_dir)
+    message = str(info.value)
+    assert info.value.key == "tone.acronyms"  # type: ignore[attr-defined]
+    assert len(message) < len(str(pack_dir)) + 400 and message.endswith(" [...]")

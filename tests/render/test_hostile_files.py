@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import ccm
-from ccm.errors import UnsafeFileError
+from ccm.channels.email import _mjml as email_mjml
+from ccm.errors import RenderError, UnsafeFileError
 from tests.examples_helpers import copy_examples, sample
 
 PASSWD_MARK = "root:"
@@ -189,3 +190,26 @@ def test_an_image_weasyprint_cannot_read_fails_the_render(tmp_path: Path, bad: b
         f'<img src="assets/{name}" alt="Logo">', ""), encoding="utf-8")
     assert ccm.Engine(pack, templates, record=None).render(
         "welcome", sample("welcome"), channel="pdf").status == "generated"
+
+
+def test_deeply_nested_email_is_a_render_error_naming_the_template(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop opening 20,000 tags fails the render; mjml-python (it would crash) never runs."""
+    pack, templates = copy_examples(tmp_path)
+    src = templates / "payment_reminder" / "email.mjml.j2"
+    marker = "{% block content %}"
+    src.write_text(src.read_text("utf-8").replace(
+        marker, marker + "<mj-text>{% for i in range(20000) %}<b>{% endfor %}x</mj-text>", 1),
+        "utf-8")
+
+    def refuse(source: str, **kwargs: object) -> str:
+        pytest.fail("the MJML compiler was called")
+
+    monkeypatch.setattr(email_mjml, "mjml2html", refuse)
+    email_mjml.clear_mjml_cache()
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(RenderError, match=r"^template 'payment_reminder': the MJML nests "
+                                          r"elements \d+ deep, more than the 100 ") as caught:
+        engine.render("payment_reminder", sample("payment_reminder"), "email")
+    assert caught.value.template == "payment_reminder"
+    assert caught.value.channel == "email"

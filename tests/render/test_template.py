@@ -182,3 +182,16 @@ def test_fast_check_sends_values_that_are_not_plain_json_to_jsonschema() -> None
     assert check(["a"]) and not check(("a",))
     assert compile_check({"enum": [1, 2]}, _FORMATS) is None  # 1 == True in Python
     assert compile_check({"prefixItems": [{"type": "string"}]}, _FORMATS) is None
+
+
+def test_template_yaml_alias_bomb_is_a_short_template_error(tmp_path: Path) -> None:
+    """template.yaml is read by the same bounded loader as pack.yaml: aliases cannot explode."""
+    _, templates = copy_examples(tmp_path)
+    manifest = templates / "welcome" / "template.yaml"
+    lists = ["&l0 [" + ", ".join(["lol"] * 9) + "]"]
+    lists += [f"&l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]" for n in range(1, 7)]
+    manifest.write_text(manifest.read_text("utf-8") + "tags: [" + ", ".join(lists) + "]\n",
+                        "utf-8")
+    with pytest.raises(TemplateError, match=r"template\.yaml: invalid YAML: its aliases \(\*name\) "
+                                            r"expand to more than 100,000 values"):
+        ccm.load_template(templates / "welcome")

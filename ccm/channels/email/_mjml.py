@@ -16,6 +16,21 @@ from ccm.errors import RenderError, UnsafeFileError
 
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
+#: Elements nested deeper than this in an email's MJML, its ``mj-include`` files
+#: counted on top, are refused before compiling. mjml-python parses and renders
+#: recursively in native code: deep nesting overflows the thread's stack and
+#: kills the process (measured: 10,000 ``<b>`` on an 8 MiB main thread; about
+#: 110 nested ``mj-wrapper`` on a 512 KiB thread, macOS's default for threads).
+#: 100 levels need under 512 KiB even nesting only MJML components; real
+#: layouts nest 10-40 deep.
+MAX_MJML_DEPTH = 100
+
+# Elements mjml-python reads as empty (lowercase only: it nests <BR>).
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+                   "param", "source", "track", "wbr"})
+_TAG_NAME = re.compile(r"[^\s/<>\"'=]*")
+_IN_TAG = re.compile(r"[<>\"']")
+
 
 def _refuse(path: str, reason: str) -> RenderError:
     return RenderError(f"mj-include {path!r} refused: {reason}", channel="email", path=path)
@@ -54,6 +69,69 @@ def _resolve_include(path: str, roots: Sequence[Path]) -> tuple[Path, Path]:
     )
 
 
+def _name_at(source: str, position: int) -> str:
+    found = _TAG_NAME.match(source, position)
+    return found.group() if found else ""
+
+
+def markup_depth(source: str) -> int:
+    """How deep elements nest in ``source``: never less than mjml-python's parse.
+
+    One pass, linear in the length, no recursion. Where the markup is odd it
+    counts more, never less: an end tag closes only the innermost element of
+    its name, a start tag whose quote or ``>`` is missing counts as open, and
+    so does an unterminated comment; text in quoted attribute values and in
+    comments is skipped, as mjml-python skips it.
+    """
+    open_tags: list[str] = []
+    deepest = 0
+    last_comment_end = source.rfind("-->")  # so an unterminated comment costs no search
+    i = source.find("<")
+    while i != -1:
+        if source.startswith("<!--", i) and last_comment_end >= i + 4:
+            i = source.find("<", source.find("-->", i + 4) + 3)
+            continue
+        if source.startswith("</", i):
+            name = _name_at(source, i + 2)
+            if open_tags and open_tags[-1] == name.lower():
+                open_tags.pop()
+            i = source.find("<", i + 2)
+            continue
+        name = _name_at(source, i + 1)
+        if not name:  # "a < b": mjml-python refuses it; read on from the next character
+            i = source.find("<", i + 1)
+            continue
+        position, closed, empty = i + 1 + len(name), False, False
+        while (found := _IN_TAG.search(source, position)) is not None:
+            char = found.group()
+            if char == ">":
+                closed, empty = True, source[found.start() - 1] == "/"
+                position = found.end()
+                break
+            if char == "<":  # a tag inside a tag: read it as a tag of its own
+                position = found.start()
+                break
+            quote_end = source.find(char, found.end())
+            if quote_end == -1:  # unterminated: read on from after the quote
+                position = found.end()
+                break
+            position = quote_end + 1
+        if not (closed and empty) and name not in _VOID:
+            open_tags.append(name.lower())
+            deepest = max(deepest, len(open_tags))
+        i = source.find("<", position)
+    return deepest
+
+
+def _too_deep(depth: int, what: str) -> RenderError:
+    return RenderError(
+        f"{what} nests elements {depth} deep, more than the {MAX_MJML_DEPTH} "
+        "mjml-python can compile safely; flatten the markup (a loop that opens tags "
+        "without closing them does this)",
+        channel="email",
+    )
+
+
 _Stamp = tuple[str, int, int]
 
 
@@ -61,14 +139,23 @@ def _compile(source: str, roots: tuple[Path, ...]) -> tuple[str, tuple[_Stamp, .
     """Compile and report which files were included (path, mtime, size) for the cache."""
     failures: list[RenderError] = []
     stamps: list[_Stamp] = []
+    # Checked before mjml-python sees the source: too deep, it crashes the process.
+    # An include nests inside the source (or another include), so depths add up.
+    depth = markup_depth(source)
+    if depth > MAX_MJML_DEPTH:
+        raise _too_deep(depth, "the MJML")
 
     def load(path: str) -> str:
+        nonlocal depth
         # mjml swallows the loader's exception into a generic message, so the
         # real reason is kept here and raised once mjml gives up.
         try:
             target, root = _resolve_include(path, roots)
             stat = target.stat()  # before reading: an edit after this forces a recompile
             content = read_contained_text(target, root)
+            depth += markup_depth(content)
+            if depth > MAX_MJML_DEPTH:
+                raise _too_deep(depth, f"the MJML with mj-include {path!r}")
         except RenderError as exc:
             failures.append(exc)
             raise

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ccm._schema import safe_load_bounded
 from ccm.review.lint.sourcechecks import Brand
 
 __all__ = ["brand_of", "font_problems"]
@@ -46,7 +47,7 @@ def _facts(raw: Mapping[str, Any], root: Path, others: tuple[Brand, ...] = ()) -
 @lru_cache(maxsize=32)
 def _sibling(manifest: Path, mtime: int) -> Brand | None:
     try:
-        raw = yaml.safe_load(manifest.read_text("utf-8"))
+        raw = safe_load_bounded(manifest.read_text("utf-8"))
     except (OSError, yaml.YAMLError):
         return None
     return _facts(raw, manifest.parent) if isinstance(raw, dict) else None
