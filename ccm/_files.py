@@ -13,7 +13,12 @@ files a digest covers -- goes through :func:`read_contained`, which
   reader and a device (``/dev/zero``, ``/dev/urandom``) or socket is refused
   before a byte is read;
 * refuses symlink loops and files over a size limit, reading at most the
-  limit even when the file grows meanwhile.
+  limit even when the file grows meanwhile;
+* with ``listed=True`` (every reader of sources and assets at render time),
+  refuses a path through a name :func:`contained_files` skips -- hidden
+  (``.snip.j2``, ``.cache/``) or ``__pycache__`` -- as given or with symlinks
+  resolved: a pack's digest, which approval signs, does not cover such files,
+  so nothing that shapes a message may come from one.
 
 Every refusal is an :class:`~ccm.errors.UnsafeFileError` naming the file
 (its path as given, never its content). A missing file is a plain
@@ -26,20 +31,25 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 from ccm.errors import UnsafeFileError
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "SKIPPED_DIRS",
     "contained",
     "contained_files",
     "read_contained",
     "read_contained_text",
+    "unlisted_name",
 ]
 
 #: Largest pack or template file read (fonts and images included), in bytes.
 MAX_FILE_BYTES = 32 * 1024 * 1024
+
+#: Folders :func:`contained_files` never descends, hidden ones aside.
+SKIPPED_DIRS = ("__pycache__",)
 
 _OPEN_FLAGS = (
     os.O_RDONLY
@@ -71,11 +81,26 @@ def _root(root: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(root))
 
 
-def contained(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+def unlisted_name(path: str | PurePath) -> str | None:
+    """The first name in ``path`` that a listing skips: hidden (``.x``) or in :data:`SKIPPED_DIRS`.
+
+    Such a file is no part of a pack or template: no digest covers it, so no
+    render may read it (see ``listed`` in :func:`contained`).
+    """
+    path = PurePosixPath(path) if isinstance(path, str) else path
+    return next((part for part in path.parts
+                 if (part.startswith(".") and part not in (".", "..")) or part in SKIPPED_DIRS),
+                None)
+
+
+def contained(path: str | os.PathLike[str], root: str | os.PathLike[str], *,
+              listed: bool = False) -> Path:
     """``path`` (relative to ``root`` unless absolute) resolved, or a refusal.
 
     Raises :class:`UnsafeFileError` when the resolved path leaves ``root`` or
-    runs into a symlink loop. The file need not exist.
+    runs into a symlink loop, and with ``listed`` when, below ``root``, the
+    path as given or resolved passes a hidden name (``.x``) or ``__pycache__``
+    (the files a pack's digest skips). The file need not exist.
     """
     base = _root(root)
     candidate = Path(path)
@@ -89,6 +114,14 @@ def contained(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Pat
         raise _refuse(path, f"cannot resolve ({exc.strerror})", base) from None
     if not resolved.is_relative_to(base):
         raise _refuse(path, f"resolves outside {base}", base)
+    if listed:
+        for form in (Path(os.path.normpath(candidate)), resolved):
+            name = unlisted_name(form.relative_to(base)) if form.is_relative_to(base) else None
+            if name is not None:
+                what = "is hidden" if name.startswith(".") else "is a cache folder"
+                raise _refuse(path, f"{name!r} {what}: hidden files and folders (and "
+                              "__pycache__) are no part of a pack or template, nor of the "
+                              "digest approval signs; rename it", base)
     return resolved
 
 
@@ -97,15 +130,17 @@ def read_contained(
     root: str | os.PathLike[str],
     *,
     max_bytes: int = MAX_FILE_BYTES,
+    listed: bool = False,
 ) -> bytes:
     """The bytes of the regular file ``path`` inside ``root``, at most ``max_bytes`` of them.
 
     Raises :class:`UnsafeFileError` for a path leaving ``root``, a symlink
-    loop, anything but a regular file (FIFO, device, socket, folder) and a
-    file over ``max_bytes``; :class:`FileNotFoundError` when it is missing.
+    loop, anything but a regular file (FIFO, device, socket, folder), a file
+    over ``max_bytes`` and, with ``listed``, a hidden one (see :func:`contained`);
+    :class:`FileNotFoundError` when it is missing.
     """
     base = _root(root)
-    resolved = contained(path, base)
+    resolved = contained(path, base, listed=listed)
     try:
         fd = os.open(resolved, _OPEN_FLAGS)
     except FileNotFoundError:
@@ -139,9 +174,10 @@ def read_contained_text(
     root: str | os.PathLike[str],
     *,
     max_bytes: int = MAX_FILE_BYTES,
+    listed: bool = False,
 ) -> str:
     """:func:`read_contained` decoded as UTF-8 (a BOM dropped); undecodable text is refused."""
-    data = read_contained(path, root, max_bytes=max_bytes)
+    data = read_contained(path, root, max_bytes=max_bytes, listed=listed)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -152,7 +188,7 @@ def contained_files(
     root: str | os.PathLike[str],
     *,
     skip_hidden: bool = True,
-    skip_dirs: Iterable[str] = ("__pycache__",),
+    skip_dirs: Iterable[str] = SKIPPED_DIRS,
 ) -> list[Path]:
     """Every file under ``root`` (sorted walk), each checked before anyone reads it.
 

@@ -131,3 +131,32 @@ def test_contained_files_lists_regular_files_and_refuses_the_rest(root: Path) ->
 def test_contained_resolves_without_reading(root: Path) -> None:
     """contained() returns the resolved path inside the root."""
     assert contained("sub/ok.txt", root) == (root / "sub" / "ok.txt").resolve()
+
+
+def test_listed_refuses_what_contained_files_skips(root: Path, tmp_path: Path) -> None:
+    """With ``listed``, a path through a name the listing skips is refused, as given or resolved.
+
+    The listing (what a pack's digest covers) skips hidden names and ``__pycache__``;
+    a reader at render time must not read what no digest covers.
+    """
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "x.txt").write_text("secret draft", "utf-8")
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "y.txt").write_text("cached", "utf-8")
+    (root / "via").symlink_to(root / ".hidden")
+    (root / "sub" / ".dot.txt").write_text("dot", "utf-8")
+    listed = {p.relative_to(root).as_posix() for p in contained_files(root)}
+    assert listed == {"sub/ok.txt"}
+    for path, name in (("sub/.dot.txt", "'.dot.txt' is hidden"), (".hidden/x.txt", "'.hidden'"),
+                       ("via/x.txt", "'.hidden' is hidden"),
+                       ("__pycache__/y.txt", "'__pycache__' is a cache folder")):
+        with pytest.raises(UnsafeFileError, match=name) as caught:
+            read_contained(path, root, listed=True)
+        assert "secret" not in str(caught.value)
+        assert read_contained(path, root)  # without ``listed`` (digests of templates) it reads
+    assert read_contained_text("sub/ok.txt", root, listed=True) == "fine"
+    # The root's own path may be hidden: only names below it count.
+    hidden_root = tmp_path / ".config" / "pack"
+    (hidden_root / "a").mkdir(parents=True)
+    (hidden_root / "a" / "b.txt").write_text("ok", "utf-8")
+    assert read_contained("a/b.txt", hidden_root, listed=True) == b"ok"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ccm._files import contained_files
+from ccm._files import contained, contained_files
 from ccm._schema import load_yaml, validate_manifest
 from ccm._util import sha256_files
-from ccm.errors import PackError
+from ccm.errors import PackError, UnsafeFileError
 from ccm.pack.model import BrandPack
 
 __all__ = ["LAYOUTS", "load_pack", "pack_files"]
@@ -19,6 +19,10 @@ LAYOUTS = {"pdf": "pdf.html.j2", "email": "email.mjml.j2", "sms": "sms.txt.j2"}
 
 def pack_files(root: Path) -> list[Path]:
     """Every regular file of the pack (the set its SHA-256 covers), hidden files excluded.
+
+    Hidden files and folders (and ``__pycache__``) are no part of the pack:
+    editors and tools leave them, so they are not digested, and no render
+    reads them (``listed=True`` in :mod:`ccm._files`).
 
     A symlink leaving the pack, a symlink loop, a FIFO, device or socket
     anywhere in it is refused with :class:`~ccm.errors.UnsafeFileError`.
@@ -71,6 +75,10 @@ def load_pack(path: str | os.PathLike[str]) -> BrandPack:
             raise fail(key, f"{rel!r} is outside the pack")
         if not target.is_file():
             raise fail(key, f"file {rel!r} does not exist")
+        try:
+            contained(rel, root, listed=True)
+        except UnsafeFileError as exc:  # hidden: no digest covers it, no render reads it
+            raise fail(key, exc.reason) from None
     for channel, name in LAYOUTS.items():
         if not (root / "layouts" / name).is_file():
             raise PackError(

@@ -99,7 +99,7 @@ class Engine:
         self._brand_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self._sources_cache: dict[tuple[str, str], str] = {}
         self._budgets: dict[str, Budget] = {}
-        self._pdf_fetcher: PackFetcher | None = None
+        self._pdf_fetchers: dict[str, PackFetcher] = {}
         rule = self.pack.security.get("pdf_password")
         self.password_rule: PasswordRule | None = PasswordRule.from_mapping(rule) if rule else None
         self.record: Record | None = open_record(record, master_key)
@@ -603,16 +603,22 @@ class Engine:
 
     # -- channels ----------------------------------------------------------------
 
-    @property
-    def _fetcher(self) -> PackFetcher:
-        """The PDF layout's fetcher of the pack's assets, made on the first PDF (loading
-        the PDF channel loads WeasyPrint and Pango: a process making no PDF never does)."""
-        if self._pdf_fetcher is None:
-            self._pdf_fetcher = pdf_channel().PackFetcher(
-                roots=[self.pack.root, self.templates_dir],
+    def _fetcher(self, tpl: Template) -> PackFetcher:
+        """The fetcher of ``tpl``'s PDF assets, made on its first PDF (loading the PDF
+        channel loads WeasyPrint and Pango: a process making no PDF never does).
+
+        It serves the pack and the template's own folder -- the files
+        :meth:`sources_sha256` and approval cover -- and nothing else of the
+        templates folder: another template's files, or a shared folder next to
+        them, could change this template's PDF unseen by its approval.
+        """
+        fetcher = self._pdf_fetchers.get(tpl.id)
+        if fetcher is None:
+            fetcher = self._pdf_fetchers[tpl.id] = pdf_channel().PackFetcher(
+                roots=[self.pack.root, tpl.root],
                 allowed_hosts=tuple(self.pack.security.get("allowed_hosts", ())),
             )
-        return self._pdf_fetcher
+        return fetcher
 
     def password_hint(self, locale: str) -> str | None:
         """The pack's hint for the PDF password in ``locale`` (never the password)."""

@@ -34,12 +34,14 @@ from ccm.errors import (
     SandboxError,
     TemplateError,
     TemplateSyntaxError,
+    UnsafeFileError,
 )
 from ccm.render.budget import Budget, Meter, metered
 from ccm.render.i18n import FILTERS
 from ccm.render.sandbox import CCMSandbox, check_printable, refuse_repr_conversion
 
-__all__ = ["ContainedLoader", "RenderedSource", "create_environment", "render_source"]
+__all__ = ["ContainedLoader", "RenderedSource", "check_reach", "create_environment",
+           "render_source"]
 
 #: Values printed as they are (no need to look closer).
 _PLAIN = frozenset({str, int, float, bool, type(None), Markup})
@@ -62,6 +64,8 @@ class ContainedLoader(jinja2.BaseLoader):
     templates folder for templates): ``include``, ``import`` and
     ``extends`` of a symlink out of it, a FIFO or a device raise
     :class:`~ccm.errors.UnsafeFileError` naming the file, on every channel.
+    So does a hidden source (``pack/.snip.j2``): the digests approval signs
+    skip hidden files, so none may shape a message.
     """
 
     def __init__(self, folder: str | os.PathLike[str], root: str | os.PathLike[str],
@@ -82,7 +86,7 @@ class ContainedLoader(jinja2.BaseLoader):
                 os.path.realpath(root)):
             root = subroot
         try:
-            source = read_contained_text(path, root, max_bytes=MAX_SOURCE_BYTES)
+            source = read_contained_text(path, root, max_bytes=MAX_SOURCE_BYTES, listed=True)
             mtime = path.stat().st_mtime_ns
         except FileNotFoundError:
             raise jinja2.TemplateNotFound(template) from None
@@ -98,6 +102,64 @@ class ContainedLoader(jinja2.BaseLoader):
         return source, str(path), uptodate
 
 
+def _pieces(name: str) -> list[str] | None:
+    try:
+        return split_template_path(name)
+    except jinja2.TemplateNotFound:  # ".." in it: the loader says "not found"
+        return None
+
+
+def check_reach(name: str, parent: str | None) -> None:
+    """Refuse a source ``parent`` may not load: what approval's digest does not cover.
+
+    A message's digest (``Engine.sources_sha256``), which approval signs,
+    covers the pack and the template's own folder. So a template
+    (``templates/<id>/…``) may ``include``, ``import`` or ``extend`` the
+    pack's layouts (``pack/…``) and its own files, and a pack layout only the
+    pack's: another template's files, or a shared folder in the templates
+    folder, would change a message unseen by its approval. Raises
+    :class:`~ccm.errors.UnsafeFileError` naming both.
+    """
+    if parent is None:
+        return
+    source, target = _pieces(parent), _pieces(name)
+    if not source or target is None or len(source) < 2:
+        return
+    if source[0] == "templates":
+        allowed = target[:1] == ["pack"] or (len(target) > 2 and target[:2] == source[:2])
+        where = f"its own folder (templates/{source[1]}/) and the pack's layouts (pack/…)"
+    elif source[0] == "pack":
+        allowed = target[:1] == ["pack"]
+        where = "the pack's layouts (pack/…)"
+    else:
+        return
+    if not allowed:
+        reason = (f"{parent} may load only {where}, the files its approval covers, not "
+                  f"{name}; move that file there")
+        raise UnsafeFileError(f"{name}: refused: {reason}", path=name, reason=reason,
+                              root=source[0])
+
+
+class _FullNames(jinja2.PrefixLoader):
+    """A prefix loader that compiles each source under its full name (``templates/x/…``).
+
+    Jinja's own compiles it under the name without its prefix (``x/…``), which
+    would leave :func:`check_reach` unable to tell a template from a layout.
+    """
+
+    load = jinja2.BaseLoader.load
+
+
+class _ReachChecked(CCMSandbox):
+    """The sandbox with :func:`check_reach` on every ``include``, ``import`` and ``extends``."""
+
+    def join_path(self, template: str, parent: str) -> str:
+        # Jinja passes every load from inside a template through here, with the
+        # loading template's name; cached templates included.
+        check_reach(template, parent)
+        return super().join_path(template, parent)
+
+
 def create_environment(pack_layouts: Path, templates_dir: Path,
                        pack_root: Path | None = None,
                        template_roots: Mapping[str, Path] | None = None,
@@ -107,15 +169,16 @@ def create_environment(pack_layouts: Path, templates_dir: Path,
     ``pack/…`` names the pack's layouts (contained in ``pack_root``, by
     default the layouts' parent), ``templates/…`` the templates (contained
     in the templates folder; a loaded template whose folder is a symlink to
-    elsewhere, listed in ``template_roots`` by id, in its own folder).
+    elsewhere, listed in ``template_roots`` by id, in its own folder). What a
+    source may load from another is :func:`check_reach`.
     """
-    loader = jinja2.PrefixLoader(
+    loader = _FullNames(
         {
             "pack": ContainedLoader(pack_layouts, pack_root or Path(pack_layouts).parent),
             "templates": ContainedLoader(templates_dir, templates_dir, template_roots),
         }
     )
-    env = CCMSandbox(
+    env = _ReachChecked(
         loader=loader,
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,

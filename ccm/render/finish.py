@@ -50,7 +50,7 @@ def finish_pdf(engine: Engine, tpl: Template, req: Request, message: Message,
     document = pdf.render_document(
         rendered.text,
         base_url=engine.pack.root.as_uri() + "/",
-        fetcher=engine._fetcher,
+        fetcher=engine._fetcher(tpl),
         deadline=meter.deadline,
     )
     # An address line too long for the window is the customer's data, not ours to cut.

@@ -213,3 +213,60 @@ def test_deeply_nested_email_is_a_render_error_naming_the_template(
         engine.render("payment_reminder", sample("payment_reminder"), "email")
     assert caught.value.template == "payment_reminder"
     assert caught.value.channel == "email"
+
+
+# -- hidden files and other templates' files: no digest covers them, no render reads them
+
+
+def test_hidden_mj_include_is_refused(tmp_path: Path) -> None:
+    """``<mj-include>`` of a hidden pack file fails the email, naming the file."""
+    pack, templates = copy_examples(tmp_path)
+    (pack / ".parts").mkdir()
+    (pack / ".parts" / "x.mjml").write_text("<mj-text>HIDDEN</mj-text>", "utf-8")
+    src = templates / "payment_reminder" / "email.mjml.j2"
+    src.write_text(src.read_text("utf-8").replace(
+        "{% block content %}", '{% block content %}<mj-include path=".parts/x.mjml" />', 1),
+        "utf-8")
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(ccm.RenderError, match=r"\.parts/x\.mjml.*hidden"):
+        engine.render("payment_reminder", sample("payment_reminder"), "email")
+
+
+def test_hidden_partial_in_the_template_folder_is_refused(tmp_path: Path) -> None:
+    """The rule is the same in a template's folder: a hidden source is never included."""
+    pack, templates = copy_examples(tmp_path)
+    (templates / "payment_reminder" / ".note.txt.j2").write_text("HIDDEN", "utf-8")
+    src = templates / "payment_reminder" / "sms.txt.j2"
+    src.write_text(src.read_text("utf-8").replace(
+        "{% block content %}",
+        '{% block content %}{% include "templates/payment_reminder/.note.txt.j2" %}', 1),
+        "utf-8")
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(UnsafeFileError, match=r"'\.note\.txt\.j2' is hidden"):
+        engine.render("payment_reminder", sample("payment_reminder"), "sms")
+
+
+def test_layout_including_a_template_file_is_refused(tmp_path: Path) -> None:
+    """A pack layout loads only the pack's layouts: a templates folder is no part of a pack."""
+    pack, templates = copy_examples(tmp_path)
+    (templates / "shared").mkdir()
+    (templates / "shared" / "note.txt.j2").write_text("SHARED", "utf-8")
+    layout = pack / "layouts" / "sms.txt.j2"
+    layout.write_text('{% include "templates/shared/note.txt.j2" %}' +
+                      layout.read_text("utf-8"), "utf-8")
+    engine = ccm.Engine(pack, templates, record=None)
+    with pytest.raises(UnsafeFileError) as caught:
+        engine.render("payment_reminder", sample("payment_reminder"), "sms")
+    assert "templates/shared/note.txt.j2" in str(caught.value)
+    assert "pack/sms.txt.j2 may load only the pack's layouts" in str(caught.value)
+
+
+def test_hidden_logo_in_pack_yaml_fails_loading(tmp_path: Path) -> None:
+    """pack.yaml naming a hidden file (which the pack's digest skips) fails loading it."""
+    pack, _templates = copy_examples(tmp_path)
+    (pack / "assets" / "logo.svg").rename(pack / "assets" / ".logo.svg")
+    manifest = pack / "pack.yaml"
+    manifest.write_text(manifest.read_text("utf-8").replace(
+        "logo: assets/logo.svg", "logo: assets/.logo.svg"), "utf-8")
+    with pytest.raises(ccm.PackError, match=r"logo: '\.logo\.svg' is hidden"):
+        ccm.load_pack(pack)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ import pytest
 
 import ccm
 from ccm.cli import main
-from ccm.errors import ApprovalError
+from ccm.errors import ApprovalError, AssetError, UnsafeFileError
 from ccm.review.approval import (
     approvals_path,
     check_approved,
@@ -197,3 +198,138 @@ def test_approve_command_unknown_template(project: tuple[Path, Path],
     assert code == 1
     assert err.startswith("ccm: error: unknown template 'nope'")
     assert TEMPLATE in err
+
+
+# -- every file that shapes a message is covered, or refused ------------------------------
+# The reproduction of a finding: a hidden layout snippet (the pack's digest skips hidden
+# files) and a stylesheet in a folder shared by the templates (no template's digest covers
+# it) could change an approved PDF without changing its sources_sha256.
+
+PDF_TEMPLATE = "welcome"
+
+
+def approve_with_cli(pack: Path, templates: Path, approvals: Path) -> None:
+    code = main(["approve", PDF_TEMPLATE, "--pack", str(pack), "--templates", str(templates),
+                 "--approvals", str(approvals), "--by", "Dana Compliance"])
+    assert code == 0
+
+
+def render_pdf_text(pack: Path, templates: Path, approvals: Path) -> tuple[ccm.Message, str]:
+    from pypdf import PdfReader
+
+    message = strict_engine(pack, templates, approvals).render(
+        PDF_TEMPLATE, sample(PDF_TEMPLATE), "pdf", record=False)
+    assert message.content is not None
+    reader = PdfReader(io.BytesIO(message.content))
+    return message, "\n".join(page.extract_text() for page in reader.pages)
+
+
+def add_to_source(path: Path, marker: str, addition: str) -> None:
+    text = path.read_text("utf-8")
+    assert marker in text
+    path.write_text(text.replace(marker, marker + addition, 1), "utf-8")
+
+
+def test_hidden_layout_snippet_is_refused_before_and_after_a_change(
+        project: tuple[Path, Path], tmp_path: Path) -> None:
+    """A layout including a hidden file (which no digest covers) is refused, not rendered."""
+    pack, templates = project
+    approvals = tmp_path / "approvals.json"
+    snippet = pack / "layouts" / ".snip.j2"
+    snippet.write_text("<p>HIDDEN v1</p>", "utf-8")
+    add_to_source(pack / "layouts" / "pdf.html.j2", "{% block content %}{% endblock %}",
+                  '{% include "pack/.snip.j2" %}')
+    approve_with_cli(pack, templates, approvals)
+    for version in ("v1", "v2"):
+        snippet.write_text(f"<p>HIDDEN {version}</p>", "utf-8")
+        with pytest.raises(UnsafeFileError) as info:
+            render_pdf_text(pack, templates, approvals)
+        assert ".snip.j2" in str(info.value) and "hidden" in str(info.value)
+        assert "HIDDEN" not in str(info.value)
+
+
+def test_hidden_file_reached_through_a_symlinked_folder_is_refused(
+        project: tuple[Path, Path], tmp_path: Path) -> None:
+    """A visible folder that is a symlink to a hidden one is no way round the rule."""
+    pack, templates = project
+    approvals = tmp_path / "approvals.json"
+    (pack / ".drafts").mkdir()
+    (pack / ".drafts" / "snip.j2").write_text("<p>HIDDEN v1</p>", "utf-8")
+    (pack / "layouts" / "parts").symlink_to(pack / ".drafts")
+    add_to_source(pack / "layouts" / "pdf.html.j2", "{% block content %}{% endblock %}",
+                  '{% include "pack/parts/snip.j2" %}')
+    approve_with_cli(pack, templates, approvals)
+    with pytest.raises(UnsafeFileError, match=r"'\.drafts' is hidden"):
+        render_pdf_text(pack, templates, approvals)
+
+
+def test_stylesheet_shared_by_templates_is_refused(
+        project: tuple[Path, Path], tmp_path: Path) -> None:
+    """A PDF asset outside the pack and the template's own folder fails the render."""
+    pack, templates = project
+    approvals = tmp_path / "approvals.json"
+    (templates / "shared").mkdir()
+    css = templates / "shared" / "s.css"
+    add_to_source(templates / PDF_TEMPLATE / "pdf.html.j2", "{% block content %}",
+                  '<link rel="stylesheet" href="../../templates/shared/s.css"><p class="x"></p>')
+    approve_with_cli(pack, templates, approvals)
+    for version in ("v1", "v2"):
+        css.write_text(f'p.x::after {{ content: "SHARED {version}" }}\n', "utf-8")
+        with pytest.raises(AssetError) as info:
+            render_pdf_text(pack, templates, approvals)
+        assert "shared/s.css" in str(info.value) and "outside the pack" in str(info.value)
+        assert "template's own folder" in str(info.value)
+
+
+def test_stylesheet_in_the_template_folder_is_covered_by_approval(
+        project: tuple[Path, Path], tmp_path: Path) -> None:
+    """A PDF asset in the template's own folder renders, and a change to it is named."""
+    pack, templates = project
+    approvals = tmp_path / "approvals.json"
+    css = templates / PDF_TEMPLATE / "s.css"
+    css.write_text('p.x::after { content: "OWN v1" }\n', "utf-8")
+    add_to_source(templates / PDF_TEMPLATE / "pdf.html.j2", "{% block content %}",
+                  f'<link rel="stylesheet" href="../../templates/{PDF_TEMPLATE}/s.css">'
+                  '<p class="x"></p>')
+    approve_with_cli(pack, templates, approvals)
+    message, text = render_pdf_text(pack, templates, approvals)
+    assert "OWN v1" in text
+    approved = message.sources_sha256
+    css.write_text('p.x::after { content: "OWN v2" }\n', "utf-8")
+    with pytest.raises(ApprovalError) as info:
+        render_pdf_text(pack, templates, approvals)
+    assert info.value.changed == [f"templates/{PDF_TEMPLATE}/s.css"]  # type: ignore[attr-defined]
+    approve_with_cli(pack, templates, approvals)
+    message, text = render_pdf_text(pack, templates, approvals)
+    assert "OWN v2" in text and message.sources_sha256 != approved
+
+
+def test_hidden_pack_asset_is_refused(project: tuple[Path, Path], tmp_path: Path) -> None:
+    """A hidden stylesheet in the pack (the pack's digest skips it) fails the render."""
+    pack, templates = project
+    approvals = tmp_path / "approvals.json"
+    (pack / "assets" / ".extra.css").write_text('p.x::after { content: "HIDDEN" }', "utf-8")
+    add_to_source(pack / "layouts" / "pdf.html.j2", "{% block content %}{% endblock %}",
+                  '<link rel="stylesheet" href="assets/.extra.css"><p class="x"></p>')
+    record_approval(strict_engine(pack, templates, approvals), PDF_TEMPLATE, by="Dana",
+                    path=approvals)
+    with pytest.raises(AssetError, match=r"\.extra\.css.*hidden"):
+        render_pdf_text(pack, templates, approvals)
+
+
+def test_include_of_another_templates_file_is_refused(
+        project: tuple[Path, Path], tmp_path: Path) -> None:
+    """A template includes only its own files and the pack's: another one's escapes its digest."""
+    pack, templates = project
+    approvals = tmp_path / "approvals.json"
+    (templates / "shared").mkdir()
+    (templates / "shared" / "note.txt.j2").write_text("SHARED v1", "utf-8")
+    add_to_source(templates / TEMPLATE / "sms.txt.j2", "{% block content %}",
+                  '{% include "templates/shared/note.txt.j2" %}')
+    record_approval(strict_engine(pack, templates, approvals), TEMPLATE, by="Dana",
+                    path=approvals)
+    with pytest.raises(UnsafeFileError) as info:
+        strict_engine(pack, templates, approvals).render(
+            TEMPLATE, sample(TEMPLATE), "sms", record=False)
+    assert "templates/shared/note.txt.j2" in str(info.value)
+    assert f"its own folder (templates/{TEMPLATE}/)" in str(info.value)

@@ -39,7 +39,8 @@ def _refuse(path: str, reason: str) -> RenderError:
 def _resolve_include(path: str, roots: Sequence[Path]) -> tuple[Path, Path]:
     """The file ``path`` names inside the first root that has it, and that root.
 
-    Nothing outside the roots: resolution is :func:`ccm._files.contained`.
+    Nothing outside the roots: resolution is :func:`ccm._files.contained`;
+    nothing hidden either (``listed``): approval's digests do not cover it.
     """
     if not path.strip() or "\x00" in path:
         raise _refuse(path, "the path is empty or contains NUL")
@@ -57,7 +58,7 @@ def _resolve_include(path: str, roots: Sequence[Path]) -> tuple[Path, Path]:
     for root in roots:
         base = root.resolve()
         try:
-            candidate = contained(relative, base)
+            candidate = contained(relative, base, listed=True)
         except UnsafeFileError as exc:
             # A symlink inside the folder that points out of it, or a loop.
             raise _refuse(path, f"{exc.reason} ({root})") from None
@@ -152,7 +153,7 @@ def _compile(source: str, roots: tuple[Path, ...]) -> tuple[str, tuple[_Stamp, .
         try:
             target, root = _resolve_include(path, roots)
             stat = target.stat()  # before reading: an edit after this forces a recompile
-            content = read_contained_text(target, root)
+            content = read_contained_text(target, root, listed=True)
             depth += markup_depth(content)
             if depth > MAX_MJML_DEPTH:
                 raise _too_deep(depth, f"the MJML with mj-include {path!r}")

@@ -18,8 +18,10 @@ from urllib.request import url2pathname
 
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
-from ccm._files import read_contained
+from ccm._files import contained, read_contained
 from ccm.errors import AssetError, UnsafeFileError
+
+_ROOTS_NOTE = " (a PDF reads only files of its pack and of its template's own folder)"
 
 
 class AssetRefused(FatalURLFetchingError):  # type: ignore[misc]
@@ -88,9 +90,11 @@ class _Session:
 class PackFetcher(URLFetcher):  # type: ignore[misc]
     """A WeasyPrint URL fetcher that serves only the pack's own files.
 
-    ``roots`` are the folders whose files may be read (the pack and the
-    templates folder); a ``file:`` URL is served when its path, with symlinks
-    resolved, lies inside one of them. ``data:`` URLs are served; ``http`` and
+    ``roots`` are the folders whose files may be read (the engine gives the
+    pack and the rendered template's own folder: the files approval's digest
+    covers); a ``file:`` URL is served when its path, with symlinks resolved,
+    lies inside one of them and passes no hidden name (``.x``, ``__pycache__``:
+    no digest covers those). ``data:`` URLs are served; ``http`` and
     ``https`` only for ``allowed_hosts`` (none by default), without following
     redirects. Anything else -- and any missing or unreadable file -- raises
     :class:`AssetRefused`, which stops the render.
@@ -229,11 +233,16 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
         except (OSError, RuntimeError):
             # Say "missing" only for paths inside the pack; outside, existence is no one's business.
             if self._root_of(Path(os.path.realpath(path))) is None:
-                raise AssetRefused(f"asset outside the pack refused: {url}", url) from None
+                raise AssetRefused(f"asset outside the pack refused: {url}{_ROOTS_NOTE}",
+                                   url) from None
             raise AssetRefused(f"asset not found: {self.describe(url)}", url) from None
         root = self._root_of(resolved)
         if root is None:
-            raise AssetRefused(f"asset outside the pack refused: {url}", url)
+            raise AssetRefused(f"asset outside the pack refused: {url}{_ROOTS_NOTE}", url)
+        try:
+            contained(path, root, listed=True)
+        except UnsafeFileError as exc:
+            raise AssetRefused(f"asset refused: {self.describe(url)}: {exc.reason}", url) from None
         if not resolved.is_file():
             raise AssetRefused(f"asset is not a file: {self.describe(url)}", url)
         data = self._read(resolved, url, root)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import tinycss2
 
+from ccm._files import unlisted_name
 from ccm.review.lint import css
 from ccm.review.lint.findings import Edit
 from ccm.review.lint.markup import TextNode, blank_jinja, blank_jinja_comments, texts
@@ -92,9 +93,13 @@ def url_problem(url: str, brand: Brand, *, email: bool) -> str | None:
         return f"{url[:100]!r} is hot-linked from {host}, not the pack's assets"
     if email:
         return f"{url[:100]!r} is a relative path: emails need the pack's assets_url"
-    if brand.root is not None and not (brand.root / url.split("?")[0]).resolve().is_relative_to(
+    path = url.split("?")[0].split("#")[0]
+    if brand.root is not None and not (brand.root / path).resolve().is_relative_to(
             brand.root.resolve()):
         return f"{url[:100]!r} leaves the pack folder"
+    if unlisted_name(path):
+        return f"{url[:100]!r} is a hidden file, which the renderer refuses (approval does " \
+            "not cover it)"
     return None
 
 

@@ -3,8 +3,9 @@
 Flagged: ``|safe`` on anything but a string literal (a literal is the
 author's own markup; a variable may carry customer data), ``|attr``,
 ``{% autoescape false %}``, ``Markup(``, names starting with ``_``
-(sandbox probing), include/extends/import of a computed name, and
-``<mj-include>`` of a path outside the pack and template folders.
+(sandbox probing), include/extends/import of a computed name or of a
+source the renderer refuses (another template's, a hidden one), and
+``<mj-include>`` of a path outside the pack and template folders or hidden.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path, PurePosixPath
 import jinja2
 from jinja2 import nodes
 
+from ccm._files import unlisted_name
+from ccm.errors import UnsafeFileError
+from ccm.render.environment import check_reach
 from ccm.review.lint.sources import line_at, read_text, searchable
 
 __all__ = ["mj_includes", "unsafe_constructs"]
@@ -45,10 +49,14 @@ def unsafe_constructs(env: jinja2.Environment, filename: str, name: str
                                              "be written unescaped"))
     for ref in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
         target = getattr(ref, "template", None)
+        kind = type(ref).__name__.lower()
         if not isinstance(target, nodes.Const):
-            kind = type(ref).__name__.lower()
             out.append((ref.lineno, f"{kind} of a computed template name; name the template "
                                     "literally (e.g. \"pack/email.mjml.j2\")"))
+        elif isinstance(target.value, str):
+            problem = _reach_problem(target.value, name)
+            if problem:
+                out.append((ref.lineno, f"{kind} of {target.value!r}: {problem}"))
     for call in tree.find_all(nodes.Getattr):
         if call.attr.startswith("_"):
             out.append((call.lineno, f"access to the private attribute {call.attr!r}"))
@@ -61,6 +69,17 @@ def unsafe_constructs(env: jinja2.Environment, filename: str, name: str
     for m in _MARKUP_CALL.finditer(visible):
         out.append((line_at(visible, m.start()), "Markup( builds unescaped markup"))
     return sorted(set(out))
+
+
+def _reach_problem(target: str, name: str) -> str | None:
+    """Why the renderer refuses ``name`` loading ``target`` (None: it does not)."""
+    if unlisted_name(target):
+        return "a hidden file, which the renderer does not read (approval does not cover it)"
+    try:
+        check_reach(target, name)
+    except UnsafeFileError as exc:
+        return exc.reason
+    return None
 
 
 def mj_includes(filename: str, roots: Sequence[Path]) -> list[tuple[int, str]]:
@@ -78,6 +97,8 @@ def mj_includes(filename: str, roots: Sequence[Path]) -> list[tuple[int, str]]:
             problem = "climbs out with '..'"
         elif "{{" in path or "{%" in path:
             problem = "is computed"
+        elif unlisted_name(path):
+            problem = "is hidden (approval does not cover it; the renderer refuses it)"
         else:
             inside = [(root / path).resolve().is_relative_to(root.resolve()) for root in roots]
             if not any(inside):

@@ -141,6 +141,30 @@ def test_mj_include_outside_the_pack_is_unsafe(project: Project) -> None:
     assert [where(f, project.root) for f in found] == [(EMAIL, line)]
 
 
+def test_include_of_another_templates_file_or_a_hidden_one_is_unsafe(project: Project) -> None:
+    """Includes the renderer refuses (outside the template's folder, hidden) are reported."""
+    (project.templates / "shared").mkdir()
+    (project.templates / "shared" / "note.txt.j2").write_text("Shared.", "utf-8")
+    (project.template("payment_reminder") / ".draft.txt.j2").write_text("Draft.", "utf-8")
+    line = add_text(project, '<mj-text>{% include "templates/shared/note.txt.j2" %}'
+                             '{% include "templates/payment_reminder/.draft.txt.j2" %}</mj-text>')
+    messages = [f.message for f in rules(project.lint(), "unsafe-construct")
+                if where(f, project.root) == (EMAIL, line)]
+    assert any("'templates/shared/note.txt.j2'" in m and "its own folder" in m for m in messages)
+    assert any("'templates/payment_reminder/.draft.txt.j2'" in m and "hidden" in m
+               for m in messages)
+
+
+def test_hidden_mj_include_is_unsafe(project: Project) -> None:
+    """``<mj-include>`` of a hidden file (no digest covers it) is reported at its line."""
+    (project.pack / ".parts").mkdir()
+    (project.pack / ".parts" / "x.mjml").write_text("<mj-text>x</mj-text>", "utf-8")
+    line = add_text(project, '<mj-include path=".parts/x.mjml" />')
+    found = [f for f in rules(project.lint(), "unsafe-construct") if "mj-include" in f.message]
+    assert [where(f, project.root) for f in found] == [(EMAIL, line)]
+    assert "is hidden" in found[0].message
+
+
 def test_dynamic_extends_and_import_are_unsafe(project: Project) -> None:
     """``{% extends %}`` or ``{% import %}`` of a computed name is reported at its line."""
     project.edit(EMAIL, '{% extends "pack/email.mjml.j2" %}',
@@ -420,6 +444,18 @@ def test_image_without_alt_text_in_a_pdf(tmp_path: Path) -> None:
     found = rules(project.lint(), "img-alt-missing")
     assert {(where(f, project.root), f.channel) for f in found} == {
         ((pdf, project.line_of(pdf, "<img")), "pdf")}
+
+
+def test_hidden_pdf_asset_is_not_in_pack(tmp_path: Path) -> None:
+    """A PDF asset in a hidden file of the pack, which the renderer refuses, is reported."""
+    project = make_project(tmp_path, template="welcome")
+    (project.pack / "assets" / ".old-logo.png").write_bytes(
+        (project.pack / "assets" / "logo.png").read_bytes())
+    pdf = "templates/welcome/pdf.html.j2"
+    project.edit(pdf, "<table", '<img src="assets/.old-logo.png" alt="Old logo">\n<table')
+    found = [f for f in rules(project.lint(), "asset-not-in-pack") if f.file.endswith(pdf)]
+    assert found and all("hidden" in f.message for f in found)
+    assert (pdf, project.line_of(pdf, "<img")) in {where(f, project.root) for f in found}
 
 
 def test_image_with_alt_text_and_tracking_pixels_pass(project: Project) -> None:
