@@ -219,3 +219,27 @@ def test_a_short_blob_is_found_on_every_backend(open_record: Callable[..., Recor
     assert report.problems == [
         f"archive blob {rec.get('m1').archive_ref}/content of message m1: archive.blob has "
         "27 bytes, fewer than any sealed content (28) (truncated or replaced; tampered)"]
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    (TAMPERINGS["chain.seq text"][0],
+     "the newest chain entry of customer 'C1' is unreadable (chain.seq holds text, not a whole "
+     "number; edited): run `ccm record verify`"),
+    ("UPDATE chain SET hash = x'00' WHERE customer_id = 'C2'",
+     "customer 'C2' is unreadable (chain.hash holds bytes, not text; edited)"),
+    ("UPDATE chain SET customer_id = x'4332' WHERE customer_id = 'C2'",
+     "chain.customer_id holds bytes, not text; edited"),
+], ids=["seq", "hash", "customer_id"])
+def test_checkpoint_refuses_an_unreadable_head(sql: str, expected: str,
+                                               tampered: Callable[[str], Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`ccm record checkpoint` will not sign around a head it cannot read: exit 1, no file."""
+    monkeypatch.setenv("CCM_CHECKPOINT_KEY", "untrusted-checkpoint-key-0123456789abcdef")
+    copy = tampered(sql)
+    out = tmp_path / "r.ckpt"
+    code = main(["record", "checkpoint", "--record", str(copy), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith("ccm: error: cannot sign a checkpoint: ") and expected in err
+    assert not out.exists()
