@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ccm.errors import RecordError
 
-__all__ = ["PARTS", "aad", "aead", "new_data_key", "open_blob", "seal_blob"]
+__all__ = ["PARTS", "SEALED_MIN", "aad", "aead", "new_data_key", "open_blob", "seal_blob"]
 
 PARTS = ("content", "archival")
 _NONCE = 12
+#: The fewest bytes a sealed blob has: its nonce and its 16-byte tag (empty content).
+SEALED_MIN = _NONCE + 16
 _AAD = b"ccm/record/archive/v1\x00"
 
 

@@ -23,9 +23,11 @@ wait on each other, and the customer lock is the one that caps need anyway.
 What :func:`scan` proves: every chain is unbroken (seq 1..n, each row names
 its predecessor's hash), every row's data still hashes to what was stored,
 every message and event is in exactly one chain, and every archive blob
-belongs to its message. It cannot see rows removed from the *end* of a chain
-together with their data, or a whole record swapped for an older copy, or a
-chain rewritten by someone who recomputes the hashes -- a hash chain has no
+belongs to its message. Every value is read as untrusted
+(:mod:`ccm.record.stored`): one of the wrong type is a problem of its row,
+not an exception that ends the walk. It cannot see rows removed from the
+*end* of a chain together with their data, or a whole record swapped for an
+older copy, or a chain rewritten by someone who recomputes the hashes -- a hash chain has no
 secret. Signed checkpoints (:mod:`ccm.record.checkpoint`) close the first two.
 """
 
@@ -33,13 +35,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from ccm.record import stored
+from ccm.record.archive import SEALED_MIN
 from ccm.record.keycheck import KeyWatch
 from ccm.record.schema import archive, chain, events, messages
 
@@ -237,9 +241,38 @@ class Scan:
             self.problems.append(problem)
 
 
-def _describe(customer_id: str, seq: int, kind: str, ref: str | None) -> str:
-    what = f"{kind} {ref}" if ref else kind
-    return f"customer {customer_id!r} entry {seq} ({what})"
+def _describe(customer_id: str, seq: object, kind: object, ref: object) -> str:
+    what = f"{kind} {ref}" if ref else f"{kind}"
+    number = seq if isinstance(seq, int) else repr(seq)
+    return f"customer {customer_id!r} entry {number} ({what})"
+
+
+_Reader = Callable[[object], Any]
+_CHAIN_COLUMNS: tuple[tuple[str, _Reader], ...] = (
+    ("customer_id", stored.text), ("seq", stored.whole), ("kind", stored.text),
+    ("ref", stored.optional_text), ("at", stored.moment), ("detail", stored.optional_text),
+    ("prev_hash", stored.text), ("hash", stored.text),
+)
+_MESSAGE_COLUMNS: tuple[tuple[str, _Reader], ...] = tuple(
+    (c.name, stored.moment if c.name == "created_at" else stored.optional_text)
+    for c in messages.c
+)
+_EVENT_COLUMNS: tuple[tuple[str, _Reader], ...] = tuple(
+    (c.name, stored.moment if c.name == "at" else stored.optional_text) for c in events.c
+)
+
+
+def _read(row: sa.RowMapping, table: str, columns: Iterable[tuple[str, _Reader]],
+          prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+    """The row's values by column, and what is wrong with those that cannot be read."""
+    values: dict[str, Any] = {}
+    bad: list[str] = []
+    for name, read in columns:
+        try:
+            values[name] = read(row[prefix + name])
+        except stored.Unreadable as exc:
+            bad.append(f"{table}.{name} {exc}")
+    return values, bad
 
 
 def scan(conn: sa.Connection, *, pins: Mapping[str, int] | None = None,
@@ -248,13 +281,19 @@ def scan(conn: sa.Connection, *, pins: Mapping[str, int] | None = None,
 
     ``pins`` maps customer -> seq whose stored hash should be reported back
     in :attr:`Scan.pinned` (a checkpoint's heads).
+
+    Every value is read raw and checked for its type (:mod:`ccm.record.stored`):
+    a value of the wrong type is reported as an edit of its row, that row's
+    hash is not recomputed, and the walk goes on. A row whose ``seq`` is not
+    a whole number has no place in its chain: the rows around it are checked
+    as if it were not there.
     """
     pins = pins or {}
     result = Scan()
-    m_cols = [c.label(f"m_{c.name}") for c in messages.c]
-    e_cols = [c.label(f"e_{c.name}") for c in events.c]
+    m_cols = [stored.raw(c, f"m_{c.name}") for c in messages.c]
+    e_cols = [stored.raw(c, f"e_{c.name}") for c in events.c]
     query = (
-        sa.select(chain, *m_cols, *e_cols)
+        sa.select(*(stored.raw(c, c.name) for c in chain.c), *m_cols, *e_cols)
         .select_from(
             chain.outerjoin(
                 messages, sa.and_(chain.c.kind == "message", messages.c.message_id == chain.c.ref)
@@ -263,58 +302,79 @@ def scan(conn: sa.Connection, *, pins: Mapping[str, int] | None = None,
         .order_by(chain.c.customer_id, chain.c.seq)
     )
     keys = KeyWatch()
+    seen: set[str] = set()
     customer: str | None = None
     expected = 1
-    prev = GENESIS
+    prev: str | None = GENESIS
     for row in conn.execution_options(yield_per=batch).execute(query).mappings():
         result.checked += 1
-        cid, seq, kind, ref = row["customer_id"], row["seq"], row["kind"], row["ref"]
+        values, bad = _read(row, "chain", _CHAIN_COLUMNS)
+        cid = row["customer_id"] if isinstance(row["customer_id"], str) else str(row["customer_id"])
         if cid != customer:
             customer, expected, prev = cid, 1, GENESIS
             result.customers += 1
-        where = _describe(cid, seq, kind, ref)
+        seen.add(cid)
+        where = _describe(cid, row["seq"], row["kind"], row["ref"])
+        for problem in bad:
+            result.add(f"{where}: {problem} (edited)")
+        seq: int | None = values.get("seq")
+        if seq is None:
+            continue
+        kind, ref, detail = values.get("kind"), values.get("ref"), values.get("detail")
+        detail_ok = "detail" in values
         if seq != expected:
             missing = (f"entry {expected}" if seq == expected + 1
                        else f"entries {expected}-{seq - 1}")
             result.add(f"customer {cid!r}: {missing} missing before entry {seq} (deleted)")
-        elif row["prev_hash"] != prev:
+        elif prev is not None and "prev_hash" in values and values["prev_hash"] != prev:
             result.add(f"{where}: does not follow the entry before it "
                        "(an entry was inserted, deleted or rewritten before it)")
         body: dict[str, Any] | None = None
+        body_ok = True
         if kind == "message":
             if row["m_message_id"] is None:
                 result.add(f"{where}: the message row is missing (deleted)")
             else:
-                body = message_body({c.name: row[f"m_{c.name}"] for c in messages.c})
-                if row["m_archive_ref"] is not None:
+                fields, unreadable = _read(row, "messages", _MESSAGE_COLUMNS, "m_")
+                for problem in unreadable:
+                    result.add(f"{where}: {problem} (edited)")
+                body_ok = not unreadable
+                body = message_body(fields)
+                if fields.get("archive_ref") is not None:
                     keys.message(cid, seq, str(ref))
-                    if row["detail"] is not None and not keys.key(cid, None, row["detail"]):
+                    if (detail_ok and detail is not None
+                            and not keys.key(cid, None, detail)):
                         result.add(f"{where}: its key commitment is not readable (edited)")
         elif kind == "event":
             if row["e_event_id"] is None:
                 result.add(f"{where}: the event row is missing (deleted)")
             else:
-                body = event_body({c.name: row[f"e_{c.name}"] for c in events.c})
+                fields, unreadable = _read(row, "events", _EVENT_COLUMNS, "e_")
+                for problem in unreadable:
+                    result.add(f"{where}: {problem} (edited)")
+                body_ok = not unreadable
+                body = event_body(fields)
         elif kind == "erasure":
             keys.erasure(cid)
         elif kind == "key":
-            if not keys.key(cid, ref, row["detail"]):
+            if detail_ok and not keys.key(cid, ref, detail):
                 result.add(f"{where}: its key commitment is not readable (edited)")
-        else:
+        elif kind is not None:
             result.add(f"{where}: unknown entry kind")
-        if body is not None or kind in ("erasure", "key"):
+        if not bad and body_ok and (body is not None or kind in ("erasure", "key")):
             computed = link_hash(
-                customer_id=cid, seq=seq, kind=kind, ref=ref, at=row["at"],
-                detail=row["detail"], prev=row["prev_hash"], body=body,
+                customer_id=cid, seq=seq, kind=str(kind), ref=ref, at=values["at"],
+                detail=detail, prev=values["prev_hash"], body=body,
             )
-            if computed != row["hash"]:
+            if computed != values["hash"]:
                 result.add(f"{where}: its data no longer matches its hash (edited)")
+        digest: str | None = values.get("hash")
         if pins.get(cid) == seq:
-            result.pinned[cid] = row["hash"]
-        result.heads[cid] = (seq, row["hash"])
-        expected, prev = seq + 1, row["hash"]
+            result.pinned[cid] = digest or ""
+        result.heads[cid] = (seq, digest or "")
+        expected, prev = seq + 1, digest
     _cross_checks(conn, result)
-    keys.check(conn, result.heads, result.add)
+    keys.check(conn, seen, result.add)
     return result
 
 
@@ -349,6 +409,7 @@ def _cross_checks(conn: sa.Connection, result: Scan) -> None:
     for ref, part, message_id in conn.execute(orphans):
         result.add(f"archive blob {ref}/{part} does not belong to message {message_id} "
                    "(inserted, or its message was deleted or edited)")
+    _short_blobs(conn, result)
     link = chain.alias("link")
     erasure = chain.alias("erasure")
     missing = (
@@ -371,6 +432,30 @@ def _cross_checks(conn: sa.Connection, result: Scan) -> None:
     for message_id, cid in conn.execute(missing):
         result.add(f"message {message_id} of customer {cid!r}: its archived content is missing "
                    "but the customer was never erased (deleted)")
+
+
+def _short_blobs(conn: sa.Connection, result: Scan) -> None:
+    """Blobs too short to be sealed content, or not bytes at all (SQLite keeps any type).
+
+    Verify does not decrypt; this is the part of a blob's integrity it can see
+    without the key, from the database's own length, without reading the blobs.
+    """
+    size = sa.func.length(archive.c.blob)
+    held: sa.ColumnElement[str] = sa.literal("blob")
+    bad = size < SEALED_MIN
+    if conn.dialect.name == "sqlite":
+        held = sa.func.typeof(archive.c.blob)
+        bad = sa.or_(bad, held != "blob")
+    query = (
+        sa.select(archive.c.ref, archive.c.part, archive.c.message_id, size, held)
+        .where(bad)
+        .order_by(archive.c.ref, archive.c.part)
+    )
+    for ref, part, message_id, length, kind in conn.execute(query):
+        what = (f"holds {'text' if kind == 'text' else kind}, not bytes" if kind != "blob"
+                else f"has {length} bytes, fewer than any sealed content ({SEALED_MIN})")
+        result.add(f"archive blob {ref}/{part} of message {message_id}: archive.blob {what} "
+                   "(truncated or replaced; tampered)")
 
 
 def report(

@@ -35,7 +35,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ccm._util import atomic_write
-from ccm.errors import KeyConfigError
+from ccm.errors import KeyConfigError, RecordError
+from ccm.record import stored
 from ccm.record.chain import canonical, iso
 from ccm.record.schema import SCHEMA_VERSION, chain, events, messages
 
@@ -100,16 +101,39 @@ def counts(conn: sa.Connection) -> dict[str, int]:
 
 
 def heads(conn: sa.Connection) -> dict[str, tuple[int, str]]:
-    """Every customer's newest chain entry: ``{customer: (seq, hash)}``."""
+    """Every customer's newest chain entry: ``{customer: (seq, hash)}``.
+
+    Read as untrusted (:mod:`ccm.record.stored`): a head whose customer, seq or
+    hash is of the wrong type raises :class:`RecordError` naming it.
+    """
     last = (
         sa.select(chain.c.customer_id, sa.func.max(chain.c.seq).label("seq"))
         .group_by(chain.c.customer_id)
         .subquery()
     )
-    query = sa.select(chain.c.customer_id, chain.c.seq, chain.c.hash).join(
+    query = sa.select(
+        stored.raw(chain.c.customer_id, "customer_id"), stored.raw(chain.c.seq, "seq"),
+        stored.raw(chain.c.hash, "hash"),
+    ).join(
         last, sa.and_(chain.c.customer_id == last.c.customer_id, chain.c.seq == last.c.seq)
     )
-    return {cid: (int(seq), digest) for cid, seq, digest in conn.execute(query)}
+    out: dict[str, tuple[int, str]] = {}
+    for cid, seq, digest in conn.execute(query):
+        column = "customer_id"
+        try:
+            cid = stored.text(cid)
+            column = "seq"
+            seq = stored.whole(seq)
+            column = "hash"
+            out[cid] = (seq, stored.text(digest))
+        except stored.Unreadable as exc:
+            # A head that cannot be read cannot be pinned: signing around it would
+            # vouch for a record verify calls tampered.
+            raise RecordError(
+                f"cannot sign a checkpoint: the newest chain entry of customer {cid!r} is "
+                f"unreadable (chain.{column} {exc}; edited): run `ccm record verify`",
+            ) from None
+    return out
 
 
 def _mac(doc: Mapping[str, Any], key: bytes) -> str:

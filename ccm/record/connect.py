@@ -44,12 +44,14 @@ from ccm.errors import (
     RecordIOError,
     RecordLocked,
     RecordNotFound,
+    RecordSchemaError,
 )
 from ccm.record.keys import KeySource, MasterKey, resolve_key
 from ccm.record.schema import (
     SCHEMA_VERSION,
     check_version,
     ensure_schema,
+    has_layout,
     meta_value,
     read_version,
 )
@@ -432,7 +434,17 @@ class Connected:
 
     def _open(self) -> None:
         with self._tx(write=False) as conn:
-            version = read_version(conn)
+            try:
+                version = read_version(conn, where=self.where)
+            except RecordSchemaError:
+                # Unreadable: only reading a record whose tables are this layout's is safe
+                # (verify then reports the value); never migrate or write on a guess.
+                if not (self.read_only and has_layout(conn)):
+                    raise
+                logger.warning("the record at %s has an unreadable schema_version; reading "
+                               "it as version %d, the layout its tables have (run ccm record "
+                               "verify)", self.where, SCHEMA_VERSION)
+                version = SCHEMA_VERSION
             if version is None and not self._create:
                 path = _sqlite_path(self._url) if self.backend == "sqlite" else None
                 if path is not None and path.stat().st_size > 0:

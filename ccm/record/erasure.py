@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from ccm.errors import ErasurePending
 from ccm.record.chain import utc
-from ccm.record.schema import ccm_meta, set_meta
+from ccm.record.schema import ERASURE_PENDING, ccm_meta, set_meta
 
 if TYPE_CHECKING:
     from ccm.record.connect import Connected
@@ -44,7 +44,7 @@ __all__ = ["flush", "holders", "mark_pending", "needs_flush", "pending"]
 
 logger = logging.getLogger("ccm.record")
 
-_PREFIX = "erasure_pending:"
+_PREFIX = ERASURE_PENDING
 _POLL = 0.05
 
 

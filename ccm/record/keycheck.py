@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from ccm.record import stored
 from ccm.record.schema import archive, data_keys
 
 __all__ = ["WRAPPED_LEN", "KeyWatch"]
@@ -68,14 +69,31 @@ class KeyWatch:
         more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
         return f"{len(items)} entr{'y' if len(items) == 1 else 'ies'} affected: {shown}{more}"
 
-    def check(self, conn: sa.Connection, chained: Mapping[str, object],
+    def check(self, conn: sa.Connection, chained: Container[str],
               add: Callable[[str], None]) -> None:
-        """Compare the ``data_keys`` rows with the commitments; ``add`` each problem."""
-        rows: dict[str, tuple[str, int, bool, str]] = {}
-        for cid, key_id, wrapped in conn.execution_options(yield_per=2000).execute(
-            sa.select(data_keys.c.customer_id, data_keys.c.key_id, data_keys.c.wrapped)
+        """Compare the ``data_keys`` rows with the commitments; ``add`` each problem.
+
+        ``chained``: the customers with entries. Values are read raw and checked
+        for their type (:mod:`ccm.record.stored`): a key row holding text where its
+        wrapped bytes should be is reported, not a crash.
+        """
+        rows: dict[str, tuple[str, int, bool, str] | str] = {}
+        for raw_cid, raw_key_id, raw_wrapped in conn.execution_options(yield_per=2000).execute(
+            sa.select(stored.raw(data_keys.c.customer_id, "customer_id"),
+                      stored.raw(data_keys.c.key_id, "key_id"),
+                      stored.raw(data_keys.c.wrapped, "wrapped"))
         ):
-            raw = bytes(wrapped or b"")
+            cid = raw_cid if isinstance(raw_cid, str) else str(raw_cid)
+            try:
+                key_id = stored.text(raw_key_id)
+            except stored.Unreadable as exc:
+                rows[cid] = f"its data key row is unreadable: data_keys.key_id {exc}"
+                continue
+            try:
+                raw = stored.blob(raw_wrapped)
+            except stored.Unreadable as exc:
+                rows[cid] = f"its data key row is unreadable: data_keys.wrapped {exc}"
+                continue
             rows[cid] = (key_id, len(raw), not raw.strip(b"\x00"),
                          hashlib.sha256(raw).hexdigest())
         reported: set[str] = set()
@@ -100,12 +118,14 @@ class KeyWatch:
                     "tampered)")
 
     @staticmethod
-    def _problem(cid: str, row: tuple[str, int, bool, str] | None,
+    def _problem(cid: str, row: tuple[str, int, bool, str] | str | None,
                  committed: tuple[str, str] | str | None, in_chain: bool) -> str | None:
         if row is None:
             if isinstance(committed, tuple):
                 return "its data key row was deleted, but its chain has no erasure"
             return None
+        if isinstance(row, str):
+            return row
         key_id, length, zeroed, digest = row
         if zeroed:
             return "its data key row was zeroed"

@@ -32,7 +32,7 @@ from ccm.record.entries import (
     fold_consent,
     get_entry,
 )
-from ccm.record.schema import chain, events, messages
+from ccm.record.schema import chain, events, messages, meta_problems
 
 __all__ = ["Reads"]
 
@@ -189,7 +189,10 @@ class Reads(DataKeys):
         """Recompute every chain and cross-check rows and blobs; with a checkpoint, also
         require every head it pinned and no shrunken counts (truncation, rollback).
 
-        ``key`` is the checkpoint's HMAC key.
+        ``key`` is the checkpoint's HMAC key. Every stored value is untrusted: one
+        of the wrong type (text in ``seq``, a blob in ``status``, a timestamp that is
+        none) is a problem in the report, never an exception; so are ``ccm_meta``
+        values no ccm writes.
         """
         doc = None
         if checkpoint is not None:
@@ -199,10 +202,10 @@ class Reads(DataKeys):
             doc = checkpoints.read(checkpoint)
         with self._tx(write=False) as conn:
             found = scan(conn, pins=checkpoints.pins(doc) if doc else None)
-            extra = []
+            extra = meta_problems(conn)
             if doc is not None and key is not None:
-                extra = checkpoints.compare(doc, key, pinned=found.pinned,
-                                            now_counts=checkpoints.counts(conn))
+                extra += checkpoints.compare(doc, key, pinned=found.pinned,
+                                             now_counts=checkpoints.counts(conn))
         return report(found, extra, checkpoint=str(checkpoint) if checkpoint else None)
 
     def checkpoint(self, path: Path | str, key: bytes) -> Path:

@@ -35,14 +35,17 @@ Version history:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from ccm.errors import RecordSchemaError
+from ccm.record import stored
 
 __all__ = [
+    "ERASURE_PENDING",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "archive",
@@ -52,7 +55,9 @@ __all__ = [
     "data_keys",
     "ensure_schema",
     "events",
+    "has_layout",
     "messages",
+    "meta_problems",
     "meta_value",
     "metadata",
     "outbox",
@@ -62,6 +67,10 @@ __all__ = [
 
 #: The layout this ccm writes.
 SCHEMA_VERSION = 2
+#: The ``ccm_meta`` keys of an erasure left pending by readers start with this.
+ERASURE_PENDING = "erasure_pending:"
+_META_TIMES = ("created_at", "upgraded_at", "master_key_rotated_at")
+_META_FINGERPRINTS = ("master_key_fingerprint", "master_key_rotating")
 
 metadata = sa.MetaData()
 _ts = sa.DateTime(timezone=True)
@@ -174,14 +183,26 @@ def _ccm_version() -> str:
     return __version__
 
 
-def read_version(conn: sa.Connection) -> int | None:
-    """The record's schema version; ``None`` for an empty database, 0 for the unversioned layout."""
+def read_version(conn: sa.Connection, *, where: str = "") -> int | None:
+    """The record's schema version; ``None`` for an empty database, 0 for the unversioned layout.
+
+    A value that is not a whole number raises :class:`RecordSchemaError`: which
+    layout the record has cannot be known from it.
+    """
     inspector = sa.inspect(conn)
     if inspector.has_table("ccm_meta"):
         value = conn.execute(
             sa.select(ccm_meta.c.value).where(ccm_meta.c.key == "schema_version")
         ).scalar_one_or_none()
-        return int(value) if value is not None else 0
+        if value is None:
+            return 0
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+            raise RecordSchemaError(
+                f"the record{' at ' + where if where else ''}: schema_version in its ccm_meta "
+                "table is not a whole number "
+                "(edited or damaged): run `ccm record verify` on it and restore the record "
+                "from a backup", version=None)
+        return int(value)
     if inspector.has_table("messages"):
         return 0
     return None
@@ -202,6 +223,60 @@ def meta_value(conn: sa.Connection, key: str) -> str | None:
     return conn.execute(
         sa.select(ccm_meta.c.value).where(ccm_meta.c.key == key)
     ).scalar_one_or_none()
+
+
+def has_layout(conn: sa.Connection) -> bool:
+    """Whether every table of this ccm's layout is there (a record whose version is unreadable)."""
+    present = set(sa.inspect(conn).get_table_names())
+    return all(name in present for name in metadata.tables)
+
+
+def _check_meta(key: str, value: object) -> str | None:
+    """What is wrong with one ``ccm_meta`` value, or ``None`` (other keys: only that it is text)."""
+    if not isinstance(value, str):
+        return f"holds {stored.held(value)}, not text"
+    if key == "schema_version":
+        if not (value.isascii() and value.isdigit()):
+            return "is not a whole number"
+        if int(value) != SCHEMA_VERSION:
+            return f"says {int(value)}, but the tables are those of version {SCHEMA_VERSION}"
+    elif key in _META_TIMES:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return "is not a timestamp"
+    elif key in _META_FINGERPRINTS:
+        if len(value) != 16 or value.strip("0123456789abcdef"):
+            return "is not a key fingerprint (16 hexadecimal digits)"
+    elif key.startswith(ERASURE_PENDING):
+        try:
+            doc = json.loads(value)
+            stored.text(doc["customer_id"])
+            datetime.fromisoformat(doc["at"])
+        except (ValueError, KeyError, TypeError):
+            return "is not a pending erasure's note (JSON with customer_id and at)"
+    return None
+
+
+def meta_problems(conn: sa.Connection) -> list[str]:
+    """What is wrong with the ``ccm_meta`` values this ccm reads (for verify).
+
+    ``ccm_meta`` is outside the hash chains, so verify cannot tell an edit from
+    a legitimate value; it can tell a value that no ccm writes: not text, a
+    schema version that is no number, a timestamp or fingerprint that is none.
+    """
+    problems = []
+    for key, value in conn.execute(
+        sa.select(stored.raw(ccm_meta.c.key, "key"), stored.raw(ccm_meta.c.value, "value"))
+        .order_by(ccm_meta.c.key)
+    ):
+        if not isinstance(key, str):
+            problems.append(f"ccm_meta: a key holds {stored.held(key)}, not text (edited)")
+            continue
+        wrong = _check_meta(key, value)
+        if wrong:
+            problems.append(f"ccm_meta {key}: the value {wrong} (edited or damaged)")
+    return problems
 
 
 def _upgrade_0_to_1(conn: sa.Connection) -> None:
@@ -245,7 +320,7 @@ def ensure_schema(conn: sa.Connection, *, where: str) -> int:
 
     Returns the version found, or ``-1`` when the record was created now.
     """
-    version = read_version(conn)
+    version = read_version(conn, where=where)
     check_version(version, where=where)
     now = datetime.now(UTC).isoformat()
     if version is None:
