@@ -276,6 +276,8 @@ def _grown_text(meter: Meter, name: str, text: Any, args: tuple[Any, ...],
     size = len(text)
     if name == "replace":
         old, new, count = arg(0, "old", None), arg(1, "new", None), arg(2, "count", -1)
+        if isinstance(text, str) and old is not None and new is not None:
+            old, new = str(old), str(new)  # what the filter writes (the method would refuse)
         same = (isinstance(old, str) and isinstance(new, str)) or \
             (isinstance(old, bytes) and isinstance(new, bytes))
         if same and len(new) > len(old):
@@ -525,8 +527,9 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 if type(start) in (list, tuple):
                     attribute = values[1] if len(values) > 1 else kwargs.get("attribute")
                     return _sum_sequences(args[0], value, attribute, start)
-            if growing:
-                _grown_text(meter, name, value if name != "indent" else args[skip],
+            if growing:  # (the filters turn any value into text first)
+                subject = args[skip] if name == "indent" else value
+                _grown_text(meter, name, subject if isinstance(subject, str) else str(subject),
                             values[1:], kwargs)
         if kwargs:
             _check_int_args(kwargs.values(), f"filter {name!r}")

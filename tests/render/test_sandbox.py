@@ -490,6 +490,7 @@ def test_filters_and_tests_called_for_the_template_stop_at_the_time_budget(
     ("{{ ('\t' * 2000).encode().expandtabs(1000)|length }}", "expandtabs"),
     ("{{ ('a' * 2000).replace('a', 'b' * 1000)|length }}", "replace"),
     ("{{ ('a' * 2000)|replace('a', 'b' * 1000)|length }}", "result of replace"),
+    ("{{ (['a'] * 2000)|replace('a', 'b' * 1000)|length }}", "result of replace"),
     ("{{ ('x' * 1000).join(['a'] * 2000)|length }}", "join"),
     ("{{ (['a'] * 2000)|join('x' * 1000)|length }}", "result of join"),
     ("{% set a = ['x' * 1000] * 500 %}{{ ([a] * 50)|join|length }}", "result of join"),
