@@ -65,7 +65,8 @@ from markupsafe import EscapeFormatter, Markup
 
 from ccm.render.budget import _FALLBACK, Meter, _current, current_meter
 
-__all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_printable", "refuse_repr_conversion"]
+__all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_named_format", "check_printable",
+           "refuse_repr_conversion"]
 
 #: Deepest nesting of brackets, block tags or chained expressions in a source.
 MAX_NESTING = 48
@@ -315,7 +316,8 @@ def _grown_text(meter: Meter, name: str, text: Any, args: tuple[Any, ...],
 _GROWING = frozenset({"replace", "expandtabs", "indent", "wordwrap", "urlize", "translate"})
 
 
-_PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+#: A ``%`` conversion's width and precision (``%(name)9s`` too).
+_PERCENT_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 #: A ``%r``/``%a`` conversion (``%(name)r`` too): it writes a Python repr.
@@ -371,6 +373,19 @@ def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
         if number > meter.max_value:
             raise meter.error("value", "a format width is over the "
                               f"{meter.max_value} budget (budget.max_value_size)")
+
+
+def check_named_format(fmt: str, variables: dict[str, Any]) -> None:
+    """Refuse ``fmt % variables`` (a translation's ``%(name)s`` placeholders) whose widths,
+    or whose placeholders each repeating a long value, would make text over the value
+    budget: found before it is built (``_('%(x)s' * 300, x=long_text)``)."""
+    _check_format_widths(fmt, variables, percent=True)
+    size = len(fmt)
+    for name, value in variables.items():
+        uses = fmt.count(f"%({name})")
+        if uses:
+            size += uses * (len(value) if isinstance(value, str) else len(str(value)))
+    _refuse_growth(current_meter(), size, "translated text")
 
 
 def _safe_range(*args: int) -> range:

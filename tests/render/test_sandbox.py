@@ -498,6 +498,11 @@ def test_filters_and_tests_called_for_the_template_stop_at_the_time_budget(
     ("{{ ('a\n' * 2000)|indent(1000)|length }}", "result of indent"),
     ("{{ ('a ' * 2000)|wordwrap(2, wrapstring='x' * 1000)|length }}", "result of wordwrap"),
     ("{{ ('a' * 2000).translate({97: 'b' * 1000})|length }}", "translate"),
+    ("{% set f = '%(x)s' * 300 %}{{ _(f, x='a' * 5000)|length }}", "translated text"),
+    ("{{ _('%(x)999999999s', x='a')|length }}", "format width"),
+    ("{{ ('%(x)999999999s' % {'x': 'a'})|length }}", "format width"),
+    ("{% set f = '%(num)s %(x)s' * 300 %}{{ ngettext(f, f, 2, x='a' * 5000)|length }}",
+     "translated text"),
     ("{% set a = [0] * 1000 %}{{ ([a] * 2000)|sum(start=[])|length }}", "result of sum"),
 ])
 def test_big_results_are_refused_before_they_are_built(sources: Sources, source: str,
