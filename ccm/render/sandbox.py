@@ -14,10 +14,10 @@ On top of :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`:
   it looks at its deadline every few steps.
 * **Sizes before building.** A value printed or written by ``tojson`` may
   not hold more items than the value budget; ``join``, ``replace``,
-  ``expandtabs``, ``indent``, ``wordwrap``, ``urlize``, ``translate`` and
-  ``sum(start=[])`` are refused when their arguments say the result would
-  be over it; every filter's and method's result is checked, escaped text
-  (``Markup``) too.
+  ``expandtabs``, ``indent``, ``wordwrap``, ``urlize``, ``translate``,
+  ``sum(start=[])`` and translations (:func:`check_named_format`) are
+  refused when their arguments say the result would be over it; every
+  filter's and method's result is checked, escaped text (``Markup``) too.
 * **Data only.** Printing, joining, formatting or concatenating a function,
   class, module or Jinja runtime object (``{{ lipsum }}``, ``{{ range }}``,
   ``{{ cycler(1) }}``, ``_()`` or ``{% trans %}`` with one) raises
