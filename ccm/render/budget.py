@@ -1,18 +1,25 @@
 """Render budgets: time, output size and value size ("memory"), one mechanism for every caller.
 
-A :class:`Budget` is the configuration (engine options, overridden per
-template by ``budget:`` in ``template.yaml``); :meth:`Budget.start` gives the
-:class:`Meter` of one document, which every stage of that document shares:
+A :class:`Budget` is the configuration (engine options, lowered -- never
+raised -- per template by ``budget:`` in ``template.yaml``); :meth:`Budget.start`
+gives the :class:`Meter` of one document, which every stage of that document
+shares:
 
-* Jinja: the sandbox (:mod:`ccm.render.sandbox`) looks at the meter on every
-  call, attribute, item, operator and every 256 loop iterations, so a
-  template that computes without writing anything still stops on time;
-  values a template builds (``*``, ``+``, ``**``, ``~``, ``%``, filters,
-  methods, ``range``, ``lipsum``) may not exceed ``max_value`` items or
-  characters, checked *before* the big ones are built;
+* Jinja: the sandbox (:mod:`ccm.render.sandbox`) counts steps on every call,
+  filter, test (also those ``map``, ``select`` and the like call), operator
+  and loop iteration, a step on a big value weighing more, and looks at the
+  clock every few steps, so a template that computes without writing
+  anything still stops on time; values a template builds (``*``, ``+``,
+  ``**``, ``~``, ``%``, filters, methods, ``range``, ``lipsum``) may not
+  exceed ``max_value`` items or characters, checked *before* the big ones
+  are built where the arguments tell their size;
 * the output of each source may not exceed ``max_output`` characters;
 * PDF layout gets the same deadline (:func:`ccm.channels.pdf.render_document`,
-  a ``SIGALRM`` timer on the main thread).
+  a ``SIGALRM`` timer on the main thread); an email's is checked before and
+  after its MJML compile (:mod:`ccm.render.finish`).
+
+The clock is read between Python-level steps: one C call (a sort, a join,
+an MJML compile) runs to its end, bounded by the value budget's sizes.
 
 Wherever the engine renders -- :meth:`Engine.render`, ``ccm render``, the
 preview, proofs, batch workers -- it is this meter. Batch workers add
@@ -58,11 +65,16 @@ class Budget:
             raise ValueError("budget max_value must be at least 1024")
 
     def override(self, raw: Mapping[str, Any]) -> Budget:
-        """This budget with a template's ``budget:`` mapping applied."""
+        """This budget with a template's ``budget:`` mapping applied, as a ceiling.
+
+        A template may only lower the operator's limits (``RenderOptions``): the
+        template is semi-trusted, the operator is not, so ``budget: {seconds:
+        100000}`` in a ``template.yaml`` still stops at the engine's time budget.
+        """
         return Budget(
-            seconds=float(raw.get("seconds", self.seconds)),
-            max_output=int(raw.get("max_output_bytes", self.max_output)),
-            max_value=int(raw.get("max_value_size", self.max_value)),
+            seconds=min(float(raw.get("seconds", self.seconds)), self.seconds),
+            max_output=min(int(raw.get("max_output_bytes", self.max_output)), self.max_output),
+            max_value=min(int(raw.get("max_value_size", self.max_value)), self.max_value),
         )
 
     def start(self, now: float | None = None) -> Meter:
@@ -101,6 +113,14 @@ class Meter:
             self.ticks = _TICKS
             self.check_time()
         # (CCMSandbox.call inlines the decrement; it calls this once ticks reach 0.)
+
+    def step(self, weight: int) -> None:
+        """Count ``weight`` steps: a call on a large value weighs more than a small one, so
+        a filter run a million times over big lists (through ``map``) reads the clock often."""
+        self.ticks -= weight
+        if self.ticks <= 0:
+            self.ticks = _TICKS
+            self.check_time()
 
     def too_big(self, size: int, what: str = "value") -> BudgetError:
         # The size is left out: it may be made from the request (a phone number's digits).

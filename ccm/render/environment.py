@@ -38,7 +38,12 @@ from ccm.errors import (
 )
 from ccm.render.budget import Budget, Meter, metered
 from ccm.render.i18n import FILTERS
-from ccm.render.sandbox import CCMSandbox, check_printable, refuse_repr_conversion
+from ccm.render.sandbox import (
+    CCMSandbox,
+    check_named_format,
+    check_printable,
+    refuse_repr_conversion,
+)
 
 __all__ = ["ContainedLoader", "RenderedSource", "check_reach", "create_environment",
            "render_source"]
@@ -216,6 +221,8 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
         for value in variables.values():
             if type(value) not in _PLAIN:
                 check_printable(value, deep=True)
+        if variables:
+            check_named_format(str(translations.gettext(str(__string))), variables)
         return gettext(__context, __string, **variables)  # type: ignore[no-any-return]
 
     @jinja2.pass_context
@@ -225,6 +232,8 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
             check_printable(value, deep=True)
         refuse_repr_conversion(str(__singular))
         refuse_repr_conversion(str(__plural))
+        check_named_format(str(translations.ngettext(str(__singular), str(__plural), __num)),
+                           {"num": __num, **variables})
         return ngettext(  # type: ignore[no-any-return]
             __context, __singular, __plural, __num, **variables)
 

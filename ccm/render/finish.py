@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ccm.channels import email as email_channel
 from ccm.channels import sms as sms_channel
-from ccm.errors import ConfigError, DataError, PackError, RenderError
+from ccm.errors import BudgetError, ConfigError, DataError, PackError, RenderError
 from ccm.message import PARSE_CONTENT, Message, Request
 from ccm.render.budget import Meter
 from ccm.render.security import encrypt_pdf, password_for
@@ -137,6 +138,12 @@ def finish_email(
     # MJML compiled once per shape of the rendered source, the text alternative replayed
     # from it (ccm/channels/email/_skeleton.py); tracked links change the HTML, so then
     # the text is converted from the instrumented HTML.
+    # The MJML compile and the text part run outside Jinja, where the clock is not read
+    # and a compile cannot be interrupted: the deadline is checked between the steps, so
+    # a document over its time budget stops at the next one (its source is already within
+    # the output budget, max_output_bytes, as Jinja wrote it).
+    source = tpl.source_name("email")
+    _check_deadline(meter, source, "before its MJML compile")
     tracked = bool(engine.pack.tracking.get("base_url"))
     try:
         html, text = email_channel.compile_mjml_and_text(
@@ -148,9 +155,11 @@ def finish_email(
         # The channel sees only MJML; say which template it came from.
         raise type(exc)(f"template {tpl.id!r}: {exc.message}",
                         **{**exc.context, "template": tpl.id}) from exc
+    _check_deadline(meter, source, "in its MJML compile")
     html = _instrument(engine, html, message)
     if text is None:
         text = email_channel.html_to_text(html)
+        _check_deadline(meter, source, "in making its text part")
     subject = rendered.blocks.get("subject") or tpl.name
     attachments = []
     if attachment is not None:
@@ -173,6 +182,15 @@ def finish_email(
     )
     message.email = PARSE_CONTENT  # parsed from content when someone reads it
     message.subject = subject
+
+def _check_deadline(meter: Meter, source: str, step: str) -> None:
+    """:class:`~ccm.errors.BudgetError` naming ``source`` when its document is past its
+    time budget after (or before) ``step`` of the channel's work."""
+    if time.monotonic() > meter.deadline:
+        raise BudgetError(f"{source}: the document exceeded its {meter.seconds:g} s time "
+                          f"budget ({step}); raise RenderOptions(time_budget=...) or make "
+                          "the email smaller", path=source, budget="time")
+
 
 def _tracking_base(engine: Engine, what: str, template: str) -> str:
     base = engine.pack.tracking.get("base_url")

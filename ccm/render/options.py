@@ -32,12 +32,13 @@ DEFAULT: Any = _Default()
 class RenderOptions:
     """Per-engine rendering options; validated at construction."""
 
-    #: Seconds one document may take (Jinja + layout); a template's ``budget.seconds`` wins.
+    #: Seconds one document may take (Jinja + layout); a template's ``budget.seconds`` may
+    #: lower it, never raise it.
     time_budget: float = 30.0
     #: Characters a rendered source may produce before it is refused.
     max_output_chars: int = 5_000_000
     #: Characters or items one value a template builds may have (strings, lists);
-    #: a template's ``budget.max_value_size`` wins.
+    #: a template's ``budget.max_value_size`` may lower it, never raise it.
     max_value_size: int = 1_000_000
     #: Write every PDF as PDF/A-3b (only possible for unencrypted PDFs).
     pdfa: bool = False
@@ -69,7 +70,7 @@ class RenderOptions:
 
     @property
     def budget(self) -> Budget:
-        """The engine-wide render budget (templates may override it)."""
+        """The engine-wide render budget (a ceiling: templates may only lower it)."""
         return Budget(seconds=self.time_budget, max_output=self.max_output_chars,
                       max_value=self.max_value_size)
         if self.document_delivery not in ("attach", "link"):

@@ -8,8 +8,16 @@ On top of :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`:
   fail before anything big is built. ``~``, filters, method calls and
   ``str.format`` widths are checked too; ``range`` and ``lipsum`` are
   capped. Limits come from the current :class:`~ccm.render.budget.Meter`.
-* **Time.** Calls, operators, filters' output and loop iterations count
-  steps on the meter, which looks at its deadline every few steps.
+* **Time.** Calls, operators, filters, tests (also those ``map``,
+  ``select``, ``groupby`` and the like call), the walks that check values
+  and loop iterations count steps on the meter, more for a bigger value;
+  it looks at its deadline every few steps.
+* **Sizes before building.** A value printed or written by ``tojson`` may
+  not hold more items than the value budget; ``join``, ``replace``,
+  ``expandtabs``, ``indent``, ``wordwrap``, ``urlize``, ``translate``,
+  ``sum(start=[])`` and translations (:func:`check_named_format`) are
+  refused when their arguments say the result would be over it; every
+  filter's and method's result is checked, escaped text (``Markup``) too.
 * **Data only.** Printing, joining, formatting or concatenating a function,
   class, module or Jinja runtime object (``{{ lipsum }}``, ``{{ range }}``,
   ``{{ cycler(1) }}``, ``_()`` or ``{% trans %}`` with one) raises
@@ -35,12 +43,13 @@ import types
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import TemplateModule
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.filters import make_attrgetter
 from jinja2.runtime import (
     BlockReference,
     Context,
@@ -56,7 +65,8 @@ from markupsafe import EscapeFormatter, Markup
 
 from ccm.render.budget import _FALLBACK, Meter, _current, current_meter
 
-__all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_printable", "refuse_repr_conversion"]
+__all__ = ["MAX_NESTING", "MAX_RANGE", "CCMSandbox", "check_named_format", "check_printable",
+           "refuse_repr_conversion"]
 
 #: Deepest nesting of brackets, block tags or chained expressions in a source.
 MAX_NESTING = 48
@@ -95,8 +105,36 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__!r} object"
 
 
+class _Walk:
+    """The items a deep :func:`check_printable` has visited: the clock is read as it goes,
+    and when the value becomes text (``text``: each item at least one character, a string
+    its length) the count may not pass the value budget, found before the text is built
+    (``([a]*100)|tojson``)."""
+
+    __slots__ = ("left", "meter", "text", "what")
+
+    def __init__(self, text: bool, what: str = "value written as text", extra: int = 0) -> None:
+        self.meter = _current.get() or _FALLBACK
+        self.text = text
+        self.what = what
+        self.left = self.meter.max_value + extra
+
+    def count(self, items: int) -> None:
+        """``items`` more visited: steps on the meter, and characters when ``text``."""
+        self.meter.step(1 + (items >> 6))
+        if self.text:
+            self.spend(items)
+
+    def spend(self, chars: int) -> None:
+        """``chars`` more characters of the text to come."""
+        self.left -= chars
+        if self.left < 0:
+            raise self.meter.too_big(self.meter.max_value - self.left, self.what)
+
+
 def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
-                    whole: bool = True, _depth: int = 0) -> Any:
+                    whole: bool = True, text: bool = True, _depth: int = 0,
+                    _walk: _Walk | None = None) -> Any:
     """``value`` unchanged when it is data; :class:`SecurityError` for a function,
     class, module or Jinja runtime object (``deep``: inside lists and dicts too),
     and for a lazy sequence unless ``lazy_ok`` (the value goes to a filter that
@@ -104,7 +142,9 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
     sequence inside a list or dict is refused all the same: it would be printed).
     ``whole``: the value is turned into text as a whole (printed, ``~``, ``%s``), so
     escaped text inside a list or dict would come out as ``Markup('…')``; ``join``,
-    ``sort`` and the like take the items one by one (``whole=False``)."""
+    ``sort`` and the like take the items one by one (``whole=False``). ``text``: the
+    value becomes text (printed, ``tojson``, ``~``), so a deep check refuses one with more
+    items than the value budget before the text is built; the walk reads the clock too."""
     kind = type(value)
     if kind is Markup and _depth and whole:
         raise SecurityError("escaped text inside a list or dict prints as a Python repr "
@@ -133,13 +173,27 @@ def check_printable(value: Any, *, deep: bool = False, lazy_ok: bool = False,
             raise SecurityError(f"a value nested deeper than {_PRINT_DEPTH} levels cannot be "
                                 "printed: print its parts")
         if isinstance(value, dict):
+            if _walk is None:
+                _walk = _Walk(text)
+            _walk.count(1 + 2 * len(value))
             for key, item in list(value.items()):
-                check_printable(key, deep=True, whole=whole, _depth=_depth + 1)
-                check_printable(item, deep=True, whole=whole, _depth=_depth + 1)
+                check_printable(key, deep=True, whole=whole, _depth=_depth + 1, _walk=_walk)
+                check_printable(item, deep=True, whole=whole, _depth=_depth + 1, _walk=_walk)
+                if _walk.text:
+                    _walk.spend(_text_size(key) + _text_size(item))
         elif isinstance(value, (list, tuple, set, frozenset)):
+            if _walk is None:
+                _walk = _Walk(text)
+            _walk.count(1 + len(value))
             for item in list(value):
-                check_printable(item, deep=True, whole=whole, _depth=_depth + 1)
+                check_printable(item, deep=True, whole=whole, _depth=_depth + 1, _walk=_walk)
+                if _walk.text and isinstance(item, str):
+                    _walk.spend(len(item))
     return value
+
+
+def _text_size(value: Any) -> int:
+    return len(value) if isinstance(value, str) else 0
 
 
 def _finalize(value: Any) -> Any:
@@ -174,7 +228,96 @@ def _check_int_args(args: Iterable[Any], what: str) -> None:
                               f"{meter.max_value} budget (budget.max_value_size)")
 
 
-_PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+def _refuse_growth(meter: Meter, size: int, what: str) -> None:
+    """:class:`BudgetError` when a value about to be built would have ``size`` items or
+    characters over the value budget (found from the arguments, before it is built)."""
+    if size > meter.max_value:
+        raise meter.too_big(size, what)
+
+
+def _joined(items: Any, separator: Any, *, counted: bool, what: str,
+            data_only: bool = True) -> list[Any]:
+    """``items`` as a list for a join, each data (``data_only``), the joined text's size
+    counted as the items come (``counted``: a string's length, a list's or dict's items as
+    when printed, at least a character for anything else) and the clock read as they go:
+    a join over a huge or endless sequence stops before it is built."""
+    step = len(separator) if isinstance(separator, (str, bytes)) else 0
+    walk = _Walk(counted, what, extra=step)
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, (str, bytes)):
+            if counted:
+                walk.spend(step + len(item))
+        else:
+            if data_only and type(item) not in _FAST:
+                check_printable(item, deep=True, _walk=walk)
+            if counted and not isinstance(item, Undefined):
+                walk.spend(step + 1)
+        out.append(item)
+        if not len(out) & 1023:
+            walk.meter.step(_TICKS_PER_1024)
+    return out
+
+
+#: Steps a thousand items of a walk weigh (the meter reads the clock every 32 steps).
+_TICKS_PER_1024 = 16
+
+
+def _grown_text(meter: Meter, name: str, text: Any, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> None:
+    """Refuse a string filter or method whose arguments would make its result over the
+    value budget: ``replace`` with a long replacement, ``expandtabs`` with a wide tab,
+    ``indent`` of many lines, ``wordwrap`` or ``urlize`` adding a long string per word."""
+    if not isinstance(text, (str, bytes)):
+        return
+
+    def arg(index: int, key: str, default: Any) -> Any:
+        return args[index] if len(args) > index else kwargs.get(key, default)
+
+    size = len(text)
+    if name == "replace":
+        old, new, count = arg(0, "old", None), arg(1, "new", None), arg(2, "count", -1)
+        if isinstance(text, str) and old is not None and new is not None:
+            old, new = str(old), str(new)  # what the filter writes (the method would refuse)
+        same = (isinstance(old, str) and isinstance(new, str)) or \
+            (isinstance(old, bytes) and isinstance(new, bytes))
+        if same and len(new) > len(old):
+            found = text.count(old) if old else size + 1  # type: ignore[arg-type]
+            if type(count) is int and count >= 0:
+                found = min(found, count)
+            _refuse_growth(meter, size + found * (len(new) - len(old)), "result of replace")
+    elif name == "expandtabs":
+        tabsize = arg(0, "tabsize", 8)
+        tab = "\t" if isinstance(text, str) else b"\t"
+        if type(tabsize) is int and tabsize > 1:
+            _refuse_growth(meter, size + text.count(tab) * (tabsize - 1),  # type: ignore[arg-type]
+                           "result of expandtabs")
+    elif name == "indent" and isinstance(text, str):
+        width = arg(0, "width", 4)
+        extra = len(width) if isinstance(width, str) else width if type(width) is int else 0
+        _refuse_growth(meter, size + (text.count("\n") + 1) * extra, "result of indent")
+    elif name in ("wordwrap", "urlize") and isinstance(text, str):
+        added = sum(len(value) for value in (*args, *kwargs.values()) if isinstance(value, str))
+        if added:
+            breaks = len(text.split()) + text.count("\n") + 1
+            width = arg(0, "width", 79) if name == "wordwrap" else 0
+            if type(width) is int and width > 0:
+                breaks += size // width
+            _refuse_growth(meter, size + breaks * added, f"result of {name}")
+    elif name == "translate" and isinstance(text, str):
+        table = arg(0, "table", None)
+        values = table.values() if isinstance(table, dict) else \
+            table if isinstance(table, (list, tuple)) else ()
+        longest = max((len(value) for value in values if isinstance(value, str)), default=1)
+        _refuse_growth(meter, size * longest, "result of translate")
+
+
+#: String methods and filters whose result can be much larger than their input.
+_GROWING = frozenset({"replace", "expandtabs", "indent", "wordwrap", "urlize", "translate"})
+
+
+#: A ``%`` conversion's width and precision (``%(name)9s`` too).
+_PERCENT_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 #: A ``%r``/``%a`` conversion (``%(name)r`` too): it writes a Python repr.
@@ -230,6 +373,19 @@ def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
         if number > meter.max_value:
             raise meter.error("value", "a format width is over the "
                               f"{meter.max_value} budget (budget.max_value_size)")
+
+
+def check_named_format(fmt: str, variables: dict[str, Any]) -> None:
+    """Refuse ``fmt % variables`` (a translation's ``%(name)s`` placeholders) whose widths,
+    or whose placeholders each repeating a long value, would make text over the value
+    budget: found before it is built (``_('%(x)s' * 300, x=long_text)``)."""
+    _check_format_widths(fmt, variables, percent=True)
+    size = len(fmt)
+    for name, value in variables.items():
+        uses = fmt.count(f"%({name})")
+        if uses:
+            size += uses * (len(value) if isinstance(value, str) else len(str(value)))
+    _refuse_growth(current_meter(), size, "translated text")
 
 
 def _safe_range(*args: int) -> range:
@@ -346,13 +502,21 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     # urlencode take lists and dicts apart first).
     whole = deep and not lazy_ok and name not in ("tojson", "xmlattr", "urlencode")
     returns_argument = name in ("default", "d")  # the argument is returned, then printed
+    # Filters whose input comes out as text, each item of a list at least one character.
+    text = deep and not lazy_ok and name not in ("xmlattr", "urlencode")
+    growing = name in _GROWING
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        # Every call counts, also through map, select and the like (which call filters
+        # and tests themselves): a call on a big value weighs more (the clock is read
+        # sooner), so a filter run a million times over big lists still stops on time.
+        meter = _current.get() or _FALLBACK
         values = args[skip:] if skip else args
+        meter.step(1 + (_size(values[0]) >> 10) if values else 1)
         if values:
             value = values[0]
             if type(value) not in _FAST:
-                check_printable(value, deep=deep, lazy_ok=lazy_ok, whole=whole)
+                check_printable(value, deep=deep, lazy_ok=lazy_ok, whole=whole, text=text)
             if len(values) > 1:
                 _check_int_args(values[1:], f"filter {name!r}")
                 for item in values[1:]:  # a separator, a replacement, a fill value...
@@ -368,8 +532,20 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 # (the request's own data): indent its text instead.
                 args = (*args[:skip], str(value), *values[1:])
             if name == "join":  # items, or their attribute, are turned into text
-                items = [check_printable(item, deep=True) for item in value]
+                separator = values[1] if len(values) > 1 else kwargs.get("d", "")
+                by_attribute = len(values) > 2 or kwargs.get("attribute") is not None
+                items = _joined(value, separator, counted=not by_attribute,
+                                what="result of join")
                 args = (*args[:skip], items, *values[1:])
+            if name == "sum":
+                start = values[2] if len(values) > 2 else kwargs.get("start", 0)
+                if type(start) in (list, tuple):
+                    attribute = values[1] if len(values) > 1 else kwargs.get("attribute")
+                    return _sum_sequences(args[0], value, attribute, start)
+            if growing:  # (the filters turn any value into text first)
+                subject = args[skip] if name == "indent" else value
+                _grown_text(meter, name, subject if isinstance(subject, str) else str(subject),
+                            values[1:], kwargs)
         if kwargs:
             _check_int_args(kwargs.values(), f"filter {name!r}")
             for item in kwargs.values():
@@ -378,12 +554,53 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             if name == "format" and values and isinstance(values[0], str):
                 _check_format_widths(values[0], tuple(kwargs.values()), percent=True)
         result = func(*args, **kwargs)
-        if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
+        # (Markup is checked too: tojson, escape and safe return it.)
+        if type(result) in _FAST and (not isinstance(result, str) or len(result) <= _SMALL):
             return result
         return _checked_size(result, f"result of filter {name!r}")
 
     wrapped.__name__ = getattr(func, "__name__", name)
     wrapped.__doc__ = func.__doc__
+    if pass_arg is not None:
+        wrapped.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _sum_sequences(environment: Any, iterable: Any, attribute: Any, start: Any) -> Any:
+    """Jinja's ``sum`` of lists or tuples (``rows|sum(start=[])``), in linear time and within
+    the value budget: Python's ``sum`` copies the total at every step (a hundred thousand
+    one-item lists took seconds in one C call, out of the clock's reach)."""
+    meter = _current.get() or _FALLBACK
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    kind = type(start)
+    out = list(start)
+    for item in iterable:
+        if not isinstance(item, kind):
+            raise TypeError(f'can only concatenate {kind.__name__} (not '
+                            f'"{type(item).__name__}") to {kind.__name__}')
+        meter.step(1 + (len(item) >> 10))
+        out.extend(item)
+        if len(out) > meter.max_value:
+            raise meter.too_big(len(out), "result of sum")
+    return kind(out)
+
+
+def _wrap_test(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A test that counts on the meter, more for a big value (``select('in', big)`` calls
+    one test per item, past the template's own steps)."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        meter = _current.get() or _FALLBACK
+        weight = 1
+        for value in args:
+            weight += _size(value) >> 10
+        meter.step(weight)
+        return func(*args, **kwargs)
+
+    wrapped.__name__ = getattr(func, "__name__", name)
+    wrapped.__doc__ = func.__doc__
+    pass_arg = getattr(func, "jinja_pass_arg", None)
     if pass_arg is not None:
         wrapped.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
     return wrapped
@@ -489,12 +706,18 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
         self.filters["_ccm_iter"] = _metered_iter
 
     def wrap_filters(self) -> None:
-        """Put the budget and data checks around every filter (call after adding filters)."""
+        """Put the budget and data checks around every filter and test (call after adding
+        filters or tests)."""
         for name, func in list(self.filters.items()):
             if name != "_ccm_iter" and not getattr(func, "_ccm_wrapped", False):
                 wrapped = _wrap_filter(name, func)
                 wrapped._ccm_wrapped = True  # type: ignore[attr-defined]
                 self.filters[name] = wrapped
+        for name, test in list(self.tests.items()):
+            if not getattr(test, "_ccm_wrapped", False):
+                counted = _wrap_test(name, cast("Callable[..., Any]", test))
+                counted._ccm_wrapped = True  # type: ignore[attr-defined]
+                self.tests[name] = counted
 
     # -- parse: depth limits and metered loops
 
@@ -572,12 +795,23 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{_describe(__obj)} is not safely callable")
         owner = getattr(__obj, "__self__", None) if args or kwargs else None
+        if owner is not None and _size(owner) > _SMALL:  # big.count(x), big.index(x)...
+            meter.step(_size(owner) >> 10)
+        if isinstance(owner, bytes) and __obj.__name__ in _GROWING:
+            _grown_text(meter, __obj.__name__, owner, args, kwargs)
+        elif isinstance(owner, bytes) and __obj.__name__ == "join" and args:
+            args = (_joined(args[0], owner, counted=True, what="result of join",
+                            data_only=False), *args[1:])
         if owner is not None and (isinstance(owner, str) or (isinstance(owner, type)
                                                            and issubclass(owner, str))):
             # str and Markup methods turn their arguments into text (Markup.escape(x), a
             # class method, Markup.join([x]), Markup.replace(a, x)): data only.
-            if __obj.__name__ == "join" and args:  # the items are written one by one
-                args = ([check_printable(item, deep=True) for item in args[0]], *args[1:])
+            name = __obj.__name__
+            if name in _GROWING:  # before a result over the value budget is built
+                _grown_text(meter, name, owner, args, kwargs)
+            if name == "join" and args:  # the items are written one by one
+                args = (_joined(args[0], owner, counted=isinstance(owner, str),
+                                what="result of join"), *args[1:])
                 rest: tuple[Any, ...] = (*args[1:], *kwargs.values())
             else:
                 rest = (*args, *kwargs.values())

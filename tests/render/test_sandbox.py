@@ -467,6 +467,74 @@ def test_normal_templates_still_render(sources: Sources) -> None:
     assert text == ("2,4,6,1024 ababab 1-2-3 003.1      x Eleanor Whitfield! [0, 1, 2] True")
 
 
+@pytest.mark.parametrize("source", [
+    # A filter called by map (not by the template's own code) on big lists, over and over.
+    "{% set a = ['x'] * 100000 %}{{ ([a] * 500)|map('join')|map('length')|sum }}",
+    # A test called by select, each call scanning a big list.
+    "{% set big = [0] * 100000 %}{{ ([1] * 2000)|select('in', big)|list|length }}",
+    # One filter call walking a shared structure ten million items wide.
+    "{% set a = [[0] * 1000] * 100 %}{{ ([a] * 100)|first|length }}",
+])
+def test_filters_and_tests_called_for_the_template_stop_at_the_time_budget(
+        sources: Sources, source: str) -> None:
+    """Work done inside map, select and long checks reads the clock: a time BudgetError."""
+    with pytest.raises(BudgetError, match="time budget") as caught:
+        sources.render(source, budget=Budget(seconds=0.05))
+    assert caught.value.context["budget"] == "time"
+
+
+@pytest.mark.parametrize(("source", "words"), [
+    ("{% set a = [0] * 100000 %}{{ ([a] * 20)|tojson|length }}", "written as text"),
+    ("{{ ('<' * 300000)|e|length }}", "filter 'e'"),
+    ("{{ ('\t' * 2000).expandtabs(1000)|length }}", "expandtabs"),
+    ("{{ ('\t' * 2000).encode().expandtabs(1000)|length }}", "expandtabs"),
+    ("{{ ('a' * 2000).replace('a', 'b' * 1000)|length }}", "replace"),
+    ("{{ ('a' * 2000)|replace('a', 'b' * 1000)|length }}", "result of replace"),
+    ("{{ (['a'] * 2000)|replace('a', 'b' * 1000)|length }}", "result of replace"),
+    ("{{ ('x' * 1000).join(['a'] * 2000)|length }}", "join"),
+    ("{{ (['a'] * 2000)|join('x' * 1000)|length }}", "result of join"),
+    ("{% set a = ['x' * 1000] * 500 %}{{ ([a] * 50)|join|length }}", "result of join"),
+    ("{% set a = ['x' * 1000] * 500 %}{{ ([a, a, a]|string)|length }}", "written as text"),
+    ("{{ ('a\n' * 2000)|indent(1000)|length }}", "result of indent"),
+    ("{{ ('a ' * 2000)|wordwrap(2, wrapstring='x' * 1000)|length }}", "result of wordwrap"),
+    ("{{ ('a' * 2000).translate({97: 'b' * 1000})|length }}", "translate"),
+    ("{% set f = '%(x)s' * 300 %}{{ _(f, x='a' * 5000)|length }}", "translated text"),
+    ("{{ _('%(x)999999999s', x='a')|length }}", "format width"),
+    ("{{ ('%(x)999999999s' % {'x': 'a'})|length }}", "format width"),
+    ("{% set f = '%(num)s %(x)s' * 300 %}{{ ngettext(f, f, 2, x='a' * 5000)|length }}",
+     "translated text"),
+    ("{% set a = [0] * 1000 %}{{ ([a] * 2000)|sum(start=[])|length }}", "result of sum"),
+])
+def test_big_results_are_refused_before_they_are_built(sources: Sources, source: str,
+                                                       words: str) -> None:
+    """A result over the value budget, escaped text and tojson too, is a value BudgetError
+    found from the arguments (not a multi-gigabyte string refused after it was built)."""
+    with pytest.raises(BudgetError, match=words) as caught:
+        sources.render(source, budget=Budget(seconds=30.0))
+    assert caught.value.context["budget"] == "value"
+
+
+def test_summing_lists_and_tuples_still_works(sources: Sources) -> None:
+    """``sum(start=[])`` flattens lists (in linear time), by attribute too; a mixed sum is
+    the TypeError Python gives, as a RenderError."""
+    text = sources.render(
+        "{{ ([[1]] * 100000)|sum(start=[])|length }} {{ [(1,), (2, 3)]|sum(start=())|list }} "
+        "{{ [{'r': [1]}, {'r': [2]}]|sum(attribute='r', start=[]) }} {{ [1.5, 2]|sum }}")
+    assert text == "100000 [1, 2, 3] [1, 2] 3.5"
+    with pytest.raises(RenderError, match="can only concatenate list"):
+        sources.render("{{ [[1], (2,)]|sum(start=[]) }}")
+
+
+def test_growing_filters_and_methods_within_the_budget_still_work(sources: Sources) -> None:
+    """Replace, expandtabs, indent, wordwrap, join and translate give their usual results."""
+    text = sources.render(
+        "{{ 'a\tb'.expandtabs(4) }}|{{ 'aXa'|replace('a', 'yy') }}|{{ 'aXa'.replace('a', 'z', 1) }}"
+        "|{{ 'x\ny'|indent(2) }}|{{ 'aa bb cc'|wordwrap(3, wrapstring='/') }}"
+        "|{{ '-'.join(['a', 'b']) }}|{{ data.rows|join(', ') }}|{{ 'ab'.translate({97: 'AA'}) }}"
+        "|{{ [{'k': 'v'}]|join(',', attribute='k') }}|{{ [1, 2]|select('in', [2])|list }}")
+    assert text == ("a   b|yyXyy|zXa|x\n  y|aa/bb/cc|a-b|1, 2, 3|AAb|v|[2]")
+
+
 _ATOMS = st.sampled_from([
     "1", "0", "-1", "10", "99999", "2.5", "'x'", "''", "[1, 2]", "{}", "data", "data.name",
     "data.rows", "data.n", "data.missing", "lipsum", "range", "cycler", "namespace()",
