@@ -3,13 +3,19 @@ limit, lone surrogates, control characters, terminal escapes in customer ids."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ccm.cli import main
-from tests.examples_helpers import PACKS, TEMPLATES
+from ccm.errors import DataError
+from ccm.message import Request
+from ccm.render.engine import Engine
+from ccm.render.smsplan import SmsPlan
+from tests.examples_helpers import PACKS, TEMPLATES, sample
 
 AS_OF = "2026-06-01T12:00:00+00:00"
 COLUMNS = ("customer.id", "customer.phone", "customer.email", "data.amount", "data.currency",
@@ -63,4 +69,120 @@ def test_batch_reports_a_csv_cell_over_the_limit_and_renders_the_rest(
     (error,) = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert error["line"] == 3 and error["error"] == "InputError"
     assert "131072 characters" in error["message"]
+    assert sorted(p.name.split("-")[0] for p in out.glob("*.sms.txt")) == ["C1", "C3"]
+
+
+#: What request validation refuses in text: C0 controls but tab, LF and CR; lone surrogates.
+BAD_CHARS = ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\ud800", "\udfff"]
+_ENGINE: list[Engine] = []
+
+
+def engine() -> Engine:
+    if not _ENGINE:
+        _ENGINE.append(Engine(PACKS / "acme", TEMPLATES, record=None))
+    return _ENGINE[0]
+
+
+@pytest.mark.parametrize("char", BAD_CHARS)
+@pytest.mark.parametrize(("template", "channel", "field"), [
+    ("welcome", "email", "name"), ("welcome", "pdf", "name"),
+    ("welcome", "email", "product_name"), ("welcome", "pdf", "product_name"),
+    ("payment_reminder", "sms", "name"), ("payment_reminder", "sms", "reference"),
+])
+def test_every_channel_refuses_a_control_character_or_lone_surrogate_naming_the_field(
+    template: str, channel: str, field: str, char: str
+) -> None:
+    """Engine.render raises a DataError naming the field and the code point (not the text),
+    for a request given as a mapping and as a Request alike."""
+    req = sample(template)
+    where = "customer" if field == "name" else "data"
+    req[where][field] = f"Eve{char}Smith"
+    code = f"U+{ord(char):04X}"
+    for given in (req, Request.from_dict(copy.deepcopy(req))):
+        with pytest.raises(DataError) as caught:
+            engine().render(template, given, channel)
+        assert caught.value.context["path"] == f"$.{where}.{field}"
+        assert caught.value.context["rule"] == "text"
+        assert code in str(caught.value) and "Eve" not in str(caught.value)
+
+
+def test_tab_line_feed_and_carriage_return_are_text() -> None:
+    """Tab, LF and CR (and DEL, C1 controls, astral characters) are accepted in data."""
+    req = sample("welcome")
+    req["data"]["product_name"] = "A\tB\r\nC\x7f\x85 \U0001f600"
+    message = engine().render("welcome", req, "email")
+    assert message.status == "generated"
+
+
+def test_a_bad_field_name_is_refused_naming_where_it_is() -> None:
+    """A key holding a control character is refused; the path is its object's."""
+    req = sample("welcome")
+    req["customer"]["consents"]["e\x1bmail"] = True
+    with pytest.raises(DataError, match=r"\$\.customer\.consents: a field name holds a "
+                                        r"control character \(U\+001B\)"):
+        engine().render("welcome", req, "email")
+
+
+@pytest.mark.parametrize("char", BAD_CHARS)
+def test_the_batch_sms_fast_path_declines_what_validation_refuses(char: str) -> None:
+    """The SMS plan gives no request for text validation refuses (the full path names the
+    field), and still takes ordinary text with emoji and escaped backslashes."""
+    plan = SmsPlan.build(engine(), "payment_reminder")
+    assert plan is not None
+    req = sample("payment_reminder")
+    req["customer"]["name"] = "A\\u000b \\b \U0001f600"
+    assert plan.request(copy.deepcopy(req)) is not None
+    req["customer"]["name"] = f"A{char}B"
+    assert plan.request(req) is None
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    # ensure_ascii: a lone surrogate is written as its JSON escape, as other programs do.
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("template", "channel"), [
+    ("welcome", "email"), ("welcome", "pdf"), ("payment_reminder", "sms")])
+@pytest.mark.parametrize("char", ["\ud800", "\x0b"])
+def test_render_reports_the_bad_row_and_renders_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], template: str, channel: str,
+    char: str,
+) -> None:
+    """`ccm render` over JSONL: the row with a lone surrogate or a control character is an
+    error naming its line and field; the rows after it render; exit 1."""
+    rows = [sample(template) for _ in range(3)]
+    for i, row in enumerate(rows):
+        row["customer"]["id"] = f"C{i + 1}"
+    rows[1]["customer"]["name"] = f"Eve{char}"
+    data = _jsonl(tmp_path / "in.jsonl", rows)
+    code, _, err = run(capsys, "render", template, "--pack", str(PACKS / "acme"),
+                         "--templates", str(TEMPLATES), "--data", str(data), "--out",
+                         str(tmp_path / "out"), "--channel", channel, "--no-record",
+                         "--as-of", AS_OF)
+    assert code == 1, err
+    assert f"{data}:2: $.customer.name: holds a" in err
+    assert "internal error" not in err
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "out").iterdir()) == ["C1", "C3"]
+
+
+def test_batch_reports_a_bad_sms_row_as_the_full_path_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ccm batch` (SMS, fast path): the row goes to errors.jsonl as a DataError naming the
+    field; the others render."""
+    rows = [sample("payment_reminder") for _ in range(3)]
+    for i, row in enumerate(rows):
+        row["customer"]["id"] = f"C{i + 1}"
+    rows[1]["data"]["reference"] = "R\x00\ud800"
+    data = _jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "batch", "payment_reminder", "--pack", str(PACKS / "acme"),
+                       "--templates", str(TEMPLATES), "--data", str(data), "--out", str(out),
+                       "--record", f"sqlite:///{tmp_path / 'record.db'}", "--channel", "sms",
+                       "--workers", "0", "--as-of", AS_OF)
+    assert code == 1 and "internal error" not in err
+    (error,) = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert (error["line"], error["error"], error["path"]) == (2, "DataError", "$.data.reference")
+    assert "U+0000" in error["message"]
     assert sorted(p.name.split("-")[0] for p in out.glob("*.sms.txt")) == ["C1", "C3"]
