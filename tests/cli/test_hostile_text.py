@@ -186,3 +186,93 @@ def test_batch_reports_a_bad_sms_row_as_the_full_path_does(
     assert (error["line"], error["error"], error["path"]) == (2, "DataError", "$.data.reference")
     assert "U+0000" in error["message"]
     assert sorted(p.name.split("-")[0] for p in out.glob("*.sms.txt")) == ["C1", "C3"]
+
+
+ESCAPES = "E\x1b]0;PWNED\x07\x1b[2J"
+#: What a terminal acts on: none of it may reach the operator's screen raw.
+TERMINAL_CONTROLS = ("\x1b", "\x07", "\x9b", "\x7f", "\u202e", "\r")
+
+
+def _bad_rows(ids: list[str]) -> list[dict[str, Any]]:
+    rows = [sample("payment_reminder") for _ in ids]
+    for cid, row in zip(ids, rows, strict=True):
+        row["customer"]["id"] = cid
+        row["data"]["amount"] = -5
+    return rows
+
+
+def test_batch_prints_customer_ids_escaped_and_long_ones_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ccm batch`: a customer id with terminal escapes is printed escaped (``\\x1b``); one of
+    5,000 characters is cut to under 80 with its length; errors.jsonl keeps the ids whole."""
+    ids = [ESCAPES, "L" * 5000, "E\x9b2J\x7f\u202e"]
+    data = _jsonl(tmp_path / "in.jsonl", _bad_rows(ids))
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "batch", "payment_reminder", "--pack", str(PACKS / "acme"),
+                            "--templates", str(TEMPLATES), "--data", str(data), "--out",
+                            str(out), "--record", f"sqlite:///{tmp_path / 'record.db'}",
+                            "--channel", "sms", "--workers", "0", "--as-of", AS_OF)
+    assert code == 1
+    for char in TERMINAL_CONTROLS:
+        assert char not in err and char not in stdout
+    assert "(customer E\\x1b]0;PWNED\\x07\\x1b[2J)" in err
+    assert "(customer E\\x9b2J\\x7f\\u202e)" in err
+    assert "L" * 61 not in err and "\u2026 (5000 characters))" in err
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [e["customer_id"] for e in errors] == ids
+
+
+def test_render_prints_customer_ids_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ccm render`: a customer id holding C1 and bidi controls (valid data) is printed escaped
+    in the plain summary line and in the JSON one (as JSON escapes)."""
+    req = sample("payment_reminder")
+    req["customer"]["id"] = "E\x9b2J\u202eX"
+    data = _jsonl(tmp_path / "in.jsonl", [req])
+    for extra in ((), ("--json",)):
+        code, stdout, err = run(capsys, "render", "payment_reminder", "--pack",
+                                str(PACKS / "acme"), "--templates", str(TEMPLATES), "--data",
+                                str(data), "--out", str(tmp_path / "out"), "--channel", "sms",
+                                "--no-record", "--as-of", AS_OF, *extra)
+        assert code == 0, err
+        for char in TERMINAL_CONTROLS:
+            assert char not in err and char not in stdout
+    assert json.loads(stdout)["customer_id"] == "E\x9b2J\u202eX"
+
+
+def test_record_timeline_prints_the_customer_id_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ccm record timeline`: a recorded id holding C1 and bidi controls, and an unknown id
+    with terminal escapes, are printed escaped."""
+    url = f"sqlite:///{tmp_path / 'record.db'}"
+    req = sample("payment_reminder")
+    req["customer"]["id"] = "E\x9b2J\u202eX"
+    data = _jsonl(tmp_path / "in.jsonl", [req])
+    assert run(capsys, "render", "payment_reminder", "--pack", str(PACKS / "acme"),
+               "--templates", str(TEMPLATES), "--data", str(data), "--out", str(tmp_path / "o"),
+               "--channel", "sms", "--record", url, "--as-of", AS_OF)[0] == 0
+    code, stdout, err = run(capsys, "record", "timeline", "E\x9b2J\u202eX", "--record", url)
+    assert code == 0 and "customer E\\x9b2J\\u202eX: 1 generated" in stdout
+    for char in TERMINAL_CONTROLS:
+        assert char not in err and char not in stdout
+    code, stdout, err = run(capsys, "record", "timeline", ESCAPES, "--record", url)
+    assert code == 3
+    assert "E\\x1b]0;PWNED\\x07\\x1b[2J" in err
+    for char in TERMINAL_CONTROLS:
+        assert char not in err and char not in stdout
+
+
+def test_printable_shown_and_json_text() -> None:
+    """The CLI's escaping: messages keep line breaks; values lose them and are cut; JSON stays
+    the same value."""
+    from ccm.cli._common import json_text, printable, shown
+
+    assert printable("a\x1b[2J\nb\tc\r\x9b\u2066\ud800") == "a\\x1b[2J\nb\tc\\r\\x9b\\u2066\\ud800"
+    assert shown("C1\nccm: done") == "C1\\nccm: done"
+    assert shown("x" * 81) == "x" * 60 + "\u2026 (81 characters)" and shown("x" * 80) == "x" * 80
+    doc = {"id": "a\x1b\x7f\x85\u202e\ud800"}
+    text = json_text(json.dumps(doc, ensure_ascii=False))
+    assert json.loads(text) == doc and not set(text) & set("\x1b\x7f\x85\u202e\ud800")
