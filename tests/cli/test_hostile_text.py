@@ -276,3 +276,29 @@ def test_printable_shown_and_json_text() -> None:
     doc = {"id": "a\x1b\x7f\x85\u202e\ud800"}
     text = json_text(json.dumps(doc, ensure_ascii=False))
     assert json.loads(text) == doc and not set(text) & set("\x1b\x7f\x85\u202e\ud800")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_batch_with_a_lone_surrogate_in_a_customer_id_fails_that_row_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """`ccm batch`: a customer id with a lone surrogate (which the record's driver cannot
+    encode) is a DataError row, also when the run is resumed; errors.jsonl holds it as its
+    JSON escape; the other row renders."""
+    rows = [sample("payment_reminder") for _ in range(2)]
+    rows[0]["customer"]["id"], rows[1]["customer"]["id"] = "C\ud800", "C2"
+    data = tmp_path / f"in{suffix}"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows) if suffix == ".jsonl"
+                    else json.dumps(rows), "utf-8")
+    out = tmp_path / "out"
+    args = ("batch", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
+            str(TEMPLATES), "--data", str(data), "--out", str(out), "--record",
+            f"sqlite:///{tmp_path / 'record.db'}", "--channel", "sms", "--workers", "0",
+            "--as-of", AS_OF, "--run-id", "r1")
+    for _ in range(2):  # the second run resumes: the parent asks the record about each row
+        code, _, err = run(capsys, *args)
+        assert code == 1 and "ccm: error" not in err, err
+        (error,) = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+        assert (error["customer_id"], error["path"]) == ("C\ud800", "$.customer.id")
+        assert "\\ud800" in (out / "errors.jsonl").read_text("utf-8")
+        assert [p.name.split("-")[0] for p in out.glob("*.sms.txt")] == ["C2"]
