@@ -158,7 +158,8 @@ def _shape(obj: Any, limit: int) -> tuple[int, int, bool]:
     stack: list[tuple[Any, int]] = [(obj, 1)]
     deepest = bound = 0
     bad = False
-    bad_text = BAD_TEXT.search
+    texts: list[str] = []  # searched in one go at the end: one regex call, not one per text
+    keep = texts.append
     while stack:
         item, depth = stack.pop()
         if depth > deepest:
@@ -168,8 +169,7 @@ def _shape(obj: Any, limit: int) -> tuple[int, int, bool]:
         kind = type(item)
         if kind is str:
             bound += 12 * len(item) + 2
-            if not bad and bad_text(item):
-                bad = True
+            keep(item)
         elif kind is dict:
             bound += 2
             for key, value in item.items():
@@ -177,8 +177,7 @@ def _shape(obj: Any, limit: int) -> tuple[int, int, bool]:
                     bound += MAX_REQUEST_BYTES + 1  # json.dumps decides (and may refuse)
                 else:
                     bound += 12 * len(key) + 6
-                    if not bad and bad_text(key):
-                        bad = True
+                    keep(key)
                 stack.append((value, depth + 1))
         elif kind is list:
             bound += 2
@@ -196,7 +195,7 @@ def _shape(obj: Any, limit: int) -> tuple[int, int, bool]:
         else:
             bound += MAX_REQUEST_BYTES + 1
             bad = True  # not plain JSON: text_fault reads what it may hold
-    return deepest, bound, bad
+    return deepest, bound, bad or BAD_TEXT.search("".join(texts)) is not None
 
 
 def text_fault(obj: Any) -> tuple[str, str] | None:
