@@ -13,6 +13,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from ccm.render.template import BAD_TEXT
+
 __all__ = [
     "AWKWARD_IDS",
     "HOSTILE",
@@ -21,6 +23,7 @@ __all__ = [
     "encoded_words",
     "gsm_texts",
     "header_values",
+    "request_ids",
     "sms_texts",
     "varied_data",
 ]
@@ -128,6 +131,12 @@ def customer_ids(max_size: int = 24) -> st.SearchStrategy[str]:
         st.lists(st.one_of(_pieces, st.sampled_from(AWKWARD_IDS)), min_size=1, max_size=6)
         .map("".join).filter(bool),
     )
+
+
+def request_ids(max_size: int = 24) -> st.SearchStrategy[str]:
+    """A customer id a request may carry: :func:`customer_ids` without the control characters
+    (other than tab, line feed and carriage return) that request validation refuses."""
+    return customer_ids(max_size).map(lambda cid: BAD_TEXT.sub("", cid)).filter(bool)
 
 
 def varied_data(value: Any, draw: st.DrawFn, key: str = "") -> Any:

@@ -146,6 +146,7 @@ def _parse_rows(rows: Sequence[Row], record: Any) -> tuple[list[Row], list[_RowR
     """Parse raw JSONL lines (a bad one is an error row) and read consent overrides marked
     :data:`LOOKUP` from the record, one query for the task."""
     from ccm.batch.inputs import InputRow, parse_line
+    from ccm.render.template import BAD_TEXT
 
     ready: list[Row] = []
     failed: list[_RowResult] = []
@@ -160,7 +161,9 @@ def _parse_rows(rows: Sequence[Row], record: Any) -> tuple[list[Row], list[_RowR
             obj = row.request
         if isinstance(overrides, str):
             customer_id = InputRow(line, obj).customer_id
-            if customer_id is not None:
+            # An id validation refuses (BAD_TEXT) is not looked up: the record's driver may
+            # not even encode it, and the row fails anyway.
+            if customer_id is not None and not BAD_TEXT.search(customer_id):
                 lookup.add(customer_id)
         ready.append((line, obj, channels, overrides))
     if not lookup:

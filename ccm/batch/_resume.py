@@ -24,6 +24,7 @@ from ccm.batch._worker import _filename, _key, _Spec
 from ccm.batch.inputs import InputRow
 from ccm.errors import MessageError
 from ccm.message import SUFFIXES
+from ccm.render.template import BAD_TEXT
 
 logger = logging.getLogger("ccm.batch.run")
 
@@ -83,7 +84,9 @@ class _Resume:
             self._fail(row.line, row.customer_id, {"error": "InputError", "message": row.error})
             return None
         customer_id = row.customer_id
-        if customer_id is None:  # the worker reports the shape error with its path
+        if customer_id is None or BAD_TEXT.search(customer_id):
+            # The worker reports the shape error, or the id's text (a lone surrogate the
+            # record's driver cannot even encode), with its path.
             return (row.line, row.request, None, None), ()
         todo: list[str] = []
         redo: list[str] = []
@@ -127,7 +130,8 @@ class _Resume:
 
     def _lookup(self, block: list[InputRow]) -> None:
         customers = {row.customer_id for row in block
-                     if row.error is None and row.customer_id is not None}
+                     if row.error is None and row.customer_id is not None
+                     and not BAD_TEXT.search(row.customer_id)}
         self._known.clear()
         self._consent.clear()
         if not customers:

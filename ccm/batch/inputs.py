@@ -2,8 +2,9 @@
 
 Both readers yield :class:`InputRow` objects and never hold more than one row
 in memory, so a 100k-line file costs what one line costs. A row that cannot be
-read (bad JSON, a CSV row with the wrong number of cells) is yielded with its
-``error`` set instead of stopping the stream: the batch reports it and goes on.
+read (bad JSON, a CSV row with the wrong number of cells or a cell over the
+CSV reader's size limit) is yielded with its ``error`` set instead of stopping
+the stream: the batch reports it and goes on.
 
 CSV columns are dotted paths into the request: ``customer.id``,
 ``customer.address.city``, ``data.amount_due``. Cells are strings unless
@@ -373,16 +374,34 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 def read_csv(
     lines: Iterable[str], *, schema: Mapping[str, Any] | None = None
 ) -> Iterator[InputRow]:
-    """Rows of a CSV file with dotted column names as nested requests (see the module doc)."""
-    reader = csv.reader(lines)
+    """Rows of a CSV file with dotted column names as nested requests (see the module doc).
+
+    A row the CSV reader refuses (a cell over its size limit, a carriage return
+    inside an unquoted cell) is an error row; the rest of that row is skipped,
+    a quoted cell's further lines included, and reading goes on with the next.
+    """
+    source = _Lines(lines)
+    reader = csv.reader(source)
     try:
         header = next(reader)
     except StopIteration:
         return
+    except csv.Error as exc:
+        raise ValueError(f"CSV header: {_csv_error(exc)}") from None
     columns = [_column(name, schema) for name in header]
-    start = reader.line_num + 1
-    for cells in reader:
-        line, start = start, reader.line_num + 1
+    start = source.count + 1
+    while True:
+        source.record = []
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            source.skip_record()
+            line, start = start, source.count + 1
+            yield InputRow(line, None, _csv_error(exc))
+            continue
+        line, start = start, source.count + 1
         if not any(cell.strip() for cell in cells):
             continue
         if any(_NOT_UTF8.search(cell) for cell in cells):
@@ -401,6 +420,84 @@ def read_csv(
             yield InputRow(line, request or None, str(exc))
             continue
         yield InputRow(line, request)
+
+
+def _csv_error(exc: csv.Error) -> str:
+    """What the CSV reader refused, in words (its messages name no value read)."""
+    text = str(exc)
+    if text.startswith("field larger than field limit"):
+        return (f"a cell has more than {csv.field_size_limit()} characters, the most a CSV "
+                "cell may have; shorten it (or send this request as JSONL)")
+    if text.startswith("new-line character seen in unquoted field"):
+        return "a cell holds a line break but is not quoted; put the cell in double quotes"
+    return f"not valid CSV: {text}"
+
+
+class _Lines:
+    """The CSV reader's lines, counted, with the lines of the record being read kept.
+
+    After the reader refuses a record, it starts the next one on the next line,
+    even when the refused record is inside a quoted cell that goes on there:
+    :meth:`skip_record` reads on to the end of the refused record first, so the
+    rest of a quoted cell is never taken for rows of its own.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        #: Lines read so far (the reader's ``line_num``, plus the lines skipped).
+        self.count = 0
+        #: The lines of the record being read.
+        self.record: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        self.record.append(line)
+        return line
+
+    def skip_record(self) -> None:
+        """Read to the end of the record whose lines are in :attr:`record`."""
+        quoted = False
+        for line in self.record:
+            quoted = _in_quotes(line, quoted)
+        self.record = []
+        while quoted:
+            following = next(self._lines, None)
+            if following is None:
+                return
+            self.count += 1
+            quoted = _in_quotes(following, quoted)
+
+
+_CELL_END = re.compile(r"[,\r\n]")
+
+
+def _in_quotes(line: str, quoted: bool) -> bool:
+    """Whether the CSV reader (the default dialect) is inside a quoted cell after ``line``,
+    having been inside one before it when ``quoted``."""
+    pos, end = 0, len(line)
+    at_start = not quoted
+    while pos < end:
+        if quoted:
+            close = line.find('"', pos)
+            if close < 0:
+                return True
+            if line.startswith('"', close + 1):  # a doubled quote: one quote in the cell
+                pos = close + 2
+                continue
+            quoted, at_start, pos = False, False, close + 1
+        elif at_start and line[pos] == '"':
+            quoted, pos = True, pos + 1
+        else:
+            # Unquoted text (a quote in it is a character) up to the cell's or line's end.
+            found = _CELL_END.search(line, pos)
+            if found is None:
+                return False
+            at_start, pos = True, found.end()
+    return quoted
 
 
 def _column(name: str, schema: Mapping[str, Any] | None) -> tuple[tuple[str, ...], str | None]:

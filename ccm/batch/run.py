@@ -36,6 +36,7 @@ import concurrent.futures as cf
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections import Counter, deque
@@ -591,7 +592,7 @@ class _Batch(_Resume):
         record = {"line": line, "customer_id": customer_id, **error}
         record.pop("traceback", None)
         if self._errors is not None:
-            self._errors.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._errors.write(_error_line(record))
             self._errors.flush()
         logger.warning("line %s (customer %s): %s: %s", line, customer_id,
                        error.get("error"), error.get("message"))
@@ -663,3 +664,14 @@ def _rows(requests: Iterable[Any]) -> Iterator[InputRow]:
 
 
 _ = DataError  # documented in errors.jsonl entries
+
+#: Lone surrogates: ``json.dumps(..., ensure_ascii=False)`` leaves them raw, and UTF-8 cannot
+#: hold them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _error_line(record: Mapping[str, Any]) -> str:
+    """One line of errors.jsonl: UTF-8 JSON, a lone surrogate (a customer id request
+    validation refused for it) written as its ``\\uXXXX`` escape, the same JSON value."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text) + "\n"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -33,14 +34,61 @@ from typing import Any, TypeVar
 import click
 
 __all__ = [
-    "REPORT_BUGS", "ExitCode", "Fail", "as_of_option", "aware", "exit_code_for", "needs_extra",
-    "out_folder",
-    "report_error",
+    "REPORT_BUGS", "ExitCode", "Fail", "as_of_option", "aware", "echo", "exit_code_for",
+    "json_text", "needs_extra", "out_folder", "printable", "report_error", "shown",
 ]
 
 #: Where a bug in ccm is reported (the one line of an INTERNAL error says it).
 REPORT_BUGS = ("please report it to the ccm maintainers with the command you ran and the "
                "output of `ccm --debug ...` and `ccm doctor` (docs/cli.md, \"Reporting a bug\")")
+
+
+#: What a terminal acts on instead of showing, in a message: C0 controls but tab and line
+#: feed (ESC starts escape sequences that retitle, clear or rewrite the screen; CR rewrites
+#: the line), DEL, C1 controls (U+009B is a one-character CSI), bidi embeddings, overrides and
+#: isolates (they reorder what is shown), and lone surrogates (they cannot be written).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+#: The same in one value from data, where a line break or tab is not the message's own either.
+_UNPRINTABLE_VALUE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+                                "\ud800-\udfff]")
+#: What ``json.dumps(..., ensure_ascii=False)`` leaves raw of that (it escapes C0 itself).
+_UNPRINTABLE_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+#: Longest value from data a message shows whole (a customer id); longer ones are cut.
+MAX_SHOWN = 80
+
+
+def _escaped(found: re.Match[str]) -> str:
+    return repr(found.group())[1:-1]  # \x1b, \x9b, \u202e, \ud800
+
+
+def printable(message: str) -> str:
+    """``message`` with what a terminal would act on written as escapes (``\\x1b``), so that
+    text from requests, files or the record cannot move the cursor, retitle the window or
+    clear the screen of the operator reading it. Line breaks and tabs stay."""
+    return _UNPRINTABLE.sub(_escaped, message)
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """One value from data (a customer id) for a message: escaped as :func:`printable` does,
+    line breaks and tabs too, and cut to ``limit`` characters with its length when longer,
+    so that a hostile id can neither fake lines nor flood the screen."""
+    text = str(value)
+    if len(text) > limit:
+        text = f"{text[:limit - 20]}\u2026 ({len(text)} characters)"
+    return _UNPRINTABLE_VALUE.sub(_escaped, text)
+
+
+def json_text(text: str) -> str:
+    """A JSON document from ``json.dumps(..., ensure_ascii=False)`` with what it leaves raw
+    and a terminal acts on (DEL, C1, bidi controls, lone surrogates) as ``\\uXXXX`` escapes:
+    the same JSON value, safe to print."""
+    return _UNPRINTABLE_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def echo(message: str, *, err: bool = False, nl: bool = True) -> None:
+    """``click.echo`` of a message made :func:`printable`: how the commands print text."""
+    click.echo(printable(message), err=err, nl=nl)
 
 
 class ExitCode(IntEnum):
@@ -64,7 +112,7 @@ class Fail(click.ClickException):
         self.exit_code = int(code)  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"ccm: error: {self.message}", err=True)
+        echo(f"ccm: error: {self.message}", err=True)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -190,40 +238,40 @@ def report_error(exc: BaseException, *, debug: bool = False) -> ExitCode:
         return ExitCode(exc.exit_code) if exc.exit_code in set(ExitCode) else ExitCode.BAD_INPUT
     if isinstance(exc, click.UsageError):
         where = exc.ctx.command_path if exc.ctx is not None else "ccm"
-        click.echo(f"ccm: error: {exc.format_message()} (usage: {where} --help)", err=True)
+        echo(f"ccm: error: {exc.format_message()} (usage: {where} --help)", err=True)
         return ExitCode.USAGE
     if isinstance(exc, click.ClickException):
         exc.show()
         code = exc.exit_code
         return ExitCode(code) if code in set(ExitCode) else ExitCode.BAD_INPUT
     if isinstance(exc, click.Abort | KeyboardInterrupt):
-        click.echo("ccm: error: stopped before finishing (interrupted, or not confirmed); "
-                   "run the command again", err=True)
+        echo("ccm: error: stopped before finishing (interrupted, or not confirmed); "
+             "run the command again", err=True)
         return ExitCode.BAD_INPUT
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, CCMError):
-        click.echo(f"ccm: error: {exc}", err=True)
+        echo(f"ccm: error: {exc}", err=True)
         return exit_code_for(exc)
     if isinstance(exc, OSError):
         message, code = _os_error(exc)
-        click.echo(f"ccm: error: {message}", err=True)
+        echo(f"ccm: error: {message}", err=True)
         return code
     if isinstance(exc, UnicodeDecodeError):
         source = _file_in_traceback(exc)
         named = f"{source}: " if source else ""
-        click.echo(f"ccm: error: {named}not UTF-8 text (a {exc.encoding} decoding error at "
-                   f"byte {exc.start}); save the file as UTF-8", err=True)
+        echo(f"ccm: error: {named}not UTF-8 text (a {exc.encoding} decoding error at "
+             f"byte {exc.start}); save the file as UTF-8", err=True)
         return ExitCode.BAD_INPUT
     if isinstance(exc, MemoryError):
-        click.echo("ccm: error: out of memory: the input is too large for this machine; "
-                   "split it (ccm batch streams large inputs)", err=True)
+        echo("ccm: error: out of memory: the input is too large for this machine; "
+             "split it (ccm batch streams large inputs)", err=True)
         return ExitCode.IO_ERROR
     frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     at = f" at {os.path.basename(frame[0].filename)}:{frame[0].lineno}" if frame else ""
-    click.echo(f"ccm: internal error: {type(exc).__name__}{at}: this is a bug in ccm, not "
-               f"in your input; {REPORT_BUGS}"
-               + ("" if debug else "; `ccm --debug` shows the traceback"), err=True)
+    echo(f"ccm: internal error: {type(exc).__name__}{at}: this is a bug in ccm, not "
+         f"in your input; {REPORT_BUGS}"
+         + ("" if debug else "; `ccm --debug` shows the traceback"), err=True)
     return ExitCode.INTERNAL
 
 

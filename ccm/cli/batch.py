@@ -23,7 +23,18 @@ from typing import Any, TextIO
 
 import click
 
-from ccm.cli._common import ExitCode, Fail, _os_error, as_of_option, aware, exit_code_for
+from ccm.cli._common import (
+    ExitCode,
+    Fail,
+    _os_error,
+    as_of_option,
+    aware,
+    echo,
+    exit_code_for,
+    json_text,
+    printable,
+    shown,
+)
 from ccm.errors import CCMError
 
 __all__ = ["batch"]
@@ -161,7 +172,7 @@ def batch(
             )
         except KeyboardInterrupt:
             display.close()
-            click.echo(f"ccm: interrupted; resume with --run-id {run_id}", err=True)
+            echo(f"ccm: interrupted; resume with --run-id {run_id}", err=True)
             raise SystemExit(130) from None
         except (CCMError, ValueError, OSError, ImportError) as exc:
             display.close()
@@ -170,9 +181,9 @@ def batch(
             else:
                 message, code = str(exc), (exit_code_for(exc) if isinstance(exc, CCMError)
                                            else ExitCode.BAD_INPUT)
-            click.echo(f"ccm: error: {message}", err=True)
+            echo(f"ccm: error: {message}", err=True)
             if display.started:  # a run that never started has nothing to resume
-                click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
+                echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
             raise SystemExit(int(code)) from None
         finally:
             logging.getLogger("ccm.batch").removeHandler(shown)
@@ -250,7 +261,7 @@ class _Warnings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "operator", False):
-            click.echo(f"ccm: warning: {record.getMessage()}", err=True)
+            echo(f"ccm: warning: {record.getMessage()}", err=True)
 
 
 def _show_warnings() -> logging.Handler:
@@ -336,7 +347,7 @@ class _Display:
         if event.kind == "start":
             self.started = True
         if self.as_json:
-            click.echo(event.to_json())
+            click.echo(json_text(event.to_json()))
             sys.stdout.flush()
             if event.kind != "error":
                 return
@@ -378,7 +389,7 @@ class _Display:
         if self.as_json:
             return
         if self.errors <= MAX_ERRORS_SHOWN:
-            who = f" (customer {data['customer_id']})" if data.get("customer_id") else ""
+            who = f" (customer {shown(data['customer_id'])})" if data.get("customer_id") else ""
             where = f"{self.source}:" if self.source else "line "
             self._echo(f"ccm: {where}{data.get('line')}{who}: {data.get('error')}: "
                        f"{data.get('message')}")
@@ -392,9 +403,9 @@ class _Display:
 
     def _echo(self, text: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
+            self._progress.console.print(printable(text), markup=False, highlight=False)
         else:
-            click.echo(text, file=self.stream)
+            click.echo(printable(text), file=self.stream)
 
     def close(self) -> None:
         if self._progress is not None:
@@ -423,7 +434,7 @@ class _Display:
             lines.append(f"  print file  {s['print_file']} (index {s['print_index']})")
         if s["failed"]:
             lines.append(f"fix the rows and run again with --run-id {s['run_id']}")
-        click.echo("\n".join(lines))
+        echo("\n".join(lines))
 
 
 def _duration(seconds: float | None) -> str:

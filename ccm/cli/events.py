@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ccm.cli._common import ExitCode, Fail
+from ccm.cli._common import ExitCode, Fail, echo, shown
 from ccm.errors import CCMError, InboundError, MessageNotFound
 
 if TYPE_CHECKING:
@@ -114,11 +114,11 @@ def bounce_cmd(files: tuple[Path, ...], maildir: Path | None, record_url: str | 
                 outcome = record_report_bytes(rec, raw, now=now, source=name)
             except (InboundError, MessageNotFound) as exc:
                 failed += 1
-                click.echo(f"ccm: error: {exc}", err=True)
+                echo(f"ccm: error: {exc}", err=True)
                 continue
             added = ", ".join(outcome.added) or "nothing new"
             target = f" message {outcome.message_id}" if outcome.message_id else ""
-            click.echo(f"{name}: {outcome.note};{target} ({added})")
+            echo(f"{name}: {outcome.note};{target} ({added})")
     finally:
         rec.close()
     if failed:
@@ -212,4 +212,4 @@ def unsuppress_cmd(customer: str, channel: str, record_url: str | None,
         raise Fail(str(exc)) from exc
     finally:
         rec.close()
-    click.echo(f"customer {customer}: {outcome.note} (event on message {outcome.message_id})")
+    echo(f"customer {shown(customer)}: {outcome.note} (event on message {outcome.message_id})")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from ccm._util import atomic_write, write_csv
-from ccm.cli._common import ExitCode, Fail, exit_code_for
+from ccm.cli._common import ExitCode, Fail, echo, exit_code_for, json_text, shown
 from ccm.errors import (
     CCMError,
 )
@@ -180,8 +180,8 @@ def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
     with _opened(record_url) as rec:
         timeline = rec.timeline(customer)
         if not timeline.messages and not timeline.erasures:
-            raise Fail(f"no messages for customer {customer!r} in the record at {rec.where}: "
-                       "check the customer id (the customer.id of the requests)",
+            raise Fail(f"no messages for customer '{shown(customer)}' in the record at "
+                       f"{rec.where}: check the customer id (the customer.id of the requests)",
                        ExitCode.NOT_FOUND)
         doc = timeline.to_dict()
     if html_path is not None:
@@ -189,24 +189,24 @@ def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
         if not as_json:
             return
     if as_json:
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        click.echo(json_text(json.dumps(doc, indent=2, ensure_ascii=False)))
         return
     summary = doc["summary"]
-    click.echo(f"customer {customer}: {summary['generated']} generated, "
-               f"{summary['suppressed']} suppressed")
+    echo(f"customer {shown(customer)}: {summary['generated']} generated, "
+         f"{summary['suppressed']} suppressed")
     for m in doc["messages"]:
         events = ", ".join(e["kind"] for e in m["events"])
         reason = f" ({m['reason']})" if m["reason"] else ""
-        click.echo(f"{m['created_at'][:19]}  {m['channel']:5}  {m['status']:10}  "
-                   f"{m['template']}@{m['template_version']}{reason}"
-                   + (f"  [{events}]" if events else ""))
+        echo(f"{m['created_at'][:19]}  {m['channel']:5}  {m['status']:10}  "
+             f"{m['template']}@{m['template_version']}{reason}"
+             + (f"  [{events}]" if events else ""))
     if summary["engagement_rate"]:
         rates = ", ".join(f"{ch} {r:.0%}" for ch, r in summary["engagement_rate"].items())
-        click.echo(f"engagement: {rates}")
+        echo(f"engagement: {rates}")
     if summary["opted_out"]:
-        click.echo(f"opted out: {', '.join(summary['opted_out'])}")
+        echo(f"opted out: {', '.join(summary['opted_out'])}")
     if summary["erased_at"]:
-        click.echo(f"erased: {summary['erased_at']}")
+        echo(f"erased: {summary['erased_at']}")
 
 
 def _write_html(timeline: dict[str, Any], path: Path, pack: Path | None) -> None:
@@ -224,7 +224,7 @@ def _write_html(timeline: dict[str, Any], path: Path, pack: Path | None) -> None
             raise fail(exc) from exc
     page = reports.timeline_html(timeline, brand=brand)
     written = write_output(path, page.encode("utf-8"))
-    click.echo(f"wrote {written}", err=True)
+    echo(f"wrote {written}", err=True)
 
 
 @record.command("verify")
@@ -245,16 +245,16 @@ def verify_cmd(record_url: str | None, checkpoint_path: Path | None, key_file: P
         except ValueError as exc:
             raise Fail(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False)))
     elif result.ok:
         against = f", consistent with {checkpoint_path}" if checkpoint_path else ""
-        click.echo(f"ok: {result.checked} entries of {result.customers} customer(s) "
-                   f"verified{against}")
+        echo(f"ok: {result.checked} entries of {result.customers} customer(s) "
+             f"verified{against}")
     else:
-        click.echo(f"FAILED: {result.problem_count} problem(s) in {result.checked} entries")
-        click.echo(f"first bad: {result.first_bad}")
+        echo(f"FAILED: {result.problem_count} problem(s) in {result.checked} entries")
+        echo(f"first bad: {result.first_bad}")
         for problem in result.problems[1:]:
-            click.echo(f"  {problem}")
+            echo(f"  {problem}")
     if not result.ok:
         sys.exit(1)
 
@@ -275,7 +275,7 @@ def checkpoint_cmd(record_url: str | None, out: Path, key_file: Path | None) -> 
         doc = rec.checkpoint_doc(key)
     text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     written = write_output(out, text.encode("utf-8"))
-    click.echo(f"wrote {written}")
+    echo(f"wrote {written}")
 
 
 @record.command("show")
@@ -299,7 +299,7 @@ def show_cmd(message_id: str, record_url: str | None, content_path: Path | None,
             if archival is None:
                 raise Fail(f"message {message_id} has no archival copy", ExitCode.NOT_FOUND)
             write_output(archival_path, archival)
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    click.echo(json_text(json.dumps(doc, indent=2, ensure_ascii=False)))
 
 
 @record.command("erase")
@@ -324,21 +324,21 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
             raise click.UsageError("give a CUSTOMER or --pending, not both")
         with _opened(record_url, write=True, erase_wait=wait) as rec:
             finished = rec.finish_erasures()
-        click.echo(f"finished {len(finished)} pending erasure(s)"
-                   + (f": {', '.join(finished)}" if finished else ""))
+        echo(f"finished {len(finished)} pending erasure(s)"
+             + (f": {', '.join(map(shown, finished))}" if finished else ""))
         return
     if customer is None:
         raise click.UsageError("give the CUSTOMER to erase (or --pending)")
     if not yes:
         click.confirm(
-            f"Destroy customer {customer}'s data key? Their archived content becomes "
+            f"Destroy customer {shown(customer)}'s data key? Their archived content becomes "
             "unreadable for good", abort=True,
         )
     with _opened(record_url, write=True, erase_wait=wait) as rec:
         done = rec.erase(customer)
     key = "data key destroyed" if done.data_key_destroyed else "no data key held"
-    click.echo(f"erased customer {customer}: {key}, {done.blobs_deleted} archived part(s) "
-               "deleted, audit entries kept")
+    echo(f"erased customer {shown(customer)}: {key}, {done.blobs_deleted} archived part(s) "
+         "deleted, audit entries kept")
 
 
 @record.command("rotate-key")
@@ -362,8 +362,8 @@ def rotate_key_cmd(record_url: str | None, new_key_file: Path, wait: float) -> N
         raise fail(exc) from exc
     with _opened(record_url, with_key=True, write=True, erase_wait=wait) as rec:
         count = rec.rotate_key(new)
-    click.echo(f"re-wrapped {count} data key(s) under master key {new.fingerprint}; "
-               f"the old key opens nothing now: set {ENV_KEY_FILE}={new_key_file}")
+    echo(f"re-wrapped {count} data key(s) under master key {new.fingerprint}; "
+         f"the old key opens nothing now: set {ENV_KEY_FILE}={new_key_file}")
 
 
 @record.command("export")
@@ -377,10 +377,10 @@ def export_cmd(customer: str, record_url: str | None, out: Path | None) -> None:
         doc = rec.export(customer)
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     if out is None:
-        click.echo(text, nl=False)
+        click.echo(json_text(text), nl=False)
     else:
         write_output(out, text.encode("utf-8"))
-        click.echo(f"wrote {out} ({len(doc['messages'])} message(s))", err=True)
+        echo(f"wrote {out} ({len(doc['messages'])} message(s))", err=True)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -418,7 +418,7 @@ def event_cmd(message_id: str, kind: str, record_url: str | None, data_json: str
     at = _when(at_text)
     with _opened(record_url, write=True) as rec:
         added = rec.add_event(message_id, kind, at=at, data=data)
-    click.echo(json.dumps(added.to_dict(), ensure_ascii=False))
+    click.echo(json_text(json.dumps(added.to_dict(), ensure_ascii=False)))
 
 
 @record.command("features")
@@ -436,4 +436,4 @@ def features_cmd(record_url: str | None, out: Path) -> None:
     with _opened(record_url) as rec:
         rows = write_csv(buffer, columns, ([row[k] for k in columns] for row in rec.features()))
     write_output(out, buffer.getvalue().encode("utf-8"))
-    click.echo(f"wrote {out} ({rows} customer(s))")
+    echo(f"wrote {out} ({rows} customer(s))")

@@ -11,7 +11,16 @@ from typing import Any
 import click
 
 from ccm._util import atomic_write
-from ccm.cli._common import ExitCode, Fail, as_of_option, aware, out_folder
+from ccm.cli._common import (
+    ExitCode,
+    Fail,
+    as_of_option,
+    aware,
+    echo,
+    json_text,
+    out_folder,
+    shown,
+)
 from ccm.errors import CCMError
 
 __all__ = ["render"]
@@ -112,7 +121,7 @@ def render(
             lineno = row.line
             if row.error is not None:
                 failures += 1
-                click.echo(f"ccm: error: {data_file}:{lineno}: {row.error}", err=True)
+                echo(f"ccm: error: {data_file}:{lineno}: {row.error}", err=True)
                 continue
             try:
                 result = engine.render(template, row.request, channel=channel, locale=locale,
@@ -123,7 +132,7 @@ def render(
                 if isinstance(exc, ConfigError):
                     raise Fail(str(exc)) from exc
                 failures += 1
-                click.echo(f"ccm: error: {data_file}:{lineno}: {exc}", err=True)
+                echo(f"ccm: error: {data_file}:{lineno}: {exc}", err=True)
                 continue
             for message in result if isinstance(result, list) else [result]:
                 recorded += message.status != "duplicate"
@@ -138,7 +147,7 @@ def render(
                         hint = (f"get it with `ccm record show {message.message_id} --content "
                                 "FILE`, or render into an empty --out folder" if in_archive else
                                 "render into an empty --out folder")
-                        click.echo(
+                        echo(
                             f"ccm: error: {data_file}:{lineno}: {out_dir / message.filename} "
                             f"already holds another message, left as it is; {message.channel} "
                             f"message {message.message_id} was not written ({hint})", err=True)
@@ -146,9 +155,9 @@ def render(
                 if "due_at" in message.meta:
                     summary["queued"] = message.meta["due_at"]
                 if as_json:
-                    click.echo(json.dumps(summary, ensure_ascii=False))
+                    click.echo(json_text(json.dumps(summary, ensure_ascii=False)))
                 else:
-                    click.echo(_describe(summary))
+                    echo(_describe(summary))
     finally:
         if engine.record is not None:
             engine.record.close()
@@ -156,8 +165,8 @@ def render(
         archived = ("" if engine.record.master_key is not None else
                     "; content not archived: no master key (CCM_MASTER_KEY or "
                     "CCM_MASTER_KEY_FILE, see docs/privacy.md)")
-        click.echo(f"ccm: recorded {recorded} message(s) in {engine.record.where}{archived}",
-                   err=True)
+        echo(f"ccm: recorded {recorded} message(s) in {engine.record.where}{archived}",
+             err=True)
     if failures:
         raise SystemExit(1)
 
@@ -199,13 +208,13 @@ def _describe(summary: dict[str, Any]) -> str:
         bits.append(f"{summary['encoding']}, {summary['segments']} segment(s)")
     if summary["status"] != "generated":
         reason = f": {summary['reason']}" if summary.get("reason") else ""
-        return (f"{summary['status']:9} {summary['template']} for {summary['customer_id']} "
+        return (f"{summary['status']:9} {summary['template']} for {shown(summary['customer_id'])} "
                 f"({', '.join(bits)}){reason}")
     queued = f", queued for {summary['queued']}" if summary.get("queued") else ""
     if summary["path"] is None and not queued:
-        return (f"generated {summary['template']} for {summary['customer_id']} "
+        return (f"generated {summary['template']} for {shown(summary['customer_id'])} "
                 f"({', '.join(bits)}): not written, see the error above")
-    where = summary["path"] or f"{summary['template']} for {summary['customer_id']}"
+    where = summary["path"] or f"{summary['template']} for {shown(summary['customer_id'])}"
     return f"generated {where} ({', '.join(bits)}{queued})"
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import ExitCode, Fail, aware, exit_code_for
+from ccm.cli._common import ExitCode, Fail, aware, echo, exit_code_for, json_text, shown
 from ccm.errors import CCMError, MessageNotFound, RecordError, SenderBusy
 
 __all__ = ["send"]
@@ -56,7 +56,7 @@ def _record(url: str | None) -> Iterator[Any]:
 def _line(item: dict[str, Any]) -> str:
     extra = f" ({item['error']})" if item.get("error") else ""
     return (f"{item['state']:8} {item['message_id']} {item['channel']:5} "
-            f"{item['customer_id']} due {item['due_at']} attempts {item['attempts']}{extra}")
+            f"{shown(item['customer_id'])} due {item['due_at']} attempts {item['attempts']}{extra}")
 
 
 @click.command("send")
@@ -99,7 +99,10 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
         return moment or datetime.now(UTC)
 
     def show(item: dict[str, Any]) -> None:
-        click.echo(json.dumps(item, ensure_ascii=False) if as_json else _line(item))
+        if as_json:
+            click.echo(json_text(json.dumps(item, ensure_ascii=False)))
+        else:
+            echo(_line(item))
 
     from ccm.record import Outbox
 
@@ -112,7 +115,7 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
                 for item in items:
                     show(item.to_dict())
                 what = "due" if dry_run else "in review"
-                click.echo(f"ccm: {len(items)} message(s) {what}", err=True)
+                echo(f"ccm: {len(items)} message(s) {what}", err=True)
                 return
             if resolve_id is not None:
                 assert resolve_as is not None
@@ -151,10 +154,10 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
     def show(result: Any) -> None:
         doc = result.to_dict()
         if as_json:
-            click.echo(json.dumps(doc, ensure_ascii=False))
+            click.echo(json_text(json.dumps(doc, ensure_ascii=False)))
         else:
             detail = f" ({doc['detail']})" if doc.get("detail") else ""
-            click.echo(f"{doc['state']:10} {doc['message_id']} {doc['channel']}{detail}")
+            echo(f"{doc['state']:10} {doc['message_id']} {doc['channel']}{detail}")
 
     stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}
@@ -163,8 +166,8 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         if follow:
-            click.echo(f"ccm: sending from {rec.where} (channels: "
-                       f"{', '.join(sender.channels)}); SIGTERM stops", err=True)
+            echo(f"ccm: sending from {rec.where} (channels: "
+                 f"{', '.join(sender.channels)}); SIGTERM stops", err=True)
             report = sender.run(stop, poll=poll, on_result=show)
         else:
             report = sender.send_due(limit=limit)
@@ -177,4 +180,4 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     counts = ", ".join(f"{n} {state}" for state, n in report.counts.items() if n) or "nothing due"
-    click.echo(f"ccm: {counts}", err=True)
+    echo(f"ccm: {counts}", err=True)

@@ -48,7 +48,13 @@ from ccm.render.recording import (
     suppress,
 )
 from ccm.render.security import PasswordRule
-from ccm.render.template import Template, load_templates, validate_request
+from ccm.render.template import (
+    Template,
+    check_text,
+    escape_text,
+    load_templates,
+    validate_request,
+)
 
 if TYPE_CHECKING:
     from ccm.channels.pdf import PackFetcher
@@ -200,7 +206,7 @@ class Engine:
         """
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
-        req = request if isinstance(request, Request) else validate_request(_as_dict(request))
+        req = _request(request)
         tpl.validate_data(req.data, customer_id=req.customer_id)
         loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
         channels = [channel] if channel else [c for c in CHANNELS if c in tpl.channels]
@@ -299,7 +305,7 @@ class Engine:
             # A linked document is recorded as its own message first: one request at a time.
             return [self.render(template, r, channel, locale) for r in requests]
         self._check_call(tpl, channel, locale)
-        reqs = [r if isinstance(r, Request) else validate_request(_as_dict(r)) for r in requests]
+        reqs = [_request(r) for r in requests]
         for req in reqs:
             tpl.validate_data(req.data, customer_id=req.customer_id)
         keys = [self._key(tpl, req, channel, None) for req in reqs]
@@ -637,6 +643,16 @@ class Engine:
 
 
 _ = ApprovalError  # re-exported for users catching it from the engine module
+
+
+def _request(request: Request | Mapping[str, Any]) -> Request:
+    """A request validated (:func:`validate_request`); a :class:`Request` made by the caller
+    keeps its shape unchecked, but its text is checked as validation checks it, so that no
+    channel meets a lone surrogate or a control character (:func:`check_text`)."""
+    if isinstance(request, Request):
+        check_text(request.to_dict(), escape_text(request.customer_id))
+        return request
+    return validate_request(_as_dict(request))
 
 
 def _as_dict(request: Any) -> Any:

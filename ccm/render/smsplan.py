@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,12 @@ from ccm.message import Request, output_filename
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
 from ccm.render.environment import _consume, translate_error
-from ccm.render.template import MAX_DEPTH, MAX_REQUEST_BYTES, request_fast_validator
+from ccm.render.template import (
+    MAX_DEPTH,
+    MAX_REQUEST_BYTES,
+    request_fast_validator,
+    text_fault,
+)
 
 if TYPE_CHECKING:
     from ccm.render.template import Template
@@ -60,6 +66,11 @@ _ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 #: (depth-bounded, so acyclic).
 _ENCODE_ONCE = json_encoder_once(_ENCODER)
 _SCALARS = frozenset({str, int, bool, type(None)})
+#: The escapes ``_ENCODER`` (ASCII only) writes for what request validation refuses
+#: (:data:`ccm.render.template.BAD_TEXT`): ``\u0000``-``\u001f`` but tab, line feed and
+#: carriage return (written ``\t \n \r``), ``\b``, ``\f``, and surrogates. An escaped
+#: backslash before such letters matches too: a false alarm, settled by the walk.
+_ESCAPES = re.compile(r"\\(?:u00[01]|ud[89a-f]|[bf])")
 
 
 def plain_request(obj: Any) -> bool:
@@ -209,6 +220,10 @@ class SmsPlan:
         # json.dumps' default separators add at most one character per separator.
         if 2 * len(text) > MAX_REQUEST_BYTES:
             return None
+        # The JSON escapes every control character and surrogate: text without such an escape
+        # needs no walk; with one (an emoji is a surrogate pair), the walk decides.
+        if _ESCAPES.search(text) is not None and text_fault(obj) is not None:
+            return None  # the full path names the field
         return req, text
 
     def locale_for(self, req: Request) -> str:

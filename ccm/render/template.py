@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
@@ -20,8 +21,8 @@ from ccm.message import CHANNELS, Request
 from ccm.render._contracts import Check, as_check, compile_validator
 
 __all__ = [
-    "SOURCES", "Template", "describe_rule", "load_template", "load_templates", "template_files",
-    "validate_request",
+    "BAD_TEXT", "SOURCES", "Template", "check_text", "describe_rule", "escape_text",
+    "load_template", "load_templates", "template_files", "text_fault", "validate_request",
 ]
 
 #: Source file per channel.
@@ -139,8 +140,16 @@ class Template:
         return sorted((self.root / "samples").glob("*.json"))
 
 
-def _shape(obj: Any, limit: int) -> tuple[int, int]:
-    """``(depth, bound)``: :func:`_depth`, and an upper bound of ``len(json.dumps(obj))``.
+#: What a request's text may not hold: C0 control characters other than tab, line feed and
+#: carriage return (no channel can show them, and XML, so MJML, cannot hold them), and lone
+#: surrogates (not Unicode text: they cannot be written as UTF-8).
+BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def _shape(obj: Any, limit: int) -> tuple[int, int, bool]:
+    """``(depth, bound, bad_text)``: :func:`_depth`, an upper bound of ``len(json.dumps(obj))``,
+    and whether a string or key may hold what :data:`BAD_TEXT` matches (True also for a
+    value that is not plain JSON, such as a subclass of ``str``: :func:`text_fault` decides).
 
     The bound counts 12 characters per character of text (``json.dumps``
     writes at most a surrogate pair of ``\\uXXXX`` escapes for one), plus
@@ -148,15 +157,19 @@ def _shape(obj: Any, limit: int) -> tuple[int, int]:
     """
     stack: list[tuple[Any, int]] = [(obj, 1)]
     deepest = bound = 0
+    bad = False
+    texts: list[str] = []  # searched in one go at the end: one regex call, not one per text
+    keep = texts.append
     while stack:
         item, depth = stack.pop()
         if depth > deepest:
             deepest = depth
             if deepest > limit:
-                return deepest, bound
+                return deepest, bound, bad
         kind = type(item)
         if kind is str:
             bound += 12 * len(item) + 2
+            keep(item)
         elif kind is dict:
             bound += 2
             for key, value in item.items():
@@ -164,6 +177,7 @@ def _shape(obj: Any, limit: int) -> tuple[int, int]:
                     bound += MAX_REQUEST_BYTES + 1  # json.dumps decides (and may refuse)
                 else:
                     bound += 12 * len(key) + 6
+                    keep(key)
                 stack.append((value, depth + 1))
         elif kind is list:
             bound += 2
@@ -177,10 +191,80 @@ def _shape(obj: Any, limit: int) -> tuple[int, int]:
         elif kind is float:
             bound += 32
             if not math.isfinite(item):
-                return -1, bound
+                return -1, bound, bad
         else:
             bound += MAX_REQUEST_BYTES + 1
-    return deepest, bound
+            bad = True  # not plain JSON: text_fault reads what it may hold
+    return deepest, bound, bad or BAD_TEXT.search("".join(texts)) is not None
+
+
+def text_fault(obj: Any) -> tuple[str, str] | None:
+    """``(JSON path, what is wrong)`` of the first string or key in ``obj`` that holds what
+    :data:`BAD_TEXT` matches, or None. Names the character by code point, never the text.
+
+    Strings of a subclass of ``str`` are read too; anything not a dict, list or string is
+    passed over (the shape check says what it thinks of it).
+    """
+    stack: list[tuple[Any, list[Any]]] = [(obj, [])]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            found = BAD_TEXT.search(item)
+            if found:
+                return json_path(where), _describe_char(found.group())
+        elif isinstance(item, dict):
+            children = []
+            for key, value in item.items():
+                found = BAD_TEXT.search(key) if isinstance(key, str) else None
+                if found:
+                    return json_path(where), f"a field name {_describe_char(found.group())}"
+                children.append((value, [*where, key]))
+            stack.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed([(value, [*where, i]) for i, value in enumerate(item)]))
+    return None
+
+
+def _describe_char(char: str) -> str:
+    code = f"U+{ord(char):04X}"
+    if "\ud800" <= char <= "\udfff":
+        return f"holds a lone surrogate ({code}), which is not valid Unicode text"
+    return (f"holds a control character ({code}); text may hold no control characters "
+            "but tab, line feed and carriage return")
+
+
+def escape_text(text: str) -> str:
+    """``text`` with what :data:`BAD_TEXT` matches written as ``\\xNN`` / ``\\uNNNN`` escapes
+    (a customer id an error carries: it must print, and write as UTF-8)."""
+    return BAD_TEXT.sub(lambda found: repr(found.group())[1:-1], text)
+
+
+def check_text(obj: Any, customer_id: str | None = None) -> None:
+    """Raise :class:`DataError` naming the field when a string or key of ``obj`` (a request)
+    holds a control character other than tab, line feed and carriage return, or a lone
+    surrogate: every channel refuses the request the same way, before anything is made."""
+    bad_text = BAD_TEXT.search
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if bad_text(item):
+                _raise_text_fault(obj, customer_id)
+        elif isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str) and bad_text(key):
+                    _raise_text_fault(obj, customer_id)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _raise_text_fault(obj: Any, customer_id: str | None) -> None:
+    fault = text_fault(obj)
+    if fault is not None:
+        path, what = fault
+        raise DataError(f"{path}: {what} [rule: text]", path=path, rule="text",
+                        customer_id=customer_id)
 
 
 @cache
@@ -248,7 +332,9 @@ def validate_request(obj: Any) -> Request:
     customer_id = None
     if isinstance(obj, dict) and isinstance(obj.get("customer"), dict):
         customer_id = obj["customer"].get("id")
-    depth, bound = _shape(obj, MAX_DEPTH)
+    depth, bound, bad_text = _shape(obj, MAX_DEPTH)
+    if bad_text and isinstance(customer_id, str):
+        customer_id = escape_text(customer_id)
     if depth < 0:
         raise DataError("request holds NaN or Infinity: numbers must be finite",
                         path="$", rule="finite", customer_id=customer_id)
@@ -257,6 +343,8 @@ def validate_request(obj: Any) -> Request:
             f"request is nested deeper than {MAX_DEPTH} levels", path="$", rule="maxDepth",
             customer_id=customer_id,
         )
+    if bad_text:
+        _raise_text_fault(obj, customer_id)
     # Serialise only when the cheap upper bound does not already prove the size is fine.
     size = len(json.dumps(obj, default=str)) if bound > MAX_REQUEST_BYTES else 0
     if size > MAX_REQUEST_BYTES:

@@ -131,3 +131,29 @@ def test_raw_jsonl_rows_parse_to_what_the_parsing_reader_gives(tmp_path: Path) -
     assert all(r.raw is not None and r.request is None for r in raw)
     assert [r.parsed() for r in raw] == list(read_requests(path))
     assert [r.line for r in raw] == [1, 3, 4, 5, 6]
+
+
+def test_csv_cell_over_the_reader_limit_is_an_error_row_and_reading_goes_on() -> None:
+    """A cell over the CSV reader's size limit is an error row naming the limit, whether it is
+    unquoted or a quoted cell running over several lines; the next rows are read as rows."""
+    big = "A" * 200_000
+    text = (f"customer.id,data.ref\nC1,{big}\nC2,x\n"
+            f'C3,"{big}\nstill inside,the quoted cell\nC9,9"\nC4,y\n')
+    rows = list(read_csv(text.splitlines(keepends=True)))
+    assert [(r.line, r.customer_id) for r in rows] == [(2, None), (3, "C2"), (4, None), (7, "C4")]
+    for row in (rows[0], rows[2]):
+        assert row.error is not None and "131072 characters" in row.error
+        assert big[:50] not in row.error
+
+
+def test_csv_carriage_return_in_an_unquoted_cell_is_an_error_row() -> None:
+    """A bare carriage return inside an unquoted cell is an error row, not a stop."""
+    rows = list(read_csv(["customer.id,data.a\n", "C1,a\rb\n", "C2,c\n"]))
+    assert [(r.line, r.customer_id) for r in rows] == [(2, None), (3, "C2")]
+    assert rows[0].error is not None and "quote" in rows[0].error
+
+
+def test_csv_header_over_the_reader_limit_is_a_value_error() -> None:
+    """A header the CSV reader refuses fails the file as a whole, as a bad header does."""
+    with pytest.raises(ValueError, match="CSV header"):
+        list(read_csv(["customer.id," + "h" * 200_000 + "\n", "C1,x\n"]))

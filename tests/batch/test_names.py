@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ccm.batch import run_batch
 from ccm.cli import main
-from tests.strategies import customer_ids
+from tests.strategies import request_ids
 
 from .conftest import DAYTIME, PACK, TEST_TEMPLATES, notes, out_name, write_jsonl
 
@@ -135,7 +135,7 @@ def test_a_new_run_with_the_same_bytes_is_not_refused(
 
 
 @settings(max_examples=10, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ids=st.lists(customer_ids(), min_size=1, max_size=6, unique=True))
+@given(ids=st.lists(request_ids(), min_size=1, max_size=6, unique=True))
 def test_distinct_ids_never_share_a_file(
     tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str],
     open_record: Callable[..., Any], ids: list[str],

@@ -15,7 +15,7 @@ from ccm.cli import main
 from ccm.message import output_filename
 from ccm.record import Record
 from tests.examples_helpers import PACKS, TEMPLATES, sample
-from tests.strategies import customer_ids
+from tests.strategies import request_ids
 
 AS_OF = "2026-06-01T12:00:00+00:00"  # midday: outside every quiet hour
 
@@ -132,7 +132,7 @@ def test_the_same_message_again_is_not_an_error(
 
 
 @settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ids=st.lists(customer_ids(), min_size=1, max_size=5, unique=True))
+@given(ids=st.lists(request_ids(), min_size=1, max_size=5, unique=True))
 def test_distinct_ids_never_share_a_file(
     tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str], ids: list[str]
 ) -> None:
