@@ -11,6 +11,7 @@ and MJML sources are autoescaped (``select_autoescape`` does not cover
 from __future__ import annotations
 
 import decimal
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -125,11 +126,20 @@ def check_reach(name: str, parent: str | None) -> None:
     folder, would change a message unseen by its approval. Raises
     :class:`~ccm.errors.UnsafeFileError` naming both.
     """
-    if parent is None:
-        return
+    reason = _reach(name, parent) if parent is not None else None
+    if reason is not None:
+        root = parent.split("/", 1)[0] if parent else ""
+        raise UnsafeFileError(f"{name}: refused: {reason}", path=name, reason=reason,
+                              root=root)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reach(name: str, parent: str) -> str | None:
+    """Why ``parent`` may not load ``name`` (:func:`check_reach`), or None; remembered:
+    every render of a template that extends a layout asks again."""
     source, target = _pieces(parent), _pieces(name)
     if not source or target is None or len(source) < 2:
-        return
+        return None
     if source[0] == "templates":
         allowed = target[:1] == ["pack"] or (len(target) > 2 and target[:2] == source[:2])
         where = f"its own folder (templates/{source[1]}/) and the pack's layouts (pack/…)"
@@ -137,12 +147,11 @@ def check_reach(name: str, parent: str | None) -> None:
         allowed = target[:1] == ["pack"]
         where = "the pack's layouts (pack/…)"
     else:
-        return
-    if not allowed:
-        reason = (f"{parent} may load only {where}, the files its approval covers, not "
-                  f"{name}; move that file there")
-        raise UnsafeFileError(f"{name}: refused: {reason}", path=name, reason=reason,
-                              root=source[0])
+        return None
+    if allowed:
+        return None
+    return (f"{parent} may load only {where}, the files its approval covers, not "
+            f"{name}; move that file there")
 
 
 class _FullNames(jinja2.PrefixLoader):

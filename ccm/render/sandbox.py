@@ -202,7 +202,12 @@ def _finalize(value: Any) -> Any:
     return check_printable(value, deep=True)
 
 
+_SIZED = frozenset({str, bytes, list, tuple, dict, set})
+
+
 def _size(value: Any) -> int:
+    if type(value) in _SIZED:  # the common case, without isinstance's walk
+        return len(value)
     try:
         return len(value) if isinstance(value, (str, bytes, list, tuple, dict, set)) else 0
     except TypeError:
@@ -378,14 +383,41 @@ def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
 def check_named_format(fmt: str, variables: dict[str, Any]) -> None:
     """Refuse ``fmt % variables`` (a translation's ``%(name)s`` placeholders) whose widths,
     or whose placeholders each repeating a long value, would make text over the value
-    budget: found before it is built (``_('%(x)s' * 300, x=long_text)``)."""
-    _check_format_widths(fmt, variables, percent=True)
+    budget: found before it is built (``_('%(x)s' * 300, x=long_text)``).
+
+    What the format says is read once per format (:func:`_named_format`): a render
+    calls this for every translated message, and the same few come back every time."""
+    refuse_repr_conversion(fmt, percent=True)
+    widest, uses = _named_format(fmt)
+    meter = current_meter()
+    if widest > meter.max_value:
+        raise meter.error("value", "a format width is over the "
+                          f"{meter.max_value} budget (budget.max_value_size)")
     size = len(fmt)
-    for name, value in variables.items():
-        uses = fmt.count(f"%({name})")
-        if uses:
-            size += uses * (len(value) if isinstance(value, str) else len(str(value)))
-    _refuse_growth(current_meter(), size, "translated text")
+    for name, count in uses:
+        value = variables.get(name)
+        if value is not None:
+            size += count * (len(value) if isinstance(value, str) else len(str(value)))
+    _refuse_growth(meter, size, "translated text")
+
+
+#: A ``%(name)`` placeholder.
+_PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
+
+
+@functools.lru_cache(maxsize=4096)
+def _named_format(fmt: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """A ``%`` format's widest width or precision, and how often each ``%(name)`` is used
+    (the numbers :func:`_check_format_widths` reads; remembered per format)."""
+    widest = 0
+    for match in _PERCENT_WIDTH.finditer(fmt):
+        for group in match.groups():
+            if group and group != "*":
+                widest = max(widest, int(group))
+    uses: dict[str, int] = {}
+    for name in _PLACEHOLDER.findall(fmt):
+        uses[name] = uses.get(name, 0) + 1
+    return widest, tuple(uses.items())
 
 
 def _safe_range(*args: int) -> range:
@@ -795,13 +827,17 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{_describe(__obj)} is not safely callable")
         owner = getattr(__obj, "__self__", None) if args or kwargs else None
-        if owner is not None and _size(owner) > _SMALL:  # big.count(x), big.index(x)...
-            meter.step(_size(owner) >> 10)
-        if isinstance(owner, bytes) and __obj.__name__ in _GROWING:
-            _grown_text(meter, __obj.__name__, owner, args, kwargs)
-        elif isinstance(owner, bytes) and __obj.__name__ == "join" and args:
-            args = (_joined(args[0], owner, counted=True, what="result of join",
-                            data_only=False), *args[1:])
+        if owner is None or (type(owner) is dict and len(owner) <= _SMALL):
+            pass  # no bound method, or a small mapping's (brand.sms.get(...)): nothing more
+        else:
+            size = _size(owner)
+            if size > _SMALL:  # big.count(x), big.index(x)...
+                meter.step(size >> 10)
+            if isinstance(owner, bytes) and __obj.__name__ in _GROWING:
+                _grown_text(meter, __obj.__name__, owner, args, kwargs)
+            elif isinstance(owner, bytes) and __obj.__name__ == "join" and args:
+                args = (_joined(args[0], owner, counted=True, what="result of join",
+                                data_only=False), *args[1:])
         if owner is not None and (isinstance(owner, str) or (isinstance(owner, type)
                                                            and issubclass(owner, str))):
             # str and Markup methods turn their arguments into text (Markup.escape(x), a
