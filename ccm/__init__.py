@@ -7,9 +7,10 @@ communication record. Start with :class:`Engine`.
 
 from __future__ import annotations
 
+import typing as _typing
+
 from ccm import errors as errors
 from ccm._version import __version__ as __version__
-from ccm.delivery import Sender as Sender
 from ccm.errors import AlreadyErased as AlreadyErased
 from ccm.errors import ApprovalError as ApprovalError
 from ccm.errors import AssetError as AssetError
@@ -52,15 +53,48 @@ from ccm.errors import UnknownChannel as UnknownChannel
 from ccm.errors import UnknownLocale as UnknownLocale
 from ccm.errors import UnknownTemplate as UnknownTemplate
 from ccm.errors import UnsafeFileError as UnsafeFileError
-from ccm.message import Message as Message
-from ccm.message import Request as Request
-from ccm.pack import BrandPack as BrandPack
-from ccm.pack import load_pack as load_pack
-from ccm.render.engine import DEFAULT as DEFAULT
-from ccm.render.engine import Engine as Engine
-from ccm.render.engine import RenderOptions as RenderOptions
-from ccm.render.template import Template as Template
-from ccm.render.template import load_template as load_template
+
+if _typing.TYPE_CHECKING:
+    from ccm.delivery import Sender as Sender
+    from ccm.message import Message as Message
+    from ccm.message import Request as Request
+    from ccm.pack import BrandPack as BrandPack
+    from ccm.pack import load_pack as load_pack
+    from ccm.render.engine import DEFAULT as DEFAULT
+    from ccm.render.engine import Engine as Engine
+    from ccm.render.engine import RenderOptions as RenderOptions
+    from ccm.render.template import Template as Template
+    from ccm.render.template import load_template as load_template
+
+#: The public names that need the rendering stack, imported on first use: ``import ccm``
+#: (and so ``python -m ccm``, whose start-up a Ctrl-C may interrupt) stays light.
+_LAZY = {
+    "Sender": "ccm.delivery",
+    "Message": "ccm.message",
+    "Request": "ccm.message",
+    "BrandPack": "ccm.pack",
+    "load_pack": "ccm.pack",
+    "DEFAULT": "ccm.render.engine",
+    "Engine": "ccm.render.engine",
+    "RenderOptions": "ccm.render.engine",
+    "Template": "ccm.render.template",
+    "load_template": "ccm.render.template",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ccm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "DEFAULT",

@@ -79,7 +79,7 @@ def test_timeline_of_an_unknown_customer_exits_not_found(
 def test_unknown_locale_lists_the_packs_locales(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`ccm render --locale fr_FR` on acme: an error listing en_GB and de_DE, no file."""
+    """`ccm render --locale fr_FR` on acme: exit 3 listing en_GB and de_DE, no file."""
     data = tmp_path / "req.json"
     data.write_text(json.dumps(sample("payment_reminder")), "utf-8")
     out = tmp_path / "out"
@@ -87,7 +87,7 @@ def test_unknown_locale_lists_the_packs_locales(
                  str(TEMPLATES), "--data", str(data), "--out", str(out), "--no-record",
                  "--locale", "fr_FR"])
     err = capsys.readouterr().err
-    assert code == 1 and "en_GB" in err and "de_DE" in err
+    assert code == 3 and "en_GB" in err and "de_DE" in err
     assert not list(out.glob("*")) if out.exists() else True
 
 

@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,14 @@ _BOMS = (
 
 class _Refused(ValueError):
     """A value the strict reader does not accept (the message names the rule only)."""
+
+
+class _BadJSON(ValueError):
+    """Text that is not JSON; ``line`` is where in the text (1 for a JSONL line)."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 def _no_constant(name: str) -> Any:
@@ -133,7 +142,7 @@ def parse_json(text: str | bytes, *, top_level: str = "object") -> Any:
     except _Refused as exc:
         raise ValueError(str(exc)) from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        raise _BadJSON(f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     # Every list or object opens with a bracket: with few brackets in the text (strings
@@ -314,8 +323,10 @@ def _read_json(fh: IO[bytes]) -> Iterator[InputRow]:
     if text[start:start + 1] != "[":
         try:
             yield InputRow(1 + text.count("\n", 0, start), parse_json(text))
+        except _BadJSON as exc:  # a multi-line object: the line of the mistake
+            yield InputRow(exc.line, None, str(exc))
         except ValueError as exc:
-            yield InputRow(1, None, str(exc))
+            yield InputRow(1 + text.count("\n", 0, start), None, str(exc))
         return
     yield from _json_items(text, start + 1)
 
@@ -345,8 +356,8 @@ def _json_items(text: str, pos: int) -> Iterator[InputRow]:
             continue
         try:
             value, end = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            yield InputRow(line, None, f"invalid JSON: {exc.msg}")
+        except json.JSONDecodeError as exc:  # its line and column in the file
+            yield InputRow(exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
             return
         except RecursionError:
             yield InputRow(line, None, f"nested deeper than {MAX_DEPTH} levels")
@@ -628,7 +639,7 @@ def count_rows(source: str | os.PathLike[str]) -> int | None:
             while chunk := fh.read(1 << 20):
                 lines += chunk.count(b"\n")
                 last = chunk[-1:]
-    except OSError:
+    except (OSError, EOFError, zlib.error):  # a damaged .gz: the read names it
         return None
     if last != b"\n":
         lines += 1

@@ -128,6 +128,7 @@ def run_batch(
     master_key: Any = None,
     now: datetime | None = None,
     output_format: str | None = None,
+    lock_timeout: float | None = None,
 ) -> BatchSummary:
     """Render ``template`` for every request and keep the record; resumable by ``run_id``.
 
@@ -153,6 +154,8 @@ def run_batch(
     in both forms). Workers record and write what they
     render themselves: they open ``record_url`` (with the record's master key)
     and write into ``out``, so both must be reachable from them.
+    ``lock_timeout``: seconds a write waits for another writer when the run
+    opens ``record_url`` itself (default: the record's, 30 s).
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
@@ -160,6 +163,7 @@ def run_batch(
         on_event=on_event, print_file=print_file, limits=limits, options=options,
         chunk_size=chunk_size, window=window, durable=durable, total=total,
         master_key=master_key, now=now, output_format=output_format,
+        lock_timeout=lock_timeout,
     ).run(requests)
 
 
@@ -197,7 +201,8 @@ class _Batch(_Resume):
                  limits: WorkerLimits | None, options: RenderOptions | None,
                  chunk_size: int | None, window: int | None, durable: bool,
                  total: int | None, master_key: Any, now: datetime | None,
-                 output_format: str | None = None) -> None:
+                 output_format: str | None = None,
+                 lock_timeout: float | None = None) -> None:
         from ccm.errors import UnknownChannel
         from ccm.render.engine import Engine, default_record_url
 
@@ -231,7 +236,8 @@ class _Batch(_Resume):
             email_pdf="email" in self.channels and "pdf" in self.tpl.channels
             and (self.tpl.attach_pdf or self.engine._links_document(self.tpl)),
         )
-        self.record = self._open_record(record_url or default_record_url(), master_key)
+        self.record = self._open_record(record_url or default_record_url(), master_key,
+                                        lock_timeout)
         self._owns_record = self.record is not record_url
         self.output = _Output(out, self.run_id, durable=durable)
         self.on_event = on_event
@@ -321,7 +327,7 @@ class _Batch(_Resume):
         return fd
 
     @staticmethod
-    def _open_record(record: Any, master_key: Any) -> Any:
+    def _open_record(record: Any, master_key: Any, lock_timeout: float | None = None) -> Any:
         from ccm.record import Record
 
         if isinstance(record, Record):
@@ -332,6 +338,8 @@ class _Batch(_Resume):
             from ccm.record import MasterKey
 
             key = MasterKey.from_env()
+        if lock_timeout is not None:
+            return Record(str(record), master_key=key, lock_timeout=lock_timeout)
         return Record(str(record), master_key=key)
 
     # -- events -------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 Exit status: the table of :mod:`ccm.cli._common` (and docs/cli.md): 0 success,
 1 bad input, 2 usage, 3 not found, 4 conflict, 5 the system refused (I/O),
-70 a bug in ccm. ``main(argv)`` runs in-process (the tests call it) and is
-the one boundary where every error becomes one paragraph and an exit code:
-a user's mistake never shows a traceback; a bug shows one line and where
-to report it, and the traceback only with ``ccm --debug``.
+70 a bug in ccm, 130 interrupted (Ctrl-C; during the imports at start-up
+:func:`ccm.__main__.entry`, the console script, says so too).
+``main(argv)`` runs in-process (the tests call it) and is the one boundary
+where every error becomes one paragraph and an exit code: a user's mistake
+never shows a traceback; a bug shows one line and where to report it, and
+the traceback only with ``ccm --debug``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ code  name          meaning
                     permission denied, the database cannot be reached
 70    INTERNAL      a bug in ccm: one line and where to report it
                     (``--debug`` shows the traceback)
+130   INTERRUPTED   stopped by Ctrl-C (SIGINT) before it finished
 ====  ============  ==========================================================
 """
 
@@ -29,13 +30,29 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 __all__ = [
-    "REPORT_BUGS", "ExitCode", "Fail", "as_of_option", "aware", "echo", "exit_code_for",
-    "json_text", "needs_extra", "out_folder", "printable", "report_error", "shown",
+    "ENV_LOCK_TIMEOUT",
+    "NOT_GZIP",
+    "REPORT_BUGS",
+    "ExistingFile",
+    "ExitCode",
+    "Fail",
+    "as_of_option",
+    "aware",
+    "echo",
+    "exit_code_for",
+    "json_text",
+    "lock_timeout",
+    "needs_extra",
+    "out_folder",
+    "printable",
+    "report_error",
+    "shown",
 ]
 
 #: Where a bug in ccm is reported (the one line of an INTERNAL error says it).
@@ -101,21 +118,63 @@ class ExitCode(IntEnum):
     CONFLICT = 4
     IO_ERROR = 5
     INTERNAL = 70
+    INTERRUPTED = 130
 
 
 class Fail(click.ClickException):
-    """A one-line ``ccm: error: ...`` with a documented exit code (default BAD_INPUT)."""
+    """A one-line ``ccm: error: ...`` with a documented exit code.
 
-    def __init__(self, message: str, code: ExitCode = ExitCode.BAD_INPUT) -> None:
+    Without ``code``, the code is BAD_INPUT, or the code of the ccm error it
+    was raised from (``raise Fail(...) from exc``, see :func:`exit_code_for`):
+    an unknown template is NOT_FOUND whichever command re-words it.
+    """
+
+    def __init__(self, message: str, code: ExitCode | None = None) -> None:
         super().__init__(message)
+        #: True when the code was not given: :func:`report_error` takes the cause's.
+        self.by_cause = code is None
         # click declares exit_code a ClassVar; one instance attribute serves every code.
-        self.exit_code = int(code)  # type: ignore[misc]
+        self.exit_code = int(ExitCode.BAD_INPUT if code is None else code)  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         echo(f"ccm: error: {self.message}", err=True)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ExistingFile(click.Path):
+    """A file that must exist: a missing one is NOT_FOUND (exit 3) naming the file,
+    not a usage error (the command line is right, the file is not there)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not os.path.lexists(os.fsdecode(value)):
+            raise Fail(f"{os.fsdecode(value)}: no such file; check the path", ExitCode.NOT_FOUND)
+        return super().convert(value, param, ctx)
+
+
+#: Seconds a writing command waits for another writer (docs/cli.md).
+ENV_LOCK_TIMEOUT = "CCM_RECORD_LOCK_TIMEOUT"
+
+
+def lock_timeout() -> float:
+    """Seconds a write waits for another writer: ``$CCM_RECORD_LOCK_TIMEOUT``, else 30.
+
+    Every command that writes the record passes it on, so a locked record
+    fails the same way (exit CONFLICT) whichever command met the lock.
+    """
+    text = os.environ.get(ENV_LOCK_TIMEOUT) or "30"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise Fail(f"{ENV_LOCK_TIMEOUT} must be a number of seconds above 0, not {text!r}")
+    return value
 
 class IsoDateTime(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """An ISO 8601 date and time (``datetime.fromisoformat``: ``2026-06-01``,
@@ -149,6 +208,10 @@ def aware(moment: datetime | None) -> datetime | None:
         return moment
     return moment.replace(tzinfo=UTC)
 
+
+#: What a damaged or non-gzip ``.gz`` input is told (``ccm render``, ``ccm batch``).
+NOT_GZIP = ("not a valid gzip file (damaged, cut short, or not gzip at all); compress it "
+            "again or give the file uncompressed")
 
 #: errno -> what to do, for the system's refusals (exit IO_ERROR).
 _IO_ADVICE = {
@@ -236,16 +299,26 @@ def report_error(exc: BaseException, *, debug: bool = False) -> ExitCode:
 
     if isinstance(exc, click.exceptions.Exit):
         return ExitCode(exc.exit_code) if exc.exit_code in set(ExitCode) else ExitCode.BAD_INPUT
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        exc.show()  # a bare group (`ccm`, `ccm record`): its help, as click prints it
+        return ExitCode.USAGE
     if isinstance(exc, click.UsageError):
         where = exc.ctx.command_path if exc.ctx is not None else "ccm"
         echo(f"ccm: error: {exc.format_message()} (usage: {where} --help)", err=True)
         return ExitCode.USAGE
+    if isinstance(exc, Fail) and exc.by_cause and isinstance(exc.__cause__, CCMError):
+        exc.show()
+        return exit_code_for(exc.__cause__)
     if isinstance(exc, click.ClickException):
         exc.show()
         code = exc.exit_code
         return ExitCode(code) if code in set(ExitCode) else ExitCode.BAD_INPUT
-    if isinstance(exc, click.Abort | KeyboardInterrupt):
-        echo("ccm: error: stopped before finishing (interrupted, or not confirmed); "
+    if isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, click.Abort) and isinstance(exc.__cause__, KeyboardInterrupt)):
+        echo("ccm: interrupted", err=True)
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, click.Abort):
+        echo("ccm: error: stopped before finishing (not confirmed); "
              "run the command again", err=True)
         return ExitCode.BAD_INPUT
     if debug:

@@ -11,11 +11,13 @@ the setup is wrong or the input has no requests, 2 usage error, 130 interrupted.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import itertools
 import logging
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any, TextIO
 import click
 
 from ccm.cli._common import (
+    NOT_GZIP,
     ExitCode,
     Fail,
     _os_error,
@@ -32,6 +35,7 @@ from ccm.cli._common import (
     echo,
     exit_code_for,
     json_text,
+    lock_timeout,
     printable,
     shown,
 )
@@ -146,6 +150,7 @@ def batch(
     rows = itertools.chain([first], rows)
 
     display = _Display(as_json=as_json, total=total, source=str(data))
+    wait = lock_timeout()
     shown = _show_warnings()
     with _executor(scheduler, workers) as (executor, default_workers):
         try:
@@ -169,6 +174,7 @@ def batch(
                 output_format=output_format,
                 now=aware(as_of),
                 total=total,
+                lock_timeout=wait,
             )
         except KeyboardInterrupt:
             display.close()
@@ -204,6 +210,8 @@ def _guard(rows: Iterator[Any], source: str) -> Iterator[Any]:
     except ImportError as exc:  # fsspec names what its file system needs
         raise Fail(f"--data {source}: reading this URL needs more packages: {exc}; install "
                    "them (pip install ...) or copy the file here first") from exc
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # before OSError: BadGzipFile is one
+        raise Fail(f"{source}: {NOT_GZIP}") from exc
     except OSError as exc:
         message, code = _os_error(exc)
         raise Fail(f"--data {source}: {message}", code) from exc

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ccm.cli._common import ExitCode, Fail, echo, shown
+from ccm.cli._common import (
+    ExistingFile,
+    ExitCode,
+    Fail,
+    echo,
+    exit_code_for,
+    lock_timeout,
+    shown,
+)
 from ccm.errors import CCMError, InboundError, MessageNotFound
 
 if TYPE_CHECKING:
@@ -60,9 +68,9 @@ def _open(url: str | None) -> Record:
     from ccm.record import Record
 
     try:
-        return Record(_record_url(url), create=False)
+        return Record(_record_url(url), create=False, lock_timeout=lock_timeout())
     except CCMError as exc:
-        raise Fail(str(exc)) from exc
+        raise Fail(str(exc), exit_code_for(exc)) from exc
 
 
 @click.group("events")
@@ -87,8 +95,7 @@ def _reports(files: tuple[Path, ...], maildir: Path | None) -> Iterator[tuple[st
 
 
 @events.command("bounce")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False,
-                                                  path_type=Path))
+@click.argument("files", nargs=-1, type=ExistingFile())
 @click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also read every message of this maildir (new/ and cur/).")
 @_record_option
@@ -134,7 +141,7 @@ def bounce_cmd(files: tuple[Path, ...], maildir: Path | None, record_url: str | 
               help="Tracking key file [default: $CCM_TRACKING_KEY or $CCM_TRACKING_KEY_FILE].")
 @click.option("--public-url", default=None, metavar="URL",
               help="The app's address as providers call it (Twilio signs that URL).")
-@click.option("--customers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--customers", type=ExistingFile(),
               default=None, help="Request file (JSON Lines) whose phones map STOP/START "
                                  "to customers.")
 @click.option("--pack", "pack_dir", type=click.Path(file_okay=False, path_type=Path),

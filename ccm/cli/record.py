@@ -28,7 +28,16 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from ccm._util import atomic_write, write_csv
-from ccm.cli._common import ExitCode, Fail, echo, exit_code_for, json_text, shown
+from ccm.cli._common import (
+    ExistingFile,
+    ExitCode,
+    Fail,
+    echo,
+    exit_code_for,
+    json_text,
+    lock_timeout,
+    shown,
+)
 from ccm.errors import (
     CCMError,
 )
@@ -63,21 +72,6 @@ def _master_key() -> MasterKey | None:
     return None
 
 
-ENV_LOCK_TIMEOUT = "CCM_RECORD_LOCK_TIMEOUT"
-
-
-def _lock_timeout() -> float:
-    """Seconds a write waits for another writer: ``$CCM_RECORD_LOCK_TIMEOUT``, else 30."""
-    text = os.environ.get(ENV_LOCK_TIMEOUT) or "30"
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise Fail(f"{ENV_LOCK_TIMEOUT} must be a number of seconds above 0, not {text!r}")
-    return value
-
-
 def fail(exc: CCMError) -> Fail:
     """``exc`` as the one-line CLI error with its exit code."""
     return Fail(str(exc), exit_code_for(exc))
@@ -89,7 +83,7 @@ def _opened(url: str | None, *, with_key: bool = False, write: bool = False,
     """Open the record (read-only unless ``write``); ccm errors become one line and a code."""
     try:
         rec = Record(_url(url), master_key=_master_key() if with_key else None, create=False,
-                     read_only=not write, erase_wait=erase_wait, lock_timeout=_lock_timeout())
+                     read_only=not write, erase_wait=erase_wait, lock_timeout=lock_timeout())
     except CCMError as exc:
         raise fail(exc) from exc
     try:
@@ -230,9 +224,9 @@ def _write_html(timeline: dict[str, Any], path: Path, pack: Path | None) -> None
 @record.command("verify")
 @record_option
 @click.option("--checkpoint", "checkpoint_path",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              type=ExistingFile(), default=None,
               help="Also check against this signed checkpoint (truncation, rollback).")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--key-file", type=ExistingFile(),
               default=None, help=f"Checkpoint key [default: ${checkpoints.ENV_CHECKPOINT_KEY}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_cmd(record_url: str | None, checkpoint_path: Path | None, key_file: Path | None,
@@ -263,7 +257,7 @@ def verify_cmd(record_url: str | None, checkpoint_path: Path | None, key_file: P
 @record_option
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Write the signed checkpoint here (keep it away from the record).")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--key-file", type=ExistingFile(),
               default=None, help=f"HMAC key [default: ${checkpoints.ENV_CHECKPOINT_KEY}].")
 def checkpoint_cmd(record_url: str | None, out: Path, key_file: Path | None) -> None:
     """Sign every chain head, so a later verify detects truncation and rollback."""
@@ -344,7 +338,7 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
 @record.command("rotate-key")
 @record_option
 @click.option("--new-key-file", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              type=ExistingFile(),
               help="The new master key (MasterKey.generate_file makes one).")
 @click.option("--wait", "wait", type=click.FloatRange(min=0), default=30.0, show_default=True,
               metavar="SECONDS", help="How long to wait for readers when flushing the WAL.")
@@ -375,6 +369,12 @@ def export_cmd(customer: str, record_url: str | None, out: Path | None) -> None:
     """Everything about CUSTOMER as JSON (subject access request), content decrypted."""
     with _opened(record_url, with_key=True) as rec:
         doc = rec.export(customer)
+        if not doc["messages"] and not doc.get("erasures"):
+            # As ``timeline``: an unknown customer is an error, not an empty export
+            # that a subject access request would pass on as "we hold nothing".
+            raise Fail(f"no messages for customer {customer!r} in the record at {rec.where}: "
+                       "check the customer id (the customer.id of the requests); nothing "
+                       "was written", ExitCode.NOT_FOUND)
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     if out is None:
         click.echo(json_text(text), nl=False)

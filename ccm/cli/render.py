@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,12 +12,14 @@ import click
 
 from ccm._util import atomic_write
 from ccm.cli._common import (
+    NOT_GZIP,
     ExitCode,
     Fail,
     as_of_option,
     aware,
     echo,
     json_text,
+    lock_timeout,
     out_folder,
     shown,
 )
@@ -26,24 +28,52 @@ from ccm.errors import CCMError
 __all__ = ["render"]
 
 
-def _rows(path: Path, schema: Any = None) -> Iterator[Any]:
+def _rows(path: Path, schema: Any = None) -> Generator[Any, None, None]:
     """The request rows of ``path``, read as ``ccm batch`` reads them (:mod:`ccm.batch.inputs`).
 
-    A missing file or an unknown suffix is a one-line failure; a bad line is
-    a row with ``error`` set, reported with its line number by the caller.
+    A missing file, an unknown suffix, a damaged ``.gz`` or a file in another
+    encoding is a one-line failure; a bad line is a row with ``error`` set,
+    reported with its line number by the caller.
     """
+    import gzip
+    import zlib
+
     from ccm.batch.inputs import read_requests
 
     if not path.is_file():
-        raise Fail(f"{path}: no such file")
+        raise Fail(f"--data {path}: no such file; check the path", ExitCode.NOT_FOUND)
     try:
         yield from read_requests(path, schema=schema)
     except FileNotFoundError as exc:
-        raise Fail(f"{path}: no such file") from exc
+        raise Fail(f"--data {path}: no such file; check the path", ExitCode.NOT_FOUND) from exc
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise Fail(f"{path}: {NOT_GZIP}") from exc
     except OSError as exc:
-        raise Fail(f"{path}: cannot read: {exc.strerror}") from exc
+        raise Fail(f"{path}: cannot read: {exc.strerror or type(exc).__name__}",
+                   ExitCode.IO_ERROR) from exc
     except ValueError as exc:
-        raise Fail(f"{path}: {exc}") from exc
+        text = str(exc)  # some name the file already
+        raise Fail(text if text.startswith(f"{path}:") else f"{path}: {text}") from exc
+
+
+def _first_row(path: Path) -> None:
+    """Fail unless ``path`` holds a request that can be read, before the record is opened.
+
+    An empty file (or blank lines, or a CSV header alone) is an error, as in
+    ``ccm batch``; so is a file whose only row cannot be read (a UTF-16 file
+    is one such row): nothing could be rendered, so no record file is made.
+    """
+    rows = _rows(path)
+    try:
+        first = next(rows, None)
+        only = first is not None and next(rows, None) is None
+    finally:
+        rows.close()
+    if first is None:
+        raise Fail(f"{path}: the file has no requests (it is empty, or holds only blank "
+                   "lines or a CSV header); nothing was rendered or written")
+    if only and first.error is not None:
+        raise Fail(f"{path}:{first.line}: {first.error}")
 
 
 @click.command("render")
@@ -95,25 +125,42 @@ def render(
     from ccm.render.engine import Engine, default_record_url
     from ccm.render.options import RenderOptions
 
+    if no_record and record_url is not None:
+        raise Fail("give --record URL or --no-record, not both", ExitCode.USAGE)
     if out_dir is None and not queue:
         raise Fail("--out FOLDER is needed (or --queue, to deliver with ccm send)",
                    ExitCode.USAGE)
     if queue and no_record:
         raise Fail("--queue needs the record (the outbox is in it); drop --no-record",
                    ExitCode.USAGE)
+    # The setup is checked before the record is opened: a mistake leaves no record file.
+    if not pack_dir.is_dir():
+        raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
+                   ExitCode.NOT_FOUND)
+    _first_row(data_file)
+    key = _master_key(queue)
+    moment = aware(as_of)
+    engine = Engine(pack_dir, templates_dir, record=None,
+                    clock=None if moment is None else (lambda: moment),
+                    options=RenderOptions(
+                        document_delivery="link" if document_delivery == "link" else "attach",
+                        web_version=web_version))
+    if template not in engine.templates:
+        from ccm.errors import UnknownTemplate
+
+        raise UnknownTemplate(f"unknown template {template!r}; available: "
+                              f"{', '.join(sorted(engine.templates))}", template=template)
     if out_dir is not None:
         out_folder(out_dir)
-    record: Any = None if no_record else (record_url or default_record_url())
-    try:
-        moment = aware(as_of)
-        engine = Engine(pack_dir, templates_dir, record=record,
-                        clock=None if moment is None else (lambda: moment),
-                        options=RenderOptions(
-                            queue=queue,
-                            document_delivery="link" if document_delivery == "link"
-                            else "attach", web_version=web_version))
-    except CCMError as exc:
-        raise Fail(str(exc)) from exc
+    if not no_record:
+        from dataclasses import replace
+
+        from ccm.record import Record
+
+        # Opened here, not by the engine, to pass $CCM_RECORD_LOCK_TIMEOUT on.
+        engine.record = Record(record_url or default_record_url(), master_key=key,
+                               lock_timeout=lock_timeout())
+        engine.options = replace(engine.options, queue=queue)
     failures = 0
     recorded = 0
     try:
@@ -127,10 +174,13 @@ def render(
                 result = engine.render(template, row.request, channel=channel, locale=locale,
                                        idempotency_key=idempotency_key)
             except CCMError as exc:
-                from ccm.errors import ConfigError
+                from ccm.errors import ConfigError, RecordIOError, RecordLocked
 
-                if isinstance(exc, ConfigError):
-                    raise Fail(str(exc)) from exc
+                # The setup, or a record that cannot be written: no later request would
+                # fare better. The boundary gives the exit code (NOT_FOUND for an unknown
+                # locale, CONFLICT for a locked record, IO_ERROR for a full disk).
+                if isinstance(exc, ConfigError | RecordLocked | RecordIOError):
+                    raise
                 failures += 1
                 echo(f"ccm: error: {data_file}:{lineno}: {exc}", err=True)
                 continue
@@ -157,7 +207,7 @@ def render(
                 if as_json:
                     click.echo(json_text(json.dumps(summary, ensure_ascii=False)))
                 else:
-                    echo(_describe(summary))
+                    echo(_describe(summary, message.meta.get("defer_until")))
     finally:
         if engine.record is not None:
             engine.record.close()
@@ -169,6 +219,24 @@ def render(
              err=True)
     if failures:
         raise SystemExit(1)
+
+
+def _master_key(queue: bool) -> Any:
+    """The master key of ``CCM_MASTER_KEY`` / ``CCM_MASTER_KEY_FILE``, or None when neither is set.
+
+    ``--queue`` needs one (the outbox keeps content and recipients encrypted).
+    """
+    import os
+
+    from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
+
+    if os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE):
+        return MasterKey.from_env()
+    if queue:
+        raise Fail(f"--queue needs a master key: the outbox keeps each message's content and "
+                   f"recipient encrypted; set {ENV_KEY_FILE} to a key file (or {ENV_KEY} to "
+                   "the key), see docs/privacy.md")
+    return None
 
 
 def _request_schema(engine: Any, template: str) -> Any:
@@ -200,14 +268,20 @@ def _write_new(path: Path, content: bytes) -> Path | None:
         raise
 
 
-def _describe(summary: dict[str, Any]) -> str:
+def _describe(summary: dict[str, Any], defer_until: str | None = None) -> str:
+    """One line for a person; a field the message has not (a suppressed SMS was never
+    encoded) is left out, and a message held by quiet hours says until when."""
     bits = [summary["channel"], summary["locale"]]
     if summary.get("encrypted"):
         bits.append("AES-256")
-    if summary["channel"] == "sms":
-        bits.append(f"{summary['encoding']}, {summary['segments']} segment(s)")
+    if summary.get("encoding") is not None:
+        bits.append(summary["encoding"])
+    if summary.get("segments") is not None:
+        bits.append(f"{summary['segments']} segment(s)")
     if summary["status"] != "generated":
         reason = f": {summary['reason']}" if summary.get("reason") else ""
+        if defer_until is not None:
+            reason += f" until {defer_until}"
         return (f"{summary['status']:9} {summary['template']} for {shown(summary['customer_id'])} "
                 f"({', '.join(bits)}){reason}")
     queued = f", queued for {summary['queued']}" if summary.get("queued") else ""

@@ -27,7 +27,16 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import ExitCode, Fail, aware, echo, exit_code_for, json_text, shown
+from ccm.cli._common import (
+    ExitCode,
+    Fail,
+    aware,
+    echo,
+    exit_code_for,
+    json_text,
+    lock_timeout,
+    shown,
+)
 from ccm.errors import CCMError, MessageNotFound, RecordError, SenderBusy
 
 __all__ = ["send"]
@@ -44,7 +53,7 @@ def _record(url: str | None) -> Iterator[Any]:
         else None
     try:
         rec = Record(url or os.environ.get("CCM_RECORD_URL") or DEFAULT_URL, master_key=key,
-                     create=False)
+                     create=False, lock_timeout=lock_timeout())
     except CCMError as exc:
         raise Fail(str(exc), exit_code_for(exc)) from exc
     try:

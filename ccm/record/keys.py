@@ -80,7 +80,8 @@ class MasterKey:
         try:
             raw = base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
         except (binascii.Error, ValueError):
-            raise KeyConfigError(f"{source} is not URL-safe base64; {_HOW}",
+            raise KeyConfigError(f"{source} is not a ccm master key (not URL-safe base64); "
+                                 f"{_HOW}",
                                  source=source) from None
         if len(raw) != 32:
             raise KeyConfigError(
@@ -110,8 +111,13 @@ class MasterKey:
         except FileNotFoundError:
             raise KeyConfigError(f"master key file {target} does not exist; {_HOW}",
                                  path=str(target)) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyConfigError(f"cannot read master key file {target}: {exc}",
+        except UnicodeDecodeError:
+            raise KeyConfigError(f"master key file {target} is not a ccm master key (it "
+                                 f"holds more than base64 text); {_HOW}",
+                                 path=str(target)) from None
+        except OSError as exc:
+            raise KeyConfigError(f"cannot read master key file {target}: "
+                                 f"{exc.strerror or type(exc).__name__}",
                                  path=str(target)) from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             logger.warning("master key file %s is readable by others; chmod 600 it", target)

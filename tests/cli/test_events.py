@@ -78,7 +78,7 @@ def test_usage_and_missing_inputs(tmp_path: Path, url: str,
     hard = tmp_path / "hard.eml"
     hard.write_bytes(dsn(EMAIL))
     code, _, err = run(capsys, "events", "bounce", str(hard), "--record", missing)
-    assert code == 1 and "no record at" in err
+    assert code == 3 and "no record at" in err  # NOT_FOUND, as in ccm record
     code, _, err = run(capsys, "events", "bounce", "--maildir", str(tmp_path), "--record", url)
     assert code == 3 and "not a maildir" in err
 

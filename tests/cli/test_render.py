@@ -69,14 +69,14 @@ def test_bad_data_exits_1_with_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(err.strip().splitlines()) == 1 and "$.data" in err
 
 
-def test_unknown_template_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """An unknown template: exit 1 listing the templates there are."""
+def test_unknown_template_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown template: exit 3 (not found, as in ccm batch) listing the templates there are."""
     data = write_request(tmp_path, sample("payment_reminder"))
     code, _, err = run(
         capsys, "render", "nope", "--pack", str(PACKS / "acme"), "--templates", str(TEMPLATES),
         "--data", str(data), "--out", str(tmp_path), "--no-record",
     )
-    assert code == 1 and "payment_reminder" in err
+    assert code == 3 and "payment_reminder" in err
 
 
 def test_invalid_json_names_file_and_line(

@@ -33,8 +33,9 @@ def requests_for(ids: list[str], path: Path) -> Path:
 
 def render(capsys: pytest.CaptureFixture[str], data: Path, out: Path, url: str,
            *extra: str) -> tuple[int, list[dict[str, Any]], str]:
+    record = [] if "--no-record" in extra else ["--record", url]
     code = main(["render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
-                 str(TEMPLATES), "--data", str(data), "--out", str(out), "--record", url,
+                 str(TEMPLATES), "--data", str(data), "--out", str(out), *record,
                  "--as-of", AS_OF, "--json", *extra])
     stdout, err = capsys.readouterr()
     return code, [json.loads(line) for line in stdout.split("\n") if line], err

@@ -149,7 +149,7 @@ def test_no_record_and_queue_without_a_key(setup: dict[str, object],
     code = main(["render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
                  str(TEMPLATES), "--data", str(setup["data"]), "--channel", "email",
                  "--record", str(setup["url"]), "--queue"])
-    assert code == ExitCode.BAD_INPUT and "needs a record with a master key" in \
+    assert code == ExitCode.BAD_INPUT and "--queue needs a master key" in \
         capsys.readouterr().err
 
 

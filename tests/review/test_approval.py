@@ -191,11 +191,11 @@ def test_approve_command(project: tuple[Path, Path], capsys: pytest.CaptureFixtu
 
 def test_approve_command_unknown_template(project: tuple[Path, Path],
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """`ccm approve` of an unknown template fails with one line listing the templates."""
+    """`ccm approve` of an unknown template fails with one line (exit 3) listing the templates."""
     pack, templates = project
     code = main(["approve", "nope", "--pack", str(pack), "--templates", str(templates)])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 3  # NOT_FOUND (docs/cli.md)
     assert err.startswith("ccm: error: unknown template 'nope'")
     assert TEMPLATE in err
 
