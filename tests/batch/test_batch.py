@@ -270,6 +270,29 @@ def test_a_rerun_counts_every_recorded_channel_of_a_partly_done_row(
     assert rerun.messages == 6
 
 
+def test_each_rerun_inside_quiet_hours_records_another_deferral(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """As docs/batch.md says: a deferral is not kept under the run's key, so each rerun of
+    the same run id inside the window records one more quiet_hours entry for the deferred
+    channel, and the rerun after the window sends it once."""
+    out = tmp_path / "out"
+    requests = notes(1)
+    requests[0]["customer"]["timezone"] = "Asia/Tokyo"  # midnight there: quiet hours
+    kwargs: dict[str, Any] = dict(pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0,
+                                  channels=["sms"])
+    for _ in range(3):
+        run_batch("quick_note", requests, now=DAYTIME, **kwargs)
+    record = open_record(record_url)
+    entries = record.timeline("N0000").messages
+    assert [(m.entry.status, m.entry.reason) for m in entries] == [
+        ("suppressed", "quiet_hours")] * 3
+    run_batch("quick_note", requests, now=DAYTIME + timedelta(hours=8, minutes=30), **kwargs)
+    statuses = [m.entry.status for m in record.timeline("N0000").messages]
+    assert statuses.count("generated") == 1 and statuses.count("suppressed") == 3
+
+
 def test_pathological_rows_fail_alone_within_their_budgets(tmp_path: Path, record_url: str) -> None:
     """A 10,000-row table, deep nesting and a huge value fail alone; the other rows render."""
     out = tmp_path / "out"
