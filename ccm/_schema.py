@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 
 from ccm._files import read_contained_text
-from ccm.errors import CCMError
+from ccm.errors import CCMError, UnsafeFileError
 
 __all__ = ["MAX_YAML_VALUES", "json_path", "load_schema", "load_yaml", "safe_load_bounded",
            "validate_manifest"]
@@ -101,9 +101,16 @@ def load_yaml(path: Path, error: type[CCMError]) -> Any:
     The file is read with :func:`ccm._files.read_contained_text` (root: its
     own folder), so a manifest that is a symlink out of its folder, a FIFO
     or a device is refused as :class:`~ccm.errors.UnsafeFileError`.
+    ``path`` may be relative to the current folder (``--config
+    cfg/delivery.yaml``): only its name is looked up inside its folder, as a
+    relative path given to the reader would be joined to that folder again.
     """
     try:
-        text = read_contained_text(path, path.parent)
+        text = read_contained_text(path.name, path.parent)
+    except UnsafeFileError as exc:
+        # Name the file as the user gave it, not by its bare name.
+        context = {**exc.context, "path": str(path)}
+        raise UnsafeFileError(f"{path}: refused: {exc.reason}", **context) from None
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror}", path=str(path)) from exc
     try:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .examples_helpers import PACKS, TEMPLATES
+from .examples_helpers import PACKS, ROOT, TEMPLATES
 
 # Run ccm in a child interpreter where the extras' packages cannot be imported.
 _BLOCK = """
@@ -62,3 +62,45 @@ def test_commands_needing_an_extra_name_it(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert result.stderr.startswith("ccm: error:") and extra in result.stderr
         assert "Traceback" not in result.stderr
+
+
+# The receiver-side check of docs/delivery.md, and a webhook route, where httpx (the
+# ``delivery`` extra) cannot be imported.
+_WITHOUT_HTTPX = """
+import sys
+from importlib.abc import MetaPathFinder
+class Block(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "httpx":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+from ccm.delivery.webhook import sign, verify_signature
+header = sign(b"a-shared-secret-of-32-bytes-long", 1767000000, b"{}")
+assert verify_signature(b"a-shared-secret-of-32-bytes-long", "1767000000", b"{}", header,
+                        now=1767000030)
+print("verified")
+from ccm.delivery import load_config
+from ccm.errors import DeliveryConfigError
+try:
+    load_config(sys.argv[1], env={"HOOK_SECRET": "s" * 32})
+except DeliveryConfigError as exc:
+    print(exc)
+"""
+
+
+def test_webhook_signatures_need_no_extra(tmp_path: Path) -> None:
+    """sign/verify_signature import and work without httpx; a webhook route in delivery.yaml
+    is refused naming the extra to install, not with a ModuleNotFoundError."""
+    config = tmp_path / "delivery.yaml"
+    config.write_text("version: 1\nchannels:\n  email:\n    transport: webhook\n"
+                      "    url: https://hooks.example.com/ccm\n    secret_env: HOOK_SECRET\n",
+                      "utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's ccm, not the installed one
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_HTTPX, str(config)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    verified, refused = done.stdout.splitlines()
+    assert verified == "verified"
+    assert "channels.email.transport" in refused
+    assert "pip install 'ccm-engine[delivery]'" in refused

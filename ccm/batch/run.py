@@ -225,6 +225,16 @@ class _Batch(_Resume):
                 )
         self.channels = tuple(c for c in CHANNELS if c in wanted)
         self.engine._check_locale(locale)  # before anything is written
+        for channel in self.channels:  # links need tracking.base_url: stop once, not per row
+            self.engine._check_links(self.tpl, channel)
+        if (self.engine._links_document(self.tpl) and "pdf" not in self.channels
+                and TEXT_CHANNELS.intersection(self.channels)):
+            # A batch keeps only its channels' messages: the PDF an email links to is
+            # recorded as the run's pdf message, so without it the links lead nowhere.
+            raise ConfigError(
+                f"document_delivery='link' in a batch needs the pdf channel: the linked "
+                f"PDF is recorded as the run's pdf message (add 'pdf' to the channels of "
+                f"this {self.tpl.id!r} run)", template=self.tpl.id)
         if print_file and "pdf" not in self.channels:
             raise ValueError("--print-file needs the pdf channel")
         self.run_id = run_id or new_run_id()

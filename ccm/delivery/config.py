@@ -34,6 +34,7 @@ are relative to the config file.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -186,8 +187,12 @@ def _route(file: Path, channel: str, raw: Mapping[str, Any], env: Mapping[str, s
                 timeout=float(raw.get("timeout_seconds", 15)),
             )
     elif kind == "webhook":
+        from ccm.delivery.webhook import WebhookSettings
+
+        # The webhook module imports httpx only to send; a config that will send is
+        # refused now, before a sender starts, when the extra is missing.
         try:
-            from ccm.delivery.webhook import WebhookSettings
+            importlib.import_module("httpx")
         except ModuleNotFoundError as exc:
             raise DeliveryConfigError(
                 f"{file}: {key}.transport: webhook needs httpx: pip install 'ccm-engine[delivery]'",

@@ -30,14 +30,15 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from ccm.delivery.transport import scrub
 from ccm.errors import DeliveryUncertain, PermanentDeliveryError, TemporaryDeliveryError
 from ccm.message import Outgoing, Receipt
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["WebhookSettings", "WebhookTransport", "sign", "verify_signature"]
 
@@ -82,12 +83,18 @@ class WebhookSettings:
 
 
 class WebhookTransport:
-    """POST every message to one endpoint, signed."""
+    """POST every message to one endpoint, signed (needs httpx: ``ccm-engine[delivery]``).
+
+    httpx is imported here, not by the module: a receiver checking signatures
+    with :func:`verify_signature` needs only the core install.
+    """
 
     name = "webhook"
 
     def __init__(self, settings: WebhookSettings, *, client: httpx.Client | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        import httpx
+
         self.settings = settings
         self._client = client or httpx.Client(timeout=settings.timeout)
         self._clock = clock
@@ -111,6 +118,8 @@ class WebhookTransport:
             TIMESTAMP_HEADER: str(stamp),
             SIGNATURE_HEADER: sign(self.settings.secret, stamp, body),
         }
+        import httpx
+
         host = urlsplit(self.settings.url).netloc
         try:
             response = self._client.post(self.settings.url, content=body, headers=headers)

@@ -41,6 +41,23 @@ __all__ = ["Reads"]
 _CONSENT_KINDS_SQL = ", ".join(f"'{kind}'" for kind in CONSENT_KINDS)
 
 
+def _events_in_order(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """The ``events`` rows matching ``where``, by time, then in the order they were added.
+
+    Events often share an instant (``queued``/``sending``/``sent`` under one
+    ``--as-of``, a ``bounced`` and its ``suppressed``); their ids are uuid7s
+    whose tail is random, so ordering by id would shuffle them. Each event
+    has a link in its customer's chain whose ``seq`` counts up as events are
+    added -- on SQLite and PostgreSQL alike -- so it breaks the tie; the id
+    only orders what the chain cannot (events of different customers).
+    """
+    linked = events.outerjoin(chain, sa.and_(chain.c.customer_id == events.c.customer_id,
+                                             chain.c.kind == "event",
+                                             chain.c.ref == events.c.event_id))
+    return (sa.select(events).select_from(linked).where(*where)
+            .order_by(events.c.at, chain.c.seq, events.c.event_id))
+
+
 class Reads(DataKeys):
     """Entries, events, consent, tamper evidence and the customer views."""
 
@@ -92,13 +109,11 @@ class Reads(DataKeys):
     # -- events and consent -----------------------------------------------------
 
     def events(self, message_id: str) -> list[Event]:
-        """The message's events in time order (``[]`` for a message without any)."""
+        """The message's events in time order, those at the same time in the order they
+        were added (``[]`` for a message without any)."""
         with self._tx(write=False) as conn:
             get_entry(conn, message_id)
-            rows = conn.execute(
-                sa.select(events).where(events.c.message_id == message_id)
-                .order_by(events.c.at, events.c.event_id)
-            )
+            rows = conn.execute(_events_in_order(events.c.message_id == message_id))
             return [event_of(r) for r in rows]
 
     def find_events(self, kind: str, field: str, value: str) -> list[Event]:
@@ -108,11 +123,8 @@ class Reads(DataKeys):
         """
         fragment = canonical({field: value}).decode("utf-8")[1:-1]
         with self._tx(write=False) as conn:
-            rows = conn.execute(
-                sa.select(events).where(events.c.kind == kind,
-                                        events.c.data.contains(fragment, autoescape=True))
-                .order_by(events.c.at, events.c.event_id)
-            )
+            rows = conn.execute(_events_in_order(
+                events.c.kind == kind, events.c.data.contains(fragment, autoescape=True)))
             found = [event_of(r) for r in rows]
         return [e for e in found if (e.data or {}).get(field) == value]
 
@@ -225,9 +237,7 @@ class Reads(DataKeys):
             .order_by(messages.c.created_at, messages.c.message_id)
         )]
         evs = [event_of(r) for r in conn.execute(
-            sa.select(events).where(events.c.customer_id == customer_id)
-            .order_by(events.c.at, events.c.event_id)
-        )]
+            _events_in_order(events.c.customer_id == customer_id))]
         erasures = [utc(at) if not isinstance(at, str) else utc(datetime.fromisoformat(at))
                     for (at,) in conn.execute(
                         sa.select(chain.c.at)

@@ -30,7 +30,14 @@ from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
 from ccm.render.budget import Budget, Meter
 from ccm.render.environment import create_environment, gettext_functions, render_source
-from ccm.render.finish import finish_email, finish_pdf, finish_sms, link_document, pdf_channel
+from ccm.render.finish import (
+    finish_email,
+    finish_pdf,
+    finish_sms,
+    link_document,
+    no_tracking_base,
+    pdf_channel,
+)
 from ccm.render.fold import Constants, FoldedEnvironments
 from ccm.render.i18n import catalog_for
 from ccm.render.options import DEFAULT, RenderOptions
@@ -249,6 +256,18 @@ class Engine:
             )
         self._check_locale(locale)
         self._check_approval(tpl)
+        self._check_links(tpl, channel)
+
+    def _check_links(self, tpl: Template, channel: str | None) -> None:
+        """Links the options ask for have a ``tracking.base_url``; checked before anything
+        is rendered or recorded (a linked PDF is recorded before its email)."""
+        if self.pack.tracking.get("base_url"):
+            return
+        channels = [channel] if channel else list(tpl.channels)
+        if self._links_document(tpl) and any(c in ("email", "sms") for c in channels):
+            raise no_tracking_base(self, "document_delivery='link'", tpl.id)
+        if self.options.web_version and "email" in channels:
+            raise no_tracking_base(self, "web_version", tpl.id)
 
     def _check_locale(self, locale: str | None) -> None:
         """``locale`` is None or one of the pack's; else :class:`UnknownLocale` naming them."""

@@ -192,13 +192,25 @@ def _check_deadline(meter: Meter, source: str, step: str) -> None:
                           "the email smaller", path=source, budget="time")
 
 
+def no_tracking_base(engine: Engine, what: str, template: str) -> PackError:
+    """The error for links the pack has no ``tracking.base_url`` for.
+
+    A :class:`PackError` (configuration), not a message's error: every
+    request would fail alike, so a run stops at the first instead of
+    reporting each row.
+    """
+    manifest = engine.pack.root / "pack.yaml"
+    return PackError(
+        f"{what} needs tracking.base_url in pack {engine.pack.id!r} (the web app's address): "
+        f"add `tracking: {{base_url: https://...}}` to {manifest} (see docs/retrieval.md)",
+        path=str(manifest), key="tracking.base_url", template=template,
+    )
+
+
 def _tracking_base(engine: Engine, what: str, template: str) -> str:
     base = engine.pack.tracking.get("base_url")
     if not base:
-        raise RenderError(
-            f"{what} needs tracking.base_url in pack {engine.pack.id!r} (the web app's address)",
-            template=template,
-        )
+        raise no_tracking_base(engine, what, template)
     return str(base)
 
 

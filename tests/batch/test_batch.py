@@ -270,6 +270,29 @@ def test_a_rerun_counts_every_recorded_channel_of_a_partly_done_row(
     assert rerun.messages == 6
 
 
+def test_each_rerun_inside_quiet_hours_records_another_deferral(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any]
+) -> None:
+    """As docs/batch.md says: a deferral is not kept under the run's key, so each rerun of
+    the same run id inside the window records one more quiet_hours entry for the deferred
+    channel, and the rerun after the window sends it once."""
+    out = tmp_path / "out"
+    requests = notes(1)
+    requests[0]["customer"]["timezone"] = "Asia/Tokyo"  # midnight there: quiet hours
+    kwargs: dict[str, Any] = dict(pack=PACK, templates=TEST_TEMPLATES, out=out,
+                                  record_url=record_url, run_id="r1", workers=0,
+                                  channels=["sms"])
+    for _ in range(3):
+        run_batch("quick_note", requests, now=DAYTIME, **kwargs)
+    record = open_record(record_url)
+    entries = record.timeline("N0000").messages
+    assert [(m.entry.status, m.entry.reason) for m in entries] == [
+        ("suppressed", "quiet_hours")] * 3
+    run_batch("quick_note", requests, now=DAYTIME + timedelta(hours=8, minutes=30), **kwargs)
+    statuses = [m.entry.status for m in record.timeline("N0000").messages]
+    assert statuses.count("generated") == 1 and statuses.count("suppressed") == 3
+
+
 def test_pathological_rows_fail_alone_within_their_budgets(tmp_path: Path, record_url: str) -> None:
     """A 10,000-row table, deep nesting and a huge value fail alone; the other rows render."""
     out = tmp_path / "out"
@@ -489,3 +512,63 @@ def test_emails_that_attach_their_pdf_load_the_pdf_channel_before_the_memory_cap
                         now=DAYTIME)
     assert _errors(out) == []
     assert summary.generated == 2
+
+
+def _tracked_pack(tmp_path: Path) -> Path:
+    pack = tmp_path / "acme"
+    shutil.copytree(PACK, pack)
+    with (pack / "pack.yaml").open("a", encoding="utf-8") as fh:
+        fh.write("\ntracking:\n  base_url: https://t.acme.example\n  pixel: false\n")
+    return pack
+
+
+def test_a_batch_with_document_links_records_the_pdf_each_email_links_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_batch(options=RenderOptions(document_delivery="link")) over every channel: each
+    email carries no attachment but a link, and the PDF it links to is in the record."""
+    from ccm.record import MasterKey, Record
+    from ccm.render.options import RenderOptions
+
+    monkeypatch.setenv("CCM_TRACKING_KEY", "k" * 43)
+    record = Record(f"sqlite:///{tmp_path / 'r.db'}", master_key=MasterKey.generate())
+    try:
+        summary = run_batch("monthly_statement", statements(2), pack=_tracked_pack(tmp_path),
+                            templates=TEMPLATES, out=tmp_path / "out", record_url=record,
+                            workers=0, now=DAYTIME,
+                            options=RenderOptions(document_delivery="link"))
+        assert summary.failed == 0 and summary.generated == 6
+        for cid in ("C0000", "C0001"):
+            channels = {m.entry.channel: m.entry for m in record.timeline(cid).messages}
+            assert set(channels) == {"pdf", "email", "sms"}
+            assert record.content(channels["pdf"].message_id).startswith(b"%PDF")
+            mail = record.content(channels["email"].message_id)
+            assert b"https://t.acme.example/d/" in mail and b"application/pdf" not in mail
+    finally:
+        record.close()
+
+
+def test_a_batch_with_document_links_needs_base_url_and_the_pdf_channel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links the setup cannot honour stop the run before any row: a pack without
+    tracking.base_url, or a run without the pdf channel (its links would lead nowhere)."""
+    from ccm.errors import ConfigError, PackError
+    from ccm.render.options import RenderOptions
+
+    monkeypatch.setenv("CCM_TRACKING_KEY", "k" * 43)
+    link = RenderOptions(document_delivery="link")
+    with pytest.raises(PackError, match=r"needs tracking\.base_url in pack 'acme'"):
+        run_batch("monthly_statement", statements(3), pack=PACK, templates=TEMPLATES,
+                  out=tmp_path / "out1", record_url=f"sqlite:///{tmp_path / 'r1.db'}",
+                  workers=0, now=DAYTIME, options=link)
+    with pytest.raises(PackError, match=r"web_version needs tracking\.base_url"):
+        run_batch("monthly_statement", statements(3), pack=PACK, templates=TEMPLATES,
+                  out=tmp_path / "out2", record_url=f"sqlite:///{tmp_path / 'r2.db'}",
+                  channels=["email"], workers=0, now=DAYTIME,
+                  options=RenderOptions(web_version=True))
+    with pytest.raises(ConfigError, match="needs the pdf channel"):
+        run_batch("monthly_statement", statements(3), pack=_tracked_pack(tmp_path),
+                  templates=TEMPLATES, out=tmp_path / "out3",
+                  record_url=f"sqlite:///{tmp_path / 'r3.db'}", channels=["email"],
+                  workers=0, now=DAYTIME, options=link)
+    for out in ("out1", "out2", "out3"):
+        assert not (tmp_path / out).exists() or _files(tmp_path / out) == []

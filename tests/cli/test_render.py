@@ -137,3 +137,32 @@ def test_render_says_where_it_recorded_and_whether_content_is_archived(
     made = json.loads(out)
     with Record(url, master_key=key) as record:
         assert record.content(made["message_id"]) == Path(made["path"]).read_bytes()
+
+
+@pytest.mark.parametrize("flag", [["--documents", "link"], ["--web-version"]])
+def test_links_without_tracking_base_url_stop_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        flag: list[str]) -> None:
+    """A pack without tracking.base_url cannot make links: the run stops at once (exit 1)
+    with one error naming the setting and the pack file -- not one per input row -- and
+    records nothing (no orphan PDF)."""
+    from ccm.record import MasterKey, Record
+    from tests.examples_helpers import ROOT
+
+    monkeypatch.setenv("CCM_TRACKING_KEY", "k" * 43)
+    monkeypatch.setenv("CCM_MASTER_KEY", MasterKey.generate().text())
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    code, out, err = run(
+        capsys, "render", "monthly_statement", "--pack", str(PACKS / "acme"), "--templates",
+        str(TEMPLATES), "--data", str(ROOT / "examples" / "customers.jsonl"), "--out",
+        str(tmp_path / "out"), "--record", url, *flag, "--as-of", "2026-03-02T12:00:00")
+    assert code == 1 and out == ""
+    assert err.count("ccm: error:") == 1 and "Traceback" not in err
+    assert "needs tracking.base_url in pack 'acme'" in err
+    assert str(PACKS / "acme" / "pack.yaml") in err
+    assert list((tmp_path / "out").iterdir()) == []
+    record = Record(url)
+    try:
+        assert not record.has_any_entry()
+    finally:
+        record.close()

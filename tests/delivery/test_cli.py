@@ -179,3 +179,69 @@ def test_a_refused_login_stops_the_sender_and_keeps_the_message_queued(
     items = Outbox(record).items()
     assert [(i.state, i.attempts) for i in items] == [("queued", 0)] * 3
     record.close()
+
+
+FOLDER_CONFIG = "version: 1\nchannels:\n  email:\n    transport: folder\n    path: {out}\n"
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_a_relative_config_path_is_read_from_the_current_folder(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """``--config cfg/delivery.yaml`` (or $CCM_DELIVERY_CONFIG) reads that file relative to
+    the current folder -- not cfg/cfg/delivery.yaml -- and its relative ``path`` is relative
+    to the config file's folder."""
+    render_queued(setup, capsys)
+    tmp = Path(str(setup["tmp"]))
+    (tmp / "cfg" / "cfg").mkdir(parents=True)
+    (tmp / "cfg" / "delivery.yaml").write_text(FOLDER_CONFIG.format(out="outbox"), "utf-8")
+    # A decoy where the folder would be applied twice: it must never be read.
+    (tmp / "cfg" / "cfg" / "delivery.yaml").write_text(
+        FOLDER_CONFIG.format(out="decoy-outbox"), "utf-8")
+    monkeypatch.chdir(tmp)
+    args = ["send", "--record", str(setup["url"]), "--as-of", AS_OF]
+    if how == "option":
+        args += ["--config", "cfg/delivery.yaml"]
+    else:
+        monkeypatch.setenv("CCM_DELIVERY_CONFIG", "cfg/delivery.yaml")
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "ccm: 3 sent" in err
+    assert len(list((tmp / "cfg" / "outbox").iterdir())) == 3
+    assert not list(tmp.rglob("decoy-outbox"))
+
+
+def test_a_config_in_a_parent_folder_is_read(setup: dict[str, object],
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--config ../d2.yaml`` from a subfolder reads the file; it is not refused as outside
+    a folder it is in."""
+    render_queued(setup, capsys)
+    tmp = Path(str(setup["tmp"]))
+    (tmp / "cfg").mkdir()
+    (tmp / "d2.yaml").write_text(FOLDER_CONFIG.format(out="outbox"), "utf-8")
+    monkeypatch.chdir(tmp / "cfg")
+    code = main(["send", "--config", "../d2.yaml", "--record", str(setup["url"]),
+                 "--as-of", AS_OF])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert len(list((tmp / "outbox").iterdir())) == 3
+
+
+def test_a_relative_config_that_is_a_symlink_out_of_its_folder_is_refused(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The containment rule still holds for a relative path: a config that is a symlink
+    leaving its folder is refused (exit 1), naming the file as given."""
+    render_queued(setup, capsys)
+    tmp = Path(str(setup["tmp"]))
+    (tmp / "cfg").mkdir()
+    (tmp / "elsewhere.yaml").write_text(FOLDER_CONFIG.format(out="outbox"), "utf-8")
+    (tmp / "cfg" / "delivery.yaml").symlink_to(tmp / "elsewhere.yaml")
+    monkeypatch.chdir(tmp)
+    code = main(["send", "--config", "cfg/delivery.yaml", "--record", str(setup["url"]),
+                 "--as-of", AS_OF])
+    err = capsys.readouterr().err
+    assert code == ExitCode.BAD_INPUT
+    assert "cfg/delivery.yaml: refused: resolves outside" in err

@@ -30,6 +30,21 @@ def test_python_blocks_run(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
     exec(compile(code, str(DOC), "exec"), {"__name__": "__docs__"})
 
 
+@pytest.mark.parametrize("attempt", range(3))
+def test_python_blocks_print_what_their_comments_say(
+        attempt: int, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ``print(...)  # output`` line prints its comment -- the event order too, which
+    must not depend on the random tail of event ids (so the example runs several times)."""
+    monkeypatch.chdir(ROOT)
+    for code in blocks("python"):
+        expected = [line.split("#", 1)[1].strip() for line in code.splitlines()
+                    if line.startswith("print(") and "#" in line]
+        exec(compile(code, str(DOC), "exec"), {"__name__": "__docs__"})
+        printed = capsys.readouterr().out.splitlines()
+        assert printed == expected
+
+
 def test_the_yaml_example_is_a_valid_config(tmp_path: Path) -> None:
     """The delivery.yaml example passes the schema and builds every route."""
     [text] = blocks("yaml")

@@ -261,3 +261,20 @@ def test_a_database_without_a_record_is_refused(record_url: str) -> None:
     """On either backend, a database without the record's tables is refused by reading commands."""
     result = CliRunner().invoke(record_group, ["verify", "--record", record_url])
     assert result.exit_code == 3 and "no record at" in result.output
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_show_and_timeline_list_same_instant_events_in_the_order_added(
+        filled: Record, run, attempt: int) -> None:  # type: ignore[no-untyped-def]
+    """A bounce and its suppression (and a send's queued/sending/sent) at one instant are
+    listed by ``record show`` and ``record timeline`` in the order they happened."""
+    kinds = ["queued", "sending", "sent", "bounced", "suppressed"]
+    for kind in kinds:
+        filled.add_event("m-pdf", kind, at=T0)
+    shown = run("show", "m-pdf")
+    assert shown.exit_code == 0, shown.output
+    assert [e["kind"] for e in json.loads(shown.output)["events"]] == kinds
+    timeline = run("timeline", "C1", "--json")
+    assert timeline.exit_code == 0, timeline.output
+    pdf = next(m for m in json.loads(timeline.output)["messages"] if m["message_id"] == "m-pdf")
+    assert [e["kind"] for e in pdf["events"]] == kinds

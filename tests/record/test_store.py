@@ -500,3 +500,29 @@ def test_add_event_once_adds_one_event_even_from_racing_threads(record: Record) 
     assert [ev.kind for ev in record.events(e.message_id)] == ["opted_out"]
     assert record.add_event_once(e.message_id, "opened") is not None
     assert record.verify().ok
+
+
+# Kinds added at one instant, in causal order: a uuid7 event id sorts them randomly
+# within the millisecond, so eight of them pass by luck once in 40320 tries.
+SAME_INSTANT = ("queued", "sending", "sent", "delivered", "opened", "clicked", "bounced",
+                "suppressed")
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_events_at_the_same_instant_keep_the_order_they_were_added(record: Record,
+                                                                   attempt: int) -> None:
+    """Events with the same time come back in the order they were added -- by events(),
+    timeline() and find_events() -- not by their random-suffixed ids."""
+    e = entry("C1")
+    record.append(e)
+    for kind in SAME_INSTANT:
+        record.add_event(e.message_id, kind, at=T0, data={"provider_id": "P-1"})
+    assert [ev.kind for ev in record.events(e.message_id)] == list(SAME_INSTANT)
+    (item,) = record.timeline("C1").messages
+    assert [ev.kind for ev in item.events] == list(SAME_INSTANT)
+    found = [ev for kind in ("sent", "queued") for ev in record.find_events(kind, "provider_id",
+                                                                             "P-1")]
+    assert [ev.kind for ev in found] == ["sent", "queued"]
+    # An earlier event added later still comes first: time decides, then insertion order.
+    record.add_event(e.message_id, "queued", at=T0 - timedelta(seconds=1))
+    assert [ev.kind for ev in record.events(e.message_id)] == ["queued", *SAME_INSTANT]
