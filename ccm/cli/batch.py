@@ -5,7 +5,8 @@ executor (process pool, or Dask with ``--scheduler``), shows progress and
 prints the summary; the work is :func:`ccm.batch.run.run_batch`.
 
 Exit status: 0 every row succeeded, 1 some rows failed (see ``errors.jsonl``),
-the setup is wrong or the input has no requests, 2 usage error, 130 interrupted.
+the setup is wrong or the input has no requests, 2 usage error, 130 interrupted (Ctrl-C,
+SIGINT), 143 stopped (SIGTERM): what was made is kept, resume with the same run id.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import click
@@ -108,78 +112,112 @@ def batch(
     after a crash and only what is missing is made. Rows that fail go to
     OUT/errors.jsonl; the run goes on and exits with status 1.
     """
-    from ccm.batch.inputs import count_rows, read_requests
-    from ccm.batch.run import WorkerLimits, new_run_id, request_schema, run_batch
-    from ccm.render.template import load_template
-
-    if "://" in out and not out.startswith("file://"):
-        _need("fsspec", f"--out {out}")
-    run_id = run_id or new_run_id()
-    if not pack_dir.is_dir():
-        raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
-                   ExitCode.NOT_FOUND)
-    try:
-        tpl = load_template(_template_dir(templates_dir, template))
-    except CCMError as exc:
-        raise Fail(str(exc), exit_code_for(exc)) from exc
-    _local_paths(data, out)
-    total = count_rows(data)
-    try:
-        rows = _guard(read_requests(data, schema=request_schema(tpl), raw=True), data)
-    except ValueError as exc:
-        raise Fail(str(exc)) from exc
-    first = next(rows, None)
-    if first is None:  # before anything is made: no folder, no record, no run
-        raise Fail(f"{data}: the file has no requests (it is empty, or holds only blank "
-                    "lines or a CSV header); nothing was rendered or written")
-    rows = itertools.chain([first], rows)
-
-    display = _Display(as_json=as_json, total=total, source=str(data))
-    shown = _show_warnings()
-    with _executor(scheduler, workers) as (executor, default_workers):
+    display: _Display | None = None
+    with _stop_signals() as received:
         try:
-            summary = run_batch(
-                template,
-                rows,
-                pack=pack_dir,
-                templates=templates_dir,
-                out=out,
-                record_url=record_url,
-                run_id=run_id,
-                channels=channels or None,
-                locale=locale,
-                executor=executor,
-                workers=default_workers if workers is None else workers,
-                on_event=display.event,
-                print_file=print_file,
-                limits=WorkerLimits(memory_mb=memory_limit, cpu_seconds=cpu_limit),
-                chunk_size=chunk_size,
-                durable=not no_fsync,
-                output_format=output_format,
-                now=aware(as_of),
-                total=total,
-            )
-        except KeyboardInterrupt:
+            from ccm.batch.inputs import count_rows, read_requests
+            from ccm.batch.run import WorkerLimits, new_run_id, request_schema, run_batch
+            from ccm.render.template import load_template
+
+            if "://" in out and not out.startswith("file://"):
+                _need("fsspec", f"--out {out}")
+            run_id = run_id or new_run_id()
+            if not pack_dir.is_dir():
+                raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
+                           ExitCode.NOT_FOUND)
+            try:
+                tpl = load_template(_template_dir(templates_dir, template))
+            except CCMError as exc:
+                raise Fail(str(exc), exit_code_for(exc)) from exc
+            _local_paths(data, out)
+            total = count_rows(data)
+            try:
+                rows = _guard(read_requests(data, schema=request_schema(tpl), raw=True), data)
+            except ValueError as exc:
+                raise Fail(str(exc)) from exc
+            first = next(rows, None)
+            if first is None:  # before anything is made: no folder, no record, no run
+                raise Fail(f"{data}: the file has no requests (it is empty, or holds only blank "
+                            "lines or a CSV header); nothing was rendered or written")
+            rows = itertools.chain([first], rows)
+
+            display = _Display(as_json=as_json, total=total, source=str(data))
+            shown = _show_warnings()
+            with _executor(scheduler, workers) as (executor, default_workers):
+                try:
+                    summary = run_batch(
+                        template,
+                        rows,
+                        pack=pack_dir,
+                        templates=templates_dir,
+                        out=out,
+                        record_url=record_url,
+                        run_id=run_id,
+                        channels=channels or None,
+                        locale=locale,
+                        executor=executor,
+                        workers=default_workers if workers is None else workers,
+                        on_event=display.event,
+                        print_file=print_file,
+                        limits=WorkerLimits(memory_mb=memory_limit, cpu_seconds=cpu_limit),
+                        chunk_size=chunk_size,
+                        durable=not no_fsync,
+                        output_format=output_format,
+                        now=aware(as_of),
+                        total=total,
+                    )
+                except (CCMError, ValueError, OSError, ImportError) as exc:
+                    display.close()
+                    if isinstance(exc, OSError):
+                        message, code = _os_error(exc)
+                    else:
+                        message, code = str(exc), (exit_code_for(exc) if isinstance(exc, CCMError)
+                                                   else ExitCode.BAD_INPUT)
+                    click.echo(f"ccm: error: {message}", err=True)
+                    if display.started:  # a run that never started has nothing to resume
+                        click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
+                    raise SystemExit(int(code)) from None
+                finally:
+                    logging.getLogger("ccm.batch").removeHandler(shown)
             display.close()
-            click.echo(f"ccm: interrupted; resume with --run-id {run_id}", err=True)
-            raise SystemExit(130) from None
-        except (CCMError, ValueError, OSError, ImportError) as exc:
-            display.close()
-            if isinstance(exc, OSError):
-                message, code = _os_error(exc)
+            if not as_json:
+                display.print_summary(summary.to_dict())
+            raise SystemExit(summary.exit_status)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any moment (ccm.batch._signals)
+            if display is not None:
+                display.close()
+            if run_id:
+                click.echo(f"ccm: interrupted; resume with --run-id {run_id}", err=True)
             else:
-                message, code = str(exc), (exit_code_for(exc) if isinstance(exc, CCMError)
-                                           else ExitCode.BAD_INPUT)
-            click.echo(f"ccm: error: {message}", err=True)
-            if display.started:  # a run that never started has nothing to resume
-                click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
-            raise SystemExit(int(code)) from None
-        finally:
-            logging.getLogger("ccm.batch").removeHandler(shown)
-    display.close()
-    if not as_json:
-        display.print_summary(summary.to_dict())
-    raise SystemExit(summary.exit_status)
+                click.echo("ccm: interrupted before the run started; nothing was made", err=True)
+            raise SystemExit(128 + (received[0] if received else signal.SIGINT)) from None
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM stop the command alike, with ``KeyboardInterrupt``; yields the
+    signals received, for the exit status (128 + the first one's number: 130, 143).
+
+    Only the first raises: later ones (a second Ctrl-C) are noted while the run stops its
+    workers, which takes a few seconds at most. A signal ignored (``nohup``) stays ignored.
+    """
+    received: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise KeyboardInterrupt
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    previous[sig] = signal.signal(sig, stop)
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _guard(rows: Iterator[Any], source: str) -> Iterator[Any]:
