@@ -153,6 +153,11 @@ def run_batch(
     in both forms). Workers record and write what they
     render themselves: they open ``record_url`` (with the record's master key)
     and write into ``out``, so both must be reachable from them.
+
+    SIGINT and SIGTERM (in the main thread) stop the run at a safe point: its
+    workers are stopped within seconds, the record closed and ``out`` unlocked,
+    then the signal goes to the handler there was before (``KeyboardInterrupt``
+    for SIGINT). What was made is kept; run again with the same ``run_id``.
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
