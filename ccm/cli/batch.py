@@ -12,6 +12,7 @@ SIGINT), 143 stopped (SIGTERM): what was made is kept, resume with the same run 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -39,6 +40,61 @@ PLAIN_EVERY = 5.0
 MAX_ERRORS_SHOWN = 20
 
 
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM stop the command alike, with ``KeyboardInterrupt``; yields the
+    signals received, for the exit status (128 + the first one's number: 130, 143).
+
+    Only the first raises: later ones (a second Ctrl-C) are noted while the run stops its
+    workers, which takes a few seconds at most. A signal ignored (``nohup``) stays ignored.
+    """
+    received: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise KeyboardInterrupt
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    previous[sig] = signal.signal(sig, stop)
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def _stoppable(command: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C (SIGINT) or SIGTERM at any moment of ``ccm batch``, before the run starts too:
+    ``ccm: interrupted; resume with --run-id RUN`` once, exit 130 or 143, no traceback.
+
+    The run id is chosen here when none is given, so that the hint can name it.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with _stop_signals() as received:
+            try:
+                if not kwargs.get("run_id"):
+                    from ccm.batch.run import new_run_id
+
+                    kwargs["run_id"] = new_run_id()
+                command(*args, **kwargs)
+            except KeyboardInterrupt:  # at any moment (a running pool stops its workers first)
+                if kwargs.get("run_id"):
+                    click.echo(f"ccm: interrupted; resume with --run-id {kwargs['run_id']}",
+                               err=True)
+                else:
+                    click.echo("ccm: interrupted before the run started; nothing was made",
+                               err=True)
+                raise SystemExit(128 + (received[0] if received else signal.SIGINT)) from None
+
+    return run
 
 
 @click.command("batch")
@@ -84,6 +140,7 @@ MAX_ERRORS_SHOWN = 20
                    "record commit (out/messages-RUN-SEQ.jsonl|.zip; PDFs stay files) "
                    "[default: a resumed run's own format; a new run: jsonl above 10,000 "
                    "input rows, else files]. A run resumes with the format it began with.")
+@_stoppable
 def batch(
     template: str,
     pack_dir: Path,
@@ -112,112 +169,77 @@ def batch(
     after a crash and only what is missing is made. Rows that fail go to
     OUT/errors.jsonl; the run goes on and exits with status 1.
     """
-    display: _Display | None = None
-    with _stop_signals() as received:
-        try:
-            from ccm.batch.inputs import count_rows, read_requests
-            from ccm.batch.run import WorkerLimits, new_run_id, request_schema, run_batch
-            from ccm.render.template import load_template
+    from ccm.batch.inputs import count_rows, read_requests
+    from ccm.batch.run import WorkerLimits, new_run_id, request_schema, run_batch
+    from ccm.render.template import load_template
 
-            if "://" in out and not out.startswith("file://"):
-                _need("fsspec", f"--out {out}")
-            run_id = run_id or new_run_id()
-            if not pack_dir.is_dir():
-                raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
-                           ExitCode.NOT_FOUND)
-            try:
-                tpl = load_template(_template_dir(templates_dir, template))
-            except CCMError as exc:
-                raise Fail(str(exc), exit_code_for(exc)) from exc
-            _local_paths(data, out)
-            total = count_rows(data)
-            try:
-                rows = _guard(read_requests(data, schema=request_schema(tpl), raw=True), data)
-            except ValueError as exc:
-                raise Fail(str(exc)) from exc
-            first = next(rows, None)
-            if first is None:  # before anything is made: no folder, no record, no run
-                raise Fail(f"{data}: the file has no requests (it is empty, or holds only blank "
-                            "lines or a CSV header); nothing was rendered or written")
-            rows = itertools.chain([first], rows)
-
-            display = _Display(as_json=as_json, total=total, source=str(data))
-            shown = _show_warnings()
-            with _executor(scheduler, workers) as (executor, default_workers):
-                try:
-                    summary = run_batch(
-                        template,
-                        rows,
-                        pack=pack_dir,
-                        templates=templates_dir,
-                        out=out,
-                        record_url=record_url,
-                        run_id=run_id,
-                        channels=channels or None,
-                        locale=locale,
-                        executor=executor,
-                        workers=default_workers if workers is None else workers,
-                        on_event=display.event,
-                        print_file=print_file,
-                        limits=WorkerLimits(memory_mb=memory_limit, cpu_seconds=cpu_limit),
-                        chunk_size=chunk_size,
-                        durable=not no_fsync,
-                        output_format=output_format,
-                        now=aware(as_of),
-                        total=total,
-                    )
-                except (CCMError, ValueError, OSError, ImportError) as exc:
-                    display.close()
-                    if isinstance(exc, OSError):
-                        message, code = _os_error(exc)
-                    else:
-                        message, code = str(exc), (exit_code_for(exc) if isinstance(exc, CCMError)
-                                                   else ExitCode.BAD_INPUT)
-                    click.echo(f"ccm: error: {message}", err=True)
-                    if display.started:  # a run that never started has nothing to resume
-                        click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
-                    raise SystemExit(int(code)) from None
-                finally:
-                    logging.getLogger("ccm.batch").removeHandler(shown)
-            display.close()
-            if not as_json:
-                display.print_summary(summary.to_dict())
-            raise SystemExit(summary.exit_status)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any moment (ccm.batch._signals)
-            if display is not None:
-                display.close()
-            if run_id:
-                click.echo(f"ccm: interrupted; resume with --run-id {run_id}", err=True)
-            else:
-                click.echo("ccm: interrupted before the run started; nothing was made", err=True)
-            raise SystemExit(128 + (received[0] if received else signal.SIGINT)) from None
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM stop the command alike, with ``KeyboardInterrupt``; yields the
-    signals received, for the exit status (128 + the first one's number: 130, 143).
-
-    Only the first raises: later ones (a second Ctrl-C) are noted while the run stops its
-    workers, which takes a few seconds at most. A signal ignored (``nohup``) stays ignored.
-    """
-    received: list[int] = []
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise KeyboardInterrupt
-
-    previous: dict[signal.Signals, Any] = {}
+    if "://" in out and not out.startswith("file://"):
+        _need("fsspec", f"--out {out}")
+    run_id = run_id or new_run_id()
+    if not pack_dir.is_dir():
+        raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
+                   ExitCode.NOT_FOUND)
     try:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) != signal.SIG_IGN:
-                    previous[sig] = signal.signal(sig, stop)
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        tpl = load_template(_template_dir(templates_dir, template))
+    except CCMError as exc:
+        raise Fail(str(exc), exit_code_for(exc)) from exc
+    _local_paths(data, out)
+    total = count_rows(data)
+    try:
+        rows = _guard(read_requests(data, schema=request_schema(tpl), raw=True), data)
+    except ValueError as exc:
+        raise Fail(str(exc)) from exc
+    first = next(rows, None)
+    if first is None:  # before anything is made: no folder, no record, no run
+        raise Fail(f"{data}: the file has no requests (it is empty, or holds only blank "
+                    "lines or a CSV header); nothing was rendered or written")
+    rows = itertools.chain([first], rows)
+
+    display = _Display(as_json=as_json, total=total, source=str(data))
+    shown = _show_warnings()
+    with _executor(scheduler, workers) as (executor, default_workers):
+        try:
+            summary = run_batch(
+                template,
+                rows,
+                pack=pack_dir,
+                templates=templates_dir,
+                out=out,
+                record_url=record_url,
+                run_id=run_id,
+                channels=channels or None,
+                locale=locale,
+                executor=executor,
+                workers=default_workers if workers is None else workers,
+                on_event=display.event,
+                print_file=print_file,
+                limits=WorkerLimits(memory_mb=memory_limit, cpu_seconds=cpu_limit),
+                chunk_size=chunk_size,
+                durable=not no_fsync,
+                output_format=output_format,
+                now=aware(as_of),
+                total=total,
+            )
+        except KeyboardInterrupt:  # the hint and the exit status: _stoppable
+            display.close()
+            raise
+        except (CCMError, ValueError, OSError, ImportError) as exc:
+            display.close()
+            if isinstance(exc, OSError):
+                message, code = _os_error(exc)
+            else:
+                message, code = str(exc), (exit_code_for(exc) if isinstance(exc, CCMError)
+                                           else ExitCode.BAD_INPUT)
+            click.echo(f"ccm: error: {message}", err=True)
+            if display.started:  # a run that never started has nothing to resume
+                click.echo(f"ccm: resume with --run-id {run_id} once fixed", err=True)
+            raise SystemExit(int(code)) from None
+        finally:
+            logging.getLogger("ccm.batch").removeHandler(shown)
+    display.close()
+    if not as_json:
+        display.print_summary(summary.to_dict())
+    raise SystemExit(summary.exit_status)
 
 
 def _guard(rows: Iterator[Any], source: str) -> Iterator[Any]:
