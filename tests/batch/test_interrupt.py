@@ -199,3 +199,38 @@ def _fds(pid: int) -> list[str]:
         return os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return []
+
+
+def test_run_batch_stops_its_workers_then_raises_keyboard_interrupt(
+    tmp_path: Path, record_url: str, open_record: Callable[..., Any],
+) -> None:
+    """From Python, SIGINT mid-run stops the workers, closes the record and unlocks the
+    folder, then raises KeyboardInterrupt (the handler there was); the same call again
+    completes with every message once."""
+    import multiprocessing
+
+    from ccm.batch.run import run_batch
+
+    requests = notes(60)
+    out = tmp_path / "out"
+    sent: list[int] = []
+
+    def on_event(event: Any) -> None:
+        if event.kind == "progress" and not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    options: dict[str, Any] = dict(
+        pack=PACK, templates=TEST_TEMPLATES, out=out, record_url=record_url, run_id=RUN_ID,
+        channels=["sms"], workers=2, chunk_size=1, now=DAYTIME)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch("quick_note", requests, on_event=on_event, **options)
+    assert sent
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not multiprocessing.active_children()
+
+    assert run_batch("quick_note", requests, **options).exit_status == 0
+    record = open_record(record_url)
+    for req in requests:
+        assert record.count(req["customer"]["id"], since=EPOCH, channel="sms") == 1
+    assert sum(p.name.endswith(".sms.txt") for p in out.iterdir()) == len(requests)
