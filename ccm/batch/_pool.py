@@ -6,10 +6,18 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing
 import os
+import time
 from typing import Any
 
 from ccm.batch._commit import _Committer, _Sink, _TaskResult, run_task
+from ccm.batch._signals import sigint_blocked
 from ccm.batch._worker import _init_worker, _Spec
+
+#: Seconds the workers of a stopped run get to finish the task they hold before they are
+#: terminated (what they commit then need not be made again on resume).
+STOP_GRACE = 2.0
+#: Seconds a terminated worker gets to exit before it is killed.
+KILL_AFTER = 2.0
 
 
 class _Pool:
@@ -78,8 +86,9 @@ class _Pool:
         executor = self._given or self._own
         assert executor is not None
         try:
-            return executor.submit(run_task, self.spec, self.sink, rows, rewrite, rewrite_ids,
-                                   seq, retry_recycled)
+            with sigint_blocked():  # a submit may start a worker (and the forkserver)
+                return executor.submit(run_task, self.spec, self.sink, rows, rewrite,
+                                       rewrite_ids, seq, retry_recycled)
         except RuntimeError as exc:  # a broken pool refuses new work: report it per task
             failed: cf.Future[Any] = cf.Future()
             failed.set_exception(exc)
@@ -106,9 +115,38 @@ class _Pool:
             self._tasks = 0
 
     def close(self) -> None:
+        """Shut the pool down once its tasks are done (the run finished, or a setup error)."""
         if self._own is not None:
             self._own.shutdown(wait=True, cancel_futures=True)
             self._own = None
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop now (the run was interrupted): queued tasks are cancelled, running ones get
+        ``grace`` seconds, then their processes are terminated, then killed.
+
+        Never a join without a deadline: a pool stopped half way through starting a worker
+        can wait forever for it. A given executor (Dask) is left alone: its workers are
+        not this run's to stop, and the tasks it runs commit under the same protocol.
+        """
+        executor, self._own = self._own, None
+        if executor is None:
+            return
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        manager = getattr(executor, "_executor_manager_thread", None)
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(KILL_AFTER)
+            if process.is_alive():
+                process.kill()
+                process.join(KILL_AFTER)
+        if manager is not None:  # it notices its workers are gone, and cleans up
+            manager.join(KILL_AFTER)
 
 
 def _executor_capacity(executor: cf.Executor) -> int:

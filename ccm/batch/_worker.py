@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ccm.batch._signals import ignore_sigint
 from ccm.batch._values import WorkerLimits
 from ccm.batch.inputs import InputRow
 from ccm.errors import ConfigError, MessageError
@@ -113,6 +114,7 @@ def _engine_for(spec: _Spec) -> Engine:
 def _init_worker(spec: _Spec) -> None:
     """Process-pool initializer: load the engine, then cap the address space."""
     global _LIMITED
+    ignore_sigint()
     _engine_for(spec)
     if spec.makes_pdf:
         _warm_up_pdf()

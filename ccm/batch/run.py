@@ -51,6 +51,7 @@ from ccm.batch._commit import Row, _Committer, _Sink, _TaskResult, max_rss_mb
 from ccm.batch._output import _Output
 from ccm.batch._pool import _is_worker_death, _Pool
 from ccm.batch._resume import _Resume
+from ccm.batch._signals import Interrupted, StopSignals
 from ccm.batch._values import BatchEvent, BatchSummary, EventKind, WorkerLimits
 from ccm.batch._worker import _Spec
 from ccm.batch.inputs import InputRow, parse_line
@@ -156,6 +157,11 @@ def run_batch(
     and write into ``out``, so both must be reachable from them.
     ``lock_timeout``: seconds a write waits for another writer when the run
     opens ``record_url`` itself (default: the record's, 30 s).
+
+    SIGINT and SIGTERM (in the main thread) stop the run at a safe point: its
+    workers are stopped within seconds, the record closed and ``out`` unlocked,
+    then the signal goes to the handler there was before (``KeyboardInterrupt``
+    for SIGINT). What was made is kept; run again with the same ``run_id``.
     """
     return _Batch(
         template=template, pack=pack, templates=templates, out=out, record_url=record_url,
@@ -290,6 +296,8 @@ class _Batch(_Resume):
         self._print_order: IO[str] | None = None
         self._last_progress = 0.0
         self._started = time.monotonic()
+        self._cpu_started = time.process_time()
+        self._signals = StopSignals()
         self._config_error: BaseException | None = None
         self._overrides = getattr(self.record, "consent_overrides", None)
         self._ahead: deque[InputRow] = deque()
@@ -378,20 +386,25 @@ class _Batch(_Resume):
 
     def run(self, requests: Iterable[Any]) -> BatchSummary:
         self._started = time.monotonic()
-        cpu_started = time.process_time()
+        self._cpu_started = time.process_time()
         errors_name = "errors.jsonl"
         self.summary.errors_file = self.output.display(errors_name)
         logger.info("batch %s: template %s, channels %s", self.run_id, self.tpl.id,
                     ",".join(self.channels))
-        self._emit("start", run_id=self.run_id, template=self.tpl.id,
-                   channels=list(self.channels), total=self.summary.total,
-                   out=self.output.url, workers=self.workers,
-                   archived=getattr(self.record, "master_key", None) is not None)
-        pool = _Pool(self.spec, self.sink, self.executor, self.workers)
-        if pool.inline:
-            pool.committer = self._committer()
-        self.pool = pool
+        # While the pool is in use, SIGINT and SIGTERM are noted and acted on at a safe
+        # point (ccm.batch._signals): the workers are stopped, then the signal is handed on.
+        signals = self._signals = StopSignals()
+        pool: _Pool | None = None
         try:
+            signals.install()
+            self._emit("start", run_id=self.run_id, template=self.tpl.id,
+                       channels=list(self.channels), total=self.summary.total,
+                       out=self.output.url, workers=self.workers,
+                       archived=getattr(self.record, "master_key", None) is not None)
+            pool = _Pool(self.spec, self.sink, self.executor, self.workers)
+            if pool.inline:
+                pool.committer = self._committer()
+            self.pool = pool
             with self.output.open_final(errors_name, "w") as errors:
                 self._errors = errors
                 if self.print_file:
@@ -404,24 +417,46 @@ class _Batch(_Resume):
                         self._print_order.close()
             if self._config_error is not None:
                 raise self._config_error
+            pool.close()
+            signals.restore()  # from here on, a signal acts as it always does
             if self.print_file:
                 self._write_print_stream()
             self.output.cleanup()
+        except Interrupted:
+            pass  # handed on below, once the workers are stopped and the folder unlocked
         finally:
-            pool.close()
-            self.summary.workers_replaced = pool.replaced
-            self.summary.workers_retired = pool.retired
-            self.summary.suppressed = dict(self.suppressed)
-            self.summary.elapsed = time.monotonic() - self._started
-            self.summary.parent_cpu = time.process_time() - cpu_started
-            self.summary.parent_max_rss_mb = max_rss_mb()
-            if self._owns_record:
-                self.record.close()
-            self.output.unlock(self._lock)
+            if pool is not None:
+                if signals.signum is not None:
+                    pool.stop()
+                else:
+                    pool.close()
+            signals.restore()
+            self._finish(pool)
+            if signals.signum is not None:
+                # What was made is kept, staging folder included (its print copies, and
+                # the files of tasks committed but not yet published, serve the resume).
+                logger.info("batch %s interrupted (signal %d)", self.run_id, signals.signum)
+                signals.deliver()
         self._progress(force=True)
         self._emit("done", **self.summary.to_dict())
         logger.info("batch %s done: %s", self.run_id, self.summary.to_dict())
         return self.summary
+
+    def _finish(self, pool: _Pool | None) -> None:
+        """The end of every run, stopped or not: the last counts; the record closed and the
+        output folder unlocked (a resume may start at once)."""
+        try:
+            if pool is not None:
+                self.summary.workers_replaced = pool.replaced
+                self.summary.workers_retired = pool.retired
+            self.summary.suppressed = dict(self.suppressed)
+            self.summary.elapsed = time.monotonic() - self._started
+            self.summary.parent_cpu = time.process_time() - self._cpu_started
+            self.summary.parent_max_rss_mb = max_rss_mb()
+            if self._owns_record:
+                self.record.close()
+        finally:
+            self.output.unlock(self._lock)
 
     def _loop(self, pool: _Pool, rows: Iterator[InputRow]) -> None:
         capacity = pool.capacity
@@ -433,6 +468,7 @@ class _Batch(_Resume):
         rewrite: set[tuple[int, str]] = set()
         recycle = False
         while True:
+            self._signals.check()
             if self._config_error is not None:
                 for future in in_flight:
                     future.cancel()
@@ -472,6 +508,7 @@ class _Batch(_Resume):
                 continue
             done, _ = cf.wait(in_flight, timeout=PROGRESS_SECONDS,
                               return_when=cf.FIRST_COMPLETED)
+            self._signals.check()  # before results: workers stopped by a signal are no crash
             broken: list[_Task] = []
             for future in done:
                 task = in_flight.pop(future)
@@ -538,6 +575,7 @@ class _Batch(_Resume):
         the record again (as on resume): what is recorded is restored or published,
         only the rest is rendered again.
         """
+        self._signals.check()
         if pool.restartable:
             # A broken process pool loses every task still in flight with it.
             broken.extend(in_flight.values())

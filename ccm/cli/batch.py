@@ -5,22 +5,27 @@ executor (process pool, or Dask with ``--scheduler``), shows progress and
 prints the summary; the work is :func:`ccm.batch.run.run_batch`.
 
 Exit status: 0 every row succeeded, 1 some rows failed (see ``errors.jsonl``),
-the setup is wrong or the input has no requests, 2 usage error, 130 interrupted.
+the setup is wrong or the input has no requests, 2 usage error, 130 interrupted (Ctrl-C,
+SIGINT), 143 stopped (SIGTERM): what was made is kept, resume with the same run id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import itertools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import click
@@ -50,6 +55,61 @@ PLAIN_EVERY = 5.0
 MAX_ERRORS_SHOWN = 20
 
 
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM stop the command alike, with ``KeyboardInterrupt``; yields the
+    signals received, for the exit status (128 + the first one's number: 130, 143).
+
+    Only the first raises: later ones (a second Ctrl-C) are noted while the run stops its
+    workers, which takes a few seconds at most. A signal ignored (``nohup``) stays ignored.
+    """
+    received: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise KeyboardInterrupt
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    previous[sig] = signal.signal(sig, stop)
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def _stoppable(command: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C (SIGINT) or SIGTERM at any moment of ``ccm batch``, before the run starts too:
+    ``ccm: interrupted; resume with --run-id RUN`` once, exit 130 or 143, no traceback.
+
+    The run id is chosen here when none is given, so that the hint can name it.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with _stop_signals() as received:
+            try:
+                if not kwargs.get("run_id"):
+                    from ccm.batch.run import new_run_id
+
+                    kwargs["run_id"] = new_run_id()
+                command(*args, **kwargs)
+            except KeyboardInterrupt:  # at any moment (a running pool stops its workers first)
+                if kwargs.get("run_id"):
+                    click.echo(f"ccm: interrupted; resume with --run-id {kwargs['run_id']}",
+                               err=True)
+                else:
+                    click.echo("ccm: interrupted before the run started; nothing was made",
+                               err=True)
+                raise SystemExit(128 + (received[0] if received else signal.SIGINT)) from None
+
+    return run
 
 
 @click.command("batch")
@@ -95,6 +155,7 @@ MAX_ERRORS_SHOWN = 20
                    "record commit (out/messages-RUN-SEQ.jsonl|.zip; PDFs stay files) "
                    "[default: a resumed run's own format; a new run: jsonl above 10,000 "
                    "input rows, else files]. A run resumes with the format it began with.")
+@_stoppable
 def batch(
     template: str,
     pack_dir: Path,
@@ -176,10 +237,9 @@ def batch(
                 total=total,
                 lock_timeout=wait,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the hint and the exit status: _stoppable
             display.close()
-            echo(f"ccm: interrupted; resume with --run-id {run_id}", err=True)
-            raise SystemExit(130) from None
+            raise
         except (CCMError, ValueError, OSError, ImportError) as exc:
             display.close()
             if isinstance(exc, OSError):
