@@ -405,11 +405,15 @@ class Engine:
                     dup = duplicate(earlier, key, params, req)
                     restore_content(record, dup, earlier, tpl)
                     return dup
+        if use_record:
+            # With or without a record (Engine(record=None)): consent in the request,
+            # quiet hours and the time zone need no history; caps and opt-outs do.
             decision = decide(self.policy, tpl, req, channel, now, record)
             if not decision.allowed and not defers(self.options, decision):
                 suppress(message, decision)
-                self._append(record, message, params, caps=(),
-                             segment=req.customer.get("segment"))
+                if record is not None:
+                    self._append(record, message, params, caps=(),
+                                 segment=req.customer.get("segment"))
                 return message
             due = due_for(self.options, message, decision, now)
 
