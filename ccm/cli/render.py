@@ -195,7 +195,7 @@ def _describe(summary: dict[str, Any]) -> str:
     bits = [summary["channel"], summary["locale"]]
     if summary.get("encrypted"):
         bits.append("AES-256")
-    if summary["channel"] == "sms":
+    if summary["channel"] == "sms" and summary.get("encoding"):  # none when not made
         bits.append(f"{summary['encoding']}, {summary['segments']} segment(s)")
     if summary["status"] != "generated":
         reason = f": {summary['reason']}" if summary.get("reason") else ""
