@@ -87,3 +87,16 @@ def test_cli_no_record_prints_suppressed_and_writes_no_file(
     assert [(x["channel"], x["status"], x["reason"], x["path"]) for x in lines] == [
         ("email", "suppressed", "consent:email", None), ("sms", "suppressed", "consent:sms", None)]
     assert not any(out.iterdir())
+
+
+def test_cli_text_line_of_a_suppressed_sms(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The text line of a suppressed SMS names the rule and no encoding it never had."""
+    data = tmp_path / "night.json"
+    data.write_text(json.dumps(_offer()))
+    code = main(["render", "product_offer", "--pack", str(PACKS / "acme"), "--templates",
+                 str(TEMPLATES), "--data", str(data), "--no-record", "--out",
+                 str(tmp_path / "out"), "--channel", "sms", "--as-of", NIGHT.isoformat()])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.strip() == "suppressed product_offer for C-100231 (sms, en_GB): quiet_hours"
