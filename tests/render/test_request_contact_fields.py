@@ -43,6 +43,7 @@ def _offer(**customer: Any) -> dict[str, Any]:
     ("phone", "+447700900123\n"),
     ("timezone", "Mars/Olympus"),
     ("timezone", "../../etc/passwd"),
+    ("timezone", "America"),  # a folder of zones, not a zone
 ])
 def test_a_bad_contact_field_names_the_field_not_the_value(field: str, value: str) -> None:
     """The request is refused naming $.customer.<field>; the message holds none of the value."""
