@@ -167,6 +167,13 @@ class Refused(ValueError):
 #: The customer's text fields: the most code points each may have (minLength 1 apart).
 _CUSTOMER_TEXT = {"name": 200, "salutation": 200, "email": 320, "phone": 32, "locale": 35,
                   "timezone": 64, "segment": 64}
+#: customer.email and customer.phone: the schema's patterns (an empty value: none given).
+_ATEXT = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_CUSTOMER_PATTERN = {
+    "email": re.compile(f"^(?:{_ATEXT}+(?:\\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)+)?\\Z"
+                        ).search,
+    "phone": re.compile("^(?:\\+[1-9][0-9]{7,14})?\\Z").search,
+}
 _ADDRESS_TEXT = {"postcode": 16, "city": 100, "country": 100}
 _ADDRESS_KEYS = frozenset({"lines", *_ADDRESS_TEXT})
 _REQUEST_KEYS = frozenset({"customer", "data"})
@@ -238,6 +245,9 @@ def check_request(request: Any) -> None:
         most = text.get(key)
         if most is not None:
             if type(value) is not str or len(value) > most:
+                raise Refused(key)
+            pattern = _CUSTOMER_PATTERN.get(key)
+            if pattern is not None and not pattern(value):
                 raise Refused(key)
         elif key == "id":
             if type(value) is str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,26 @@ def sample_for_locale(template: str, prefix: str) -> dict[str, Any]:
     raise LookupError(f"no {prefix} sample for {template}")
 
 
+#: Daytime for every sample customer (Chicago 10:00, London 16:00, Berlin 17:00, Dubai
+#: 19:00): outside both example packs' SMS quiet hours, which apply without a record too.
+DAYTIME = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
+
+
+def daytime() -> datetime:
+    """:data:`DAYTIME`, as an engine's clock: tests never read the real one."""
+    return DAYTIME
+
+
 @cache
 def _engine(pack: str) -> Any:
     import ccm
 
-    return ccm.Engine(PACKS / pack, TEMPLATES, record=None)
+    return ccm.Engine(PACKS / pack, TEMPLATES, record=None, clock=daytime)
 
 
 def engine(pack: str = "acme") -> Any:
-    """A shared record-less engine for an example pack (loading is the expensive part)."""
+    """A shared record-less engine for an example pack (loading is the expensive part),
+    its clock at :data:`DAYTIME`."""
     return _engine(pack)
 
 

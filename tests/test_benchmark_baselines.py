@@ -336,7 +336,9 @@ def test_the_floors_checks_answer_as_ccms_compiled_validators(common: Any,
         "2025-10-20", "2025-02-30", "2024-02-29", "20251020", "https://a", "https://a b",
         "http://a", "https://é", "RE 2025-10-7730", " RE", "RE_1", "a/b.c-d", [], ["a"],
         ["x" * 101], ["a"] * 6, ["a"] * 7, [1], {}, {"a": True}, {"a": 1}, {"lines": []},
-        {"foo": "x"}, {"city": "x" * 101}, "https://" + "x" * 492, "https://" + "x" * 493]
+        {"foo": "x"}, {"city": "x" * 101}, "https://" + "x" * 492, "https://" + "x" * 493,
+        "+447700900123", "+4477009001234567", "+447700900123\n", "a@b.example",
+        "a$b@x.example", "a b@x.example", "a@b.example\n"]
     values += ["x" * n for n in (16, 17, 32, 33, 35, 36, 40, 41, 64, 65, 100, 101, 128, 129,
                                  200, 201, 320, 321, 500)]
     cases = 0

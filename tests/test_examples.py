@@ -9,7 +9,9 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from pypdf import PdfReader
@@ -133,10 +135,27 @@ def test_render_folder_reports_bad_files_and_goes_on(tmp_path: Path) -> None:
     (folder / "c-not-json.json").write_text("{", "utf-8")
     out = tmp_path / "out"
     result = run_example("render_folder.py", str(folder), "--template", "payment_reminder",
-                         "--out", str(out), cwd=tmp_path)
+                         "--out", str(out), "--as-of", "2026-06-01T15:00:00+00:00", cwd=tmp_path)
     assert result.returncode == 1
     assert "a-good.json: email ->" in result.stdout
     assert "a-good.json: sms ->" in result.stdout
     assert "b-bad.json: error:" in result.stderr and "id" in result.stderr
     assert "c-not-json.json: error:" in result.stderr
     assert len(list(out.glob("*.eml"))) == 1 and len(list(out.glob("*.sms.txt"))) == 1
+
+
+def test_render_folder_reports_a_suppressed_message_and_writes_no_file(tmp_path: Path) -> None:
+    """Without a record the contact policy still applies: an SMS at 23:00 in the customer's
+    time zone is reported suppressed (quiet_hours), and no empty file is written for it."""
+    folder = tmp_path / "requests"
+    folder.mkdir()
+    sample = sorted((TEMPLATES / "payment_reminder" / "samples").glob("*.json"))[0]
+    shutil.copy(sample, folder / "a.json")
+    zone = json.loads(sample.read_text("utf-8"))["customer"]["timezone"]
+    night = datetime(2026, 6, 1, 23, 0, tzinfo=ZoneInfo(zone)).isoformat()
+    out = tmp_path / "out"
+    result = run_example("render_folder.py", str(folder), "--template", "payment_reminder",
+                         "--out", str(out), "--as-of", night, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "a.json: sms suppressed: quiet_hours" in result.stdout
+    assert len(list(out.glob("*.eml"))) == 1 and not list(out.glob("*.sms.txt"))

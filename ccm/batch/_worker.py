@@ -540,10 +540,10 @@ def _decide(engine: Engine, tpl: Any, req: Request, channel: str, now: datetime,
             overrides: Mapping[str, Any] | None) -> Any:
     """The contact policy without the record: consent and quiet hours; caps count 0 here.
 
-    Caps are enforced by the parent, atomically, when it appends to the record.
+    Caps are enforced by the parent, atomically, when it appends to the record. A pack
+    without a ``policy:`` section has the default policy (marketing needs consent), as
+    in :meth:`Engine.render`, and the record's opt-outs and blocked channels still apply.
     """
-    if not engine.pack.policy:
-        return None
     return engine.policy.evaluate(
         customer=req.customer,
         message_type=tpl.message_type,

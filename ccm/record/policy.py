@@ -300,7 +300,7 @@ def _zone(name: object) -> tuple[tzinfo, str]:
                         path="$.customer.timezone", rule="type")
     try:
         return ZoneInfo(name), name
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
         raise DataError(f"unknown timezone {name!r} (expected an IANA name like Europe/Berlin)",
                         path="$.customer.timezone", rule="format") from None
 

@@ -32,10 +32,11 @@ __all__ = ["Check", "as_check", "compile_check", "compile_validator"]
 
 Check = Callable[[Any], bool]
 
-#: Keywords that never affect validity.
+#: Keywords that never affect validity (``errorMessage``: the words of a failed
+#: pattern, see :func:`ccm.render.template.describe_rule`).
 _ANNOTATIONS = frozenset({
     "$schema", "$id", "$comment", "title", "description", "examples", "default",
-    "deprecated", "readOnly", "writeOnly", "$defs", "definitions",
+    "deprecated", "readOnly", "writeOnly", "$defs", "definitions", "errorMessage",
 })
 _SUPPORTED = frozenset({
     "type", "properties", "required", "additionalProperties", "items", "minItems",

@@ -80,8 +80,11 @@ class Engine:
     Every message is recorded unless the caller opts out: ``record`` is a
     :class:`ccm.record.Record`, a record URL, ``None`` to keep no record, or
     :data:`DEFAULT` (the default: ``CCM_RECORD_URL``, else
-    ``sqlite:///ccm-record.db`` in the current folder). ``master_key`` encrypts archived content; by
-    default it comes from ``CCM_MASTER_KEY`` / ``CCM_MASTER_KEY_FILE`` when set.
+    ``sqlite:///ccm-record.db`` in the current folder). Without a record the
+    contact policy still applies what needs no history (consent in the
+    request, quiet hours, the time zone); caps and recorded opt-outs need one.
+    ``master_key`` encrypts archived content; by default it comes from
+    ``CCM_MASTER_KEY`` / ``CCM_MASTER_KEY_FILE`` when set.
     """
 
     def __init__(
@@ -210,6 +213,9 @@ class Engine:
         and with a ``run_id`` on the engine, the key is derived from run,
         template, customer and channel. Suppression by contact policy is a
         returned message with ``status="suppressed"`` and the rule in ``reason``.
+        ``record=False`` renders outside the record *and* the contact policy:
+        for proofs, previews and lint of samples, and batch workers (which
+        decide the policy themselves); a customer's message leaves it True.
         """
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
@@ -430,11 +436,15 @@ class Engine:
                     dup = duplicate(earlier, key, params, req)
                     restore_content(record, dup, earlier, tpl)
                     return dup
+        if use_record:
+            # With or without a record (Engine(record=None)): consent in the request,
+            # quiet hours and the time zone need no history; caps and opt-outs do.
             decision = decide(self.policy, tpl, req, channel, now, record)
             if not decision.allowed and not defers(self.options, decision):
                 suppress(message, decision)
-                self._append(record, message, params, caps=(),
-                             segment=req.customer.get("segment"))
+                if record is not None:
+                    self._append(record, message, params, caps=(),
+                                 segment=req.customer.get("segment"))
                 return message
             due = due_for(self.options, message, decision, now)
 

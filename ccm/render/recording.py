@@ -48,11 +48,18 @@ def open_record(record: Record | str | os.PathLike[str] | None,
 
 
 def decide(policy: Policy, tpl: Template, req: Request, channel: str, now: datetime,
-           record: Record) -> Decision:
-    """The contact policy's decision for one message, counting caps in ``record``."""
+           record: Record | None) -> Decision:
+    """The contact policy's decision for one message, counting caps in ``record``.
+
+    Without a record the rules that need no history still decide: consent
+    given in the request, quiet hours, the customer's time zone. Caps then
+    count 0 (there is nothing to count) and there are no recorded opt-outs.
+    """
     since_cache: dict[Any, int] = {}
 
     def counter(cap: Any) -> int:
+        if record is None:
+            return 0
         if cap not in since_cache:
             from datetime import timedelta
 
@@ -70,7 +77,7 @@ def decide(policy: Policy, tpl: Template, req: Request, channel: str, now: datet
         channel=channel,
         now=now,
         counter=counter,
-        consent_overrides=record.consent_overrides(req.customer_id),
+        consent_overrides=None if record is None else record.consent_overrides(req.customer_id),
     )
 
 

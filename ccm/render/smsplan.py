@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccm._util import json_encoder_once
 from ccm.channels import sms as sms_channel
+from ccm.errors import DataError
 from ccm.message import Request, output_filename
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
@@ -50,6 +51,7 @@ from ccm.render.environment import _consume, translate_error
 from ccm.render.template import (
     MAX_DEPTH,
     MAX_REQUEST_BYTES,
+    check_timezone,
     request_fast_validator,
     text_fault,
 )
@@ -213,6 +215,10 @@ class SmsPlan:
             return None
         customer = dict(obj["customer"])
         if customer["id"] in (None, ""):
+            return None
+        try:
+            check_timezone(customer.get("timezone"))
+        except DataError:  # the full path refuses it, naming the customer
             return None
         customer["id"] = str(customer["id"])
         req = Request(customer=customer, data=dict(obj.get("data", {})))

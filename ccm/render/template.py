@@ -7,9 +7,10 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
@@ -21,8 +22,9 @@ from ccm.message import CHANNELS, Request
 from ccm.render._contracts import Check, as_check, compile_validator
 
 __all__ = [
-    "BAD_TEXT", "SOURCES", "Template", "check_text", "describe_rule", "escape_text",
-    "load_template", "load_templates", "template_files", "text_fault", "validate_request",
+    "BAD_TEXT", "SOURCES", "Template", "check_text", "check_timezone", "describe_rule",
+    "escape_text", "load_template", "load_templates", "template_files", "text_fault",
+    "validate_request",
 ]
 
 #: Source file per channel.
@@ -302,6 +304,10 @@ def describe_rule(err: Any) -> str:
         return f"must be of type {kinds}"
     if rule == "format":
         return f"must be a valid {want}"
+    if rule == "pattern" and isinstance(err.schema, dict) and err.schema.get("errorMessage"):
+        # The schema's own words for a pattern (customer.phone: "must be an E.164
+        # number: ..."), clearer than the regular expression; as in ajv-errors.
+        return str(err.schema["errorMessage"])
     words = {
         "minimum": "must be at least {}", "maximum": "must be at most {}",
         "exclusiveMinimum": "must be greater than {}", "exclusiveMaximum": "must be less than {}",
@@ -362,9 +368,33 @@ def validate_request(obj: Any) -> Request:
             f"{path}: {describe_rule(err)} [rule: {err.validator}]",
             path=path, rule=str(err.validator), customer_id=customer_id,
         )
+    check_timezone(obj["customer"].get("timezone"), customer_id)
     request = Request.from_dict(obj)
     request.customer["id"] = str(request.customer["id"])
     return request
+
+
+@lru_cache(maxsize=512)  # bounded: the names come from the input
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
+        return False
+    return True
+
+
+def check_timezone(name: object, customer_id: object = None) -> None:
+    """``customer.timezone`` is absent, empty or an IANA zone; else a :class:`DataError`.
+
+    Checked with the request's shape, so an unknown zone is refused on every
+    channel (dates would otherwise be shown in UTC without a word, and quiet
+    hours could not be placed); the message does not repeat the value.
+    """
+    if isinstance(name, str) and name and not _known_zone(name):
+        raise DataError(
+            "$.customer.timezone: must be an IANA time zone name like Europe/Berlin "
+            "[rule: format]", path="$.customer.timezone", rule="format",
+            customer_id=customer_id)
 
 
 def template_files(root: Path) -> list[Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ccm.cli import main
-from tests.examples_helpers import PACKS, TEMPLATES, sample
+from tests.examples_helpers import DAYTIME, PACKS, TEMPLATES, sample
 
 
 def write_request(tmp_path: Path, request: dict[str, object], name: str = "req.json") -> Path:
@@ -29,7 +29,7 @@ def test_render_writes_files_and_json(tmp_path: Path, capsys: pytest.CaptureFixt
     code, out, _ = run(
         capsys, "render", "monthly_statement", "--pack", str(PACKS / "acme"),
         "--templates", str(TEMPLATES), "--data", str(data), "--out", str(tmp_path / "out"),
-        "--json", "--no-record",
+        "--json", "--no-record", "--as-of", DAYTIME.isoformat(),
     )
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]

@@ -11,7 +11,7 @@ import yaml
 import ccm
 from ccm.errors import BudgetError, SandboxError
 from ccm.render.budget import Budget
-from tests.examples_helpers import copy_examples, sample
+from tests.examples_helpers import copy_examples, daytime, sample
 
 
 def _edit(path: Path, marker: str, insert: str) -> None:
@@ -24,7 +24,7 @@ def test_engine_render_stops_a_huge_repetition_on_the_pdf_channel(tmp_path: Path
     """Engine.render (as the preview and proofs call it) fails fast naming the PDF source."""
     pack, templates = copy_examples(tmp_path)
     _edit(templates / "welcome" / "pdf.html.j2", "{% block content %}", "{{ 'A' * 10**9 }}")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(BudgetError) as caught:
         engine.render("welcome", sample("welcome"), "pdf")
     assert "welcome/pdf.html.j2" in str(caught.value)
@@ -36,7 +36,7 @@ def test_engine_render_refuses_printing_a_function_in_email(tmp_path: Path) -> N
     pack, templates = copy_examples(tmp_path)
     _edit(templates / "payment_reminder" / "email.mjml.j2", "{% block content %}",
           "<mj-text>{{ lipsum }}</mj-text>")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(SandboxError, match="not data"):
         engine.render("payment_reminder", sample("payment_reminder"), "email")
 
@@ -46,13 +46,13 @@ def test_a_template_budget_narrows_the_value_limit(tmp_path: Path) -> None:
     pack, templates = copy_examples(tmp_path)
     _edit(templates / "payment_reminder" / "sms.txt.j2", "{% block content %}",
           "{{ ('x' * 3000)|length }}")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     assert "3000" in engine.render("payment_reminder", sample("payment_reminder"), "sms").text
     manifest = templates / "payment_reminder" / "template.yaml"
     raw = yaml.safe_load(manifest.read_text("utf-8"))
     raw["budget"] = {"max_value_size": 2048}
     manifest.write_text(yaml.safe_dump(raw), "utf-8")
-    narrowed = ccm.Engine(pack, templates, record=None)
+    narrowed = ccm.Engine(pack, templates, record=None, clock=daytime)
     assert narrowed.budget(narrowed.template("payment_reminder")).max_value == 2048
     with pytest.raises(BudgetError, match="2048"):
         narrowed.render("payment_reminder", sample("payment_reminder"), "sms")

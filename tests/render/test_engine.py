@@ -23,7 +23,14 @@ from ccm.errors import (
     UnknownLocale,
     UnknownTemplate,
 )
-from tests.examples_helpers import copy_examples, engine, pdf_text, sample, sample_for_locale
+from tests.examples_helpers import (
+    copy_examples,
+    daytime,
+    engine,
+    pdf_text,
+    sample,
+    sample_for_locale,
+)
 
 
 def pdf_password(customer: dict[str, str]) -> str:
@@ -190,7 +197,7 @@ def test_a_brand_change_reaches_every_channel(tmp_path) -> None:  # type: ignore
     raw["palette"]["primary"] = "#123456"
     raw["legal"]["en_GB"] = "Rebranded Legal Text Ltd, registered in Nowhere."
     manifest.write_text(yaml.safe_dump(raw, allow_unicode=True))
-    eng = ccm.Engine(pack_dir, templates, record=None)
+    eng = ccm.Engine(pack_dir, templates, record=None, clock=daytime)
     for template in ("monthly_statement", "payment_reminder", "welcome", "product_offer"):
         req = sample(template)
         req["customer"]["locale"] = "en_GB"
@@ -210,14 +217,14 @@ def test_an_engine_renders_the_sources_it_loaded(tmp_path) -> None:  # type: ign
     digests stay true); a new engine picks the edit up, with a new sources digest."""
     pack_dir, templates = copy_examples(tmp_path)
     req = sample("payment_reminder")
-    running = ccm.Engine(pack_dir, templates, record=None)
+    running = ccm.Engine(pack_dir, templates, record=None, clock=daytime)
     before = running.render("payment_reminder", req, channel="sms")
     source = templates / "payment_reminder" / "sms.txt.j2"
     source.write_text("Edited on disk. " + source.read_text("utf-8"), "utf-8")
     again = running.render("payment_reminder", req, channel="sms")
     assert b"Edited on disk" not in again.content
     assert again.sources_sha256 == before.sources_sha256
-    fresh = ccm.Engine(pack_dir, templates, record=None).render(
+    fresh = ccm.Engine(pack_dir, templates, record=None, clock=daytime).render(
         "payment_reminder", req, channel="sms")
     assert b"Edited on disk" in fresh.content
     assert fresh.sources_sha256 != before.sources_sha256
@@ -255,7 +262,7 @@ def test_missing_password_field_is_a_clear_error() -> None:
 def test_missing_logo_fails_the_render(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A statement is never produced without its logo: the missing asset is named."""
     pack_dir, templates = copy_examples(tmp_path)
-    eng = ccm.Engine(pack_dir, templates, record=None)
+    eng = ccm.Engine(pack_dir, templates, record=None, clock=daytime)
     logo = pack_dir / eng.pack.raw["logo"]
     logo.unlink()
     with pytest.raises(AssetError, match=logo.name):

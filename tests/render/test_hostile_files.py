@@ -12,7 +12,7 @@ import pytest
 import ccm
 from ccm.channels.email import _mjml as email_mjml
 from ccm.errors import RenderError, UnsafeFileError
-from tests.examples_helpers import copy_examples, sample
+from tests.examples_helpers import copy_examples, daytime, sample
 
 PASSWD_MARK = "root:"
 
@@ -44,7 +44,7 @@ def test_include_of_a_symlink_to_etc_passwd_is_refused_on_every_channel(
     marker = "{% block content %}"
     src.write_text(text.replace(marker, marker + '{% include "templates/partials/secret.txt" %}',
                                 1), "utf-8")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(UnsafeFileError) as caught:
         engine.render(template, sample(template), channel)
     assert "partials/secret.txt" in str(caught.value)
@@ -65,7 +65,7 @@ def test_import_and_extends_of_a_symlink_are_refused(hostile: tuple[Path, Path],
     pack, templates = hostile
     src = templates / "payment_reminder" / "sms.txt.j2"
     src.write_text(tag + "\n{% block content %}x{% endblock %}\n", "utf-8")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(UnsafeFileError, match=r"secret\.txt"):
         engine.render("payment_reminder", sample("payment_reminder"), "sms")
 
@@ -80,7 +80,7 @@ def test_symlink_to_a_file_in_another_folder_is_refused(tmp_path: Path) -> None:
     src.write_text(src.read_text("utf-8").replace(
         "{% block content %}", '{% block content %}{% include "templates/partials/note.txt" %}'),
         "utf-8")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(UnsafeFileError, match=r"note\.txt"):
         engine.render("payment_reminder", sample("payment_reminder"), "sms")
 
@@ -90,7 +90,7 @@ def test_symlink_inside_a_template_folder_fails_loading(tmp_path: Path) -> None:
     pack, templates = copy_examples(tmp_path)
     (templates / "welcome" / "leak.txt").symlink_to("/etc/passwd")
     with pytest.raises(UnsafeFileError, match=r"leak\.txt"):
-        ccm.Engine(pack, templates, record=None)
+        ccm.Engine(pack, templates, record=None, clock=daytime)
 
 
 def test_pack_layout_symlink_fails_loading(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_symlink_to_dev_zero_in_assets_fails_loading(tmp_path: Path) -> None:
     pack, templates = copy_examples(tmp_path)
     (pack / "assets" / "zero.bin").symlink_to("/dev/zero")
     with pytest.raises(UnsafeFileError, match=r"zero\.bin"):
-        ccm.Engine(pack, templates, record=None)
+        ccm.Engine(pack, templates, record=None, clock=daytime)
 
 
 def test_symlink_loop_in_a_pack_fails_loading(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_symlink_loop_in_a_pack_fails_loading(tmp_path: Path) -> None:
     (pack / "assets" / "a").symlink_to(pack / "assets" / "b")
     (pack / "assets" / "b").symlink_to(pack / "assets" / "a")
     with pytest.raises(UnsafeFileError, match="symlink loop"):
-        ccm.Engine(pack, templates, record=None)
+        ccm.Engine(pack, templates, record=None, clock=daytime)
 
 
 def test_fifo_in_assets_does_not_hang_the_engine(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_manifest_symlink_is_refused(tmp_path: Path) -> None:
     manifest.unlink()
     manifest.symlink_to("/etc/passwd")
     with pytest.raises(UnsafeFileError) as caught:
-        ccm.Engine(pack, templates, record=None)
+        ccm.Engine(pack, templates, record=None, clock=daytime)
     assert PASSWD_MARK not in str(caught.value)
 
 
@@ -151,7 +151,7 @@ def test_catalog_symlink_is_refused(tmp_path: Path) -> None:
     po.unlink()
     po.symlink_to("/etc/passwd")
     with pytest.raises(UnsafeFileError):
-        ccm.Engine(pack, templates, record=None)
+        ccm.Engine(pack, templates, record=None, clock=daytime)
 
 
 def test_a_folder_symlink_that_is_no_template_gives_no_access(hostile: tuple[Path, Path]) -> None:
@@ -162,7 +162,7 @@ def test_a_folder_symlink_that_is_no_template_gives_no_access(hostile: tuple[Pat
     src.write_text(src.read_text("utf-8").replace(
         "{% block content %}", '{% block content %}{% include "templates/etc/passwd" %}'),
         "utf-8")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(UnsafeFileError, match="passwd"):
         engine.render("payment_reminder", sample("payment_reminder"), "sms")
 
@@ -181,14 +181,14 @@ def test_an_image_weasyprint_cannot_read_fails_the_render(tmp_path: Path, bad: b
     source.write_text(source.read_text(encoding="utf-8").replace(
         "{% block content %}", f'{{% block content %}}<img src="assets/{name}" alt="Logo">', 1),
         encoding="utf-8")
-    eng = ccm.Engine(pack, templates, record=None)
+    eng = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(AssetError, match=name) as caught:
         eng.render("welcome", sample("welcome"), channel="pdf")
     assert "valid PNG" in str(caught.value)
     # The same template without the broken image renders.
     source.write_text(source.read_text(encoding="utf-8").replace(
         f'<img src="assets/{name}" alt="Logo">', ""), encoding="utf-8")
-    assert ccm.Engine(pack, templates, record=None).render(
+    assert ccm.Engine(pack, templates, record=None, clock=daytime).render(
         "welcome", sample("welcome"), channel="pdf").status == "generated"
 
 
