@@ -77,13 +77,13 @@ def test_a_template_budget_cannot_raise_the_engines_limits(tmp_path: Path) -> No
     raw["budget"] = {"seconds": 100000, "max_value_size": 10**9, "max_output_bytes": 4096}
     manifest.write_text(yaml.safe_dump(raw), "utf-8")
     options = ccm.RenderOptions(time_budget=2, max_value_size=5000)
-    engine = ccm.Engine(pack, templates, record=None, options=options)
+    engine = ccm.Engine(pack, templates, record=None, options=options, clock=daytime)
     assert engine.budget(engine.template("payment_reminder")) == Budget(
         seconds=2, max_output=4096, max_value=5000)
     _edit(templates / "payment_reminder" / "sms.txt.j2", "{% block content %}",
           "{{ ('x' * 6000)|length }}")
     with pytest.raises(BudgetError, match="5000"):
-        ccm.Engine(pack, templates, record=None, options=options).render(
+        ccm.Engine(pack, templates, record=None, options=options, clock=daytime).render(
             "payment_reminder", sample("payment_reminder"), "sms")
 
 

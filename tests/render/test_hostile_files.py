@@ -241,7 +241,7 @@ def test_hidden_partial_in_the_template_folder_is_refused(tmp_path: Path) -> Non
         "{% block content %}",
         '{% block content %}{% include "templates/payment_reminder/.note.txt.j2" %}', 1),
         "utf-8")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(UnsafeFileError, match=r"'\.note\.txt\.j2' is hidden"):
         engine.render("payment_reminder", sample("payment_reminder"), "sms")
 
@@ -254,7 +254,7 @@ def test_layout_including_a_template_file_is_refused(tmp_path: Path) -> None:
     layout = pack / "layouts" / "sms.txt.j2"
     layout.write_text('{% include "templates/shared/note.txt.j2" %}' +
                       layout.read_text("utf-8"), "utf-8")
-    engine = ccm.Engine(pack, templates, record=None)
+    engine = ccm.Engine(pack, templates, record=None, clock=daytime)
     with pytest.raises(UnsafeFileError) as caught:
         engine.render("payment_reminder", sample("payment_reminder"), "sms")
     assert "templates/shared/note.txt.j2" in str(caught.value)

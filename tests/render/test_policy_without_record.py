@@ -99,4 +99,5 @@ def test_cli_text_line_of_a_suppressed_sms(tmp_path: Path,
                  str(tmp_path / "out"), "--channel", "sms", "--as-of", NIGHT.isoformat()])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.strip() == "suppressed product_offer for C-100231 (sms, en_GB): quiet_hours"
+    assert out.strip() == ("suppressed product_offer for C-100231 (sms, en_GB): quiet_hours "
+                           "until 2026-06-02T08:00:00+01:00")
