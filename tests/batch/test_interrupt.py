@@ -180,9 +180,9 @@ def test_ctrl_c_while_the_input_is_read_exits_130(
     writer = os.open(fifo, os.O_WRONLY)
     try:
         proc = _start(fifo, out, record_url, log)
+        target = os.path.realpath(fifo)
         reading = lambda: any(  # noqa: E731 - ccm has the pipe open: it is counting rows
-            os.path.realpath(f"/proc/{proc.pid}/fd/{fd}") == os.path.realpath(fifo)
-            for fd in _fds(proc.pid))
+            _fd_target(proc.pid, fd) == target for fd in _fds(proc.pid))
         _wait_for(proc, reading)
         _check_stopped(proc, _stop(proc, signal.SIGINT, True, log), 130, log)
     finally:
@@ -199,6 +199,15 @@ def _fds(pid: int) -> list[str]:
         return os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return []
+
+
+def _fd_target(pid: int, fd: str) -> str | None:
+    """What a process's open file ``fd`` is, or None: it may be closed between the listing
+    and this read (the process is running)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
 
 
 def test_run_batch_stops_its_workers_then_raises_keyboard_interrupt(
