@@ -679,7 +679,8 @@ def _request(request: Request | Mapping[str, Any]) -> Request:
     keeps its shape unchecked, but its text is checked as validation checks it, so that no
     channel meets a lone surrogate or a control character (:func:`check_text`)."""
     if isinstance(request, Request):
-        check_text(request.to_dict(), escape_text(request.customer_id))
+        if getattr(request, "_text_checked", False) is not True:  # not from validate_request
+            check_text(request.to_dict(), escape_text(request.customer_id))
         return request
     return validate_request(_as_dict(request))
 

@@ -371,6 +371,9 @@ def validate_request(obj: Any) -> Request:
     check_timezone(obj["customer"].get("timezone"), customer_id)
     request = Request.from_dict(obj)
     request.customer["id"] = str(request.customer["id"])
+    # Its text was checked above (_shape): the engine need not walk it again when a caller
+    # (a batch worker) hands it this Request (:func:`ccm.render.engine._request`).
+    object.__setattr__(request, "_text_checked", True)
     return request
 
 

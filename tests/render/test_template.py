@@ -195,3 +195,31 @@ def test_template_yaml_alias_bomb_is_a_short_template_error(tmp_path: Path) -> N
     with pytest.raises(TemplateError, match=r"template\.yaml: invalid YAML: its aliases \(\*name\) "
                                             r"expand to more than 100,000 values"):
         ccm.load_template(templates / "welcome")
+
+
+def test_a_validated_request_is_not_walked_again_by_the_engine(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate_request checks a request's text once; the engine trusts a Request it made
+    (a batch worker validates, then renders) and checks a Request made by hand."""
+    import ccm.render.engine as engine_mod
+    from ccm.message import Request
+    from tests.examples_helpers import daytime, sample
+
+    walked: list[str] = []
+    real = engine_mod.check_text
+
+    def counting(obj: object, customer_id: str | None = None) -> None:
+        walked.append(str(customer_id))
+        real(obj, customer_id)
+
+    monkeypatch.setattr(engine_mod, "check_text", counting)
+    engine = ccm.Engine("brand_packs/acme", "templates", record=None, clock=daytime)
+    request = sample("payment_reminder")
+    engine.render("payment_reminder", validate_request(request), channel="sms")
+    assert walked == []
+    by_hand = Request(customer=dict(request["customer"]), data=dict(request["data"]))
+    engine.render("payment_reminder", by_hand, channel="sms")
+    assert len(walked) == 1
+    by_hand.customer["name"] = "Eve\x1b[2J"
+    with pytest.raises(DataError, match=r"customer\.name"):
+        engine.render("payment_reminder", by_hand, channel="sms")
