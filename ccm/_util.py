@@ -340,3 +340,16 @@ def json_encoder_once(encoder: json.JSONEncoder) -> Callable[[Any], str] | None:
         return "".join(c_encode(value, 0))
 
     return encode
+
+
+#: What ``json.dumps(..., ensure_ascii=False)`` leaves raw that a terminal acts on or UTF-8
+#: cannot hold: DEL, C1 controls, bidi controls, lone surrogates (it escapes C0 itself).
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def json_safe_text(text: str) -> str:
+    """A JSON document from ``json.dumps(..., ensure_ascii=False)`` with what it leaves raw and
+    a terminal acts on or UTF-8 cannot hold written as ``\\uXXXX`` escapes: the same JSON
+    value, safe to print and to write as UTF-8 (CLI output, errors.jsonl)."""
+    return _RAW_IN_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+

@@ -36,7 +36,6 @@ import concurrent.futures as cf
 import json
 import logging
 import os
-import re
 import secrets
 import time
 from collections import Counter, deque
@@ -46,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ccm._util import json_safe_text
 from ccm.batch._chunks import FORMATS, JSONL_ABOVE, TEXT_CHANNELS, ChunkFiles, format_begun
 from ccm.batch._commit import Row, _Committer, _Sink, _TaskResult, max_rss_mb
 from ccm.batch._output import _Output
@@ -721,13 +721,7 @@ def _rows(requests: Iterable[Any]) -> Iterator[InputRow]:
 
 _ = DataError  # documented in errors.jsonl entries
 
-#: Lone surrogates: ``json.dumps(..., ensure_ascii=False)`` leaves them raw, and UTF-8 cannot
-#: hold them.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _error_line(record: Mapping[str, Any]) -> str:
     """One line of errors.jsonl: UTF-8 JSON, a lone surrogate (a customer id request
-    validation refused for it) written as its ``\\uXXXX`` escape, the same JSON value."""
-    text = json.dumps(record, ensure_ascii=False, default=str)
-    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text) + "\n"
+    validation refused for it) and controls escaped (:func:`~ccm._util.json_safe_text`)."""
+    return json_safe_text(json.dumps(record, ensure_ascii=False, default=str)) + "\n"

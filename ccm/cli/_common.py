@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 
 import click
 
+from ccm._util import json_safe_text as json_text
+
 __all__ = [
     "ENV_LOCK_TIMEOUT",
     "NOT_GZIP",
@@ -69,8 +71,6 @@ _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u206
 #: The same in one value from data, where a line break or tab is not the message's own either.
 _UNPRINTABLE_VALUE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
                                 "\ud800-\udfff]")
-#: What ``json.dumps(..., ensure_ascii=False)`` leaves raw of that (it escapes C0 itself).
-_UNPRINTABLE_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 #: Longest value from data a message shows whole (a customer id); longer ones are cut.
 MAX_SHOWN = 80
 
@@ -94,13 +94,6 @@ def shown(value: object, limit: int = MAX_SHOWN) -> str:
     if len(text) > limit:
         text = f"{text[:limit - 20]}\u2026 ({len(text)} characters)"
     return _UNPRINTABLE_VALUE.sub(_escaped, text)
-
-
-def json_text(text: str) -> str:
-    """A JSON document from ``json.dumps(..., ensure_ascii=False)`` with what it leaves raw
-    and a terminal acts on (DEL, C1, bidi controls, lone surrogates) as ``\\uXXXX`` escapes:
-    the same JSON value, safe to print."""
-    return _UNPRINTABLE_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def echo(message: str, *, err: bool = False, nl: bool = True) -> None:

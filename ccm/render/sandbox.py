@@ -331,7 +331,10 @@ _PERCENT_REPR = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?
 
 def refuse_repr_conversion(fmt: str, *, percent: bool = True) -> None:
     """:class:`SecurityError` for ``%r`` (``percent``) or ``{!r}``: a repr, not text."""
-    if _has_repr_conversion(str(fmt), percent):
+    text = str(fmt)
+    found = (_has_repr_conversion(text, percent) if len(text) <= _REMEMBERED_FORMAT
+             else _has_repr_conversion.__wrapped__(text, percent))
+    if found:
         if percent:
             raise SecurityError("the %r conversion writes a Python repr: use %s")
         raise SecurityError("the !r conversion writes a Python repr: leave it out")
@@ -356,10 +359,7 @@ def _check_format_widths(fmt: str, args: Any, *, percent: bool) -> None:
     meter = current_meter()
     numbers: list[int] = []
     if percent:
-        for match in _PERCENT_WIDTH.finditer(fmt):
-            for group in match.groups():
-                if group and group != "*":
-                    numbers.append(int(group))
+        numbers.append(_named_format(fmt)[0])  # the widest, read once per format
         if "*" in fmt:
             values = args if isinstance(args, tuple) else (args,)
             numbers.extend(v for v in values if type(v) is int)
@@ -387,12 +387,9 @@ def check_named_format(fmt: str, variables: dict[str, Any]) -> None:
 
     What the format says is read once per format (:func:`_named_format`): a render
     calls this for every translated message, and the same few come back every time."""
-    refuse_repr_conversion(fmt, percent=True)
-    widest, uses = _named_format(fmt)
+    _check_format_widths(fmt, variables, percent=True)
+    uses = _named_format(fmt)[1]
     meter = current_meter()
-    if widest > meter.max_value:
-        raise meter.error("value", "a format width is over the "
-                          f"{meter.max_value} budget (budget.max_value_size)")
     size = len(fmt)
     for name, count in uses:
         value = variables.get(name)
@@ -405,10 +402,25 @@ def check_named_format(fmt: str, variables: dict[str, Any]) -> None:
 _PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
 
 
-@functools.lru_cache(maxsize=4096)
+#: Longest format string whose facts are remembered: formats come from templates and
+#: catalogs (short, the same every render); a long one may be data, and is read afresh.
+_REMEMBERED_FORMAT = 1024
+
+
 def _named_format(fmt: str) -> tuple[int, tuple[tuple[str, int], ...]]:
-    """A ``%`` format's widest width or precision, and how often each ``%(name)`` is used
-    (the numbers :func:`_check_format_widths` reads; remembered per format)."""
+    """A ``%`` format's widest width or precision (0 without one), and how often each
+    ``%(name)`` is used: remembered per (short) format, read by every render."""
+    if len(fmt) <= _REMEMBERED_FORMAT:
+        return _remembered_format(fmt)
+    return _read_format(fmt)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_format(fmt: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    return _read_format(fmt)
+
+
+def _read_format(fmt: str) -> tuple[int, tuple[tuple[str, int], ...]]:
     widest = 0
     for match in _PERCENT_WIDTH.finditer(fmt):
         for group in match.groups():
