@@ -192,6 +192,26 @@ def test_an_image_weasyprint_cannot_read_fails_the_render(tmp_path: Path, bad: b
         "welcome", sample("welcome"), channel="pdf").status == "generated"
 
 
+def test_a_small_png_of_169_million_pixels_fails_the_render(tmp_path: Path) -> None:
+    """A 13,000 x 13,000 PNG of about 20 KB (1.4 GB once decoded) in a pack is refused by
+    its header, with the default limit, before WeasyPrint decodes it."""
+    from PIL import Image
+
+    from ccm.errors import AssetError
+
+    pack, templates = copy_examples(tmp_path)
+    Image.new("1", (13_000, 13_000)).save(pack / "assets" / "huge.png")
+    assert (pack / "assets" / "huge.png").stat().st_size < 50_000
+    source = templates / "welcome" / "pdf.html.j2"
+    source.write_text(source.read_text(encoding="utf-8").replace(
+        "{% block content %}", '{% block content %}<img src="assets/huge.png" alt="Logo">', 1),
+        encoding="utf-8")
+    eng = ccm.Engine(pack, templates, record=None, clock=daytime)
+    with pytest.raises(AssetError, match=r"assets/huge\.png.* 13000 x 13000 pixels") as caught:
+        eng.render("welcome", sample("welcome"), channel="pdf")
+    assert "40,000,000" in str(caught.value) and "scale it down" in str(caught.value)
+
+
 def test_deeply_nested_email_is_a_render_error_naming_the_template(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A loop opening 20,000 tags fails the render; mjml-python (it would crash) never runs."""

@@ -6,7 +6,6 @@ file and line -- never a raw Python exception, never a hang, never a repr.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +74,9 @@ def test_arithmetic_and_repetition_are_bounded(sources: Sources, source: str,
 def test_nested_loops_stop_at_the_time_budget(sources: Sources) -> None:
     """Two nested loops over range(99999) that write nothing stop with a time BudgetError."""
     source = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
-    started = time.monotonic()
     with pytest.raises(BudgetError, match="time budget") as caught:
         sources.render(source, budget=Budget(seconds=0.3))
     assert caught.value.context["budget"] == "time"
-    assert time.monotonic() - started < 60  # a hang would never get here
 
 
 @pytest.mark.parametrize(

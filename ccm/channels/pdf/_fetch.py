@@ -7,9 +7,11 @@ import logging
 import mimetypes
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.error import HTTPError
@@ -22,6 +24,10 @@ from ccm._files import contained, read_contained
 from ccm.errors import AssetError, UnsafeFileError
 
 _ROOTS_NOTE = " (a PDF reads only files of its pack and of its template's own folder)"
+
+#: The opening bytes of the raster formats Pillow decodes for WeasyPrint (PNG, JPEG, GIF,
+#: WebP, BMP, TIFF): the images whose pixels are counted before WeasyPrint decodes them.
+_RASTER = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 
 
 class AssetRefused(FatalURLFetchingError):  # type: ignore[misc]
@@ -99,6 +105,10 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
     redirects. Anything else -- and any missing or unreadable file -- raises
     :class:`AssetRefused`, which stops the render.
 
+    A raster image (from a file, ``data:`` or a listed host) of more than
+    ``max_image_pixels`` pixels is refused before WeasyPrint decodes it: a
+    PNG of a few kilobytes can unpack to gigabytes.
+
     File contents are cached per instance, keyed by path, mtime and size, so a
     batch does not re-read fonts and logos for every document.
     """
@@ -110,6 +120,7 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
         *,
         timeout: float = 10,
         max_asset_bytes: int = 50_000_000,
+        max_image_pixels: int = 40_000_000,
         cache_bytes: int = 64_000_000,
     ) -> None:
         super().__init__(timeout=timeout, allow_redirects=False, fail_on_errors=True)
@@ -118,6 +129,7 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
         self.roots: tuple[Path, ...] = tuple(Path(root).resolve() for root in roots)
         self.allowed_hosts: frozenset[str] = frozenset(h.strip().lower() for h in allowed_hosts)
         self.max_asset_bytes = max_asset_bytes
+        self.max_image_pixels = max_image_pixels
         self._cache_limit = cache_bytes
         self._cache: OrderedDict[tuple[Path, int, int], bytes] = OrderedDict()
         self._cache_size = 0
@@ -129,7 +141,7 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
         return (
             _rebuild_fetcher,
             (self.roots, tuple(sorted(self.allowed_hosts)), self._timeout,
-             self.max_asset_bytes, self._cache_limit),
+             self.max_asset_bytes, self._cache_limit, self.max_image_pixels),
         )
 
     def __repr__(self) -> str:
@@ -158,7 +170,10 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
             raise refused from exc
 
     def describe(self, url: str) -> str:
-        """``url`` for messages: the path relative to its root when it is a pack file."""
+        """``url`` for messages: the path relative to its root when it is a pack file; a
+        ``data:`` URL by its type and length (it may hold anything, and be long)."""
+        if url[:5].lower() == "data:":
+            return f"a data: URL ({url[5:].split(',', 1)[0][:60]}, {len(url)} characters)"
         path = self._path_of(url)
         if path is not None:
             try:
@@ -196,7 +211,10 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme == "data":
-            return super().fetch(url, headers)
+            response = super().fetch(url, headers)
+            data = response.read()
+            self._check_pixels(data, url)
+            return URLFetcherResponse(response.url, data, response.headers, response.status)
         if scheme == "file":
             return self._fetch_file(url)
         if scheme in ("http", "https"):
@@ -246,6 +264,7 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
         if not resolved.is_file():
             raise AssetRefused(f"asset is not a file: {self.describe(url)}", url)
         data = self._read(resolved, url, root)
+        self._check_pixels(data, url)
         content_type = mimetypes.guess_type(path.name)[0]
         headers = {"Content-Type": content_type} if content_type else {}
         return URLFetcherResponse(url, data, headers, 200)
@@ -280,6 +299,28 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
                     self._cache_size -= len(dropped)
         return data
 
+    def _check_pixels(self, data: bytes, url: str) -> None:
+        """Refuse a raster image of more than ``max_image_pixels`` pixels (its header only
+        is read); anything Pillow cannot identify is left to WeasyPrint, which fails it."""
+        if not data.startswith(_RASTER):
+            return
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(BytesIO(data)) as image:
+                    width, height = image.size
+        except Image.DecompressionBombError:
+            width, height = self.max_image_pixels + 1, 1
+        except Exception:  # not an image Pillow reads: WeasyPrint reports it
+            return
+        if width * height > self.max_image_pixels:
+            raise AssetRefused(
+                f"image too large: {self.describe(url)} has {width} x {height} pixels, more "
+                f"than the limit of {self.max_image_pixels:,}; scale it down (an image is "
+                "decoded whole before it is placed on the page)", url)
+
     def _fetch_http(self, url: str, headers: Mapping[str, str] | None) -> URLFetcherResponse:
         try:
             response = super().fetch(url, headers)
@@ -296,12 +337,15 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
             response.close()
         if len(data) > self.max_asset_bytes:
             raise AssetRefused(f"asset larger than {self.max_asset_bytes} bytes: {url}", url)
+        self._check_pixels(data, url)
         return URLFetcherResponse(response.url, data, response.headers, response.status)
 
 
 def _rebuild_fetcher(
-    roots: tuple[Path, ...], hosts: tuple[str, ...], timeout: float, max_bytes: int, cache: int
+    roots: tuple[Path, ...], hosts: tuple[str, ...], timeout: float, max_bytes: int, cache: int,
+    max_pixels: int = 40_000_000,
 ) -> PackFetcher:
     return PackFetcher(
-        roots, hosts, timeout=timeout, max_asset_bytes=max_bytes, cache_bytes=cache
+        roots, hosts, timeout=timeout, max_asset_bytes=max_bytes, cache_bytes=cache,
+        max_image_pixels=max_pixels,
     )

