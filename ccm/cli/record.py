@@ -40,6 +40,7 @@ from ccm.cli._common import (
 )
 from ccm.errors import (
     CCMError,
+    RecordError,
 )
 from ccm.record import checkpoint as checkpoints
 from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
@@ -90,8 +91,32 @@ def _opened(url: str | None, *, with_key: bool = False, write: bool = False,
         yield rec
     except CCMError as exc:
         raise fail(exc) from exc
+    except _GARBAGE as exc:
+        # A value of the wrong type in the record (text where a time belongs, a blob in a
+        # text column): told apart from a bug in ccm by verify, which reads every stored
+        # value as untrusted and never raises on one.
+        raise _changed_outside(rec, exc) from exc
     finally:
         rec.close()
+
+
+#: What reading a value of the wrong type out of a changed record raises.
+_GARBAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
+
+def _changed_outside(rec: Record, exc: Exception) -> BaseException:
+    """``exc`` as a one-line error when verify finds the record changed outside ccm;
+    else ``exc`` itself (a bug in ccm: the boundary reports it)."""
+    try:
+        found = rec.verify()
+    except Exception:  # the verify's own failure does not hide the first one
+        return exc
+    if found.ok:
+        return exc
+    return fail(RecordError(
+        f"the record at {rec.where} holds values changed outside ccm that this command "
+        f"cannot read; `ccm record verify --record URL` names the {found.problem_count} "
+        "problem(s), and a backup or a checkpoint tells what they were"))
 
 
 def write_output(path: Path, data: bytes) -> Path:
@@ -178,30 +203,33 @@ def timeline_cmd(customer: str, record_url: str | None, as_json: bool,
                        f"{rec.where}: check the customer id (the customer.id of the requests)",
                        ExitCode.NOT_FOUND)
         doc = timeline.to_dict()
-    if html_path is not None:
-        _write_html(doc, html_path, pack)
-        if not as_json:
+        if html_path is not None:
+            _write_html(doc, html_path, pack)
+            if not as_json:
+                return
+        if as_json:
+            click.echo(json_text(json.dumps(doc, indent=2, ensure_ascii=False)))
             return
-    if as_json:
-        click.echo(json_text(json.dumps(doc, indent=2, ensure_ascii=False)))
-        return
-    summary = doc["summary"]
-    echo(f"customer {shown(customer)}: {summary['generated']} generated, "
-         f"{summary['suppressed']} suppressed")
-    for m in doc["messages"]:
-        events = ", ".join(e["kind"] for e in m["events"])
-        reason = f" ({m['reason']})" if m["reason"] else ""
-        echo(f"{m['created_at'][:19]}  {m['channel']:5}  {m['status']:10}  "
-             f"{m['template']}@{m['template_version']}{reason}"
-             + (f"  [{events}]" if events else ""))
-    if summary["engagement_rate"]:
-        rates = ", ".join(f"{ch} {r:.0%}" for ch, r in summary["engagement_rate"].items())
-        echo(f"engagement: {rates}")
-    if summary["opted_out"]:
-        echo(f"opted out: {', '.join(summary['opted_out'])}")
-    if summary["erased_at"]:
-        echo(f"erased: {summary['erased_at']}")
-
+        summary = doc["summary"]
+        # Every line is made before the first is printed: a value that cannot be shown
+        # (a record changed outside ccm) fails the command before any output.
+        lines = [f"customer {shown(customer)}: {summary['generated']} generated, "
+                 f"{summary['suppressed']} suppressed"]
+        for m in doc["messages"]:
+            events = ", ".join(e["kind"] for e in m["events"])
+            reason = f" ({m['reason']})" if m["reason"] else ""
+            lines.append(f"{m['created_at'][:19]}  {m['channel']:5}  {m['status']:10}  "
+                         f"{m['template']}@{m['template_version']}{reason}"
+                         + (f"  [{events}]" if events else ""))
+        if summary["engagement_rate"]:
+            rates = ", ".join(f"{ch} {r:.0%}" for ch, r in summary["engagement_rate"].items())
+            lines.append(f"engagement: {rates}")
+        if summary["opted_out"]:
+            lines.append(f"opted out: {', '.join(summary['opted_out'])}")
+        if summary["erased_at"]:
+            lines.append(f"erased: {summary['erased_at']}")
+        for line in lines:
+            echo(line)
 
 def _write_html(timeline: dict[str, Any], path: Path, pack: Path | None) -> None:
     try:
@@ -293,7 +321,7 @@ def show_cmd(message_id: str, record_url: str | None, content_path: Path | None,
             if archival is None:
                 raise Fail(f"message {message_id} has no archival copy", ExitCode.NOT_FOUND)
             write_output(archival_path, archival)
-    click.echo(json_text(json.dumps(doc, indent=2, ensure_ascii=False)))
+        click.echo(json_text(json.dumps(doc, indent=2, ensure_ascii=False)))
 
 
 @record.command("erase")
@@ -375,12 +403,12 @@ def export_cmd(customer: str, record_url: str | None, out: Path | None) -> None:
             raise Fail(f"no messages for customer {customer!r} in the record at {rec.where}: "
                        "check the customer id (the customer.id of the requests); nothing "
                        "was written", ExitCode.NOT_FOUND)
-    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    if out is None:
-        click.echo(json_text(text), nl=False)
-    else:
-        write_output(out, text.encode("utf-8"))
-        echo(f"wrote {out} ({len(doc['messages'])} message(s))", err=True)
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        if out is None:
+            click.echo(json_text(text), nl=False)
+        else:
+            write_output(out, text.encode("utf-8"))
+            echo(f"wrote {out} ({len(doc['messages'])} message(s))", err=True)
 
 
 def _when(value: str | None) -> datetime | None:

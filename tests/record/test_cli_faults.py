@@ -320,3 +320,55 @@ def test_a_plain_path_means_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(RecordNotFound):
         Record("missing.db", read_only=True)
     assert not (tmp_path / "missing.db").exists()
+
+
+TAMPERED = {
+    "a timestamp that is text": "UPDATE messages SET created_at = 'not a time'",
+    "a status that is bytes": "UPDATE messages SET status = X'00ff'",
+    "event data that is not JSON": "UPDATE events SET data = '{not json'",
+    "an event time that is a number": "UPDATE events SET at = 12345",
+}
+READERS = {
+    "timeline": ["timeline", "C1"],
+    "timeline --json": ["timeline", "C1", "--json"],
+    "export": ["export", "C1", "--out", "{dir}/c1.json"],
+    "show": ["show", "m1"],
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("change", sorted(TAMPERED))
+def test_a_record_changed_outside_ccm_is_one_line_not_a_bug_report(
+        record_db: Path, tmp_path: Path, key: MasterKey, change: str, reader: str) -> None:
+    """A value of the wrong type written into the record by hand: the reading commands say
+    the record was changed outside ccm and point at verify (exit 1), print nothing else
+    and write no file, instead of an internal error (exit 70) asking for a bug report."""
+    with Record(record_db, master_key=key) as rec:
+        rec.add_event("m1", "opened", at=T0, data={"ip": "192.0.2.1"})
+    with sqlite3.connect(record_db) as db:
+        db.execute(TAMPERED[change])
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [a.replace("{dir}", str(out)) for a in READERS[reader]]
+    result = _run(*argv, "--record", str(record_db), key=key)
+    assert result.exit_code == 1, result.output
+    line = _one_line(result)
+    assert "changed outside ccm" in line and "ccm record verify" in line
+    assert "192.0.2.1" not in result.output and "not json" not in result.output
+    assert list(out.iterdir()) == []
+    verified = _run("verify", "--record", str(record_db))
+    assert verified.exit_code == 1 and "edited" in verified.output
+
+
+def test_a_read_failing_on_an_intact_record_is_still_a_bug(
+        record_db: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The same failure where verify finds nothing wrong is ccm's own: exit 70, the bug line."""
+    from ccm.cli import main
+
+    def broken(self: Record, customer_id: str) -> None:
+        raise TypeError("a bug in ccm")
+
+    monkeypatch.setattr(Record, "timeline", broken)
+    assert main(["record", "timeline", "C1", "--record", str(record_db)]) == 70
+    assert "internal error: TypeError" in capsys.readouterr().err
