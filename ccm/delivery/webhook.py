@@ -64,7 +64,9 @@ def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str,
         return False
     if abs(now - stamp) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, stamp, body), signature.strip())
+    # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not False).
+    given = signature.strip().encode("ascii", "replace")
+    return hmac.compare_digest(sign(secret, stamp, body).encode("ascii"), given)
 
 
 @dataclass(frozen=True)

@@ -252,4 +252,7 @@ def serve(
         os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE)) else None
     app = create_app(Record(record_url, create=False, master_key=master), key, brand=brand,
                      webhooks=webhooks, retrieval=retrieval)
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    # No access log: its lines carry the paths and queries, which hold the tokens of
+    # links (/d/, /u/, /w/, /c/) and report parameters. Refusals are logged by the routes.
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False,
+                access_log=False)

@@ -83,9 +83,19 @@ def slices(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
         yield values[start:start + size]
 
 
+#: Query parameters of a record URL that may hold a secret (libpq takes ``password`` and
+#: ``sslpassword`` there as well as in the ``user:password@`` part).
+_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "key")
+
+
 def where(url: sa.URL) -> str:
-    """The URL as it may be shown: no password."""
-    return url.render_as_string(hide_password=True)
+    """The URL as it may be shown: no password, in the ``user:password@`` part or in the
+    query (``?password=``, ``?sslpassword=``, anything naming a secret or key)."""
+    hidden = {name: "***" for name in url.query
+              if any(word in name.lower() for word in _SECRET_WORDS)}
+    if hidden:
+        url = url.update_query_dict(hidden)
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def lock_id(customer_id: str) -> int:

@@ -146,3 +146,44 @@ def test_render_documents_as_links(tmp_path: Path, capsys: pytest.CaptureFixture
     with Record(url) as rec:
         channels = sorted(i.entry.channel for i in rec.timeline("C-100231").messages)
     assert channels == ["email", "pdf"]
+
+
+def test_the_served_app_logs_no_token(tmp_path: Path, url: str) -> None:
+    """`ccm events serve` writes no access log: its lines would carry the links' tokens and
+    the report's parameters. Requests are answered; no output holds the path."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from ccm.render.links import TrackingKey
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "CCM_TRACKING_KEY": TrackingKey.generate().to_base64()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccm", "events", "serve", "--record", url, "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    token = "TOKEN" + "x" * 40
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/o/{token}.gif?u=SECRETQ", timeout=5)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert answer.status_code < 500  # a made-up token: refused, but answered
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    text = (out + err).decode("utf-8", "replace")
+    assert "Uvicorn running" in text or "Application startup" in text, text
+    assert token not in text and "SECRETQ" not in text and "GET /" not in text

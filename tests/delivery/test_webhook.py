@@ -90,6 +90,17 @@ def test_a_wrong_secret_or_an_old_timestamp_is_refused() -> None:
     assert got == []
 
 
+@pytest.mark.parametrize("signature", ["v1=\u00e9", "v1=" + "\u0661" * 64, "\x00", ""])
+def test_a_signature_of_any_characters_is_refused_not_an_error(signature: str) -> None:
+    """A receiver built on verify_signature answers a forged header with False: compare_digest
+    raised TypeError on a non-ASCII str, which a receiver would turn into a 500."""
+    from ccm.delivery.webhook import sign
+
+    stamp = str(int(NOW))
+    assert verify_signature(SECRET, stamp, b"{}", sign(SECRET, int(NOW), b"{}"), now=NOW)
+    assert verify_signature(SECRET, stamp, b"{}", signature, now=NOW) is False
+
+
 def test_server_errors_are_temporary_and_client_errors_permanent() -> None:
     """503 and 429 are retried, 422 is not."""
     with receiver([503, 429, 422]) as (url, _):

@@ -242,6 +242,16 @@ def test_an_unreachable_database_is_an_io_error() -> None:
     assert "127.0.0.1:1" in line and "pw" not in line
 
 
+@pytest.mark.parametrize("query", ["password=S3CRETPW", "sslpassword=S3CRETPW&sslmode=require",
+                                   "PGPASSWORD=S3CRETPW"])
+def test_a_password_in_the_url_query_is_not_shown(query: str) -> None:
+    """libpq takes the password in the query as well: it is masked there too."""
+    result = _run("verify", "--record", f"postgresql+psycopg://u@127.0.0.1:1/x?{query}")
+    assert result.exit_code == 5, result.output
+    line = _one_line(result)
+    assert "S3CRETPW" not in line and "=***" in line and "127.0.0.1:1" in line
+
+
 def test_locked_past_the_timeout_is_a_conflict(record_db: Path) -> None:
     """A writer held by another process past CCM_RECORD_LOCK_TIMEOUT exits 4, saying locked."""
     holder = sqlite3.connect(record_db, isolation_level=None)
