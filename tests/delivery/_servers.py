@@ -145,6 +145,12 @@ def smtp_server(*, tls: ssl.SSLContext | None = None, implicit_tls: bool = False
         server.close()
         for transport in mailbox.transports:
             transport.abort()
+        # And every socket the loop still holds (a connection whose TLS handshake had not
+        # finished never reached connection_made): left open, it would be collected in a
+        # later test and fail that one with an "unclosed transport" ResourceWarning.
+        for transport in list(getattr(loop, "_transports", {}).values()):
+            if not transport.is_closing():
+                transport.abort()
         loop.run_until_complete(server.wait_closed())
         loop.run_until_complete(asyncio.sleep(0.05))  # let aborted sessions finish
         for task in asyncio.all_tasks(loop):

@@ -270,6 +270,13 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.hub.close()
         await super().shutdown(sockets=sockets)
+        # A connection still open after the graceful timeout is closed here, while the
+        # loop runs, rather than left for the garbage collector.
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+        await asyncio.sleep(0)
 
 
 class PreviewServer:
