@@ -104,9 +104,11 @@ def bounce_cmd(files: tuple[Path, ...], maildir: Path | None, record_url: str | 
                at: datetime | None) -> None:
     """Read DSN bounces (RFC 3464) and ARF complaints (RFC 5965) into the record.
 
-    Each report is one line of output. A report that cannot be read or names
-    a message this record does not hold is reported and skipped; the exit
-    status is then 1.
+    Each report is one line of output; one read before adds nothing (even
+    after ccm record unsuppress). A report that cannot be read, names a
+    message this record does not hold, or names one that is not a generated
+    email (an SMS, a PDF, a suppressed email) is reported and skipped; the
+    exit status is then 1.
     """
     if not files and maildir is None:
         raise click.UsageError("give report FILEs or --maildir DIR")

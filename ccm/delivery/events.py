@@ -23,10 +23,19 @@ SMS START / UNSTOP          ``opted_in`` ``{"channel": "sms"}``
 ``ccm record unsuppress``   ``unsuppressed`` ``{"channel": ..., "by": "operator"}``
 ==========================  ==================================================
 
+A DSN or ARF report applies only to an email message ccm generated (status
+``generated``): a report naming an SMS or PDF message, or an email the
+policy suppressed (it never left), raises :class:`~ccm.errors.InboundError`
+with ``reason="unmatched"`` and adds nothing. Reports need no ``sent``
+event: an application may send the rendered ``.eml`` by its own transport.
+
 Every handler is idempotent: the same report read twice, or a callback
 delivered twice, adds nothing the second time (a replayed callback is
-refused with :class:`Refused`). Event data never holds an address, a phone
-number or diagnostic text.
+refused with :class:`Refused`). A report already recorded for its message
+adds nothing however often it is read again, even after an operator lifted
+the suppression it caused (``ccm record unsuppress``); a message suppresses
+its customer's email at most once for hard bounces. Event data never holds
+an address, a phone number or diagnostic text.
 
 Logging (``ccm.delivery.events``): INFO for each event added, WARNING for a
 refused callback (with the reason, never a secret or a parameter value).
@@ -44,7 +53,7 @@ from typing import Any, Protocol
 
 from ccm.delivery.reports import Bounce, Complaint, parse_report
 from ccm.delivery.twilio import UNSUBSCRIBED_CODE, StatusEvent, normalise_phone, status_event
-from ccm.errors import DataError, MessageNotFound
+from ccm.errors import DataError, InboundError, MessageNotFound
 from ccm.record.entries import BLOCKED_PREFIX
 
 __all__ = [
@@ -113,9 +122,30 @@ def _suppress(record: Any, message_id: str, customer_id: str, channel: str, reas
         added.append("suppressed")
 
 
-def record_report(record: Any, report: Bounce | Complaint, *, now: datetime) -> Outcome:
-    """Add the events a parsed DSN or ARF report means (see the module table)."""
+def _reportable(entry: Any, source: str | None) -> None:
+    """Refuse a report about a message that is not an email that was generated."""
+    if entry.channel == "email" and entry.status == "generated":
+        return
+    why = (f"was {entry.status}, never sent" if entry.channel == "email"
+           else f"is {entry.channel}, not email")
+    where = f"{source}: " if source else ""
+    raise InboundError(
+        f"{where}report is about message {entry.message_id}, which {why}; a DSN or ARF "
+        "report applies only to an email that was generated",
+        reason="unmatched", source=source, message_id=entry.message_id,
+    )
+
+
+def record_report(record: Any, report: Bounce | Complaint, *, now: datetime,
+                  source: str | None = None) -> Outcome:
+    """Add the events a parsed DSN or ARF report means (see the module table).
+
+    Raises :class:`~ccm.errors.MessageNotFound` for a message not in the
+    record and :class:`~ccm.errors.InboundError` (``unmatched``) for one that
+    is not a generated email. A report already recorded adds nothing.
+    """
     entry = record.get(report.message_id)  # MessageNotFound for a message not in the record
+    _reportable(entry, source)
     data = report.to_data()
     added: list[str] = []
     if isinstance(report, Complaint):
@@ -123,15 +153,18 @@ def record_report(record: Any, report: Bounce | Complaint, *, now: datetime) -> 
             added.append("complained")
         return Outcome(entry.message_id, entry.customer_id, tuple(added),
                        "complaint" if added else "complaint already recorded", data)
-    seen = [e for e in _kinds(record, report.message_id)
-            if e.kind == "bounced" and e.data == data]
-    if not seen:
-        record.add_event(report.message_id, "bounced", at=now, data=data)
-        added.append("bounced")
-    if report.kind == "hard":
+    bounces = [e for e in _kinds(record, report.message_id) if e.kind == "bounced"]
+    note = f"{report.kind} bounce {report.status}"
+    if any(e.data == data for e in bounces):
+        # Read before: nothing again, not even the suppression an operator may have lifted.
+        return Outcome(entry.message_id, entry.customer_id, (), note + " (already recorded)",
+                       data)
+    record.add_event(report.message_id, "bounced", at=now, data=data)
+    added.append("bounced")
+    if report.kind == "hard" and not any((e.data or {}).get("bounce") == "hard"
+                                         for e in bounces):
         _suppress(record, report.message_id, entry.customer_id, entry.channel, "hard_bounce",
                   now, added)
-    note = f"{report.kind} bounce {report.status}" + ("" if added else " (already recorded)")
     return Outcome(entry.message_id, entry.customer_id, tuple(added), note, data)
 
 
@@ -152,7 +185,7 @@ def record_report_bytes(
     if report is None:
         return Outcome(None, None, (), "report changes nothing (no failure, no abuse)")
     try:
-        return record_report(record, report, now=now)
+        return record_report(record, report, now=now, source=source)
     except MessageNotFound as exc:
         raise MessageNotFound(
             f"{source + ': ' if source else ''}report is about message {report.message_id}, "

@@ -3,13 +3,21 @@
 Mounted by :func:`ccm.engagement.app.create_app` when configured
 (:class:`WebhookSettings`)::
 
-    POST /events/report          a DSN or ARF report (message/rfc822 body), signed
-                                 X-CCM-Signature: sha256=<hex HMAC-SHA256(secret, body)>
+    POST /events/report[?to=R]   a DSN or ARF report (message/rfc822 body), signed
+                                 X-CCM-Timestamp: <unix seconds>
+                                 X-CCM-Signature: v1=<hex HMAC-SHA256(secret,
+                                     "<timestamp>.<R>\\n<body>")>
     POST /twilio/status          a Twilio status callback, X-Twilio-Signature checked
     POST /twilio/inbound         an inbound SMS (STOP/START/HELP), answered with TwiML
 
 Every request is authenticated before any field is believed: a missing or
-wrong signature answers 403 and records nothing. A body over the route's
+wrong signature answers 403 and records nothing. A report's signature
+(:func:`report_signature`, the scheme of :func:`ccm.delivery.webhook.sign`)
+covers the timestamp, the ``to`` query parameter (the envelope recipient,
+which can pick the message) and the body; a timestamp more than 5 minutes
+from the app's clock (``WebhookSettings.report_tolerance``) either way is
+refused, so a captured report cannot be replayed later or pointed at
+another message. A body over the route's
 limit (2 MB for a report, 64 KB for a Twilio form) answers 413 before the
 signature is checked, and is never read past the limit
 (:func:`ccm.engagement.bodies.read_body`). A replayed status callback
@@ -21,9 +29,8 @@ never a signature, a token, a phone number or a form value.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +47,7 @@ from ccm.delivery.events import (
 )
 from ccm.delivery.reports import MAX_REPORT_BYTES
 from ccm.delivery.twilio import check_signature, keyword, twiml
+from ccm.delivery.webhook import sign, verify_signature
 from ccm.engagement.bodies import BodyTooLarge, read_body
 from ccm.errors import InboundError, MessageNotFound
 
@@ -60,6 +68,11 @@ logger.addHandler(logging.NullHandler())
 
 _NO_STORE = {"Cache-Control": "no-store, private"}
 _MAX_FORM_BYTES = 64_000
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+#: How far a report's ``X-CCM-Timestamp`` may be from the app's clock, either way.
+REPORT_TOLERANCE = timedelta(minutes=5)
 
 #: Answers to the SMS keywords (CTIA: confirm an opt-out and an opt-in, say how to get help).
 STOP_TEXT = ("You are unsubscribed and will receive no more messages from us. "
@@ -74,7 +87,8 @@ class WebhookSettings:
 
     ``public_url`` is the app's address as the provider calls it (behind a
     proxy the request's own URL differs, and Twilio signs the URL it called).
-    ``clock`` is injected in tests.
+    ``clock`` is injected in tests. ``report_tolerance`` is how far a report's
+    timestamp may be from ``clock`` (either way) for it to be taken.
     """
 
     twilio_auth_token: str | None = field(default=None, repr=False)
@@ -82,15 +96,31 @@ class WebhookSettings:
     directory: CustomerDirectory | None = None
     public_url: str | None = None
     max_age: timedelta = CALLBACK_MAX_AGE
+    report_tolerance: timedelta = REPORT_TOLERANCE
     stop_text: str = STOP_TEXT
     start_text: str = START_TEXT
     help_text: str = HELP_TEXT
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
-def report_signature(secret: bytes, body: bytes) -> str:
-    """The ``X-CCM-Signature`` header value of a report POST: ``sha256=<hex>``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def _signed_report(to: str | None, body: bytes) -> bytes:
+    """What a report's signature covers after the timestamp: ``<to>\\n<body>``."""
+    to = to or ""
+    if _CONTROL.search(to):
+        raise ValueError("the envelope recipient (to) must not contain control characters")
+    return to.encode("utf-8") + b"\n" + body
+
+
+def report_signature(secret: bytes, timestamp: int, body: bytes, *, to: str | None = None) -> str:
+    """The ``X-CCM-Signature`` header value of a report POST (``v1=<hex>``).
+
+    ``timestamp`` (unix seconds) is sent as ``X-CCM-Timestamp``; ``to`` is the
+    ``?to=`` query parameter (the envelope recipient), ``None`` when the POST
+    has none. The HMAC-SHA256 covers ``"<timestamp>.<to>\\n<body>"``, so none of
+    them can be changed after signing. Raises :class:`ValueError` for a ``to``
+    with a control character (it would make the signed text ambiguous).
+    """
+    return sign(secret, timestamp, _signed_report(to, body))
 
 
 def _client(request: Request) -> str:
@@ -133,13 +163,29 @@ def routes(store: Any, settings: WebhookSettings) -> list[Route]:
         except BodyTooLarge:
             return _refuse(request, 413, "too-large", "report too large")
         given = request.headers.get("x-ccm-signature", "")
-        expected = report_signature(settings.report_secret, body)
-        if not hmac.compare_digest(given.encode("ascii", "replace"), expected.encode("ascii")):
+        stamp = request.headers.get("x-ccm-timestamp", "")
+        if given.startswith("sha256="):
+            return _refuse(request, 403, "old-scheme: sha256= signs the body only; sign with "
+                           "report_signature (v1=, X-CCM-Timestamp)", "signature required")
+        if not given or not stamp:
+            return _refuse(request, 403, "unsigned", "signature and timestamp required")
+        recipients = request.query_params.getlist("to")
+        if len(recipients) > 1 or any(_CONTROL.search(r) for r in recipients):
+            return _refuse(request, 403, "bad-to", "one envelope recipient (to) at most")
+        envelope = recipients[0] if recipients else None
+        if not _TIMESTAMP.fullmatch(stamp):
+            return _refuse(request, 403, "bad-timestamp", "timestamp required (unix seconds)")
+        now = settings.clock()
+        tolerance = settings.report_tolerance.total_seconds()
+        if abs(now.timestamp() - int(stamp)) > tolerance:
+            return _refuse(request, 403, "stale-timestamp",
+                           "timestamp too far from the server's clock")
+        if not verify_signature(settings.report_secret, stamp, _signed_report(envelope, body),
+                                given, now=now.timestamp(), tolerance=tolerance):
             return _refuse(request, 403, "bad-signature", "signature required")
-        envelope = request.query_params.get("to")
         try:
             outcome = await run_in_threadpool(
-                record_report_bytes, store, body, now=settings.clock(), envelope_to=envelope
+                record_report_bytes, store, body, now=now, envelope_to=envelope
             )
         except InboundError as exc:
             return _refuse(request, 422, f"report: {exc.context.get('reason')}", str(exc))

@@ -100,6 +100,53 @@ def test_unsuppress_lifts_a_hard_bounce(tmp_path: Path, url: str,
     assert code == 3 and "no suppression on email" in err
 
 
+def test_an_old_bounce_read_again_leaves_the_unsuppress_alone(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bounce, unsuppress, bounce the same file again (a cron re-reading the maildir): nothing
+    new, and the customer stays unblocked, however often it is read."""
+    old = tmp_path / "old.eml"
+    old.write_bytes(dsn(EMAIL))
+    code, out, _ = run(capsys, "events", "bounce", str(old), "--record", url)
+    assert code == 0 and out.strip().endswith("(bounced, suppressed)")
+    code, out, _ = run(capsys, "record", "unsuppress", "C1", "--channel", "email",
+                       "--record", url)
+    assert code == 0 and "email unsuppressed" in out
+    for _ in range(2):
+        code, out, err = run(capsys, "events", "bounce", str(old), "--record", url)
+        assert (code, err) == (0, "") and out.strip().endswith("(nothing new)")
+        with Record(url) as rec:
+            assert rec.consent_overrides("C1") == {}
+    code, _, err = run(capsys, "record", "unsuppress", "C1", "--channel", "email",
+                       "--record", url)
+    assert code == 3 and "no suppression on email" in err  # nothing to lift: still unblocked
+
+
+def test_a_report_about_an_sms_or_a_held_email_is_unmatched(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DSN naming an SMS message, or an email that was suppressed, is reported by file
+    name as not a generated email and skipped; the next file is still read; exit 1."""
+    sms, held = "c" * 32, "d" * 32
+    with Record(url) as rec:
+        rec.append(entry("C1", message_id=sms, channel="sms", created_at=T0))
+        rec.append(entry("C1", message_id=held, status="suppressed", reason="consent:email",
+                         created_at=T0))
+    files = []
+    for name, mid in (("sms.eml", sms), ("held.eml", held), ("good.eml", EMAIL)):
+        path = tmp_path / name
+        path.write_bytes(dsn(mid))
+        files.append(str(path))
+    code, out, err = run(capsys, "events", "bounce", *files, "--record", url)
+    assert code == 1
+    assert f"{files[0]}: report is about message {sms}, which is sms, not email" in err
+    assert f"{files[1]}: report is about message {held}, which was suppressed, never sent" in err
+    assert "2 report(s) not recorded" in err and "Traceback" not in err
+    assert out.strip() == f"{files[2]}: hard bounce 5.1.1; message {EMAIL} (bounced, suppressed)"
+    with Record(url) as rec:
+        assert [e.kind for e in rec.events(sms)] == [] and rec.events(held) == []
+
+
 def test_serve_without_a_tracking_key_says_what_to_set(
     url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,10 +19,11 @@ from ccm.delivery.events import (
     record_status,
     unsuppress,
 )
-from ccm.errors import MessageNotFound
+from ccm.errors import InboundError, MessageNotFound
 from ccm.record import Record
 from tests.delivery._mail import arf, dsn
 from tests.examples_helpers import PACKS, TEMPLATES, sample
+from tests.record._support import entry
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, outside the SMS quiet hours
 SID = "SM" + "a" * 32
@@ -96,6 +97,57 @@ def test_report_about_a_message_of_another_record_says_so(setup: tuple[Any, Reco
     _, rec = setup
     with pytest.raises(MessageNotFound, match=r"bounces/1\.eml"):
         record_report_bytes(rec, dsn("f" * 32), now=NOON, source="bounces/1.eml")
+
+
+def test_a_hard_bounce_read_again_does_not_undo_the_operators_unsuppress(
+    setup: tuple[Any, Record],
+) -> None:
+    """The same DSN read after ``unsuppress`` (a maildir re-read by cron) adds nothing: the
+    customer stays unblocked; another hard bounce of the same message does not block again."""
+    engine, rec = setup
+    request = sample("payment_reminder")
+    first = engine.render("payment_reminder", request, channel="email")
+    raw = dsn(first.message_id)
+    assert record_report_bytes(rec, raw, now=NOON).added == ("bounced", "suppressed")
+    for hour in (1, 3):
+        unsuppress(rec, first.customer_id, "email", now=NOON + timedelta(hours=hour))
+        again = record_report_bytes(rec, raw, now=NOON + timedelta(hours=hour + 1))
+        assert again.added == () and again.note.endswith("(already recorded)")
+        assert rec.consent_overrides(first.customer_id) == {}
+        assert engine.render("payment_reminder", request, channel="email").status == "generated"
+        if hour == 1:  # suppressed by something else in between, lifted again
+            record_report_bytes(rec, dsn(engine.render("payment_reminder", request,
+                                                       channel="email").message_id),
+                                now=NOON + timedelta(hours=2))
+    other_code = dsn(first.message_id, status="5.1.2")
+    assert record_report_bytes(rec, other_code, now=NOON + timedelta(hours=5)).added == (
+        "bounced",)
+    assert rec.consent_overrides(first.customer_id) == {}
+
+
+def test_reports_apply_only_to_a_generated_email(setup: tuple[Any, Record]) -> None:
+    """A DSN or ARF naming an SMS, a PDF or a suppressed (never sent) email is ``unmatched``
+    and adds nothing: no bounce, no block, no consent change."""
+    engine, rec = setup
+    request = sample("payment_reminder")
+    sms = engine.render("payment_reminder", request, channel="sms")
+    pdf = entry(sms.customer_id, channel="pdf", message_type="operational", created_at=NOON)
+    rec.append(pdf)
+    offer = engine.render("product_offer", sample("product_offer"), channel="email")
+    record_report_bytes(rec, arf(offer.message_id), now=NOON)  # consent withdrawn: next held
+    held = engine.render("product_offer", sample("product_offer"), channel="email")
+    assert held.status == "suppressed"
+    customer = sms.customer_id
+    before = rec.consent_overrides(customer)
+    for message in (sms, pdf, held):
+        for raw in (dsn(message.message_id), arf(message.message_id)):
+            with pytest.raises(InboundError, match=message.message_id) as caught:
+                record_report_bytes(rec, raw, now=NOON, source="bounces/9.eml")
+            assert caught.value.context["reason"] == "unmatched"
+            assert str(caught.value).startswith("bounces/9.eml: report is about message")
+        assert kinds(rec, message.message_id) == []
+    assert rec.consent_overrides(customer) == before
+    assert engine.render("payment_reminder", request, channel="sms").status == "generated"
 
 
 def test_stop_blocks_every_sms_and_start_gives_it_back(

@@ -17,7 +17,7 @@ from ccm.engagement.app import create_app
 from ccm.engagement.tracking import TrackingKey
 from ccm.engagement.webhooks import WebhookSettings, report_signature
 from ccm.record import Record
-from tests.delivery._mail import arf, dsn
+from tests.delivery._mail import arf, dsn, verp
 from tests.engagement._bodies import Endless, post_in_process
 from tests.record._support import entry
 
@@ -50,11 +50,24 @@ def client(rec: Record) -> Iterator[TestClient]:
     settings = WebhookSettings(
         twilio_auth_token=TOKEN, report_secret=SECRET, public_url=PUBLIC,
         directory=PhoneDirectory({"+447700900123": "C1"}),
-        clock=lambda: NOON + timedelta(minutes=3),
+        clock=lambda: NOW,
     )
     app = create_app(rec, TrackingKey(b"t" * 32), webhooks=settings)
     with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client
+
+
+NOW = NOON + timedelta(minutes=3)  # the app's clock in ``client``
+
+
+def report_post(client: TestClient, body: bytes, *, to: str | None = None,
+                at: datetime = NOW, secret: bytes = SECRET) -> Any:
+    """POST a report signed as a sender does: timestamp ``at``, ``?to=`` when given."""
+    stamp = int(at.timestamp())
+    headers = {"X-CCM-Timestamp": str(stamp),
+               "X-CCM-Signature": report_signature(secret, stamp, body, to=to)}
+    return client.post("/events/report", content=body, headers=headers,
+                       params={"to": to} if to is not None else None)
 
 
 def twilio_post(client: TestClient, path: str, params: dict[str, str], *,
@@ -148,18 +161,113 @@ def test_signed_report_post_records_a_bounce(client: TestClient, rec: Record) ->
     body = dsn(EMAIL_ID)
     unsigned = client.post("/events/report", content=body)
     assert unsigned.status_code == 403 and kinds(rec, EMAIL_ID) == []
-    signed = client.post("/events/report", content=body,
-                         headers={"X-CCM-Signature": report_signature(SECRET, body)})
+    signed = report_post(client, body)
     assert signed.status_code == 200
     assert sorted(kinds(rec, EMAIL_ID)) == ["bounced", "suppressed"]
     complaint = arf(EMAIL_ID)
-    response = client.post("/events/report", content=complaint,
-                           headers={"X-CCM-Signature": report_signature(SECRET, complaint)})
+    response = report_post(client, complaint)
     assert response.status_code == 200 and "complained" in kinds(rec, EMAIL_ID)
-    junk = b"not a report"
-    bad = client.post("/events/report", content=junk,
-                      headers={"X-CCM-Signature": report_signature(SECRET, junk)})
+    bad = report_post(client, b"not a report")
     assert bad.status_code == 422
+
+
+def test_the_signature_covers_the_envelope_recipient(
+    client: TestClient, rec: Record, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed report re-posted with another ``?to=`` (VERP of another message) is refused:
+    the query parameter that picks the message is signed with the body."""
+    other = "b" * 32
+    rec.append(entry("C2", message_id=other, channel="email", created_at=NOON))
+    body = dsn(EMAIL_ID, to="postmaster@mail.example.com", returned="")
+    stamp = int(NOW.timestamp())
+    signature = report_signature(SECRET, stamp, body, to=verp(EMAIL_ID))
+    with caplog.at_level(logging.WARNING, logger="ccm.engagement.webhooks"):
+        moved = client.post("/events/report", content=body, params={"to": verp(other)},
+                            headers={"X-CCM-Timestamp": str(stamp),
+                                     "X-CCM-Signature": signature})
+        dropped = client.post("/events/report", content=body,
+                              headers={"X-CCM-Timestamp": str(stamp),
+                                       "X-CCM-Signature": signature})
+    assert (moved.status_code, dropped.status_code) == (403, 403)
+    assert kinds(rec, other) == [] and kinds(rec, EMAIL_ID) == []
+    assert rec.consent_overrides("C2") == {}
+    assert "bad-signature" in caplog.text and signature not in caplog.text
+    assert verp(other) not in caplog.text
+    good = report_post(client, body, to=verp(EMAIL_ID))
+    assert good.status_code == 200, good.text
+    assert sorted(kinds(rec, EMAIL_ID)) == ["bounced", "suppressed"] and kinds(rec, other) == []
+
+
+@pytest.mark.parametrize("offset", [timedelta(minutes=-6), timedelta(minutes=6),
+                                    timedelta(days=-30)],
+                         ids=["old", "future", "a-month-old"])
+def test_a_report_outside_five_minutes_is_refused(
+    client: TestClient, rec: Record, caplog: pytest.LogCaptureFixture, offset: timedelta
+) -> None:
+    """A correctly signed report whose timestamp is more than 5 minutes from the app's clock
+    (either way) is a replay: 403, nothing recorded; 4 minutes off is still taken."""
+    body = dsn(EMAIL_ID)
+    with caplog.at_level(logging.WARNING, logger="ccm.engagement.webhooks"):
+        response = report_post(client, body, at=NOW + offset)
+    assert response.status_code == 403 and kinds(rec, EMAIL_ID) == []
+    assert "stale-timestamp" in caplog.text
+    step = timedelta(minutes=4)
+    within = report_post(client, body, at=NOW + (step if offset > timedelta(0) else -step))
+    assert within.status_code == 200 and "bounced" in kinds(rec, EMAIL_ID)
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [({"X-CCM-Signature": "v1=" + "0" * 64}, "unsigned"),
+     ({"X-CCM-Timestamp": "1772452980"}, "unsigned"),
+     ({"X-CCM-Timestamp": "1772452980", "X-CCM-Signature": "v1=" + "0" * 64}, "bad-signature"),
+     ({"X-CCM-Timestamp": "soon", "X-CCM-Signature": "v1=" + "0" * 64}, "bad-timestamp"),
+     ({"X-CCM-Signature": "sha256=body-only"}, "old-scheme")],
+    ids=["no-timestamp", "no-signature", "wrong", "bad-timestamp", "old-scheme"],
+)
+def test_report_without_a_valid_signature_and_timestamp_is_refused(
+    client: TestClient, rec: Record, caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str], reason: str,
+) -> None:
+    """Each way of failing the signature answers 403, records nothing and logs its reason
+    (never the signature)."""
+    assert int(NOW.timestamp()) == 1772452980
+    with caplog.at_level(logging.WARNING, logger="ccm.engagement.webhooks"):
+        response = client.post("/events/report", content=dsn(EMAIL_ID), headers=headers)
+    assert response.status_code == 403 and kinds(rec, EMAIL_ID) == []
+    assert reason in caplog.text and "0" * 64 not in caplog.text
+    assert "body-only" not in caplog.text
+
+
+def test_report_signature_refuses_an_ambiguous_recipient(client: TestClient,
+                                                         rec: Record) -> None:
+    """A ``to`` with a line break could move bytes between it and the body: not signable,
+    and the app refuses one (or two ``to`` parameters) with 403."""
+    with pytest.raises(ValueError, match="control characters"):
+        report_signature(SECRET, 1, b"x", to="a\nb")
+    body = dsn(EMAIL_ID)
+    stamp = str(int(NOW.timestamp()))
+    for query in ("to=a%0Ab", f"to={verp(EMAIL_ID)}&to={verp(EMAIL_ID)}"):
+        response = client.post(f"/events/report?{query}", content=body, headers={
+            "X-CCM-Timestamp": stamp,
+            "X-CCM-Signature": report_signature(SECRET, int(stamp), body, to=verp(EMAIL_ID))})
+        assert response.status_code == 403
+    assert kinds(rec, EMAIL_ID) == []
+
+
+def test_report_about_an_sms_or_a_suppressed_email_is_unmatched(
+    client: TestClient, rec: Record
+) -> None:
+    """A signed DSN naming an SMS message, or an email the policy suppressed, answers 422 and
+    blocks nothing."""
+    held = "d" * 32
+    rec.append(entry("C1", message_id=held, channel="email", status="suppressed",
+                     reason="quiet_hours", created_at=NOON))
+    for mid in (SMS_ID, held):
+        response = report_post(client, dsn(mid, returned=""), to=verp(mid))
+        assert response.status_code == 422, response.text
+    assert kinds(rec, SMS_ID) == ["sent"] and kinds(rec, held) == []
+    assert rec.consent_overrides("C1") == {}
 
 
 @pytest.mark.parametrize(("path", "limit"), [("/events/report", 2_000_000),
@@ -186,7 +294,6 @@ def test_a_report_at_the_limit_is_still_read(client: TestClient, rec: Record) ->
     """The limit is on size, not on reports: a signed 2 MB body is read and judged on content."""
     body = dsn(EMAIL_ID)
     body += b"\n" * (2_000_000 - len(body))
-    response = client.post("/events/report", content=body,
-                           headers={"X-CCM-Signature": report_signature(SECRET, body)})
+    response = report_post(client, body)
     assert response.status_code == 200, response.text
     assert sorted(kinds(rec, EMAIL_ID)) == ["bounced", "suppressed"]
