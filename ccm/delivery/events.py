@@ -269,15 +269,15 @@ def record_keyword(
     ``data["customers"]`` counts them.
 
     ``provider_id`` is the inbound message's id (Twilio's ``MessageSid``):
-    it is kept in the events' data, and a keyword whose ``provider_id`` is
-    already in the record raises :class:`Refused` (``replay``) and changes
-    nothing.
+    it is kept in the events' data (a keyword that changed nothing is kept as
+    a ``keyword`` event), and a keyword whose ``provider_id`` is already in
+    the record raises :class:`Refused` (``replay``) and changes nothing.
     """
     if word not in ("stop", "start"):
         raise ValueError(f"keyword must be 'stop' or 'start', not {word!r}")
     kind = "opted_out" if word == "stop" else "opted_in"
     if provider_id and any(record.find_events(k, "provider_id", provider_id)
-                           for k in ("opted_out", "opted_in")):
+                           for k in ("opted_out", "opted_in", "keyword")):
         raise Refused("replay", f"inbound {word} with this MessageSid is already recorded")
     customers = _owners(directory, normalise_phone(phone))
     if not customers:
@@ -309,6 +309,12 @@ def record_keyword(
             changed += 1
     if first[0] is None:
         return Outcome(None, customers[0], (), "the customer has no message in the record")
+    if not changed and provider_id:
+        # Nothing to change, but the message was taken: keep its sid so a replay is refused
+        # (a START replayed after a later STOP would otherwise re-subscribe).
+        record.add_event(first[0], "keyword", at=now,
+                         data={"channel": "sms", "keyword": word, "source": "keyword",
+                               "provider_id": provider_id})
     note = f"{word}" + (f" ({changed} customers)" if changed > 1 else "" if changed
                         else " (no change)")
     return Outcome(first[0], first[1], tuple(added), note, {**data, "customers": changed})

@@ -238,3 +238,20 @@ def test_stop_from_a_shared_phone_opts_out_every_customer_of_it(
                     {"From": "+447700900123", "Body": "START", "MessageSid": "SM" + "d" * 32})
         for customer in ("C1", "C2"):
             assert rec.consent_overrides(customer) == {"sms": True}
+
+
+def test_a_replayed_keyword_that_changed_nothing_is_refused_too(
+    client: TestClient, rec: Record
+) -> None:
+    """START from a subscribed customer changes nothing but is kept (a ``keyword`` event); the
+    customer then sends STOP; the captured START replayed answers 409 and does not re-subscribe."""
+    start = {"From": "+447700900123", "Body": "START", "MessageSid": "SM" + "1" * 32}
+    assert twilio_post(client, "/twilio/inbound", start).status_code == 200
+    assert rec.consent_overrides("C1") == {}
+    stop = {"From": "+447700900123", "Body": "STOP", "MessageSid": "SM" + "2" * 32}
+    assert twilio_post(client, "/twilio/inbound", stop).status_code == 200
+    assert twilio_post(client, "/twilio/inbound", start).status_code == 409
+    assert rec.consent_overrides("C1") == {"blocked:sms": False, "sms": False}
+    assert [e.data for e in rec.events(SMS_ID) if e.kind == "keyword"] == [
+        {"channel": "sms", "keyword": "start", "provider_id": start["MessageSid"],
+         "source": "keyword"}]
