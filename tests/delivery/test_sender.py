@@ -300,3 +300,24 @@ def test_a_pack_that_needs_consent_for_operational_messages_stops_them_once_queu
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert [e.data for e in rec.events(queued.message_id) if e.kind == "queued"] == [
         {"due_at": NOON.isoformat(), "consent": True}]
+
+
+def test_a_message_queued_before_the_rule_was_kept_follows_the_default(
+    rec: Record, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued event without ``consent`` (queued by an older ccm) keeps the old rule: only a
+    marketing message needs consent, so an operational reminder still goes after an opt-out."""
+    from ccm.render import engine as engine_module
+    from ccm.render.recording import queue_for
+
+    monkeypatch.setattr(engine_module, "queue_for",
+                        lambda req, channel, due, **_: queue_for(req, channel, due))
+    queued = queue_engine(rec).render("payment_reminder", reminder(8), channel="email")
+    assert [e.data for e in rec.events(queued.message_id) if e.kind == "queued"] == [
+        {"due_at": NOON.isoformat()}]
+    rec.add_event(queued.message_id, "opted_out", at=NOON + timedelta(minutes=1),
+                  data={"channel": "email"})
+    transport = FolderTransport(tmp_path / "out")
+    with Sender(rec, {"email": transport}, clock=Clock(NOON + timedelta(minutes=2))) as sender:
+        report = sender.send_due()
+    assert report.counts["sent"] == 1 and report.counts["failed"] == 0
