@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -101,9 +101,23 @@ class Refused(Exception):
 
 
 class CustomerDirectory(Protocol):
-    """Who owns a phone number (the application's customer data; ccm keeps no numbers)."""
+    """Who owns a phone number (the application's customer data; ccm keeps no numbers).
+
+    A directory may also have ``customers_for_phone(phone) -> Sequence[str]``:
+    every customer sharing the number (a family phone). :func:`record_keyword`
+    uses it when present, so a STOP opts all of them out.
+    """
 
     def customer_for_phone(self, phone: str) -> str | None: ...
+
+
+def _owners(directory: CustomerDirectory, phone: str) -> list[str]:
+    """Every customer of ``phone`` (``customers_for_phone`` when the directory has it)."""
+    many = getattr(directory, "customers_for_phone", None)
+    if callable(many):
+        return list(dict.fromkeys(str(c) for c in many(phone)))
+    one = directory.customer_for_phone(phone)
+    return [] if one is None else [one]
 
 
 def _kinds(record: Any, message_id: str) -> list[Any]:
@@ -275,35 +289,68 @@ def record_keyword(
     word: str,
     *,
     now: datetime,
+    provider_id: str | None = None,
 ) -> Outcome:
-    """Change SMS consent for the customer who owns ``phone`` (``word``: stop/start).
+    """Change SMS consent for every customer who owns ``phone`` (``word``: stop/start).
 
-    The event goes on the customer's latest SMS message (their latest message
-    of any channel when there is none). A number nobody owns, or a customer
-    without any message, changes nothing (``note`` says so).
+    A number shared by several customers (a family phone) changes each of
+    them: STOP opts every one out, START every one back in. Each event goes
+    on that customer's latest SMS message (their latest message of any
+    channel when there is none). A number nobody owns, or customers without
+    any message, change nothing (``note`` says so). The returned
+    :class:`Outcome` names the first customer changed (or found);
+    ``data["customers"]`` counts them.
+
+    ``provider_id`` is the inbound message's id (Twilio's ``MessageSid``):
+    it is kept in the events' data (a keyword that changed nothing is kept as
+    a ``keyword`` event), and a keyword whose ``provider_id`` is already in
+    the record raises :class:`Refused` (``replay``) and changes nothing.
     """
-    customer_id = directory.customer_for_phone(normalise_phone(phone))
-    if customer_id is None:
-        return Outcome(None, None, (), "the number belongs to no known customer")
-    message_id = _latest_message(record, customer_id, "sms")
-    if message_id is None:
-        return Outcome(None, customer_id, (), "the customer has no message in the record")
-    overrides = record.consent_overrides(customer_id)
-    added: list[str] = []
-    if word == "stop":
-        data = {"channel": "sms", "scope": "all", "source": "keyword"}
-        if overrides.get("sms") is not False or overrides.get(BLOCKED_PREFIX + "sms") is not False:
-            record.add_event(message_id, "opted_out", at=now, data=data)
-            added.append("opted_out")
-    elif word == "start":
-        data = {"channel": "sms", "source": "keyword"}
-        if "sms" in overrides or BLOCKED_PREFIX + "sms" in overrides:
-            record.add_event(message_id, "opted_in", at=now, data=data)
-            added.append("opted_in")
-    else:
+    if word not in ("stop", "start"):
         raise ValueError(f"keyword must be 'stop' or 'start', not {word!r}")
-    return Outcome(message_id, customer_id, tuple(added),
-                   f"{word}" + ("" if added else " (no change)"), data)
+    kind = "opted_out" if word == "stop" else "opted_in"
+    if provider_id and any(record.find_events(k, "provider_id", provider_id)
+                           for k in ("opted_out", "opted_in", "keyword")):
+        raise Refused("replay", f"inbound {word} with this MessageSid is already recorded")
+    customers = _owners(directory, normalise_phone(phone))
+    if not customers:
+        return Outcome(None, None, (), "the number belongs to no known customer")
+    data: dict[str, Any] = ({"channel": "sms", "scope": "all", "source": "keyword"}
+                            if word == "stop" else {"channel": "sms", "source": "keyword"})
+    if provider_id:
+        data["provider_id"] = provider_id
+    first: tuple[str | None, str | None] = (None, None)
+    changed = 0
+    added: list[str] = []
+    for customer_id in customers:
+        message_id = _latest_message(record, customer_id, "sms")
+        if message_id is None:
+            continue
+        if first[0] is None:
+            first = (message_id, customer_id)
+        overrides = record.consent_overrides(customer_id)
+        blocked = BLOCKED_PREFIX + "sms"
+        if word == "stop":
+            wanted = overrides.get("sms") is not False or overrides.get(blocked) is not False
+        else:
+            wanted = "sms" in overrides or blocked in overrides
+        if wanted:
+            record.add_event(message_id, kind, at=now, data=data)
+            if changed == 0:
+                first = (message_id, customer_id)
+                added.append(kind)
+            changed += 1
+    if first[0] is None:
+        return Outcome(None, customers[0], (), "the customer has no message in the record")
+    if not changed and provider_id:
+        # Nothing to change, but the message was taken: keep its sid so a replay is refused
+        # (a START replayed after a later STOP would otherwise re-subscribe).
+        record.add_event(first[0], "keyword", at=now,
+                         data={"channel": "sms", "keyword": word, "source": "keyword",
+                               "provider_id": provider_id})
+    note = f"{word}" + (f" ({changed} customers)" if changed > 1 else "" if changed
+                        else " (no change)")
+    return Outcome(first[0], first[1], tuple(added), note, {**data, "customers": changed})
 
 
 def unsuppress(record: Any, customer_id: str, channel: str, *, now: datetime,
@@ -331,20 +378,33 @@ class PhoneDirectory:
     """A :class:`CustomerDirectory` over the customers of request files (JSON Lines of
     ``{"customer": {"id", "phone", ...}, ...}``, the files ``ccm batch`` reads)."""
 
-    def __init__(self, phones: Mapping[str, str]) -> None:
-        self._phones = {normalise_phone(p): c for p, c in phones.items() if normalise_phone(p)}
+    def __init__(self, phones: Mapping[str, str | Sequence[str]]) -> None:
+        self._phones: dict[str, list[str]] = {}
+        for p, owners in phones.items():
+            number = normalise_phone(p)
+            if number:
+                known = self._phones.setdefault(number, [])
+                for c in [owners] if isinstance(owners, str) else owners:
+                    if c not in known:
+                        known.append(c)
 
     def __len__(self) -> int:
         return len(self._phones)
 
+    def customers_for_phone(self, phone: str) -> tuple[str, ...]:
+        """Every customer with this number, in file order (a family may share one)."""
+        return tuple(self._phones.get(normalise_phone(phone), ()))
+
     def customer_for_phone(self, phone: str) -> str | None:
-        return self._phones.get(normalise_phone(phone))
+        """The first customer with this number (see :meth:`customers_for_phone`)."""
+        owners = self._phones.get(normalise_phone(phone))
+        return owners[0] if owners else None
 
     @classmethod
     def from_jsonl(cls, path: str | os.PathLike[str]) -> PhoneDirectory:
         """Read a request file; lines without a phone are skipped, a bad line is an error
         naming the file and line (never its content)."""
-        phones: dict[str, str] = {}
+        phones: dict[str, list[str]] = {}
         with open(path, encoding="utf-8") as fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
@@ -356,5 +416,5 @@ class PhoneDirectory:
                     raise DataError(f"{path}:{number}: not a request with customer.id",
                                     path="$.customer.id", rule="required") from exc
                 if isinstance(phone, str) and phone.strip():
-                    phones[phone] = str(cid)
+                    phones.setdefault(phone, []).append(str(cid))
         return cls(phones)

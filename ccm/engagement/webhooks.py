@@ -22,7 +22,9 @@ limit (2 MB for a report, 64 KB for a Twilio form) answers 413 before the
 signature is checked, and is never read past the limit
 (:func:`ccm.engagement.bodies.read_body`). A replayed status callback
 (the same MessageSid and status again) answers 409, one about a message sent
-too long ago 410; both record nothing. Refusals are logged at WARNING by
+too long ago 410; both record nothing. So does a replayed inbound STOP or
+START (a MessageSid already recorded): 409, nothing recorded. A keyword
+from a number several customers share changes every one of them. Refusals are logged at WARNING by
 ``ccm.engagement.webhooks`` with the reason and the client address only:
 never a signature, a token, a phone number or a form value.
 """
@@ -234,10 +236,14 @@ def routes(store: Any, settings: WebhookSettings) -> list[Route]:
             if settings.directory is None:
                 logger.warning("inbound %s not recorded: no customer directory configured", word)
             else:
-                outcome = await run_in_threadpool(
-                    lambda: record_keyword(store, settings.directory,  # type: ignore[arg-type]
-                                           form.get("From", ""), word, now=settings.clock())
-                )
+                try:
+                    outcome = await run_in_threadpool(
+                        lambda: record_keyword(store, settings.directory,  # type: ignore[arg-type]
+                                               form.get("From", ""), word, now=settings.clock(),
+                                               provider_id=form.get("MessageSid") or None)
+                    )
+                except Refused as exc:
+                    return _refuse(request, 409, exc.reason, str(exc))
                 logger.info("inbound %s: %s", word, outcome.note)
         return Response(twiml(answer), media_type="application/xml", headers=_NO_STORE)
 

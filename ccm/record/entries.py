@@ -42,8 +42,9 @@ EVENT_KINDS = (
     "sent", "delivered", "bounced", "failed", "opened", "clicked", "opted_out", "complained",
     "queued", "sending", "retry", "review",
     "opted_in",
-    # Events coming back (docs/events.md) and retrieval (docs/retrieval.md).
-    "suppressed", "unsuppressed", "viewed",
+    # Events coming back (docs/events.md) and retrieval (docs/retrieval.md); ``keyword``:
+    # an inbound SMS keyword that changed nothing (kept so that its replay is refused).
+    "suppressed", "unsuppressed", "viewed", "keyword",
 )
 #: Event kinds that withdraw consent for the message's channel.
 OPT_OUT_KINDS = ("opted_out", "complained")

@@ -38,6 +38,7 @@ provider's id with :meth:`Outbox.find_provider_id`, and move it with
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,10 +82,19 @@ _PART = "recipient"
 
 @dataclass(frozen=True)
 class Queue:
-    """Queue the appended message for delivery to ``recipient`` at ``due_at`` (aware)."""
+    """Queue the appended message for delivery to ``recipient`` at ``due_at`` (aware).
+
+    ``consent``: whether the pack's contact policy required the customer's
+    consent for this message when it was made (its type is in
+    ``policy.consent_required``). It is kept in the ``queued`` event, and the
+    sender refuses the message if that consent was withdrawn since. ``None``
+    (the default, and every message queued before ccm kept it): only a
+    marketing message needs consent.
+    """
 
     recipient: str | None
     due_at: datetime
+    consent: bool | None = None
 
     def __post_init__(self) -> None:
         if self.due_at.tzinfo is None:
@@ -183,8 +193,10 @@ def enqueue(record: DataKeys, conn: sa.Connection, entry: Entry, queue: Queue, *
         "channel": entry.channel, "state": "queued", "due_at": utc(queue.due_at),
         "attempts": 0, "updated_at": when, "key_id": key_id, "recipient": sealed,
     })
-    _event(conn, entry.message_id, entry.customer_id, "queued", when,
-           {"due_at": utc(queue.due_at).isoformat()})
+    detail: dict[str, Any] = {"due_at": utc(queue.due_at).isoformat()}
+    if queue.consent is not None:
+        detail["consent"] = queue.consent
+    _event(conn, entry.message_id, entry.customer_id, "queued", when, detail)
 
 
 def _event(conn: sa.Connection, message_id: str, customer_id: str, kind: str, at: datetime,
@@ -390,17 +402,30 @@ class Outbox:
         """Refuse a message whose channel the customer left after it was queued.
 
         A STOP or an unsubscribe recorded since (``opted_out`` / ``complained``)
-        stops a queued marketing message on that channel; a block
-        (``blocked:<channel>``: a hard bounce, STOP for everything) stops every
-        message type. Operational messages otherwise still go.
+        stops a queued message that needed consent on that channel: the rule
+        the contact policy applied when it was made, kept in its ``queued``
+        event (:attr:`Queue.consent`); for a message queued without it, a
+        marketing message. A block (``blocked:<channel>``: a hard bounce, STOP
+        for everything) stops every message type. Other messages still go.
         """
         row = conn.execute(sa.select(messages.c.channel, messages.c.message_type)
                            .where(messages.c.message_id == message_id)).one()
         overrides = self.record._overrides(conn, customer)
         if overrides.get(f"blocked:{row.channel}") is False:
             raise _Withdrawn(f"{row.channel} is blocked for this customer since it was queued")
-        if row.message_type == "marketing" and overrides.get(row.channel) is False:
+        if overrides.get(row.channel) is False and self._needs_consent(
+                conn, message_id, row.message_type):
             raise _Withdrawn(f"consent for {row.channel} was withdrawn after it was queued")
+
+    @staticmethod
+    def _needs_consent(conn: sa.Connection, message_id: str, message_type: str) -> bool:
+        """Whether the policy required consent for the message when it was queued."""
+        for (text,) in conn.execute(sa.select(events.c.data).where(
+                events.c.message_id == message_id, events.c.kind == "queued")):
+            needed = json.loads(text).get("consent") if text else None
+            if isinstance(needed, bool):
+                return needed
+        return message_type == "marketing"
 
     def outgoing(self, message_id: str) -> Outgoing:
         """What a transport would be handed for ``message_id`` (reconciling after a crash)."""

@@ -360,7 +360,8 @@ class Engine:
                 suppress(message, decision)
                 item_caps = ()
             else:
-                queue = queue_for(req, channel, due_for(self.options, message, decision, now))
+                queue = queue_for(req, channel, due_for(self.options, message, decision, now),
+                                  consent=tpl.message_type in self.policy.consent_required)
                 attachment = None
                 if channel == "email" and tpl.attach_pdf and "pdf" in tpl.channels:
                     attachment = self._render_channel(tpl, req, "pdf", loc, key=None,
@@ -454,7 +455,8 @@ class Engine:
             caps = self.policy.caps_for(tpl.message_type, channel)
             self._append(record, message, params, caps=caps,
                          segment=req.customer.get("segment"),
-                         queue=queue_for(req, channel, due))
+                         queue=queue_for(req, channel, due, consent=tpl.message_type
+                                         in self.policy.consent_required))
         for listener in list(self._listeners):
             listener(message)
         logger.debug(

@@ -219,12 +219,15 @@ def due_for(options: RenderOptions, message: Message, decision: Decision,
     return due
 
 
-def queue_for(req: Request, channel: str, due: datetime | None) -> Any:
-    """The record's queue instruction for a message due at ``due`` (``None``: not queued)."""
+def queue_for(req: Request, channel: str, due: datetime | None, *,
+              consent: bool | None = None) -> Any:
+    """The record's queue instruction for a message due at ``due`` (``None``: not queued).
+
+    ``consent``: the policy required consent for it (the sender checks it again)."""
     if due is None:
         return None
     from ccm.record import Queue
 
     field_name = {"email": "email", "sms": "phone"}.get(channel)
     recipient = str(req.customer[field_name]) if field_name else None
-    return Queue(recipient=recipient, due_at=due)
+    return Queue(recipient=recipient, due_at=due, consent=consent)

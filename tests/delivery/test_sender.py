@@ -264,3 +264,60 @@ def test_an_opt_out_after_queueing_stops_a_marketing_message(rec: Record,
     item = Outbox(rec).get(offer.message_id)
     assert item is not None and item.state == "failed" and "withdrawn" in str(item.error)
     assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{operational.message_id}.sms.txt"]
+
+
+def test_a_pack_that_needs_consent_for_operational_messages_stops_them_once_queued_too(
+    rec: Record, tmp_path: Path
+) -> None:
+    """With ``consent_required: [marketing, operational]`` a queued payment reminder whose
+    customer opts out of email before it is sent fails (consent withdrawn), as new renders are
+    suppressed. The rule the policy applied is kept in the ``queued`` event."""
+    import yaml
+
+    import ccm
+
+    from ..examples_helpers import copy_examples
+
+    pack, templates = copy_examples(tmp_path)
+    raw = yaml.safe_load((pack / "pack.yaml").read_text("utf-8"))
+    raw.setdefault("policy", {})["consent_required"] = ["marketing", "operational"]
+    (pack / "pack.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), "utf-8")
+    engine = ccm.Engine(pack, templates, record=rec, clock=lambda: NOON,
+                        options=ccm.RenderOptions(queue=True))
+    request = reminder(7, consents={"email": True})
+    queued = engine.render("payment_reminder", request, channel="email")
+    assert Outbox(rec).get(queued.message_id).state == "queued"  # type: ignore[union-attr]
+    rec.add_event(queued.message_id, "opted_out", at=NOON + timedelta(minutes=1),
+                  data={"channel": "email"})
+    again = engine.render("payment_reminder", request, channel="email")
+    assert (again.status, again.reason) == ("suppressed", "consent:email")
+    transport = FolderTransport(tmp_path / "out")
+    with Sender(rec, {"email": transport}, clock=Clock(NOON + timedelta(minutes=2))) as sender:
+        report = sender.send_due()
+    assert report.counts["failed"] == 1 and report.counts["sent"] == 0
+    item = Outbox(rec).get(queued.message_id)
+    assert item is not None and item.state == "failed" and "withdrawn" in str(item.error)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert [e.data for e in rec.events(queued.message_id) if e.kind == "queued"] == [
+        {"due_at": NOON.isoformat(), "consent": True}]
+
+
+def test_a_message_queued_before_the_rule_was_kept_follows_the_default(
+    rec: Record, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued event without ``consent`` (queued by an older ccm) keeps the old rule: only a
+    marketing message needs consent, so an operational reminder still goes after an opt-out."""
+    from ccm.render import engine as engine_module
+    from ccm.render.recording import queue_for
+
+    monkeypatch.setattr(engine_module, "queue_for",
+                        lambda req, channel, due, **_: queue_for(req, channel, due))
+    queued = queue_engine(rec).render("payment_reminder", reminder(8), channel="email")
+    assert [e.data for e in rec.events(queued.message_id) if e.kind == "queued"] == [
+        {"due_at": NOON.isoformat()}]
+    rec.add_event(queued.message_id, "opted_out", at=NOON + timedelta(minutes=1),
+                  data={"channel": "email"})
+    transport = FolderTransport(tmp_path / "out")
+    with Sender(rec, {"email": transport}, clock=Clock(NOON + timedelta(minutes=2))) as sender:
+        report = sender.send_due()
+    assert report.counts["sent"] == 1 and report.counts["failed"] == 0

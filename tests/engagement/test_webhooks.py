@@ -297,3 +297,68 @@ def test_a_report_at_the_limit_is_still_read(client: TestClient, rec: Record) ->
     response = report_post(client, body)
     assert response.status_code == 200, response.text
     assert sorted(kinds(rec, EMAIL_ID)) == ["bounced", "suppressed"]
+
+
+def test_a_replayed_inbound_keyword_is_refused_and_changes_nothing(
+    client: TestClient, rec: Record, caplog: pytest.LogCaptureFixture
+) -> None:
+    """STOP, START, STOP, then the captured START again (same MessageSid): 409, the customer
+    stays opted out; the log names the reason, never the number or the sid."""
+    def keyword(body: str, n: int) -> Any:
+        return twilio_post(client, "/twilio/inbound", {
+            "From": "+447700900123", "Body": body, "MessageSid": f"SM{n:032d}"})
+
+    assert keyword("STOP", 1).status_code == 200
+    start = {"From": "+447700900123", "Body": "START", "MessageSid": f"SM{2:032d}"}
+    assert twilio_post(client, "/twilio/inbound", start).status_code == 200
+    assert keyword("STOP", 3).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="ccm.engagement.webhooks"):
+        replay = twilio_post(client, "/twilio/inbound", start)
+    assert replay.status_code == 409
+    assert rec.consent_overrides("C1") == {"blocked:sms": False, "sms": False}
+    assert sorted(kinds(rec, SMS_ID)) == ["opted_in", "opted_out", "opted_out", "sent"]
+    assert "replay" in caplog.text and "+447700900123" not in caplog.text
+    assert start["MessageSid"] not in caplog.text
+
+
+def test_stop_from_a_shared_phone_opts_out_every_customer_of_it(
+    rec: Record, tmp_path: Path
+) -> None:
+    """Two customers share one number (``--customers`` file): one STOP opts both out, START
+    opts both back in."""
+    rec.append(entry("C2", message_id="6" * 32, channel="sms", created_at=NOON))
+    people = tmp_path / "fam.jsonl"
+    people.write_text("".join(
+        f'{{"customer": {{"id": "{c}", "phone": "+44 7700 900123"}}}}\n' for c in ("C1", "C2")),
+        "utf-8")
+    settings = WebhookSettings(twilio_auth_token=TOKEN, public_url=PUBLIC,
+                               directory=PhoneDirectory.from_jsonl(people),
+                               clock=lambda: NOON + timedelta(minutes=3))
+    app = create_app(rec, TrackingKey(b"t" * 32), webhooks=settings)
+    with TestClient(app, base_url="http://testserver") as test_client:
+        stop = twilio_post(test_client, "/twilio/inbound",
+                           {"From": "+447700900123", "Body": "STOP", "MessageSid": SID})
+        assert stop.status_code == 200
+        for customer in ("C1", "C2"):
+            assert rec.consent_overrides(customer) == {"blocked:sms": False, "sms": False}
+        twilio_post(test_client, "/twilio/inbound",
+                    {"From": "+447700900123", "Body": "START", "MessageSid": "SM" + "d" * 32})
+        for customer in ("C1", "C2"):
+            assert rec.consent_overrides(customer) == {"sms": True}
+
+
+def test_a_replayed_keyword_that_changed_nothing_is_refused_too(
+    client: TestClient, rec: Record
+) -> None:
+    """START from a subscribed customer changes nothing but is kept (a ``keyword`` event); the
+    customer then sends STOP; the captured START replayed answers 409 and does not re-subscribe."""
+    start = {"From": "+447700900123", "Body": "START", "MessageSid": "SM" + "1" * 32}
+    assert twilio_post(client, "/twilio/inbound", start).status_code == 200
+    assert rec.consent_overrides("C1") == {}
+    stop = {"From": "+447700900123", "Body": "STOP", "MessageSid": "SM" + "2" * 32}
+    assert twilio_post(client, "/twilio/inbound", stop).status_code == 200
+    assert twilio_post(client, "/twilio/inbound", start).status_code == 409
+    assert rec.consent_overrides("C1") == {"blocked:sms": False, "sms": False}
+    assert [e.data for e in rec.events(SMS_ID) if e.kind == "keyword"] == [
+        {"channel": "sms", "keyword": "start", "provider_id": start["MessageSid"],
+         "source": "keyword"}]
