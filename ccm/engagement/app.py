@@ -18,7 +18,11 @@ retrieval page ``/d/{token}`` and hosted web versions ``/w/{token}``
 A malformed, forged or wrong-kind token answers 400, an expired one 410, and
 neither records anything. Redirect targets come only from signed tokens, so
 the app cannot be used as an open redirect. ``HEAD`` requests (link checkers)
-get the same answer but record nothing.
+get the same answer but record nothing. A repeated open, a repeated click on
+the same link (and a repeated web version view) within
+:data:`~ccm.engagement.tracking.REPEAT_WINDOW` of the recorded one gets the
+same answer and records nothing either: holding a link does not let anyone
+grow the append-only record without bound.
 
 Logging: ``ccm.render.links`` at WARNING for a valid token whose message is not
 in the record, at ERROR (with traceback) when the record fails.
@@ -30,7 +34,8 @@ import html
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ccm.engagement.retrieval import RetrievalSettings
@@ -129,6 +134,7 @@ def create_app(
     brand: Mapping[str, Any] | None = None,
     webhooks: WebhookSettings | None = None,
     retrieval: RetrievalSettings | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Starlette:
     """The ASGI app serving tracking tokens signed with ``key`` into the record ``store``.
 
@@ -136,16 +142,20 @@ def create_app(
     styles the unsubscribe pages. ``webhooks`` mounts the delivery report,
     status callback and inbound SMS routes (:mod:`ccm.engagement.webhooks`).
     ``retrieval`` mounts the document retrieval page and hosted web versions
-    (:mod:`ccm.engagement.retrieval`; the record needs its master key). The
-    record is used from a thread pool.
+    (:mod:`ccm.engagement.retrieval`; the record needs its master key).
+    ``clock`` (the current UTC time; injected in tests) checks token expiry
+    and dates the events of the tracking routes. The record is used from a
+    thread pool.
     """
+    now: Callable[[], datetime] = clock if clock is not None else (lambda: datetime.now(UTC))
 
-    async def record(data: TokenData, request: Request) -> None:
-        """Add the token's event unless this is a HEAD; keep the visitor's path working."""
+    async def record(data: TokenData, request: Request, at: datetime) -> None:
+        """Add the token's event unless this is a HEAD (or a repeat, see
+        :func:`record_verified`); keep the visitor's path working."""
         if request.method == "HEAD":
             return
         try:
-            await run_in_threadpool(record_verified, store, data)
+            await run_in_threadpool(lambda: record_verified(store, data, at=at))
         except MessageNotFound:
             logger.warning("%s for a message not in the record", data.kind)
         except Exception:
@@ -153,11 +163,12 @@ def create_app(
             logger.exception("could not record a %s", data.kind)
 
     async def click(request: Request) -> Response:
+        moment = now()
         try:
-            data = verify(request.path_params["token"], "click", key=key)
+            data = verify(request.path_params["token"], "click", key=key, now=moment)
         except TokenError as exc:
             return _token_error(exc, brand=brand, page=False)
-        await record(data, request)
+        await record(data, request, moment)
         if data.target is None:  # pragma: no cover - verify() guarantees a target
             return PlainTextResponse("This link is not valid.", status_code=400)
         return RedirectResponse(
@@ -165,23 +176,25 @@ def create_app(
         )
 
     async def pixel(request: Request) -> Response:
+        moment = now()
         try:
-            data = verify(request.path_params["token"], "open", key=key)
+            data = verify(request.path_params["token"], "open", key=key, now=moment)
         except TokenError as exc:
             return _token_error(exc, brand=brand, page=False)
-        await record(data, request)
+        await record(data, request, moment)
         return Response(PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)
 
     async def unsubscribe(request: Request) -> Response:
+        moment = now()
         try:
-            data = verify(request.path_params["token"], "unsub", key=key)
+            data = verify(request.path_params["token"], "unsub", key=key, now=moment)
         except TokenError as exc:
             return _token_error(exc, brand=brand, page=True)
         try:
             if request.method == "POST":
                 # The body (RFC 8058's "List-Unsubscribe=One-Click" or our form)
                 # carries nothing we need: the signed token is the authority.
-                await run_in_threadpool(record_verified, store, data)
+                await run_in_threadpool(lambda: record_verified(store, data, at=moment))
                 done = True
             else:
                 done = await run_in_threadpool(has_event, store, data.message_id, "opted_out")

@@ -10,8 +10,11 @@ opened with the master key (:class:`RetrievalSettings`)::
 
 The answer is checked by opening the archived, encrypted PDF with it (the
 pack's password rule made that password at render time); nothing about the
-customer is stored or compared in the app. Every retrieval and every web
-view adds a ``viewed`` event (``{"via": "link"}`` / ``{"via": "web"}``).
+customer is stored or compared in the app. A retrieval or a web view adds a
+``viewed`` event (``{"via": "link"}`` / ``{"via": "web"}``), at most one of
+each per message per :data:`~ccm.engagement.tracking.REPEAT_WINDOW` (an
+hour): a reload or a flood of requests on one link gets the same answer and
+adds nothing more to the append-only record.
 
 Wrong answers are rate-limited in memory (:class:`AttemptLimiter`): at most
 ``max_failures_per_message`` (5) wrong answers per message and
@@ -46,7 +49,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ccm.engagement.bodies import BodyTooLarge, read_body
-from ccm.engagement.tracking import TrackingKey, verify
+from ccm.engagement.tracking import REPEAT_WINDOW, TrackingKey, verify
 from ccm.errors import ContentErased, MessageNotFound, RecordError, TokenError
 from ccm.render.security import decrypt_pdf
 
@@ -244,7 +247,8 @@ def routes(
         per_client.release(client, now)
         try:
             await run_in_threadpool(
-                lambda: store.add_event(mid, "viewed", at=now, data={"via": "link"}))
+                lambda: store.add_event_once(mid, "viewed", at=now, data={"via": "link"},
+                                             within=REPEAT_WINDOW, same_data=True))
         except Exception:
             logger.exception("retrieval: could not record the view")
             return say("Please try again later", 503)
@@ -276,8 +280,9 @@ def routes(
         if request.method != "HEAD":
             try:
                 await run_in_threadpool(
-                    lambda: store.add_event(data.message_id, "viewed", at=now,
-                                            data={"via": "web"}))
+                    lambda: store.add_event_once(data.message_id, "viewed", at=now,
+                                                 data={"via": "web"}, within=REPEAT_WINDOW,
+                                                 same_data=True))
             except Exception:
                 logger.exception("web version: could not record the view")
         return Response(markup, media_type="text/html", headers=_WEB_HEADERS)

@@ -2,13 +2,19 @@
 
 The tokens themselves are made at render time by :mod:`ccm.render.links`,
 re-exported here so that engagement code has one place to import from.
+
+Anyone holding a link can load it again and again, and the record is
+append-only: so a repeat is not recorded. A message gets at most one
+``opened``, and one ``clicked`` per link (URL), per :data:`REPEAT_WINDOW`
+(an hour); an ``opted_out`` only once. The visitor's answer is the same
+either way (:attr:`TrackedEvent.added` says whether an event was added).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ccm.render.links import (
@@ -28,6 +34,7 @@ from ccm.render.links import (
 __all__ = [
     "KEY_ENV",
     "KEY_FILE_ENV",
+    "REPEAT_WINDOW",
     "UNSUBSCRIBE_TTL_DAYS",
     "EventSink",
     "Kind",
@@ -45,6 +52,10 @@ __all__ = [
 
 #: The record event each token kind stands for.
 _EVENT_KINDS: dict[str, str] = {"click": "clicked", "open": "opened", "unsub": "opted_out"}
+
+#: A repeated open, click (same link) or web view of a message within this
+#: long after the recorded one adds no event: reloads and floods do not grow the record.
+REPEAT_WINDOW = timedelta(hours=1)
 
 
 # --- recording ---------------------------------------------------------------
@@ -71,6 +82,8 @@ class EventSink(Protocol):
         *,
         at: datetime | None = None,
         data: Mapping[str, Any] | None = None,
+        within: timedelta | None = None,
+        same_data: bool = False,
     ) -> Any: ...
 
     def has_event(self, message_id: str, kind: str) -> bool: ...
@@ -107,8 +120,11 @@ def record_verified(
         return TrackedEvent(data, event, added=added is not None, data=payload)
     else:
         payload = {}
-    record.add_event(data.message_id, event, at=_now(at), data=payload or None)
-    return TrackedEvent(data, event, added=True, data=payload)
+    # One per message (and link) per window, checked and added atomically: a reload,
+    # a mail client fetching the pixel again or a flood of requests adds nothing more.
+    added = record.add_event_once(data.message_id, event, at=_now(at), data=payload or None,
+                                  within=REPEAT_WINDOW, same_data=True)
+    return TrackedEvent(data, event, added=added is not None, data=payload)
 
 
 def record_event(
@@ -123,7 +139,9 @@ def record_event(
 
     A click records ``{"url": target}``, an unsubscribe ``{"channel": ...}``
     and only once per message: a second call adds nothing and reports
-    ``added=False``. Raises :class:`~ccm.errors.TokenError` for a bad token
+    ``added=False``. A second open, or a second click on the same link, less
+    than :data:`REPEAT_WINDOW` after the recorded one adds nothing either
+    (``added=False``). Raises :class:`~ccm.errors.TokenError` for a bad token
     and :class:`~ccm.errors.MessageNotFound` for an unknown message.
     """
     moment = _now(now)

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -265,17 +265,27 @@ class Appends(DataKeys):
         *,
         at: datetime | None = None,
         data: Mapping[str, Any] | None = None,
+        within: timedelta | None = None,
+        same_data: bool = False,
     ) -> Event | None:
         """:meth:`add_event` unless the message already has an event of ``kind``; then ``None``.
 
-        The check and the insert happen in one transaction under the
-        customer's lock, so two callers at once (a repeated unsubscribe POST)
-        add exactly one event.
+        With ``same_data``, only an event of ``kind`` with the same ``data``
+        (a click on the same URL) counts as already there; with ``within``,
+        only one less than ``within`` before ``at`` (a repeat an hour later
+        is added). The check and the insert happen in one transaction under
+        the customer's lock, so two callers at once (a repeated unsubscribe
+        POST, a flood of pixel loads from several app processes) add exactly
+        one event.
         """
-        return self._add_event(message_id, kind, at=at, data=data, once=True)
+        if within is not None and within <= timedelta(0):
+            raise ValueError("within must be a positive timedelta")
+        return self._add_event(message_id, kind, at=at, data=data, once=True,
+                               within=within, same_data=same_data)
 
     def _add_event(self, message_id: str, kind: str, *, at: datetime | None,
-                   data: Mapping[str, Any] | None, once: bool) -> Event | None:
+                   data: Mapping[str, Any] | None, once: bool,
+                   within: timedelta | None = None, same_data: bool = False) -> Event | None:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; one of {', '.join(EVENT_KINDS)}")
         if at is not None and at.tzinfo is None:
@@ -295,11 +305,14 @@ class Appends(DataKeys):
         row = {"event_id": event_id, "message_id": message_id, "customer_id": customer_id,
                "kind": kind, "at": when, "data": text}
 
+        already = [events.c.message_id == message_id, events.c.kind == kind]
+        if same_data:
+            already.append(events.c.data.is_(None) if text is None else events.c.data == text)
+        if within is not None:
+            already.append(events.c.at > when - within)
+
         def work(conn: sa.Connection) -> bool:
-            if once and conn.execute(
-                sa.select(sa.exists().where(events.c.message_id == message_id,
-                                            events.c.kind == kind))
-            ).scalar_one():
+            if once and conn.execute(sa.select(sa.exists().where(*already))).scalar_one():
                 return False
             conn.execute(events.insert(), row)
             link(conn, customer_id, "event", event_id, event_body(row))

@@ -7,6 +7,7 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,51 @@ def test_pixel_is_a_transparent_gif_and_records_an_open(client: TestClient, reco
     assert response.content.startswith(b"GIF89a\x01\x00\x01\x00")
     assert "no-store" in response.headers["cache-control"]
     assert events_of(record, "m-1") == [("opened", None)]
+
+
+@dataclass
+class Clock:
+    """A settable clock the app reads (tests move it; nothing reads the real time)."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_flood_of_opens_and_clicks_adds_one_event_per_message_and_link(
+    record: Record,
+) -> None:
+    """A hundred pixel loads and clicks on one link all get the GIF and the redirect, but the
+    record holds one open and one click (a second link's click too) per hour, by the app's
+    clock: repeats within the hour add nothing, the first ones after it are recorded."""
+    start = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    clock = Clock(start)
+    pixel = "/o/" + sign("open", "m-1", key=KEY, now=start)
+    offer, other = "https://shop.example/offer?x=1", "https://shop.example/other"
+    link = f"/c/{sign('click', 'm-1', key=KEY, target=offer, now=start)}"
+    second = f"/c/{sign('click', 'm-1', key=KEY, target=other, now=start)}"
+
+    def flood(app: TestClient, times: int) -> None:
+        for _ in range(times):
+            loaded = app.get(pixel)
+            assert (loaded.status_code, loaded.content) == (200, PIXEL_GIF)
+            clicked = app.get(link)
+            assert (clicked.status_code, clicked.headers["location"]) == (302, offer)
+
+    with TestClient(create_app(record, KEY, clock=clock), follow_redirects=False) as app:
+        flood(app, 100)
+        assert app.get(second).headers["location"] == other
+        once = [("opened", None), ("clicked", {"url": offer}), ("clicked", {"url": other})]
+        assert events_of(record, "m-1") == once
+        clock.now = start + timedelta(minutes=59, seconds=59)
+        flood(app, 10)
+        assert events_of(record, "m-1") == once
+        clock.now = start + timedelta(hours=1)
+        flood(app, 10)
+    assert events_of(record, "m-1") == [*once, ("opened", None), ("clicked", {"url": offer})]
+    assert [e.at for e in record.events("m-1")] == [start] * 3 + [start + timedelta(hours=1)] * 2
+    assert record.verify().ok
 
 
 def test_get_on_unsubscribe_never_unsubscribes(client: TestClient, record: Record) -> None:

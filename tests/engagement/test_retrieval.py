@@ -211,6 +211,31 @@ def test_sms_carries_the_link_too(live: Live) -> None:
     assert sms.password_hint == "the document code in your welcome letter"
 
 
+def test_repeated_web_views_and_downloads_are_recorded_once_an_hour(live: Live) -> None:
+    """Fifty loads of the web version all show it, and three right answers all download the
+    PDF, but the record holds one ``viewed`` of each per hour, by the app's clock."""
+    import httpx
+
+    email = live.engine.render("monthly_statement", sample("monthly_statement"), channel="email")
+    found = links(email)
+    document = email.meta["document_id"]
+    with httpx.Client(timeout=60) as client:
+        pages = [client.get(found["web"]) for _ in range(50)]
+        assert {(p.status_code, p.text) for p in pages} == {(200, pages[0].text)}
+        assert "text/html" in pages[0].headers["content-type"]
+        pdfs = [client.post(found["document"], data={"answer": RIGHT}) for _ in range(3)]
+        assert {(p.status_code, p.headers["content-type"]) for p in pdfs} == {
+            (200, "application/pdf")}
+        assert viewed(live.record, email.message_id) == [{"via": "web"}]
+        assert viewed(live.record, document) == [{"via": "link"}]
+        live.clock.now += timedelta(hours=1)
+        assert client.get(found["web"]).status_code == 200
+        assert client.post(found["document"], data={"answer": RIGHT}).status_code == 200
+    assert viewed(live.record, email.message_id) == [{"via": "web"}] * 2
+    assert viewed(live.record, document) == [{"via": "link"}] * 2
+    assert live.record.verify().ok
+
+
 def test_limiter_counts_in_a_sliding_window() -> None:
     """Failures older than the window stop counting; reset forgets a key."""
     limiter = AttemptLimiter(2, timedelta(minutes=1))

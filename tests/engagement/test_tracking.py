@@ -20,6 +20,7 @@ from hypothesis.provisional import urls
 from ccm.engagement.tracking import (
     KEY_ENV,
     KEY_FILE_ENV,
+    REPEAT_WINDOW,
     TrackingKey,
     has_event,
     instrument_html,
@@ -489,6 +490,27 @@ def test_unsubscribe_is_recorded_once(record: Record) -> None:
     assert record_event(record, token, "unsub", key=KEY, now=NOW).added
     assert not record_event(record, token, "unsub", key=KEY, now=NOW).added
     assert kinds(record, "m1") == [("opted_out", {"channel": "email"})]
+
+
+def test_repeated_opens_and_clicks_are_recorded_once_per_window(record: Record) -> None:
+    """A repeat open, or click on the same link, within REPEAT_WINDOW adds nothing and says so;
+    another link, or the same after the window, is recorded."""
+    opened = sign("open", "m1", key=KEY, now=NOW)
+    first = click("https://a.example/x", "m1").rsplit("/", 1)[1]
+    other = click("https://a.example/y", "m1").rsplit("/", 1)[1]
+    almost = NOW + REPEAT_WINDOW - timedelta(seconds=1)
+    assert timedelta(hours=1) == REPEAT_WINDOW
+    assert record_event(record, opened, "open", key=KEY, now=NOW).added
+    assert not record_event(record, opened, "open", key=KEY, now=almost).added
+    assert record_event(record, first, "click", key=KEY, now=NOW).added
+    repeat = record_event(record, first, "click", key=KEY, now=almost)
+    assert not repeat.added and repeat.data == {"url": "https://a.example/x"}
+    assert record_event(record, other, "click", key=KEY, now=almost).added
+    assert record_event(record, first, "click", key=KEY, now=NOW + REPEAT_WINDOW).added
+    assert [(e.kind, (e.data or {}).get("url")) for e in record.events("m1")] == [
+        ("opened", None), ("clicked", "https://a.example/x"), ("clicked", "https://a.example/y"),
+        ("clicked", "https://a.example/x"),
+    ]
 
 
 def test_record_event_refuses_bad_tokens_and_unknown_messages(record: Record) -> None:

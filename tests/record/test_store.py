@@ -502,6 +502,55 @@ def test_add_event_once_adds_one_event_even_from_racing_threads(record: Record) 
     assert record.verify().ok
 
 
+def test_add_event_once_within_a_window_per_data(record: Record) -> None:
+    """With ``within`` and ``same_data``: one event per kind and data per window. A repeat
+    inside the window adds nothing; other data, or the same an hour later, is added."""
+    e = entry("C1")
+    record.append(e)
+    hour = timedelta(hours=1)
+    a, b = {"url": "https://a.example/"}, {"url": "https://b.example/"}
+
+    def click(at: datetime, data: dict[str, str] = a) -> bool:
+        return record.add_event_once(e.message_id, "clicked", at=at, data=data, within=hour,
+                                     same_data=True) is not None
+
+    def open_(at: datetime) -> bool:
+        return record.add_event_once(e.message_id, "opened", at=at, within=hour,
+                                     same_data=True) is not None
+
+    assert click(T0) and not click(T0) and not click(T0 + hour - timedelta(microseconds=1))
+    assert click(T0 + timedelta(minutes=5), b)  # another link
+    assert open_(T0) and not open_(T0 + timedelta(minutes=30))  # no data: NULL matches NULL
+    assert click(T0 + hour) and open_(T0 + hour)  # the window has passed
+    assert not click(T0 + hour + timedelta(minutes=59))
+    kinds = [(ev.kind, ev.data) for ev in record.events(e.message_id)]
+    assert kinds.count(("clicked", a)) == 2 and kinds.count(("clicked", b)) == 1
+    assert kinds.count(("opened", None)) == 2 and len(kinds) == 5
+    with pytest.raises(ValueError, match="within"):
+        record.add_event_once(e.message_id, "opened", at=T0, within=timedelta(0))
+    assert record.verify().ok
+
+
+def test_add_event_once_within_a_window_adds_one_from_racing_threads(record: Record) -> None:
+    """Sixteen threads recording the same click at (nearly) the same time leave exactly one."""
+    e = entry("C1")
+    record.append(e)
+    barrier = threading.Barrier(16)
+
+    def work(i: int) -> bool:
+        barrier.wait()
+        return record.add_event_once(
+            e.message_id, "clicked", at=T0 + timedelta(milliseconds=i),
+            data={"url": "https://a.example/"}, within=timedelta(hours=1), same_data=True,
+        ) is not None
+
+    with ThreadPoolExecutor(16) as pool:
+        added = list(pool.map(work, range(16)))
+    assert added.count(True) == 1
+    assert [ev.kind for ev in record.events(e.message_id)] == ["clicked"]
+    assert record.verify().ok
+
+
 # Kinds added at one instant, in causal order: a uuid7 event id sorts them randomly
 # within the millisecond, so eight of them pass by luck once in 40320 tries.
 SAME_INSTANT = ("queued", "sending", "sent", "delivered", "opened", "clicked", "bounced",
