@@ -352,10 +352,18 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
     if customer is None:
         raise click.UsageError("give the CUSTOMER to erase (or --pending)")
     if not yes:
-        click.confirm(
-            f"Destroy customer {shown(customer)}'s data key? Their archived content becomes "
-            "unreadable for good", abort=True,
-        )
+        try:
+            confirmed = click.confirm(
+                f"Destroy customer {shown(customer)}'s data key? Their archived content "
+                "becomes unreadable for good", default=False,
+            )
+        except click.Abort as exc:  # no answer (end of input)
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                raise
+            confirmed = False
+        if not confirmed:
+            raise Fail("not confirmed: nothing was erased (give --yes to skip the question)",
+                       ExitCode.BAD_INPUT)
     with _opened(record_url, write=True, erase_wait=wait) as rec:
         done = rec.erase(customer)
     key = "data key destroyed" if done.data_key_destroyed else "no data key held"

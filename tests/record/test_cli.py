@@ -149,6 +149,10 @@ def test_erase_asks_then_shreds(filled: Record, run, tmp_path: Path) -> None:  #
     """erase asks first (no answer: nothing happens); --yes erases and verify still passes."""
     refused = run("erase", "C1", input="n\n")
     assert refused.exit_code == 1
+    assert "ccm: error: not confirmed: nothing was erased" in refused.output
+    assert "run the command again" not in refused.output
+    no_answer = run("erase", "C1", input="")
+    assert no_answer.exit_code == 1 and "nothing was erased" in no_answer.output
     assert filled.content("m-mail")
     done = run("erase", "C1", "--yes")
     assert done.exit_code == 0 and "erased customer C1" in done.output
