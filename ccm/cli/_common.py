@@ -44,6 +44,7 @@ __all__ = [
     "ExistingFile",
     "ExitCode",
     "Fail",
+    "IsoDateTime",
     "as_of_option",
     "aware",
     "echo",
@@ -171,7 +172,8 @@ def lock_timeout() -> float:
 
 class IsoDateTime(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """An ISO 8601 date and time (``datetime.fromisoformat``: ``2026-06-01``,
-    ``2026-06-01T12:00Z``, ``2026-06-01 12:00:00.5+02:00``, ...)."""
+    ``2026-06-01T12:00Z``, ``2026-06-01 12:00:00.5+02:00``, ...): the one parser of every
+    command's ``--as-of`` (``ccm render``, ``ccm batch``, ``ccm send``)."""
 
     name = "datetime"
 

@@ -4,13 +4,14 @@
 
     ccm send --config delivery.yaml            # send what is due now, then exit
     ccm send --config delivery.yaml --follow   # keep sending; SIGTERM/SIGINT stop it cleanly
-    ccm send --dry-run                         # list what is due, send nothing
+    ccm send --dry-run [--config FILE]         # check the config, list what is due, send nothing
     ccm send --review                          # list messages a crash left uncertain
     ccm send --resolve ID --as sent|failed|queued [--note TEXT]
 
 Exit codes: 0 done (messages that failed or went to review are reported,
-not errors of the command), 1 bad config, 3 unknown message, 4 another
-sender holds the SQLite record, 5 the record cannot be reached.
+not errors of the command), 1 bad config, 3 unknown message or no such
+config file, 4 another sender holds the SQLite record, 5 the record cannot
+be reached.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import click
 from ccm.cli._common import (
     ExitCode,
     Fail,
+    IsoDateTime,
     aware,
     echo,
     exit_code_for,
@@ -78,7 +80,9 @@ def _line(item: dict[str, Any]) -> str:
               help="Seconds between looks at the queue when nothing is due (--follow).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Send at most this many messages, then exit.")
-@click.option("--dry-run", is_flag=True, help="List the messages that are due; send nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Check the delivery config as a real run does and list the messages that "
+                   "are due; connect to nothing, send nothing.")
 @click.option("--review", is_flag=True, help="List messages waiting for a person's decision.")
 @click.option("--resolve", "resolve_id", default=None, metavar="MESSAGE_ID",
               help="Settle a message in review (with --as).")
@@ -86,8 +90,7 @@ def _line(item: dict[str, Any]) -> str:
               default=None, help="The decision for --resolve: it arrived, it did not "
                                  "(failed), or send it again (queued).")
 @click.option("--note", default=None, help="Why (kept with the decision; no personal data).")
-@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z",
-                                                       "%Y-%m-%dT%H:%M:%S"]),
+@click.option("--as-of", "as_of", type=IsoDateTime(),
               default=None, metavar="DATETIME",
               help="The time the sender sees (due times, events), ISO 8601; naive means UTC "
                    "[default: now].")
@@ -115,6 +118,9 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
 
     from ccm.record import Outbox
 
+    # The dry run checks the config exactly as a real run does (connecting to nothing), so a
+    # config it passes is not refused by the real send; without one it only lists.
+    checked = _load_config(config_file) if dry_run and _config_path(config_file) else None
     with _record(record_url) as rec:
         outbox = Outbox(rec)
         try:
@@ -124,6 +130,9 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
                 for item in items:
                     show(item.to_dict())
                 what = "due" if dry_run else "in review"
+                if dry_run:
+                    what += (f"; delivery config {checked.path} is valid" if checked else
+                             "; no --config given, so no delivery config was checked")
                 echo(f"ccm: {len(items)} message(s) {what}", err=True)
                 return
             if resolve_id is not None:
@@ -142,19 +151,35 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
              clock=(lambda: moment) if moment else None, as_json=as_json)
 
 
-def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit: int | None,
-         clock: Any, as_json: bool) -> None:
-    from ccm.delivery import Sender, load_config
-
-    path = config_file or (Path(os.environ["CCM_DELIVERY_CONFIG"])
+def _config_path(config_file: Path | None) -> Path | None:
+    """``--config``, else ``$CCM_DELIVERY_CONFIG``, else None."""
+    return config_file or (Path(os.environ["CCM_DELIVERY_CONFIG"])
                            if os.environ.get("CCM_DELIVERY_CONFIG") else None)
+
+
+def _load_config(config_file: Path | None) -> Any:
+    """The delivery config, loaded and checked (no connection made); the one way both a real
+    run and ``--dry-run`` read it. A file that does not exist is NOT_FOUND naming it."""
+    from ccm.delivery import load_config
+
+    path = _config_path(config_file)
     if path is None:
         raise Fail("--config delivery.yaml is needed to send (or set CCM_DELIVERY_CONFIG); "
                    "see docs/delivery.md", ExitCode.USAGE)
+    if not path.exists():
+        raise Fail(f"{path}: no such delivery config file; check the path",
+                   ExitCode.NOT_FOUND)
     try:
-        config = load_config(path)
+        return load_config(path)
     except CCMError as exc:
         raise Fail(str(exc)) from exc
+
+
+def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit: int | None,
+         clock: Any, as_json: bool) -> None:
+    from ccm.delivery import Sender
+
+    config = _load_config(config_file)
     try:
         sender = Sender(rec, config, clock=clock)
     except SenderBusy as exc:
@@ -179,9 +204,9 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
                  f"{', '.join(sender.channels)}); SIGTERM stops", err=True)
             report = sender.run(stop, poll=poll, on_result=show)
         else:
-            report = sender.send_due(limit=limit)
-            for result in report.results:
-                show(result)
+            # Each line as its message is settled (click.echo flushes): a sender killed
+            # half-way leaves a log line for every message the record says it sent.
+            report = sender.send_due(limit=limit, on_result=show)
     except CCMError as exc:
         raise Fail(str(exc), exit_code_for(exc)) from exc
     finally:

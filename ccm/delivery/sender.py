@@ -311,21 +311,27 @@ class Sender:
                                       expect=("sending",), customer_id=item.customer_id,
                                       **changes)
 
-    def send_due(self, *, limit: int | None = None, stop: threading.Event | None = None
-                 ) -> SendReport:
+    def send_due(self, *, limit: int | None = None, stop: threading.Event | None = None,
+                 on_result: Callable[[Sent], None] | None = None) -> SendReport:
         """Reconcile, then send every message that is due now (at most ``limit``); return.
 
         Messages that become due while this runs (a quick retry) are sent
         too, as long as ``limit`` allows; ``stop`` ends the run after the
-        current message.
+        current message. ``on_result`` is called with each result as soon as
+        it is recorded (``ccm send`` prints its line then, not at the end).
         """
         report = self.reconcile()
+        if on_result:
+            for result in report.results:
+                on_result(result)
         handled = 0
         while (limit is None or handled < limit) and not (stop is not None and stop.is_set()):
-            result = self.send_one()
-            if result is None:
+            outcome = self.send_one()
+            if outcome is None:
                 break
-            report.add(result)
+            report.add(outcome)
+            if on_result:
+                on_result(outcome)
             handled += 1
         return report
 

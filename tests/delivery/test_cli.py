@@ -116,8 +116,8 @@ def test_a_second_sender_on_sqlite_is_refused(setup: dict[str, object],
     (["send"], ExitCode.USAGE, "--config delivery.yaml is needed"),
     (["send", "--dry-run", "--review"], ExitCode.USAGE, "choose one of"),
     (["send", "--resolve", "abc"], ExitCode.USAGE, "go together"),
-    (["send", "--config", "{tmp}/missing.yaml"], ExitCode.BAD_INPUT,
-     "no such delivery config"),
+    (["send", "--config", "{tmp}/missing.yaml"], ExitCode.NOT_FOUND,
+     "missing.yaml: no such delivery config file"),
     (["send", "--config", "{tmp}/bad.yaml"], ExitCode.BAD_INPUT,
      "channels.email.password_env: environment variable SMTP_PW is not set"),
 ])
@@ -245,3 +245,126 @@ def test_a_relative_config_that_is_a_symlink_out_of_its_folder_is_refused(
     err = capsys.readouterr().err
     assert code == ExitCode.BAD_INPUT
     assert "cfg/delivery.yaml: refused: resolves outside" in err
+
+
+@pytest.mark.parametrize(("as_of", "due"), [
+    ("2026-03-03", 3),                   # a date alone: midnight UTC
+    ("2026-03-02T12:00Z", 3),            # Z, no seconds
+    ("2026-03-02 12:00:00+00:00", 3),
+    ("2026-03-02T11:59", 0),             # naive: UTC, a minute before they are due
+])
+def test_as_of_takes_the_iso_forms_of_batch_and_render(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str], as_of: str,
+        due: int) -> None:
+    """``ccm send --as-of`` reads the same ISO 8601 forms as ``ccm batch`` and ``ccm render``
+    (one parser): a date alone, ``Z``, no seconds."""
+    render_queued(setup, capsys)
+    code = main(["send", "--dry-run", "--record", str(setup["url"]), "--as-of", as_of])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"ccm: {due} message(s) due" in err
+
+
+def test_a_wrong_as_of_is_a_usage_error_naming_iso_8601(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    """A value that is no date is one line naming the expected form, exit 2, as in batch."""
+    code = main(["send", "--dry-run", "--record", str(setup["url"]), "--as-of", "June 1st"])
+    err = capsys.readouterr().err
+    assert code == ExitCode.USAGE
+    assert "'June 1st' is not an ISO 8601 date and time" in err and "strptime" not in err
+    assert "does not match the format" not in err
+
+
+def test_a_missing_config_is_not_found_naming_the_file(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--config`` (or $CCM_DELIVERY_CONFIG) naming no file: exit 3, one line naming it,
+    for a real run and for a dry run alike; nothing is sent."""
+    render_queued(setup, capsys)
+    missing = Path(str(setup["tmp"])) / "missing.yaml"
+    for extra in ([], ["--dry-run"]):
+        code = main(["send", "--config", str(missing), "--record", str(setup["url"]),
+                     "--as-of", AS_OF, *extra])
+        err = capsys.readouterr().err
+        assert code == ExitCode.NOT_FOUND, err
+        assert err == f"ccm: error: {missing}: no such delivery config file; check the path\n"
+    monkeypatch.setenv("CCM_DELIVERY_CONFIG", str(missing))
+    assert main(["send", "--record", str(setup["url"]), "--as-of", AS_OF]) == \
+        ExitCode.NOT_FOUND
+    assert str(missing) in capsys.readouterr().err
+    assert Outbox(Record(str(setup["url"]))).counts()["queued"] == 3
+
+
+def test_the_dry_run_checks_the_config_as_the_real_run_does(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    """A config the real send refuses (``rate: -3``) fails the dry run the same way (exit 1,
+    the same line), before anything is listed; a good one is said to be valid, and the dry
+    run still sends nothing."""
+    render_queued(setup, capsys)
+    tmp = Path(str(setup["tmp"]))
+    bad = tmp / "bad-rate.yaml"
+    bad.write_text(FOLDER_CONFIG.format(out="outbox") + "    rate: -3\n", "utf-8")
+    base = ["send", "--config", str(bad), "--record", str(setup["url"]), "--as-of", AS_OF]
+    assert main(base) == ExitCode.BAD_INPUT
+    real = capsys.readouterr()
+    assert main([*base, "--dry-run"]) == ExitCode.BAD_INPUT
+    dry = capsys.readouterr()
+    assert dry.err == real.err and "channels.email" in dry.err and "rate" in dry.err
+    assert dry.out == "" and "Traceback" not in dry.err
+    good = tmp / "good.yaml"
+    good.write_text(FOLDER_CONFIG.format(out="outbox"), "utf-8")
+    assert main(["send", "--dry-run", "--config", str(good), "--record", str(setup["url"]),
+                 "--as-of", AS_OF]) == 0
+    assert f"ccm: 3 message(s) due; delivery config {good} is valid" in capsys.readouterr().err
+    assert not (tmp / "outbox").exists()
+    assert Outbox(Record(str(setup["url"]))).counts()["queued"] == 3
+
+
+def test_each_line_reaches_the_log_as_its_message_is_sent(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    """``ccm send > send.log 2>&1`` killed with SIGKILL half-way: the log holds a line for
+    every message the record says was sent (each line is written when its message is
+    settled, not at the end)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tmp = Path(str(setup["tmp"]))
+    data = Path(str(setup["data"]))
+    data.write_text("".join(json.dumps(reminder(i)) + "\n" for i in range(8)), "utf-8")
+    code = main(["render", "payment_reminder", "--pack", str(PACKS / "acme"), "--templates",
+                 str(TEMPLATES), "--data", str(data), "--channel", "email",
+                 "--record", str(setup["url"]), "--queue", "--as-of", AS_OF])
+    assert code == 0
+    capsys.readouterr()
+    path = tmp / "slow.yaml"  # 2 a second: 8 messages take about 4 s
+    path.write_text(FOLDER_CONFIG.format(out="outbox") + "    rate: 2\n", "utf-8")
+    log = tmp / "send.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ccm", "send", "--config", str(path), "--record",
+             str(setup["url"]), "--as-of", AS_OF], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": ""})
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text("utf-8").count("\n") < 2 and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"no line before the sender finished:\n{log.read_text()}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    record = Record(str(setup["url"]))
+    try:
+        sent = {i.message_id for i in Outbox(record).items() if i.state == "sent"}
+    finally:
+        record.close()
+    lines = log.read_text("utf-8").splitlines()
+    logged = {line.split()[1] for line in lines if line.startswith("sent ")}
+    assert 2 <= len(sent) < 8, lines
+    assert logged == sent, lines
