@@ -346,7 +346,8 @@ def test_each_line_reaches_the_log_as_its_message_is_sent(
         proc = subprocess.Popen(
             [sys.executable, "-m", "ccm", "send", "--config", str(path), "--record",
              str(setup["url"]), "--as-of", AS_OF], stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": ""})
+            env={**os.environ, "PYTHONUNBUFFERED": "",
+                 "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     try:
         deadline = time.monotonic() + 60
         while log.read_text("utf-8").count("\n") < 2 and proc.poll() is None \
