@@ -61,7 +61,8 @@ def test_the_console_session_runs(tmp_path: Path) -> None:
     for name in ("brand_packs", "templates"):
         (tmp_path / name).symlink_to(ROOT / name)
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin{os.pathsep}/bin",
-           "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+           "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(ROOT)}  # this checkout's ccm, as tests/test_docs_examples.py runs
     done = subprocess.run(["bash", "-e", "-c", session], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
