@@ -77,6 +77,8 @@ class _Rendered:
     #: ``content`` and its SHA-256 (:class:`~ccm.record.bulk.Digested`), hashed once for
     #: the summary, the entry and the record's check; None: the record hashes it.
     digest: Any = None
+    #: A quiet-hours deferral: when the customer's window ends (aware, in their zone).
+    defer_until: datetime | None = None
 
 
 @dataclass
@@ -444,7 +446,8 @@ def _fast_suppressed(engine: Engine, spec: _Spec, plan: SmsPlan, req: Request,
     summary["encoding"] = None
     summary["segments"] = None
     return _Rendered(channel="sms", status="suppressed", key=key, entry=entry,
-                     filename=plan.filename(customer_id, locale), summary=summary)
+                     filename=plan.filename(customer_id, locale), summary=summary,
+                     defer_until=decision.defer_until)
 
 
 def _fast_entry(engine: Engine, plan: SmsPlan, req: Request, message_id: str, key: str,
@@ -520,6 +523,7 @@ def _render_full(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, ...
             # Not under the run's key: a rerun after quiet hours sends it.
             message.idempotency_key = f"msg:{message.message_id}"
         out[channel] = _pack(engine, tpl, req, message, spec)
+        out[channel].defer_until = decision.defer_until
     if not allowed:
         # Engine.render checks the contract; with nothing to render, check it here, so
         # a bad row is an error rather than a recorded suppression.
