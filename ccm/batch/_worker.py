@@ -78,7 +78,8 @@ class _Rendered:
     #: the summary, the entry and the record's check; None: the record hashes it.
     digest: Any = None
     #: A quiet-hours deferral: when the customer's window ends (aware, in their zone).
-    defer_until: datetime | None = None
+    #: Not an ``__init__`` argument: the class default costs a message nothing.
+    defer_until: datetime | None = field(default=None, init=False)
 
 
 @dataclass
@@ -445,9 +446,10 @@ def _fast_suppressed(engine: Engine, spec: _Spec, plan: SmsPlan, req: Request,
         summary["reason"] = decision.rule
     summary["encoding"] = None
     summary["segments"] = None
-    return _Rendered(channel="sms", status="suppressed", key=key, entry=entry,
-                     filename=plan.filename(customer_id, locale), summary=summary,
-                     defer_until=decision.defer_until)
+    rendered = _Rendered(channel="sms", status="suppressed", key=key, entry=entry,
+                         filename=plan.filename(customer_id, locale), summary=summary)
+    rendered.defer_until = decision.defer_until
+    return rendered
 
 
 def _fast_entry(engine: Engine, plan: SmsPlan, req: Request, message_id: str, key: str,
