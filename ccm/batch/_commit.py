@@ -81,6 +81,11 @@ class _TaskResult:
     duplicate: int = 0
     rerendered: int = 0
     suppressed: Counter[str] = field(default_factory=Counter)
+    #: Messages deferred by quiet hours (not suppressions: a rerun after the window sends
+    #: them), and the earliest and latest end of those windows (aware, customer's zone).
+    deferred: int = 0
+    defer_first: datetime | None = None
+    defer_last: datetime | None = None
     #: ``(line, customer id, error fields)`` of rows that failed (for errors.jsonl).
     errors: list[tuple[int, str | None, dict[str, Any]]] = field(default_factory=list)
     #: ``(line, customer id, message id)`` of PDFs published (for the print stream's order).
@@ -100,6 +105,14 @@ class _TaskResult:
 
     def fail(self, line: int, customer_id: str | None, error: Mapping[str, Any]) -> None:
         self.errors.append((line, customer_id, dict(error)))
+
+    def defer(self, until: datetime, count: int = 1) -> None:
+        """Count ``count`` messages deferred until ``until``, and widen the span of ends."""
+        self.deferred += count
+        if self.defer_first is None or until < self.defer_first:
+            self.defer_first = until
+        if self.defer_last is None or until > self.defer_last:
+            self.defer_last = until
 
 
 @dataclass
@@ -371,6 +384,8 @@ class _Committer:
             self._discard(p)
             if status == "failed":
                 fail(p, {**(p.error or {}), "channel": rendered.channel})
+            elif status == "suppressed" and rendered.defer_until is not None:
+                out.defer(rendered.defer_until)
             elif status == "suppressed":
                 out.suppressed[reason or "policy"] += 1
             else:

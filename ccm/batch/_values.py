@@ -59,8 +59,14 @@ class BatchEvent:
 
 @dataclass
 class BatchSummary:
-    """What a batch run did. Counts ``generated``, ``suppressed`` and ``duplicate`` are messages;
-    ``rows``, ``failed`` and ``skipped`` are input rows."""
+    """What a batch run did. Counts ``generated``, ``suppressed``, ``deferred`` and ``duplicate``
+    are messages; ``rows``, ``failed`` and ``skipped`` are input rows.
+
+    ``deferred`` messages were held by quiet hours (``action: defer``): they are not
+    suppressions, a rerun with the same run id after the window sends them.
+    ``deferred_until`` says when the windows end: ``earliest`` and ``latest`` (ISO 8601
+    in the customer's time) with their zones, ``earliest_zone`` and ``latest_zone``.
+    """
 
     run_id: str
     template: str
@@ -68,6 +74,8 @@ class BatchSummary:
     rows: int = 0
     generated: int = 0
     suppressed: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0
+    deferred_until: dict[str, str] | None = None
     duplicate: int = 0
     failed: int = 0
     skipped: int = 0
@@ -90,8 +98,9 @@ class BatchSummary:
 
     @property
     def messages(self) -> int:
-        """Messages accounted for in this run (generated, suppressed or already recorded)."""
-        return self.generated + sum(self.suppressed.values()) + self.duplicate
+        """Messages accounted for in this run (generated, suppressed, deferred or already
+        recorded)."""
+        return self.generated + sum(self.suppressed.values()) + self.deferred + self.duplicate
 
     @property
     def rate(self) -> float:

@@ -77,6 +77,9 @@ class _Rendered:
     #: ``content`` and its SHA-256 (:class:`~ccm.record.bulk.Digested`), hashed once for
     #: the summary, the entry and the record's check; None: the record hashes it.
     digest: Any = None
+    #: A quiet-hours deferral: when the customer's window ends (aware, in their zone).
+    #: Not an ``__init__`` argument: the class default costs a message nothing.
+    defer_until: datetime | None = field(default=None, init=False)
 
 
 @dataclass
@@ -443,8 +446,10 @@ def _fast_suppressed(engine: Engine, spec: _Spec, plan: SmsPlan, req: Request,
         summary["reason"] = decision.rule
     summary["encoding"] = None
     summary["segments"] = None
-    return _Rendered(channel="sms", status="suppressed", key=key, entry=entry,
-                     filename=plan.filename(customer_id, locale), summary=summary)
+    rendered = _Rendered(channel="sms", status="suppressed", key=key, entry=entry,
+                         filename=plan.filename(customer_id, locale), summary=summary)
+    rendered.defer_until = decision.defer_until
+    return rendered
 
 
 def _fast_entry(engine: Engine, plan: SmsPlan, req: Request, message_id: str, key: str,
@@ -520,6 +525,7 @@ def _render_full(engine: Engine, spec: _Spec, obj: Any, channels: tuple[str, ...
             # Not under the run's key: a rerun after quiet hours sends it.
             message.idempotency_key = f"msg:{message.message_id}"
         out[channel] = _pack(engine, tpl, req, message, spec)
+        out[channel].defer_until = decision.defer_until
     if not allowed:
         # Engine.render checks the contract; with nothing to render, check it here, so
         # a bad row is an error rather than a recorded suppression.

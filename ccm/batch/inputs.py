@@ -576,6 +576,10 @@ def _resolve(root: Mapping[str, Any], node: Any) -> Mapping[str, Any] | None:
     return None
 
 
+#: What a ``:bool`` cell may hold (any case, spaces around ignored), for its error.
+_BOOL_WORDS = "true/false, yes/no, y/n or 1/0"
+
+
 def _convert(cell: str, kind: str | None, path: tuple[str, ...]) -> Any:
     where = ".".join(path)
     text = cell.strip()
@@ -594,13 +598,15 @@ def _convert(cell: str, kind: str | None, path: tuple[str, ...]) -> Any:
             return True
         if lowered in ("false", "0", "no", "n"):
             return False
-        raise ValueError(f"column {where}: {text!r} is not a boolean")
+        raise ValueError(f"column {where}: not a boolean (use {_BOOL_WORDS})")
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         if kind == "json":
             raise ValueError(f"column {where}: invalid JSON") from None
         return cell  # the contract check reports it with its JSON path
+    except ValueError:  # an integer over Python's digit limit: its message is no help
+        raise ValueError(f"column {where}: a number has too many digits to read") from None
     if kind == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
     numeric = isinstance(value, int | float) and not isinstance(value, bool)

@@ -292,6 +292,8 @@ class _Batch(_Resume):
         self.summary = BatchSummary(run_id=self.run_id, template=template,
                                     out=self.output.url, total=total)
         self.suppressed: Counter[str] = Counter()
+        #: The earliest and latest end of the quiet hours that deferred messages.
+        self._defer_span: list[datetime] = []
         self._errors: IO[str] | None = None
         self._print_order: IO[str] | None = None
         self._last_progress = 0.0
@@ -378,7 +380,8 @@ class _Batch(_Resume):
         if s.total is not None and rate > 0:
             eta = round(max(s.total - s.rows, 0) / rate, 1)
         self._emit("progress", done=s.rows, total=s.total, generated=s.generated,
-                   suppressed=sum(self.suppressed.values()), duplicate=s.duplicate,
+                   suppressed=sum(self.suppressed.values()), deferred=s.deferred,
+                   duplicate=s.duplicate,
                    failed=s.failed, rate=round(rate, 2), eta=eta,
                    elapsed=round(elapsed, 2))
 
@@ -450,6 +453,12 @@ class _Batch(_Resume):
                 self.summary.workers_replaced = pool.replaced
                 self.summary.workers_retired = pool.retired
             self.summary.suppressed = dict(self.suppressed)
+            if self._defer_span:
+                first, last = self._defer_span[0], self._defer_span[-1]
+                self.summary.deferred_until = {
+                    "earliest": first.isoformat(), "earliest_zone": str(first.tzinfo),
+                    "latest": last.isoformat(), "latest_zone": str(last.tzinfo),
+                }
             self.summary.elapsed = time.monotonic() - self._started
             self.summary.parent_cpu = time.process_time() - self._cpu_started
             self.summary.parent_max_rss_mb = max_rss_mb()
@@ -634,6 +643,10 @@ class _Batch(_Resume):
         s.duplicate += result.duplicate
         s.rerendered += result.rerendered
         self.suppressed.update(result.suppressed)
+        if result.deferred:
+            s.deferred += result.deferred
+            self._defer_span.extend(t for t in (result.defer_first, result.defer_last) if t)
+            self._defer_span[:] = [min(self._defer_span), max(self._defer_span)]
         s.worker_max_rss_mb = max(s.worker_max_rss_mb, result.max_rss_mb)
         for line, customer_id, error in result.errors:
             self._fail(line, customer_id, error)

@@ -4,9 +4,10 @@ Mounted into the main CLI as ``ccm batch``. It parses options, builds the
 executor (process pool, or Dask with ``--scheduler``), shows progress and
 prints the summary; the work is :func:`ccm.batch.run.run_batch`.
 
-Exit status: 0 every row succeeded, 1 some rows failed (see ``errors.jsonl``),
-the setup is wrong or the input has no requests, 2 usage error, 130 interrupted (Ctrl-C,
-SIGINT), 143 stopped (SIGTERM): what was made is kept, resume with the same run id.
+Exit status: 0 every row succeeded (quiet-hours deferrals included), 1 some rows
+failed (see ``errors.jsonl``), the setup is wrong or the input has no requests,
+2 usage error, 130 interrupted (Ctrl-C, SIGINT), 143 stopped (SIGTERM): what was made
+is kept, resume with the same run id.
 """
 
 from __future__ import annotations
@@ -488,6 +489,7 @@ class _Display:
             f"({s['rate']:.1f} rows/s)",
             f"  generated   {s['generated']}",
             f"  suppressed  {s['suppressed_total']}" + (f" ({detail})" if detail else ""),
+            *_deferred_line(s),
             f"  duplicate   {s['duplicate']}" + (f" (already done: {s['skipped']} rows)"
                                                   if s["skipped"] else ""),
             f"  failed      {s['failed']}" + (f" -> {s['errors_file']}" if s["failed"] else ""),
@@ -502,7 +504,33 @@ class _Display:
             lines.append(f"  print file  {s['print_file']} (index {s['print_index']})")
         if s["failed"]:
             lines.append(f"fix the rows and run again with --run-id {s['run_id']}")
+        if s.get("deferred") and s.get("deferred_until"):
+            until = s["deferred_until"]
+            lines.append(f"quiet hours deferred {s['deferred']} message(s), not suppressed: "
+                         f"run the same command again with --run-id {s['run_id']} after "
+                         f"{_at(until['latest'], until['latest_zone'])} to send them")
         echo("\n".join(lines))
+
+
+def _deferred_line(s: dict[str, Any]) -> list[str]:
+    """The summary's ``deferred`` line: messages quiet hours hold, and until when."""
+    if not s.get("deferred"):
+        return []
+    until = s.get("deferred_until")
+    if not until:
+        return [f"  deferred    {s['deferred']} (quiet hours)"]
+    first = _at(until["earliest"], until["earliest_zone"])
+    if datetime.fromisoformat(until["earliest"]) == datetime.fromisoformat(until["latest"]):
+        when = first
+    else:
+        when = (f"each customer's own end of them, from {first} to "
+                f"{_at(until['latest'], until['latest_zone'])}")
+    return [f"  deferred    {s['deferred']} (quiet hours, until {when})"]
+
+
+def _at(iso: str, zone: str) -> str:
+    """``2026-06-02 08:00 Europe/London``: a deferral's end, in the customer's time."""
+    return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M} {zone}"
 
 
 def _duration(seconds: float | None) -> str:

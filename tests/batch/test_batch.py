@@ -225,29 +225,34 @@ def test_without_an_archive_a_lost_file_is_rendered_again(tmp_path: Path, record
     assert (out / out_name("N0000", "sms")).exists()
 
 
-def test_contact_policy_suppressions_are_counted_by_rule(
+def test_a_quiet_hours_deferral_is_recorded_and_counted_apart_from_suppressions(
     tmp_path: Path, record_url: str, open_record: Callable[..., Any]
 ) -> None:
-    """An SMS in the customer's quiet hours is a recorded suppression, no file; its rule counted."""
+    """An SMS in the customer's quiet hours is recorded (suppressed, quiet_hours), no file;
+    the summary counts it as deferred, with when the window ends, not as a suppression."""
     out = tmp_path / "out"
     requests = notes(3)
     requests[1]["customer"]["timezone"] = "Asia/Tokyo"  # midnight there: quiet hours
     summary = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
                         record_url=record_url, run_id="r1", workers=0, channels=["sms"],
                         now=DAYTIME)
-    assert summary.generated == 2 and sum(summary.suppressed.values()) == 1
+    assert (summary.generated, summary.suppressed, summary.deferred) == (2, {}, 1)
+    assert summary.deferred_until == {
+        "earliest": "2025-11-04T08:00:00+09:00", "earliest_zone": "Asia/Tokyo",
+        "latest": "2025-11-04T08:00:00+09:00", "latest_zone": "Asia/Tokyo"}
+    assert summary.messages == 3 and summary.exit_status == 0
     assert not (out / out_name("N0001", "sms")).exists()
     record = open_record(record_url)
     (entry,) = record.timeline("N0001").to_dict()["messages"]
-    assert entry["status"] == "suppressed" and entry["reason"] in summary.suppressed
-    assert summary.suppressed == {"quiet_hours": 1}
+    assert (entry["status"], entry["reason"]) == ("suppressed", "quiet_hours")
     # The deferral does not hold the run's key: rerun after the window, it is sent once.
     assert record.find_key("r1:quick_note:N0001:sms") is None
     morning_in_tokyo = DAYTIME + timedelta(hours=8, minutes=30)
     rerun = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
                       record_url=record_url, run_id="r1", workers=0, channels=["sms"],
                       now=morning_in_tokyo)
-    assert (rerun.generated, rerun.duplicate, rerun.suppressed) == (1, 2, {})
+    assert (rerun.generated, rerun.duplicate, rerun.suppressed, rerun.deferred) == (1, 2, {}, 0)
+    assert rerun.deferred_until is None
     assert (out / out_name("N0001", "sms")).exists()
     assert record.find_key("r1:quick_note:N0001:sms").status == "generated"
 
@@ -263,10 +268,10 @@ def test_a_rerun_counts_every_recorded_channel_of_a_partly_done_row(
     requests[1]["customer"]["timezone"] = "Asia/Tokyo"  # midnight there: quiet hours
     first = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
                       record_url=record_url, run_id="r1", workers=0, now=DAYTIME)
-    assert (first.generated, first.suppressed) == (5, {"quiet_hours": 1})
+    assert (first.generated, first.suppressed, first.deferred) == (5, {}, 1)
     rerun = run_batch("quick_note", requests, pack=PACK, templates=TEST_TEMPLATES, out=out,
                       record_url=record_url, run_id="r1", workers=0, now=DAYTIME)
-    assert (rerun.generated, rerun.duplicate, rerun.suppressed) == (0, 5, {"quiet_hours": 1})
+    assert (rerun.generated, rerun.duplicate, rerun.deferred) == (0, 5, 1)
     assert rerun.messages == 6
 
 

@@ -11,7 +11,16 @@ import pytest
 
 from ccm.cli import main
 
-from .conftest import DAYTIME, PACK, TEST_TEMPLATES, notes, out_name, write_jsonl
+from .conftest import (
+    DAYTIME,
+    PACK,
+    ROOT,
+    TEMPLATES,
+    TEST_TEMPLATES,
+    notes,
+    out_name,
+    write_jsonl,
+)
 
 
 def _args(data: Path, out: Path, record_url: str, *extra: str) -> list[str]:
@@ -208,3 +217,51 @@ def test_peak_memory_is_the_runs_own_not_its_launchers(tmp_path: Path) -> None:
     assert summary["generated"] == 3
     assert 0 < summary["parent_max_rss_mb"] < 400
     assert 0 < summary["worker_max_rss_mb"] < 400
+
+
+def test_quiet_hours_deferrals_are_reported_apart_with_the_rerun_to_send_them(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's run at 23:30 UTC: six SMS held by quiet hours (London and Dubai) are
+    ``deferred``, not ``suppressed``, with when the windows end and the command that sends
+    them; a deferral is no error (exit 0); the rerun after the windows sends them."""
+    args = ["batch", "monthly_statement", "--pack", str(PACK), "--templates", str(TEMPLATES),
+            "--data", str(ROOT / "examples" / "customers.jsonl"), "--out", str(tmp_path / "out"),
+            "--record", record_url, "--run-id", "qh", "--channel", "sms", "--workers", "0"]
+    assert main([*args, "--as-of", "2026-06-01T23:30:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "  suppressed  0\n" in out
+    assert ("  deferred    6 (quiet hours, until each customer's own end of them, from "
+            "2026-06-02 08:00 Asia/Dubai to 2026-06-02 08:00 Europe/London)\n") in out
+    assert ("quiet hours deferred 6 message(s), not suppressed: run the same command again "
+            "with --run-id qh after 2026-06-02 08:00 Europe/London to send them") in out
+    assert not (tmp_path / "out" / "errors.jsonl").read_text()
+
+    assert main([*args, "--as-of", "2026-06-02T07:30:00Z", "--json"]) == 0
+    done = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (done["generated"], done["deferred"], done["suppressed"]) == (6, 0, {})
+    assert done["deferred_until"] is None
+
+
+def test_deferrals_in_one_zone_say_until_when_and_json_has_them(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One customer in Tokyo at midnight: ``deferred 1`` until 08:00 there; ``--json``'s
+    ``done`` event and its progress events count it as deferred, not suppressed."""
+    requests = notes(2)
+    requests[1]["customer"]["timezone"] = "Asia/Tokyo"
+    data = write_jsonl(tmp_path / "in.jsonl", requests)
+    args = _args(data, tmp_path / "out", record_url, "--run-id", "tk", "--workers", "0",
+                 "--channel", "sms")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "  deferred    1 (quiet hours, until 2025-11-04 08:00 Asia/Tokyo)\n" in out
+    assert "after 2025-11-04 08:00 Asia/Tokyo to send them" in out
+    assert main([*args, "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    done = events[-1]
+    assert (done["duplicate"], done["deferred"], done["suppressed_total"]) == (1, 1, 0)
+    assert done["deferred_until"] == {
+        "earliest": "2025-11-04T08:00:00+09:00", "earliest_zone": "Asia/Tokyo",
+        "latest": "2025-11-04T08:00:00+09:00", "latest_zone": "Asia/Tokyo"}
+    assert events[-2]["event"] == "progress" and events[-2]["deferred"] == 1
