@@ -23,7 +23,6 @@ from ccm.testing import CaptureTransport
 from ._servers import smtp_server
 from .conftest import NOON
 from .test_cli import AS_OF, config, render_queued
-from .test_cli import setup as setup_fixture  # noqa: F401  (the fixture `setup`)
 
 FOLDER = "version: 1\nchannels:\n  email: {{transport: folder, path: '{out}'}}\n"
 
