@@ -191,7 +191,7 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
             echo(f"{doc['state']:10} {doc['message_id']} {doc['channel']}{detail}")
 
     def waiting(exc: TransportUnavailable, wait: float) -> None:
-        echo(f"ccm: {exc}; {_left(rec)} message(s) left queued; trying again in {wait:.0f}s",
+        echo(f"ccm: {exc}; {_left(rec)} message(s) left queued; trying again in {wait:g}s",
              err=True)
 
     def summary() -> None:
@@ -212,12 +212,14 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
         else:
             sender.send_due(limit=limit, on_result=show)
     except TransportUnavailable as exc:
-        summary()
+        if done.results:
+            summary()
         raise Fail(f"{exc}; sending stopped, {_left(rec)} message(s) left queued (none "
                    "failed, no attempt counted); run ccm send again once it is back",
                    ExitCode.IO_ERROR) from exc
     except ConfigError as exc:
-        summary()
+        if done.results:
+            summary()
         raise Fail(f"{exc}; sending stopped, the message in hand was put back in the queue",
                    exit_code_for(exc)) from exc
     except CCMError as exc:
