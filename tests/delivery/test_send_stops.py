@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,43 @@ def test_send_exits_1_when_a_message_failed(
         assert send(setup, config(setup, server.port)) == ExitCode.BAD_INPUT
     assert "ccm: 3 failed" in capsys.readouterr().err
     assert [s for s, _ in states(setup)] == ["failed"] * 3
+
+
+def test_follow_keeps_waiting_for_the_relay_and_stops_cleanly(
+        setup: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    """``ccm send --follow`` with the relay down (a real process): it says it will try
+    again, does not exit, counts no attempt; SIGTERM stops it with exit 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    render_queued(setup, capsys)
+    port = free_port()
+    path = config(setup, port)
+    env = {**os.environ, "CCM_MASTER_KEY_FILE": str(Path(str(setup["tmp"])) / "master.key")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccm", "send", "--follow", "--poll", "0.05", "--config",
+         str(path), "--record", str(setup["url"]), "--as-of", AS_OF],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),
+                              daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum("trying again" in line for line in lines) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        reader.join(10)
+        proc.stderr.close()  # type: ignore[union-attr]
+    rest = "".join(lines)
+    assert proc.returncode == 0, rest
+    waits = [line for line in lines if "trying again in" in line]
+    assert len(waits) >= 3 and f"127.0.0.1:{port} cannot be reached" in waits[0]
+    assert "3 message(s) left queued" in waits[0]
+    assert "trying again in 0.05s" in waits[0] and "trying again in 0.1s" in waits[1]
+    assert states(setup) == [("queued", 0)] * 3
