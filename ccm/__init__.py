@@ -49,6 +49,7 @@ from ccm.errors import TemplateError as TemplateError
 from ccm.errors import TemplateSyntaxError as TemplateSyntaxError
 from ccm.errors import TemporaryDeliveryError as TemporaryDeliveryError
 from ccm.errors import TokenError as TokenError
+from ccm.errors import TransportUnavailable as TransportUnavailable
 from ccm.errors import UnknownChannel as UnknownChannel
 from ccm.errors import UnknownLocale as UnknownLocale
 from ccm.errors import UnknownTemplate as UnknownTemplate
@@ -143,6 +144,7 @@ __all__ = [
     "TemplateSyntaxError",
     "TemporaryDeliveryError",
     "TokenError",
+    "TransportUnavailable",
     "UnknownChannel",
     "UnknownLocale",
     "UnknownTemplate",

@@ -38,6 +38,7 @@ branches that must never be confused:
         ├── PasswordRuleError                       customer lacks the field
         ├── DeliveryError                           transport + message id + code
         │   ├── TemporaryDeliveryError              try again later (4xx, 429, dropped)
+        │   │   └── TransportUnavailable            relay, API or folder unreachable: stop
         │   ├── PermanentDeliveryError              never retry (5xx, invalid number)
         │   └── DeliveryUncertain                   the transport cannot say: review
         ├── InboundError             (ValueError)   a bounce, complaint or callback
@@ -106,6 +107,7 @@ __all__ = [
     "TemplateSyntaxError",
     "TemporaryDeliveryError",
     "TokenError",
+    "TransportUnavailable",
     "UnknownChannel",
     "UnknownLocale",
     "UnknownTemplate",
@@ -321,6 +323,14 @@ class DeliveryError(MessageError):
 class TemporaryDeliveryError(DeliveryError):
     """The transport refused for now (a 4xx reply, 429, a dropped connection before the data):
     the sender retries with backoff."""
+
+
+class TransportUnavailable(TemporaryDeliveryError):
+    """Nothing was handed over because the transport itself cannot be reached (the SMTP relay
+    or the provider's API refuses connections, its name does not resolve, the connection
+    times out; the folder cannot be written). Not the message's fault: the sender puts it
+    back without counting an attempt and stops. ``where`` names the relay (``host:port``),
+    the API's host or the folder."""
 
 
 class PermanentDeliveryError(DeliveryError):

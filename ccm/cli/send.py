@@ -8,10 +8,12 @@
     ccm send --review                          # list messages a crash left uncertain
     ccm send --resolve ID --as sent|failed|queued [--note TEXT]
 
-Exit codes: 0 done (messages that failed or went to review are reported,
-not errors of the command), 1 bad config, 3 unknown message or no such
-config file, 4 another sender holds the SQLite record, 5 the record cannot
-be reached.
+Exit codes: 0 done (retries and messages in review are reported, not
+errors of the command), 1 bad config or no master key, or some message
+failed for good in this run, 3 unknown message or no such config file, 4
+another sender holds the SQLite record (or the message cannot be resolved
+so), 5 the record, the relay, the API or the folder cannot be reached (the
+message in hand is put back untouched).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def _line(item: dict[str, Any]) -> str:
                    "are due; connect to nothing, send nothing.")
 @click.option("--review", is_flag=True, help="List messages waiting for a person's decision.")
 @click.option("--resolve", "resolve_id", default=None, metavar="MESSAGE_ID",
-              help="Settle a message in review (with --as).")
+              help="Settle a message in review, or send a failed one again (with --as).")
 @click.option("--as", "resolve_as", type=click.Choice(["sent", "failed", "queued"]),
               default=None, help="The decision for --resolve: it arrived, it did not "
                                  "(failed), or send it again (queued).")
@@ -175,23 +177,51 @@ def _load_config(config_file: Path | None) -> Any:
         raise Fail(str(exc)) from exc
 
 
+def _need_key(rec: Any) -> None:
+    """Refuse to start without the master key: every queued recipient is encrypted."""
+    if rec.master_key is None:
+        raise Fail("sending needs the record's master key (the recipients are stored "
+                   "encrypted): set CCM_MASTER_KEY_FILE to the key file, or CCM_MASTER_KEY; "
+                   "no message was taken", ExitCode.BAD_INPUT)
+
+
+def _left(rec: Any) -> int:
+    from ccm.record import Outbox
+
+    return int(Outbox(rec).counts()["queued"])
+
+
 def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit: int | None,
          clock: Any, as_json: bool) -> None:
-    from ccm.delivery import Sender
+    from ccm.delivery import Sender, SendReport
+    from ccm.errors import ConfigError, TransportUnavailable
 
+    _need_key(rec)
     config = _load_config(config_file)
     try:
         sender = Sender(rec, config, clock=clock)
     except SenderBusy as exc:
         raise Fail(str(exc), ExitCode.CONFLICT) from exc
 
+    done = SendReport()
+
     def show(result: Any) -> None:
+        done.add(result)
         doc = result.to_dict()
         if as_json:
             click.echo(json_text(json.dumps(doc, ensure_ascii=False)))
         else:
             detail = f" ({doc['detail']})" if doc.get("detail") else ""
             echo(f"{doc['state']:10} {doc['message_id']} {doc['channel']}{detail}")
+
+    def waiting(exc: TransportUnavailable, wait: float) -> None:
+        echo(f"ccm: {exc}; {_left(rec)} message(s) left queued; trying again in {wait:g}s",
+             err=True)
+
+    def summary() -> None:
+        counts = ", ".join(f"{n} {state}" for state, n in done.counts.items() if n) \
+            or "nothing due"
+        echo(f"ccm: {counts}", err=True)
 
     stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}
@@ -202,16 +232,30 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
         if follow:
             echo(f"ccm: sending from {rec.where} (channels: "
                  f"{', '.join(sender.channels)}); SIGTERM stops", err=True)
-            report = sender.run(stop, poll=poll, on_result=show)
+            sender.run(stop, poll=poll, on_result=show, on_unavailable=waiting)
         else:
             # Each line as its message is settled (click.echo flushes): a sender killed
             # half-way leaves a log line for every message the record says it sent.
-            report = sender.send_due(limit=limit, on_result=show)
+            sender.send_due(limit=limit, on_result=show)
+    except TransportUnavailable as exc:
+        if done.results:
+            summary()
+        raise Fail(f"{exc}; sending stopped, {_left(rec)} message(s) left queued (none "
+                   "failed, no attempt counted); run ccm send again once it is back",
+                   ExitCode.IO_ERROR) from exc
+    except ConfigError as exc:
+        if done.results:
+            summary()
+        raise Fail(f"{exc}; sending stopped, the message in hand was put back in the queue",
+                   exit_code_for(exc)) from exc
     except CCMError as exc:
         raise Fail(str(exc), exit_code_for(exc)) from exc
     finally:
         sender.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    counts = ", ".join(f"{n} {state}" for state, n in report.counts.items() if n) or "nothing due"
-    echo(f"ccm: {counts}", err=True)
+    summary()
+    if done.counts["failed"] and not follow:
+        # Some message failed for good in this run (refused, out of attempts, or no longer
+        # sendable): say so to scripts. Retries and review are not failures.
+        raise click.exceptions.Exit(int(ExitCode.BAD_INPUT))

@@ -32,6 +32,14 @@ time ``Retry.delay(attempt)`` later (exponential, with jitter), until the
 route's ``max_attempts``; then it fails. A permanent failure fails it at
 once. Rates are per route and per sender process.
 
+Stops: what is not the message's fault never fails it nor uses up one of
+its attempts. A :class:`~ccm.errors.ConfigError` met while preparing or
+sending a message (no master key, a refused login) and a
+:class:`~ccm.errors.TransportUnavailable` (the relay or API cannot be
+reached, the folder cannot be written) put the message back untouched
+(``queued``, same due time, attempt not counted) and stop the run with that
+error; :meth:`Sender.run` waits and tries again on the latter instead.
+
 Logging (logger ``ccm.delivery.sender``): INFO per outcome (message id,
 state, transport), WARNING for review and reconciliation, never a recipient,
 content or secret.
@@ -64,6 +72,7 @@ from ccm.errors import (
     RecordError,
     SenderBusy,
     TemporaryDeliveryError,
+    TransportUnavailable,
 )
 from ccm.message import Outgoing, Receipt
 from ccm.record import Record
@@ -317,13 +326,15 @@ class Sender:
 
         Messages that become due while this runs (a quick retry) are sent
         too, as long as ``limit`` allows; ``stop`` ends the run after the
-        current message. ``on_result`` is called with each result as soon as
-        it is recorded (``ccm send`` prints its line then, not at the end).
+        current message. ``on_result`` sees each outcome as it happens (the
+        run may still end with a :class:`~ccm.errors.ConfigError` or
+        :class:`~ccm.errors.TransportUnavailable`: the message in hand was
+        put back untouched).
         """
         report = self.reconcile()
         if on_result:
-            for result in report.results:
-                on_result(result)
+            for settled in report.results:
+                on_result(settled)
         handled = 0
         while (limit is None or handled < limit) and not (stop is not None and stop.is_set()):
             outcome = self.send_one()
@@ -336,7 +347,12 @@ class Sender:
         return report
 
     def send_one(self) -> Sent | None:
-        """Claim and send the oldest due message; ``None`` when nothing is due."""
+        """Claim and send the oldest due message; ``None`` when nothing is due.
+
+        A :class:`~ccm.errors.ConfigError` while claiming (no master key to
+        read the recipient) leaves the message queued, untouched, and is
+        raised.
+        """
         claimed = self.outbox.claim(now=self._clock(), sender=self.sender_id,
                                     channels=self.channels)
         if claimed is None:
@@ -345,13 +361,29 @@ class Sender:
             return Sent(claimed.message_id, claimed.channel, "failed", claimed.error)
         return self._deliver(claimed)
 
+    def _put_back(self, item: OutboxItem, name: str, reason: str, exc: Exception) -> None:
+        """Back to the queue as it was before the claim: same due time, attempt not counted."""
+        self._move(item, "queued", due_at=item.due_at, attempts=max(0, item.attempts - 1),
+                   data={"transport": name, "reason": reason}, error=scrub(str(exc), 400))
+        logger.warning("message %s put back (%s): %s", item.message_id, reason,
+                       type(exc).__name__)
+
     def _deliver(self, claimed: Claimed) -> Sent:
         item, outgoing = claimed.item, claimed.outgoing
-        lane = self._lane(item.channel)
+        try:
+            lane = self._lane(item.channel)
+        except ConfigError as exc:  # the route cannot be opened: nothing was handed over
+            self._put_back(item, item.channel, "configuration", exc)
+            raise
         lane.limiter.wait()
         name = getattr(lane.transport, "name", type(lane.transport).__name__)
         try:
             receipt = lane.transport.send(outgoing)
+        except TransportUnavailable as exc:
+            # Nothing was handed over, and nothing will be until the transport is back: not
+            # this message's fault, so no attempt used up. Back to the queue, and stop.
+            self._put_back(item, name, "unavailable", exc)
+            raise
         except TemporaryDeliveryError as exc:
             return self._temporary(item, outgoing, lane, name, exc)
         except PermanentDeliveryError as exc:
@@ -366,11 +398,7 @@ class Sender:
             return Sent(item.message_id, item.channel, "review", text)
         except ConfigError as exc:
             # Nothing was handed over (the setup is wrong): back to the queue, and stop.
-            self._move(item, "queued",
-                       due_at=item.due_at,
-                       attempts=max(0, item.attempts - 1),
-                       data={"transport": name, "reason": "configuration"},
-                       error=scrub(str(exc), 400))
+            self._put_back(item, name, "configuration", exc)
             raise
         except BaseException:
             # A bug, or an interrupt, while the transport held it: a person decides.
@@ -414,14 +442,21 @@ class Sender:
         return Sent(item.message_id, item.channel, "failed", text)
 
     def run(self, stop: threading.Event, *, poll: float = 1.0,
-            on_result: Callable[[Sent], None] | None = None) -> SendReport:
+            on_result: Callable[[Sent], None] | None = None,
+            on_unavailable: Callable[[TransportUnavailable, float], None] | None = None,
+            max_wait: float = 60.0) -> SendReport:
         """Keep sending until ``stop`` is set (``ccm send --follow``); finish the message in hand.
 
         Sleeps ``poll`` seconds when nothing is due; reconciles every
-        ``reconcile_every`` seconds (another sender may have died).
+        ``reconcile_every`` seconds (another sender may have died). When a
+        transport cannot be reached (:class:`~ccm.errors.TransportUnavailable`;
+        the message was put back untouched) it waits ``poll`` seconds, then
+        twice that after each further failure, up to ``max_wait``, and tries
+        again; ``on_unavailable`` hears the error and the wait.
         """
         report = SendReport()
         last = float("-inf")
+        outages = 0
         while not stop.is_set():
             if time.monotonic() - last >= self.reconcile_every:
                 for result in self.reconcile().results:
@@ -429,10 +464,19 @@ class Sender:
                     if on_result:
                         on_result(result)
                 last = time.monotonic()
-            outcome = self.send_one()
+            try:
+                outcome = self.send_one()
+            except TransportUnavailable as exc:
+                outages += 1
+                wait = min(max_wait, poll * 2 ** (outages - 1))
+                if on_unavailable:
+                    on_unavailable(exc, wait)
+                stop.wait(wait)
+                continue
             if outcome is None:
                 stop.wait(poll)
                 continue
+            outages = 0
             report.add(outcome)
             if on_result:
                 on_result(outcome)

@@ -38,6 +38,7 @@ from ccm.errors import (
     DeliveryUncertain,
     PermanentDeliveryError,
     TemporaryDeliveryError,
+    TransportUnavailable,
 )
 from ccm.message import Outgoing, Receipt
 
@@ -126,9 +127,10 @@ class TwilioTransport:
             response = self._client.post(s.messages_url, data=form,
                                          auth=(s.account_sid, s.auth_token))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TemporaryDeliveryError(
+            raise TransportUnavailable(
                 f"SMS provider at {_host(s.api_base)} cannot be reached: {type(exc).__name__}",
-                transport=self.name, message_id=message.message_id, code=None) from None
+                transport=self.name, message_id=message.message_id, code=None,
+                where=_host(s.api_base)) from None
         except httpx.TransportError as exc:
             raise DeliveryUncertain(
                 f"SMS provider at {_host(s.api_base)}: {type(exc).__name__} after the request "

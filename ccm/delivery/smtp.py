@@ -10,7 +10,8 @@ How an answer maps to the delivery errors:
 ==========================================  ====================================
 what happened                               raised
 ==========================================  ====================================
-cannot connect, or 4xx before the content    :class:`TemporaryDeliveryError`
+cannot connect (refused, DNS, timeout)      :class:`TransportUnavailable` (stop)
+4xx before the content                      :class:`TemporaryDeliveryError`
 dropped before the content was handed over  reconnect once, then temporary
 5xx to MAIL, RCPT or DATA                   :class:`PermanentDeliveryError`
 4xx / 5xx after the content                 temporary / permanent (nothing kept)
@@ -38,6 +39,7 @@ from ccm.errors import (
     DeliveryUncertain,
     PermanentDeliveryError,
     TemporaryDeliveryError,
+    TransportUnavailable,
 )
 from ccm.message import Outgoing, Receipt
 
@@ -155,9 +157,12 @@ class SmtpTransport:
                 f"({exc.verify_message}); set ca_file for a private CA", key="ca_file",
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TemporaryDeliveryError(
+            # Refused, no such host, timed out, or turned away at the greeting: no message
+            # was handed over, and none will be until the relay is back.
+            raise TransportUnavailable(
                 f"SMTP server {s.host}:{s.port} cannot be reached: {_why(exc)}",
                 transport=self.name, message_id=message_id, code=None,
+                where=f"{s.host}:{s.port}",
             ) from None
 
     def close(self) -> None:

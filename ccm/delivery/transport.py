@@ -11,6 +11,10 @@ A transport is anything with ``send(message) -> Receipt`` and ``close()``
 * :class:`~ccm.errors.DeliveryUncertain` -- the transport cannot say
   whether it took the message (the connection dropped after the content was
   handed over); the message goes to review and is never resent blindly;
+* :class:`~ccm.errors.TransportUnavailable` (a temporary error) when
+  nothing was handed over because the transport itself cannot be reached
+  (the relay refuses connections, the folder cannot be written): the sender
+  puts the message back without counting an attempt and stops;
 * a :class:`~ccm.errors.ConfigError` when the setup is wrong (bad
   credentials): the sender puts the message back and stops.
 
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ccm.errors import PermanentDeliveryError, TemporaryDeliveryError
+from ccm.errors import PermanentDeliveryError, TemporaryDeliveryError, TransportUnavailable
 from ccm.message import SUFFIXES, Outgoing, Receipt
 
 __all__ = ["Checkable", "FolderTransport", "RateLimiter", "Retry", "Transport", "scrub"]
@@ -177,11 +181,23 @@ class FolderTransport:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            error = TemporaryDeliveryError if exc.errno in _TRANSIENT_ERRNOS else \
-                PermanentDeliveryError
-            raise error(f"folder transport: cannot write {target.name} in {self.folder}: "
-                        f"{exc.strerror}", transport=self.name, message_id=message.message_id,
-                        code=exc.errno) from None
+            if exc.errno in _TRANSIENT_ERRNOS:
+                raise TemporaryDeliveryError(
+                    f"folder transport: cannot write {target.name} in {self.folder}: "
+                    f"{exc.strerror}", transport=self.name, message_id=message.message_id,
+                    code=exc.errno) from None
+            if exc.errno in _MESSAGE_ERRNOS:
+                raise PermanentDeliveryError(
+                    f"folder transport: cannot write {target.name} in {self.folder}: "
+                    f"{exc.strerror}", transport=self.name, message_id=message.message_id,
+                    code=exc.errno) from None
+            # The folder itself refuses (missing, read-only, not ours, full): no message can
+            # be written there until a person fixes it.
+            raise TransportUnavailable(
+                f"folder transport: cannot write in {self.folder}: {exc.strerror}; "
+                f"{_FOLDER_ADVICE.get(exc.errno or 0, _ADVICE)}",
+                transport=self.name, message_id=message.message_id, code=exc.errno,
+                where=str(self.folder)) from None
         return Receipt(self.name, provider_id=target.name, status="written")
 
     def check(self, message: Outgoing) -> Receipt | None:
@@ -198,6 +214,18 @@ class FolderTransport:
     def close(self) -> None:
         """Nothing to release."""
 
-#: Write failures that may clear up by themselves (disk full, quota, busy).
-_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EBUSY,
-                               errno.EINTR})
+#: Write failures that may clear up by themselves in a moment (busy, interrupted).
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.EINTR})
+#: Write failures about the one file, not the folder (something else has its name).
+_MESSAGE_ERRNOS = frozenset({errno.EISDIR})
+_ADVICE = "check that the folder exists and that this user may write to it"
+#: What to do when the folder refuses (any other errno: :data:`_ADVICE`).
+_FOLDER_ADVICE = {
+    errno.EACCES: "give this user write permission on the folder, or set another path",
+    errno.EPERM: "give this user write permission on the folder, or set another path",
+    errno.EROFS: "the file system is read-only: mount it writable or set another path",
+    errno.ENOENT: "create the folder's parent, or set another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: set another path",
+    errno.ENOSPC: "the disk is full: free some space or set another path",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or set another path",
+}

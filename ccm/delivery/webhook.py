@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ccm.delivery.transport import scrub
-from ccm.errors import DeliveryUncertain, PermanentDeliveryError, TemporaryDeliveryError
+from ccm.errors import (
+    DeliveryUncertain,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    TransportUnavailable,
+)
 from ccm.message import Outgoing, Receipt
 
 if TYPE_CHECKING:
@@ -126,9 +131,10 @@ class WebhookTransport:
         try:
             response = self._client.post(self.settings.url, content=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TemporaryDeliveryError(
+            raise TransportUnavailable(
                 f"webhook {host} cannot be reached: {type(exc).__name__}",
-                transport=self.name, message_id=message.message_id, code=None) from None
+                transport=self.name, message_id=message.message_id, code=None,
+                where=host) from None
         except httpx.TransportError as exc:
             raise DeliveryUncertain(
                 f"webhook {host}: {type(exc).__name__} after message {message.message_id} was "

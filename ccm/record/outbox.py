@@ -11,6 +11,8 @@ Senders (:class:`ccm.delivery.Sender`) then move it along::
                   ├──▶ failed                  (permanent, or out of attempts)
                   └──▶ review ──▶ sent / failed / queued / delivered / bounced
 
+    failed ──▶ queued    (a person sends it again: Outbox.resolve; attempts restart)
+
 Every transition is one transaction under the customer's lock: a
 compare-and-set on the state and an event of the same name on the
 timeline (``retry`` for sending → queued), chained like every event. A
@@ -65,7 +67,8 @@ logger = logging.getLogger("ccm.record.outbox")
 
 #: The delivery states, in the order a message moves through them.
 STATES = ("queued", "sending", "sent", "delivered", "bounced", "failed", "review")
-#: Terminal states: nothing moves a message out of them.
+#: Terminal states: nothing automatic moves a message out of them (a person may send a
+#: failed message again, :meth:`Outbox.resolve`).
 FINAL = ("bounced", "failed")
 #: Which state may follow which.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -75,7 +78,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "delivered": ("bounced",),
     "review": ("sent", "queued", "failed", "delivered", "bounced"),
     "bounced": (),
-    "failed": (),
+    "failed": ("queued",),  # only a person's decision (Outbox.resolve)
 }
 _PART = "recipient"
 
@@ -369,7 +372,10 @@ class Outbox:
             try:
                 self._still_wanted(conn, message_id, customer)
                 outgoing = self._outgoing(conn, message_id)
-            except (ContentErased, KeyConfigError, RecordError) as exc:
+            except (ContentErased, RecordError) as exc:
+                # A KeyConfigError (no master key, or the wrong one) is the setup's fault, not
+                # the message's: it propagates, the transaction rolls back, the message stays
+                # queued untouched.
                 reason = ("the customer was erased" if isinstance(exc, ContentErased)
                           else str(exc) if isinstance(exc, _Withdrawn)
                           else type(exc).__name__)
@@ -484,10 +490,17 @@ class Outbox:
 
     def resolve(self, message_id: str, to: str, *, at: datetime, note: str | None = None
                 ) -> OutboxItem:
-        """A person's decision on a message in ``review``: ``sent``, ``failed`` or ``queued``.
+        """A person's decision on a message in ``review``: ``sent``, ``failed`` or ``queued``;
+        or on a ``failed`` one: ``queued``.
 
         ``queued`` sends it again (when the operator checked it never
-        arrived); ``note`` is kept in the event (no personal data).
+        arrived, or fixed what made it fail); from ``failed`` its attempts
+        count starts again at 0, and a message that can no longer be sent
+        (the customer was erased, the content is gone, consent was withdrawn
+        or the channel blocked since) is refused with the reason
+        (:class:`~ccm.errors.RecordError`; that needs the master key, to
+        read the recipient). ``note`` is kept in the event (no personal
+        data).
         """
         if to not in ("sent", "failed", "queued"):
             raise ValueError("a reviewed message becomes sent, failed or queued")
@@ -495,5 +508,24 @@ class Outbox:
         if note:
             data["note"] = note[:200]
         changes: dict[str, Any] = {"due_at": at} if to == "queued" else {}
-        return self.transition(message_id, to, at=at, expect=("review",), data=data, **changes)
+        expect: tuple[str, ...] = ("review",)
+        current = self.get(message_id)
+        if to == "queued" and current is not None and current.state == "failed":
+            self._sendable(message_id, current.customer_id)
+            expect = ("failed",)
+            changes["attempts"] = 0
+            changes["error"] = None
+        return self.transition(message_id, to, at=at, expect=expect, data=data, **changes)
 
+    def _sendable(self, message_id: str, customer: str) -> None:
+        """Raise a :class:`~ccm.errors.RecordError` saying why ``message_id`` cannot be sent."""
+        try:
+            with self.record._tx(write=False) as conn:
+                self._still_wanted(conn, message_id, customer)
+                self._outgoing(conn, message_id)
+        except ContentErased as exc:
+            raise RecordError(f"message {message_id} cannot be sent again: the customer was "
+                              "erased", message_id=message_id, state="failed") from exc
+        except RecordError as exc:
+            raise RecordError(f"message {message_id} cannot be sent again: {exc}",
+                              message_id=message_id, state="failed") from exc

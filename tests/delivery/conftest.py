@@ -4,8 +4,10 @@ engine that queues what it renders."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,3 +40,17 @@ def reminder(i: int = 0, **customer: Any) -> dict[str, Any]:
     request = copy.deepcopy(sample("payment_reminder"))
     request["customer"].update({"id": f"C-{i:04d}", "email": f"c{i}@example.com"}, **customer)
     return request
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """A record URL, a master key in the environment the CLI reads, and a request file."""
+    key_file = tmp_path / "master.key"
+    MasterKey.generate_file(key_file)
+    monkeypatch.setenv("CCM_MASTER_KEY_FILE", str(key_file))
+    monkeypatch.delenv("CCM_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CCM_DELIVERY_CONFIG", raising=False)
+    data = tmp_path / "requests.jsonl"
+    data.write_text("".join(json.dumps(reminder(i)) + "\n" for i in range(3)), "utf-8")
+    return {"url": f"sqlite:///{tmp_path / 'record.db'}", "data": data, "tmp": tmp_path,
+            "key": MasterKey.from_file(key_file)}

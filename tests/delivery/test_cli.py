@@ -11,27 +11,12 @@ import pytest
 from ccm.cli import main
 from ccm.cli._common import ExitCode
 from ccm.delivery import FolderTransport, Sender
-from ccm.record import MasterKey, Outbox, Record
+from ccm.record import Outbox, Record
 
 from ..examples_helpers import PACKS, TEMPLATES
 from ._servers import smtp_server
-from .conftest import reminder
 
 AS_OF = "2026-03-02T12:00:00+00:00"
-
-
-@pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """A record URL, a master key in the environment the CLI reads, and a request file."""
-    key_file = tmp_path / "master.key"
-    MasterKey.generate_file(key_file)
-    monkeypatch.setenv("CCM_MASTER_KEY_FILE", str(key_file))
-    monkeypatch.delenv("CCM_MASTER_KEY", raising=False)
-    monkeypatch.delenv("CCM_DELIVERY_CONFIG", raising=False)
-    data = tmp_path / "requests.jsonl"
-    data.write_text("".join(json.dumps(reminder(i)) + "\n" for i in range(3)), "utf-8")
-    return {"url": f"sqlite:///{tmp_path / 'record.db'}", "data": data, "tmp": tmp_path,
-            "key": MasterKey.from_file(key_file)}
 
 
 def render_queued(setup: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
