@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -190,3 +191,22 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
             signal.signal(sig, handler)
     counts = ", ".join(f"{n} {state}" for state, n in report.counts.items() if n) or "nothing due"
     echo(f"ccm: {counts}", err=True)
+    _warn_unrouted(rec, sender.channels, path, clock)
+
+
+def _warn_unrouted(rec: Any, routed: list[str], path: Path, clock: Any) -> None:
+    """Say so when messages are due on a channel ``path`` has no transport for: ``--dry-run``
+    lists them as due, and they stay queued until a transport is configured."""
+    from ccm.message import CHANNELS
+    from ccm.record import Outbox
+
+    others = [c for c in CHANNELS if c not in routed]
+    if not others:
+        return
+    left = Counter(item.channel for item in
+                   Outbox(rec).due(now=clock() if clock else datetime.now(UTC), channels=others))
+    if left:
+        which = ", ".join(f"{n} {ch}" for ch, n in sorted(left.items()))
+        echo(f"ccm: warning: {sum(left.values())} message(s) due on a channel {path} has no "
+             f"transport for ({which}): they stay queued; add the channel to the config "
+             "(see docs/delivery.md)", err=True)
