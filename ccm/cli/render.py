@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Generator
 from datetime import datetime
 from pathlib import Path
@@ -97,7 +98,9 @@ def _first_row(path: Path) -> None:
               help="Record URL [default: $CCM_RECORD_URL or sqlite:///ccm-record.db].")
 @click.option("--no-record", is_flag=True, help="Do not write the communication record.")
 @click.option("--idempotency-key", default=None, metavar="KEY",
-              help="Caller's idempotency key (combined with each channel).")
+              help="Run key: combined with template, customer and channel of each row (as "
+                   "ccm batch --run-id), so running the command again records and queues "
+                   "nothing twice.")
 @click.option("--documents", "document_delivery", type=click.Choice(["attach", "link"]),
               default="attach", show_default=True,
               help="Confidential PDFs as attachments, or as retrieval links (docs/retrieval.md).")
@@ -133,6 +136,9 @@ def render(
     if queue and no_record:
         raise Fail("--queue needs the record (the outbox is in it); drop --no-record",
                    ExitCode.USAGE)
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise Fail("--idempotency-key is empty: give a key for this run (e.g. "
+                   "reminders-2026-06), or leave the option out", ExitCode.USAGE)
     # The setup is checked before the record is opened: a mistake leaves no record file.
     if not pack_dir.is_dir():
         raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
@@ -140,7 +146,9 @@ def render(
     _first_row(data_file)
     key = _master_key(queue)
     moment = aware(as_of)
-    engine = Engine(pack_dir, templates_dir, record=None,
+    # The key is a run key, as ccm batch's --run-id: each row's messages are keyed
+    # RUN:TEMPLATE:CUSTOMER:CHANNEL, so a rerun finds them recorded (duplicates).
+    engine = Engine(pack_dir, templates_dir, record=None, run_id=idempotency_key,
                     clock=None if moment is None else (lambda: moment),
                     options=RenderOptions(
                         document_delivery="link" if document_delivery == "link" else "attach",
@@ -150,6 +158,12 @@ def render(
 
         raise UnknownTemplate(f"unknown template {template!r}; available: "
                               f"{', '.join(sorted(engine.templates))}", template=template)
+    # Channel, locale, approval and links (tracking.base_url) too: nothing is made yet.
+    engine._check_call(engine.template(template), channel, locale)
+    if queue and idempotency_key is None:
+        echo("ccm: note: no --idempotency-key: running this command again queues every "
+             "message again; give --idempotency-key RUN (any name for this run) to make a "
+             "rerun after a fix or an interruption safe (see docs/cli.md)", err=True)
     if out_dir is not None:
         out_folder(out_dir)
     if not no_record:
@@ -162,7 +176,12 @@ def render(
                                lock_timeout=lock_timeout())
         engine.options = replace(engine.options, queue=queue)
     failures = 0
-    recorded = 0
+    recorded: Counter[str] = Counter()  # by channel, the messages asked for
+    duplicates = 0
+    wanted = {channel} if channel else set(engine.template(template).channels)
+    documents: list[str] = []  # PDFs recorded only because a message carries them
+    engine.add_listener(lambda m: documents.append(m.message_id)
+                        if m.channel not in wanted and engine.record is not None else None)
     try:
         for row in _rows(data_file, _request_schema(engine, template)):
             lineno = row.line
@@ -171,8 +190,7 @@ def render(
                 echo(f"ccm: error: {data_file}:{lineno}: {row.error}", err=True)
                 continue
             try:
-                result = engine.render(template, row.request, channel=channel, locale=locale,
-                                       idempotency_key=idempotency_key)
+                result = engine.render(template, row.request, channel=channel, locale=locale)
             except CCMError as exc:
                 from ccm.errors import ConfigError, RecordIOError, RecordLocked
 
@@ -185,7 +203,10 @@ def render(
                 echo(f"ccm: error: {data_file}:{lineno}: {exc}", err=True)
                 continue
             for message in result if isinstance(result, list) else [result]:
-                recorded += message.status != "duplicate"
+                if message.status == "duplicate":
+                    duplicates += 1
+                else:
+                    recorded[message.channel] += 1
                 summary = message.summary()
                 path = None
                 if message.status == "generated" and message.content and out_dir is not None:
@@ -211,12 +232,21 @@ def render(
     finally:
         if engine.record is not None:
             engine.record.close()
-    if engine.record is not None and recorded:
+    if engine.record is not None and (recorded or documents):
         archived = ("" if engine.record.master_key is not None else
                     "; content not archived: no master key (CCM_MASTER_KEY or "
                     "CCM_MASTER_KEY_FILE, see docs/privacy.md)")
-        echo(f"ccm: recorded {recorded} message(s) in {engine.record.where}{archived}",
+        kinds = [f"{n} {ch}" for ch, n in sorted(recorded.items())]
+        if documents:
+            kinds.append(f"{len(documents)} pdf documents (carried by the messages, "
+                         "not queued on their own)")
+        total = sum(recorded.values()) + len(documents)
+        detail = f": {', '.join(kinds)}" if len(kinds) > 1 else ""
+        echo(f"ccm: recorded {total} message(s) in {engine.record.where}{detail}{archived}",
              err=True)
+    if engine.record is not None and duplicates:
+        echo(f"ccm: {duplicates} message(s) already recorded under this --idempotency-key: "
+             "not recorded or queued again", err=True)
     if failures:
         raise SystemExit(1)
 

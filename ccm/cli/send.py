@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -255,7 +256,26 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     summary()
+    _warn_unrouted(rec, sender.channels, _config_path(config_file), clock)
     if done.counts["failed"] and not follow:
         # Some message failed for good in this run (refused, out of attempts, or no longer
         # sendable): say so to scripts. Retries and review are not failures.
         raise click.exceptions.Exit(int(ExitCode.BAD_INPUT))
+
+
+def _warn_unrouted(rec: Any, routed: list[str], path: Path | None, clock: Any) -> None:
+    """Say so when messages are due on a channel ``path`` has no transport for: ``--dry-run``
+    lists them as due, and they stay queued until a transport is configured."""
+    from ccm.message import CHANNELS
+    from ccm.record import Outbox
+
+    others = [c for c in CHANNELS if c not in routed]
+    if not others:
+        return
+    left = Counter(item.channel for item in
+                   Outbox(rec).due(now=clock() if clock else datetime.now(UTC), channels=others))
+    if left:
+        which = ", ".join(f"{n} {ch}" for ch, n in sorted(left.items()))
+        echo(f"ccm: warning: {sum(left.values())} message(s) due on a channel {path} has no "
+             f"transport for ({which}): they stay queued; add the channel to the config "
+             "(see docs/delivery.md)", err=True)

@@ -208,6 +208,9 @@ class Engine:
     ) -> Message | list[Message]:
         """Render ``template`` for ``request`` on one channel, or on all when ``channel`` is None.
 
+        A PDF rendered only because the email attaches it (or an email or SMS
+        links to it) is recorded but never queued for delivery on its own: it
+        travels in, or behind, the message that carries it.
         A caller's ``idempotency_key`` on a multi-channel call is combined with
         each channel, so each channel's message is kept once. Without a key,
         and with a ``run_id`` on the engine, the key is derived from run,
@@ -238,8 +241,11 @@ class Engine:
                 attach = results["pdf"]
             if ch == "email" and tpl.attach_pdf and attach is None:
                 attach = self._render_channel(tpl, req, "pdf", loc, key=None, use_record=False)
+            # A PDF rendered only because the email attaches it (or links to it) is
+            # recorded, the archived document, but not queued: it travels in the email.
             results[ch] = self._render_channel(
-                tpl, req, ch, loc, key=key, use_record=record, attachment=attach
+                tpl, req, ch, loc, key=key, use_record=record, attachment=attach,
+                deliver=ch in channels,
             )
         if channel is not None:
             return results[channel]
@@ -423,7 +429,10 @@ class Engine:
         key: str | None,
         use_record: bool,
         attachment: Message | None = None,
+        deliver: bool = True,
     ) -> Message:
+        """One channel's message, recorded when ``use_record``; queued when the options
+        queue and ``deliver`` (False: a document another message carries)."""
         now = self._clock()
         message = self._new_message(tpl, req, channel, locale, key, now)
         record = self.record if use_record else None
@@ -447,7 +456,8 @@ class Engine:
                     self._append(record, message, params, caps=(),
                                  segment=req.customer.get("segment"))
                 return message
-            due = due_for(self.options, message, decision, now)
+            if deliver:
+                due = due_for(self.options, message, decision, now)
 
         self._finish(tpl, req, message, attachment)
 

@@ -107,6 +107,25 @@ def test_missing_consent_still_suppresses_and_queues_nothing(rec: Record) -> Non
     assert Outbox(rec).get(message.message_id) is None
 
 
+def test_the_statement_an_email_attaches_is_recorded_but_not_queued(rec: Record) -> None:
+    """Engine.render(channel="email") of a statement records the PDF the email attaches
+    (the archived document) but queues only the email; asked for every channel, the PDF is
+    a message of its own and queued too."""
+    from ..examples_helpers import sample
+
+    engine = queue_engine(rec)
+    email_only = engine.render("monthly_statement", sample("monthly_statement"), channel="email")
+    outbox = Outbox(rec)
+    queued = [(i.channel, i.customer_id) for i in outbox.items(states=["queued"])]
+    assert queued == [("email", email_only.customer_id)]
+    assert sorted(m.entry.channel for m in rec.timeline(email_only.customer_id).messages) \
+        == ["email", "pdf"]
+
+    every = engine.render("monthly_statement", sample("monthly_statement", 1))
+    assert {m.channel for m in every if outbox.get(m.message_id) is not None} \
+        == {"pdf", "email", "sms"}
+
+
 def test_temporary_failures_back_off_then_fail_permanent_ones_fail_at_once(rec: Record) -> None:
     """451 puts the message back with a growing, jittered delay until max_attempts, then it
     fails; a 554 fails the next message at once. Each step is an event."""
