@@ -15,6 +15,7 @@ from ccm.record import Outbox, Record
 
 from ..examples_helpers import PACKS, TEMPLATES
 from ._servers import smtp_server
+from .conftest import reminder
 
 AS_OF = "2026-03-02T12:00:00+00:00"
 
