@@ -289,7 +289,14 @@ def translate(exc: BaseException, shown: str) -> RecordError | None:
         return RecordIOError(
             f"record at {shown} is read-only here (read-only file system or file, or a "
             "read-only transaction): this command writes", url=shown, reason="read-only")
-    if "unable to open" in text or "permission denied" in text or "disk i/o" in text:
+    if "disk i/o" in text:
+        # Mid-run this is a write the file system refused (a file size limit, a full or
+        # failing device), not a path problem.
+        return RecordIOError(
+            f"record at {shown}: the file system failed a read or write (disk I/O error): "
+            "check free space, the file size limit (ulimit -f) and the device, then run the "
+            "command again", url=shown, reason="io")
+    if "unable to open" in text or "permission denied" in text:
         return RecordIOError(
             f"record at {shown} cannot be opened ({detail}): check the path, its folder and "
             "their permissions", url=shown, reason="open")

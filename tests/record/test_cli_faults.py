@@ -382,3 +382,23 @@ def test_a_read_failing_on_an_intact_record_is_still_a_bug(
     monkeypatch.setattr(Record, "timeline", broken)
     assert main(["record", "timeline", "C1", "--record", str(record_db)]) == 70
     assert "internal error: TypeError" in capsys.readouterr().err
+
+
+def test_a_write_the_file_system_refuses_is_not_called_an_open_failure(tmp_path: Path) -> None:
+    """A record write over the file size limit (SQLite's "disk I/O error") says what to check
+    (space, ulimit -f, the device), exit 5; it read "cannot be opened … check the path"."""
+    record_db = tmp_path / "record.db"
+    with Record(record_db) as rec:
+        rec.append(entry("C1", message_id="m1", created_at=T0))
+    def limit() -> None:  # pragma: no cover - runs in the child
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(record_db.parent),
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "ccm", "record", "event", "m1", "opened",
+                           "--record", str(record_db)], env=env, capture_output=True,
+                          text=True, preexec_fn=limit, check=False)
+    assert done.returncode == 5, done.stderr
+    assert "disk I/O error" in done.stderr and "ulimit -f" in done.stderr
+    assert "cannot be opened" not in done.stderr and "Traceback" not in done.stderr
