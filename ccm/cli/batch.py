@@ -346,6 +346,10 @@ def _need(module: str, what: str) -> None:
         raise Fail(f"{what} needs the cluster extra: {CLUSTER_EXTRA}") from None
 
 
+#: Seconds to reach a ``--scheduler tcp://...`` before giving up (exit 5).
+SCHEDULER_TIMEOUT = 30
+
+
 @contextlib.contextmanager
 def _executor(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, int]]:
     """``(executor or None, default workers)`` for the run; Dask when ``scheduler`` is set."""
@@ -364,9 +368,10 @@ def _executor(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any,
                                         processes=True, dashboard_address=":0")
             client = dask.Client(cluster)
         else:
-            client = dask.Client(scheduler, timeout=30)
+            client = dask.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
     except OSError as exc:
-        raise Fail(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
+        raise Fail(f"cannot reach the Dask scheduler {scheduler}: {exc}; check the address "
+                   "and that the scheduler runs", ExitCode.IO_ERROR) from exc
     try:
         yield client.get_executor(), len(client.nthreads()) or 1
     finally:

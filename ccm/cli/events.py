@@ -25,6 +25,7 @@ from ccm.cli._common import (
     ExistingFile,
     ExitCode,
     Fail,
+    IsoDateTime,
     echo,
     exit_code_for,
     lock_timeout,
@@ -60,7 +61,7 @@ _record_option = click.option(
     help="Record URL [default: $CCM_RECORD_URL or sqlite:///ccm-record.db].")
 _at_option = click.option(
     "--at", "at", default=None, metavar="DATETIME",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    type=IsoDateTime(),
     help="When the events happened, ISO 8601; naive means UTC [default: now].")
 
 

@@ -107,6 +107,22 @@ def test_missing_distributed_names_the_extra_to_install(
     assert "pip install 'ccm-engine[cluster]'" in capsys.readouterr().err
 
 
+def test_an_unreachable_scheduler_is_an_io_error(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--scheduler tcp://`` where nothing listens: one line naming the address, exit 5 (the
+    table's code for something that cannot be reached), nothing rendered."""
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("ccm.cli.batch.SCHEDULER_TIMEOUT", 2)
+    data = write_jsonl(tmp_path / "in.jsonl", notes(1))
+    code = main(_args(data, tmp_path / "out", record_url, "--scheduler", "tcp://127.0.0.1:9"))
+    err = capsys.readouterr().err
+    assert code == 5, err
+    assert "cannot reach the Dask scheduler tcp://127.0.0.1:9" in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("**/*.txt"))
+
+
 def test_output_format_defaults_to_jsonl_above_the_documented_size(
     tmp_path: Path, record_url: str, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str]
