@@ -161,6 +161,9 @@ def _executor_capacity(executor: cf.Executor) -> int:
 
 
 def _is_worker_death(exc: BaseException) -> bool:
-    if isinstance(exc, cf.process.BrokenProcessPool):
+    # cf.BrokenExecutor, not cf.process.BrokenProcessPool: ``concurrent.futures.process`` is
+    # imported only once a process pool was made, and a --workers 0 run that failed with an
+    # OSError met an AttributeError here instead of its own message.
+    if isinstance(exc, cf.BrokenExecutor):
         return True
     return type(exc).__name__ in ("KilledWorker", "CommClosedError")

@@ -245,6 +245,9 @@ def batch(
             display.close()
             if isinstance(exc, OSError):
                 message, code = _os_error(exc)
+                if message.startswith("cannot use: "):  # no file named: say where it writes
+                    message = (f"cannot write the run's files (under {out}, its staging "
+                               f"folder or the record): {message.removeprefix('cannot use: ')}")
             else:
                 message, code = str(exc), (exit_code_for(exc) if isinstance(exc, CCMError)
                                            else ExitCode.BAD_INPUT)

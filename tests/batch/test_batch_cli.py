@@ -281,3 +281,23 @@ def test_deferrals_in_one_zone_say_until_when_and_json_has_them(
         "earliest": "2025-11-04T08:00:00+09:00", "earliest_zone": "Asia/Tokyo",
         "latest": "2025-11-04T08:00:00+09:00", "latest_zone": "Asia/Tokyo"}
     assert events[-2]["event"] == "progress" and events[-2]["deferred"] == 1
+
+
+def test_a_full_disk_without_a_file_named_says_where_the_run_writes(
+    tmp_path: Path, record_url: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An OSError that names no file (a full disk met while syncing) still says where the run
+    writes, exit 5; it read "cannot use: the disk is full"."""
+    import errno
+
+    def full(self: Any, handles: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ccm.batch._output._Output.sync", full)
+    data = write_jsonl(tmp_path / "in.jsonl", notes(2))
+    out = tmp_path / "out"
+    code = main(_args(data, out, record_url, "--workers", "0", "--channel", "sms"))
+    err = capsys.readouterr().err
+    assert code == 5, err
+    assert f"cannot write the run's files (under {out}" in err and "disk is full" in err
