@@ -55,11 +55,10 @@ def test_render_reports_a_csv_cell_over_the_limit_and_renders_the_rest(
     assert out.count("generated") == 2
 
 
-def test_batch_reports_a_csv_cell_over_the_limit_and_renders_the_rest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`ccm batch`: the oversized row goes to errors.jsonl with its line; rows 1 and 3 render."""
-    data = big_cell_csv(tmp_path / "in.csv")
+def _batch_one_bad_row(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                       data: Path) -> tuple[dict[str, Any], Path]:
+    """``ccm batch`` of ``data`` (SMS, in-process) with exactly one bad row: exit 1, no internal
+    error; that row's errors.jsonl entry and the out folder."""
     out = tmp_path / "out"
     code, _, err = run(capsys, "batch", "payment_reminder", "--pack", str(PACKS / "acme"),
                        "--templates", str(TEMPLATES), "--data", str(data), "--out", str(out),
@@ -67,6 +66,15 @@ def test_batch_reports_a_csv_cell_over_the_limit_and_renders_the_rest(
                        "--workers", "0", "--as-of", AS_OF)
     assert code == 1 and "internal error" not in err
     (error,) = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    return error, out
+
+
+def test_batch_reports_a_csv_cell_over_the_limit_and_renders_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ccm batch`: the oversized row goes to errors.jsonl with its line; rows 1 and 3 render."""
+    data = big_cell_csv(tmp_path / "in.csv")
+    error, out = _batch_one_bad_row(capsys, tmp_path, data)
     assert error["line"] == 3 and error["error"] == "InputError"
     assert "131072 characters" in error["message"]
     assert sorted(p.name.split("-")[0] for p in out.glob("*.sms.txt")) == ["C1", "C3"]
@@ -176,13 +184,7 @@ def test_batch_reports_a_bad_sms_row_as_the_full_path_does(
         row["customer"]["id"] = f"C{i + 1}"
     rows[1]["data"]["reference"] = "R\x00\ud800"
     data = _jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
-    code, _, err = run(capsys, "batch", "payment_reminder", "--pack", str(PACKS / "acme"),
-                       "--templates", str(TEMPLATES), "--data", str(data), "--out", str(out),
-                       "--record", f"sqlite:///{tmp_path / 'record.db'}", "--channel", "sms",
-                       "--workers", "0", "--as-of", AS_OF)
-    assert code == 1 and "internal error" not in err
-    (error,) = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    error, out = _batch_one_bad_row(capsys, tmp_path, data)
     assert (error["line"], error["error"], error["path"]) == (2, "DataError", "$.data.reference")
     assert "U+0000" in error["message"]
     assert sorted(p.name.split("-")[0] for p in out.glob("*.sms.txt")) == ["C1", "C3"]
