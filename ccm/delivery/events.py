@@ -169,11 +169,13 @@ def record_report(record: Any, report: Bounce | Complaint, *, now: datetime,
                        "complaint" if added else "complaint already recorded", data)
     bounces = [e for e in _kinds(record, report.message_id) if e.kind == "bounced"]
     note = f"{report.kind} bounce {report.status}"
-    if any(e.data == data for e in bounces):
-        # Read before: nothing again, not even the suppression an operator may have lifted.
+    # Once per message and report, checked and added in one transaction: a report read
+    # before (or by another reader at the same moment) adds nothing again, not even the
+    # suppression an operator may have lifted since.
+    if record.add_event_once(report.message_id, "bounced", at=now, data=data,
+                             same_data=True) is None:
         return Outcome(entry.message_id, entry.customer_id, (), note + " (already recorded)",
                        data)
-    record.add_event(report.message_id, "bounced", at=now, data=data)
     added.append("bounced")
     if report.kind == "hard" and not any((e.data or {}).get("bounce") == "hard"
                                          for e in bounces):
