@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ccm.record.stored import Unreadable, moment
 from ccm.record.views import NPS_TEMPLATE, score_from_url
 
 __all__ = [
@@ -56,14 +57,11 @@ def summarise(scores: Iterable[int]) -> dict[str, Any]:
 
 
 def _as_datetime(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
+    """A stored timestamp (:func:`ccm.record.stored.moment`), or None where it is none."""
+    try:
+        return moment(value)
+    except Unreadable:
+        return None
 
 
 def _sort_key(at: datetime | None) -> tuple[int, float]:
