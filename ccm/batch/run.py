@@ -403,7 +403,9 @@ class _Batch(_Resume):
             self._emit("start", run_id=self.run_id, template=self.tpl.id,
                        channels=list(self.channels), total=self.summary.total,
                        out=self.output.url, workers=self.workers,
-                       archived=getattr(self.record, "master_key", None) is not None)
+                       archived=getattr(self.record, "master_key", None) is not None,
+                       record=getattr(self.record, "where", None),
+                       record_created=bool(getattr(self.record, "created", False)))
             pool = _Pool(self.spec, self.sink, self.executor, self.workers)
             if pool.inline:
                 pool.committer = self._committer()

@@ -441,6 +441,10 @@ class _Display:
                                                  rate=0.0, failed=0)
         self._echo(f"ccm batch: run {self.run_id}: {data['template']} "
                    f"({', '.join(data['channels'])}) -> {data['out']}")
+        if data.get("record_created"):
+            self._echo(f"ccm batch: new record at {data['record']} (there was none): if you "
+                       "meant an existing record, stop this run and check --record or "
+                       "CCM_RECORD_URL")
         if data.get("archived") is False:
             self._echo("ccm: warning: no master key (CCM_MASTER_KEY or CCM_MASTER_KEY_FILE): "
                        "the record keeps the entries but not the content, so files lost from "

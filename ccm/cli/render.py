@@ -174,6 +174,9 @@ def render(
         # Opened here, not by the engine, to pass $CCM_RECORD_LOCK_TIMEOUT on.
         engine.record = Record(record_url or default_record_url(), master_key=key,
                                lock_timeout=lock_timeout())
+        if engine.record.created:
+            echo(f"ccm: new record at {engine.record.where} (there was none): if you meant an "
+                 "existing record, check --record or CCM_RECORD_URL", err=True)
         engine.options = replace(engine.options, queue=queue)
     failures = 0
     recorded: Counter[str] = Counter()  # by channel, the messages asked for

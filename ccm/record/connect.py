@@ -320,6 +320,9 @@ class Connected:
         self.where = where(self._url)
         self.backend = self._url.get_backend_name()
         self.read_only = read_only
+        #: True when opening this made the record (a new schema where there was none): a
+        #: command says so, since a mistyped URL would otherwise start an empty record quietly.
+        self.created = False
         if erase_wait < 0:
             raise ValueError("erase_wait is seconds to wait for readers, 0 or more")
         if lock_timeout <= 0:
@@ -481,6 +484,7 @@ class Connected:
             with self._tx(write=True, setup=True) as conn:
                 before = ensure_schema(conn, where=self.where)
             if before < 0:
+                self.created = True
                 logger.info("created record schema v%d at %s", SCHEMA_VERSION, self.where)
             elif before != SCHEMA_VERSION:
                 logger.info("upgraded record at %s from schema v%d to v%d",

@@ -301,3 +301,24 @@ def test_a_full_disk_without_a_file_named_says_where_the_run_writes(
     err = capsys.readouterr().err
     assert code == 5, err
     assert f"cannot write the run's files (under {out}" in err and "disk is full" in err
+
+
+def test_a_new_record_is_announced_so_a_mistyped_record_url_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that creates the record says so once, naming it; the next run into it does not
+    (an operator who mistyped ``--record`` would otherwise start an empty record quietly and
+    send again what the real record holds)."""
+    data = write_jsonl(tmp_path / "in.jsonl", notes(2))
+    typo = tmp_path / "recrod" / "record.db"
+    url = f"sqlite:///{typo}"
+    args = _args(data, tmp_path / "out", url, "--workers", "0", "--channel", "sms")
+    assert main([*args, "--run-id", "first"]) == 0
+    err = capsys.readouterr().err
+    assert f"ccm batch: new record at {url} (there was none)" in err
+    assert "check --record or CCM_RECORD_URL" in err and typo.is_file()
+    assert main([*args, "--run-id", "second"]) == 0
+    assert "new record" not in capsys.readouterr().err
+    status = main([*args, "--run-id", "third", "--json"])
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert status == 0 and (start["record"], start["record_created"]) == (url, False)

@@ -129,6 +129,9 @@ def test_render_says_where_it_recorded_and_whether_content_is_archived(
     code, _, err = run(capsys, *args)
     assert code == 0
     assert f"recorded 1 message(s) in {url}; content not archived: no master key" in err
+    # The first render made the record and says so (a mistyped --record would show here).
+    assert err.startswith(f"ccm: new record at {url} (there was none): if you meant an "
+                          "existing record, check --record or CCM_RECORD_URL\n")
 
     key = MasterKey.generate()
     monkeypatch.setenv("CCM_MASTER_KEY", key.text())
