@@ -20,6 +20,7 @@ status ``failed``           ``failed`` (with error 21610, the number sent STOP t
                             the provider: also ``opted_out`` as for STOP)
 SMS STOP (and synonyms)     ``opted_out`` ``{"channel": "sms", "scope": "all"}``
 SMS START / UNSTOP          ``opted_in`` ``{"channel": "sms"}``
+SMS keyword with a sid      also one ``keyword`` (the inbound message, kept once)
 ``ccm record unsuppress``   ``unsuppressed`` ``{"channel": ..., "by": "operator"}``
 ==========================  ==================================================
 
@@ -31,7 +32,8 @@ event: an application may send the rendered ``.eml`` by its own transport.
 
 Every handler is idempotent: the same report read twice, or a callback
 delivered twice, adds nothing the second time (a replayed callback is
-refused with :class:`Refused`). A report already recorded for its message
+refused with :class:`Refused`); an SMS keyword delivered twice at the same
+moment is taken once. A report already recorded for its message
 adds nothing however often it is read again, even after an operator lifted
 the suppression it caused (``ccm record unsuppress``); a message suppresses
 its customer's email at most once for hard bounces. Event data never holds
@@ -304,9 +306,13 @@ def record_keyword(
     ``data["customers"]`` counts them.
 
     ``provider_id`` is the inbound message's id (Twilio's ``MessageSid``):
-    it is kept in the events' data (a keyword that changed nothing is kept as
-    a ``keyword`` event), and a keyword whose ``provider_id`` is already in
-    the record raises :class:`Refused` (``replay``) and changes nothing.
+    it is kept in the events' data, and the inbound message itself is kept
+    once as a ``keyword`` event on the first customer's message (whether or
+    not it changed anything). A keyword whose ``provider_id`` is already in
+    the record raises :class:`Refused` (``replay``) and changes nothing; so
+    does the loser of two deliveries of one keyword at the same moment
+    (each event is added with the record's ``add_event_once``, which checks
+    and adds in one transaction under the customer's lock).
     """
     if word not in ("stop", "start"):
         raise ValueError(f"keyword must be 'stop' or 'start', not {word!r}")
@@ -322,6 +328,7 @@ def record_keyword(
     if provider_id:
         data["provider_id"] = provider_id
     first: tuple[str | None, str | None] = (None, None)
+    receipt: str | None = None  # where the keyword event goes: the same for every copy
     changed = 0
     added: list[str] = []
     for customer_id in customers:
@@ -330,26 +337,38 @@ def record_keyword(
             continue
         if first[0] is None:
             first = (message_id, customer_id)
+            receipt = message_id
         overrides = record.consent_overrides(customer_id)
         blocked = BLOCKED_PREFIX + "sms"
         if word == "stop":
             wanted = overrides.get("sms") is not False or overrides.get(blocked) is not False
         else:
             wanted = "sms" in overrides or blocked in overrides
-        if wanted:
+        if not wanted:
+            continue
+        if provider_id:
+            # Once per message and sid, checked and added atomically: a copy of this
+            # keyword racing us has added it already, or adds nothing after us.
+            if record.add_event_once(message_id, kind, at=now, data=data,
+                                     same_data=True) is None:
+                continue
+        else:
             record.add_event(message_id, kind, at=now, data=data)
-            if changed == 0:
-                first = (message_id, customer_id)
-                added.append(kind)
-            changed += 1
-    if first[0] is None:
+        if changed == 0:
+            first = (message_id, customer_id)
+            added.append(kind)
+        changed += 1
+    if receipt is None:
         return Outcome(None, customers[0], (), "the customer has no message in the record")
-    if not changed and provider_id:
-        # Nothing to change, but the message was taken: keep its sid so a replay is refused
-        # (a START replayed after a later STOP would otherwise re-subscribe).
-        record.add_event(first[0], "keyword", at=now,
-                         data={"channel": "sms", "keyword": word, "source": "keyword",
-                               "provider_id": provider_id})
+    # The inbound message itself, once per sid: of two deliveries of one keyword at the
+    # same moment (both past the check above) exactly one adds it, the other is a replay.
+    # Kept whether or not it changed anything, so a START replayed after a later STOP
+    # is refused rather than re-subscribing.
+    if provider_id and record.add_event_once(
+            receipt, "keyword", at=now, same_data=True,
+            data={"channel": "sms", "keyword": word, "source": "keyword",
+                  "provider_id": provider_id}) is None:
+        raise Refused("replay", f"inbound {word} with this MessageSid is already recorded")
     note = f"{word}" + (f" ({changed} customers)" if changed > 1 else "" if changed
                         else " (no change)")
     return Outcome(first[0], first[1], tuple(added), note, {**data, "customers": changed})

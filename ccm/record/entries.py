@@ -43,7 +43,7 @@ EVENT_KINDS = (
     "queued", "sending", "retry", "review",
     "opted_in",
     # Events coming back (docs/events.md) and retrieval (docs/retrieval.md); ``keyword``:
-    # an inbound SMS keyword that changed nothing (kept so that its replay is refused).
+    # an inbound SMS keyword, kept once per MessageSid (so that its replay is refused).
     "suppressed", "unsuppressed", "viewed", "keyword",
 )
 #: Event kinds that withdraw consent for the message's channel.

@@ -316,7 +316,9 @@ def test_a_replayed_inbound_keyword_is_refused_and_changes_nothing(
         replay = twilio_post(client, "/twilio/inbound", start)
     assert replay.status_code == 409
     assert rec.consent_overrides("C1") == {"blocked:sms": False, "sms": False}
-    assert sorted(kinds(rec, SMS_ID)) == ["opted_in", "opted_out", "opted_out", "sent"]
+    # Each keyword taken is kept once (a ``keyword`` event), the replay adds nothing.
+    assert sorted(kinds(rec, SMS_ID)) == ["keyword"] * 3 + ["opted_in", "opted_out",
+                                                           "opted_out", "sent"]
     assert "replay" in caplog.text and "+447700900123" not in caplog.text
     assert start["MessageSid"] not in caplog.text
 
@@ -360,5 +362,5 @@ def test_a_replayed_keyword_that_changed_nothing_is_refused_too(
     assert twilio_post(client, "/twilio/inbound", start).status_code == 409
     assert rec.consent_overrides("C1") == {"blocked:sms": False, "sms": False}
     assert [e.data for e in rec.events(SMS_ID) if e.kind == "keyword"] == [
-        {"channel": "sms", "keyword": "start", "provider_id": start["MessageSid"],
-         "source": "keyword"}]
+        {"channel": "sms", "keyword": word, "provider_id": sid, "source": "keyword"}
+        for word, sid in (("start", start["MessageSid"]), ("stop", stop["MessageSid"]))]
