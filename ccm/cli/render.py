@@ -178,9 +178,14 @@ def render(
             echo(f"ccm: new record at {engine.record.where} (there was none): if you meant an "
                  "existing record, check --record or CCM_RECORD_URL", err=True)
         engine.options = replace(engine.options, queue=queue)
+    # Customers whose messages an earlier ccm recorded under this key's old KEY:channel
+    # form: their rows are keyed that way again, so a rerun across the upgrade finds them.
+    earlier = (_old_form_customers(engine.record, idempotency_key, template)
+               if idempotency_key is not None and engine.record is not None else frozenset())
     failures = 0
     recorded: Counter[str] = Counter()  # by channel, the messages asked for
     duplicates = 0
+    old_form_duplicates = 0
     wanted = {channel} if channel else set(engine.template(template).channels)
     documents: list[str] = []  # PDFs recorded only because a message carries them
     engine.add_listener(lambda m: documents.append(m.message_id)
@@ -193,7 +198,9 @@ def render(
                 echo(f"ccm: error: {data_file}:{lineno}: {row.error}", err=True)
                 continue
             try:
-                result = engine.render(template, row.request, channel=channel, locale=locale)
+                old_form = row.customer_id in earlier
+                result = engine.render(template, row.request, channel=channel, locale=locale,
+                                       idempotency_key=idempotency_key if old_form else None)
             except CCMError as exc:
                 from ccm.errors import ConfigError, RecordIOError, RecordLocked
 
@@ -208,6 +215,7 @@ def render(
             for message in result if isinstance(result, list) else [result]:
                 if message.status == "duplicate":
                     duplicates += 1
+                    old_form_duplicates += old_form
                 else:
                     recorded[message.channel] += 1
                 summary = message.summary()
@@ -248,10 +256,29 @@ def render(
         echo(f"ccm: recorded {total} message(s) in {engine.record.where}{detail}{archived}",
              err=True)
     if engine.record is not None and duplicates:
-        echo(f"ccm: {duplicates} message(s) already recorded under this --idempotency-key: "
-             "not recorded or queued again", err=True)
+        old = (f" ({old_form_duplicates} of them under its earlier form KEY:CHANNEL, "
+               "as ccm wrote it before run keys)" if old_form_duplicates else "")
+        echo(f"ccm: {duplicates} message(s) already recorded under this --idempotency-key"
+             f"{old}: not recorded or queued again", err=True)
     if failures:
         raise SystemExit(1)
+
+
+def _old_form_customers(record: Any, key: str, template: str) -> frozenset[str]:
+    """The customers with a ``template`` message recorded under ``KEY:CHANNEL``.
+
+    ``ccm render --idempotency-key KEY`` before the run-key scheme (CHANGELOG,
+    7 December 2026) keyed each row's messages ``KEY:pdf``, ``KEY:email`` and
+    ``KEY:sms``: one customer per key, since every later row failed. Their
+    row is rendered under that form again (:meth:`Engine.render`'s
+    ``idempotency_key``), so what is recorded is a duplicate and a message
+    missing is recorded as it would have been: read-compatible, with no
+    migration. One read, whatever the number of rows.
+    """
+    from ccm.message import CHANNELS
+
+    found = record.find_keys(f"{key}:{ch}" for ch in CHANNELS)
+    return frozenset(e.customer_id for e in found.values() if e.template == template)
 
 
 def _master_key(queue: bool) -> Any:

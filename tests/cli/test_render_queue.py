@@ -175,3 +175,70 @@ def test_a_locale_the_pack_lacks_leaves_no_record_or_folder(
                          "--as-of", AS_OF)
     assert code == 3 and out == "" and "has no locale 'xx_XX'" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.key", "one.json"]
+
+
+def old_form_run(db: Path, request: dict[str, object], key: str,
+                 channel: str | None = None) -> None:
+    """Record ``request`` as ``ccm render --queue --idempotency-key KEY`` did before run keys:
+    ``engine.render(..., idempotency_key=KEY)``, keys ``KEY:CHANNEL`` (a file's later rows
+    failed: the key was taken), the messages queued."""
+    import ccm
+    from ccm.record import Record
+
+    record = Record(f"sqlite:///{db}", master_key=MasterKey.from_env())
+    try:
+        engine = ccm.Engine(PACKS / "acme", TEMPLATES, record=record, clock=lambda: DAYTIME,
+                            options=ccm.RenderOptions(queue=True))
+        engine.render("payment_reminder", request, channel=channel, idempotency_key=key)
+    finally:
+        record.close()
+
+
+def test_a_run_recorded_under_the_old_key_form_is_not_made_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A one-row file rendered and queued by an earlier ccm under --idempotency-key K (keys
+    K:email, K:sms): the same command run now makes, records and queues nothing, prints both
+    as duplicates and says they were found under the key's earlier form; again the same."""
+    db = tmp_path / "r.db"
+    data = tmp_path / "one.json"
+    data.write_text(json.dumps(reminder(0)), "utf-8")
+    old_form_run(db, reminder(0), "june-reminders")
+    before = rows(db, "SELECT message_id, idempotency_key FROM messages ORDER BY 1")
+    assert sorted(str(k) for _, k in before) == ["june-reminders:email", "june-reminders:sms"]
+    for _ in range(2):
+        code, out, err = render(capsys, data, db, "--idempotency-key", "june-reminders")
+        assert code == 0, err
+        assert out.count("duplicate payment_reminder for C-0000") == 2
+        assert "queued for" not in out and "ccm: recorded" not in err
+        assert ("ccm: 2 message(s) already recorded under this --idempotency-key (2 of them "
+                "under its earlier form KEY:CHANNEL, as ccm wrote it before run keys): not "
+                "recorded or queued again") in err
+        assert rows(db, "SELECT message_id, idempotency_key FROM messages ORDER BY 1") == before
+        assert by_channel(db, "outbox") == {"email": 1, "sms": 1}
+    code, _, err = run(capsys, "send", "--dry-run", "--record", str(db), "--as-of", AS_OF)
+    assert code == 0 and "ccm: 2 message(s) due" in err
+
+
+def test_an_interrupted_old_form_run_is_completed_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The earlier ccm recorded only C-0000's email under K:email (interrupted; the file's
+    other rows failed under the old form). Now: that email is a duplicate, C-0000's SMS and
+    C-0001's messages are made once; a third run makes nothing. Each customer ends with one
+    email and one SMS queued, and a template the old key never named is keyed afresh."""
+    db = tmp_path / "r.db"
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(reminder(i)) + "\n" for i in range(2)), "utf-8")
+    old_form_run(db, reminder(0), "k", channel="email")
+    code, out, err = render(capsys, data, db, "--idempotency-key", "k")
+    assert code == 0, err
+    assert out.count("duplicate payment_reminder for C-0000 (email") == 1
+    assert out.count("queued for") == 3 and "recorded 3 message(s)" in err
+    assert "1 message(s) already recorded under this --idempotency-key (1 of them" in err
+    code, out, err = render(capsys, data, db, "--idempotency-key", "k")
+    assert code == 0 and out.count("duplicate") == 4 and "queued for" not in out
+    per_customer = rows(db, "SELECT customer_id, channel, count(*) FROM outbox "
+                            "GROUP BY customer_id, channel ORDER BY 1, 2")
+    assert per_customer == [("C-0000", "email", 1), ("C-0000", "sms", 1),
+                            ("C-0001", "email", 1), ("C-0001", "sms", 1)]
+    assert sorted(str(k) for (k,) in rows(db, "SELECT idempotency_key FROM messages")) == [
+        "k:email", "k:payment_reminder:C-0001:email", "k:payment_reminder:C-0001:sms", "k:sms"]
