@@ -265,7 +265,11 @@ def _apply_status(record: Any, entry: Any, status: StatusEvent, now: datetime) -
            and (e.data or {}).get("provider_status") == status.status
            for e in _kinds(record, entry.message_id)):
         raise Refused("replay", f"status {status.status} of this message is already recorded")
-    record.add_event(entry.message_id, status.kind, at=now, data=data)
+    # Checked again and added in one transaction (add_event_once): of copies of one callback
+    # arriving at the same moment, all past the read above, exactly one is recorded.
+    if record.add_event_once(entry.message_id, status.kind, at=now, data=data,
+                             same_data=True) is None:
+        raise Refused("replay", f"status {status.status} of this message is already recorded")
     added: list[str] = [status.kind]
     if status.hard:
         _suppress(record, entry.message_id, entry.customer_id, "sms", "hard_bounce", now, added)

@@ -21,11 +21,14 @@ another message. A body over the route's
 limit (2 MB for a report, 64 KB for a Twilio form) answers 413 before the
 signature is checked, and is never read past the limit
 (:func:`ccm.engagement.bodies.read_body`). A replayed status callback
-(the same MessageSid and status again) answers 409, one about a message sent
-too long ago 410; both record nothing. So does a replayed inbound STOP or
-START (a MessageSid already recorded): 409, nothing recorded; of copies of one
-keyword arriving at the same moment one is taken, the others answer 409. A keyword
-from a number several customers share changes every one of them. Refusals are logged at WARNING by
+(the same MessageSid and status again, or a copy arriving at the same moment as
+the first) answers 409, one about a message sent too long ago 410; both record
+nothing. So does a replayed inbound STOP or START (a MessageSid already
+recorded): 409, nothing recorded; of copies of one keyword arriving at the same
+moment one is taken, the others answer 409. A keyword from a number several
+customers share changes every one of them. No provider webhook records
+``opened`` or ``clicked`` (a ``read`` status changes nothing): those come only
+from the tracking routes, at most once an hour. Refusals are logged at WARNING by
 ``ccm.engagement.webhooks`` with the reason and the client address only:
 never a signature, a token, a phone number or a form value.
 """

@@ -1,6 +1,7 @@
-"""Copies of one inbound SMS keyword (one MessageSid) arriving at the same moment: through
-the web app in threads, and from several processes, on SQLite and PostgreSQL. Exactly one
-is taken; the others are replays that record nothing."""
+"""Copies of one provider webhook arriving at the same moment -- an inbound SMS keyword (one
+MessageSid), a status callback -- through the web app in threads, and from several
+processes, on SQLite and PostgreSQL. Exactly one is taken; the others are replays that
+record nothing."""
 
 from __future__ import annotations
 
@@ -66,18 +67,62 @@ def keyword_events(rec: Record) -> list[tuple[str, str, str | None]]:
             for mid in SMS_IDS for e in rec.events(mid)]
 
 
-def post_at_once(app: Any, form: dict[str, str], n: int) -> list[int]:
+def post_at_once(app: Any, form: dict[str, str], n: int,
+                 path: str = "/twilio/inbound") -> list[int]:
     """POST ``form`` (signed as Twilio signs it) ``n`` times concurrently; the statuses."""
-    headers = {"X-Twilio-Signature": sign(TOKEN, PUBLIC + "/twilio/inbound", form.items())}
+    headers = {"X-Twilio-Signature": sign(TOKEN, PUBLIC + path, form.items())}
 
     async def run() -> list[int]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://testserver") as client:
             answers = await asyncio.gather(*(
-                client.post("/twilio/inbound", data=form, headers=headers) for _ in range(n)))
+                client.post(path, data=form, headers=headers) for _ in range(n)))
         return [a.status_code for a in answers]
 
     return asyncio.run(run())
+
+
+class GatedRecord:
+    """A record whose ``events(message_id)`` waits until ``parties`` callers are in it.
+
+    A status callback reads the message's events to refuse a replay, then adds: every
+    copy is past that read before any adds.
+    """
+
+    def __init__(self, record: Record, barrier: Any) -> None:
+        self._record = record
+        self._barrier = barrier
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._record, name)
+
+    def events(self, message_id: str) -> Any:
+        self._barrier.wait()
+        return self._record.events(message_id)
+
+
+@pytest.mark.parametrize(("status", "code", "added"), [
+    ("delivered", "", ["delivered"]),
+    ("undelivered", "30005", ["bounced", "suppressed"]),
+    ("failed", "21610", ["failed", "opted_out"]),
+])
+def test_one_status_callback_posted_eight_times_at_once_is_recorded_once(
+    rec: Record, status: str, code: str, added: list[str]
+) -> None:
+    """Eight copies of one status callback, all past the replay read before any is recorded:
+    one answers 200, seven 409, and the status (with what it causes) is recorded once."""
+    n = 8
+    sid = "SM" + "a" * 32
+    rec.add_event(SMS_IDS[0], "sent", at=NOON, data={"provider_id": sid})
+    settings = WebhookSettings(twilio_auth_token=TOKEN, public_url=PUBLIC,
+                               clock=lambda: NOON + timedelta(minutes=3))
+    gated = GatedRecord(rec, threading.Barrier(n, timeout=30))
+    app = create_app(gated, TrackingKey(b"t" * 32), webhooks=settings)
+    form = {"MessageSid": sid, "MessageStatus": status, **({"ErrorCode": code} if code else {})}
+    statuses = post_at_once(app, form, n, "/twilio/status")
+    assert sorted(statuses) == [200] + [409] * (n - 1)
+    assert [e.kind for e in rec.events(SMS_IDS[0])] == ["sent", *added]
+    assert rec.verify().ok
 
 
 @pytest.mark.parametrize("customers", [("C1",), ("C1", "C2")], ids=["one", "family"])

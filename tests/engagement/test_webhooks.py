@@ -120,6 +120,19 @@ def test_unsigned_or_wrongly_signed_callbacks_are_refused_and_logged(
     assert (signature or "@@") not in logged
 
 
+def test_a_providers_read_receipt_records_no_open(client: TestClient, rec: Record) -> None:
+    """Opens and clicks come only from ccm's own tracking (once an hour): a Twilio ``read``
+    status (or ``sent``), however often it comes, changes nothing; ``delivered`` is kept once."""
+    for status in ("sent", "read", "read", "read"):
+        answer = twilio_post(client, "/twilio/status",
+                             {"MessageSid": SID, "MessageStatus": status})
+        assert (answer.status_code, answer.text) == (200, f"status {status} changes nothing")
+    delivered = {"MessageSid": SID, "MessageStatus": "delivered"}
+    assert twilio_post(client, "/twilio/status", delivered).status_code == 200
+    assert twilio_post(client, "/twilio/status", delivered).status_code == 409
+    assert kinds(rec, SMS_ID) == ["sent", "delivered"]
+
+
 def test_replayed_callback_is_refused(client: TestClient, rec: Record) -> None:
     """The same MessageSid and status a second time answers 409 and adds nothing."""
     params = {"MessageSid": SID, "MessageStatus": "undelivered", "ErrorCode": "30003"}
