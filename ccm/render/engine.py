@@ -29,7 +29,12 @@ from ccm.message import CHANNELS, Message, Request, new_message_id
 from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
 from ccm.render.budget import Budget, Meter
-from ccm.render.environment import create_environment, gettext_functions, render_source
+from ccm.render.environment import (
+    compile_source,
+    create_environment,
+    gettext_functions,
+    render_source,
+)
 from ccm.render.finish import (
     finish_email,
     finish_pdf,
@@ -222,6 +227,12 @@ class Engine:
         """
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
+        return self._render_one(tpl, request, channel, locale, idempotency_key, record)
+
+    def _render_one(self, tpl: Template, request: Request | Mapping[str, Any],
+                    channel: str | None, locale: str | None, idempotency_key: str | None,
+                    record: bool) -> Message | list[Message]:
+        """:meth:`render` once the call is checked."""
         req = _request(request)
         tpl.validate_data(req.data, customer_id=req.customer_id)
         loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
@@ -263,8 +274,10 @@ class Engine:
         return (self.options.document_delivery == "link" and tpl.confidential
                 and "pdf" in tpl.channels)
 
-    def _check_call(self, tpl: Template, channel: str | None, locale: str | None) -> None:
-        """Channel and locale exist; the template is approved when approval is required."""
+    def _check_call(self, tpl: Template, channel: str | None, locale: str | None, *,
+                    approval: bool = True) -> None:
+        """Channel and locale exist; the template is approved when approval is required
+        (and ``approval``: False when the check is the one approving it)."""
         if channel is not None and channel not in tpl.channels:
             raise UnknownChannel(
                 f"template {tpl.id!r} has no {channel!r} channel; "
@@ -274,7 +287,8 @@ class Engine:
                 available=list(tpl.channels),
             )
         self._check_locale(locale)
-        self._check_approval(tpl)
+        if approval:
+            self._check_approval(tpl)
         self._check_links(tpl, channel)
 
     def _check_links(self, tpl: Template, channel: str | None) -> None:
@@ -700,6 +714,28 @@ class Engine:
         return self.password_rule.hint_for(locale, self.pack.default_locale)
 
     # -- approval ------------------------------------------------------------------
+
+    def check_sources(self, template: str,
+                      requests: Iterable[Request | Mapping[str, Any]] = ()) -> None:
+        """Check that ``template`` renders, as a render would check it, recording nothing.
+
+        Compiles every channel source, in every locale of the pack, with the
+        layouts and includes they name; then renders each of ``requests`` (its
+        samples, say) on every channel, outside the record and whether or not
+        the template is approved. Raises what a render would raise: a syntax
+        error naming file and line, a source or layout that does not exist, a
+        file the loader refuses, a construct the sandbox refuses, a budget
+        exceeded, data the contract refuses. The contract itself was checked
+        when the template loaded. ``ccm approve`` runs it, so no approval is
+        recorded for sources a render refuses.
+        """
+        tpl = self.template(template)
+        for channel in tpl.channels:
+            for locale in self.pack.locales:
+                compile_source(self._environment(tpl, channel, locale), tpl.source_name(channel))
+        self._check_call(tpl, None, None, approval=False)
+        for request in requests:
+            self._render_one(tpl, request, None, None, None, record=False)
 
     def _check_approval(self, tpl: Template) -> None:
         if not self.options.require_approval:
