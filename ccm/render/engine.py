@@ -372,12 +372,15 @@ class Engine:
         for req, req_keys in zip(reqs, keys, strict=True):
             loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
             made_for: dict[str, Message] = {}
+            # A document's recorded bytes are read back only for a message still to make.
+            carried = known.get(req_keys[channel] or "") is None
             for ch in made:
                 attachment = made_for.get("pdf") if ch == "email" and tpl.attach_pdf else None
                 made_for[ch] = self._chunk_message(
                     tpl, req, ch, loc, req_keys[ch], known.get(req_keys[ch] or ""),
                     consents.get(req.customer_id, {}), caps[ch], attachment,
-                    deliver=ch == channel, rendered=rendered, items=items)
+                    deliver=ch == channel, restore=ch != channel and carried,
+                    rendered=rendered, items=items)
             messages.append(made_for[channel])
         results = record.append_many([item for _, item in items])
         for (message, _), result in zip(items, results, strict=True):
@@ -394,17 +397,17 @@ class Engine:
     def _chunk_message(
         self, tpl: Template, req: Request, channel: str, loc: str, key: str | None,
         earlier: Any, consents: Mapping[str, Any], caps: Sequence[Any],
-        attachment: Message | None, *, deliver: bool,
+        attachment: Message | None, *, deliver: bool, restore: bool,
         rendered: list[Message], items: list[tuple[Message, dict[str, Any]]],
     ) -> Message:
         """One message of a :meth:`render_many` chunk, as :meth:`_render_channel` makes it
         but left for the chunk's one write: appended to ``items`` (and to ``rendered``
-        when its content was made); ``deliver`` False: a document another message carries."""
+        when its content was made); ``deliver`` False: a document another message carries;
+        ``restore``: a duplicate gets its recorded bytes (the document a new email attaches)."""
         params = self._params_sha256(tpl, req, channel, loc)
         if earlier is not None:
             dup = duplicate(earlier, key or "", params, req)
-            if not deliver and self.record is not None:
-                # The document an email attaches: its recorded bytes, as render() gives them.
+            if restore and self.record is not None:
                 restore_content(self.record, dup, earlier, tpl)
             return dup
         now = self._clock()

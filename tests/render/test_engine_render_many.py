@@ -153,3 +153,14 @@ def test_render_many_rerun_adds_no_second_attached_pdf(rec: Record) -> None:
     again = _engine(rec, run_id="r").render_many("monthly_statement", requests, "email")
     assert [m.status for m in again] == ["duplicate"] * 2
     assert [_recorded(rec, f"T{i}") for i in range(2)] == before
+
+
+def test_render_many_attaches_the_pdf_already_recorded_for_the_run(rec: Record) -> None:
+    """A PDF recorded under the run's key (a run stopped before the email) is attached as
+    recorded, the very bytes, not made and recorded a second time."""
+    request = _request("monthly_statement", "U1")
+    pdf = _engine(rec, run_id="r").render("monthly_statement", request, "pdf")
+    (email,) = _engine(rec, run_id="r").render_many("monthly_statement", [request], "email")
+    (attached,) = parse_bytes(email.content).iter_attachments()
+    assert attached.get_content() == pdf.content == rec.content(pdf.message_id)
+    assert sorted(e[0] for e in _recorded(rec, "U1")) == ["email", "pdf"]
