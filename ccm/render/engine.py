@@ -29,7 +29,12 @@ from ccm.message import CHANNELS, Message, Request, new_message_id
 from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
 from ccm.render.budget import Budget, Meter
-from ccm.render.environment import create_environment, gettext_functions, render_source
+from ccm.render.environment import (
+    compile_source,
+    create_environment,
+    gettext_functions,
+    render_source,
+)
 from ccm.render.finish import (
     finish_email,
     finish_pdf,
@@ -222,19 +227,20 @@ class Engine:
         """
         tpl = self.template(template)
         self._check_call(tpl, channel, locale)
+        return self._render_one(tpl, request, channel, locale, idempotency_key, record)
+
+    def _render_one(self, tpl: Template, request: Request | Mapping[str, Any],
+                    channel: str | None, locale: str | None, idempotency_key: str | None,
+                    record: bool) -> Message | list[Message]:
+        """:meth:`render` once the call is checked."""
         req = _request(request)
         tpl.validate_data(req.data, customer_id=req.customer_id)
         loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
         channels = [channel] if channel else [c for c in CHANNELS if c in tpl.channels]
 
         results: dict[str, Message] = {}
-        # The PDF first: an email may attach it (or link to it, recorded on its own).
-        order = sorted(channels, key=lambda c: 0 if c == "pdf" else 1)
         linked = self._links_document(tpl) and any(c in ("email", "sms") for c in channels)
-        attached = tpl.attach_pdf and "email" in order and "pdf" in tpl.channels
-        if (attached or linked) and "pdf" not in order:
-            order.insert(0, "pdf")
-        for ch in order:
+        for ch in self._made_channels(tpl, channels):
             key = self._key(tpl, req, ch, idempotency_key)
             attach = results.get("pdf") if ch == "email" and tpl.attach_pdf else None
             if linked and ch in ("email", "sms"):
@@ -251,13 +257,27 @@ class Engine:
             return results[channel]
         return [results[c] for c in channels]
 
+    def _made_channels(self, tpl: Template, channels: Sequence[str]) -> list[str]:
+        """The channels a call for ``channels`` makes, in order: the PDF first, also when it
+        was not asked for but an email attaches it or an email or SMS links to it (it is
+        then recorded, the archived document, but not queued: it travels in the message).
+        :meth:`render` and :meth:`render_many` both follow it, so both record the same."""
+        order = sorted(channels, key=lambda c: 0 if c == "pdf" else 1)
+        linked = self._links_document(tpl) and any(c in ("email", "sms") for c in channels)
+        attached = tpl.attach_pdf and "email" in order and "pdf" in tpl.channels
+        if (attached or linked) and "pdf" not in order:
+            order.insert(0, "pdf")
+        return order
+
     def _links_document(self, tpl: Template) -> bool:
         """Whether this template's confidential PDF travels as a retrieval link."""
         return (self.options.document_delivery == "link" and tpl.confidential
                 and "pdf" in tpl.channels)
 
-    def _check_call(self, tpl: Template, channel: str | None, locale: str | None) -> None:
-        """Channel and locale exist; the template is approved when approval is required."""
+    def _check_call(self, tpl: Template, channel: str | None, locale: str | None, *,
+                    approval: bool = True) -> None:
+        """Channel and locale exist; the template is approved when approval is required
+        (and ``approval``: False when the check is the one approving it)."""
         if channel is not None and channel not in tpl.channels:
             raise UnknownChannel(
                 f"template {tpl.id!r} has no {channel!r} channel; "
@@ -267,7 +287,8 @@ class Engine:
                 available=list(tpl.channels),
             )
         self._check_locale(locale)
-        self._check_approval(tpl)
+        if approval:
+            self._check_approval(tpl)
         self._check_links(tpl, channel)
 
     def _check_links(self, tpl: Template, channel: str | None) -> None:
@@ -339,47 +360,28 @@ class Engine:
         reqs = [_request(r) for r in requests]
         for req in reqs:
             tpl.validate_data(req.data, customer_id=req.customer_id)
-        keys = [self._key(tpl, req, channel, None) for req in reqs]
-        known = record.find_keys([k for k in keys if k is not None])
+        # The PDF an email attaches is made first and recorded as render() records it.
+        made = self._made_channels(tpl, [channel])
+        keys = [{ch: self._key(tpl, req, ch, None) for ch in made} for req in reqs]
+        known = record.find_keys([k for ks in keys for k in ks.values() if k is not None])
         consents = record.consent_overrides_many({req.customer_id for req in reqs})
-        caps = self.policy.caps_for(tpl.message_type, channel)
+        caps = {ch: self.policy.caps_for(tpl.message_type, ch) for ch in made}
         messages: list[Message] = []
         rendered: list[Message] = []
         items: list[tuple[Message, dict[str, Any]]] = []
-        for req, key in zip(reqs, keys, strict=True):
+        for req, req_keys in zip(reqs, keys, strict=True):
             loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
-            params = self._params_sha256(tpl, req, channel, loc)
-            if key is not None and (earlier := known.get(key)) is not None:
-                messages.append(duplicate(earlier, key, params, req))
-                continue
-            now = self._clock()
-            message = self._new_message(tpl, req, channel, loc, key, now)
-            # Caps are left to the write (counted there, atomically): 0 here.
-            decision = self.policy.evaluate(
-                customer=req.customer, message_type=tpl.message_type, channel=channel,
-                now=now, counter=lambda cap: 0,
-                consent_overrides=consents.get(req.customer_id, {}),
-            )
-            item_caps: Sequence[Any] = caps
-            queue = None
-            if not decision.allowed and not defers(self.options, decision):
-                suppress(message, decision)
-                item_caps = ()
-            else:
-                queue = queue_for(req, channel, due_for(self.options, message, decision, now),
-                                  consent=tpl.message_type in self.policy.consent_required)
-                attachment = None
-                if channel == "email" and tpl.attach_pdf and "pdf" in tpl.channels:
-                    attachment = self._render_channel(tpl, req, "pdf", loc, key=None,
-                                                      use_record=False)
-                self._finish(tpl, req, message, attachment)
-                rendered.append(message)
-            messages.append(message)
-            items.append((message, {
-                "entry": entry_for(message, params, req.customer.get("segment"), self._clock),
-                "content": message.content or None, "archival": message.archival,
-                "caps": item_caps, "queue": queue,
-            }))
+            made_for: dict[str, Message] = {}
+            # A document's recorded bytes are read back only for a message still to make.
+            carried = known.get(req_keys[channel] or "") is None
+            for ch in made:
+                attachment = made_for.get("pdf") if ch == "email" and tpl.attach_pdf else None
+                made_for[ch] = self._chunk_message(
+                    tpl, req, ch, loc, req_keys[ch], known.get(req_keys[ch] or ""),
+                    consents.get(req.customer_id, {}), caps[ch], attachment,
+                    deliver=ch == channel, restore=ch != channel and carried,
+                    rendered=rendered, items=items)
+            messages.append(made_for[channel])
         results = record.append_many([item for _, item in items])
         for (message, _), result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
@@ -391,6 +393,47 @@ class Engine:
             for listener in list(self._listeners):
                 listener(message)
         return messages
+
+    def _chunk_message(
+        self, tpl: Template, req: Request, channel: str, loc: str, key: str | None,
+        earlier: Any, consents: Mapping[str, Any], caps: Sequence[Any],
+        attachment: Message | None, *, deliver: bool, restore: bool,
+        rendered: list[Message], items: list[tuple[Message, dict[str, Any]]],
+    ) -> Message:
+        """One message of a :meth:`render_many` chunk, as :meth:`_render_channel` makes it
+        but left for the chunk's one write: appended to ``items`` (and to ``rendered``
+        when its content was made); ``deliver`` False: a document another message carries;
+        ``restore``: a duplicate gets its recorded bytes (the document a new email attaches)."""
+        params = self._params_sha256(tpl, req, channel, loc)
+        if earlier is not None:
+            dup = duplicate(earlier, key or "", params, req)
+            if restore and self.record is not None:
+                restore_content(self.record, dup, earlier, tpl)
+            return dup
+        now = self._clock()
+        message = self._new_message(tpl, req, channel, loc, key, now)
+        # Caps are left to the write (counted there, atomically): 0 here.
+        decision = self.policy.evaluate(
+            customer=req.customer, message_type=tpl.message_type, channel=channel,
+            now=now, counter=lambda cap: 0, consent_overrides=consents,
+        )
+        item_caps: Sequence[Any] = caps
+        queue = None
+        if not decision.allowed and not defers(self.options, decision):
+            suppress(message, decision)
+            item_caps = ()
+        else:
+            if deliver:
+                queue = queue_for(req, channel, due_for(self.options, message, decision, now),
+                                  consent=tpl.message_type in self.policy.consent_required)
+            self._finish(tpl, req, message, attachment)
+            rendered.append(message)
+        items.append((message, {
+            "entry": entry_for(message, params, req.customer.get("segment"), self._clock),
+            "content": message.content or None, "archival": message.archival,
+            "caps": item_caps, "queue": queue,
+        }))
+        return message
 
     # -- composition ---------------------------------------------------------
 
@@ -674,6 +717,28 @@ class Engine:
         return self.password_rule.hint_for(locale, self.pack.default_locale)
 
     # -- approval ------------------------------------------------------------------
+
+    def check_sources(self, template: str,
+                      requests: Iterable[Request | Mapping[str, Any]] = ()) -> None:
+        """Check that ``template`` renders, as a render would check it, recording nothing.
+
+        Compiles every channel source, in every locale of the pack, with the
+        layouts and includes they name; then renders each of ``requests`` (its
+        samples, say) on every channel, outside the record and whether or not
+        the template is approved. Raises what a render would raise: a syntax
+        error naming file and line, a source or layout that does not exist, a
+        file the loader refuses, a construct the sandbox refuses, a budget
+        exceeded, data the contract refuses. The contract itself was checked
+        when the template loaded. ``ccm approve`` runs it, so no approval is
+        recorded for sources a render refuses.
+        """
+        tpl = self.template(template)
+        for channel in tpl.channels:
+            for locale in self.pack.locales:
+                compile_source(self._environment(tpl, channel, locale), tpl.source_name(channel))
+        self._check_call(tpl, None, None, approval=False)
+        for request in requests:
+            self._render_one(tpl, request, None, None, None, record=False)
 
     def _check_approval(self, tpl: Template) -> None:
         if not self.options.require_approval:

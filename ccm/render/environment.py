@@ -46,8 +46,8 @@ from ccm.render.sandbox import (
     refuse_repr_conversion,
 )
 
-__all__ = ["ContainedLoader", "RenderedSource", "check_reach", "create_environment",
-           "render_source"]
+__all__ = ["ContainedLoader", "RenderedSource", "check_reach", "compile_source",
+           "create_environment", "render_source"]
 
 #: Values printed as they are (no need to look closer).
 _PLAIN = frozenset({str, int, float, bool, type(None), Markup})
@@ -285,6 +285,49 @@ def _consume(chunks: Iterator[str], *, name: str, meter: Meter, max_chars: int) 
     return "".join(out)
 
 
+def _get(env: jinja2.Environment, name: str, by: str | None = None) -> jinja2.Template:
+    """``name`` compiled, its failures as the ccm errors a render raises (``by``: the
+    source that names it, when it is not an entry)."""
+    try:
+        return env.get_template(name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _compile_error(exc) from exc
+    except jinja2.TemplateNotFound as exc:
+        where = by or name
+        raise TemplateError(f"{where}: template source not found: {exc.name}",
+                            path=where) from exc
+
+
+def compile_source(env: jinja2.Environment, name: str) -> None:
+    """Compile ``name`` and every source it names (``extends``, ``include``, ``import``,
+    recursively) as a render would, without rendering: raises the error a render of
+    it would raise at compile time -- :class:`TemplateSyntaxError` (syntax, unknown
+    filter or test, nesting over :data:`~ccm.render.sandbox.MAX_NESTING`),
+    :class:`TemplateError` (a named source that does not exist), or the loader's
+    refusal (outside its root, too big). A name computed at render time cannot be
+    followed; the render checks it then.
+    """
+    from jinja2.meta import find_referenced_templates
+
+    seen: set[str] = set()
+    todo: list[tuple[str, str | None]] = [(name, None)]
+    while todo:
+        current, by = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        template = _get(env, current, by)
+        if env.loader is None:  # compiled from a string: it names nothing loadable
+            return
+        source = env.loader.get_source(env, current)[0]
+        try:
+            tree = env.parse(source, current, template.filename)
+        except jinja2.TemplateSyntaxError as exc:  # compiled above: not reached in practice
+            raise _compile_error(exc) from exc
+        todo.extend((found, template.filename or current)
+                    for found in find_referenced_templates(tree) if found is not None)
+
+
 def _compile_error(exc: jinja2.TemplateSyntaxError) -> TemplateSyntaxError:
     where = f"{exc.filename or exc.name}:{exc.lineno}"
     return TemplateSyntaxError(f"{where}: {exc.message}", path=exc.filename or exc.name,
@@ -322,12 +365,7 @@ def render_source(
         if deadline is not None:
             meter.deadline = deadline
     limit = meter.max_output if max_chars is None else max_chars
-    try:
-        template = env.get_template(name)
-    except jinja2.TemplateSyntaxError as exc:
-        raise _compile_error(exc) from exc
-    except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"{name}: template source not found: {exc.name}", path=name) from exc
+    template = _get(env, name)
     try:
         with metered(meter, name):
             ctx = template.new_context(dict(context))

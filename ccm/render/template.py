@@ -20,6 +20,7 @@ from ccm._util import sha256_files
 from ccm.errors import DataError, TemplateError, UnknownTemplate
 from ccm.message import CHANNELS, Request
 from ccm.render._contracts import Check, as_check, compile_validator
+from ccm.render._patterns import check_contract_patterns
 
 __all__ = [
     "BAD_TEXT", "SOURCES", "Template", "check_text", "check_timezone", "describe_rule",
@@ -452,6 +453,8 @@ def load_template(root: str | os.PathLike[str]) -> Template:
     except jsonschema.SchemaError as exc:
         raise TemplateError(f"{contract_path}: not a valid JSON Schema: {exc.message}",
                             path=str(contract_path)) from exc
+    # A regex that backtracks exponentially would let one request value hang validation.
+    check_contract_patterns(contract, contract_path, str(raw["id"]))
     return Template(
         root=root,
         id=raw["id"],

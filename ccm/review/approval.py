@@ -21,13 +21,15 @@ pack and the templates, so approving does not change what it approves.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ccm.errors import ApprovalError
+from ccm._files import read_contained_text
+from ccm.errors import ApprovalError, CCMError
 from ccm.render.sources import (
     APPROVALS_FILENAME,
     Approval,
@@ -45,6 +47,7 @@ from ccm.render.sources import (
 
 if TYPE_CHECKING:
     from ccm.render.engine import Engine
+    from ccm.render.template import Template
 
 __all__ = [
     "APPROVALS_FILENAME",
@@ -74,12 +77,17 @@ def record_approval(
 ) -> Approval:
     """Record the current sources of ``template_id`` in ``engine``'s pack as approved by ``by``.
 
-    Refuses (ApprovalError) when the files on disk are not the ones the engine
-    loaded: what is approved must be exactly what was reviewed.
+    Refuses (ApprovalError) when a render would refuse the sources
+    (:meth:`~ccm.render.engine.Engine.check_sources`, over the template's
+    samples: a syntax error, a missing layout, a file the loader refuses, a
+    construct the sandbox refuses; the contract was checked when the engine
+    loaded the template), and when the files on disk are not the ones the engine
+    loaded: what is approved must be exactly what was reviewed and can render.
     """
     if not by.strip():
         raise ValueError("approved_by must name someone")
     template = engine.template(template_id)
+    _check_renders(engine, template)
     pack_files = pack_digests(engine.pack)
     template_files = template_digests(template)
     if (_combined(pack_files), _combined(template_files)) != (
@@ -107,6 +115,31 @@ def record_approval(
         approvals[(approval.pack, approval.template)] = approval
         _write(target, approvals)
     return approval
+
+
+def _check_renders(engine: Engine, template: Template) -> None:
+    """Refuse (ApprovalError) sources a render refuses: approving what no render can make
+    would only move the failure to production. Each sample is rendered on every channel."""
+    requests: list[tuple[Path | None, Any]] = [(None, None)]
+    for sample in template.samples():
+        try:
+            requests.append((sample, json.loads(read_contained_text(sample, template.root))))
+        except (OSError, ValueError) as exc:
+            raise ApprovalError(
+                f"{sample}: not a readable JSON request ({type(exc).__name__}); not approved: "
+                "fix or remove the sample, then run ccm approve again",
+                template=template.id, pack=engine.pack.id, path=str(sample)) from exc
+    for path, request in requests:
+        try:
+            engine.check_sources(template.id, [] if path is None else [request])
+        except CCMError as exc:
+            by = "" if path is None else f" (rendering the sample {path})"
+            raise ApprovalError(
+                f"{exc.message.rstrip('.')}; not approved: a render of {template.id!r} in "
+                f"pack {engine.pack.id!r} refuses it{by}. Fix it (`ccm lint` lists every "
+                "problem), then run ccm approve again",
+                **{**exc.context, "template": template.id, "pack": engine.pack.id},
+            ) from exc
 
 
 def current_user() -> str:

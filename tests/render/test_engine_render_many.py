@@ -106,3 +106,61 @@ def test_render_many_checks_channel_and_withdrawn_consent(rec: Record) -> None:
     rec.add_event(first.message_id, "opted_out")
     (again,) = engine.render_many("product_offer", [_request("product_offer", "O1")], "email")
     assert (again.status, again.reason) == ("suppressed", "consent:email")
+
+
+def _recorded(record: Record, customer_id: str) -> list[tuple[Any, ...]]:
+    """What the record holds for one customer, without the parts that differ per run
+    (by channel: entries made at the same instant of the fixed clock have no order)."""
+    return sorted((item.entry.channel, item.entry.status, item.entry.idempotency_key,
+                   item.entry.template, item.entry.archive_ref is not None)
+                  for item in record.timeline(customer_id).messages)
+
+
+def test_render_many_records_the_attached_pdf_as_render_does(tmp_path: Path) -> None:
+    """The statement an email attaches is recorded and archived by render_many as by render."""
+    key = MasterKey.generate()
+    one = Record(f"sqlite:///{tmp_path / 'one.db'}", master_key=key)
+    many = Record(f"sqlite:///{tmp_path / 'many.db'}", master_key=key)
+    request = _request("monthly_statement", "S1")
+    alone = _engine(one, run_id="run").render("monthly_statement", request, "email")
+    (bulk,) = _engine(many, run_id="run").render_many("monthly_statement", [request], "email")
+    try:
+        assert _recorded(many, "S1") == _recorded(one, "S1")
+        assert [e[0] for e in _recorded(many, "S1")] == ["email", "pdf"]
+        (pdf,) = [i.entry for i in many.timeline("S1").messages if i.entry.channel == "pdf"]
+        assert pdf.idempotency_key == "run:monthly_statement:S1:pdf"
+        attached = [part for part in parse_bytes(bulk.content).iter_attachments()]
+        assert [a.get_filename() for a in attached] == ["statement.pdf"]
+        # The archive holds the very bytes the email carries.
+        assert many.content(pdf.message_id) == attached[0].get_content()
+        assert pdf.content_sha256 == bulk.meta["attachment_sha256"]
+        assert alone.meta["attachment_sha256"]  # render() attached one too
+        # Not queued on its own, and the chain is intact (checked by the CLI too).
+        assert many.verify().ok
+    finally:
+        one.close()
+        many.close()
+    from ccm.cli import main
+
+    assert main(["record", "verify", "--record", f"sqlite:///{tmp_path / 'many.db'}"]) == 0
+
+
+def test_render_many_rerun_adds_no_second_attached_pdf(rec: Record) -> None:
+    """A rerun with the run id adds nothing: neither the email nor the PDF it attaches."""
+    requests = [_request("monthly_statement", f"T{i}") for i in range(2)]
+    _engine(rec, run_id="r").render_many("monthly_statement", requests, "email")
+    before = [_recorded(rec, f"T{i}") for i in range(2)]
+    again = _engine(rec, run_id="r").render_many("monthly_statement", requests, "email")
+    assert [m.status for m in again] == ["duplicate"] * 2
+    assert [_recorded(rec, f"T{i}") for i in range(2)] == before
+
+
+def test_render_many_attaches_the_pdf_already_recorded_for_the_run(rec: Record) -> None:
+    """A PDF recorded under the run's key (a run stopped before the email) is attached as
+    recorded, the very bytes, not made and recorded a second time."""
+    request = _request("monthly_statement", "U1")
+    pdf = _engine(rec, run_id="r").render("monthly_statement", request, "pdf")
+    (email,) = _engine(rec, run_id="r").render_many("monthly_statement", [request], "email")
+    (attached,) = parse_bytes(email.content).iter_attachments()
+    assert attached.get_content() == pdf.content == rec.content(pdf.message_id)
+    assert sorted(e[0] for e in _recorded(rec, "U1")) == ["email", "pdf"]

@@ -214,11 +214,27 @@ def approve_with_cli(pack: Path, templates: Path, approvals: Path) -> None:
     assert code == 0
 
 
-def render_pdf_text(pack: Path, templates: Path, approvals: Path) -> tuple[ccm.Message, str]:
+def refused_by_cli(pack: Path, templates: Path, approvals: Path, template: str,
+                   capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``ccm approve`` that must refuse: exit 1, one error, no approval written."""
+    code = main(["approve", template, "--pack", str(pack), "--templates", str(templates),
+                 "--approvals", str(approvals), "--by", "Dana Compliance"])
+    out, err = capsys.readouterr()
+    assert code == 1, (out, err)
+    assert err.startswith("ccm: error: ") and "Traceback" not in err
+    assert "not approved" in err and "run ccm approve again" in err
+    assert not approvals.exists()
+    return err
+
+
+def render_pdf_text(pack: Path, templates: Path, approvals: Path | None = None
+                    ) -> tuple[ccm.Message, str]:
+    """The PDF of the sample; with ``approvals``, from an engine that requires approval."""
     from pypdf import PdfReader
 
-    message = strict_engine(pack, templates, approvals).render(
-        PDF_TEMPLATE, sample(PDF_TEMPLATE), "pdf", record=False)
+    engine = (strict_engine(pack, templates, approvals) if approvals is not None
+              else ccm.Engine(pack, templates, record=None))
+    message = engine.render(PDF_TEMPLATE, sample(PDF_TEMPLATE), "pdf", record=False)
     assert message.content is not None
     reader = PdfReader(io.BytesIO(message.content))
     return message, "\n".join(page.extract_text() for page in reader.pages)
@@ -231,25 +247,27 @@ def add_to_source(path: Path, marker: str, addition: str) -> None:
 
 
 def test_hidden_layout_snippet_is_refused_before_and_after_a_change(
-        project: tuple[Path, Path], tmp_path: Path) -> None:
-    """A layout including a hidden file (which no digest covers) is refused, not rendered."""
+        project: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A layout including a hidden file (which no digest covers) is refused: neither
+    approved nor rendered."""
     pack, templates = project
     approvals = tmp_path / "approvals.json"
     snippet = pack / "layouts" / ".snip.j2"
     snippet.write_text("<p>HIDDEN v1</p>", "utf-8")
     add_to_source(pack / "layouts" / "pdf.html.j2", "{% block content %}{% endblock %}",
                   '{% include "pack/.snip.j2" %}')
-    approve_with_cli(pack, templates, approvals)
+    err = refused_by_cli(pack, templates, approvals, PDF_TEMPLATE, capsys)
+    assert ".snip.j2" in err and "hidden" in err and "HIDDEN" not in err
     for version in ("v1", "v2"):
         snippet.write_text(f"<p>HIDDEN {version}</p>", "utf-8")
         with pytest.raises(UnsafeFileError) as info:
-            render_pdf_text(pack, templates, approvals)
+            render_pdf_text(pack, templates)
         assert ".snip.j2" in str(info.value) and "hidden" in str(info.value)
         assert "HIDDEN" not in str(info.value)
 
 
 def test_hidden_file_reached_through_a_symlinked_folder_is_refused(
-        project: tuple[Path, Path], tmp_path: Path) -> None:
+        project: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A visible folder that is a symlink to a hidden one is no way round the rule."""
     pack, templates = project
     approvals = tmp_path / "approvals.json"
@@ -258,13 +276,14 @@ def test_hidden_file_reached_through_a_symlinked_folder_is_refused(
     (pack / "layouts" / "parts").symlink_to(pack / ".drafts")
     add_to_source(pack / "layouts" / "pdf.html.j2", "{% block content %}{% endblock %}",
                   '{% include "pack/parts/snip.j2" %}')
-    approve_with_cli(pack, templates, approvals)
+    assert "'.drafts' is hidden" in refused_by_cli(pack, templates, approvals, PDF_TEMPLATE,
+                                                   capsys)
     with pytest.raises(UnsafeFileError, match=r"'\.drafts' is hidden"):
-        render_pdf_text(pack, templates, approvals)
+        render_pdf_text(pack, templates)
 
 
 def test_stylesheet_shared_by_templates_is_refused(
-        project: tuple[Path, Path], tmp_path: Path) -> None:
+        project: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A PDF asset outside the pack and the template's own folder fails the render."""
     pack, templates = project
     approvals = tmp_path / "approvals.json"
@@ -272,11 +291,12 @@ def test_stylesheet_shared_by_templates_is_refused(
     css = templates / "shared" / "s.css"
     add_to_source(templates / PDF_TEMPLATE / "pdf.html.j2", "{% block content %}",
                   '<link rel="stylesheet" href="../../templates/shared/s.css"><p class="x"></p>')
-    approve_with_cli(pack, templates, approvals)
+    css.write_text('p.x::after { content: "SHARED v0" }\n', "utf-8")
+    assert "shared/s.css" in refused_by_cli(pack, templates, approvals, PDF_TEMPLATE, capsys)
     for version in ("v1", "v2"):
         css.write_text(f'p.x::after {{ content: "SHARED {version}" }}\n', "utf-8")
         with pytest.raises(AssetError) as info:
-            render_pdf_text(pack, templates, approvals)
+            render_pdf_text(pack, templates)
         assert "shared/s.css" in str(info.value) and "outside the pack" in str(info.value)
         assert "template's own folder" in str(info.value)
 
@@ -311,10 +331,12 @@ def test_hidden_pack_asset_is_refused(project: tuple[Path, Path], tmp_path: Path
     (pack / "assets" / ".extra.css").write_text('p.x::after { content: "HIDDEN" }', "utf-8")
     add_to_source(pack / "layouts" / "pdf.html.j2", "{% block content %}{% endblock %}",
                   '<link rel="stylesheet" href="assets/.extra.css"><p class="x"></p>')
-    record_approval(strict_engine(pack, templates, approvals), PDF_TEMPLATE, by="Dana",
-                    path=approvals)
+    with pytest.raises(ApprovalError, match=r"\.extra\.css.*hidden.*not approved") as info:
+        record_approval(strict_engine(pack, templates, approvals), PDF_TEMPLATE, by="Dana",
+                        path=approvals)
+    assert isinstance(info.value.__cause__, AssetError) and not approvals.exists()
     with pytest.raises(AssetError, match=r"\.extra\.css.*hidden"):
-        render_pdf_text(pack, templates, approvals)
+        render_pdf_text(pack, templates)
 
 
 def test_include_of_another_templates_file_is_refused(
@@ -326,10 +348,71 @@ def test_include_of_another_templates_file_is_refused(
     (templates / "shared" / "note.txt.j2").write_text("SHARED v1", "utf-8")
     add_to_source(templates / TEMPLATE / "sms.txt.j2", "{% block content %}",
                   '{% include "templates/shared/note.txt.j2" %}')
-    record_approval(strict_engine(pack, templates, approvals), TEMPLATE, by="Dana",
-                    path=approvals)
+    with pytest.raises(ApprovalError, match="not approved") as refused:
+        record_approval(strict_engine(pack, templates, approvals), TEMPLATE, by="Dana",
+                        path=approvals)
+    assert isinstance(refused.value.__cause__, UnsafeFileError) and not approvals.exists()
     with pytest.raises(UnsafeFileError) as info:
-        strict_engine(pack, templates, approvals).render(
+        ccm.Engine(pack, templates, record=None).render(
             TEMPLATE, sample(TEMPLATE), "sms", record=False)
     assert "templates/shared/note.txt.j2" in str(info.value)
     assert f"its own folder (templates/{TEMPLATE}/)" in str(info.value)
+
+
+# -- what a render refuses is not approved --------------------------------------------
+# Each edit below was approved before (exit 0) while every render of the template failed.
+
+REFUSED_EDITS = {
+    "syntax error": ("{% block content %}", "{{ customer.name ", "email.mjml.j2:"),
+    "missing layout": ('{% extends "pack/email.mjml.j2" %}',
+                       '{% extends "pack/no_such_layout.mjml.j2" %}', "no_such_layout"),
+    "nesting": ("{% block content %}", "{{ " + "(" * 60 + "1" + ")" * 60 + " }}",
+                "nested deeper than"),
+    "sandbox": ("{% block content %}", "{{ customer.name.__class__.__mro__ }}",
+                "blocked by the sandbox"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(REFUSED_EDITS))
+def test_approve_refuses_what_a_render_refuses(
+        edit: str, project: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`ccm approve` exits 1 naming the file and what to do when a render of it fails."""
+    pack, templates = project
+    marker, addition, expected = REFUSED_EDITS[edit]
+    source = templates / PDF_TEMPLATE / "email.mjml.j2"
+    if edit == "missing layout":
+        source.write_text(source.read_text("utf-8").replace(marker, addition), "utf-8")
+    else:
+        add_to_source(source, marker, addition)
+    with pytest.raises(ccm.errors.CCMError) as rendered:
+        ccm.Engine(pack, templates, record=None).render(
+            PDF_TEMPLATE, sample(PDF_TEMPLATE), "email", record=False)
+    assert expected in str(rendered.value)
+    err = refused_by_cli(pack, templates, tmp_path / "approvals.json", PDF_TEMPLATE, capsys)
+    assert expected in err and f"templates/{PDF_TEMPLATE}/email.mjml.j2" in err
+    assert "ccm lint" in err
+
+
+def test_approve_refuses_a_sample_that_is_not_json(
+        project: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sample approval cannot read is named, not approved around."""
+    pack, templates = project
+    (templates / PDF_TEMPLATE / "samples" / "09_broken.json").write_text("{", "utf-8")
+    err = refused_by_cli(pack, templates, tmp_path / "approvals.json", PDF_TEMPLATE, capsys)
+    assert "samples/09_broken.json: not a readable JSON request" in err
+
+
+def test_check_sources_renders_nothing_into_the_record(
+        project: tuple[Path, Path], tmp_path: Path) -> None:
+    """Engine.check_sources compiles and renders samples without approval or a record entry."""
+    pack, templates = project
+    from ccm.record import Record
+
+    record = Record(f"sqlite:///{tmp_path / 'r.db'}")
+    engine = ccm.Engine(pack, templates, record=record,
+                        options=ccm.RenderOptions(require_approval=True,
+                                                  approvals_file=tmp_path / "none.json"))
+    engine.check_sources(TEMPLATE, [sample(TEMPLATE)])
+    assert not record.timeline(sample(TEMPLATE)["customer"]["id"]).messages
+    record.close()

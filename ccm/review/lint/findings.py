@@ -153,6 +153,10 @@ RULES: Mapping[str, Rule] = {
              "write {{ brand.name }} / {{ brand.logo }}"),
         Rule("foreign-brand", "error", "another pack's name, logo or colours",
              "remove it; a template is brand-neutral and takes its brand from the pack"),
+        Rule("unsafe-pattern", "error",
+             "a data-contract regex that can take exponential time on a hostile value",
+             "rewrite it without a repetition inside a repetition (^a+$ for ^(a+)+$), or "
+             "make the inner one possessive (a++) or atomic ((?>...))"),
         Rule("channel-source-mismatch", "error",
              "a declared channel without a source, or a source for an undeclared channel",
              "add the source file or drop the channel from template.yaml"),

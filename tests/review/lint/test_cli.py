@@ -146,3 +146,20 @@ def test_fix_on_a_read_only_file_says_so(project: Project, monkeypatch: pytest.M
     monkeypatch.chdir(project.root)
     assert main(["lint", "--fix"]) == 5
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_contract_regex_that_can_hang_is_an_unsafe_pattern_error(
+        project: Project, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A nested-quantifier pattern in the contract is named at its line, with the rewrite."""
+    contract = "templates/payment_reminder/contract.schema.json"
+    project.edit(contract, '"^[A-Za-z0-9][A-Za-z0-9 ./-]*$"', '"^([A-Za-z0-9]+[ ./-]?)+$"')
+    line = next(number for number, text in enumerate(
+        (project.root / contract).read_text("utf-8").splitlines(), 1) if "[ ./-]?)+$" in text)
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--pack", "brand_packs/acme", "--templates", "templates"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{contract}:{line}:1: error: unsafe-pattern: template 'payment_reminder': " \
+        "$.properties.reference.pattern: the pattern '^([A-Za-z0-9]+[ ./-]?)+$' for " \
+        "data.reference can take exponential time on a hostile value" in out
+    assert "possessive (a++)" in out and "Traceback" not in out + err
