@@ -10,9 +10,10 @@ the template is loaded (engine, batch, lint, approval, preview alike), and
 refuses the shapes that backtrack exponentially:
 
 * **nested repetition**: a repeated part (``+``, ``*``, ``{m,n}``) that holds
-  another variable repetition, unless each round starts with a character the
-  inner repetitions cannot match (``(?:\\.[a-z]+)*`` is fine: every round
-  starts at a dot, so the text splits into rounds one way only);
+  another variable repetition, unless each round starts or ends with a
+  character the inner repetitions cannot match (``(?:\\.[a-z]+)*`` and
+  ``(?:[a-z]+,)*`` are fine: every round starts, or ends, at a dot or a comma,
+  so the text splits into rounds one way only);
 * **ambiguous alternatives** in a repeated part: ``(a|ab)+``, ``(a|a?)+``,
   alternatives that can start with the same character or match nothing.
 
@@ -200,13 +201,38 @@ def _separator(reader: _Reader, body: Any) -> _Chars | None:
     return None
 
 
+def _end_separator(reader: _Reader, body: Any) -> _Chars | None:
+    """The characters that must end each round of ``body`` (a fixed last token: one
+    character, a fixed count of one, or a group ending so), or None.
+
+    The mirror of :func:`_separator`: read backwards, a round that must end at a character
+    the inner repetitions cannot match splits the text one way only, as one that must start
+    at one does (``(?:[a-z]+,)*``, ``(?: ?[A-Z0-9]{4})+``).
+    """
+    for op, av in reversed(list(body)):
+        if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+            continue
+        single = reader.single(op, av)
+        if single is not None:
+            return single
+        if op in _REPEATS and av[0] == av[1] >= 1:
+            return _end_separator(reader, av[2])
+        if op is sre.SUBPATTERN:
+            return _end_separator(reader, av[3])
+        return None
+    return None
+
+
 def _repeat_problem(reader: _Reader, body: Any) -> str | None:
     """Why repeating ``body`` backtracks exponentially, or None."""
     inner = list(_backtracking(body))
     repeats = [av[2] for op, av in inner if op in _REPEATS]
     if repeats:
-        start = _separator(reader, body)
-        if start is None or any(start & reader.all_chars(r) for r in repeats):
+        inside = frozenset().union(*(reader.all_chars(r) for r in repeats))
+        start, end = _separator(reader, body), _end_separator(reader, body)
+        delimited = ((start is not None and not start & inside)
+                     or (end is not None and not end & inside))
+        if not delimited:
             return "a repetition inside a repetition (nested quantifiers)"
     for op, av in inner:
         if op is not sre.BRANCH:

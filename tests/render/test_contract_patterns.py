@@ -24,7 +24,13 @@ HANGING = [
 SAFE = [
     r"^[A-Z]{3}$", r"^https://[^\s]+$", r"^(?:\.[a-z]+)*$", r"(a+)++", r"(?>a+)+",
     r"^(?:\+|00)[0-9]+$", r"([a-z]{2}-\d+)*", r"(ab|cd)+", r"^[A-Z0-9]+(?: [A-Z0-9]+)*$",
+    # Rounds that must end at a character the inner repetitions cannot match: a list, an
+    # IBAN in groups of four, a host name, a dotted name.
+    r"^([a-z]+,)*[a-z]+$", r"^[A-Z]{2}\d{2}( ?[A-Z0-9]{4})+$",
+    r"^(?:[a-z0-9]+(?:-[a-z0-9]+)*\.)+[a-z]{2,}$", r"^(\w+\.)*\w+$", r"^(a+(b|c))+$",
 ]
+#: Rounds that end at a character an inner repetition can match too: still refused.
+HANGING += [r"^(a+\.?)+$", r"^([a,]+,)+$", r"^(a*b*)+\.$", r"^(a+a)+$"]
 
 
 @pytest.mark.parametrize("pattern", HANGING)
