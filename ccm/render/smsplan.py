@@ -10,8 +10,11 @@ that per request only this is left:
 * one walk of the request (exact JSON types, finite numbers, depth), then
   the request schema and the template's contract as fastjsonschema compiled
   them (:mod:`ccm.render._contracts`), each run once;
-* the context from precomputed brand values and translations;
-* the same sandboxed Jinja, under the template's budget meter;
+* the context from precomputed brand values and translations (the constant
+  part copied, in the order Jinja would merge it);
+* the same sandboxed Jinja, under the template's budget meter; a source that
+  only extends its layout (:func:`extends_only`) has the layout loaded once
+  and its root's work done here (the blocks stacked, the layout's root run);
 * SMS finishing (:func:`ccm.channels.sms.finish_sms`);
 * the request's JSON for the parameters digest, written once (its length
   is also the size check).
@@ -299,7 +302,9 @@ class SmsPlan:
         env = self.engine._environment(self.tpl, "sms", locale)
         template = env.get_template(self._name)
         parent = extends_only(env, self._name)
-        if parent is not None:
+        # The source read for that is the one compiled unless the file changed since (an
+        # engine renders what it loaded): then the source's own root, which is always right.
+        if parent is not None and template.is_up_to_date:
             try:  # the very call of the source's root (Jinja's cache, ccm's reach check)
                 layout = env.get_template(parent, self._name)
             except Exception:  # the source's own root raises it, at every render

@@ -523,3 +523,28 @@ def test_the_example_templates_are_rendered_through_their_layout(
     tpl = engine.template(template)
     env = engine._environment(tpl, "sms", "en_GB")
     assert extends_only(env, tpl.source_name("sms")) == "pack/sms.txt.j2"
+
+
+def test_a_source_changed_on_disk_after_loading_renders_through_its_own_root(
+        tmp_path: Any) -> None:
+    """The plan reads the source again to see whether it only extends its layout: when the
+    file changed since the engine compiled it, the plan does not trust that reading."""
+    import os
+    import shutil
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEST_TEMPLATES / "quick_note", folder / "quick_note")
+    source = folder / "quick_note" / "sms.txt.j2"
+    engine = Engine(PACK, folder, record=None, run_id="run-1", clock=lambda: CREATED)
+    spec = _spec(str(folder), "quick_note", NOWS[0])
+    req = CASES[-1][2][0]
+    full = _render_full(engine, spec, copy.deepcopy(req), ("sms",), None)  # compiles it
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    fast = _fast_sms(engine, spec, copy.deepcopy(req), None)
+    assert fast is not None
+    assert _without_id(fast) == _without_id(full[0])
+    plan = _plan_for(engine, spec)
+    assert plan is not None
+    assert plan._for("en_GB").template is not None
+    assert plan._for("en_GB").layout is None
