@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccm.batch._signals import ignore_sigint
 from ccm.batch._values import WorkerLimits
-from ccm.batch.inputs import InputRow
+from ccm.batch.inputs import InputRow, request_customer_id
 from ccm.errors import ConfigError, MessageError
 from ccm.message import CHANNELS, Message, Request, new_message_id, output_filename
 from ccm.record.bulk import Digested
@@ -251,7 +251,7 @@ def _render_sms_rows(
     The rows share the time spent equally (it only sizes tasks).
     """
     started = time.perf_counter()
-    results = [_RowResult(line, InputRow(line, obj).customer_id) for line, obj, _, _ in rows]
+    results = [_RowResult(line, request_customer_id(obj)) for line, obj, _, _ in rows]
     # Per row: the step's answer so far, or _FULL / _DONE.
     state: list[Any] = [
         None if (channels or spec.channels) == ("sms",) else _FULL for _, _, channels, _ in rows]

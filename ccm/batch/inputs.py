@@ -44,7 +44,7 @@ from typing import IO, Any
 
 __all__ = [
     "MAX_DEPTH", "MAX_INT_DIGITS", "InputRow", "count_rows", "open_text", "parse_json",
-    "read_csv", "read_jsonl", "read_requests",
+    "read_csv", "read_jsonl", "read_requests", "request_customer_id",
 ]
 
 _TYPES = ("str", "int", "number", "bool", "json")
@@ -190,11 +190,15 @@ class InputRow:
     @property
     def customer_id(self) -> str | None:
         """The row's customer id when it can be found (for error reports)."""
-        req = self.request
-        if isinstance(req, dict) and isinstance(req.get("customer"), dict):
-            cid = req["customer"].get("id")
-            return None if cid is None else str(cid)
-        return None
+        return request_customer_id(self.request)
+
+
+def request_customer_id(req: Any) -> str | None:
+    """A request's customer id when it can be found (for error reports), else None."""
+    if isinstance(req, dict) and isinstance(req.get("customer"), dict):
+        cid = req["customer"].get("id")
+        return None if cid is None else str(cid)
+    return None
 
 
 def open_binary(source: str | os.PathLike[str]) -> IO[bytes]:

@@ -238,7 +238,8 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
     def checked_ngettext(__context: Any, __singular: str, __plural: str, __num: int,
                          **variables: Any) -> str:
         for value in (__singular, __plural, __num, *variables.values()):
-            check_printable(value, deep=True)
+            if type(value) not in _PLAIN:  # (check_printable passes these at once)
+                check_printable(value, deep=True)
         refuse_repr_conversion(str(__singular))
         refuse_repr_conversion(str(__plural))
         check_named_format(str(translations.ngettext(str(__singular), str(__plural), __num)),

@@ -93,6 +93,9 @@ _LAZY = (Iterator, range, KeysView, ValuesView, ItemsView)
 _CONTAINERS = frozenset({list, tuple, dict})
 #: Names ``getattr`` finds on a plain dict: these take Jinja's own path.
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+#: Methods of ``dict`` that only read it: the immutable sandbox allows them (not
+#: internal, not in its list of methods that change a ``dict``).
+_DICT_READERS = frozenset({"get", "items", "keys", "values"})
 #: Results this short are within any value budget (the smallest allowed is 1024).
 _SMALL = 1024
 
@@ -813,13 +816,19 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
         Jinja tries the attribute, catches the ``AttributeError`` and then
         looks the key up. For an exact ``dict`` and a name that is no attribute
         of ``dict`` the attribute lookup can only fail, so the
-        key is looked up at once; anything else takes Jinja's own path.
+        key is looked up at once; anything else takes Jinja's own path. The
+        methods of an exact ``dict`` that only read it (``brand.sms.get``) are the
+        bound methods Jinja's path returns, without its safety checks of names it
+        always lets through.
         """
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
-            try:
-                return obj[attribute]
-            except KeyError:
-                pass
+        if type(obj) is dict:
+            if attribute not in _DICT_ATTRIBUTES:
+                try:
+                    return obj[attribute]
+                except KeyError:
+                    pass
+            elif attribute in _DICT_READERS:
+                return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:

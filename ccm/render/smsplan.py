@@ -10,8 +10,11 @@ that per request only this is left:
 * one walk of the request (exact JSON types, finite numbers, depth), then
   the request schema and the template's contract as fastjsonschema compiled
   them (:mod:`ccm.render._contracts`), each run once;
-* the context from precomputed brand values and translations;
-* the same sandboxed Jinja, under the template's budget meter;
+* the context from precomputed brand values and translations (the constant
+  part copied, in the order Jinja would merge it);
+* the same sandboxed Jinja, under the template's budget meter; a source that
+  only extends its layout (:func:`extends_only`) has the layout loaded once
+  and its root's work done here (the blocks stacked, the layout's root run);
 * SMS finishing (:func:`ccm.channels.sms.finish_sms`);
 * the request's JSON for the parameters digest, written once (its length
   is also the size check).
@@ -41,10 +44,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ccm._util import json_encoder_once
+from jinja2 import nodes
+
+from ccm._util import _DEVICES, _KEPT, MAX_NAME_BYTES, _kept_whole, json_encoder_once
 from ccm.channels import sms as sms_channel
 from ccm.errors import DataError
-from ccm.message import Request, output_filename
+from ccm.message import SUFFIXES, Request, output_filename
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
 from ccm.render.environment import _consume, translate_error
@@ -68,6 +73,11 @@ _ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 #: (depth-bounded, so acyclic).
 _ENCODE_ONCE = json_encoder_once(_ENCODER)
 _SCALARS = frozenset({str, int, bool, type(None)})
+_SMS_SUFFIX = SUFFIXES["sms"]
+#: ``unique_filename``'s room for the readable part of an SMS's name (its digest tag is
+#: ``-`` and 12 hex digits before the suffix), and each of its three parts' equal share.
+_NAME_ROOM = MAX_NAME_BYTES - len(("-" + "0" * 12 + _SMS_SUFFIX).encode())
+_NAME_SHARE = (_NAME_ROOM - 3 + 1) // 3
 #: The escapes ``_ENCODER`` (ASCII only) writes for what request validation refuses
 #: (:data:`ccm.render.template.BAD_TEXT`): ``\u0000``-``\u001f`` but tab, line feed and
 #: carriage return (written ``\t \n \r``), ``\b``, ``\f``, and surrogates. An escaped
@@ -129,8 +139,9 @@ class SmsRendered:
 class _Locale:
     """What a plan needs per locale: brand values, translations, the digest's JSON prefix."""
 
-    __slots__ = ("brand", "dir", "fallback", "fields", "gettext", "greeting", "lang",
-                 "literals", "password_hint", "prefix", "template")
+    __slots__ = ("base", "brand", "dir", "fallback", "fields", "gettext", "greeting", "lang",
+                 "layout", "layout_blocks", "literals", "message", "password_hint", "prefix",
+                 "template")
 
     def __init__(self, engine: Engine, tpl: Template, locale: str) -> None:
         cached = engine._brand("sms", locale)
@@ -146,8 +157,17 @@ class _Locale:
                               if tpl.confidential and "pdf" in tpl.channels else None)
         pack = engine.pack
         #: The SMS source compiled with this locale's constants folded (ccm/render/fold.py);
-        #: None until first needed.
+        #: None until first needed (:meth:`SmsPlan._compiled`).
         self.template: Any = None
+        #: The layout the source extends and nothing more (:func:`extends_only`), loaded
+        #: once, and its blocks; None: the source's own root renders (and loads it).
+        self.layout: Any = None
+        self.layout_blocks: tuple[tuple[str, Any], ...] = ()
+        #: The render context's constant part: the template's globals with this locale's
+        #: translations; copied per render.
+        self.base: dict[str, Any] = {}
+        #: The context's ``message`` without its ``id`` and ``created_at``; copied per render.
+        self.message: dict[str, Any] = {}
         self.prefix = (
             '{"channel":"sms","locale":' + _ENCODER.encode(locale)
             + ',"pack":' + _ENCODER.encode(pack.id)
@@ -170,6 +190,8 @@ class SmsPlan:
         self._max_segments = engine.pack.senders.get("sms", {}).get("max_segments")
         self._locales: dict[str, _Locale] = {}
         self._resolved: dict[Any, str] = {}
+        #: Per locale, :func:`_name_tail` (empty: the name is output_filename's own).
+        self._names: dict[str, tuple[str, str] | tuple[()]] = {}
         self._suffix = (',"template":' + _ENCODER.encode(tpl.id)
                         + ',"template_version":' + _ENCODER.encode(tpl.version) + "}")
         self.sources_sha256 = engine.sources_sha256(tpl)
@@ -251,13 +273,66 @@ class SmsPlan:
         return parts
 
     def filename(self, customer_id: str, locale: str) -> str:
-        """:func:`~ccm.message.output_filename` of this template's SMS."""
+        """:func:`~ccm.message.output_filename` of this template's SMS.
+
+        When the template id and ``locale`` stay whole in a name (checked once per
+        locale) and so does ``customer_id``, the name is written here without
+        ``unique_filename``'s per-part checks of the template and locale; any other
+        name is ``output_filename``'s own.
+        """
+        tail = self._names.get(locale)
+        if tail is None:
+            tail = self._names[locale] = _name_tail(self.tpl.id, locale)
+        if (tail and len(customer_id) <= _NAME_SHARE and _KEPT.fullmatch(customer_id)
+                and customer_id[-1] != "."
+                and customer_id.split(".", 1)[0].casefold() not in _DEVICES):
+            readable, raw = tail
+            digest = hashlib.sha256((customer_id + raw).encode()).hexdigest()[:12]
+            return f"{customer_id}{readable}-{digest}{_SMS_SUFFIX}"
         return output_filename(customer_id, self.tpl.id, locale, "sms")
 
     def params_sha256(self, request_json: str, locale: str) -> str:
         """:meth:`Engine._params_sha256` from the request's JSON written once."""
         blob = self._for(locale).prefix + request_json + self._suffix
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _compiled(self, parts: _Locale, locale: str) -> Any:
+        """``parts``' compiled source, its layout when it only extends one, and its
+        constant context (set on ``parts`` on its first render)."""
+        env = self.engine._environment(self.tpl, "sms", locale)
+        template = env.get_template(self._name)
+        parent = extends_only(env, self._name)
+        # The source read for that is the one compiled unless the file changed since (an
+        # engine renders what it loaded): then the source's own root, which is always right.
+        if parent is not None and template.is_up_to_date:
+            try:  # the very call of the source's root (Jinja's cache, ccm's reach check)
+                layout = env.get_template(parent, self._name)
+            except Exception:  # the source's own root raises it, at every render
+                layout = None
+            if layout is not None:
+                parts.layout = layout
+                parts.layout_blocks = tuple(layout.blocks.items())
+        base = dict(template.globals)
+        base.update(parts.gettext)
+        parts.base = base
+        static = self._static
+        parts.message = {
+            "id": None,
+            "channel": "sms",
+            "template": static["template"],
+            "template_version": static["template_version"],
+            "message_type": static["message_type"],
+            "journey": static["journey"],
+            "confidential": static["confidential"],
+            "letter": static["letter"],
+            "password_hint": parts.password_hint,
+            "unsubscribe_url": None,
+            "document_url": None,
+            "web_version_url": None,
+            "created_at": None,
+        }
+        parts.template = template
+        return template
 
     def render(self, req: Request, locale: str, message_id: str,
                created_at: str) -> SmsRendered | None:
@@ -271,44 +346,41 @@ class SmsPlan:
         if not customer.get("phone") or self.engine._listeners:
             return None
         parts = self._for(locale)
+        template = parts.template
+        if template is None:
+            template = self._compiled(parts, locale)
         meter = self._budget.start()
         brand = dict(parts.brand)
         brand["greeting"] = _greeting(parts, customer)
-        static = self._static
-        ctx: dict[str, Any] = {
-            "customer": customer,
-            "data": req.data,
-            "brand": brand,
-            "message": {
-                "id": message_id,
-                "channel": "sms",
-                "template": static["template"],
-                "template_version": static["template_version"],
-                "message_type": static["message_type"],
-                "journey": static["journey"],
-                "confidential": static["confidential"],
-                "letter": static["letter"],
-                "password_hint": parts.password_hint,
-                "unsubscribe_url": None,
-                "document_url": None,
-                "web_version_url": None,
-                "created_at": created_at,
-            },
-            "locale": locale,
-            "lang": parts.lang,
-            "dir": parts.dir,
-            "timezone": customer.get("timezone") or "UTC",
-        }
-        ctx.update(parts.gettext)
-        template = parts.template
-        if template is None:
-            template = parts.template = self.engine._environment(
-                self.tpl, "sms", locale).get_template(self._name)
+        # Engine.context's names after the template's globals (the translations among
+        # them: ``parts.base``), as Jinja's new_context merges them, in the same order.
+        ctx = parts.base.copy()
+        ctx["customer"] = customer
+        ctx["data"] = req.data
+        ctx["brand"] = brand
+        message = parts.message.copy()  # (assigning its keys keeps their order)
+        message["id"] = message_id
+        message["created_at"] = created_at
+        ctx["message"] = message
+        ctx["locale"] = locale
+        ctx["lang"] = parts.lang
+        ctx["dir"] = parts.dir
+        ctx["timezone"] = customer.get("timezone") or "UTC"
         meter.name = self._name
         token = _current.set(meter)
         try:
-            text = _consume(template.root_render_func(template.new_context(ctx)),
-                            name=self._name, meter=meter, max_chars=meter.max_output)
+            context = template.new_context(ctx, shared=True)
+            layout = parts.layout
+            if layout is None:
+                chunks = template.root_render_func(context)
+            else:
+                # What the source's root does before it hands over to its layout (the
+                # layout was loaded, and its reach checked, once: the same every render).
+                blocks = context.blocks
+                for block_name, block in parts.layout_blocks:
+                    blocks.setdefault(block_name, []).append(block)
+                chunks = layout.root_render_func(context)
+            text = _consume(chunks, name=self._name, meter=meter, max_chars=meter.max_output)
         except Exception as exc:
             # What render_source raises for the same source and context: rendering it again
             # on the full path would spend the budget twice (and count against --cpu-limit).
@@ -319,6 +391,45 @@ class SmsPlan:
         # Raises as the full path does (empty body, over the pack's segment limit).
         result = sms_channel.finish_sms(text, max_segments=self._max_segments)
         return SmsRendered(result.text, result.encoding, result.segments, parts.password_hint)
+
+
+def extends_only(env: Any, name: str) -> str | None:
+    """The layout source ``name`` extends, when that is all its root does; else None.
+
+    That is: the source starts with ``{% extends "<constant>" %}`` and has nothing
+    else at its top level but blocks and text (which Jinja drops in a child). Its root
+    then only loads the layout, adds the layout's blocks below its own and renders the
+    layout's root: :meth:`SmsPlan.render` does that with the layout loaded once.
+    Anything else (a ``set``, an ``import``, a computed or conditional ``extends``) or a
+    source that does not parse: None, and the source's own root renders.
+    """
+    try:
+        source, _, _ = env.loader.get_source(env, name)
+        body = env.parse(source, name).body
+    except Exception:
+        return None
+    if not body or type(body[0]) is not nodes.Extends:
+        return None
+    parent = body[0].template
+    if type(parent) is not nodes.Const or type(parent.value) is not str:
+        return None
+    for node in body[1:]:
+        if type(node) is nodes.Block:
+            continue
+        if type(node) is nodes.Output and all(type(part) is nodes.TemplateData
+                                              for part in node.nodes):
+            continue
+        return None
+    return parent.value
+
+
+def _name_tail(template: str, locale: str) -> tuple[str, str] | tuple[()]:
+    """What follows the customer id in an SMS's file name, readable and as hashed:
+    ``("-<template>-<locale>", "\\0<template>\\0<locale>")`` when ``unique_filename``
+    keeps both parts as they are (:func:`ccm._util._kept_whole`), else ``()``."""
+    if not _kept_whole(("x", template, locale), _NAME_ROOM):
+        return ()
+    return f"-{template}-{locale}", f"\0{template}\0{locale}"
 
 
 def split_greeting(pattern: str) -> tuple[list[str], list[str]]:

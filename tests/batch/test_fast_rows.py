@@ -19,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ccm.batch._worker import _fast_sms, _render_full, _render_row, _Spec, render_rows
+from ccm.batch._worker import (
+    _fast_sms,
+    _plan_for,
+    _render_full,
+    _render_row,
+    _Spec,
+    render_rows,
+)
 from ccm.errors import CCMError
 from ccm.render.engine import Engine
 from ccm.render.options import RenderOptions
@@ -332,8 +339,10 @@ def _finite(value: Any) -> bool:
     return True
 
 
-@given(st.one_of(customer_ids(), st.from_regex(r"[A-Za-z0-9_.-]{1,60}", fullmatch=True)),
-       st.sampled_from(["en_GB", "de_DE", "ar", "con", "a.b", "x."]))
+@given(st.one_of(customer_ids(), st.from_regex(r"[A-Za-z0-9_.-]{1,60}", fullmatch=True),
+                 st.sampled_from(["C" * 58, "C" * 59, "C" * 60, "C" * 61, "COM1", "nul.x",
+                                  "Lpt¹", "x.", ".x", "-x", "_x", "a b", "é", "x\x00y"])),
+       st.sampled_from(["en_GB", "de_DE", "ar", "con", "a.b", "x.", "e" * 60, "-x"]))
 def test_the_plans_file_names_are_output_filename(customer_id: str, locale: str) -> None:
     """SmsPlan.filename gives output_filename's name for every customer id and locale."""
     from ccm.message import output_filename
@@ -412,3 +421,130 @@ def test_a_row_over_its_budget_fails_once_with_the_full_paths_error(tmp_path: An
     assert result.error is not None
     assert result.error["error"] == "BudgetError"
     assert result.error["budget"] == "size"
+
+
+@pytest.mark.parametrize(("source", "parent"), [
+    ('{% extends "pack/sms.txt.j2" %}\n{% block content %}x{% endblock %}\n',
+     "pack/sms.txt.j2"),
+    ('{% extends "pack/sms.txt.j2" %}\n\n{% block content %}x{% endblock %} text, dropped\n'
+     '{% block other %}y{% endblock %}', "pack/sms.txt.j2"),
+    ('{% extends "pack/sms.txt.j2" %}{% set note = "N" %}'
+     "{% block content %}{{ note }}{% endblock %}", None),
+    ('{% set note = "N" %}{% extends "pack/sms.txt.j2" %}'
+     "{% block content %}{{ note }}{% endblock %}", None),
+    ('before {% extends "pack/sms.txt.j2" %}{% block content %}x{% endblock %}', None),
+    ('{% import "pack/sms.txt.j2" as m %}{% extends "pack/sms.txt.j2" %}', None),
+    ("{% extends data.layout %}{% block content %}x{% endblock %}", None),
+    ('{% if data.amount %}{% extends "pack/sms.txt.j2" %}{% endif %}', None),
+    ('{% extends "pack/sms.txt.j2" %}{% extends "pack/sms.txt.j2" %}', None),
+    ('{% extends "pack/sms.txt.j2" %}{{ data.amount }}', None),
+    ("Your note: {{ data.amount }}", None),
+    ("{% extends 'pack/sms.txt.j2' %}{% block content %}{% if x %}", None),  # no parse
+])
+def test_the_plan_finds_a_source_that_only_extends_its_layout(
+        tmp_path: Any, source: str, parent: str | None) -> None:
+    """extends_only names the layout only when the source's root does nothing else."""
+    from ccm.render.environment import create_environment
+    from ccm.render.smsplan import extends_only
+
+    (tmp_path / "layouts").mkdir()
+    (tmp_path / "layouts" / "sms.txt.j2").write_text("{% block content %}{% endblock %}")
+    (tmp_path / "templates" / "t").mkdir(parents=True)
+    (tmp_path / "templates" / "t" / "sms.txt.j2").write_text(source, "utf-8")
+    env = create_environment(tmp_path / "layouts", tmp_path / "templates", tmp_path)
+    assert extends_only(env, "templates/t/sms.txt.j2") == parent
+
+
+#: quick_note's SMS written in ways the plan renders through its layout and ways it does
+#: not (a top-level set, no layout at all, a conditional layout), fine and broken.
+_SOURCES = [
+    ('{% extends "pack/sms.txt.j2" %}\n{% block content %}Note: '
+     '{{ data.amount|money("GBP") }}.{% endblock %}\n', True),
+    ('{% extends "pack/sms.txt.j2" %}{% set note = "Note" %}\n'
+     '{% block content %}{{ note }}: {{ data.amount|money("GBP") }}.{% endblock %}\n', False),
+    ('Note for {{ customer.name }}: {{ data.amount|money("GBP") }} {{ message.id }}', False),
+    ('{% extends "pack/sms.txt.j2" if data.amount > 1 else "pack/sms.txt.j2" %}'
+     "{% block content %}{{ data.amount }}{% endblock %}", False),
+    ('{% extends "pack/sms.txt.j2" %}\n{% block content %}\n\n{{ data.missing.x }}'
+     "{% endblock %}\n", True),
+    ('{% extends "pack/sms.txt.j2" %}\n{% block content %}{{ lipsum }}{% endblock %}', True),
+    ('{% extends "pack/sms.txt.j2" %}\n{% block content %}{{ brand.sms.get("x", "-") }} '
+     "{{ brand.sms.keys()|list|length > 0 }} {{ message.created_at }}{% endblock %}", True),
+    ('{% extends "pack/sms.txt.j2" %}\n{% block content %}   {% endblock %}', True),
+    ('{% extends "pack/missing.txt.j2" %}{% block content %}x{% endblock %}', False),
+    ('{% extends "templates/product_offer/sms.txt.j2" %}{% block content %}x{% endblock %}',
+     False),
+]
+
+
+@pytest.mark.parametrize(("source", "through_layout"), _SOURCES)
+def test_every_kind_of_source_gives_the_full_paths_message_or_error(
+        tmp_path: Any, source: str, through_layout: bool) -> None:
+    """Sources the plan renders through their layout and sources it renders through their
+    own root give the full path's bytes, entry and summary, or its very error."""
+    import shutil
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEST_TEMPLATES / "quick_note", folder / "quick_note")
+    (folder / "quick_note" / "sms.txt.j2").write_text(source, "utf-8")
+    engine = Engine(PACK, folder, record=None, run_id="run-1", clock=lambda: CREATED)
+    spec = _spec(str(folder), "quick_note", NOWS[0])
+    req = CASES[-1][2][0]
+    try:
+        full: Any = _render_full(engine, spec, copy.deepcopy(req), ("sms",), None)
+    except CCMError as exc:
+        full = exc
+    try:
+        fast: Any = _fast_sms(engine, spec, copy.deepcopy(req), None)
+    except CCMError as exc:
+        fast = exc
+    if isinstance(full, CCMError):
+        assert type(fast) is type(full)
+        assert str(fast) == str(full)
+        assert fast.context == full.context  # file and line included
+    else:
+        assert fast is not None
+        assert _without_id(fast) == _without_id(full[0])
+    plan = _plan_for(engine, spec)  # the plan _fast_sms rendered with
+    assert plan is not None
+    parts = plan._for("en_GB")
+    assert parts.template is not None
+    assert (parts.layout is not None) == through_layout
+
+
+@pytest.mark.parametrize(("templates", "template"), [(c[0], c[1]) for c in CASES])
+def test_the_example_templates_are_rendered_through_their_layout(
+        templates: str, template: str) -> None:
+    """Every SMS source of the examples only extends the pack's layout: the comparisons
+    above test the plan's layout shortcut, not only its fallback."""
+    from ccm.render.smsplan import extends_only
+
+    engine = _engine(templates)
+    tpl = engine.template(template)
+    env = engine._environment(tpl, "sms", "en_GB")
+    assert extends_only(env, tpl.source_name("sms")) == "pack/sms.txt.j2"
+
+
+def test_a_source_changed_on_disk_after_loading_renders_through_its_own_root(
+        tmp_path: Any) -> None:
+    """The plan reads the source again to see whether it only extends its layout: when the
+    file changed since the engine compiled it, the plan does not trust that reading."""
+    import os
+    import shutil
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEST_TEMPLATES / "quick_note", folder / "quick_note")
+    source = folder / "quick_note" / "sms.txt.j2"
+    engine = Engine(PACK, folder, record=None, run_id="run-1", clock=lambda: CREATED)
+    spec = _spec(str(folder), "quick_note", NOWS[0])
+    req = CASES[-1][2][0]
+    full = _render_full(engine, spec, copy.deepcopy(req), ("sms",), None)  # compiles it
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    fast = _fast_sms(engine, spec, copy.deepcopy(req), None)
+    assert fast is not None
+    assert _without_id(fast) == _without_id(full[0])
+    plan = _plan_for(engine, spec)
+    assert plan is not None
+    assert plan._for("en_GB").template is not None
+    assert plan._for("en_GB").layout is None

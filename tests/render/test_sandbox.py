@@ -603,3 +603,52 @@ def test_hostile_templates_and_data_raise_only_ccm_errors(sources: Sources, sour
             assert exc.context.get("line") is not None, exc
         return
     assert " at 0x" not in text and "<function" not in text and "<class" not in text
+
+
+@pytest.mark.parametrize("name", ["get", "items", "keys", "values", "pop", "update",
+                                  "setdefault", "clear", "__class__", "__init__", "missing"])
+def test_a_dicts_attributes_are_what_jinjas_sandbox_gives(name: str) -> None:
+    """``d.get`` and the other reading methods of an exact dict take a shortcut; every
+    attribute (reading, changing, internal, absent) gives what Jinja's own sandbox gives."""
+    from jinja2 import Undefined
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = create_environment(Path("/nonexistent/layouts"), Path("/nonexistent/templates"))
+    jinja = ImmutableSandboxedEnvironment()
+
+    class Sub(dict):  # type: ignore[type-arg]
+        """A dict subclass: never the shortcut."""
+
+    for value in ({"a": 1, "get": 2}, Sub(a=1)):
+        theirs = jinja.getattr(value, name)
+        try:
+            ours = env.getattr(value, name)
+        except SecurityError:  # ccm refuses at once what Jinja makes an unsafe Undefined
+            assert isinstance(theirs, Undefined)
+            assert name in ("pop", "update", "setdefault", "clear", "__class__", "__init__")
+            continue
+        if isinstance(theirs, Undefined):  # ccm's undefined is strict: the same absence
+            assert isinstance(ours, Undefined)
+            continue
+        assert type(ours) is type(theirs)
+        if callable(theirs):
+            assert ours == theirs  # the same bound method
+            if name in ("get", "items", "keys", "values"):
+                assert list(ours() if name != "get" else [ours("a")]) == \
+                    list(theirs() if name != "get" else [theirs("a")])
+
+
+def test_a_dicts_reading_methods_work_and_changing_ones_stay_refused(
+        sources: Sources) -> None:
+    """A template reads a dict through get/items/keys/values, and cannot change it."""
+    context = {"data": {"d": {"a": 1, "b": 2}}}
+    assert sources.render("{{ data.d.get('a') }} {{ data.d.get('z', 0) }} "
+                          "{{ data.d.keys()|list }} {{ data.d.values()|sum }} "
+                          "{% for k, v in data.d.items() %}{{ k }}={{ v }};{% endfor %}",
+                          context) == "1 0 ['a', 'b'] 3 a=1;b=2;"
+    for source in ("{{ data.d.pop('a') }}", "{{ data.d.update(c=3) }}",
+                   "{{ data.d.setdefault('c', 3) }}", "{{ data.d.clear() }}"):
+        with pytest.raises(CCMError):
+            sources.render(source, context)
+    assert context == {"data": {"d": {"a": 1, "b": 2}}}
