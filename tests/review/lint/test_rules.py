@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.examples_helpers import TEMPLATES
 
 from .conftest import Project, make_project, rules, where
@@ -645,3 +647,39 @@ def test_template_without_samples(project: Project) -> None:
         sample.unlink()
     found = rules(project.lint(), "no-samples")
     assert [f.severity for f in found] == ["warning"]
+
+
+def test_a_source_that_runs_out_of_time_is_rendered_out_of_time_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SMS source that loops (almost) for ever, linted with three samples in acme's two
+    locales, runs out of its time budget at most twice (the whole template, then the SMS alone
+    to pin it), not once or twice per sample and locale: a designer waited 20 minutes for
+    ``ccm lint`` on a nested loop at the default 30 s budget. The finding is still there, and
+    the email is still checked."""
+    from ccm.errors import BudgetError
+    from ccm.render.engine import Engine
+
+    project = make_project(tmp_path, samples=3)
+    project.edit("templates/payment_reminder/template.yaml", "id: payment_reminder\n",
+                 "id: payment_reminder\nbudget:\n  seconds: 0.2\n")
+    project.write("templates/payment_reminder/sms.txt.j2",
+                  "{% for i in range(99999) %}{% for j in range(99999) %}"
+                  "{% endfor %}{% endfor %}\n")
+    timeouts: list[str] = []
+    real = Engine.render
+
+    def counting(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(self, *args, **kwargs)
+        except BudgetError as exc:
+            if exc.context.get("budget") == "time":
+                timeouts.append(str(exc))
+            raise
+
+    monkeypatch.setattr(Engine, "render", counting)
+    found = project.lint()
+    assert 1 <= len(timeouts) <= 2
+    errors = [f for f in rules(found, "render-error") if "time budget" in f.message]
+    assert [where(f, project.root) for f in errors] == \
+        [("templates/payment_reminder/sms.txt.j2", 1)]
+    assert not [f for f in found if f.channel == "email" and f.severity == "error"]
