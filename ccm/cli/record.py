@@ -344,6 +344,8 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
     the WAL was checkpointed and truncated); 4 when readers held the database
     past --wait (the customer stays "erasure pending": run --pending later),
     or when the customer was already erased; 3 for an unknown customer.
+    It says how many of their messages waiting in the outbox can no longer be
+    sent, and, on stderr, what it cannot reach: files render and batch wrote.
     """
     if pending:
         if customer is not None:
@@ -353,7 +355,7 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
         echo(f"finished {len(finished)} pending erasure(s)"
              + (f": {', '.join(map(shown, finished))}" if finished else ""))
         return
-    if customer is None:
+    if customer is None or not customer.strip():
         raise click.UsageError("give the CUSTOMER to erase (or --pending)")
     if not yes:
         try:

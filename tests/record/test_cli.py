@@ -305,3 +305,11 @@ def test_erase_says_what_it_could_not_reach(record_url: str, key: MasterKey, run
         in done.output
     assert "print-*.pdf" in done.output and "docs/privacy.md#" in done.output
     assert "c9@example.com" not in done.output
+
+
+def test_erase_of_an_empty_id_is_a_usage_error(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
+    """``ccm record erase ""`` (an unset shell variable) is exit 2, not a search of the record
+    for a customer with an empty id ("customer  has no entry", exit 3)."""
+    result = run("erase", "", "--yes")
+    assert result.exit_code == 2
+    assert "give the CUSTOMER to erase" in result.output
