@@ -56,6 +56,9 @@ def lint(pack_dirs: Sequence[Path], templates_dir: Path, only: Sequence[str], fm
     from ccm.review.lint import lint as run
     from ccm.review.lint.fix import apply_fixes
 
+    if fix and diff:
+        # --diff promises to change nothing; with --fix it used to write the files anyway.
+        raise click.UsageError("give --fix (apply) or --diff (show, change nothing), not both")
     packs = list(pack_dirs) or _default_packs(Path("brand_packs"))
     if not packs:
         raise click.UsageError("no brand packs: give --pack DIR or run where ./brand_packs is")

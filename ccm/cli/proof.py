@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import Fail, needs_extra, out_folder
+from ccm.cli._common import ExitCode, Fail, needs_extra, out_folder
 from ccm.errors import CCMError
 from ccm.review import proof as _proof
 from ccm.review.proof import KEY_FILE_ENV
@@ -58,6 +58,10 @@ def proof(
                        f"{generate}.pub ({_proof.public_key_fingerprint(public)})")
             return
         if verify_dir is not None:
+            if not verify_dir.is_dir():
+                # Before the key: a mistyped folder is not an invalid signature.
+                raise Fail(f"--verify {verify_dir}: no such folder; give the proof's folder",
+                           ExitCode.NOT_FOUND)
             trusted: Any
             if public_key_file is not None:
                 trusted = _proof.load_public_key(public_key_file)
@@ -78,11 +82,19 @@ def proof(
         if repo is not None:
             forbidden.append(repo)
         key = _proof.load_private_key(key_file, forbidden=forbidden)
+        made = not out_dir.exists()
         out_folder(out_dir)  # after the key: a failed start leaves no folder behind
-        result = _proof.build_proof(
-            packs, templates_dir, out_dir, key=key, templates=template_ids or None,
-            progress=lambda line: click.echo(f"proof: {line}", err=True),
-        )
+        try:
+            result = _proof.build_proof(
+                packs, templates_dir, out_dir, key=key, templates=template_ids or None,
+                progress=lambda line: click.echo(f"proof: {line}", err=True),
+            )
+        except CCMError:
+            # An unknown template, a pack that does not load: stopped before the first
+            # render, so the folder this command made is still empty; leave none behind.
+            if made and out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+            raise
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     for row in result.failed:

@@ -324,6 +324,10 @@ def show_cmd(message_id: str, record_url: str | None, content_path: Path | None,
         click.echo(json_text(json.dumps(doc, indent=2, ensure_ascii=False)))
 
 
+#: Where erasure's limits are written down (printed by ``ccm record erase``).
+PRIVACY_DOC = "docs/privacy.md#what-erasure-cannot-reach-on-any-backend"
+
+
 @record.command("erase")
 @click.argument("customer", required=False)
 @record_option
@@ -340,6 +344,8 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
     the WAL was checkpointed and truncated); 4 when readers held the database
     past --wait (the customer stays "erasure pending": run --pending later),
     or when the customer was already erased; 3 for an unknown customer.
+    It says how many of their messages waiting in the outbox can no longer be
+    sent, and, on stderr, what it cannot reach: files render and batch wrote.
     """
     if pending:
         if customer is not None:
@@ -349,7 +355,7 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
         echo(f"finished {len(finished)} pending erasure(s)"
              + (f": {', '.join(map(shown, finished))}" if finished else ""))
         return
-    if customer is None:
+    if customer is None or not customer.strip():
         raise click.UsageError("give the CUSTOMER to erase (or --pending)")
     if not yes:
         try:
@@ -369,6 +375,15 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
     key = "data key destroyed" if done.data_key_destroyed else "no data key held"
     echo(f"erased customer {shown(customer)}: {key}, {done.blobs_deleted} archived part(s) "
          "deleted, audit entries kept")
+    if done.unsendable:
+        echo(f"{done.unsendable} message(s) waiting in the outbox can no longer be sent "
+             "(their content and recipient were under the destroyed key): ccm send marks "
+             "them failed")
+    # What the record cannot reach: said every time, since only the operator knows where.
+    echo("not erased (outside the record): files that ccm render or ccm batch wrote "
+         "(.pdf, .eml, .sms.txt, messages-*.jsonl or .zip, the unencrypted print-*.pdf and "
+         "its .csv), what was handed to a transport, and backups made before now; "
+         f"see {PRIVACY_DOC}", err=True)
 
 
 @record.command("rotate-key")

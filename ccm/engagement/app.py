@@ -268,4 +268,22 @@ def serve(
     # No access log: its lines carry the paths and queries, which hold the tokens of
     # links (/d/, /u/, /w/, /c/) and report parameters. Refusals are logged by the routes.
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False,
-                access_log=False)
+                access_log=False, log_config=_log_config())
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, with ccm's loggers on the same stderr handler.
+
+    ccm's loggers only have a ``NullHandler`` (a library does not configure
+    logging), so without this the app's own lines -- too many wrong answers
+    on a document link, a record that cannot be read, an event that could
+    not be recorded -- went nowhere, and the operator saw only uvicorn's
+    start-up lines. ccm logs no token, password or personal data.
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["ccm"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

@@ -42,7 +42,15 @@ from ccm.record.chain import canonical, link, utc
 from ccm.record.connect import Connected, slices
 from ccm.record.entries import Entry, get_entry
 from ccm.record.keys import KeySource, MasterKey, resolve_key
-from ccm.record.schema import archive, chain, data_keys, messages, meta_value, set_meta
+from ccm.record.schema import (
+    archive,
+    chain,
+    data_keys,
+    messages,
+    meta_value,
+    outbox,
+    set_meta,
+)
 
 __all__ = ["WRAPPED_LEN", "DataKeys", "Erasure", "key_detail"]
 
@@ -71,6 +79,9 @@ class Erasure:
 
     ``flushed`` is true when no old page can remain in the SQLite WAL (always
     true on PostgreSQL and in memory: see docs/privacy.md for what they keep).
+    ``unsendable`` counts the customer's messages still waiting in the outbox
+    (``queued`` or in ``review``) when the key was destroyed: their content and
+    recipient can no longer be read, so ``ccm send`` marks them failed.
     """
 
     customer_id: str
@@ -78,6 +89,7 @@ class Erasure:
     data_key_destroyed: bool
     blobs_deleted: int
     flushed: bool = True
+    unsendable: int = 0
 
 
 class DataKeys(Connected):
@@ -329,7 +341,12 @@ class DataKeys(Connected):
             link(conn, customer_id, "erasure", None, None, detail)
             if pending_mark:
                 wal.mark_pending(conn, customer_id)
-            done.update(destroyed=row is not None, blobs=count)
+            waiting = conn.execute(
+                sa.select(sa.func.count()).select_from(outbox)
+                .where(outbox.c.customer_id == customer_id,
+                       outbox.c.state.in_(("queued", "review")))
+            ).scalar_one()
+            done.update(destroyed=row is not None, blobs=count, unsendable=int(waiting))
 
         self._retrying([customer_id], work)
         for key_id in destroyed:
@@ -347,7 +364,8 @@ class DataKeys(Connected):
         at = datetime.now(UTC)
         wal.flush(self, required=pending_mark)
         return Erasure(customer_id, at, bool(done.get("destroyed")),
-                       int(str(done.get("blobs", 0))), True)
+                       int(str(done.get("blobs", 0))), True,
+                       unsendable=int(str(done.get("unsendable", 0))))
 
     def pending_erasures(self) -> dict[str, datetime]:
         """Customers whose erasure is pending (old bytes may be in the WAL), and since when."""

@@ -282,3 +282,34 @@ def test_show_and_timeline_list_same_instant_events_in_the_order_added(
     assert timeline.exit_code == 0, timeline.output
     pdf = next(m for m in json.loads(timeline.output)["messages"] if m["message_id"] == "m-pdf")
     assert [e["kind"] for e in pdf["events"]] == kinds
+
+
+def test_erase_says_what_it_could_not_reach(record_url: str, key: MasterKey, run) -> None:  # type: ignore[no-untyped-def]
+    """erase of a customer with two messages still queued says they can no longer be sent
+    (it said only "audit entries kept", and `ccm send --dry-run` then listed them as due),
+    and always names what lies outside the record: the files render and batch wrote."""
+    from ccm.record.outbox import Queue
+
+    with Record(record_url, master_key=key) as rec:
+        for mid in ("q-1", "q-2"):
+            rec.append(entry("C9", message_id=mid, created_at=T0),
+                       content=b"Subject: Hi\r\n\r\nBody",
+                       queue=Queue(recipient="c9@example.com", due_at=T0))
+        rec.append(entry("C9", message_id="m-kept", channel="pdf", created_at=T0),
+                   content=b"%PDF encrypted")
+    done = run("erase", "C9", "--yes")
+    assert done.exit_code == 0, done.output
+    assert "erased customer C9: data key destroyed, 3 archived part(s) deleted" in done.output
+    assert "2 message(s) waiting in the outbox can no longer be sent" in done.output
+    assert "not erased (outside the record): files that ccm render or ccm batch wrote" \
+        in done.output
+    assert "print-*.pdf" in done.output and "docs/privacy.md#" in done.output
+    assert "c9@example.com" not in done.output
+
+
+def test_erase_of_an_empty_id_is_a_usage_error(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
+    """``ccm record erase ""`` (an unset shell variable) is exit 2, not a search of the record
+    for a customer with an empty id ("customer  has no entry", exit 3)."""
+    result = run("erase", "", "--yes")
+    assert result.exit_code == 2
+    assert "give the CUSTOMER to erase" in result.output

@@ -300,3 +300,41 @@ def test_proof_carries_the_real_lint_findings(tmp_path: Path) -> None:
     page = (result.out_dir / "index.html").read_text("utf-8")
     assert f"templates/{LIGHT}/email.mjml.j2:{line}" in page and "banned-term" in page
     assert verify_proof(result.out_dir, key.public_key()).ok
+
+
+@pytest.mark.parametrize(("args", "code", "said"), [
+    (["--template", "nope"], 3, "unknown template 'nope'"),
+    (["--pack", "no-such-pack"], 1, "no pack.yaml"),
+])
+def test_a_proof_that_cannot_start_leaves_no_folder(
+        args: list[str], code: int, said: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown --template or a --pack that is not a pack fails in one line, and the --out
+    folder the command made for it is gone again (an empty one was left behind)."""
+    key_file = tmp_path / "keys" / "proof.pem"
+    generate_key(key_file)
+    monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    base = ["proof", "--pack", str(PACKS / "acme"), "--templates", str(TEMPLATES),
+            "--out", str(out)]
+    if args[0] == "--pack":
+        base[2] = str(tmp_path / args[1])
+        args = []
+    assert main([*base, *args]) == code
+    assert said in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_verifying_a_folder_that_does_not_exist_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ccm proof --verify TYPO` exits 3 naming the folder; it said "signature: INVALID for
+    this public key" (exit 1), as if the proof had been tampered with."""
+    key_file = tmp_path / "proof.pem"
+    generate_key(key_file)
+    missing = tmp_path / "no-such-proof"
+    assert main(["proof", "--verify", str(missing), "--key", str(key_file)]) == 3
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"ccm: error: --verify {missing}: no such folder; " \
+        "give the proof's folder"
+    assert "INVALID" not in captured.out

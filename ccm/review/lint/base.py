@@ -52,6 +52,9 @@ class LinterBase:
         self._template_findings: dict[str, list[Finding]] = {}
         self._mjml: tuple[MjmlLayout, list[ColorProblem]] | None = None
         self._light_engine: Engine | None = None
+        #: ``(template id, channel)`` whose render ran out of its time budget, and the error:
+        #: the same source would spin as long again for every sample and locale.
+        self._out_of_time: dict[tuple[str, str], Exception] = {}
 
     # -- places ------------------------------------------------------------------
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import cache
+from typing import Any
+from urllib.parse import unquote_plus
 
 from babel.core import Locale, UnknownLocaleError, get_global
 
@@ -23,8 +28,11 @@ __all__ = [
     "images_without_alt",
     "insecure_links",
     "latin_script",
+    "personal_data_in_links",
+    "personal_values",
     "stray_ucs2",
     "unsubscribe_problems",
+    "urls_in_text",
 ]
 
 #: Gmail clips a message whose HTML is larger than this ("102 KB").
@@ -84,6 +92,69 @@ def insecure_links(page: Page) -> list[str]:
             continue
         out.append(href)
     return list(dict.fromkeys(out))
+
+
+#: Customer fields that are not personal data, or that every link may carry: the id is
+#: the record's own key (pseudonymous), the others are settings.
+_NOT_PERSONAL = frozenset({"id", "locale", "timezone", "segment", "consents"})
+_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
+#: A tracked link (ccm.render.links): the original target travels inside the token.
+_TRACKED = re.compile(r"/c/([A-Za-z0-9_-]{20,})")
+
+
+def personal_values(customer: Mapping[str, Any], prefix: str = "customer") -> dict[str, str]:
+    """``{"customer.email": value, ...}``: the customer's personal text (4+ characters)."""
+    out: dict[str, str] = {}
+    for name, value in customer.items():
+        if prefix == "customer" and name in _NOT_PERSONAL:
+            continue
+        dotted = f"{prefix}.{name}"
+        if isinstance(value, Mapping):
+            out.update(personal_values(value, dotted))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, str | int) and not isinstance(item, bool):
+                    text = str(item).strip()
+                    if len(text) >= 4:
+                        out[f"{dotted}[{i}]"] = text
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            text = str(value).strip()
+            if len(text) >= 4:
+                out[dotted] = text
+    return out
+
+
+def _spellings(href: str) -> str:
+    """``href`` as it may carry a value: itself, percent-decoded (``+`` as space), and the
+    target inside a tracked link's token, lowercased."""
+    texts = [href, unquote_plus(href)]
+    for token in _TRACKED.findall(href):
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            continue
+        inner = raw.decode("utf-8", "replace")
+        texts += [inner, unquote_plus(inner)]
+    return "\n".join(texts).lower()
+
+
+def personal_data_in_links(hrefs: list[str], customer: Mapping[str, Any]
+                           ) -> list[tuple[str, str]]:
+    """``(href, field)`` for each link whose URL holds a personal value of the customer."""
+    values = personal_values(customer)
+    out = []
+    for href in dict.fromkeys(hrefs):
+        text = _spellings(href)
+        for field, value in values.items():
+            if value.lower() in text:
+                out.append((href, field))
+                break
+    return out
+
+
+def urls_in_text(text: str) -> list[str]:
+    """The http(s) URLs written in plain text (an SMS)."""
+    return _URL.findall(text)
 
 
 def unsubscribe_problems(page: Page, msg: EmailMessage, url: str | None) -> list[str]:

@@ -99,6 +99,11 @@ RULES: Mapping[str, Rule] = {
              "describe what the image shows (the logo's alt is {{ brand.logo_alt }})"),
         Rule("insecure-link", "error", "an email or PDF link that is not absolute https",
              "use an absolute https:// URL (require ^https:// in the contract for data)"),
+        Rule("personal-data-in-link", "error",
+             "a link whose URL holds the customer's personal data (email, phone, name, "
+             "birth date, address, document code)",
+             "link with an opaque id (the message's tracking does the rest); the URL is "
+             "kept in clear in the record's click events, where erasure cannot reach it"),
         Rule("unsubscribe-missing", "error",
              "a marketing email without a visible unsubscribe link or List-Unsubscribe headers",
              "keep the pack's unsubscribe footer and message.unsubscribe_url"),

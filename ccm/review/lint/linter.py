@@ -17,7 +17,7 @@ import jsonschema
 
 from ccm._files import read_contained_text
 from ccm._schema import json_path
-from ccm.errors import DataError, PackError
+from ccm.errors import BudgetError, DataError, PackError
 from ccm.message import Message, Request
 from ccm.pack.loader import LAYOUTS
 from ccm.render.environment import render_source
@@ -332,28 +332,41 @@ class PackLinter(OutputChecks):
         WeasyPrint layout, which is most of the time a lint takes): ``lint``
         lays out the largest sample of each template and locale in full, where
         page and time budgets bite first, and the others through their HTML.
+
+        A channel that ran out of its time budget once is not rendered again
+        for the other samples and locales: its error stands for them (one
+        finding either way), so a template that loops for ever costs the lint
+        its time budget once or twice, not once per sample, locale and channel.
         """
         others = [c for c in tpl.channels if c != "pdf"]
+        stuck = any((tpl.id, c) in self._out_of_time for c in tpl.channels)
         if not layout_pdf and "pdf" in tpl.channels and others:
             engine = self._light(tpl) if tpl.attach_pdf else self.engine
             out = {c: self._one(tpl, request, c, locale, engine) for c in others}
             created = next((m.created_at for m in out.values() if isinstance(m, Message)), None)
             if created is not None:
-                out["pdf"] = self._pdf_html(tpl, request, locale, created)
+                out["pdf"] = self._out_of_time.get((tpl.id, "pdf")) or self._pdf_html(
+                    tpl, request, locale, created)
                 return out
-        try:
-            messages = self.engine.render(tpl.id, request, None, locale, record=False)
-            return {m.channel: m for m in messages}
-        except Exception:  # rendered again one by one to pin the error on its channel
-            pass
+        if not stuck:
+            try:
+                messages = self.engine.render(tpl.id, request, None, locale, record=False)
+                return {m.channel: m for m in messages}
+            except Exception:  # rendered again one by one to pin the error on its channel
+                pass
         return {channel: self._one(tpl, request, channel, locale) for channel in tpl.channels}
 
     def _one(self, tpl: Template, request: Request, channel: str, locale: str,
              engine: Engine | None = None) -> Message | Exception:
+        known = self._out_of_time.get((tpl.id, channel))
+        if known is not None:
+            return known
         try:
             return (engine or self.engine).render(tpl.id, request, channel, locale,
                                                   record=False)
         except Exception as exc:  # reported as a finding, never raised
+            if isinstance(exc, BudgetError) and exc.context.get("budget") == "time":
+                self._out_of_time[(tpl.id, channel)] = exc
             return exc
 
     def _light(self, tpl: Template) -> Engine:
@@ -383,5 +396,7 @@ class PackLinter(OutputChecks):
             render_source(self.env, tpl.source_name("pdf"),
                           self.engine.context(tpl, request, "pdf", locale, message))
         except Exception as exc:  # reported as a finding, never raised
+            if isinstance(exc, BudgetError) and exc.context.get("budget") == "time":
+                self._out_of_time[(tpl.id, "pdf")] = exc
             return exc
         return message

@@ -168,6 +168,8 @@ class OutputChecks(LinterBase):
             if size is not None:
                 yield make(size.rule, source, 1, size.message, pack=pack,
                            severity=size.severity, **where)
+        yield from self._personal_links(channel, request, message, html, markup, source,
+                                        where)
         if channel == "sms" and message.encoding == "UCS-2" and checks.latin_script(locale):
             chars = sms_chars(message.text or "")
             pack_texts = self._pack_sms_texts(locale)
@@ -196,6 +198,25 @@ class OutputChecks(LinterBase):
         )
         for p in problems:
             yield self.at(p.rule, p.where or Place(str(source), 1), p.message, **where)
+
+    def _personal_links(self, channel: str, request: Request, message: Message, html: str,
+                        markup: list[Path], source: Path, where: dict[str, Any]
+                        ) -> Iterable[Finding]:
+        """``personal-data-in-link``: a link (tracked or not) whose URL carries the customer's
+        personal data, which a click then stores in clear in the record's events."""
+        if channel == "sms":
+            hrefs = checks.urls_in_text(message.text or "")
+        elif channel == "email" and message.email is not None:
+            # (A PDF's links are not tracked: a click on one leaves nothing in the record.)
+            hrefs = [link.href for link in parse_html(html).links]
+        else:
+            return
+        for _href, field in checks.personal_data_in_links(hrefs, request.customer):
+            name = field.split("[")[0]
+            found = locate(name, markup, case=True, word=False) or Place(str(source), 1)
+            yield self.at("personal-data-in-link", found,
+                          f"a link carries {field} in its URL; a click stores the URL in clear "
+                          "in the record, where erasing the customer cannot reach it", **where)
 
     def _alt_edit(self, found: Place | None) -> Edit | None:
         """Add the pack's ``lint.default_alt`` (a msgid) to the tag at ``found``."""

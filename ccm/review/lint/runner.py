@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ccm._files import read_contained_text
-from ccm.errors import CCMError, TemplateError
+from ccm.errors import CCMError, TemplateError, UnsafeFileError
 from ccm.message import Message, Request
 from ccm.render.template import Template, load_template
 from ccm.review.lint.findings import Finding, dedupe, make
@@ -156,7 +156,9 @@ def _load_templates(folder: Path, findings: list[Finding], only: Sequence[str] |
             continue
         try:
             good.append(load_template(manifest.parent))
-        except TemplateError as exc:
+        except (TemplateError, UnsafeFileError) as exc:
+            # UnsafeFileError: a file of the template is a symlink out of it, a FIFO, too
+            # big...: a finding on that template, not the end of the whole lint.
             bad.append(manifest.parent)
             context = exc.context
             file = str(context.get("path") or manifest)

@@ -163,3 +163,28 @@ def test_a_contract_regex_that_can_hang_is_an_unsafe_pattern_error(
         "$.properties.reference.pattern: the pattern '^([A-Za-z0-9]+[ ./-]?)+$' for " \
         "data.reference can take exponential time on a hostile value" in out
     assert "possessive (a++)" in out and "Traceback" not in out + err
+
+
+def test_a_template_file_linked_out_of_its_folder_is_a_finding_not_the_end(
+        project: Project, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A second template whose SMS source is a symlink to a file outside it is a
+    ``render-error`` finding at that file; the other template is still linted (a banned
+    term in it is found) and nothing of the linked file is printed. ``ccm lint`` used to stop
+    at the refused file with one line, hiding every other finding."""
+    outside = project.root / "secret.txt"
+    outside.write_text("TOP-SECRET-LINE\n", "utf-8")
+    linked = project.templates / "linked"
+    shutil.copytree(project.template("payment_reminder"), linked)
+    project.edit("templates/linked/template.yaml", "id: payment_reminder", "id: linked")
+    (linked / "sms.txt.j2").unlink()
+    (linked / "sms.txt.j2").symlink_to(outside)
+    line = add_text(project, "<mj-text>Please act now.</mj-text>")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--pack", "brand_packs/acme", "--templates", "templates"]) == 1
+    out, err = capsys.readouterr()
+    assert "templates/linked/sms.txt.j2:1:1: error: render-error: refused: resolves outside" \
+        in out
+    assert f"{EMAIL}:{line}:17: error: banned-term:" in out
+    assert "TOP-SECRET-LINE" not in out + err
+    assert "ccm: error" not in err

@@ -264,6 +264,20 @@ def test_diff_shows_fixes_and_changes_nothing(project: Project, monkeypatch: pyt
     assert (project.root / EMAIL).read_text("utf-8") == before
 
 
+def test_diff_with_fix_is_a_usage_error_and_changes_nothing(
+        project: Project, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--diff --fix`` contradict each other: exit 2 and the file is left alone (``--fix``
+    won before, so a designer adding ``--diff`` for a dry run had the files rewritten)."""
+    add_text(project, "<mj-text>Thank you</mj-text>")
+    before = (project.root / EMAIL).read_text("utf-8")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--diff", "--fix"]) == 2
+    assert "give --fix (apply) or --diff (show, change nothing), not both" \
+        in capsys.readouterr().err
+    assert (project.root / EMAIL).read_text("utf-8") == before
+
+
 def test_fix_wraps_text_and_swaps_palette_literals(project: Project,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.examples_helpers import TEMPLATES
 
 from .conftest import Project, make_project, rules, where
@@ -645,3 +647,83 @@ def test_template_without_samples(project: Project) -> None:
         sample.unlink()
     found = rules(project.lint(), "no-samples")
     assert [f.severity for f in found] == ["warning"]
+
+
+def test_a_source_that_runs_out_of_time_is_rendered_out_of_time_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SMS source that loops (almost) for ever, linted with three samples in acme's two
+    locales, runs out of its time budget at most twice (the whole template, then the SMS alone
+    to pin it), not once or twice per sample and locale: a designer waited 20 minutes for
+    ``ccm lint`` on a nested loop at the default 30 s budget. The finding is still there, and
+    the email is still checked."""
+    from ccm.errors import BudgetError
+    from ccm.render.engine import Engine
+
+    project = make_project(tmp_path, samples=3)
+    project.edit("templates/payment_reminder/template.yaml", "id: payment_reminder\n",
+                 "id: payment_reminder\nbudget:\n  seconds: 0.2\n")
+    project.write("templates/payment_reminder/sms.txt.j2",
+                  "{% for i in range(99999) %}{% for j in range(99999) %}"
+                  "{% endfor %}{% endfor %}\n")
+    timeouts: list[str] = []
+    real = Engine.render
+
+    def counting(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(self, *args, **kwargs)
+        except BudgetError as exc:
+            if exc.context.get("budget") == "time":
+                timeouts.append(str(exc))
+            raise
+
+    monkeypatch.setattr(Engine, "render", counting)
+    found = project.lint()
+    assert 1 <= len(timeouts) <= 2
+    errors = [f for f in rules(found, "render-error") if "time budget" in f.message]
+    assert [where(f, project.root) for f in errors] == \
+        [("templates/payment_reminder/sms.txt.j2", 1)]
+    assert not [f for f in found if f.channel == "email" and f.severity == "error"]
+
+
+# -- personal-data-in-link ------------------------------------------------------------
+
+
+def test_personal_data_in_an_email_link_is_found_by_field_not_value(project: Project) -> None:
+    """A button whose URL carries the customer's email address (percent-encoded) is a
+    ``personal-data-in-link`` error at the line that puts it there, naming the field and not
+    the address: a click would keep the URL in clear in the record, past an erasure."""
+    project.edit(EMAIL, 'href="{{ data.pay_url }}"',
+                 'href="https://acme.example/pay?who={{ customer.email | urlencode }}"')
+    found = rules(project.lint(), "personal-data-in-link")
+    line = project.line_of(EMAIL, "customer.email | urlencode")
+    assert [where(f, project.root) for f in found] == [(EMAIL, line)]
+    assert "customer.email" in found[0].message and "@" not in found[0].message
+    assert found[0].severity == "error" and found[0].channel == "email"
+
+
+def test_personal_data_in_an_sms_link_and_an_opaque_id_is_fine(project: Project) -> None:
+    """An SMS link with the customer's phone is found too; a link with only the customer id
+    (pseudonymous, in the audit trail anyway) is not."""
+    project.edit(SMS, "{% endif %}\n{% endblock %}",
+                 "{% endif %} https://acme.example/p/{{ customer.phone | urlencode }}"
+                 " https://acme.example/r/{{ customer.id }}\n{% endblock %}")
+    found = rules(project.lint(), "personal-data-in-link")
+    assert [(where(f, project.root)[0], f.channel) for f in found] == [(SMS, "sms")]
+    assert "customer.phone" in found[0].message and "+44" not in found[0].message
+
+
+def test_personal_data_is_found_inside_a_tracked_link() -> None:
+    """With tracking on, an email's links are ``/c/TOKEN``: the target inside the token (signed,
+    not encrypted) is searched too, percent-decoded."""
+    from datetime import UTC, datetime
+
+    from ccm.render.links import TrackingKey, sign
+    from ccm.review.lint.checks import personal_data_in_links
+
+    token = sign("click", "m-1", key=TrackingKey.generate(),
+                 target="https://acme.example/pay?who=jane.doe%40example.com",
+                 now=datetime(2026, 6, 1, tzinfo=UTC))
+    customer = {"id": "C-1", "email": "jane.doe@example.com", "locale": "en_GB"}
+    tracked = f"https://t.acme.example/c/{token}"
+    assert personal_data_in_links([tracked], customer) == [(tracked, "customer.email")]
+    assert personal_data_in_links(["https://acme.example/r/C-1"], customer) == []

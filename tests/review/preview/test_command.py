@@ -45,3 +45,24 @@ def test_port_in_use_is_a_one_line_error(project: tuple[list[Path], Path],
                      "--port", str(port)])
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["--pack", "--templates"])
+def test_a_missing_folder_is_not_found_before_serving(
+        which: str, project: tuple[list[Path], Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``ccm preview --pack TYPO`` (or ``--templates TYPO``) exits 3 naming the folder, and
+    no server is started: it used to serve an empty preview, watching nothing, until Ctrl-C."""
+    import ccm.review.preview.app as app
+
+    def no_server(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a server was started for a folder that does not exist")
+
+    monkeypatch.setattr(app, "PreviewServer", no_server)
+    packs, templates = project
+    missing = tmp_path / "no-such-folder"
+    args = {"--pack": str(packs[0]), "--templates": str(templates), which: str(missing)}
+    assert main(["preview", *[x for pair in args.items() for x in pair], "--port", "0"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"ccm: error: {which} {missing}: no such folder")
+    assert len(err.splitlines()) == 1
