@@ -27,14 +27,16 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from ccm.errors import IdempotencyConflict, KeyConfigError
-from ccm.record.archive import aad, aead
-from ccm.record.chain import GENESIS, message_body_json, message_link_hash
+from ccm.record.archive import _AAD as _ARCHIVE_AAD
+from ccm.record.archive import aead
+from ccm.record.chain import GENESIS, message_bodies, message_link_hashes
 from ccm.record.connect import slices
 from ccm.record.entries import _ENTRY_FIELDS, _STR_FIELDS, AppendResult, Entry, entry_of
 from ccm.record.outbox import Queue, enqueue
@@ -50,8 +52,9 @@ __all__ = ["Digested", "Prepared", "append_bulk", "data_keys_of", "entry_from", 
 Prepared = tuple[dict[str, Any], str, bytes | None, bytes | None, Sequence[Any], Queue | None]
 
 
-_row_of = itemgetter(*_ENTRY_FIELDS)
-_CREATED = _ENTRY_FIELDS.index("created_at")
+#: The message row's columns as the bulk inserts list them: ``created_at`` last.
+_MESSAGE_COLUMNS = (*(name for name in _ENTRY_FIELDS if name != "created_at"), "created_at")
+_row_but_created = itemgetter(*_MESSAGE_COLUMNS[:-1])
 
 
 def _make_entry(values: dict[str, Any]) -> Entry:
@@ -107,11 +110,23 @@ def _digest(data: bytes, known: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_NONE = type(None)
+#: The types a text column's value may have without a conversion.
+_PLAIN = frozenset((str, _NONE))
+_texts_of = itemgetter(*_STR_FIELDS)
+
+
 def prepare(item: Mapping[str, Any]) -> Prepared:
-    """Check one ``append_many`` item as :meth:`Appends._prepare` does; return its row."""
+    """Check one ``append_many`` item as :meth:`Appends._prepare` does; return its row.
+
+    The row is the entry's own ``__dict__`` when nothing in it needs normalising
+    (the usual case: text fields, a UTC ``created_at``, digests given); it is never
+    changed afterwards, only copied.
+    """
     entry = item["entry"]
-    content, archival = item.get("content"), item.get("archival")
-    values = dict(entry.__dict__)
+    get = item.get
+    content, archival = get("content"), get("archival")
+    values: dict[str, Any] = entry.__dict__
     if values["status"] not in ("generated", "suppressed"):
         raise ValueError(
             f"an appended entry is generated or suppressed, not {values['status']!r}")
@@ -120,25 +135,33 @@ def prepare(item: Mapping[str, Any]) -> Prepared:
         raise ValueError("Entry.created_at must be a timezone-aware datetime")
     if not values["customer_id"] or not values["message_id"] or not values["idempotency_key"]:
         raise ValueError("an entry needs a message_id, an idempotency_key and a customer_id")
-    for name in _STR_FIELDS:
-        value = values[name]
-        if value is not None and type(value) is not str:
-            values[name] = str(value)
+    changed: dict[str, Any] | None = None
+    if not _PLAIN.issuperset(map(type, _texts_of(values))):
+        changed = dict(values)
+        for name in _STR_FIELDS:
+            value = changed[name]
+            if value is not None and type(value) is not str:
+                changed[name] = str(value)
     if created.tzinfo is not UTC:
         created = created.astimezone(UTC)
-        values["created_at"] = created
-    values["archive_ref"] = None
+        changed = dict(values) if changed is None else changed
+        changed["created_at"] = created
+    if values["archive_ref"] is not None:
+        changed = dict(values) if changed is None else changed
+        changed["archive_ref"] = None
     for part, data in (("content", content), ("archival", archival)):
         if data is None:
             continue
-        digest = _digest(data, item.get(f"{part}_digest"))
-        given = values[f"{part}_sha256"]
+        digest = _digest(data, get(f"{part}_digest"))
+        given = (values if changed is None else changed)[f"{part}_sha256"]
         if given is None:
-            values[f"{part}_sha256"] = digest
+            changed = dict(values) if changed is None else changed
+            changed[f"{part}_sha256"] = digest
         elif given != digest:
             raise ValueError(f"Entry.{part}_sha256 does not match the {part} bytes given")
-    return (values, created.isoformat(timespec="microseconds"), content, archival,
-            item.get("caps") or (), item.get("queue"))
+    return (values if changed is None else changed,
+            created.isoformat(timespec="microseconds"), content, archival,
+            get("caps") or (), get("queue"))
 
 
 def _db_time(iso_text: str, backend: str, value: datetime) -> Any:
@@ -151,7 +174,7 @@ def _db_time(iso_text: str, backend: str, value: datetime) -> Any:
 #: Each bulk-inserted table's columns and their PostgreSQL types.
 _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "messages": tuple((name, "timestamptz" if name == "created_at" else "text")
-                      for name in _ENTRY_FIELDS),
+                      for name in _MESSAGE_COLUMNS),
     "archive": (("ref", "text"), ("part", "text"), ("message_id", "text"),
                 ("customer_id", "text"), ("key_id", "text"), ("blob", "bytea")),
     "chain": (("customer_id", "text"), ("seq", "bigint"), ("kind", "text"), ("ref", "text"),
@@ -315,120 +338,193 @@ def data_keys_of(rec: DataKeys, conn: sa.Connection, customer_ids: Sequence[str]
     stamp = _db_time(now.isoformat(timespec="microseconds"), rec.backend, now)
     # 32 key bytes, 16 id bytes and a 12-byte nonce per customer, from one call.
     noise = os.urandom(60 * len(missing))
-    rows = []
-    for i, customer_id in enumerate(missing):
-        at = 60 * i
-        key, key_id = noise[at:at + 32], noise[at + 32:at + 48].hex()
-        wrapped = master.wrap(key, customer_id=customer_id, nonce=noise[at + 48:at + 60])
-        rows.append((customer_id, key_id, wrapped, stamp))
-        out[customer_id] = (key_id, rec._cache(key_id, key), key_detail(key_id, wrapped, master))
-    sql.write(conn, "data_keys", rows)
+    at = range(0, 60 * len(missing), 60)
+    keys = [noise[i:i + 32] for i in at]
+    key_ids = [noise[i + 32:i + 48].hex() for i in at]
+    wrapped = master.wrap_many(keys, missing, [noise[i + 48:i + 60] for i in at])
+    sha256 = hashlib.sha256
+    # key_detail() of hex key ids, assembled directly (tested equal).
+    head, middle = '{"key_id":"', f'","master":"{master.fingerprint}","wrapped_sha256":"'
+    details = [f'{head}{key_id}{middle}{sha256(sealed).hexdigest()}"}}'
+               for key_id, sealed in zip(key_ids, wrapped, strict=True)]
+    rec._cache_many(zip(key_ids, keys, strict=True))
+    out.update(zip(missing, zip(key_ids, keys, details, strict=True), strict=True))
+    sql.write(conn, "data_keys", list(zip(missing, key_ids, wrapped, repeat(stamp))))
     return out
 
 
 def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
                 ) -> list[AppendResult | IdempotencyConflict]:
-    """Append a chunk of prepared items inside the caller's locked write transaction."""
+    """Append a chunk of prepared items inside the caller's locked write transaction.
+
+    First what becomes of each item (duplicate, conflict, cap), in order; then each
+    step over all the items recorded, one after the other: archive refs and blobs,
+    rows, canonical JSON and chain links, entries and results.
+    """
     sql = _sql(conn)
     backend = rec.backend
-    known = _known(conn, sql, sorted({v["idempotency_key"] for v, *_ in chunk}))
-    heads = _heads(conn, sql, sorted({v["customer_id"] for v, *_ in chunk}))
-    recent = _recent(conn, sql, [(v, caps) for v, _, _, _, caps, _ in chunk
-                            if caps and v["status"] == "generated"])
+    count = len(chunk)
+    idem_keys = [values["idempotency_key"] for values, *_ in chunk]
+    customers = [values["customer_id"] for values, *_ in chunk]
+    known = _known(conn, sql, sorted(set(idem_keys)))
+    heads = _heads(conn, sql, sorted(set(customers)))
+    capped = [(values, caps) for values, _, _, _, caps, _ in chunk
+              if caps and values["status"] == "generated"]
+    recent = _recent(conn, sql, capped)
     archiving = rec.master_key is not None
     keys_of = data_keys_of(rec, conn, [
-        v["customer_id"] for v, _, content, archival, _, _ in chunk
-        if v["idempotency_key"] not in known and (content is not None or archival is not None)
+        customer for customer, key, (_, _, content, archival, _, _)
+        in zip(customers, idem_keys, chunk, strict=True)
+        if key not in known and (content is not None or archival is not None)
     ]) if archiving else {}
-    sealers: dict[str, Any] = {}
+
+    out: list[Any] = [None] * count
+    #: The items recorded, by their index in the chunk, with their status and reason.
+    taken: list[int]
+    statuses: list[str]
+    reasons: list[str | None]
+    #: Items that repeat an idempotency key recorded earlier in this chunk: (index, earlier).
+    repeats: list[tuple[int, int]] = []
+    if not known and not capped and len(set(idem_keys)) == count:
+        # Nothing recorded before, no caps, no key twice: every item as it comes.
+        taken = list(range(count))
+        statuses = [values["status"] for values, *_ in chunk]
+        reasons = [values["reason"] for values, *_ in chunk]
+    else:
+        taken, statuses, reasons = [], [], []
+        first_of: dict[str, int] = {}
+        for index, (values, _, _, _, caps, _) in enumerate(chunk):
+            key = idem_keys[index]
+            earlier_at = first_of.get(key)
+            earlier = known.get(key)
+            if earlier_at is not None or earlier is not None:
+                # Recorded before this call (earlier), or earlier in this chunk (earlier_at).
+                earlier_id, earlier_params = (
+                    (earlier.message_id, earlier.params_sha256) if earlier is not None else
+                    itemgetter("message_id", "params_sha256")(chunk[earlier_at or 0][0]))
+                if earlier_params != values["params_sha256"]:
+                    out[index] = IdempotencyConflict(
+                        f"idempotency key {key!r} is recorded for other parameters (message "
+                        f"{earlier_id}); use a new key to send a different message",
+                        key=key, message_id=earlier_id, customer_id=values["customer_id"],
+                    )
+                elif earlier is not None:
+                    out[index] = AppendResult("duplicate", earlier, earlier.reason)
+                else:  # its entry is made below, with the others
+                    repeats.append((index, earlier_at or 0))
+                continue
+            first_of[key] = index
+            status = "generated" if values["status"] == "generated" else "suppressed"
+            reason = values["reason"]
+            if status == "generated":
+                customer = customers[index]
+                if caps:
+                    created = values["created_at"]
+                    for cap in caps:
+                        if not cap.applies_to(values["message_type"] or "", values["channel"]):
+                            continue  # as in _append: a cap only stops what it counts
+                        since = created - cap.window
+                        made = sum(
+                            1 for at, kind, channel in recent.get(customer, ())
+                            if at >= since
+                            and (cap.message_type is None or kind == cap.message_type)
+                            and (cap.channel is None or channel == cap.channel)
+                        )
+                        if made >= cap.max:
+                            status, reason = "suppressed", f"cap:{cap.name}"
+                            break
+                if status == "generated":
+                    recent.setdefault(customer, []).append(
+                        (values["created_at"], values["message_type"], values["channel"]))
+            taken.append(index)
+            statuses.append(status)
+            reasons.append(reason)
+
     now = datetime.now(UTC)
     at_iso = now.isoformat(timespec="microseconds")
     at_db = _db_time(at_iso, backend, now)
     # Archive refs (32 hex digits) start with the time in ms and the item's index and end
     # with 68 random bits: new refs land at the end of the archive's primary key instead
     # of on a random page each (pages a commit must write).
-    stamp_ms = int(now.timestamp() * 1000)
+    stamp_ms = f"{int(now.timestamp() * 1000):011x}"
     # A 16-byte archive ref and two 12-byte nonces per item, from one call.
-    noise = os.urandom(40 * len(chunk)) if archiving else b""
-    out: list[AppendResult | IdempotencyConflict] = []
-    message_rows: list[tuple[Any, ...]] = []
+    noise = os.urandom(40 * count) if archiving else b""
+
+    # The stored rows: the item's values, with what this append decided.
+    rows: list[dict[str, Any]] = []
     archive_rows: list[tuple[Any, ...]] = []
-    chain_rows: list[tuple[Any, ...]] = []
-    queued: list[tuple[Entry, Queue]] = []
-    for index, (values, created_iso, content, archival, caps, queue) in enumerate(chunk):
-        key = values["idempotency_key"]
-        earlier = known.get(key)
-        if earlier is not None:
-            if earlier.params_sha256 == values["params_sha256"]:
-                out.append(AppendResult("duplicate", earlier, earlier.reason))
-            else:
-                out.append(IdempotencyConflict(
-                    f"idempotency key {key!r} is recorded for other parameters (message "
-                    f"{earlier.message_id}); use a new key to send a different message",
-                    key=key, message_id=earlier.message_id,
-                    customer_id=values["customer_id"],
-                ))
-            continue
-        values = dict(values)
-        customer = values["customer_id"]
-        message_id = values["message_id"]
-        status: Literal["generated", "suppressed"] = (
-            "generated" if values["status"] == "generated" else "suppressed")
-        reason = values["reason"]
-        if status == "generated" and caps:
-            created = values["created_at"]
-            for cap in caps:
-                if not cap.applies_to(values["message_type"] or "", values["channel"]):
-                    continue  # as in _append: a cap only stops what it counts
-                since = created - cap.window
-                made = sum(
-                    1 for at, kind, channel in recent.get(customer, ())
-                    if at >= since
-                    and (cap.message_type is None or kind == cap.message_type)
-                    and (cap.channel is None or channel == cap.channel)
-                )
-                if made >= cap.max:
-                    status, reason = "suppressed", f"cap:{cap.name}"
-                    break
+    details: list[str | None] = []
+    sealers: dict[str, Any] = {}
+    archive_aad = _ARCHIVE_AAD
+    for index, status, reason in zip(taken, statuses, reasons, strict=True):
+        values, _, content, archival, _, _ = chunk[index]
+        row = dict(values)
         if status != "generated":
             content = archival = None
-            values["content_sha256"] = values["archival_sha256"] = None
-        values["status"], values["reason"] = status, reason
-        commitment = None
-        if archiving and (content is not None or archival is not None):
-            at = 40 * index
-            ref = f"{stamp_ms:011x}{index & 0xFFFF:04x}{noise[at + 7:at + 16].hex()[:17]}"
-            values["archive_ref"] = ref
-            key_id, data_key, commitment = keys_of[customer]
-            sealer = sealers.get(key_id)
-            if sealer is None:
-                sealer = sealers[key_id] = aead(data_key)
-            for part, data, nonce in (("content", content, noise[at + 16:at + 28]),
-                                      ("archival", archival, noise[at + 28:at + 40])):
-                if data is not None:
-                    blob = nonce + sealer.encrypt(nonce, data, aad(message_id, part, customer))
-                    archive_rows.append((ref, part, message_id, customer, key_id, blob))
-        row = list(_row_of(values))
-        row[_CREATED] = _db_time(created_iso, backend, values["created_at"])
-        message_rows.append(tuple(row))
-        seq, prev = heads.get(customer, (0, GENESIS))
-        seq += 1
-        digest = message_link_hash(
-            customer_id=customer, seq=seq, ref=message_id, at=at_iso, detail=commitment,
-            prev=prev, body_json=message_body_json(values, created_iso))
-        heads[customer] = (seq, digest)
-        chain_rows.append((customer, seq, "message", message_id, at_db, commitment, prev, digest))
-        stored = _make_entry(values)
-        known[key] = stored
-        if status == "generated":
-            recent.setdefault(customer, []).append(
-                (values["created_at"], values["message_type"], values["channel"]))
-            if queue is not None:
-                queued.append((stored, queue))
-        out.append(AppendResult(status, stored, reason))
+            row["content_sha256"] = row["archival_sha256"] = None
+        row["status"], row["reason"] = status, reason
+        rows.append(row)
+        if not archiving or (content is None and archival is None):
+            details.append(None)
+            continue
+        at = 40 * index
+        ref = f"{stamp_ms}{index & 0xFFFF:04x}{noise[at + 7:at + 16].hex()[:17]}"
+        row["archive_ref"] = ref
+        customer, message_id = row["customer_id"], row["message_id"]
+        key_id, data_key, commitment = keys_of[customer]
+        details.append(commitment)
+        sealer = sealers.get(key_id)
+        if sealer is None:
+            sealer = sealers[key_id] = aead(data_key).encrypt
+        if content is not None:
+            nonce = noise[at + 16:at + 28]
+            archive_rows.append((ref, "content", message_id, customer, key_id, nonce + sealer(
+                nonce, content, archive_aad + f"{message_id}\0content\0{customer}".encode())))
+        if archival is not None:
+            nonce = noise[at + 28:at + 40]
+            archive_rows.append((ref, "archival", message_id, customer, key_id, nonce + sealer(
+                nonce, archival, archive_aad + f"{message_id}\0archival\0{customer}".encode())))
+
+    created_isos = [chunk[index][1] for index in taken]
+    if backend == "sqlite":
+        created_db: list[Any] = [text[:10] + " " + text[11:26] for text in created_isos]
+    else:
+        created_db = [row["created_at"] for row in rows]
+    message_rows = [(*_row_but_created(row), stamp)
+                    for row, stamp in zip(rows, created_db, strict=True)]
+
+    # The chain: each customer's next seq after its head (or the one before it in this chunk).
+    bodies = message_bodies(rows, created_isos)
+    links: list[tuple[str, int, str, str | None, str, str]] = []
+    if len(heads) == 0 and len(set(customers)) == count:
+        links = [(row["customer_id"], 1, row["message_id"], detail, GENESIS, body)
+                 for row, detail, body in zip(rows, details, bodies, strict=True)]
+        digests = message_link_hashes(links, at_iso)
+    else:
+        digests = []
+        for row, detail, body in zip(rows, details, bodies, strict=True):
+            customer = row["customer_id"]
+            seq, prev = heads.get(customer, (0, GENESIS))
+            link = (customer, seq + 1, row["message_id"], detail, prev, body)
+            links.append(link)
+            digests += message_link_hashes((link,), at_iso)
+            heads[customer] = (seq + 1, digests[-1])
+    chain_rows = [(customer, seq, "message", ref, at_db, detail, prev, digest)
+                  for (customer, seq, ref, detail, prev, _), digest
+                  in zip(links, digests, strict=True)]
+
+    # The entries and results.
+    entries = list(map(_make_entry, rows))
+    for index, stored, status, reason in zip(taken, entries, statuses, reasons, strict=True):
+        out[index] = AppendResult(status, stored, reason)  # type: ignore[arg-type]
+    for index, earlier_at in repeats:
+        earlier_entry = out[earlier_at].entry
+        out[index] = AppendResult("duplicate", earlier_entry, earlier_entry.reason)
     sql.write(conn, "messages", message_rows)
     sql.write(conn, "archive", archive_rows)
     sql.write(conn, "chain", chain_rows)
-    for stored, queue in queued:
-        enqueue(rec, conn, stored, queue)
+    for index, stored, status in zip(taken, entries, statuses, strict=True):
+        queue = chunk[index][5]
+        if queue is not None and status == "generated":
+            enqueue(rec, conn, stored, queue)
     return out
