@@ -185,6 +185,53 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+#: Columns whose value, when all rows of a statement share it, SQLite gets written into the
+#: statement instead of bound once per row (the cost of binding that ``executemany`` pays per
+#: row and column). Not timestamps, which change from one chunk to the next: a new statement
+#: is compiled for each other text.
+_INLINED: dict[str, frozenset[str]] = {
+    "messages": frozenset(name for name in _MESSAGE_COLUMNS if name != "created_at"),
+    "chain": frozenset(("seq", "kind", "prev_hash")),
+    "archive": frozenset(("part",)),
+}
+
+
+def _literal(value: Any) -> str | None:
+    """``value`` as an SQL literal SQLite stores exactly as it stores the value bound;
+    ``None`` for values better left bound (bytes, non-ASCII or unprintable text, ...)."""
+    if value is None:
+        return "NULL"
+    if type(value) is str and value.isascii() and value.isprintable():
+        return "'" + value.replace("'", "''") + "'"
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+def _inlined(table: str, insert: str, rows: list[tuple[Any, ...]],
+             ) -> tuple[str, list[tuple[Any, ...]]]:
+    """``insert`` and ``rows`` with the values every row shares (in :data:`_INLINED` columns)
+    written into the statement, and the rows cut down to the other columns."""
+    count = len(rows)
+    columns = list(zip(*rows, strict=True))
+    inlined = _INLINED[table]
+    values: list[str] = []
+    bound: list[tuple[Any, ...]] = []
+    for (name, _), column in zip(_COLUMNS[table], columns, strict=True):
+        first = column[0]
+        literal = (_literal(first) if name in inlined and column.count(first) == count
+                   else None)
+        if literal is None:
+            values.append("?")
+            bound.append(column)
+        else:
+            values.append(literal)
+    if not bound or len(bound) == len(columns):
+        return insert, rows
+    head = insert[:insert.index(" VALUES (")]
+    return f"{head} VALUES ({', '.join(values)})", list(zip(*bound, strict=True))
+
+
 class _Sql:
     """The statements of the bulk path in the driver's own parameter style.
 
@@ -214,7 +261,10 @@ class _Sql:
         if not rows:
             return
         if self.backend == "sqlite":
-            conn.exec_driver_sql(self.insert[table], rows)
+            if len(rows) > 1 and table in _INLINED:
+                conn.exec_driver_sql(*_inlined(table, self.insert[table], rows))
+            else:
+                conn.exec_driver_sql(self.insert[table], rows)
         elif self.core:
             names = [name for name, _ in _COLUMNS[table]]
             conn.execute(metadata.tables[table].insert(),
