@@ -422,11 +422,6 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
               if caps and values["status"] == "generated"]
     recent = _recent(conn, sql, capped)
     archiving = rec.master_key is not None
-    keys_of = data_keys_of(rec, conn, [
-        customer for customer, key, (_, _, content, archival, _, _)
-        in zip(customers, idem_keys, chunk, strict=True)
-        if key not in known and (content is not None or archival is not None)
-    ]) if archiving else {}
 
     out: list[Any] = [None] * count
     #: The items recorded, by their index in the chunk, with their status and reason.
@@ -490,6 +485,12 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
             statuses.append(status)
             reasons.append(reason)
 
+    # Data keys only for what is archived, as Record.append makes them: none for a duplicate,
+    # a conflict or a suppressed item (a key of a customer without entries fails verify).
+    keys_of = data_keys_of(rec, conn, [
+        customers[index] for index, status in zip(taken, statuses, strict=True)
+        if status == "generated" and (chunk[index][2] is not None or chunk[index][3] is not None)
+    ]) if archiving else {}
     now = datetime.now(UTC)
     at_iso = now.isoformat(timespec="microseconds")
     at_db = _db_time(at_iso, backend, now)
