@@ -110,6 +110,19 @@ def _digest(data: bytes, known: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _check_digest(values: dict[str, Any], changed: dict[str, Any] | None, part: str,
+                  data: bytes, known: Any) -> dict[str, Any] | None:
+    """Check (or fill in) the entry's digest of ``data``; the row's changes so far, or new."""
+    digest = _digest(data, known)
+    given = (values if changed is None else changed)[part + "_sha256"]
+    if given is None:
+        changed = dict(values) if changed is None else changed
+        changed[part + "_sha256"] = digest
+    elif given != digest:
+        raise ValueError(f"Entry.{part}_sha256 does not match the {part} bytes given")
+    return changed
+
+
 _NONE = type(None)
 #: The types a text column's value may have without a conversion.
 _PLAIN = frozenset((str, _NONE))
@@ -149,16 +162,10 @@ def prepare(item: Mapping[str, Any]) -> Prepared:
     if values["archive_ref"] is not None:
         changed = dict(values) if changed is None else changed
         changed["archive_ref"] = None
-    for part, data in (("content", content), ("archival", archival)):
-        if data is None:
-            continue
-        digest = _digest(data, get(f"{part}_digest"))
-        given = (values if changed is None else changed)[f"{part}_sha256"]
-        if given is None:
-            changed = dict(values) if changed is None else changed
-            changed[f"{part}_sha256"] = digest
-        elif given != digest:
-            raise ValueError(f"Entry.{part}_sha256 does not match the {part} bytes given")
+    if content is not None:
+        changed = _check_digest(values, changed, "content", content, get("content_digest"))
+    if archival is not None:
+        changed = _check_digest(values, changed, "archival", archival, get("archival_digest"))
     return (values if changed is None else changed,
             created.isoformat(timespec="microseconds"), content, archival,
             get("caps") or (), get("queue"))
@@ -507,9 +514,15 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
     details: list[str | None] = []
     sealers: dict[str, Any] = {}
     archive_aad = _ARCHIVE_AAD
+    entries: list[Entry] = []
+    new = object.__new__
     for index, status, reason in zip(taken, statuses, reasons, strict=True):
         values, _, content, archival, _, _ = chunk[index]
-        row = dict(values)
+        # The stored entry, made without the frozen __init__; its __dict__ is the row.
+        stored = new(Entry)
+        entries.append(stored)
+        row = stored.__dict__
+        row.update(values)
         if status != "generated":
             content = archival = None
             row["content_sha256"] = row["archival_sha256"] = None
@@ -565,9 +578,9 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
                   in zip(links, digests, strict=True)]
 
     # The entries and results.
-    entries = list(map(_make_entry, rows))
     for index, stored, status, reason in zip(taken, entries, statuses, reasons, strict=True):
-        out[index] = AppendResult(status, stored, reason)  # type: ignore[arg-type]
+        result = out[index] = new(AppendResult)  # without the frozen __init__, as entries
+        result.__dict__.update(status=status, entry=stored, reason=reason)
     for index, earlier_at in repeats:
         earlier_entry = out[earlier_at].entry
         out[index] = AppendResult("duplicate", earlier_entry, earlier_entry.reason)
