@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -352,7 +352,17 @@ def _recent(conn: sa.Connection, sql: _Sql,
     recent: dict[str, list[tuple[datetime, str | None, str]]] = {}
     if not capped:
         return recent
-    oldest = min(v["created_at"] - cap.window for v, caps in capped for cap in caps)
+    # The widest window of each set of caps (a batch passes the same few sets every time).
+    widest: dict[int, timedelta] = {}
+    oldest = None
+    for values, caps in capped:
+        window = widest.get(id(caps))
+        if window is None:
+            window = widest[id(caps)] = max(cap.window for cap in caps)
+        since = values["created_at"] - window
+        if oldest is None or since < oldest:
+            oldest = since
+    assert oldest is not None
     since = _db_time(oldest.astimezone(UTC).isoformat(timespec="microseconds"), sql.backend,
                      oldest)
     mark = "?" if sql.backend == "sqlite" else "%s"
@@ -455,6 +465,8 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
     else:
         taken, statuses, reasons = [], [], []
         first_of: dict[str, int] = {}
+        #: The caps of a set that apply to a message type and channel, with their windows.
+        applying: dict[tuple[int, str | None, str], list[tuple[Any, timedelta]]] = {}
         for index, (values, _, _, _, caps, _) in enumerate(chunk):
             key = idem_keys[index]
             earlier_at = first_of.get(key)
@@ -481,17 +493,22 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
             if status == "generated":
                 customer = customers[index]
                 if caps:
+                    kind_of = (id(caps), values["message_type"], values["channel"])
+                    rules = applying.get(kind_of)
+                    if rules is None:  # as in _append: a cap only stops what it counts
+                        rules = applying[kind_of] = [
+                            (cap, cap.window) for cap in caps
+                            if cap.applies_to(values["message_type"] or "", values["channel"])]
                     created = values["created_at"]
-                    for cap in caps:
-                        if not cap.applies_to(values["message_type"] or "", values["channel"]):
-                            continue  # as in _append: a cap only stops what it counts
-                        since = created - cap.window
+                    history = recent.get(customer, ())
+                    for cap, window in rules:
+                        since = created - window
                         made = sum(
-                            1 for at, kind, channel in recent.get(customer, ())
+                            1 for at, kind, channel in history
                             if at >= since
                             and (cap.message_type is None or kind == cap.message_type)
                             and (cap.channel is None or channel == cap.channel)
-                        )
+                        ) if history else 0
                         if made >= cap.max:
                             status, reason = "suppressed", f"cap:{cap.name}"
                             break
