@@ -587,9 +587,12 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
     # The chain: each customer's next seq after its head (or the one before it in this chunk).
     bodies = message_bodies(rows, created_isos)
     links: list[tuple[str, int, str, str | None, str, str]] = []
-    if len(heads) == 0 and len(set(customers)) == count:
-        links = [(row["customer_id"], 1, row["message_id"], detail, GENESIS, body)
-                 for row, detail, body in zip(rows, details, bodies, strict=True)]
+    if len(set(customers)) == count:  # one message per customer: every link after its head
+        new_chain = (0, GENESIS)
+        for row, detail, body in zip(rows, details, bodies, strict=True):
+            customer = row["customer_id"]
+            seq, prev = heads.get(customer, new_chain)
+            links.append((customer, seq + 1, row["message_id"], detail, prev, body))
         digests = message_link_hashes(links, at_iso)
     else:
         digests = []
