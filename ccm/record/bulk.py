@@ -194,13 +194,18 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 
 #: Columns whose value, when all rows of a statement share it, SQLite gets written into the
 #: statement instead of bound once per row (the cost of binding that ``executemany`` pays per
-#: row and column). Not timestamps, which change from one chunk to the next: a new statement
-#: is compiled for each other text.
+#: row and column): what a batch's messages have in common. Not ids, digests or timestamps,
+#: which change from one chunk to the next: SQLite compiles a statement for each new text.
 _INLINED: dict[str, frozenset[str]] = {
-    "messages": frozenset(name for name in _MESSAGE_COLUMNS if name != "created_at"),
+    "messages": frozenset((
+        "channel", "template", "template_version", "pack", "pack_version", "message_type",
+        "journey", "locale", "status", "reason", "archival_sha256", "sources_sha256",
+        "segment")),
     "chain": frozenset(("seq", "kind", "prev_hash")),
     "archive": frozenset(("part",)),
 }
+#: Fewer rows than this are bound as they are: the binding saved would not pay for compiling.
+_INLINE_FROM = 16
 
 
 def _literal(value: Any) -> str | None:
@@ -268,7 +273,7 @@ class _Sql:
         if not rows:
             return
         if self.backend == "sqlite":
-            if len(rows) > 1 and table in _INLINED:
+            if len(rows) >= _INLINE_FROM and table in _INLINED:
                 conn.exec_driver_sql(*_inlined(table, self.insert[table], rows))
             else:
                 conn.exec_driver_sql(self.insert[table], rows)

@@ -163,6 +163,39 @@ def test_bulk_rows_are_stored_as_single_appends_store_them(
             assert all(len(a) == 26 and a[10] == " " for a in ats)
 
 
+@pytest.mark.parametrize("shared", ["it's 2.0", "1.0'); DROP TABLE messages; --", "für",
+                                    "tab\tand\nnewline", "", None])
+def test_values_a_chunk_shares_are_stored_as_bound_ones(
+    open_record: Callable[..., Record], master_key: MasterKey, tmp_path: Path,
+    shared: str | None,
+) -> None:
+    """Values every row of a chunk shares (written into SQLite's statement) are stored as
+    single appends store them: the same text or NULL, of the same type, quotes and all."""
+    one = open_record(master_key, f"sqlite:///{tmp_path / 'one.db'}")
+    bulk = open_record(master_key, f"sqlite:///{tmp_path / 'bulk.db'}")
+    items: list[dict[str, Any]] = [
+        {"entry": dataclasses.replace(
+            entry(f"S{n:02d}", created_at=T0 + timedelta(minutes=n), segment=shared,
+                  pack_version=shared or "1.0.0"),
+            template_version=shared, journey=shared, reason=None),
+         "content": b"the same text"} for n in range(20)]
+    for item in items:
+        one.append(item["entry"], content=item["content"])
+    bulk.append_many(items)
+
+    def stored(path: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(tmp_path / path) as conn:
+            return conn.execute(
+                "SELECT message_id, pack_version, typeof(pack_version), journey, "
+                "typeof(journey), segment, typeof(segment), template_version, reason, "
+                "typeof(reason), channel, status, created_at FROM messages "
+                "ORDER BY message_id").fetchall()
+
+    assert stored("bulk.db") == stored("one.db")
+    assert len(stored("bulk.db")) == 20
+    assert bulk.verify().ok
+
+
 def _old_record(tmp_path: Path) -> Path:
     """The record tests/record/data/record-before-recfast.sql describes, as a SQLite file.
 
