@@ -26,15 +26,17 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from ccm.errors import IdempotencyConflict, KeyConfigError
-from ccm.record.archive import aad, aead
-from ccm.record.chain import GENESIS, message_body_json, message_link_hash
+from ccm.record.archive import _AAD as _ARCHIVE_AAD
+from ccm.record.archive import aead
+from ccm.record.chain import GENESIS, message_bodies, message_link_hashes
 from ccm.record.connect import slices
 from ccm.record.entries import _ENTRY_FIELDS, _STR_FIELDS, AppendResult, Entry, entry_of
 from ccm.record.outbox import Queue, enqueue
@@ -50,8 +52,9 @@ __all__ = ["Digested", "Prepared", "append_bulk", "data_keys_of", "entry_from", 
 Prepared = tuple[dict[str, Any], str, bytes | None, bytes | None, Sequence[Any], Queue | None]
 
 
-_row_of = itemgetter(*_ENTRY_FIELDS)
-_CREATED = _ENTRY_FIELDS.index("created_at")
+#: The message row's columns as the bulk inserts list them: ``created_at`` last.
+_MESSAGE_COLUMNS = (*(name for name in _ENTRY_FIELDS if name != "created_at"), "created_at")
+_row_but_created = itemgetter(*_MESSAGE_COLUMNS[:-1])
 
 
 def _make_entry(values: dict[str, Any]) -> Entry:
@@ -107,11 +110,36 @@ def _digest(data: bytes, known: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _check_digest(values: dict[str, Any], changed: dict[str, Any] | None, part: str,
+                  data: bytes, known: Any) -> dict[str, Any] | None:
+    """Check (or fill in) the entry's digest of ``data``; the row's changes so far, or new."""
+    digest = _digest(data, known)
+    given = (values if changed is None else changed)[part + "_sha256"]
+    if given is None:
+        changed = dict(values) if changed is None else changed
+        changed[part + "_sha256"] = digest
+    elif given != digest:
+        raise ValueError(f"Entry.{part}_sha256 does not match the {part} bytes given")
+    return changed
+
+
+_NONE = type(None)
+#: The types a text column's value may have without a conversion.
+_PLAIN = frozenset((str, _NONE))
+_texts_of = itemgetter(*_STR_FIELDS)
+
+
 def prepare(item: Mapping[str, Any]) -> Prepared:
-    """Check one ``append_many`` item as :meth:`Appends._prepare` does; return its row."""
+    """Check one ``append_many`` item as :meth:`Appends._prepare` does; return its row.
+
+    The row is the entry's own ``__dict__`` when nothing in it needs normalising
+    (the usual case: text fields, a UTC ``created_at``, digests given); it is never
+    changed afterwards, only copied.
+    """
     entry = item["entry"]
-    content, archival = item.get("content"), item.get("archival")
-    values = dict(entry.__dict__)
+    get = item.get
+    content, archival = get("content"), get("archival")
+    values: dict[str, Any] = entry.__dict__
     if values["status"] not in ("generated", "suppressed"):
         raise ValueError(
             f"an appended entry is generated or suppressed, not {values['status']!r}")
@@ -120,25 +148,29 @@ def prepare(item: Mapping[str, Any]) -> Prepared:
         raise ValueError("Entry.created_at must be a timezone-aware datetime")
     if not values["customer_id"] or not values["message_id"] or not values["idempotency_key"]:
         raise ValueError("an entry needs a message_id, an idempotency_key and a customer_id")
-    for name in _STR_FIELDS:
-        value = values[name]
-        if value is not None and type(value) is not str:
-            values[name] = str(value)
+    changed: dict[str, Any] | None = None
+    if not _PLAIN.issuperset(map(type, _texts_of(values))):
+        changed = dict(values)
+        for name in _STR_FIELDS:
+            value = changed[name]
+            if value is not None and type(value) is not str:
+                changed[name] = str(value)
     if created.tzinfo is not UTC:
         created = created.astimezone(UTC)
-        values["created_at"] = created
-    values["archive_ref"] = None
-    for part, data in (("content", content), ("archival", archival)):
-        if data is None:
-            continue
-        digest = _digest(data, item.get(f"{part}_digest"))
-        given = values[f"{part}_sha256"]
-        if given is None:
-            values[f"{part}_sha256"] = digest
-        elif given != digest:
-            raise ValueError(f"Entry.{part}_sha256 does not match the {part} bytes given")
-    return (values, created.isoformat(timespec="microseconds"), content, archival,
-            item.get("caps") or (), item.get("queue"))
+        changed = dict(values) if changed is None else changed
+        changed["created_at"] = created
+    if values["archive_ref"] is not None:
+        changed = dict(values) if changed is None else changed
+        changed["archive_ref"] = None
+    if content is not None:
+        changed = _check_digest(values, changed, "content", content, get("content_digest"))
+    if archival is not None:
+        changed = _check_digest(values, changed, "archival", archival, get("archival_digest"))
+    # isoformat(timespec="microseconds") of a UTC time, without its keyword's cost.
+    text = created.isoformat()
+    return (values if changed is None else changed,
+            text if created.microsecond else f"{text[:19]}.000000{text[19:]}", content,
+            archival, get("caps") or (), get("queue"))
 
 
 def _db_time(iso_text: str, backend: str, value: datetime) -> Any:
@@ -151,7 +183,7 @@ def _db_time(iso_text: str, backend: str, value: datetime) -> Any:
 #: Each bulk-inserted table's columns and their PostgreSQL types.
 _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "messages": tuple((name, "timestamptz" if name == "created_at" else "text")
-                      for name in _ENTRY_FIELDS),
+                      for name in _MESSAGE_COLUMNS),
     "archive": (("ref", "text"), ("part", "text"), ("message_id", "text"),
                 ("customer_id", "text"), ("key_id", "text"), ("blob", "bytea")),
     "chain": (("customer_id", "text"), ("seq", "bigint"), ("kind", "text"), ("ref", "text"),
@@ -160,6 +192,58 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "data_keys": (("customer_id", "text"), ("key_id", "text"), ("wrapped", "bytea"),
                   ("created_at", "timestamptz")),
 }
+
+
+#: Columns whose value, when all rows of a statement share it, SQLite gets written into the
+#: statement instead of bound once per row (the cost of binding that ``executemany`` pays per
+#: row and column): what a batch's messages have in common. Not ids, digests or timestamps,
+#: which change from one chunk to the next: SQLite compiles a statement for each new text.
+_INLINED: dict[str, frozenset[str]] = {
+    "messages": frozenset((
+        "channel", "template", "template_version", "pack", "pack_version", "message_type",
+        "journey", "locale", "status", "reason", "archival_sha256", "sources_sha256",
+        "segment")),
+    "chain": frozenset(("seq", "kind", "prev_hash")),
+    "archive": frozenset(("part",)),
+}
+#: Fewer rows than this are bound as they are: the binding saved would not pay for compiling.
+_INLINE_FROM = 16
+
+
+def _literal(value: Any) -> str | None:
+    """``value`` as an SQL literal SQLite stores exactly as it stores the value bound;
+    ``None`` for values better left bound (bytes, non-ASCII or unprintable text, ...)."""
+    if value is None:
+        return "NULL"
+    if type(value) is str and value.isascii() and value.isprintable():
+        return "'" + value.replace("'", "''") + "'"
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+def _inlined(table: str, insert: str, rows: list[tuple[Any, ...]],
+             ) -> tuple[str, list[tuple[Any, ...]]]:
+    """``insert`` and ``rows`` with the values every row shares (in :data:`_INLINED` columns)
+    written into the statement, and the rows cut down to the other columns."""
+    count = len(rows)
+    columns = list(zip(*rows, strict=True))
+    inlined = _INLINED[table]
+    values: list[str] = []
+    bound: list[tuple[Any, ...]] = []
+    for (name, _), column in zip(_COLUMNS[table], columns, strict=True):
+        first = column[0]
+        literal = (_literal(first) if name in inlined and column.count(first) == count
+                   else None)
+        if literal is None:
+            values.append("?")
+            bound.append(column)
+        else:
+            values.append(literal)
+    if not bound or len(bound) == len(columns):
+        return insert, rows
+    head = insert[:insert.index(" VALUES (")]
+    return f"{head} VALUES ({', '.join(values)})", list(zip(*bound, strict=True))
 
 
 class _Sql:
@@ -191,7 +275,10 @@ class _Sql:
         if not rows:
             return
         if self.backend == "sqlite":
-            conn.exec_driver_sql(self.insert[table], rows)
+            if len(rows) >= _INLINE_FROM and table in _INLINED:
+                conn.exec_driver_sql(*_inlined(table, self.insert[table], rows))
+            else:
+                conn.exec_driver_sql(self.insert[table], rows)
         elif self.core:
             names = [name for name, _ in _COLUMNS[table]]
             conn.execute(metadata.tables[table].insert(),
@@ -199,6 +286,16 @@ class _Sql:
         else:
             columns = tuple(list(column) for column in zip(*rows, strict=True))
             conn.exec_driver_sql(self.insert[table], columns)
+
+    def meta(self, conn: sa.Connection, key: str) -> str | None:
+        """:func:`~ccm.record.schema.meta_value` through the driver (a Core select cost
+        about 1 µs per message of a chunk of 256)."""
+        if self.core:
+            return meta_value(conn, key)
+        mark = "?" if self.backend == "sqlite" else "%s"
+        value = conn.exec_driver_sql(
+            f"SELECT value FROM ccm_meta WHERE key = {mark}", (key,)).scalar_one_or_none()
+        return None if value is None else str(value)
 
     def among(self, column: str, values: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
         """``column IN (...)`` (SQLite) or ``column = ANY(%s)`` (PostgreSQL), with parameters."""
@@ -262,7 +359,17 @@ def _recent(conn: sa.Connection, sql: _Sql,
     recent: dict[str, list[tuple[datetime, str | None, str]]] = {}
     if not capped:
         return recent
-    oldest = min(v["created_at"] - cap.window for v, caps in capped for cap in caps)
+    # The widest window of each set of caps (a batch passes the same few sets every time).
+    widest: dict[int, timedelta] = {}
+    oldest = None
+    for values, caps in capped:
+        window = widest.get(id(caps))
+        if window is None:
+            window = widest[id(caps)] = max(cap.window for cap in caps)
+        since = values["created_at"] - window
+        if oldest is None or since < oldest:
+            oldest = since
+    assert oldest is not None
     since = _db_time(oldest.astimezone(UTC).isoformat(timespec="microseconds"), sql.backend,
                      oldest)
     mark = "?" if sql.backend == "sqlite" else "%s"
@@ -303,7 +410,7 @@ def data_keys_of(rec: DataKeys, conn: sa.Connection, customer_ids: Sequence[str]
     missing = [c for c in wanted if c not in out]
     if not missing:
         return out
-    known = meta_value(conn, "master_key_fingerprint")
+    known = sql.meta(conn, "master_key_fingerprint")
     if known is None:
         set_meta(conn, master_key_fingerprint=master.fingerprint)
     elif known != master.fingerprint:
@@ -315,120 +422,211 @@ def data_keys_of(rec: DataKeys, conn: sa.Connection, customer_ids: Sequence[str]
     stamp = _db_time(now.isoformat(timespec="microseconds"), rec.backend, now)
     # 32 key bytes, 16 id bytes and a 12-byte nonce per customer, from one call.
     noise = os.urandom(60 * len(missing))
-    rows = []
-    for i, customer_id in enumerate(missing):
-        at = 60 * i
-        key, key_id = noise[at:at + 32], noise[at + 32:at + 48].hex()
-        wrapped = master.wrap(key, customer_id=customer_id, nonce=noise[at + 48:at + 60])
-        rows.append((customer_id, key_id, wrapped, stamp))
-        out[customer_id] = (key_id, rec._cache(key_id, key), key_detail(key_id, wrapped, master))
-    sql.write(conn, "data_keys", rows)
+    at = range(0, 60 * len(missing), 60)
+    keys = [noise[i:i + 32] for i in at]
+    key_ids = [noise[i + 32:i + 48].hex() for i in at]
+    wrapped = master.wrap_many(keys, missing, [noise[i + 48:i + 60] for i in at])
+    sha256 = hashlib.sha256
+    # key_detail() of hex key ids, assembled directly (tested equal).
+    head, middle = '{"key_id":"', f'","master":"{master.fingerprint}","wrapped_sha256":"'
+    details = [f'{head}{key_id}{middle}{sha256(sealed).hexdigest()}"}}'
+               for key_id, sealed in zip(key_ids, wrapped, strict=True)]
+    rec._cache_many(zip(key_ids, keys, strict=True))
+    out.update(zip(missing, zip(key_ids, keys, details, strict=True), strict=True))
+    sql.write(conn, "data_keys", list(zip(missing, key_ids, wrapped, repeat(stamp))))
     return out
 
 
 def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
                 ) -> list[AppendResult | IdempotencyConflict]:
-    """Append a chunk of prepared items inside the caller's locked write transaction."""
+    """Append a chunk of prepared items inside the caller's locked write transaction.
+
+    First what becomes of each item (duplicate, conflict, cap), in order; then each
+    step over all the items recorded, one after the other: archive refs and blobs,
+    rows, canonical JSON and chain links, entries and results.
+    """
     sql = _sql(conn)
     backend = rec.backend
-    known = _known(conn, sql, sorted({v["idempotency_key"] for v, *_ in chunk}))
-    heads = _heads(conn, sql, sorted({v["customer_id"] for v, *_ in chunk}))
-    recent = _recent(conn, sql, [(v, caps) for v, _, _, _, caps, _ in chunk
-                            if caps and v["status"] == "generated"])
+    count = len(chunk)
+    idem_keys = [values["idempotency_key"] for values, *_ in chunk]
+    customers = [values["customer_id"] for values, *_ in chunk]
+    known = _known(conn, sql, sorted(set(idem_keys)))
+    heads = _heads(conn, sql, sorted(set(customers)))
+    capped = [(values, caps) for values, _, _, _, caps, _ in chunk
+              if caps and values["status"] == "generated"]
+    recent = _recent(conn, sql, capped)
     archiving = rec.master_key is not None
+
+    out: list[Any] = [None] * count
+    #: The items recorded, by their index in the chunk, with their status and reason.
+    taken: list[int]
+    statuses: list[str]
+    reasons: list[str | None]
+    #: Items that repeat an idempotency key recorded earlier in this chunk: (index, earlier).
+    repeats: list[tuple[int, int]] = []
+    if not known and not capped and len(set(idem_keys)) == count:
+        # Nothing recorded before, no caps, no key twice: every item as it comes.
+        taken = list(range(count))
+        statuses = [values["status"] for values, *_ in chunk]
+        reasons = [values["reason"] for values, *_ in chunk]
+    else:
+        taken, statuses, reasons = [], [], []
+        first_of: dict[str, int] = {}
+        #: The caps of a set that apply to a message type and channel, with their windows.
+        applying: dict[tuple[int, str | None, str], list[tuple[Any, timedelta]]] = {}
+        for index, (values, _, _, _, caps, _) in enumerate(chunk):
+            key = idem_keys[index]
+            earlier_at = first_of.get(key)
+            earlier = known.get(key)
+            if earlier_at is not None or earlier is not None:
+                # Recorded before this call (earlier), or earlier in this chunk (earlier_at).
+                earlier_id, earlier_params = (
+                    (earlier.message_id, earlier.params_sha256) if earlier is not None else
+                    itemgetter("message_id", "params_sha256")(chunk[earlier_at or 0][0]))
+                if earlier_params != values["params_sha256"]:
+                    out[index] = IdempotencyConflict(
+                        f"idempotency key {key!r} is recorded for other parameters (message "
+                        f"{earlier_id}); use a new key to send a different message",
+                        key=key, message_id=earlier_id, customer_id=values["customer_id"],
+                    )
+                elif earlier is not None:
+                    out[index] = AppendResult("duplicate", earlier, earlier.reason)
+                else:  # its entry is made below, with the others
+                    repeats.append((index, earlier_at or 0))
+                continue
+            first_of[key] = index
+            status = "generated" if values["status"] == "generated" else "suppressed"
+            reason = values["reason"]
+            if status == "generated":
+                customer = customers[index]
+                if caps:
+                    kind_of = (id(caps), values["message_type"], values["channel"])
+                    rules = applying.get(kind_of)
+                    if rules is None:  # as in _append: a cap only stops what it counts
+                        rules = applying[kind_of] = [
+                            (cap, cap.window) for cap in caps
+                            if cap.applies_to(values["message_type"] or "", values["channel"])]
+                    created = values["created_at"]
+                    history = recent.get(customer, ())
+                    for cap, window in rules:
+                        since = created - window
+                        made = sum(
+                            1 for at, kind, channel in history
+                            if at >= since
+                            and (cap.message_type is None or kind == cap.message_type)
+                            and (cap.channel is None or channel == cap.channel)
+                        ) if history else 0
+                        if made >= cap.max:
+                            status, reason = "suppressed", f"cap:{cap.name}"
+                            break
+                if status == "generated":
+                    recent.setdefault(customer, []).append(
+                        (values["created_at"], values["message_type"], values["channel"]))
+            taken.append(index)
+            statuses.append(status)
+            reasons.append(reason)
+
+    # Data keys only for what is archived, as Record.append makes them: none for a duplicate,
+    # a conflict or a suppressed item (a key of a customer without entries fails verify).
     keys_of = data_keys_of(rec, conn, [
-        v["customer_id"] for v, _, content, archival, _, _ in chunk
-        if v["idempotency_key"] not in known and (content is not None or archival is not None)
+        customers[index] for index, status in zip(taken, statuses, strict=True)
+        if status == "generated" and (chunk[index][2] is not None or chunk[index][3] is not None)
     ]) if archiving else {}
-    sealers: dict[str, Any] = {}
     now = datetime.now(UTC)
     at_iso = now.isoformat(timespec="microseconds")
     at_db = _db_time(at_iso, backend, now)
     # Archive refs (32 hex digits) start with the time in ms and the item's index and end
     # with 68 random bits: new refs land at the end of the archive's primary key instead
     # of on a random page each (pages a commit must write).
-    stamp_ms = int(now.timestamp() * 1000)
+    stamp_ms = f"{int(now.timestamp() * 1000):011x}"
     # A 16-byte archive ref and two 12-byte nonces per item, from one call.
-    noise = os.urandom(40 * len(chunk)) if archiving else b""
-    out: list[AppendResult | IdempotencyConflict] = []
-    message_rows: list[tuple[Any, ...]] = []
+    noise = os.urandom(40 * count) if archiving else b""
+    noise_hex = noise.hex()  # an archive ref's random digits: noise[at + 7:at + 16].hex()[:17]
+
+    # The stored rows: the item's values, with what this append decided.
+    rows: list[dict[str, Any]] = []
     archive_rows: list[tuple[Any, ...]] = []
-    chain_rows: list[tuple[Any, ...]] = []
-    queued: list[tuple[Entry, Queue]] = []
-    for index, (values, created_iso, content, archival, caps, queue) in enumerate(chunk):
-        key = values["idempotency_key"]
-        earlier = known.get(key)
-        if earlier is not None:
-            if earlier.params_sha256 == values["params_sha256"]:
-                out.append(AppendResult("duplicate", earlier, earlier.reason))
-            else:
-                out.append(IdempotencyConflict(
-                    f"idempotency key {key!r} is recorded for other parameters (message "
-                    f"{earlier.message_id}); use a new key to send a different message",
-                    key=key, message_id=earlier.message_id,
-                    customer_id=values["customer_id"],
-                ))
-            continue
-        values = dict(values)
-        customer = values["customer_id"]
-        message_id = values["message_id"]
-        status: Literal["generated", "suppressed"] = (
-            "generated" if values["status"] == "generated" else "suppressed")
-        reason = values["reason"]
-        if status == "generated" and caps:
-            created = values["created_at"]
-            for cap in caps:
-                if not cap.applies_to(values["message_type"] or "", values["channel"]):
-                    continue  # as in _append: a cap only stops what it counts
-                since = created - cap.window
-                made = sum(
-                    1 for at, kind, channel in recent.get(customer, ())
-                    if at >= since
-                    and (cap.message_type is None or kind == cap.message_type)
-                    and (cap.channel is None or channel == cap.channel)
-                )
-                if made >= cap.max:
-                    status, reason = "suppressed", f"cap:{cap.name}"
-                    break
+    details: list[str | None] = []
+    sealers: dict[str, Any] = {}
+    archive_aad = _ARCHIVE_AAD
+    entries: list[Entry] = []
+    new = object.__new__
+    for index, status, reason in zip(taken, statuses, reasons, strict=True):
+        values, _, content, archival, _, _ = chunk[index]
+        # The stored entry, made without the frozen __init__; its __dict__ is the row.
+        stored = new(Entry)
+        entries.append(stored)
+        row = stored.__dict__
+        row.update(values)
         if status != "generated":
             content = archival = None
-            values["content_sha256"] = values["archival_sha256"] = None
-        values["status"], values["reason"] = status, reason
-        commitment = None
-        if archiving and (content is not None or archival is not None):
-            at = 40 * index
-            ref = f"{stamp_ms:011x}{index & 0xFFFF:04x}{noise[at + 7:at + 16].hex()[:17]}"
-            values["archive_ref"] = ref
-            key_id, data_key, commitment = keys_of[customer]
-            sealer = sealers.get(key_id)
-            if sealer is None:
-                sealer = sealers[key_id] = aead(data_key)
-            for part, data, nonce in (("content", content, noise[at + 16:at + 28]),
-                                      ("archival", archival, noise[at + 28:at + 40])):
-                if data is not None:
-                    blob = nonce + sealer.encrypt(nonce, data, aad(message_id, part, customer))
-                    archive_rows.append((ref, part, message_id, customer, key_id, blob))
-        row = list(_row_of(values))
-        row[_CREATED] = _db_time(created_iso, backend, values["created_at"])
-        message_rows.append(tuple(row))
-        seq, prev = heads.get(customer, (0, GENESIS))
-        seq += 1
-        digest = message_link_hash(
-            customer_id=customer, seq=seq, ref=message_id, at=at_iso, detail=commitment,
-            prev=prev, body_json=message_body_json(values, created_iso))
-        heads[customer] = (seq, digest)
-        chain_rows.append((customer, seq, "message", message_id, at_db, commitment, prev, digest))
-        stored = _make_entry(values)
-        known[key] = stored
-        if status == "generated":
-            recent.setdefault(customer, []).append(
-                (values["created_at"], values["message_type"], values["channel"]))
-            if queue is not None:
-                queued.append((stored, queue))
-        out.append(AppendResult(status, stored, reason))
+            row["content_sha256"] = row["archival_sha256"] = None
+        row["status"], row["reason"] = status, reason
+        rows.append(row)
+        if not archiving or (content is None and archival is None):
+            details.append(None)
+            continue
+        at = 40 * index
+        ref = f"{stamp_ms}{index & 0xFFFF:04x}{noise_hex[2 * at + 14:2 * at + 31]}"
+        row["archive_ref"] = ref
+        customer, message_id = row["customer_id"], row["message_id"]
+        key_id, data_key, commitment = keys_of[customer]
+        details.append(commitment)
+        sealer = sealers.get(key_id)
+        if sealer is None:
+            sealer = sealers[key_id] = aead(data_key).encrypt
+        if content is not None:
+            nonce = noise[at + 16:at + 28]
+            archive_rows.append((ref, "content", message_id, customer, key_id, nonce + sealer(
+                nonce, content, archive_aad + f"{message_id}\0content\0{customer}".encode())))
+        if archival is not None:
+            nonce = noise[at + 28:at + 40]
+            archive_rows.append((ref, "archival", message_id, customer, key_id, nonce + sealer(
+                nonce, archival, archive_aad + f"{message_id}\0archival\0{customer}".encode())))
+
+    created_isos = [chunk[index][1] for index in taken]
+    if backend == "sqlite":
+        created_db: list[Any] = [text[:10] + " " + text[11:26] for text in created_isos]
+    else:
+        created_db = [row["created_at"] for row in rows]
+    message_rows = [(*_row_but_created(row), stamp)
+                    for row, stamp in zip(rows, created_db, strict=True)]
+
+    # The chain: each customer's next seq after its head (or the one before it in this chunk).
+    bodies = message_bodies(rows, created_isos)
+    links: list[tuple[str, int, str, str | None, str, str]] = []
+    if len(set(customers)) == count:  # one message per customer: every link after its head
+        new_chain = (0, GENESIS)
+        for row, detail, body in zip(rows, details, bodies, strict=True):
+            customer = row["customer_id"]
+            seq, prev = heads.get(customer, new_chain)
+            links.append((customer, seq + 1, row["message_id"], detail, prev, body))
+        digests = message_link_hashes(links, at_iso)
+    else:
+        digests = []
+        for row, detail, body in zip(rows, details, bodies, strict=True):
+            customer = row["customer_id"]
+            seq, prev = heads.get(customer, (0, GENESIS))
+            link = (customer, seq + 1, row["message_id"], detail, prev, body)
+            links.append(link)
+            digests += message_link_hashes((link,), at_iso)
+            heads[customer] = (seq + 1, digests[-1])
+    chain_rows = [(customer, seq, "message", ref, at_db, detail, prev, digest)
+                  for (customer, seq, ref, detail, prev, _), digest
+                  in zip(links, digests, strict=True)]
+
+    # The entries and results.
+    for index, stored, status, reason in zip(taken, entries, statuses, reasons, strict=True):
+        result = out[index] = new(AppendResult)  # without the frozen __init__, as entries
+        result.__dict__.update(status=status, entry=stored, reason=reason)
+    for index, earlier_at in repeats:
+        earlier_entry = out[earlier_at].entry
+        out[index] = AppendResult("duplicate", earlier_entry, earlier_entry.reason)
     sql.write(conn, "messages", message_rows)
     sql.write(conn, "archive", archive_rows)
     sql.write(conn, "chain", chain_rows)
-    for stored, queue in queued:
-        enqueue(rec, conn, stored, queue)
+    for index, stored, status in zip(taken, entries, statuses, strict=True):
+        queue = chunk[index][5]
+        if queue is not None and status == "generated":
+            enqueue(rec, conn, stored, queue)
     return out

@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,9 +60,11 @@ __all__ = [
     "iso",
     "link",
     "link_hash",
+    "message_bodies",
     "message_body",
     "message_body_json",
     "message_link_hash",
+    "message_link_hashes",
     "scan",
     "utc",
 ]
@@ -110,6 +114,7 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
 #: below quote every string with it, so they give the bytes :func:`canonical` gives.
 _quote: Any = json.encoder.encode_basestring
 _BODY_KEYS = tuple((name, f'"{name}":') for name in sorted(MESSAGE_FIELDS))
+_BODY_CREATED = [name for name, _ in _BODY_KEYS].index("created_at")
 
 
 def message_body_json(row: Mapping[str, Any], created_at: str) -> str:
@@ -139,6 +144,60 @@ def message_link_hash(*, customer_id: str, seq: int, ref: str, at: str, detail: 
             + ',"kind":"message","prev":' + _quote(prev) + ',"ref":' + _quote(ref)
             + f',"seq":{int(seq)},"v":{_HASH_VERSION}}}')
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_DETAIL = ',"detail":'
+_body_values = itemgetter(*(name for name, _ in _BODY_KEYS))
+
+
+def message_bodies(rows: Sequence[Mapping[str, Any]], created_at: Sequence[str]) -> list[str]:
+    """:func:`message_body_json` of many rows at once (bulk appends; proven equal by tests).
+
+    Each row holds every one of :data:`MESSAGE_FIELDS` (a string or NULL);
+    ``created_at`` is each row's :func:`iso` text. Built column by column: a
+    value that every row shares (a template, a channel, a status, NULL) is
+    quoted once for all of them.
+    """
+    count = len(rows)
+    if not count:
+        return []
+    columns = list(zip(*map(_body_values, rows), strict=True))
+    columns[_BODY_CREATED] = tuple(created_at)
+    pieces: list[Any] = []  # per column: one text for every row, or a list of texts
+    shared = ""  # the next columns' text, where every row has the same
+    for (_, key), values in zip(_BODY_KEYS, columns, strict=True):
+        first = values[0]
+        if values.count(first) == count:
+            if first is not None:
+                shared += "," + key + _quote(first)
+            continue
+        if shared:
+            pieces.append(repeat(shared, count))
+            shared = ""
+        comma_key = "," + key
+        pieces.append([comma_key + _quote(value) if value is not None else ""
+                       for value in values])
+    if shared:
+        pieces.append(repeat(shared, count))
+    # Every piece starts with a comma: the first one's becomes the opening brace.
+    return ["{" + "".join(parts)[1:] + "}" for parts in zip(*pieces, strict=True)]
+
+
+def message_link_hashes(links: Iterable[tuple[str, int, str, str | None, str, str]],
+                        at: str) -> list[str]:
+    """:func:`message_link_hash` of many ``message`` rows of one moment ``at`` (iso text).
+
+    ``links`` holds ``(customer_id, seq, ref, detail, prev, body_json)`` per row.
+    """
+    head = '{"at":' + _quote(at) + ',"body":'
+    tail = f',"v":{_HASH_VERSION}}}'
+    sha256 = hashlib.sha256
+    quote = _quote
+    return [sha256((
+        f'{head}{body},"customer_id":{quote(customer)}'
+        f'{"" if detail is None else _DETAIL + quote(detail)}'
+        f',"kind":"message","prev":{quote(prev)},"ref":{quote(ref)},"seq":{int(seq)}{tail}'
+    ).encode()).hexdigest() for customer, seq, ref, detail, prev, body in links]
 
 
 def message_body(row: Mapping[str, Any]) -> dict[str, Any]:

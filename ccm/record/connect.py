@@ -452,6 +452,15 @@ class Connected:
             self._keys.popitem(last=False)
         return key
 
+    def _cache_many(self, keys: Iterable[tuple[str, bytes]]) -> None:
+        """:meth:`_cache` of many ``(key_id, key)`` in turn: the same cache at the end."""
+        cache = self._keys
+        for key_id, key in keys:
+            cache[key_id] = key
+            cache.move_to_end(key_id)
+        while len(cache) > _KEY_CACHE:
+            cache.popitem(last=False)
+
     def _open(self) -> None:
         with self._tx(write=False) as conn:
             try:

@@ -25,7 +25,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeAlias
 
@@ -171,6 +171,20 @@ class MasterKey:
         elif len(nonce) != _NONCE:
             raise ValueError("a wrapping nonce is 12 bytes")
         return nonce + self._aead.encrypt(nonce, data_key, _aad(customer_id))
+
+    def wrap_many(self, data_keys: Iterable[bytes], customer_ids: Iterable[str],
+                  nonces: Iterable[bytes]) -> list[bytes]:
+        """:meth:`wrap` of many data keys with nonces drawn by the caller (bulk appends).
+
+        ``wrap_many(keys, customers, nonces)[i] == wrap(keys[i], customer_id=customers[i],
+        nonce=nonces[i])``; every nonce is 12 bytes.
+        """
+        nonces = list(nonces)
+        if any(len(nonce) != _NONCE for nonce in nonces):
+            raise ValueError("a wrapping nonce is 12 bytes")
+        seal = self._aead.encrypt
+        return [nonce + seal(nonce, key, _WRAP_AAD + customer.encode("utf-8"))
+                for key, customer, nonce in zip(data_keys, customer_ids, nonces, strict=True)]
 
     def unwrap(self, wrapped: bytes, *, customer_id: str) -> bytes:
         """Decrypt a wrapped data key; a wrong key or customer raises KeyConfigError."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -204,3 +205,39 @@ def test_caps_count_messages_recorded_before_at_the_window_edge(record: Record) 
     assert [_outcome(r) for r in results] == [
         ("suppressed", "cap:daily"), ("generated", None), ("generated", None)]
     assert record.verify().ok
+
+
+def test_only_archived_items_get_a_data_key(
+    record: Record, open_record: Callable[..., Record], master_key: MasterKey, tmp_path: Path
+) -> None:
+    """An item answered as a duplicate or a conflict of a key another customer used earlier in
+    the same call, or suppressed, gets no data key (as with one append per item): a key of a
+    customer without entries would fail verify as tampered."""
+    from ._support import raw_rows
+
+    items: list[dict[str, Any]] = [
+        {"entry": entry("A", key="k1", params="p"), "content": b"a"},
+        {"entry": entry("B", key="k1", params="p"), "content": b"b"},  # duplicate of A's
+        {"entry": entry("C", key="k1", params="q"), "content": b"c"},  # conflict
+        {"entry": entry("D", status="suppressed", reason="quiet-hours"), "content": b"d"},
+        {"entry": entry("E", created_at=T0), "content": b"e1", "caps": [DAILY]},
+        {"entry": entry("E", created_at=T0), "content": b"e2", "caps": [DAILY]},
+        {"entry": entry("F", created_at=T0), "content": b"f1"},
+        {"entry": entry("F", created_at=T0), "content": b"f2", "caps": [DAILY]},
+        {"entry": entry("F", created_at=T0), "content": b"f3", "caps": [DAILY]},  # capped
+    ]
+    reference = open_record(master_key, f"sqlite:///{tmp_path / 'one-by-one.db'}")
+    for item in items:
+        with contextlib.suppress(IdempotencyConflict):  # C's: the record keeps A's
+            reference.append(item["entry"], content=item["content"], caps=item.get("caps", ()))
+    got = [_outcome(r) for r in record.append_many(items)]
+    assert got == [("generated", None), ("duplicate", None), ("conflict", None),
+                   ("suppressed", "quiet-hours"), ("generated", None), ("generated", None),
+                   ("generated", None), ("generated", None), ("suppressed", "cap:daily")]
+
+    def holders(rec: Record) -> list[str]:
+        return sorted(row["customer_id"] for row in raw_rows(rec, "data_keys"))
+
+    assert holders(record) == holders(reference) == ["A", "E", "F"]
+    report = record.verify()
+    assert report.ok, report.problems

@@ -22,9 +22,11 @@ from ccm.record.chain import (
     canonical,
     iso,
     link_hash,
+    message_bodies,
     message_body,
     message_body_json,
     message_link_hash,
+    message_link_hashes,
 )
 from ccm.record.datakeys import key_detail
 
@@ -71,6 +73,44 @@ def test_fast_canonical_hash_is_byte_identical(row: dict[str, Any], seq: int, at
                      ref=row["message_id"], at=at, detail=detail, prev=prev,
                      body=message_body(row))
     assert fast == slow
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(_rows(), min_size=1, max_size=6), shared=st.data(), at=_times,
+       links=st.data())
+def test_bodies_and_links_of_a_chunk_are_byte_identical(rows: list[dict[str, Any]],
+                                                        shared: st.DataObject, at: datetime,
+                                                        links: st.DataObject) -> None:
+    """message_bodies/message_link_hashes (column by column, values shared by every row
+    quoted once) give canonical() and link_hash() of each row, NULLs and hostile text too."""
+    # Some columns the same in every row (as a chunk's template, channel or NULLs are).
+    for name in shared.draw(st.sets(st.sampled_from(MESSAGE_FIELDS))):
+        for row in rows[1:]:
+            row[name] = rows[0][name]
+    created = [iso(row["created_at"]) for row in rows]
+    bodies = message_bodies(rows, created)
+    assert [body.encode("utf-8") for body in bodies] == [
+        canonical(message_body(row)) for row in rows]
+    drawn = [(row["customer_id"], links.draw(st.integers(1, 2**62)), row["message_id"],
+              links.draw(_maybe), links.draw(_texts), body)
+             for row, body in zip(rows, bodies, strict=True)]
+    assert message_link_hashes(drawn, iso(at)) == [
+        link_hash(customer_id=customer, seq=seq, kind="message", ref=ref, at=at,
+                  detail=detail, prev=prev, body=message_body(row))
+        for (customer, seq, ref, detail, prev, _), row in zip(drawn, rows, strict=True)]
+
+
+@given(keys=st.lists(st.binary(min_size=32, max_size=32), max_size=4), customer=_texts)
+def test_wrap_many_is_wrap_of_each(keys: list[bytes], customer: str) -> None:
+    """MasterKey.wrap_many wraps each data key as wrap() does with the same nonce."""
+    master = MasterKey(b"k" * 32)
+    nonces = [bytes([n]) * 12 for n in range(len(keys))]
+    customers = [customer + str(n) for n in range(len(keys))]
+    assert master.wrap_many(keys, customers, nonces) == [
+        master.wrap(key, customer_id=who, nonce=nonce)
+        for key, who, nonce in zip(keys, customers, nonces, strict=True)]
+    with pytest.raises(ValueError, match="12 bytes"):
+        master.wrap_many([b"k" * 32], ["C1"], [b"short"])
 
 
 @given(key_id=st.one_of(st.text(alphabet="0123456789abcdef", max_size=40), _texts),
@@ -121,6 +161,39 @@ def test_bulk_rows_are_stored_as_single_appends_store_them(
                               for n in range(3)}
             ats = [r[0] for r in conn.execute("SELECT at FROM chain")]
             assert all(len(a) == 26 and a[10] == " " for a in ats)
+
+
+@pytest.mark.parametrize("shared", ["it's 2.0", "1.0'); DROP TABLE messages; --", "für",
+                                    "tab\tand\nnewline", "", None])
+def test_values_a_chunk_shares_are_stored_as_bound_ones(
+    open_record: Callable[..., Record], master_key: MasterKey, tmp_path: Path,
+    shared: str | None,
+) -> None:
+    """Values every row of a chunk shares (written into SQLite's statement) are stored as
+    single appends store them: the same text or NULL, of the same type, quotes and all."""
+    one = open_record(master_key, f"sqlite:///{tmp_path / 'one.db'}")
+    bulk = open_record(master_key, f"sqlite:///{tmp_path / 'bulk.db'}")
+    items: list[dict[str, Any]] = [
+        {"entry": dataclasses.replace(
+            entry(f"S{n:02d}", created_at=T0 + timedelta(minutes=n), segment=shared,
+                  pack_version=shared or "1.0.0"),
+            template_version=shared, journey=shared, reason=None),
+         "content": b"the same text"} for n in range(20)]
+    for item in items:
+        one.append(item["entry"], content=item["content"])
+    bulk.append_many(items)
+
+    def stored(path: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(tmp_path / path) as conn:
+            return conn.execute(
+                "SELECT message_id, pack_version, typeof(pack_version), journey, "
+                "typeof(journey), segment, typeof(segment), template_version, reason, "
+                "typeof(reason), channel, status, created_at FROM messages "
+                "ORDER BY message_id").fetchall()
+
+    assert stored("bulk.db") == stored("one.db")
+    assert len(stored("bulk.db")) == 20
+    assert bulk.verify().ok
 
 
 def _old_record(tmp_path: Path) -> Path:
