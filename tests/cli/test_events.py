@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mailbox
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,9 +197,9 @@ def test_render_documents_as_links(tmp_path: Path, capsys: pytest.CaptureFixture
     assert channels == ["email", "pdf"]
 
 
-def test_the_served_app_logs_no_token(tmp_path: Path, url: str) -> None:
-    """`ccm events serve` writes no access log: its lines would carry the links' tokens and
-    the report's parameters. Requests are answered; no output holds the path."""
+def _served(tmp_path: Path, url: str, key: Any, path: str) -> tuple[int, str]:
+    """``ccm events serve`` started as a user would (its own process, a free port): the
+    status of one GET of ``path`` and everything the server printed once stopped."""
     import os
     import socket
     import subprocess
@@ -207,58 +208,6 @@ def test_the_served_app_logs_no_token(tmp_path: Path, url: str) -> None:
 
     import httpx
 
-    from ccm.render.links import TrackingKey
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
-           "CCM_TRACKING_KEY": TrackingKey.generate().to_base64()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ccm", "events", "serve", "--record", url, "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    token = "TOKEN" + "x" * 40
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/o/{token}.gif?u=SECRETQ", timeout=5)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        assert answer.status_code < 500  # a made-up token: refused, but answered
-    finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
-    text = (out + err).decode("utf-8", "replace")
-    assert "Uvicorn running" in text or "Application startup" in text, text
-    assert token not in text and "SECRETQ" not in text and "GET /" not in text
-
-
-def test_the_served_app_logs_its_own_warnings(tmp_path: Path, url: str) -> None:
-    """`ccm events serve` shows ccm's own log lines on stderr: a signed open token for a
-    message not in the record is logged as a warning, without the token. ccm's loggers had
-    only a NullHandler, so the app's warnings and errors (too many wrong answers on a document
-    link, a record that cannot be read) went nowhere."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    from datetime import UTC, datetime
-
-    import httpx
-
-    from ccm.render.links import TrackingKey, sign
-
-    with Record(url):
-        pass
-    key = TrackingKey.generate()
-    # Issued in 2100 (valid for a day from then): valid whatever the server's clock says now.
-    token = sign("open", "M-NOT-IN-RECORD", key=key, ttl_days=1,
-                 now=datetime(2100, 1, 1, tzinfo=UTC))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -271,16 +220,46 @@ def test_the_served_app_logs_its_own_warnings(tmp_path: Path, url: str) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/o/{token}", timeout=5)
+                answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        assert answer.status_code == 200
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
-    text = (out + err).decode("utf-8", "replace")
+    return answer.status_code, (out + err).decode("utf-8", "replace")
+
+
+def test_the_served_app_logs_no_token(tmp_path: Path, url: str) -> None:
+    """`ccm events serve` writes no access log: its lines would carry the links' tokens and
+    the report's parameters. Requests are answered; no output holds the path."""
+    from ccm.render.links import TrackingKey
+
+    token = "TOKEN" + "x" * 40
+    status, text = _served(tmp_path, url, TrackingKey.generate(), f"/o/{token}.gif?u=SECRETQ")
+    assert status < 500  # a made-up token: refused, but answered
+    assert "Uvicorn running" in text or "Application startup" in text, text
+    assert token not in text and "SECRETQ" not in text and "GET /" not in text
+
+
+def test_the_served_app_logs_its_own_warnings(tmp_path: Path, url: str) -> None:
+    """`ccm events serve` shows ccm's own log lines on stderr: a signed open token for a
+    message not in the record is logged as a warning, without the token. ccm's loggers had
+    only a NullHandler, so the app's warnings and errors (too many wrong answers on a document
+    link, a record that cannot be read) went nowhere."""
+    from datetime import UTC, datetime
+
+    from ccm.render.links import TrackingKey, sign
+
+    with Record(url):
+        pass
+    key = TrackingKey.generate()
+    # Issued in 2100 (valid for a day from then): valid whatever the server's clock says now.
+    token = sign("open", "M-NOT-IN-RECORD", key=key, ttl_days=1,
+                 now=datetime(2100, 1, 1, tzinfo=UTC))
+    status, text = _served(tmp_path, url, key, f"/o/{token}")
+    assert status == 200
     assert "WARNING:  open for a message not in the record" in text, text
     assert token not in text
