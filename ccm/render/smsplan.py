@@ -7,9 +7,11 @@ call, walks the request three times (shape, size, plain JSON) and copies it.
 A :class:`SmsPlan` does all of that once per (engine, template, locale), so
 that per request only this is left:
 
-* one walk of the request (exact JSON types, finite numbers, depth), then
-  the request schema and the template's contract as fastjsonschema compiled
-  them (:mod:`ccm.render._contracts`), each run once;
+* one pass over the request that is both the walk (exact JSON types, finite
+  numbers, depth) and ccm's request schema (:mod:`ccm.render._request_shape`;
+  when it is not sure, the walk and the schema as fastjsonschema compiled it),
+  then the template's contract as fastjsonschema compiled it
+  (:mod:`ccm.render._contracts`);
 * the context from precomputed brand values and translations (the constant
   part copied, in the order Jinja would merge it);
 * the same sandboxed Jinja, under the template's budget meter; a source that
@@ -50,10 +52,12 @@ from ccm._util import _DEVICES, _KEPT, MAX_NAME_BYTES, _kept_whole, json_encoder
 from ccm.channels import sms as sms_channel
 from ccm.errors import DataError
 from ccm.message import SUFFIXES, Request, output_filename
+from ccm.render._request_shape import request_check as _shape_check
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
 from ccm.render.environment import _consume, translate_error
 from ccm.render.template import (
+    _FORMATS,
     MAX_DEPTH,
     MAX_REQUEST_BYTES,
     check_timezone,
@@ -83,6 +87,10 @@ _NAME_SHARE = (_NAME_ROOM - 3 + 1) // 3
 #: carriage return (written ``\t \n \r``), ``\b``, ``\f``, and surrogates. An escaped
 #: backslash before such letters matches too: a false alarm, settled by the walk.
 _ESCAPES = re.compile(r"\\(?:u00[01]|ud[89a-f]|[bf])")
+#: The walk and the request schema in one pass (:mod:`ccm.render._request_shape`): True
+#: when both certainly accept; None when the bundled schema is not the one it was written
+#: for (then the two run as before).
+_SHAPE_CHECK = _shape_check(MAX_DEPTH, _FORMATS)
 
 
 def plain_request(obj: Any) -> bool:
@@ -190,6 +198,8 @@ class SmsPlan:
         self._max_segments = engine.pack.senders.get("sms", {}).get("max_segments")
         self._locales: dict[str, _Locale] = {}
         self._resolved: dict[Any, str] = {}
+        #: Time zones ``check_timezone`` accepted (None: none given).
+        self._zones: set[str | None] = set()
         #: Per locale, :func:`_name_tail` (empty: the name is output_filename's own).
         self._names: dict[str, tuple[str, str] | tuple[()]] = {}
         self._suffix = (',"template":' + _ENCODER.encode(tpl.id)
@@ -228,20 +238,29 @@ class SmsPlan:
 
     def request(self, obj: Any) -> tuple[Request, str] | None:
         """The validated request and its JSON (as the digest writes it), or None: full path."""
-        if not plain_request(obj):
-            return None
+        sure = _SHAPE_CHECK
+        if sure is None or not sure(obj):  # not sure: the walk, then the compiled schema
+            if not plain_request(obj):
+                return None
+            try:
+                self._request_check(obj)
+            except Exception:  # refused, or a format checker that raised: the full path says
+                return None
         try:
-            self._request_check(obj)
             self._contract_check(obj.get("data", {}))
         except Exception:  # refused, or a format checker that raised: let the full path say
             return None
         customer = dict(obj["customer"])
         if customer["id"] in (None, ""):
             return None
-        try:
-            check_timezone(customer.get("timezone"))
-        except DataError:  # the full path refuses it, naming the customer
-            return None
+        zone = customer.get("timezone")  # (a str or None: the schema accepted it)
+        if zone not in self._zones:
+            try:
+                check_timezone(zone)
+            except DataError:  # the full path refuses it, naming the customer
+                return None
+            if len(self._zones) < 4096:
+                self._zones.add(zone)
         customer["id"] = str(customer["id"])
         req = Request(customer=customer, data=dict(obj.get("data", {})))
         text = request_json({"customer": customer, "data": req.data})
@@ -250,7 +269,10 @@ class SmsPlan:
             return None
         # The JSON escapes every control character and surrogate: text without such an escape
         # needs no walk; with one (an emoji is a surrogate pair), the walk decides.
-        if _ESCAPES.search(text) is not None and text_fault(obj) is not None:
+        # (Searched from the first backslash: there is none in a request of plain ASCII.)
+        escape = text.find("\\")
+        if (escape >= 0 and _ESCAPES.search(text, escape) is not None
+                and text_fault(obj) is not None):
             return None  # the full path names the field
         return req, text
 

@@ -548,3 +548,192 @@ def test_a_source_changed_on_disk_after_loading_renders_through_its_own_root(
     assert plan is not None
     assert plan._for("en_GB").template is not None
     assert plan._for("en_GB").layout is None
+
+
+# -- the request's walk and schema in one pass (ccm/render/_request_shape.py) ----------
+
+
+class _Key(str):
+    """A field name of a subclass of str: the walk refuses it."""
+
+
+def _texts(most: int) -> st.SearchStrategy[str]:
+    """Text, mostly short, sometimes empty, at its length limit or over it by one, or with
+    controls or surrogates."""
+    return st.one_of(st.text(max_size=8), st.text(max_size=8), st.text(max_size=8),
+                     st.just(""), st.just("b" * most), st.just("c" * (most + 1)),
+                     st.sampled_from(["a\x00b", "\ud800", "Ünïcode"]))
+
+
+_WRONG = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(),
+                   st.just([]), st.just({}), st.just(("a",)), st.just(_Key("k")))
+_CUSTOMER_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "id": st.one_of(_texts(128), _texts(128), st.integers(-10**20, 10**20),
+                    st.sampled_from([1.0, True, _Key("C1")])),
+    "name": _texts(200), "salutation": _texts(200), "locale": _texts(35),
+    "timezone": _texts(64), "segment": _texts(64), "document_code": _texts(64),
+    "email": st.one_of(st.sampled_from(["a@example.com", "a.b@x-y.co.uk", "", "a@b",
+                                        "A <a@example.com>", "a@example.com\n",
+                                        "a" * 310 + "@example.com"]), st.emails()),
+    "phone": st.one_of(st.sampled_from(["+447700900123", "", "+44 7700", "+0123456789",
+                                        "+1234567", "+123456789012345", "447700900123",
+                                        "+447700900123\n"]),
+                       st.from_regex(r"\+[0-9]{6,16}", fullmatch=True)),
+    "date_of_birth": st.sampled_from(["1984-03-17", "1984-02-30", "84-03-17", "",
+                                      "1984-03-17T00:00"]),
+    "consents": st.dictionaries(st.one_of(st.sampled_from(["sms", "email", "pdf"]),
+                                          st.text(max_size=3), st.just(_Key("sms"))),
+                                st.one_of(st.booleans(), _WRONG), max_size=3),
+    "address": st.dictionaries(
+        st.one_of(st.sampled_from(["lines", "postcode", "city", "country"] * 3),
+                  st.text(max_size=3)),
+        st.one_of(_texts(16), _texts(100),
+                  st.lists(st.one_of(_texts(100), _WRONG), max_size=7), _WRONG),
+        max_size=4),
+}
+
+
+@st.composite
+def near_requests(draw: st.DrawFn) -> Any:
+    """Requests near ccm's request schema: each field valid, at its limits or wrong."""
+    customer: dict[Any, Any] = {}
+    keys = draw(st.lists(st.sampled_from(sorted(_CUSTOMER_FIELDS)), unique=True))
+    if "id" not in keys and draw(st.integers(0, 9)):
+        keys.append("id")
+    for key in keys:
+        customer[key] = draw(_WRONG if draw(st.integers(0, 29)) == 0
+                             else _CUSTOMER_FIELDS[key])
+    if draw(st.integers(0, 9)) == 0:  # a field the schema allows as anything
+        customer[draw(st.one_of(st.text(max_size=4), st.just(_Key("name")), st.just(1)))] = \
+            draw(st.one_of(_JSON, _WRONG))
+    req: dict[Any, Any] = {"customer": customer}
+    data = draw(st.sampled_from(["data", "data", "data", "none", "wrong"]))
+    if data == "data":
+        req["data"] = draw(st.dictionaries(st.text(max_size=4), _JSON, max_size=4))
+    elif data == "wrong":
+        req["data"] = draw(_WRONG)
+    if draw(st.integers(0, 9)) == 0:
+        req[draw(st.sampled_from(["x", "", _Key("customer"), 2]))] = draw(_JSON)
+    if draw(st.integers(0, 9)) == 0:  # about the walk's depth limit
+        deep: Any = draw(st.one_of(st.integers(), st.just([]), st.just({})))
+        for _ in range(draw(st.integers(28, 31))):
+            deep = [deep]
+        req["data"] = {"deep": deep}
+    other = draw(st.integers(0, 19))
+    if other == 0:
+        return draw(_WRONG)
+    return {"customer": customer, "data": None} if other == 1 else req
+
+
+_KNOWN = frozenset(_CUSTOMER_FIELDS)
+
+
+@given(near_requests())
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+def test_the_one_pass_check_is_the_walk_and_the_compiled_schema(obj: Any) -> None:
+    """Property: the fused check accepts only what the walk and the compiled request schema
+    both accept, and (for customers of the schema's own fields and an id that is a str or
+    an int) everything they accept: the plan's answers cannot move."""
+    from ccm.render.smsplan import _SHAPE_CHECK
+    from ccm.render.template import request_fast_validator
+
+    assert _SHAPE_CHECK is not None
+    validate = request_fast_validator()
+    both = plain_request(obj)
+    if both:
+        try:
+            validate(obj)
+        except Exception:
+            both = False
+    sure = _SHAPE_CHECK(obj)
+    if sure:
+        assert both
+    customer = obj.get("customer") if type(obj) is dict else None
+    ordinary = (type(customer) is dict and customer.keys() <= _KNOWN
+                and type(customer.get("id")) in (str, int))
+    if ordinary:
+        assert sure == both
+    event(f"sure: {sure}, walk and schema: {both}, ordinary: {ordinary}")
+
+
+def _nested(count: int) -> Any:
+    deep: Any = 1
+    for _ in range(count):
+        deep = [deep]
+    return deep
+
+
+@pytest.mark.parametrize(("obj", "sure"), [
+    ({"customer": {"id": "C1"}}, True),
+    ({"customer": {"id": 7}, "data": {}}, True),
+    ({"customer": {"id": "x" * 128}}, True),
+    ({"customer": {"id": "x" * 129}}, False),
+    ({"customer": {"id": ""}}, False),
+    ({"customer": {"id": True}}, False),
+    ({"customer": {"id": 1.0}}, False),  # an integer to the schema: the walk and it decide
+    ({"customer": {"name": "A"}}, False),
+    ({"customer": {"id": "C1"}, "data": None}, False),
+    ({"customer": {"id": "C1"}, "other": {}}, False),
+    ({_Key("customer"): {"id": "C1"}}, False),
+    ({"customer": {"id": "C1", _Key("name"): "A"}}, False),
+    ({"customer": {"id": "C1", "phone": "+447700900123"}}, True),
+    ({"customer": {"id": "C1", "phone": "+447700900123\n"}}, False),
+    ({"customer": {"id": "C1", "email": ""}}, True),
+    ({"customer": {"id": "C1", "date_of_birth": "1984-02-30"}}, False),
+    ({"customer": {"id": "C1", "consents": {"sms": 1}}}, False),
+    ({"customer": {"id": "C1", "address": {"lines": ["a"] * 6}}}, True),
+    ({"customer": {"id": "C1", "address": {"lines": ["a"] * 7}}}, False),
+    ({"customer": {"id": "C1", "address": {"lines": ("a",)}}}, False),
+    ({"customer": {"id": "C1", "address": {"flat": "2"}}}, False),
+    ({"customer": {"id": "C1"}, "data": {"x": _nested(29)}}, True),  # 32 levels deep
+    ({"customer": {"id": "C1"}, "data": {"x": _nested(30)}}, False),
+    ({"customer": {"id": "C1"}, "data": {"x": [float("nan")]}}, False),
+    ({"customer": {"id": "C1"}, "data": {"x": {1: 2}}}, False),
+])
+def test_the_one_pass_check_at_the_schemas_edges(obj: Any, sure: bool) -> None:
+    """The fused check's answer at each limit, and the walk's and compiled schema's with it
+    (accepted by both for every True)."""
+    from ccm.render.smsplan import _SHAPE_CHECK
+    from ccm.render.template import request_fast_validator
+
+    assert _SHAPE_CHECK is not None
+    assert _SHAPE_CHECK(obj) is sure
+    if sure:
+        assert plain_request(obj)
+        request_fast_validator()(obj)
+
+
+def test_the_one_pass_check_is_written_for_this_request_schema() -> None:
+    """ccm/render/_request_shape.py implements one version of the request schema: a change
+    to the schema fails here (read that module against it, then update PINNED)."""
+    from ccm._schema import load_schema
+    from ccm.render._request_shape import PINNED, schema_sha256
+
+    assert schema_sha256(load_schema("request")) == PINNED, (
+        "ccm/schemas/request.schema.json changed: check ccm/render/_request_shape.py "
+        "against it, then set its PINNED to the new schema_sha256")
+
+
+def test_another_request_schema_turns_the_one_pass_check_off(monkeypatch: Any) -> None:
+    """With a schema the check was not written for, there is no check (the plan then runs
+    the walk and the compiled schema), and the plan still makes the same messages."""
+    import ccm.render._request_shape as shape
+    import ccm.render.smsplan as smsplan
+    from ccm._schema import load_schema
+    from ccm.render.template import _FORMATS, MAX_DEPTH
+
+    changed = copy.deepcopy(load_schema("request"))  # (load_schema's answer is shared)
+    changed["properties"]["customer"]["properties"]["name"]["maxLength"] = 100
+    monkeypatch.setattr(shape, "load_schema", lambda name: changed)
+    assert shape.request_check(MAX_DEPTH, _FORMATS) is None
+    monkeypatch.undo()
+    assert shape.request_check(MAX_DEPTH, _FORMATS) is not None
+
+    engine = _engine(str(TEMPLATES))
+    plan = SmsPlan.build(engine, "payment_reminder")
+    assert plan is not None
+    reqs = [copy.deepcopy(sample) for sample in CASES[0][2]]
+    fused = [plan.request(copy.deepcopy(r)) for r in reqs]
+    monkeypatch.setattr(smsplan, "_SHAPE_CHECK", None)
+    assert [plan.request(copy.deepcopy(r)) for r in reqs] == fused
+    assert all(answer is not None for answer in fused)
