@@ -377,8 +377,11 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
          "deleted, audit entries kept")
     if done.unsendable:
         echo(f"{done.unsendable} message(s) waiting in the outbox can no longer be sent "
-             "(their content and recipient were under the destroyed key): ccm send marks "
-             "them failed")
+             "(their content and recipient were under the destroyed key): marked failed, "
+             "nothing of this customer is due")
+    if done.in_review:
+        echo(f"{done.in_review} message(s) in review (sent or not, unknown) stay for you to "
+             "resolve: ccm send --resolve MESSAGE_ID --as sent|failed")
     # What the record cannot reach: said every time, since only the operator knows where.
     echo("not erased (outside the record): files that ccm render or ccm batch wrote "
          "(.pdf, .eml, .sms.txt, messages-*.jsonl or .zip, the unencrypted print-*.pdf and "

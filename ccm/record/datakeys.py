@@ -79,9 +79,11 @@ class Erasure:
 
     ``flushed`` is true when no old page can remain in the SQLite WAL (always
     true on PostgreSQL and in memory: see docs/privacy.md for what they keep).
-    ``unsendable`` counts the customer's messages still waiting in the outbox
-    (``queued`` or in ``review``) when the key was destroyed: their content and
-    recipient can no longer be read, so ``ccm send`` marks them failed.
+    ``unsendable`` counts the customer's messages that were waiting in the
+    outbox (``queued``): their content and recipient can no longer be read, so
+    the erasure marked them ``failed`` ("the customer was erased") in its own
+    transaction. ``in_review`` counts those in ``review`` (a send whose outcome
+    is unknown): they stay for a person to resolve.
     """
 
     customer_id: str
@@ -90,6 +92,7 @@ class Erasure:
     blobs_deleted: int
     flushed: bool = True
     unsendable: int = 0
+    in_review: int = 0
 
 
 class DataKeys(Connected):
@@ -342,11 +345,29 @@ class DataKeys(Connected):
             if pending_mark:
                 wal.mark_pending(conn, customer_id)
             waiting = conn.execute(
-                sa.select(sa.func.count()).select_from(outbox)
+                sa.select(outbox.c.message_id, outbox.c.state)
                 .where(outbox.c.customer_id == customer_id,
                        outbox.c.state.in_(("queued", "review")))
-            ).scalar_one()
-            done.update(destroyed=row is not None, blobs=count, unsendable=int(waiting))
+                .order_by(outbox.c.message_id)
+            ).all()
+            # What waits to be sent can no longer be (its content and recipient were under
+            # the key): failed here, in the erasure's transaction, as a sender would fail it,
+            # so nothing of this customer is due afterwards. A message in review may have
+            # been sent: a person decides (Outbox.resolve), as before.
+            from ccm.record.outbox import ERASED, _event
+
+            moment = datetime.now(UTC)
+            for message_id, state in waiting:
+                if state != "queued":
+                    continue
+                conn.execute(outbox.update().where(
+                    outbox.c.message_id == message_id, outbox.c.state == "queued"
+                ).values(state="failed", updated_at=moment, error=ERASED, sender=None))
+                _event(conn, message_id, customer_id, "failed", moment,
+                       {"from": "queued", "error": ERASED})
+            done.update(destroyed=row is not None, blobs=count,
+                        unsendable=sum(state == "queued" for _, state in waiting),
+                        in_review=sum(state == "review" for _, state in waiting))
 
         self._retrying([customer_id], work)
         for key_id in destroyed:
@@ -365,7 +386,8 @@ class DataKeys(Connected):
         wal.flush(self, required=pending_mark)
         return Erasure(customer_id, at, bool(done.get("destroyed")),
                        int(str(done.get("blobs", 0))), True,
-                       unsendable=int(str(done.get("unsendable", 0))))
+                       unsendable=int(str(done.get("unsendable", 0))),
+                       in_review=int(str(done.get("in_review", 0))))
 
     def pending_erasures(self) -> dict[str, datetime]:
         """Customers whose erasure is pending (old bytes may be in the WAL), and since when."""

@@ -29,8 +29,9 @@ allows one sender (the sender enforces that).
 No personal data in clear: the recipient (address or number) is stored
 encrypted under the customer's data key (so queueing needs a master key),
 the content is the archived copy, and ``error`` holds scrubbed provider
-replies. Erasing the customer makes a queued message unsendable; the
-sender marks it failed.
+replies. Erasing the customer makes a queued message unsendable: the
+erasure marks it failed in its own transaction (and a sender fails one an
+earlier ccm left queued).
 
 For the inbound side (bounces, provider callbacks): find a message by the
 provider's id with :meth:`Outbox.find_provider_id`, and move it with
@@ -81,6 +82,8 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "failed": ("queued",),  # only a person's decision (Outbox.resolve)
 }
 _PART = "recipient"
+#: The ``error`` of a message failed because its customer was erased.
+ERASED = "the customer was erased"
 
 
 @dataclass(frozen=True)
@@ -376,7 +379,7 @@ class Outbox:
                 # A KeyConfigError (no master key, or the wrong one) is the setup's fault, not
                 # the message's: it propagates, the transaction rolls back, the message stays
                 # queued untouched.
-                reason = ("the customer was erased" if isinstance(exc, ContentErased)
+                reason = (ERASED if isinstance(exc, ContentErased)
                           else str(exc) if isinstance(exc, _Withdrawn)
                           else type(exc).__name__)
                 conn.execute(outbox.update().where(outbox.c.message_id == message_id).values(

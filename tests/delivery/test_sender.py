@@ -214,14 +214,29 @@ def test_the_folder_transport_reconciles_a_crash_exactly(rec: Record, tmp_path: 
 
 
 def test_an_erased_customer_is_not_sent(rec: Record, tmp_path: Path) -> None:
-    """Erasure destroys the key the recipient is sealed with: the queued message fails."""
+    """Erasure destroys the key the recipient is sealed with and fails the queued message in
+    its own transaction: the sender finds nothing due. A message an earlier ccm left queued
+    after an erasure (emulated) is failed by the sender when it claims it."""
+
+    from ccm.record.outbox import ERASED
+    from ccm.record.schema import outbox
+
     message = queue_engine(rec).render("payment_reminder", reminder(9), channel="email")
-    rec.erase("C-0009")
+    assert rec.erase("C-0009").unsendable == 1
+    item = Outbox(rec).get(message.message_id)
+    assert item is not None and (item.state, item.error) == ("failed", ERASED)
     out = tmp_path / "out"
     with Sender(rec, {"email": FolderTransport(out)}, clock=Clock(NOON)) as sender:
         report = sender.send_due()
+    assert sum(report.counts.values()) == 0 and not out.exists()
+    with rec.engine.begin() as conn:  # as a record erased before erasure failed the queue
+        conn.execute(outbox.update().where(outbox.c.message_id == message.message_id)
+                     .values(state="queued", error=None))
+    with Sender(rec, {"email": FolderTransport(out)}, clock=Clock(NOON)) as sender:
+        report = sender.send_due()
     assert report.counts["failed"] == 1 and not out.exists()
-    assert Outbox(rec).get(message.message_id).state == "failed"  # type: ignore[union-attr]
+    item = Outbox(rec).get(message.message_id)
+    assert item is not None and (item.state, item.error) == ("failed", ERASED)
 
 
 def test_one_sender_at_a_time_on_sqlite(tmp_path: Path) -> None:

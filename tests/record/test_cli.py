@@ -307,6 +307,41 @@ def test_erase_says_what_it_could_not_reach(record_url: str, key: MasterKey, run
     assert "c9@example.com" not in done.output
 
 
+def test_erase_fails_what_waits_to_be_sent_and_leaves_review_to_a_person(
+        record_url: str, key: MasterKey, run) -> None:  # type: ignore[no-untyped-def]
+    """The customer's queued messages are failed in the erasure's own transaction ("the
+    customer was erased"), so nothing of theirs is due afterwards (`ccm send --dry-run`
+    listed them as due until a sender failed them); one in review stays for a person; the
+    record still verifies."""
+    from datetime import timedelta
+
+    from ccm.record.outbox import ERASED, Outbox, Queue
+
+    with Record(record_url, master_key=key) as rec:
+        for mid in ("q-1", "q-2", "q-3"):
+            rec.append(entry("C9", message_id=mid, created_at=T0),
+                       content=b"Subject: Hi\r\n\r\nBody",
+                       queue=Queue(recipient="c9@example.com", due_at=T0))
+        outbox = Outbox(rec)
+        outbox.transition("q-3", "sending", at=T0, sender="s1")
+        outbox.transition("q-3", "review", at=T0)
+    done = run("erase", "C9", "--yes")
+    assert done.exit_code == 0, done.output
+    assert "2 message(s) waiting in the outbox can no longer be sent" in done.output
+    assert "marked failed, nothing of this customer is due" in done.output
+    assert ("1 message(s) in review (sent or not, unknown) stay for you to resolve: "
+            "ccm send --resolve MESSAGE_ID --as sent|failed") in done.output
+    with Record(record_url, master_key=key) as rec:
+        outbox = Outbox(rec)
+        assert outbox.due(now=T0 + timedelta(days=365)) == []
+        states = {i.message_id: (i.state, i.error) for i in outbox.items()}
+        assert states == {"q-1": ("failed", ERASED), "q-2": ("failed", ERASED),
+                          "q-3": ("review", None)}
+        assert rec.verify().ok
+    dry = run("erase", "C9", "--yes")  # erased already, nothing archived since
+    assert dry.exit_code != 0 and "already erased" in dry.output
+
+
 def test_erase_of_an_empty_id_is_a_usage_error(filled: Record, run) -> None:  # type: ignore[no-untyped-def]
     """``ccm record erase ""`` (an unset shell variable) is exit 2, not a search of the record
     for a customer with an empty id ("customer  has no entry", exit 3)."""
