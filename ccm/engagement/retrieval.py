@@ -86,7 +86,16 @@ _MAX_FORM_BYTES = 4096
 
 
 class AttemptLimiter:
-    """Wrong answers per key in a sliding window (thread-safe, in memory)."""
+    """Wrong answers per key in a sliding window (thread-safe, in memory).
+
+    Only keys with a try inside the window are kept: a key whose tries have all
+    passed out of the window is dropped when it is next looked at, and every
+    :data:`SWEEP_EVERY` calls the whole table is swept, so memory follows the
+    answers of the last window, not every client address ever seen.
+    """
+
+    #: Calls between two sweeps of keys whose tries all left the window.
+    SWEEP_EVERY = 1024
 
     def __init__(self, limit: int, window: timedelta) -> None:
         if limit < 1 or window <= timedelta(0):
@@ -95,12 +104,34 @@ class AttemptLimiter:
         self.window = window
         self._failures: dict[str, deque[datetime]] = {}
         self._lock = threading.Lock()
+        self._calls = 0
+
+    def __len__(self) -> int:
+        """How many keys are held (each with a try inside the window, or since the last sweep)."""
+        with self._lock:
+            return len(self._failures)
 
     def _recent(self, key: str, now: datetime) -> deque[datetime]:
-        times = self._failures.setdefault(key, deque())
+        """The tries of ``key`` inside the window ending at ``now`` (a new, unstored deque for
+        a key not held); sweeps the table every :data:`SWEEP_EVERY` calls."""
+        self._calls += 1
+        if self._calls >= self.SWEEP_EVERY:
+            self._calls = 0
+            for stale in [k for k, t in self._failures.items()
+                          if not t or now - t[-1] >= self.window]:
+                del self._failures[stale]
+        times = self._failures.get(key)
+        if times is None:
+            return deque()
         while times and now - times[0] >= self.window:
             times.popleft()
+        if not times:
+            del self._failures[key]
         return times
+
+    def _add(self, key: str, times: deque[datetime], now: datetime) -> None:
+        times.append(now)
+        self._failures[key] = times
 
     def blocked(self, key: str, now: datetime) -> bool:
         """Whether ``key`` used up its wrong answers in the window ending at ``now``."""
@@ -111,7 +142,7 @@ class AttemptLimiter:
         """Count a wrong answer; returns how many are left in the window."""
         with self._lock:
             times = self._recent(key, now)
-            times.append(now)
+            self._add(key, times, now)
             return max(self.limit - len(times), 0)
 
     def reserve(self, key: str, now: datetime) -> bool:
@@ -126,7 +157,7 @@ class AttemptLimiter:
             times = self._recent(key, now)
             if len(times) >= self.limit:
                 return False
-            times.append(now)
+            self._add(key, times, now)
             return True
 
     def release(self, key: str, at: datetime) -> None:
@@ -135,6 +166,8 @@ class AttemptLimiter:
             times = self._failures.get(key)
             if times is not None and at in times:
                 times.remove(at)
+                if not times:
+                    del self._failures[key]
 
     def left(self, key: str, now: datetime) -> int:
         """How many tries ``key`` has left in the window ending at ``now``."""

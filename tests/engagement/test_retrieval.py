@@ -262,6 +262,29 @@ def test_limiter_reserves_a_try_before_the_answer_is_checked() -> None:
     limiter.release("other", NOON)
 
 
+def test_limiter_holds_only_the_keys_of_the_last_window() -> None:
+    """Memory follows the window, not every client ever seen: a right answer's given-back try
+    leaves no key, a key whose tries left the window is dropped when next read and by the
+    periodic sweep, and reads of unknown keys add none. (Every client address that ever
+    answered stayed in memory until the process ended.)"""
+    limiter = AttemptLimiter(5, timedelta(minutes=15))
+    for n in range(3000):  # right answers: the try is taken, then given back
+        client = f"10.0.{n // 256}.{n % 256}"
+        assert limiter.reserve(client, NOON)
+        limiter.release(client, NOON)
+    assert len(limiter) == 0
+    for n in range(3000):  # wrong answers and reads of keys never seen
+        limiter.fail(f"wrong-{n}", NOON)
+        assert not limiter.blocked(f"read-{n}", NOON) and limiter.left(f"read-{n}", NOON) == 5
+    assert len(limiter) == 3000
+    later = NOON + timedelta(minutes=15)
+    assert not limiter.blocked("wrong-7", later) and len(limiter) == 2999
+    for n in range(AttemptLimiter.SWEEP_EVERY):
+        limiter.blocked("someone", later)
+    assert len(limiter) == 0
+    assert limiter.fail("wrong-8", later) == 4  # counting starts again after the window
+
+
 def _burst(url: str, answers: list[str], *, app: Any = None) -> list[int]:
     """POST every answer at once (over the network, or to ``app`` in process); the statuses."""
     import asyncio
