@@ -279,7 +279,7 @@ def test_limiter_holds_only_the_keys_of_the_last_window() -> None:
     assert len(limiter) == 3000
     later = NOON + timedelta(minutes=15)
     assert not limiter.blocked("wrong-7", later) and len(limiter) == 2999
-    for n in range(AttemptLimiter.SWEEP_EVERY):
+    for _ in range(AttemptLimiter.SWEEP_EVERY):
         limiter.blocked("someone", later)
     assert len(limiter) == 0
     assert limiter.fail("wrong-8", later) == 4  # counting starts again after the window
