@@ -245,7 +245,11 @@ class Engine:
             attach = results.get("pdf") if ch == "email" and tpl.attach_pdf else None
             if linked and ch in ("email", "sms"):
                 attach = results["pdf"]
-            if ch == "email" and tpl.attach_pdf and attach is None:
+            if (ch == "email" and tpl.attach_pdf
+                    and (attach is None or attach.status != "generated")):
+                # Not made here, or asked for as a contact of its own and stopped by the
+                # policy (its entry says why): the email still carries the document, made
+                # for it (its bytes are in the email's archived copy).
                 attach = self._render_channel(tpl, req, "pdf", loc, key=None, use_record=False)
             # A PDF rendered only because the email attaches it (or links to it) is
             # recorded, the archived document, but not queued: it travels in the email.
@@ -412,18 +416,20 @@ class Engine:
             return dup
         now = self._clock()
         message = self._new_message(tpl, req, channel, loc, key, now)
-        # Caps are left to the write (counted there, atomically): 0 here.
+        # Caps are left to the write (counted there, atomically): 0 here. A document
+        # another message carries is no contact of its own (see _render_channel).
         decision = self.policy.evaluate(
             customer=req.customer, message_type=tpl.message_type, channel=channel,
             now=now, counter=lambda cap: 0, consent_overrides=consents,
-        )
-        item_caps: Sequence[Any] = caps
+        ) if deliver else None
+        item_caps: Sequence[Any] = caps if deliver else ()
         queue = None
-        if not decision.allowed and not defers(self.options, decision):
+        if decision is not None and not decision.allowed and not defers(self.options,
+                                                                          decision):
             suppress(message, decision)
             item_caps = ()
         else:
-            if deliver:
+            if decision is not None:
                 queue = queue_for(req, channel, due_for(self.options, message, decision, now),
                                   consent=tpl.message_type in self.policy.consent_required)
             self._finish(tpl, req, message, attachment)
@@ -489,9 +495,12 @@ class Engine:
                     dup = duplicate(earlier, key, params, req)
                     restore_content(record, dup, earlier, tpl)
                     return dup
-        if use_record:
+        if use_record and deliver:
             # With or without a record (Engine(record=None)): consent in the request,
-            # quiet hours and the time zone need no history; caps and opt-outs do.
+            # quiet hours and the time zone need no history; caps and opt-outs do. A
+            # document another message carries is no contact of its own: the carrying
+            # message's policy decides (a PDF stopped here left its email with an empty
+            # attachment).
             decision = decide(self.policy, tpl, req, channel, now, record)
             if not decision.allowed and not defers(self.options, decision):
                 suppress(message, decision)
@@ -499,13 +508,12 @@ class Engine:
                     self._append(record, message, params, caps=(),
                                  segment=req.customer.get("segment"))
                 return message
-            if deliver:
-                due = due_for(self.options, message, decision, now)
+            due = due_for(self.options, message, decision, now)
 
         self._finish(tpl, req, message, attachment)
 
         if record is not None:
-            caps = self.policy.caps_for(tpl.message_type, channel)
+            caps = self.policy.caps_for(tpl.message_type, channel) if deliver else ()
             self._append(record, message, params, caps=caps,
                          segment=req.customer.get("segment"),
                          queue=queue_for(req, channel, due, consent=tpl.message_type
