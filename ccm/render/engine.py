@@ -245,17 +245,14 @@ class Engine:
             attach = results.get("pdf") if ch == "email" and tpl.attach_pdf else None
             if linked and ch in ("email", "sms"):
                 attach = results["pdf"]
-            if (ch == "email" and tpl.attach_pdf
-                    and (attach is None or attach.status != "generated")):
-                # Not made here, or asked for as a contact of its own and stopped by the
-                # policy (its entry says why): the email still carries the document, made
-                # for it (its bytes are in the email's archived copy).
+            if ch == "email" and tpl.attach_pdf and attach is None:
                 attach = self._render_channel(tpl, req, "pdf", loc, key=None, use_record=False)
             # A PDF rendered only because the email attaches it (or links to it) is
-            # recorded, the archived document, but not queued: it travels in the email.
+            # recorded, the archived document, but not queued: it travels in the email,
+            # whose policy decides for it (its carriers).
             results[ch] = self._render_channel(
                 tpl, req, ch, loc, key=key, use_record=record, attachment=attach,
-                deliver=ch in channels,
+                deliver=ch in channels, carriers=self._carriers(tpl, ch, channels),
             )
         if channel is not None:
             return results[channel]
@@ -272,6 +269,34 @@ class Engine:
         if (attached or linked) and "pdf" not in order:
             order.insert(0, "pdf")
         return order
+
+    def _carriers(self, tpl: Template, channel: str, channels: Sequence[str]) -> tuple[str, ...]:
+        """The channels among ``channels`` that carry ``channel``'s document (a PDF attached
+        to an email or linked from an email or SMS); empty for anything else."""
+        if channel != "pdf":
+            return ()
+        linked = self._links_document(tpl)
+        return tuple(c for c in channels
+                     if (c == "email" and (tpl.attach_pdf or linked)) or (c == "sms" and linked))
+
+    def _carried(self, tpl: Template, req: Request, locale: str,
+                 attachment: Message | None) -> Message | None:
+        """The document an email attaches: ``attachment``, or, when that was stopped as a
+        contact of its own (its entry says why), the document made for the email alone
+        (its bytes are in the email's archived copy): never an empty attachment."""
+        if attachment is None or attachment.status != "suppressed":
+            return attachment
+        return self._render_channel(tpl, req, "pdf", locale, key=None, use_record=False)
+
+    def _decision(self, tpl: Template, req: Request, channel: str, carriers: Sequence[str],
+                  now: datetime, record: Any) -> Any:
+        """The policy's decision for ``channel``; for a document other messages carry, its
+        carriers' (allowed when one of them is; else the first one's no): a carried document
+        is no contact of its own."""
+        if not carriers:
+            return decide(self.policy, tpl, req, channel, now, record)
+        decisions = [decide(self.policy, tpl, req, c, now, record) for c in carriers]
+        return next((d for d in decisions if d.allowed), decisions[0])
 
     def _links_document(self, tpl: Template) -> bool:
         """Whether this template's confidential PDF travels as a retrieval link."""
@@ -384,7 +409,7 @@ class Engine:
                     tpl, req, ch, loc, req_keys[ch], known.get(req_keys[ch] or ""),
                     consents.get(req.customer_id, {}), caps[ch], attachment,
                     deliver=ch == channel, restore=ch != channel and carried,
-                    rendered=rendered, items=items)
+                    rendered=rendered, items=items, carriers=self._carriers(tpl, ch, [channel]))
             messages.append(made_for[channel])
         results = record.append_many([item for _, item in items])
         for (message, _), result in zip(items, results, strict=True):
@@ -403,6 +428,7 @@ class Engine:
         earlier: Any, consents: Mapping[str, Any], caps: Sequence[Any],
         attachment: Message | None, *, deliver: bool, restore: bool,
         rendered: list[Message], items: list[tuple[Message, dict[str, Any]]],
+        carriers: Sequence[str] = (),
     ) -> Message:
         """One message of a :meth:`render_many` chunk, as :meth:`_render_channel` makes it
         but left for the chunk's one write: appended to ``items`` (and to ``rendered``
@@ -417,22 +443,24 @@ class Engine:
         now = self._clock()
         message = self._new_message(tpl, req, channel, loc, key, now)
         # Caps are left to the write (counted there, atomically): 0 here. A document
-        # another message carries is no contact of its own (see _render_channel).
-        decision = self.policy.evaluate(
-            customer=req.customer, message_type=tpl.message_type, channel=channel,
+        # another message carries is no contact of its own: its carriers' policy decides
+        # (see _render_channel).
+        decisions = [self.policy.evaluate(
+            customer=req.customer, message_type=tpl.message_type, channel=c,
             now=now, counter=lambda cap: 0, consent_overrides=consents,
-        ) if deliver else None
+        ) for c in (carriers if not deliver and carriers else (channel,))]
+        decision = next((d for d in decisions if d.allowed), decisions[0])
         item_caps: Sequence[Any] = caps if deliver else ()
         queue = None
-        if decision is not None and not decision.allowed and not defers(self.options,
-                                                                          decision):
+        if not decision.allowed and not defers(self.options, decision):
             suppress(message, decision)
             item_caps = ()
         else:
-            if decision is not None:
+            if deliver:
                 queue = queue_for(req, channel, due_for(self.options, message, decision, now),
                                   consent=tpl.message_type in self.policy.consent_required)
-            self._finish(tpl, req, message, attachment)
+            self._finish(tpl, req, message, self._carried(tpl, req, loc, attachment)
+                         if channel == "email" else attachment)
             rendered.append(message)
         items.append((message, {
             "entry": entry_for(message, params, req.customer.get("segment"), self._clock),
@@ -479,9 +507,11 @@ class Engine:
         use_record: bool,
         attachment: Message | None = None,
         deliver: bool = True,
+        carriers: Sequence[str] = (),
     ) -> Message:
         """One channel's message, recorded when ``use_record``; queued when the options
-        queue and ``deliver`` (False: a document another message carries)."""
+        queue and ``deliver`` (False: a document another message carries). ``carriers``:
+        the channels carrying this document, whose policy decides for it."""
         now = self._clock()
         message = self._new_message(tpl, req, channel, locale, key, now)
         record = self.record if use_record else None
@@ -495,22 +525,25 @@ class Engine:
                     dup = duplicate(earlier, key, params, req)
                     restore_content(record, dup, earlier, tpl)
                     return dup
-        if use_record and deliver:
+        if use_record:
             # With or without a record (Engine(record=None)): consent in the request,
             # quiet hours and the time zone need no history; caps and opt-outs do. A
-            # document another message carries is no contact of its own: the carrying
-            # message's policy decides (a PDF stopped here left its email with an empty
-            # attachment).
-            decision = decide(self.policy, tpl, req, channel, now, record)
+            # document another message carries is no contact of its own: its carriers'
+            # policy decides (the PDF channel's stopped it, and the email went out with an
+            # empty attachment).
+            decision = self._decision(tpl, req, channel, () if deliver else carriers, now,
+                                      record)
             if not decision.allowed and not defers(self.options, decision):
                 suppress(message, decision)
                 if record is not None:
                     self._append(record, message, params, caps=(),
                                  segment=req.customer.get("segment"))
                 return message
-            due = due_for(self.options, message, decision, now)
+            if deliver:
+                due = due_for(self.options, message, decision, now)
 
-        self._finish(tpl, req, message, attachment)
+        self._finish(tpl, req, message, self._carried(tpl, req, locale, attachment)
+                     if channel == "email" else attachment)
 
         if record is not None:
             caps = self.policy.caps_for(tpl.message_type, channel) if deliver else ()

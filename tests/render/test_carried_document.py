@@ -84,3 +84,17 @@ def test_render_many_attaches_the_pdf_too(
     _check_pdf(_attachment(message.content), request)
     assert _statuses(record, message.customer_id) == {"pdf": ("generated", None),
                                                       "email": ("generated", None)}
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_document_whose_email_is_stopped_is_not_made(
+        setup: tuple[Engine, Record, dict[str, Any]], many: bool) -> None:
+    """The carried PDF follows its email: no consent to email, no document made either (its
+    entry gives the email's rule), however the PDF channel's own consent reads."""
+    engine, record, request = setup
+    request["customer"]["consents"] = {"email": False, "pdf": True}
+    message = (engine.render_many("monthly_statement", [request], channel="email")[0] if many
+               else engine.render("monthly_statement", request, channel="email"))
+    assert (message.status, message.reason) == ("suppressed", "consent:email")
+    assert _statuses(record, message.customer_id) == {
+        "pdf": ("suppressed", "consent:email"), "email": ("suppressed", "consent:email")}
