@@ -40,8 +40,9 @@ __all__ = [
     "feature_rows",
 ]
 
-#: Events that count a message as engaged with.
-ENGAGED = ("opened", "clicked")
+#: Events that count a message as engaged with: an open, a click, and a view (an email's
+#: web version, a document retrieved through its link), which a reader makes as surely.
+ENGAGED = ("opened", "clicked", "viewed")
 CHANNELS = ("pdf", "email", "sms")
 MESSAGE_TYPES = ("operational", "marketing")
 _MEDIA = {"pdf": "application/pdf", "email": "message/rfc822", "sms": "text/plain; charset=utf-8"}
@@ -124,7 +125,8 @@ def summarise(
     Counts by channel, message type and journey count generated messages
     (what was actually made); suppressions are counted by reason. The
     engagement rate of a channel is the share of its generated messages
-    with an open or a click (PDF is never tracked, so it is 0 there).
+    with an open, a click or a view (:data:`ENGAGED`; a PDF is engaged with only when it
+    is retrieved through its link).
     ``segment`` is the newest segment recorded on the customer's messages;
     ``nps_score`` the latest survey answer (see :mod:`ccm.engagement.nps`).
     """

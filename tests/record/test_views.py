@@ -105,3 +105,24 @@ def test_features_one_row_per_customer(story: Record) -> None:
     assert c1["marketing_generated"] == 2 and c1["marketing_engagement_rate"] == 0.5
     assert c1["operational_recency_days"] == 10
     assert rows["C2"]["sms_engagement_rate"] is None and rows["C2"]["sms_recency_days"] is None
+
+
+def test_a_view_is_engagement_in_the_timeline_features_and_report(record: Record) -> None:
+    """An email read in its web version, or a document retrieved through its link, was
+    engaged with as surely as an opened one: the timeline, the features and the organisation
+    report count it (they showed "engagement: email 0%" after web and link views)."""
+    from ccm.engagement.reports.queries import collect_report
+
+    record.append(entry("C7", message_id="w1", channel="email", created_at=T0),
+                  content=b"Subject: Statement\r\n\r\nHello")
+    record.append(entry("C7", message_id="w2", channel="email", created_at=T0),
+                  content=b"Subject: Offer\r\n\r\nHello")
+    record.add_event("w1", "sent", at=T0 + timedelta(minutes=1))
+    record.add_event("w2", "sent", at=T0 + timedelta(minutes=1))
+    record.add_event("w1", "viewed", at=T0 + timedelta(hours=1), data={"via": "web"})
+    summary = record.timeline("C7").summary
+    assert summary["engaged"] == {"email": 1} and summary["engagement_rate"] == {"email": 0.5}
+    (row,) = record.features(now=T0 + timedelta(days=1))
+    assert (row["engaged"], row["email_engagement_rate"]) == (1, 0.5)
+    (email,) = [c for c in collect_report(record).engagement if c.channel == "email"]
+    assert (email.sent, email.engaged, email.rate) == (2, 1, 0.5)

@@ -15,12 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from ccm.engagement.nps import nps_scores, reading, record_tables
+from ccm.record.views import ENGAGED
 
 __all__ = ["ChannelEngagement", "DeliveryRow", "OrgReport", "collect_report", "iso_week"]
 
 #: Channels whose engagement (opens, clicks) can be tracked at all.
 TRACKABLE = frozenset({"email", "sms"})
-ENGAGED_EVENTS = frozenset({"opened", "clicked"})
+#: The record's own: an open, a click or a view (:data:`ccm.record.views.ENGAGED`).
+ENGAGED_EVENTS = frozenset(ENGAGED)
 SUPPRESSED = "suppressed"
 _CHANNEL_ORDER = {"pdf": 0, "email": 1, "sms": 2}
 #: The breakdowns that also get a chart of their volume per week.
@@ -85,7 +87,7 @@ class ChannelEngagement:
 
     @property
     def rate(self) -> float | None:
-        """Share of sent messages opened or clicked; ``None`` where untrackable."""
+        """Share of sent messages opened, clicked or viewed; ``None`` where untrackable."""
         if self.channel not in TRACKABLE or not self.sent:
             return None
         return self.engaged / self.sent
