@@ -33,7 +33,7 @@ from typing import Any
 from ccm._schema import load_schema
 from ccm.render._contracts import _remembered
 
-__all__ = ["PINNED", "request_check", "schema_sha256"]
+__all__ = ["PINNED", "plain_levels", "request_check", "schema_sha256"]
 
 #: :func:`schema_sha256` of the request schema this module implements.
 PINNED = "4bfb536417f2526b0f8e04811495fcb82a687e23d6c0ebf5a29162f57e29ee3a"
@@ -73,8 +73,6 @@ def request_check(max_depth: int, format_checker: Any) -> Callable[[Any], bool] 
     line_most = address["lines"]["items"]["maxLength"]
     address_text: dict[str, int] = {
         name: address[name]["maxLength"] for name in ("postcode", "city", "country")}
-    scalars = _SCALARS
-    isfinite = math.isfinite
 
     def check(obj: Any) -> bool:
         if type(obj) is not dict:
@@ -147,29 +145,35 @@ def request_check(max_depth: int, format_checker: Any) -> Callable[[Any], bool] 
             return True
         if type(data) is not dict:
             return False
-        # plain_request's walk of data, which sits at the request's second level.
-        level: list[Any] = [data]
-        depth = 1
-        while level:
-            depth += 1
-            if depth > max_depth:
-                return False
-            below: list[Any] = []
-            for item in level:
-                kind = type(item)
-                if kind is dict:
-                    for key in item:
-                        if type(key) is not str:
-                            return False
-                    below.extend(item.values())
-                elif kind is list:
-                    below.extend(item)
-                elif kind is float:
-                    if not isfinite(item):
-                        return False
-                elif kind not in scalars:
-                    return False
-            level = below
-        return True
+        # The plain walk of data, which sits at the request's second level.
+        return plain_levels([data], 1, max_depth)
 
     return check
+
+
+def plain_levels(level: list[Any], depth: int, max_depth: int) -> bool:
+    """True when the values of ``level`` (at ``depth``) and everything under them are of
+    exact JSON types (``str`` keys), finite, and no deeper than ``max_depth``: one
+    level-by-level walk, no recursion."""
+    isfinite, scalars = math.isfinite, _SCALARS
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return False
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                for key in item:
+                    if type(key) is not str:
+                        return False
+                below.extend(item.values())
+            elif kind is list:
+                below.extend(item)
+            elif kind is float:
+                if not isfinite(item):
+                    return False
+            elif kind not in scalars:
+                return False
+        level = below
+    return True

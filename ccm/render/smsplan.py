@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from ccm._util import _DEVICES, _KEPT, MAX_NAME_BYTES, _kept_whole, json_encoder
 from ccm.channels import sms as sms_channel
 from ccm.errors import DataError
 from ccm.message import SUFFIXES, Request, output_filename
+from ccm.render._request_shape import plain_levels
 from ccm.render._request_shape import request_check as _shape_check
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
@@ -76,7 +76,6 @@ _ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 #: ``_ENCODER.encode`` made once: it only writes what :func:`plain_request` accepted
 #: (depth-bounded, so acyclic).
 _ENCODE_ONCE = json_encoder_once(_ENCODER)
-_SCALARS = frozenset({str, int, bool, type(None)})
 _SMS_SUFFIX = SUFFIXES["sms"]
 #: ``unique_filename``'s room for the readable part of an SMS's name (its digest tag is
 #: ``-`` and 12 hex digits before the suffix), and each of its three parts' equal share.
@@ -99,31 +98,7 @@ def plain_request(obj: Any) -> bool:
     One level-by-level walk (the full path walks three times): whatever it
     refuses goes to the full path, which explains it or accepts it.
     """
-    if type(obj) is not dict:
-        return False
-    level: list[Any] = [obj]
-    depth = 0
-    while level:
-        depth += 1
-        if depth > MAX_DEPTH:
-            return False
-        below: list[Any] = []
-        for item in level:
-            kind = type(item)
-            if kind is dict:
-                for key in item:
-                    if type(key) is not str:
-                        return False
-                below.extend(item.values())
-            elif kind is list:
-                below.extend(item)
-            elif kind is float:
-                if not math.isfinite(item):
-                    return False
-            elif kind not in _SCALARS:
-                return False
-        level = below
-    return True
+    return type(obj) is dict and plain_levels([obj], 0, MAX_DEPTH)
 
 
 def request_json(obj: dict[str, Any]) -> str:
