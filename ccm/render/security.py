@@ -245,17 +245,31 @@ def entropy_bits(rule: PasswordRule, sample: Mapping[str, Any] | None = None) ->
     """
     total = 0.0
     for name in rule.fields:
-        leaf = name.rsplit(".", 1)[-1].lower()
-        if (name == rule.field and rule.format is not None) or any(
-            hint in leaf for hint in _DATE_HINTS
-        ):
-            total += _DATE_BITS
-        elif leaf in _POSTCODE_FIELDS:
-            total += _POSTCODE_BITS
+        known = _known_bits(rule, name)
+        if known is not None:
+            total += known
         elif sample is not None:
             text = _as_text(_lookup(sample, name))
             total += _text_bits("".join(text.split())) if text else 0.0
     return total
+
+
+def needs_sample(rule: PasswordRule) -> bool:
+    """Whether :func:`entropy_bits` needs a sample customer for some field of ``rule`` (one
+    neither a date nor a postcode): without one it would count that field as 0 bits."""
+    return any(_known_bits(rule, name) is None for name in rule.fields)
+
+
+def _known_bits(rule: PasswordRule, name: str) -> float | None:
+    """The bits of a field whatever its value (a date, a postcode), or None."""
+    leaf = name.rsplit(".", 1)[-1].lower()
+    if (name == rule.field and rule.format is not None) or any(
+        hint in leaf for hint in _DATE_HINTS
+    ):
+        return _DATE_BITS
+    if leaf in _POSTCODE_FIELDS:
+        return _POSTCODE_BITS
+    return None
 
 
 def _text_bits(text: str) -> float:

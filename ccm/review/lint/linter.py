@@ -21,7 +21,7 @@ from ccm.errors import BudgetError, DataError, PackError
 from ccm.message import Message, Request
 from ccm.pack.loader import LAYOUTS
 from ccm.render.environment import render_source
-from ccm.render.security import PasswordRule, entropy_bits
+from ccm.render.security import PasswordRule, entropy_bits, needs_sample
 from ccm.render.template import Template, validate_request
 from ccm.review.lint.base import english
 from ccm.review.lint.catalogs import check_catalog
@@ -101,7 +101,12 @@ class PackLinter(OutputChecks):
         rule_raw = pack.security.get("pdf_password")
         if rule_raw:
             try:
-                bits = entropy_bits(PasswordRule.from_mapping(rule_raw), self._sample_customer())
+                rule = PasswordRule.from_mapping(rule_raw)
+                customer = self._sample_customer()
+                # No sample to estimate a field from (none loads: no-samples says so): no
+                # figure is better than a made-up "about 0 bits".
+                bits = (MIN_PASSWORD_BITS if customer is None and needs_sample(rule)
+                        else entropy_bits(rule, customer))
             except PackError:
                 bits = MIN_PASSWORD_BITS
             if bits < MIN_PASSWORD_BITS:

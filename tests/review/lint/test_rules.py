@@ -641,6 +641,19 @@ def test_strong_password_rule_passes(project: Project) -> None:
     assert rules(project.lint(), "weak-password-rule") == []
 
 
+def test_no_sample_makes_no_password_estimate(project: Project) -> None:
+    """With no sample that loads, a field only a sample can estimate is not guessed at: no
+    "about 0 bits" warning (no-samples says what is missing); a date needs no sample, so a
+    date-only rule is still named weak."""
+    for sample in project.templates.glob("*/samples/*.json"):
+        sample.unlink()
+    found = project.lint()
+    assert rules(found, "weak-password-rule") == [] and rules(found, "no-samples")
+    project.weaken_password()
+    (weak,) = rules(project.lint(), "weak-password-rule")
+    assert "about 15 bits" in weak.message
+
+
 def test_template_without_samples(project: Project) -> None:
     """A template with no sample cannot be checked when rendered: a warning says so."""
     for sample in (project.template("payment_reminder") / "samples").glob("*.json"):
