@@ -101,12 +101,12 @@ class PackLinter(OutputChecks):
         rule_raw = pack.security.get("pdf_password")
         if rule_raw:
             try:
-                rule = PasswordRule.from_mapping(rule_raw)
+                password = PasswordRule.from_mapping(rule_raw)
                 customer = self._sample_customer()
                 # No sample to estimate a field from (none loads: no-samples says so): no
                 # figure is better than a made-up "about 0 bits".
-                bits = (MIN_PASSWORD_BITS if customer is None and needs_sample(rule)
-                        else entropy_bits(rule, customer))
+                bits = (MIN_PASSWORD_BITS if customer is None and needs_sample(password)
+                        else entropy_bits(password, customer))
             except PackError:
                 bits = MIN_PASSWORD_BITS
             if bits < MIN_PASSWORD_BITS:
