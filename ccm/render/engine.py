@@ -360,7 +360,9 @@ class Engine:
         too: idempotency keys and withdrawn consents once per chunk. Frequency
         caps are counted when the chunk is written, inside its transaction and
         including the chunk's earlier messages; a message over a cap comes back
-        ``suppressed`` with ``reason="cap:<name>"`` and no content. An
+        ``suppressed`` with ``reason="cap:<name>"`` and no content. A message
+        already recorded under its key comes back ``duplicate`` with the bytes
+        recorded for it (with a master key), as from :meth:`render`. An
         exception (a bad request, a render error) stops the call: chunks
         already written stay written, the failing chunk is not written. Needs
         a record; without one this is :meth:`render` in a loop.
@@ -401,14 +403,15 @@ class Engine:
         for req, req_keys in zip(reqs, keys, strict=True):
             loc = locale or self.pack.resolve_locale(req.customer.get("locale"))
             made_for: dict[str, Message] = {}
-            # A document's recorded bytes are read back only for a message still to make.
+            # A document's recorded bytes are read back only for a message still to make;
+            # a duplicate on the channel asked for gets its own, as render() gives them.
             carried = known.get(req_keys[channel] or "") is None
             for ch in made:
                 attachment = made_for.get("pdf") if ch == "email" and tpl.attach_pdf else None
                 made_for[ch] = self._chunk_message(
                     tpl, req, ch, loc, req_keys[ch], known.get(req_keys[ch] or ""),
                     consents.get(req.customer_id, {}), caps[ch], attachment,
-                    deliver=ch == channel, restore=ch != channel and carried,
+                    deliver=ch == channel, restore=ch == channel or carried,
                     rendered=rendered, items=items, carriers=self._carriers(tpl, ch, [channel]))
             messages.append(made_for[channel])
         results = record.append_many([item for _, item in items])

@@ -83,6 +83,11 @@ def test_render_many_rerun_adds_nothing(rec: Record) -> None:
     again = _engine(rec, run_id="r").render_many("payment_reminder", requests, "sms")
     assert [m.status for m in again] == ["duplicate"] * 3
     assert [m.message_id for m in again] == [m.message_id for m in first]
+    # The recorded bytes, as render() gives a duplicate (they came back empty).
+    assert [m.content for m in again] == [m.content for m in first]
+    assert all(m.content for m in first)
+    alone = _engine(rec, run_id="r").render("payment_reminder", requests[0], "sms")
+    assert (alone.status, alone.content) == ("duplicate", first[0].content)
 
 
 def test_render_many_commits_before_listeners_see_messages(rec: Record) -> None:
