@@ -47,10 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import nodes
 
-from ccm._util import _DEVICES, _KEPT, MAX_NAME_BYTES, _kept_whole, json_encoder_once
+from ccm._util import json_encoder_once
 from ccm.channels import sms as sms_channel
 from ccm.errors import DataError
-from ccm.message import SUFFIXES, Request, output_filename
+from ccm.message import Request, output_filename
 from ccm.render._request_shape import plain_levels
 from ccm.render._request_shape import request_check as _shape_check
 from ccm.render.budget import _current
@@ -76,11 +76,6 @@ _ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 #: ``_ENCODER.encode`` made once: it only writes what :func:`plain_request` accepted
 #: (depth-bounded, so acyclic).
 _ENCODE_ONCE = json_encoder_once(_ENCODER)
-_SMS_SUFFIX = SUFFIXES["sms"]
-#: ``unique_filename``'s room for the readable part of an SMS's name (its digest tag is
-#: ``-`` and 12 hex digits before the suffix), and each of its three parts' equal share.
-_NAME_ROOM = MAX_NAME_BYTES - len(("-" + "0" * 12 + _SMS_SUFFIX).encode())
-_NAME_SHARE = (_NAME_ROOM - 3 + 1) // 3
 #: The escapes ``_ENCODER`` (ASCII only) writes for what request validation refuses
 #: (:data:`ccm.render.template.BAD_TEXT`): ``\u0000``-``\u001f`` but tab, line feed and
 #: carriage return (written ``\t \n \r``), ``\b``, ``\f``, and surrogates. An escaped
@@ -175,8 +170,6 @@ class SmsPlan:
         self._resolved: dict[Any, str] = {}
         #: Time zones ``check_timezone`` accepted (None: none given).
         self._zones: set[str | None] = set()
-        #: Per locale, :func:`_name_tail` (empty: the name is output_filename's own).
-        self._names: dict[str, tuple[str, str] | tuple[()]] = {}
         self._suffix = (',"template":' + _ENCODER.encode(tpl.id)
                         + ',"template_version":' + _ENCODER.encode(tpl.version) + "}")
         self.sources_sha256 = engine.sources_sha256(tpl)
@@ -270,22 +263,7 @@ class SmsPlan:
         return parts
 
     def filename(self, customer_id: str, locale: str) -> str:
-        """:func:`~ccm.message.output_filename` of this template's SMS.
-
-        When the template id and ``locale`` stay whole in a name (checked once per
-        locale) and so does ``customer_id``, the name is written here without
-        ``unique_filename``'s per-part checks of the template and locale; any other
-        name is ``output_filename``'s own.
-        """
-        tail = self._names.get(locale)
-        if tail is None:
-            tail = self._names[locale] = _name_tail(self.tpl.id, locale)
-        if (tail and len(customer_id) <= _NAME_SHARE and _KEPT.fullmatch(customer_id)
-                and customer_id[-1] != "."
-                and customer_id.split(".", 1)[0].casefold() not in _DEVICES):
-            readable, raw = tail
-            digest = hashlib.sha256((customer_id + raw).encode()).hexdigest()[:12]
-            return f"{customer_id}{readable}-{digest}{_SMS_SUFFIX}"
+        """:func:`~ccm.message.output_filename` of this template's SMS."""
         return output_filename(customer_id, self.tpl.id, locale, "sms")
 
     def params_sha256(self, request_json: str, locale: str) -> str:
@@ -418,15 +396,6 @@ def extends_only(env: Any, name: str) -> str | None:
             continue
         return None
     return parent.value
-
-
-def _name_tail(template: str, locale: str) -> tuple[str, str] | tuple[()]:
-    """What follows the customer id in an SMS's file name, readable and as hashed:
-    ``("-<template>-<locale>", "\\0<template>\\0<locale>")`` when ``unique_filename``
-    keeps both parts as they are (:func:`ccm._util._kept_whole`), else ``()``."""
-    if not _kept_whole(("x", template, locale), _NAME_ROOM):
-        return ()
-    return f"-{template}-{locale}", f"\0{template}\0{locale}"
 
 
 def split_greeting(pattern: str) -> tuple[list[str], list[str]]:
