@@ -36,7 +36,7 @@ def new_data_key() -> bytes:
 
 def aad(message_id: str, part: str, customer_id: str) -> bytes:
     """The associated data that binds a blob to its message, part and customer."""
-    return _AAD + "\x00".join((message_id, part, customer_id)).encode("utf-8")
+    return _AAD + f"{message_id}\x00{part}\x00{customer_id}".encode()
 
 
 _aad = aad

@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ccm.errors import IdempotencyConflict, KeyConfigError
-from ccm.record.archive import _AAD as _ARCHIVE_AAD
-from ccm.record.archive import aead
+from ccm.record.archive import aad, aead
 from ccm.record.chain import GENESIS, message_bodies, message_link_hashes
 from ccm.record.connect import slices
 from ccm.record.entries import _ENTRY_FIELDS, _STR_FIELDS, AppendResult, Entry, entry_of
@@ -426,10 +425,7 @@ def data_keys_of(rec: DataKeys, conn: sa.Connection, customer_ids: Sequence[str]
     keys = [noise[i:i + 32] for i in at]
     key_ids = [noise[i + 32:i + 48].hex() for i in at]
     wrapped = master.wrap_many(keys, missing, [noise[i + 48:i + 60] for i in at])
-    sha256 = hashlib.sha256
-    # key_detail() of hex key ids, assembled directly (tested equal).
-    head, middle = '{"key_id":"', f'","master":"{master.fingerprint}","wrapped_sha256":"'
-    details = [f'{head}{key_id}{middle}{sha256(sealed).hexdigest()}"}}'
+    details = [key_detail(key_id, sealed, master)
                for key_id, sealed in zip(key_ids, wrapped, strict=True)]
     rec._cache_many(zip(key_ids, keys, strict=True))
     out.update(zip(missing, zip(key_ids, keys, details, strict=True), strict=True))
@@ -548,7 +544,6 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
     archive_rows: list[tuple[Any, ...]] = []
     details: list[str | None] = []
     sealers: dict[str, Any] = {}
-    archive_aad = _ARCHIVE_AAD
     entries: list[Entry] = []
     new = object.__new__
     for index, status, reason in zip(taken, statuses, reasons, strict=True):
@@ -578,11 +573,11 @@ def append_bulk(rec: DataKeys, conn: sa.Connection, chunk: Sequence[Prepared],
         if content is not None:
             nonce = noise[at + 16:at + 28]
             archive_rows.append((ref, "content", message_id, customer, key_id, nonce + sealer(
-                nonce, content, archive_aad + f"{message_id}\0content\0{customer}".encode())))
+                nonce, content, aad(message_id, "content", customer))))
         if archival is not None:
             nonce = noise[at + 28:at + 40]
             archive_rows.append((ref, "archival", message_id, customer, key_id, nonce + sealer(
-                nonce, archival, archive_aad + f"{message_id}\0archival\0{customer}".encode())))
+                nonce, archival, aad(message_id, "archival", customer))))
 
     created_isos = [chunk[index][1] for index in taken]
     if backend == "sqlite":

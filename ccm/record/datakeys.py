@@ -354,17 +354,12 @@ class DataKeys(Connected):
             # the key): failed here, in the erasure's transaction, as a sender would fail it,
             # so nothing of this customer is due afterwards. A message in review may have
             # been sent: a person decides (Outbox.resolve), as before.
-            from ccm.record.outbox import ERASED, _event
+            from ccm.record.outbox import ERASED, fail_queued
 
             moment = datetime.now(UTC)
             for message_id, state in waiting:
-                if state != "queued":
-                    continue
-                conn.execute(outbox.update().where(
-                    outbox.c.message_id == message_id, outbox.c.state == "queued"
-                ).values(state="failed", updated_at=moment, error=ERASED, sender=None))
-                _event(conn, message_id, customer_id, "failed", moment,
-                       {"from": "queued", "error": ERASED})
+                if state == "queued":
+                    fail_queued(conn, message_id, customer_id, moment, ERASED)
             done.update(destroyed=row is not None, blobs=count,
                         unsendable=sum(state == "queued" for _, state in waiting),
                         in_review=sum(state == "review" for _, state in waiting))

@@ -183,7 +183,7 @@ class MasterKey:
         if any(len(nonce) != _NONCE for nonce in nonces):
             raise ValueError("a wrapping nonce is 12 bytes")
         seal = self._aead.encrypt
-        return [nonce + seal(nonce, key, _WRAP_AAD + customer.encode("utf-8"))
+        return [nonce + seal(nonce, key, _aad(customer))
                 for key, customer, nonce in zip(data_keys, customer_ids, nonces, strict=True)]
 
     def unwrap(self, wrapped: bytes, *, customer_id: str) -> bytes:

@@ -215,6 +215,16 @@ def _event(conn: sa.Connection, message_id: str, customer_id: str, kind: str, at
     link(conn, customer_id, "event", event_id, event_body(row))
 
 
+def fail_queued(conn: sa.Connection, message_id: str, customer_id: str, at: datetime,
+                reason: str) -> None:
+    """Fail a ``queued`` message that can no longer be sent (``reason`` in ``error`` and in
+    its ``failed`` event), inside the caller's transaction: a sender's claim, an erasure."""
+    conn.execute(outbox.update().where(outbox.c.message_id == message_id,
+                                       outbox.c.state == "queued").values(
+        state="failed", updated_at=at, error=reason, sender=None))
+    _event(conn, message_id, customer_id, "failed", at, {"from": "queued", "error": reason})
+
+
 class _Withdrawn(RecordError):
     """The customer withdrew consent for the channel after the message was queued."""
 
@@ -382,10 +392,7 @@ class Outbox:
                 reason = (ERASED if isinstance(exc, ContentErased)
                           else str(exc) if isinstance(exc, _Withdrawn)
                           else type(exc).__name__)
-                conn.execute(outbox.update().where(outbox.c.message_id == message_id).values(
-                    state="failed", updated_at=moment, error=reason))
-                _event(conn, message_id, customer, "failed", moment,
-                       {"from": "queued", "error": reason})
+                fail_queued(conn, message_id, customer, moment, reason)
                 out.append(_item(conn.execute(
                     _select().where(outbox.c.message_id == message_id)).first()))
                 return
