@@ -351,5 +351,5 @@ def check_contract_patterns(contract: Mapping[str, Any], contract_path: Path,
             f"{place}: template {template_id!r}: {location}: the pattern {pattern!r} for "
             f"{field} can take exponential time on a hostile value ({problem}); {advice}",
             path=str(contract_path), line=line, key=location, field=field,
-            template=template_id,
+            template=template_id, rule="unsafe-pattern",
         )

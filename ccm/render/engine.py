@@ -763,7 +763,8 @@ class Engine:
     # -- approval ------------------------------------------------------------------
 
     def check_sources(self, template: str,
-                      requests: Iterable[Request | Mapping[str, Any]] = ()) -> None:
+                      requests: Iterable[Request | Mapping[str, Any]] = (), *,
+                      sources: bool = True) -> None:
         """Check that ``template`` renders, as a render would check it, recording nothing.
 
         Compiles every channel source, in every locale of the pack, with the
@@ -774,13 +775,16 @@ class Engine:
         file the loader refuses, a construct the sandbox refuses, a budget
         exceeded, data the contract refuses. The contract itself was checked
         when the template loaded. ``ccm approve`` runs it, so no approval is
-        recorded for sources a render refuses.
+        recorded for sources a render refuses. ``sources=False`` skips the
+        compiling (done by an earlier call) and only renders ``requests``.
         """
         tpl = self.template(template)
-        for channel in tpl.channels:
-            for locale in self.pack.locales:
-                compile_source(self._environment(tpl, channel, locale), tpl.source_name(channel))
-        self._check_call(tpl, None, None, approval=False)
+        if sources:
+            for channel in tpl.channels:
+                for locale in self.pack.locales:
+                    compile_source(self._environment(tpl, channel, locale),
+                                   tpl.source_name(channel))
+            self._check_call(tpl, None, None, approval=False)
         for request in requests:
             self._render_one(tpl, request, None, None, None, record=False)
 

@@ -321,10 +321,7 @@ def compile_source(env: jinja2.Environment, name: str) -> None:
         if env.loader is None:  # compiled from a string: it names nothing loadable
             return
         source = env.loader.get_source(env, current)[0]
-        try:
-            tree = env.parse(source, current, template.filename)
-        except jinja2.TemplateSyntaxError as exc:  # compiled above: not reached in practice
-            raise _compile_error(exc) from exc
+        tree = env.parse(source, current, template.filename)  # compiled above: it parses
         todo.extend((found, template.filename or current)
                     for found in find_referenced_templates(tree) if found is not None)
 

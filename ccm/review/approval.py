@@ -131,7 +131,9 @@ def _check_renders(engine: Engine, template: Template) -> None:
                 template=template.id, pack=engine.pack.id, path=str(sample)) from exc
     for path, request in requests:
         try:
-            engine.check_sources(template.id, [] if path is None else [request])
+            # The sources compiled once (the first entry), then each sample rendered.
+            engine.check_sources(template.id, [] if path is None else [request],
+                                 sources=path is None)
         except CCMError as exc:
             by = "" if path is None else f" (rendering the sample {path})"
             raise ApprovalError(

@@ -163,7 +163,7 @@ def _load_templates(folder: Path, findings: list[Finding], only: Sequence[str] |
             context = exc.context
             file = str(context.get("path") or manifest)
             rule = "channel-source-mismatch" if context.get("key") == "channels" else \
-                "unsafe-pattern" if context.get("field") is not None else "render-error"
+                "unsafe-pattern" if context.get("rule") == "unsafe-pattern" else "render-error"
             line = context.get("line")
             if not line and rule == "channel-source-mismatch" and file.endswith(".yaml"):
                 line = yaml_key_line(file, "channels")
