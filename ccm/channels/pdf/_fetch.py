@@ -263,8 +263,7 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
             raise AssetRefused(f"asset refused: {self.describe(url)}: {exc.reason}", url) from None
         if not resolved.is_file():
             raise AssetRefused(f"asset is not a file: {self.describe(url)}", url)
-        data = self._read(resolved, url, root)
-        self._check_pixels(data, url)
+        data = self._read(resolved, url, root)  # pixels checked as it was read
         content_type = mimetypes.guess_type(path.name)[0]
         headers = {"Content-Type": content_type} if content_type else {}
         return URLFetcherResponse(url, data, headers, 200)
@@ -290,6 +289,8 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
             raise AssetRefused(f"asset refused: {self.describe(url)}: {exc.reason}", url) from None
         except OSError:
             raise AssetRefused(f"asset not found: {self.describe(url)}", url) from None
+        # Checked once, before it is cached: a cached file is one that passed.
+        self._check_pixels(data, url)
         with self._lock:
             if key not in self._cache and len(data) <= self._cache_limit:
                 self._cache[key] = data
