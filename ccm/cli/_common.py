@@ -343,6 +343,13 @@ def report_error(exc: BaseException, *, debug: bool = False) -> ExitCode:
     return ExitCode.INTERNAL
 
 
+def need_folder(path: Any, option: str, what: str) -> None:
+    """Fail (exit 3, one line) unless the folder ``path`` given as ``option`` exists:
+    ``--pack X: no such folder; give the brand pack's folder``."""
+    if not Path(path).is_dir():
+        raise Fail(f"{option} {path}: no such folder; give {what}", ExitCode.NOT_FOUND)
+
+
 def out_folder(path: Any, option: str = "--out") -> Any:
     """Create the output folder ``path`` (and its parents), or fail with one clear line.
 

@@ -42,6 +42,7 @@ from ccm.cli._common import (
     exit_code_for,
     json_text,
     lock_timeout,
+    need_folder,
     printable,
     shown,
 )
@@ -192,9 +193,7 @@ def batch(
     if "://" in out and not out.startswith("file://"):
         _need("fsspec", f"--out {out}")
     run_id = run_id or new_run_id()
-    if not pack_dir.is_dir():
-        raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
-                   ExitCode.NOT_FOUND)
+    need_folder(pack_dir, "--pack", "the brand pack's folder")
     try:
         tpl = load_template(_template_dir(templates_dir, template))
     except CCMError as exc:
@@ -321,8 +320,7 @@ def _template_dir(templates_dir: Path, template: str) -> Path:
     folder = templates_dir / template
     if (folder / "template.yaml").is_file():
         return folder
-    if not templates_dir.is_dir():
-        raise Fail(f"--templates {templates_dir}: no such folder", ExitCode.NOT_FOUND)
+    need_folder(templates_dir, "--templates", "the templates folder")
     there = sorted(p.parent.name for p in templates_dir.glob("*/template.yaml"))
     raise Fail(f"no template {template!r} in {templates_dir}; it has: "
                f"{', '.join(there) or 'none'}", ExitCode.NOT_FOUND)

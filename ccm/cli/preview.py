@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ccm.cli._common import ExitCode, Fail
+from ccm.cli._common import need_folder
 from ccm.review import preview as _preview
 
 
@@ -37,12 +37,8 @@ def preview(pack_dirs: Sequence[Path], templates_dir: Path, port: int, no_lint: 
         raise SystemExit(1)
     # A mistyped folder would otherwise serve an empty preview that watches nothing.
     for pack_dir in packs:
-        if not pack_dir.is_dir():
-            raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
-                       ExitCode.NOT_FOUND)
-    if not templates_dir.is_dir():
-        raise Fail(f"--templates {templates_dir}: no such folder; give the templates folder",
-                   ExitCode.NOT_FOUND)
+        need_folder(pack_dir, "--pack", "the brand pack's folder")
+    need_folder(templates_dir, "--templates", "the templates folder")
     workspace = Workspace(packs, templates_dir, lint=not no_lint)
     try:
         server = PreviewServer(workspace, port=port, log_level="warning")

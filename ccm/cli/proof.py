@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ccm.cli._common import ExitCode, Fail, needs_extra, out_folder
+from ccm.cli._common import Fail, need_folder, needs_extra, out_folder
 from ccm.errors import CCMError
 from ccm.review import proof as _proof
 from ccm.review.proof import KEY_FILE_ENV
@@ -58,10 +58,8 @@ def proof(
                        f"{generate}.pub ({_proof.public_key_fingerprint(public)})")
             return
         if verify_dir is not None:
-            if not verify_dir.is_dir():
-                # Before the key: a mistyped folder is not an invalid signature.
-                raise Fail(f"--verify {verify_dir}: no such folder; give the proof's folder",
-                           ExitCode.NOT_FOUND)
+            # Before the key: a mistyped folder is not an invalid signature.
+            need_folder(verify_dir, "--verify", "the proof's folder")
             trusted: Any
             if public_key_file is not None:
                 trusted = _proof.load_public_key(public_key_file)

@@ -21,6 +21,7 @@ from ccm.cli._common import (
     echo,
     json_text,
     lock_timeout,
+    need_folder,
     out_folder,
     shown,
 )
@@ -140,9 +141,7 @@ def render(
         raise Fail("--idempotency-key is empty: give a key for this run (e.g. "
                    "reminders-2026-06), or leave the option out", ExitCode.USAGE)
     # The setup is checked before the record is opened: a mistake leaves no record file.
-    if not pack_dir.is_dir():
-        raise Fail(f"--pack {pack_dir}: no such folder; give the brand pack's folder",
-                   ExitCode.NOT_FOUND)
+    need_folder(pack_dir, "--pack", "the brand pack's folder")
     _first_row(data_file)
     key = _master_key(queue)
     moment = aware(as_of)
