@@ -79,6 +79,12 @@ logger = logging.getLogger("ccm.render.engine")
 logger.addHandler(logging.NullHandler())
 
 
+def _carriers_decision(decisions: list[Any]) -> Any:
+    """One decision for a document from its carriers' (one per carrying channel): allowed
+    when one of them is, else the first one's no."""
+    return next((d for d in decisions if d.allowed), decisions[0])
+
+
 class Engine:
     """Render messages for one brand pack from a folder of templates.
 
@@ -295,8 +301,8 @@ class Engine:
         is no contact of its own."""
         if not carriers:
             return decide(self.policy, tpl, req, channel, now, record)
-        decisions = [decide(self.policy, tpl, req, c, now, record) for c in carriers]
-        return next((d for d in decisions if d.allowed), decisions[0])
+        return _carriers_decision([decide(self.policy, tpl, req, c, now, record)
+                                   for c in carriers])
 
     def _links_document(self, tpl: Template) -> bool:
         """Whether this template's confidential PDF travels as a retrieval link."""
@@ -448,11 +454,10 @@ class Engine:
         # Caps are left to the write (counted there, atomically): 0 here. A document
         # another message carries is no contact of its own: its carriers' policy decides
         # (see _render_channel).
-        decisions = [self.policy.evaluate(
+        decision = _carriers_decision([self.policy.evaluate(
             customer=req.customer, message_type=tpl.message_type, channel=c,
             now=now, counter=lambda cap: 0, consent_overrides=consents,
-        ) for c in (carriers if not deliver and carriers else (channel,))]
-        decision = next((d for d in decisions if d.allowed), decisions[0])
+        ) for c in (carriers if not deliver and carriers else (channel,))])
         item_caps: Sequence[Any] = caps if deliver else ()
         queue = None
         if not decision.allowed and not defers(self.options, decision):
