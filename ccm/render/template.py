@@ -142,6 +142,11 @@ class Template:
         """The sample request files, sorted."""
         return sorted((self.root / "samples").glob("*.json"))
 
+    def read_sample(self, path: Path) -> Any:
+        """One of :meth:`samples`, parsed: read contained in the template's folder (no link
+        out of it); OSError or ValueError (not JSON) when it cannot be."""
+        return json.loads(read_contained_text(path, self.root))
+
 
 #: What a request's text may not hold: C0 control characters other than tab, line feed and
 #: carriage return (no channel can show them, and XML, so MJML, cannot hold them), and lone

@@ -21,14 +21,12 @@ pack and the templates, so approving does not change what it approves.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ccm._files import read_contained_text
 from ccm.errors import ApprovalError, CCMError
 from ccm.render.sources import (
     APPROVALS_FILENAME,
@@ -123,7 +121,7 @@ def _check_renders(engine: Engine, template: Template) -> None:
     requests: list[tuple[Path | None, Any]] = [(None, None)]
     for sample in template.samples():
         try:
-            requests.append((sample, json.loads(read_contained_text(sample, template.root))))
+            requests.append((sample, template.read_sample(sample)))
         except (OSError, ValueError) as exc:
             raise ApprovalError(
                 f"{sample}: not a readable JSON request ({type(exc).__name__}); not approved: "

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ccm._files import read_contained_text
 from ccm._util import atomic_write, portable_name
 from ccm._version import __version__
 from ccm.errors import CCMError, ConfigError
@@ -350,7 +349,7 @@ def _samples(tpl: Template) -> list[tuple[str, Any]]:
     out = []
     for path in tpl.samples():
         try:
-            out.append((path.stem, json.loads(read_contained_text(path, tpl.root))))
+            out.append((path.stem, tpl.read_sample(path)))
         except (OSError, ValueError) as exc:
             out.append((path.stem, exc))
     return out

@@ -7,7 +7,6 @@ holds one per engine through :func:`~ccm.review.lint.runner.findings_for`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import jsonschema
 
-from ccm._files import read_contained_text
 from ccm._schema import json_path
 from ccm.errors import BudgetError, DataError, PackError
 from ccm.message import Message, Request
@@ -153,7 +151,7 @@ class PackLinter(OutputChecks):
         for tpl in sorted(self.engine.templates.values(), key=lambda t: t.id):
             for sample in tpl.samples():
                 try:
-                    customer = json.loads(read_contained_text(sample, tpl.root)).get("customer")
+                    customer = tpl.read_sample(sample).get("customer")
                 except (OSError, ValueError, AttributeError):
                     continue
                 if isinstance(customer, dict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import weakref
@@ -10,7 +9,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ccm._files import read_contained_text
 from ccm.errors import CCMError, TemplateError, UnsafeFileError
 from ccm.message import Message, Request
 from ccm.render.template import Template, load_template
@@ -183,7 +181,7 @@ def _lint_pack(linter: PackLinter) -> Iterable[Finding]:
         heaviest = max(samples, key=lambda p: (p.stat().st_size, p.name), default=None)
         for sample in samples:
             try:
-                obj = json.loads(read_contained_text(sample, tpl.root))
+                obj = tpl.read_sample(sample)
             except (OSError, ValueError) as exc:
                 line = getattr(exc, "lineno", 1)
                 yield linter._finding("contract-violation", sample, line,
