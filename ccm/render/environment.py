@@ -21,7 +21,6 @@ from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.ext import _make_new_gettext, _make_new_ngettext
 from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
@@ -44,6 +43,7 @@ from ccm.render.sandbox import (
     check_named_format,
     check_printable,
     refuse_repr_conversion,
+    trusted_call,
 )
 
 __all__ = ["ContainedLoader", "RenderedSource", "check_reach", "compile_source",
@@ -215,11 +215,16 @@ def create_environment(pack_layouts: Path, templates_dir: Path,
 def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
     """Per-render ``gettext``/``ngettext``/``_`` bound to one catalog.
 
-    Newstyle and autoescape-aware.
+    Newstyle and autoescape-aware: what :func:`jinja2.ext._make_new_gettext` and
+    ``_make_new_ngettext`` return, with ccm's checks before the text is built (no
+    ``%r``, no placeholders that repeat a value over the value budget). Each looks
+    its message up once (the check and the text share it) and calls the catalog
+    directly; the sandbox calls them directly too (:func:`~ccm.render.sandbox.trusted_call`).
     """
-    gettext = _make_new_gettext(translations.gettext)
-    ngettext = _make_new_ngettext(translations.ngettext)
+    lookup = translations.gettext
+    nlookup = translations.ngettext
 
+    @trusted_call
     @jinja2.pass_context
     def checked_gettext(__context: Any, __string: str, **variables: Any) -> str:
         # ``_("%(x)s", x=lipsum)`` and ``{% trans x=range %}`` must not print a repr.
@@ -227,13 +232,18 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
             check_printable(__string, deep=True)
         if variables:
             refuse_repr_conversion(str(__string))
-        for value in variables.values():
-            if type(value) not in _PLAIN:
-                check_printable(value, deep=True)
+            for value in variables.values():
+                if type(value) not in _PLAIN:
+                    check_printable(value, deep=True)
+        translated = lookup(__string)
         if variables:
-            check_named_format(str(translations.gettext(str(__string))), variables)
-        return gettext(__context, __string, **variables)  # type: ignore[no-any-return]
+            check_named_format(str(translated), variables)
+        if __context.eval_ctx.autoescape:
+            translated = Markup(translated)
+        # Always a format string, even without variables (as Jinja's newstyle gettext).
+        return translated % variables  # type: ignore[no-any-return]
 
+    @trusted_call
     @jinja2.pass_context
     def checked_ngettext(__context: Any, __singular: str, __plural: str, __num: int,
                          **variables: Any) -> str:
@@ -242,10 +252,12 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
                 check_printable(value, deep=True)
         refuse_repr_conversion(str(__singular))
         refuse_repr_conversion(str(__plural))
-        check_named_format(str(translations.ngettext(str(__singular), str(__plural), __num)),
-                           {"num": __num, **variables})
-        return ngettext(  # type: ignore[no-any-return]
-            __context, __singular, __plural, __num, **variables)
+        variables.setdefault("num", __num)
+        translated = nlookup(__singular, __plural, __num)
+        check_named_format(str(translated), variables)
+        if __context.eval_ctx.autoescape:
+            translated = Markup(translated)
+        return translated % variables  # type: ignore[no-any-return]
 
     return {"gettext": checked_gettext, "ngettext": checked_ngettext, "_": checked_gettext}
 

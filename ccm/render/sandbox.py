@@ -228,6 +228,20 @@ def _checked_size(value: Any, what: str = "value") -> Any:
     return value
 
 
+#: The code of ccm's own functions the sandbox calls directly (:func:`trusted_call`).
+_TRUSTED_CODE: set[types.CodeType] = set()
+
+
+def trusted_call(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``func`` (a ``pass_context`` function of ccm's that does its own checks, the
+    templates' ``gettext``) to be called by the sandbox without Jinja's dispatch.
+
+    Recognised by its code, which every closure made from the same definition shares.
+    """
+    _TRUSTED_CODE.add(func.__code__)
+    return func
+
+
 def _check_int_args(args: Iterable[Any], what: str) -> None:
     for arg in args:
         if type(arg) is int and abs(arg) > _SMALL and \
@@ -845,6 +859,22 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
             _check_int_args(args, "call")
         if kwargs:
             _check_int_args(kwargs.values(), "call")
+        # Jinja's Context.call without its dispatch, for the two callables every render
+        # calls (its translations, a small brand mapping's ``get``): what it would do, and
+        # the same checks of the result. (``_loop_vars``/``_block_vars`` only change the
+        # context's variables, which neither reads.)
+        kind = type(__obj)
+        if (kind is types.FunctionType and __obj.__code__ in _TRUSTED_CODE) or (
+                kind is types.BuiltinMethodType and type(__obj.__self__) is dict
+                and __obj.__name__ in _DICT_READERS and len(__obj.__self__) <= _SMALL):
+            if "_loop_vars" in kwargs or "_block_vars" in kwargs:
+                kwargs.pop("_loop_vars", None)
+                kwargs.pop("_block_vars", None)
+            result = (__obj(__context, *args, **kwargs) if kind is types.FunctionType
+                      else __obj(*args, **kwargs))
+            if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
+                return result
+            return _checked_size(result, "call result")
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{_describe(__obj)} is not safely callable")
         owner = getattr(__obj, "__self__", None) if args or kwargs else None

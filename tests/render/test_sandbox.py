@@ -652,3 +652,47 @@ def test_a_dicts_reading_methods_work_and_changing_ones_stay_refused(
         with pytest.raises(CCMError):
             sources.render(source, context)
     assert context == {"data": {"d": {"a": 1, "b": 2}}}
+
+
+_I18N_SOURCES = [
+    "{% trans n=data.n, name=data.name %}<b>{{ name }}</b> has {{ n }}%{% endtrans %}",
+    "{% trans count=data.n, name=data.name %}one for {{ name }}{% pluralize %}"
+    "{{ count }} for {{ name }}{% endtrans %}",
+    "{% block b %}{% for r in data.rows %}{{ _('%(x)s/%(r)s', x=data.name, r=r) }};"
+    "{{ ngettext('%(num)d %(x)s', '%(num)d %(x)ss', r, x=data.name) }}{% endfor %}"
+    "{% endblock %}",
+    "{% block b %}{% set y = data.name %}{{ gettext('plain') }} {{ _('y=%(y)s', y=y) }}"
+    "{{ data.get('name') }}{{ data.get('none', 'dflt') }}{% endblock %}",
+]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
+                    max_size=12),
+       n=st.integers(0, 3), rows=st.lists(st.integers(0, 3), max_size=3),
+       suffix=st.sampled_from([".txt.j2", ".html.j2"]))
+def test_translations_and_dict_reads_render_as_jinja_does(
+        sources: Sources, name: str, n: int, rows: list[int], suffix: str) -> None:
+    """ccm's gettext, ngettext and ``dict.get`` (called by the sandbox directly) give
+    Jinja's own newstyle i18n's text: in blocks and loops, escaped and not."""
+    import jinja2
+
+    jinja = jinja2.Environment(autoescape=suffix == ".html.j2", undefined=jinja2.StrictUndefined,
+                               extensions=["jinja2.ext.i18n"], trim_blocks=True,
+                               lstrip_blocks=True)
+    jinja.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    context = {"data": {"name": name, "n": n, "rows": rows}}
+    for source in _I18N_SOURCES:
+        expected = jinja.from_string(source).render(context)
+        assert sources.render(source, context, suffix=suffix) == expected, source
+
+
+def test_a_big_mappings_get_is_metered_and_its_result_checked(sources: Sources) -> None:
+    """``get`` on a mapping over the small size takes the sandbox's full path (its size
+    counted); a result over the value budget is refused there as everywhere."""
+    big = {f"k{i}": i for i in range(3000)}
+    assert sources.render("{{ data.big.get('k2999') }}", {"data": {"big": big}}) == "2999"
+    with pytest.raises(BudgetError):
+        sources.render("{{ data.d.get('a')|length }}", {"data": {"d": {"a": "x" * 5000}}},
+                       budget=Budget(seconds=2.0, max_value=2048))
