@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,16 +51,16 @@ from ccm.channels import sms as sms_channel
 from ccm.errors import DataError
 from ccm.message import Request, output_filename
 from ccm.render._request_shape import plain_levels
-from ccm.render._request_shape import request_check as _shape_check
 from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, Engine
 from ccm.render.environment import _consume, translate_error
 from ccm.render.template import (
-    _FORMATS,
+    JSON_BAD_TEXT,
     MAX_DEPTH,
     MAX_REQUEST_BYTES,
     check_timezone,
     request_fast_validator,
+    request_shape_check,
     text_fault,
 )
 
@@ -76,17 +75,6 @@ _ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 #: ``_ENCODER.encode`` made once: it only writes what :func:`plain_request` accepted
 #: (depth-bounded, so acyclic).
 _ENCODE_ONCE = json_encoder_once(_ENCODER)
-#: The escapes ``_ENCODER`` (ASCII only) writes for what request validation refuses
-#: (:data:`ccm.render.template.BAD_TEXT`): ``\u0000``-``\u001f`` but tab, line feed and
-#: carriage return (written ``\t \n \r``), ``\b``, ``\f``, and surrogates. An escaped
-#: backslash before such letters matches too: a false alarm, settled by the walk.
-_ESCAPES = re.compile(r"\\(?:u00[01]|ud[89a-f]|[bf])")
-#: The walk and the request schema in one pass (:mod:`ccm.render._request_shape`): True
-#: when both certainly accept; None when the bundled schema is not the one it was written
-#: for (then the two run as before).
-_SHAPE_CHECK = _shape_check(MAX_DEPTH, _FORMATS)
-
-
 def plain_request(obj: Any) -> bool:
     """True when ``obj`` is a dict of exact JSON types, finite, at most ``MAX_DEPTH`` deep.
 
@@ -206,7 +194,7 @@ class SmsPlan:
 
     def request(self, obj: Any) -> tuple[Request, str] | None:
         """The validated request and its JSON (as the digest writes it), or None: full path."""
-        sure = _SHAPE_CHECK
+        sure = request_shape_check()
         if sure is None or not sure(obj):  # not sure: the walk, then the compiled schema
             if not plain_request(obj):
                 return None
@@ -239,7 +227,7 @@ class SmsPlan:
         # needs no walk; with one (an emoji is a surrogate pair), the walk decides.
         # (Searched from the first backslash: there is none in a request of plain ASCII.)
         escape = text.find("\\")
-        if (escape >= 0 and _ESCAPES.search(text, escape) is not None
+        if (escape >= 0 and JSON_BAD_TEXT.search(text, escape) is not None
                 and text_fault(obj) is not None):
             return None  # the full path names the field
         return req, text

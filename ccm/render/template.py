@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
@@ -16,11 +17,12 @@ import jsonschema
 
 from ccm._files import contained_files, read_contained_text
 from ccm._schema import json_path, load_schema, load_yaml, validate_manifest
-from ccm._util import sha256_files
+from ccm._util import json_encoder_once, sha256_files
 from ccm.errors import DataError, TemplateError, UnknownTemplate
 from ccm.message import CHANNELS, Request
 from ccm.render._contracts import Check, as_check, compile_validator
 from ccm.render._patterns import check_contract_patterns
+from ccm.render._request_shape import request_check
 
 __all__ = [
     "BAD_TEXT", "SOURCES", "Template", "check_text", "check_timezone", "describe_rule",
@@ -293,6 +295,41 @@ def _request_check() -> Check | None:
     return None if validate is None else as_check(validate)
 
 
+@cache
+def request_shape_check() -> Callable[[Any], bool] | None:
+    """The walk and the request schema in one pass (:mod:`ccm.render._request_shape`):
+    True when both certainly accept; None when the bundled schema is not the one it was
+    written for."""
+    return request_check(MAX_DEPTH, _FORMATS)
+
+
+#: ``json.dumps(obj, separators=(",", ":"))`` (ASCII) made once, for requests the one-pass
+#: check accepted (exact JSON types, depth-bounded, so acyclic).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_COMPACT_ONCE = json_encoder_once(_COMPACT)
+#: The escapes ``_COMPACT`` (ASCII only) writes for what :data:`BAD_TEXT` matches:
+#: ``\u0000``-``\u001f`` but tab, line feed and carriage return (written ``\t \n \r``),
+#: ``\b``, ``\f``, and surrogates. An escaped backslash before such letters matches too:
+#: a false alarm, settled by the walk.
+JSON_BAD_TEXT = re.compile(r"\\(?:u00[01]|ud[89a-f]|[bf])")
+
+
+def _certainly_plain(obj: Any) -> bool:
+    """True when ``obj`` is certainly a request :func:`validate_request` accepts up to its
+    time zone: the one-pass check (types, finite, depth, schema), then its compact JSON
+    (ASCII) for the size (at most twice as long with json's default separators) and for
+    the escapes of text :data:`BAD_TEXT` refuses. False: not sure, the full checks say."""
+    check = request_shape_check()
+    if check is None or not check(obj):
+        return False
+    text = _COMPACT.encode(obj) if _COMPACT_ONCE is None else _COMPACT_ONCE(obj)
+    if 2 * len(text) > MAX_REQUEST_BYTES:
+        return False
+    # (Searched from the first backslash: there is none in a request of plain ASCII.)
+    escape = text.find("\\")
+    return escape < 0 or JSON_BAD_TEXT.search(text, escape) is None
+
+
 def describe_rule(err: Any) -> str:
     """What a jsonschema error's rule requires, in words, without the value that broke it.
 
@@ -344,6 +381,8 @@ def validate_request(obj: Any) -> Request:
     customer_id = None
     if isinstance(obj, dict) and isinstance(obj.get("customer"), dict):
         customer_id = obj["customer"].get("id")
+    if _certainly_plain(obj):  # the checks below would all pass: only the time zone is left
+        return _checked_request(obj, customer_id)
     depth, bound, bad_text = _shape(obj, MAX_DEPTH)
     if bad_text and isinstance(customer_id, str):
         customer_id = escape_text(customer_id)
@@ -374,6 +413,12 @@ def validate_request(obj: Any) -> Request:
             f"{path}: {describe_rule(err)} [rule: {err.validator}]",
             path=path, rule=str(err.validator), customer_id=customer_id,
         )
+    return _checked_request(obj, customer_id)
+
+
+def _checked_request(obj: dict[str, Any], customer_id: Any) -> Request:
+    """The :class:`Request` of ``obj``, whose shape, size and text were checked, after its
+    time zone."""
     check_timezone(obj["customer"].get("timezone"), customer_id)
     request = Request.from_dict(obj)
     request.customer["id"] = str(request.customer["id"])

@@ -634,9 +634,9 @@ def test_the_one_pass_check_is_the_walk_and_the_compiled_schema(obj: Any) -> Non
     """Property: the fused check accepts only what the walk and the compiled request schema
     both accept, and (for customers of the schema's own fields and an id that is a str or
     an int) everything they accept: the plan's answers cannot move."""
-    from ccm.render.smsplan import _SHAPE_CHECK
-    from ccm.render.template import request_fast_validator
+    from ccm.render.template import request_fast_validator, request_shape_check
 
+    _SHAPE_CHECK = request_shape_check()
     assert _SHAPE_CHECK is not None
     validate = request_fast_validator()
     both = plain_request(obj)
@@ -693,9 +693,9 @@ def _nested(count: int) -> Any:
 def test_the_one_pass_check_at_the_schemas_edges(obj: Any, sure: bool) -> None:
     """The fused check's answer at each limit, and the walk's and compiled schema's with it
     (accepted by both for every True)."""
-    from ccm.render.smsplan import _SHAPE_CHECK
-    from ccm.render.template import request_fast_validator
+    from ccm.render.template import request_fast_validator, request_shape_check
 
+    _SHAPE_CHECK = request_shape_check()
     assert _SHAPE_CHECK is not None
     assert _SHAPE_CHECK(obj) is sure
     if sure:
@@ -734,6 +734,50 @@ def test_another_request_schema_turns_the_one_pass_check_off(monkeypatch: Any) -
     assert plan is not None
     reqs = [copy.deepcopy(sample) for sample in CASES[0][2]]
     fused = [plan.request(copy.deepcopy(r)) for r in reqs]
-    monkeypatch.setattr(smsplan, "_SHAPE_CHECK", None)
+    monkeypatch.setattr(smsplan, "request_shape_check", lambda: None)
     assert [plan.request(copy.deepcopy(r)) for r in reqs] == fused
     assert all(answer is not None for answer in fused)
+
+
+def _validated(obj: Any) -> Any:
+    from ccm.errors import DataError
+    from ccm.render.template import validate_request
+
+    try:
+        req = validate_request(obj)
+    except DataError as exc:
+        return ("error", str(exc), dict(exc.context))
+    return ("request", req.customer, req.data, getattr(req, "_text_checked", None))
+
+
+@given(obj=near_requests())
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow,
+                                                    HealthCheck.function_scoped_fixture])
+def test_validate_request_answers_as_its_full_checks(obj: Any, monkeypatch: Any) -> None:
+    """Property: ``validate_request``'s shortcut (the one-pass check, then the compact
+    JSON for size and text) gives the Request, or the error, its full checks give."""
+    import ccm.render.template as template
+
+    quick = _validated(copy.deepcopy(obj))
+    with monkeypatch.context() as patch:
+        patch.setattr(template, "request_shape_check", lambda: None)
+        full = _validated(copy.deepcopy(obj))
+    assert quick == full
+
+
+@pytest.mark.parametrize("obj", [
+    {"customer": {"id": "C1"}, "data": {"t": "a\x01b"}},
+    {"customer": {"id": "C1"}, "data": {"t": "\ud800"}},
+    {"customer": {"id": "C1"}, "data": {"t": "\\b \\u0001 tab\there"}},
+    {"customer": {"id": "C1", "timezone": "Mars/Olympus"}},
+    {"customer": {"id": "C1"}, "data": {"t": "x" * 2_000_001}},
+])
+def test_validate_requests_shortcut_leaves_refusals_to_the_full_checks(
+        obj: Any, monkeypatch: Any) -> None:
+    """Text the record cannot hold, an unknown zone, a request over the size budget: the
+    same error with the shortcut as without (and a plain backslash is no false refusal)."""
+    import ccm.render.template as template
+
+    quick = _validated(copy.deepcopy(obj))
+    monkeypatch.setattr(template, "request_shape_check", lambda: None)
+    assert quick == _validated(copy.deepcopy(obj))
