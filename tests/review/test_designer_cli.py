@@ -1,0 +1,82 @@
+"""What a template designer sees from the CLI when a pack or template folder is broken."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccm.cli import main
+from tests.examples_helpers import copy_examples
+
+WELCOME_SAMPLE = "welcome/samples/01_en_GB.json"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def other_template_broken(tmp_path: Path) -> tuple[Path, Path]:
+    """The examples, with a symlink out of ``nps_survey``'s folder (not the template rendered)."""
+    pack, templates = copy_examples(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not for templates", "utf-8")
+    (templates / "nps_survey" / "evil.j2").symlink_to(outside)
+    return pack, templates
+
+
+@pytest.mark.parametrize("command", ["render", "approve", "proof"])
+def test_a_broken_template_names_itself_when_another_is_asked_for(
+        other_template_broken: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: str) -> None:
+    """Rendering, approving or proofing ``welcome`` while ``nps_survey`` is broken fails (the
+    folder loads all or nothing) with one line naming the broken template, its file, that it
+    stops every template, and what to do; nothing is written."""
+    pack, templates = other_template_broken
+    out = tmp_path / "out"
+    if command == "render":
+        args = ["render", "welcome", "--pack", str(pack), "--templates", str(templates),
+                "--data", str(templates / WELCOME_SAMPLE), "--no-record", "--out", str(out)]
+    elif command == "approve":
+        args = ["approve", "welcome", "--pack", str(pack), "--templates", str(templates),
+                "--by", "Dana"]
+    else:
+        key = tmp_path / "keys" / "proof.pem"
+        key.parent.mkdir()
+        assert main(["proof", "--generate-key", str(key)]) == 0
+        capsys.readouterr()
+        monkeypatch.setenv("CCM_PROOF_KEY_FILE", str(key))
+        args = ["proof", "--pack", str(pack), "--templates", str(templates),
+                "--template", "welcome", "--out", str(out)]
+    code, _, err = run(capsys, *args)
+    assert code == 1
+    assert "Traceback" not in err and err.count("ccm: error:") == 1
+    assert f"{templates / 'nps_survey' / 'evil.j2'}: refused: resolves outside" in err
+    assert "template 'nps_survey' does not load" in err
+    assert "none renders until it is fixed" in err
+    assert f"move {templates / 'nps_survey'} out of the folder" in err
+    assert not out.exists()
+    assert not (templates.parent / "approvals.json").exists()
+
+
+def test_every_broken_template_is_named(tmp_path: Path) -> None:
+    """Two broken templates: the error is the first one's (its class, file and line) and
+    names the second too; its context names the template."""
+    import ccm
+
+    pack, templates = copy_examples(tmp_path)
+    (templates / "nps_survey" / "contract.schema.json").write_text('{"type": "object",}')
+    manifest = templates / "welcome" / "template.yaml"
+    manifest.write_text(manifest.read_text("utf-8").replace("journey:", "jorney:"), "utf-8")
+    with pytest.raises(ccm.TemplateError) as caught:
+        ccm.Engine(pack, templates, record=None)
+    error = caught.value
+    assert str(error).startswith(f"{templates / 'nps_survey' / 'contract.schema.json'}:1: "
+                                 "invalid JSON")
+    assert "template 'nps_survey' (and 'welcome') does not load" in str(error)
+    assert error.template == "nps_survey" and error.line == 1  # type: ignore[attr-defined]
+    assert isinstance(error.__cause__, ccm.TemplateError)
