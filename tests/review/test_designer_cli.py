@@ -80,3 +80,32 @@ def test_every_broken_template_is_named(tmp_path: Path) -> None:
     assert "template 'nps_survey' (and 'welcome') does not load" in str(error)
     assert error.template == "nps_survey" and error.line == 1  # type: ignore[attr-defined]
     assert isinstance(error.__cause__, ccm.TemplateError)
+
+
+@pytest.mark.parametrize("line", [
+    'msgstr "Datum',          # closing quote missing: Babel read it as "Datu"
+    "msgstr Datum",           # not quoted at all
+    'msgstr "Datum" x',       # text after the string
+    "Datum",                  # a stray line
+])
+def test_a_catalog_text_not_quoted_right_is_refused_at_its_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """A ``.po`` line whose text is not one well-quoted string fails the German render with
+    the catalog's file and line and what to do, instead of a German letter saying "Datu";
+    nothing is written."""
+    pack, templates = copy_examples(tmp_path)
+    po = pack / "locales" / "de_DE" / "LC_MESSAGES" / "messages.po"
+    lines = po.read_text("utf-8").splitlines()
+    number = lines.index('msgstr "Datum"') + 1
+    lines[number - 1] = line
+    po.write_text("\n".join(lines) + "\n", "utf-8")
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "render", "welcome", "--pack", str(pack),
+                       "--templates", str(templates), "--channel", "pdf",
+                       "--data", str(templates / "welcome/samples/02_de_DE.json"),
+                       "--no-record", "--out", str(out))
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert f"{po}:{number}: invalid translation catalog: " in err
+    assert ("a text is not quoted right" in err) or ("not a line of a translation catalog" in err)
+    assert not any(out.glob("*.pdf"))
