@@ -43,6 +43,9 @@ RULES: Mapping[str, Rule] = {
              "|safe, |attr, autoescape off, Markup(, dynamic include/extends, "
              "private attributes, mj-include outside the pack",
              "print the value escaped; include templates by a literal name inside the pack"),
+        Rule("unknown-block", "error",
+             "a block the layout a source extends does not have: its text is never shown",
+             "name the block as the layout does (the message lists its blocks)"),
         Rule("contract-violation", "error", "a sample's data breaks the template's contract",
              "make the sample match contract.schema.json (or fix the contract)"),
         Rule("no-samples", "warning", "a template has no sample to render",
