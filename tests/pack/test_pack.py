@@ -49,7 +49,7 @@ def test_packs_look_different() -> None:
         (lambda raw: raw["legal"].pop(raw["default_locale"]), "legal"),
         (lambda raw: raw.__setitem__("logo", "assets/missing.svg"), "logo"),
         (lambda raw: raw.__setitem__("logo", "../../etc/passwd"), "logo"),
-        (lambda raw: raw.__setitem__("colour", "#000000"), "(top level)"),
+        (lambda raw: raw.__setitem__("colour", "#000000"), "colour"),
     ],
 )
 def test_bad_pack_names_file_and_key(tmp_path: Path, change, key: str) -> None:  # type: ignore[no-untyped-def]

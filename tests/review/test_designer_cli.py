@@ -109,3 +109,43 @@ def test_a_catalog_text_not_quoted_right_is_refused_at_its_line(
     assert f"{po}:{number}: invalid translation catalog: " in err
     assert ("a text is not quoted right" in err) or ("not a line of a translation catalog" in err)
     assert not any(out.glob("*.pdf"))
+
+
+def test_a_misspelt_pack_key_is_named_at_its_line_with_the_key_meant(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``palete:`` for ``palette:`` in pack.yaml: the error is the unknown key at its line with
+    the key meant, not "'palette' is a required property" at the top of the file."""
+    pack, templates = copy_examples(tmp_path)
+    manifest = pack / "pack.yaml"
+    lines = manifest.read_text("utf-8").split("\n")
+    number = lines.index("palette:") + 1
+    lines[number - 1] = "palete:"
+    manifest.write_text("\n".join(lines), "utf-8")
+    code, _, err = run(capsys, "render", "welcome", "--pack", str(pack),
+                       "--templates", str(templates), "--no-record",
+                       "--data", str(templates / WELCOME_SAMPLE), "--out", str(tmp_path / "o"))
+    assert code == 1
+    assert err == (f"ccm: error: {manifest}:{number}: palete: unknown key "
+                   "(did you mean 'palette'?)\n")
+
+
+@pytest.mark.parametrize(("old", "new", "key", "meant"), [
+    ("  confidential: false", "  confidentail: false", "pdf.confidentail", "confidential"),
+    ("journey: onboarding", "jorney: onboarding", "jorney", "journey"),
+])
+def test_a_misspelt_template_key_is_named_at_its_line(
+        tmp_path: Path, old: str, new: str, key: str, meant: str) -> None:
+    """A typo in template.yaml, nested or at the top, names the key as written, its line
+    and the key meant; ``key`` and ``line`` are in the error's context."""
+    import ccm
+
+    _, templates = copy_examples(tmp_path)
+    manifest = templates / "welcome" / "template.yaml"
+    text = manifest.read_text("utf-8")
+    number = text.split("\n").index(old) + 1
+    manifest.write_text(text.replace(old, new), "utf-8")
+    with pytest.raises(ccm.TemplateError) as caught:
+        ccm.load_template(templates / "welcome")
+    assert str(caught.value) == (f"{manifest}:{number}: {key}: unknown key "
+                                 f"(did you mean {meant!r}?)")
+    assert caught.value.key == key and caught.value.line == number  # type: ignore[attr-defined]
