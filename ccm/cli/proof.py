@@ -96,8 +96,9 @@ def proof(
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     for row in result.failed:
-        click.echo(f"ccm: error: {row.pack}/{row.template}/{row.locale}/{row.sample}/"
-                   f"{row.channel}: {row.error}", err=True)
+        where = "/".join(part for part in (row.pack, row.template, row.locale, row.sample,
+                                           row.channel) if part)
+        click.echo(f"ccm: error: {where}: {row.error}", err=True)
     click.echo(
         f"proof written to {result.out_dir}: {len(result.rows)} renders "
         f"({len(result.failed)} failed), {len(result.findings)} lint findings "

@@ -415,6 +415,20 @@ def template_files(root: Path) -> list[Path]:
     return contained_files(root, skip_hidden=False)
 
 
+def _json_key_line(text: str, parts: list[Any]) -> int | None:
+    """The 1-based line of the key at ``parts`` in the JSON ``text``, found by looking for
+    each key in turn after the one before (an index moves on to nothing); None at the top."""
+    at, found = 0, None
+    for part in parts:
+        if isinstance(part, int):
+            continue
+        index = text.find(json.dumps(str(part)), at)
+        if index < 0:
+            break
+        at, found = index + 1, text.count("\n", 0, index) + 1
+    return found
+
+
 def load_template(root: str | os.PathLike[str]) -> Template:
     """Load and validate one template folder."""
     root = Path(root).resolve()
@@ -456,8 +470,12 @@ def load_template(root: str | os.PathLike[str]) -> Template:
         jsonschema.validators.validator_for(
             contract, default=jsonschema.Draft202012Validator).check_schema(contract)
     except jsonschema.SchemaError as exc:
-        raise TemplateError(f"{contract_path}: not a valid JSON Schema: {exc.message}",
-                            path=str(contract_path)) from exc
+        where = list(exc.absolute_path)
+        line = _json_key_line(read_contained_text(contract_path, root), where)
+        at = f"{contract_path}:{line}" if line else str(contract_path)
+        message = exc.message if len(exc.message) <= 300 else exc.message[:300] + " [...]"
+        raise TemplateError(f"{at}: not a valid JSON Schema: {json_path(where)}: {message}",
+                            path=str(contract_path), line=line, key=json_path(where)) from exc
     # A regex that backtracks exponentially would let one request value hang validation.
     check_contract_patterns(contract, contract_path, str(raw["id"]))
     return Template(

@@ -21,6 +21,7 @@ pack and the templates, so approving does not change what it approves.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import threading
 from datetime import UTC, datetime
@@ -123,9 +124,15 @@ def _check_renders(engine: Engine, template: Template) -> None:
         try:
             requests.append((sample, template.read_sample(sample)))
         except (OSError, ValueError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                what = f"{sample}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+            elif isinstance(exc, OSError):
+                what = f"{sample}: cannot read: {exc.strerror or type(exc).__name__}"
+            else:  # UnicodeDecodeError, or a refusal (UnsafeFileError) that names the file
+                text = str(exc)
+                what = text if text.startswith(str(sample)) else f"{sample}: {text}"
             raise ApprovalError(
-                f"{sample}: not a readable JSON request ({type(exc).__name__}); not approved: "
-                "fix or remove the sample, then run ccm approve again",
+                f"{what}; not approved: fix or remove the sample, then run ccm approve again",
                 template=template.id, pack=engine.pack.id, path=str(sample)) from exc
     for path, request in requests:
         try:

@@ -362,7 +362,9 @@ def _render_template(
     samples = _samples(tpl)
     if not samples:
         return [ProofRow(engine.pack.id, tpl.id, "", "", "", "error",
-                         error=f"{tpl.root}/samples: no sample requests")]
+                         error=f"{tpl.root}/samples: no sample requests, so nothing of "
+                               f"{tpl.id!r} was rendered; add one (e.g. samples/01_example.json "
+                               "with a customer and data)")]
     for locale in engine.pack.locales:
         for sample_name, request in samples:
             folder = "/".join(portable_name(x) for x in

@@ -149,3 +149,60 @@ def test_a_misspelt_template_key_is_named_at_its_line(
     assert str(caught.value) == (f"{manifest}:{number}: {key}: unknown key "
                                  f"(did you mean {meant!r}?)")
     assert caught.value.key == key and caught.value.line == number  # type: ignore[attr-defined]
+
+
+def test_an_invalid_contract_names_the_line_and_the_schema_path(tmp_path: Path) -> None:
+    """A contract that is JSON but not a JSON Schema (``"minLength": "x"``) names its line
+    and the schema path of the mistake, not only jsonschema's "'x' is not of type"."""
+    import ccm
+
+    _, templates = copy_examples(tmp_path)
+    contract = templates / "welcome" / "contract.schema.json"
+    text = contract.read_text("utf-8")
+    number = next(i for i, row in enumerate(text.split("\n"), 1)
+                  if '"product_name": {' in row)
+    contract.write_text(text.replace('"minLength": 1, "maxLength": 100',
+                                     '"minLength": "x", "maxLength": 100'), "utf-8")
+    with pytest.raises(ccm.TemplateError) as caught:
+        ccm.load_template(templates / "welcome")
+    assert str(caught.value) == (
+        f"{contract}:{number}: not a valid JSON Schema: $.properties.product_name.minLength: "
+        "'x' is not of type 'integer'")
+    assert caught.value.line == number  # type: ignore[attr-defined]
+
+
+def test_approve_names_the_line_of_a_sample_that_is_not_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sample cut short: approve refuses naming its file and line (as render and lint do)
+    and writes no approvals file."""
+    pack, templates = copy_examples(tmp_path)
+    sample = templates / WELCOME_SAMPLE
+    sample.write_text('{"customer":\n', "utf-8")
+    code, _, err = run(capsys, "approve", "welcome", "--pack", str(pack),
+                       "--templates", str(templates), "--by", "Dana")
+    assert code == 1
+    assert err.startswith(f"ccm: error: {sample}:2: invalid JSON: Expecting value (column 1); "
+                          "not approved: fix or remove the sample")
+    assert not (templates.parent / "approvals.json").exists()
+
+
+def test_proof_of_a_template_without_samples_says_what_to_add(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ccm proof`` of a template without samples: exit 1, one line naming the pack and
+    template (no empty ``//`` parts) and saying to add a sample."""
+    import shutil
+
+    pack, templates = copy_examples(tmp_path)
+    shutil.rmtree(templates / "welcome" / "samples")
+    key = tmp_path / "keys" / "proof.pem"
+    key.parent.mkdir()
+    assert main(["proof", "--generate-key", str(key)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("CCM_PROOF_KEY_FILE", str(key))
+    code, _, err = run(capsys, "proof", "--pack", str(pack), "--templates", str(templates),
+                       "--template", "welcome", "--out", str(tmp_path / "proof"))
+    assert code == 1
+    assert (f"ccm: error: acme/welcome: {templates / 'welcome'}/samples: no sample requests, "
+            "so nothing of 'welcome' was rendered; add one (e.g. samples/01_example.json "
+            "with a customer and data)\n") in err
