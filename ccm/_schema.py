@@ -16,8 +16,8 @@ import yaml
 from ccm._files import read_contained_text
 from ccm.errors import CCMError, UnsafeFileError
 
-__all__ = ["MAX_YAML_VALUES", "json_path", "load_schema", "load_yaml", "safe_load_bounded",
-           "validate_manifest"]
+__all__ = ["MAX_YAML_VALUES", "json_path", "key_line", "load_schema", "load_yaml",
+           "safe_load_bounded", "validate_manifest"]
 
 #: Values (mappings, lists, scalars, keys) a YAML file may hold with its aliases
 #: expanded. PyYAML shares an aliased value instead of copying it, so nine lists
@@ -154,7 +154,7 @@ def validate_manifest(doc: Any, schema_name: str, path: Path, error: type[CCMErr
         message = first.message
         if len(message) > _MAX_MESSAGE:  # it quotes the value, which may be long
             message = message[:_MAX_MESSAGE] + " [...]"
-    line = _key_line(path, parts)
+    line = key_line(path, parts)
     where = f"{path}:{line}" if line else str(path)
     context: dict[str, Any] = {"path": str(path), "key": key}
     if line:
@@ -173,7 +173,7 @@ def _unknown_keys(err: Any) -> list[str]:
                   and not any(re.search(p, str(k)) for p in patterns))
 
 
-def _key_line(path: Path, parts: list[Any]) -> int | None:
+def key_line(path: Path, parts: list[Any]) -> int | None:
     """The 1-based line of the key at ``parts`` in the YAML file ``path``, or None."""
     if not parts:
         return None
