@@ -86,6 +86,8 @@ def record_approval(
     if not by.strip():
         raise ValueError("approved_by must name someone")
     template = engine.template(template_id)
+    target = Path(path).resolve() if path is not None else approvals_path(engine)
+    _check_target(engine, target)
     _check_renders(engine, template)
     pack_files = pack_digests(engine.pack)
     template_files = template_digests(template)
@@ -108,12 +110,28 @@ def record_approval(
         approved_by=by.strip(),
         approved_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
     )
-    target = Path(path).resolve() if path is not None else approvals_path(engine)
     with _write_lock:
         approvals = load_approvals(target)
         approvals[(approval.pack, approval.template)] = approval
         _write(target, approvals)
     return approval
+
+
+def _check_target(engine: Engine, target: Path) -> None:
+    """Refuse (ApprovalError) an approvals file inside the pack or a template folder: every
+    file there is digested, so writing it would change what it approves, and the approval
+    (and every other one of that pack or template) would never match again."""
+    folders = [("pack", engine.pack.id, engine.pack.root),
+               *(("template", tpl.id, tpl.root) for tpl in engine.templates.values())]
+    real = Path(os.path.realpath(target))
+    for kind, name, root in folders:
+        if real.is_relative_to(os.path.realpath(root)):
+            raise ApprovalError(
+                f"{target}: the approvals file is inside {kind} {name!r} ({root}), whose "
+                "files approval digests: writing it there would change what it approves, and "
+                "no render would match the approval; keep it outside, e.g. the default "
+                f"{default_approvals_path(engine.templates_dir)}; nothing was approved",
+                pack=engine.pack.id, approvals_file=str(target))
 
 
 def _check_renders(engine: Engine, template: Template) -> None:

@@ -206,3 +206,34 @@ def test_proof_of_a_template_without_samples_says_what_to_add(
     assert (f"ccm: error: acme/welcome: {templates / 'welcome'}/samples: no sample requests, "
             "so nothing of 'welcome' was rendered; add one (e.g. samples/01_example.json "
             "with a customer and data)\n") in err
+
+
+@pytest.mark.parametrize("inside", ["pack", "template"])
+def test_approve_refuses_an_approvals_file_inside_what_it_approves(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], inside: str) -> None:
+    """``--approvals`` in the pack or a template folder would add a file to what is digested,
+    so the approval it records could never match: refused (exit 1), nothing written, and the
+    line says where to keep it."""
+    import json
+
+    import ccm
+
+    pack, templates = copy_examples(tmp_path)
+    target = (pack if inside == "pack" else templates / "welcome") / "approvals.json"
+    code, _, err = run(capsys, "approve", "welcome", "--pack", str(pack),
+                       "--templates", str(templates), "--approvals", str(target), "--by", "Dana")
+    assert code == 1
+    name = "'acme'" if inside == "pack" else "'welcome'"
+    assert err.startswith(f"ccm: error: {target}: the approvals file is inside {inside} {name}")
+    assert f"keep it outside, e.g. the default {templates.parent / 'approvals.json'}" in err
+    assert not target.exists()
+    # What it would have done: the approval written there does not match at once.
+    approvals = tmp_path / "approvals.json"
+    assert main(["approve", "welcome", "--pack", str(pack), "--templates", str(templates),
+                 "--approvals", str(approvals), "--by", "Dana"]) == 0
+    target.write_text(approvals.read_text("utf-8"), "utf-8")
+    engine = ccm.Engine(pack, templates, record=None, options=ccm.RenderOptions(
+        require_approval=True, approvals_file=target))
+    request = json.loads((templates / WELCOME_SAMPLE).read_text("utf-8"))
+    with pytest.raises(ccm.ApprovalError, match=r"added: .*approvals\.json"):
+        engine.render("welcome", request, "email")
