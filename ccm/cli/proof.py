@@ -80,6 +80,7 @@ def proof(
         if repo is not None:
             forbidden.append(repo)
         key = _proof.load_private_key(key_file, forbidden=forbidden)
+        _proof.check_out_dir(out_dir, packs, templates_dir)  # before the folder is made
         made = not out_dir.exists()
         out_folder(out_dir)  # after the key: a failed start leaves no folder behind
         try:

@@ -237,3 +237,29 @@ def test_approve_refuses_an_approvals_file_inside_what_it_approves(
     request = json.loads((templates / WELCOME_SAMPLE).read_text("utf-8"))
     with pytest.raises(ccm.ApprovalError, match=r"added: .*approvals\.json"):
         engine.render("welcome", request, "email")
+
+
+@pytest.mark.parametrize("inside", ["pack", "template"])
+def test_proof_refuses_an_out_folder_inside_what_it_proofs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        inside: str) -> None:
+    """``--out`` in the pack or a template folder: its own files would change the sources it
+    digests (it failed at the end with "sources ... changed during the proof; run it again",
+    which fails the same way, and left the folder half-written). Refused before anything is
+    made, exit 1."""
+    pack, templates = copy_examples(tmp_path)
+    out = (pack if inside == "pack" else templates / "welcome") / "proof" / "june"
+    key = tmp_path / "keys" / "proof.pem"
+    key.parent.mkdir()
+    assert main(["proof", "--generate-key", str(key)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("CCM_PROOF_KEY_FILE", str(key))
+    code, _, err = run(capsys, "proof", "--pack", str(pack), "--templates", str(templates),
+                       "--template", "welcome", "--out", str(out))
+    assert code == 1
+    kind = "brand pack" if inside == "pack" else "template"
+    assert err == (f"ccm: error: {out}: the proof folder is inside the {kind} "
+                   f"{out.parent.parent}, whose files the proof digests: its own files would "
+                   "change the sources it describes; choose a folder outside the brand packs "
+                   "and template folders (e.g. proof/ next to them)\n")
+    assert not out.parent.exists()
