@@ -38,7 +38,8 @@ RULES: Mapping[str, Rule] = {
     rule.id: rule
     for rule in (
         Rule("render-error", "error", "a template, layout or pack fails to load or render",
-             "fix the error at this line; the message says what Jinja or MJML expected"),
+             "fix the error at this line; the message says what is wrong there (a Jinja or "
+             "MJML error, a key of pack.yaml or template.yaml, the contract, a catalog)"),
         Rule("unsafe-construct", "error",
              "|safe, |attr, autoescape off, Markup(, dynamic include/extends, "
              "private attributes, mj-include outside the pack",
