@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -14,8 +16,8 @@ import yaml
 from ccm._files import read_contained_text
 from ccm.errors import CCMError, UnsafeFileError
 
-__all__ = ["MAX_YAML_VALUES", "json_path", "load_schema", "load_yaml", "safe_load_bounded",
-           "validate_manifest"]
+__all__ = ["MAX_YAML_VALUES", "json_path", "key_line", "load_schema", "load_yaml",
+           "safe_load_bounded", "validate_manifest"]
 
 #: Values (mappings, lists, scalars, keys) a YAML file may hold with its aliases
 #: expanded. PyYAML shares an aliased value instead of copying it, so nine lists
@@ -125,13 +127,72 @@ def load_yaml(path: Path, error: type[CCMError]) -> Any:
 
 
 def validate_manifest(doc: Any, schema_name: str, path: Path, error: type[CCMError]) -> None:
-    """Validate ``doc`` against a bundled schema; raise ``error`` naming file and key."""
+    """Validate ``doc`` against a bundled schema; raise ``error`` naming file, line and key.
+
+    A key the schema does not know (a typo: ``palete``) is reported before a
+    required key found missing at the same level (``palette``, which the typo
+    was meant to be), with the nearest known key and the line of the typo.
+    """
     validator = jsonschema.Draft202012Validator(load_schema(schema_name))
     problems = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if problems:
-        first = problems[0]
-        key = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+    if not problems:
+        return
+    first = problems[0]
+    at = list(first.absolute_path)
+    first = next((p for p in problems if list(p.absolute_path) == at
+                  and p.validator == "additionalProperties"), first)
+    unknown = _unknown_keys(first)
+    parts = [*first.absolute_path, *unknown[:1]]
+    key = ".".join(str(p) for p in parts) or "(top level)"
+    if unknown:
+        known = sorted(str(k) for k in (first.schema.get("properties") or {}))
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        more = f"; {len(unknown) - 1} more unknown here" if len(unknown) > 1 else ""
+        message = "unknown key " + (f"(did you mean {close[0]!r}?{more})" if close else
+                                    f"(check its spelling and indentation, or remove it{more})")
+    else:
         message = first.message
         if len(message) > _MAX_MESSAGE:  # it quotes the value, which may be long
             message = message[:_MAX_MESSAGE] + " [...]"
-        raise error(f"{path}: {key}: {message}", path=str(path), key=key)
+    line = key_line(path, parts)
+    where = f"{path}:{line}" if line else str(path)
+    context: dict[str, Any] = {"path": str(path), "key": key}
+    if line:
+        context["line"] = line
+    raise error(f"{where}: {key}: {message}", **context)
+
+
+def _unknown_keys(err: Any) -> list[str]:
+    """The keys an ``additionalProperties: false`` error is about (none for other errors)."""
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict) \
+            or not isinstance(err.schema, dict):
+        return []
+    known = set(err.schema.get("properties") or {})
+    patterns = list(err.schema.get("patternProperties") or {})
+    return sorted(str(k) for k in err.instance if k not in known
+                  and not any(re.search(p, str(k)) for p in patterns))
+
+
+def key_line(path: Path, parts: list[Any]) -> int | None:
+    """The 1-based line of the key at ``parts`` in the YAML file ``path``, or None."""
+    if not parts:
+        return None
+    try:
+        node = yaml.compose(read_contained_text(path.name, path.parent))
+        line = None
+        for part in parts:
+            if isinstance(node, yaml.MappingNode):
+                match = next(((k, v) for k, v in node.value
+                              if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+                if match is None:
+                    return line
+                line, node = match[0].start_mark.line + 1, match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                    and 0 <= part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+    except (yaml.YAMLError, CCMError, OSError, RecursionError):
+        return None

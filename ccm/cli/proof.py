@@ -80,6 +80,7 @@ def proof(
         if repo is not None:
             forbidden.append(repo)
         key = _proof.load_private_key(key_file, forbidden=forbidden)
+        _proof.check_out_dir(out_dir, packs, templates_dir)  # before the folder is made
         made = not out_dir.exists()
         out_folder(out_dir)  # after the key: a failed start leaves no folder behind
         try:
@@ -96,8 +97,9 @@ def proof(
     except CCMError as exc:
         raise Fail(str(exc)) from exc
     for row in result.failed:
-        click.echo(f"ccm: error: {row.pack}/{row.template}/{row.locale}/{row.sample}/"
-                   f"{row.channel}: {row.error}", err=True)
+        where = "/".join(part for part in (row.pack, row.template, row.locale, row.sample,
+                                           row.channel) if part)
+        click.echo(f"ccm: error: {where}: {row.error}", err=True)
     click.echo(
         f"proof written to {result.out_dir}: {len(result.rows)} renders "
         f"({len(result.failed)} failed), {len(result.findings)} lint findings "

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ccm._files import contained, contained_files
-from ccm._schema import load_yaml, validate_manifest
+from ccm._schema import key_line, load_yaml, validate_manifest
 from ccm._util import sha256_files
 from ccm.errors import PackError, UnsafeFileError
 from ccm.pack.model import BrandPack
@@ -49,7 +49,10 @@ def load_pack(path: str | os.PathLike[str]) -> BrandPack:
     locales = tuple(raw["locales"])
 
     def fail(key: str, problem: str) -> PackError:
-        return PackError(f"{manifest}: {key}: {problem}", path=str(manifest), key=key)
+        line = key_line(manifest, key.split("."))
+        where = f"{manifest}:{line}" if line else str(manifest)
+        return PackError(f"{where}: {key}: {problem}", path=str(manifest), key=key,
+                         **({"line": line} if line else {}))
 
     if raw["default_locale"] not in locales:
         raise fail("default_locale", f"{raw['default_locale']!r} is not in locales {list(locales)}")

@@ -242,13 +242,48 @@ FILTERS = {
 }
 
 
+#: A ``.po`` line that holds text: a keyword and its quoted string(s), or a string alone
+#: (continued text). A string is ``"..."`` with ``\\"`` for a quote inside it.
+_PO_TEXT_LINE = re.compile(
+    r'(?:(?:msgctxt|msgid|msgid_plural|msgstr|msgstr\[\d+\])\s+)?'
+    r'"(?:[^"\\]|\\.)*"(?:\s*"(?:[^"\\]|\\.)*")*')
+
+
+def _po_syntax_error(data: bytes) -> tuple[int, str] | None:
+    """``(line, what is wrong)`` of the first line of a ``.po`` file that is neither blank,
+    a comment, nor a keyword with well-quoted text, or None.
+
+    Babel reads a string whose closing quote is missing by dropping its last
+    character (``msgstr "Datum`` becomes ``Datu``) and an empty one for a
+    keyword without text, so a typo would reach a letter without a word; this
+    check turns it into an error at its line.
+    """
+    for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#") or _PO_TEXT_LINE.fullmatch(line):
+            continue
+        if line.startswith('"') or line.split(None, 1)[0].startswith("msg"):
+            return number, ('a text is not quoted right: write each text as one "..." on the '
+                            'line, with \\" for a quote inside it')
+        return number, ("not a line of a translation catalog (msgid, msgstr, a \"...\" text "
+                        "or a # comment)")
+    return None
+
+
 def load_po(path: Path, locale: str, root: Path | None = None) -> Translations:
     """Compile one ``.po`` file in memory; syntax errors name the file and line.
 
     The file is read with :func:`ccm._files.read_contained` inside ``root``
-    (the pack or template folder; by default the file's own folder).
+    (the pack or template folder; by default the file's own folder). A text
+    that is not quoted right is refused at its line, where Babel would read
+    it cut short (:func:`_po_syntax_error`).
     """
     data = read_contained(path, root or path.parent)
+    fault = _po_syntax_error(data)
+    if fault is not None:
+        number, what = fault
+        raise TemplateError(f"{path}:{number}: invalid translation catalog: {what}",
+                            path=str(path), line=number)
     try:
         catalog = read_po(io.BytesIO(data), locale=locale, abort_invalid=True)
     except Exception as exc:  # babel raises PoFileError and plain ValueErrors

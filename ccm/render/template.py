@@ -18,7 +18,7 @@ import jsonschema
 from ccm._files import contained_files, read_contained_text
 from ccm._schema import json_path, load_schema, load_yaml, validate_manifest
 from ccm._util import json_encoder_once, sha256_files
-from ccm.errors import DataError, TemplateError, UnknownTemplate
+from ccm.errors import CCMError, DataError, TemplateError, UnknownTemplate, UnsafeFileError
 from ccm.message import CHANNELS, Request
 from ccm.render._contracts import Check, as_check, compile_validator
 from ccm.render._patterns import check_contract_patterns
@@ -460,6 +460,20 @@ def template_files(root: Path) -> list[Path]:
     return contained_files(root, skip_hidden=False)
 
 
+def _json_key_line(text: str, parts: list[Any]) -> int | None:
+    """The 1-based line of the key at ``parts`` in the JSON ``text``, found by looking for
+    each key in turn after the one before (an index moves on to nothing); None at the top."""
+    at, found = 0, None
+    for part in parts:
+        if isinstance(part, int):
+            continue
+        index = text.find(json.dumps(str(part)), at)
+        if index < 0:
+            break
+        at, found = index + 1, text.count("\n", 0, index) + 1
+    return found
+
+
 def load_template(root: str | os.PathLike[str]) -> Template:
     """Load and validate one template folder."""
     root = Path(root).resolve()
@@ -501,8 +515,12 @@ def load_template(root: str | os.PathLike[str]) -> Template:
         jsonschema.validators.validator_for(
             contract, default=jsonschema.Draft202012Validator).check_schema(contract)
     except jsonschema.SchemaError as exc:
-        raise TemplateError(f"{contract_path}: not a valid JSON Schema: {exc.message}",
-                            path=str(contract_path)) from exc
+        where = list(exc.absolute_path)
+        line = _json_key_line(read_contained_text(contract_path, root), where)
+        at = f"{contract_path}:{line}" if line else str(contract_path)
+        message = exc.message if len(exc.message) <= 300 else exc.message[:300] + " [...]"
+        raise TemplateError(f"{at}: not a valid JSON Schema: {json_path(where)}: {message}",
+                            path=str(contract_path), line=line, key=json_path(where)) from exc
     # A regex that backtracks exponentially would let one request value hang validation.
     check_contract_patterns(contract, contract_path, str(raw["id"]))
     return Template(
@@ -519,12 +537,42 @@ def load_template(root: str | os.PathLike[str]) -> Template:
 
 
 def load_templates(folder: str | os.PathLike[str]) -> dict[str, Template]:
-    """Load every ``<folder>/<id>/template.yaml``; keyed by id."""
+    """Load every ``<folder>/<id>/template.yaml``; keyed by id.
+
+    All or nothing: one template that does not load (a symlink out of its
+    folder, a manifest or contract that is wrong) fails the whole folder, so
+    an engine never starts on a folder in an unknown state. The error is the
+    broken template's own (its class, file and line), its message extended to
+    name the template, the other broken ones, and what to do; ``template``
+    in its context is the broken template's folder name.
+    """
     base = Path(folder)
     if not base.is_dir():
         raise UnknownTemplate(f"templates folder {base} does not exist", available=[])
     out = {}
+    broken: list[tuple[str, CCMError]] = []
     for manifest in sorted(base.glob("*/template.yaml")):
-        tpl = load_template(manifest.parent)
+        try:
+            tpl = load_template(manifest.parent)
+        except (TemplateError, UnsafeFileError) as exc:
+            broken.append((manifest.parent.name, exc))
+            continue
         out[tpl.id] = tpl
+    if broken:
+        raise _folder_refused(base, broken)
     return out
+
+
+def _folder_refused(base: Path, broken: list[tuple[str, CCMError]]) -> CCMError:
+    """The first broken template's error, saying it stops every template of ``base``."""
+    name, first = broken[0]
+    also = [other for other, _ in broken[1:]]
+    more = f" (and {', '.join(repr(n) for n in also)})" if also else ""
+    message = (
+        f"{first.message}; template {name!r}{more} does not load, and every template "
+        f"of {base} is loaded before any renders, so none renders until it is fixed: "
+        f"fix it (`ccm lint` lists every problem), or move "
+        f"{base / name} out of the folder")
+    error = type(first)(message, **{**first.context, "template": name})
+    error.__cause__ = first
+    return error

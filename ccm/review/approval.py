@@ -21,6 +21,7 @@ pack and the templates, so approving does not change what it approves.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import threading
 from datetime import UTC, datetime
@@ -85,6 +86,8 @@ def record_approval(
     if not by.strip():
         raise ValueError("approved_by must name someone")
     template = engine.template(template_id)
+    target = Path(path).resolve() if path is not None else approvals_path(engine)
+    _check_target(engine, target)
     _check_renders(engine, template)
     pack_files = pack_digests(engine.pack)
     template_files = template_digests(template)
@@ -107,12 +110,28 @@ def record_approval(
         approved_by=by.strip(),
         approved_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
     )
-    target = Path(path).resolve() if path is not None else approvals_path(engine)
     with _write_lock:
         approvals = load_approvals(target)
         approvals[(approval.pack, approval.template)] = approval
         _write(target, approvals)
     return approval
+
+
+def _check_target(engine: Engine, target: Path) -> None:
+    """Refuse (ApprovalError) an approvals file inside the pack or a template folder: every
+    file there is digested, so writing it would change what it approves, and the approval
+    (and every other one of that pack or template) would never match again."""
+    folders = [("pack", engine.pack.id, engine.pack.root),
+               *(("template", tpl.id, tpl.root) for tpl in engine.templates.values())]
+    real = Path(os.path.realpath(target))
+    for kind, name, root in folders:
+        if real.is_relative_to(os.path.realpath(root)):
+            raise ApprovalError(
+                f"{target}: the approvals file is inside {kind} {name!r} ({root}), whose "
+                "files approval digests: writing it there would change what it approves, and "
+                "no render would match the approval; keep it outside, e.g. the default "
+                f"{default_approvals_path(engine.templates_dir)}; nothing was approved",
+                pack=engine.pack.id, approvals_file=str(target))
 
 
 def _check_renders(engine: Engine, template: Template) -> None:
@@ -123,9 +142,15 @@ def _check_renders(engine: Engine, template: Template) -> None:
         try:
             requests.append((sample, template.read_sample(sample)))
         except (OSError, ValueError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                what = f"{sample}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+            elif isinstance(exc, OSError):
+                what = f"{sample}: cannot read: {exc.strerror or type(exc).__name__}"
+            else:  # UnicodeDecodeError, or a refusal (UnsafeFileError) that names the file
+                text = str(exc)
+                what = text if text.startswith(str(sample)) else f"{sample}: {text}"
             raise ApprovalError(
-                f"{sample}: not a readable JSON request ({type(exc).__name__}); not approved: "
-                "fix or remove the sample, then run ccm approve again",
+                f"{what}; not approved: fix or remove the sample, then run ccm approve again",
                 template=template.id, pack=engine.pack.id, path=str(sample)) from exc
     for path, request in requests:
         try:

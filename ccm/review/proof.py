@@ -64,6 +64,7 @@ __all__ = [
     "ProofRow",
     "Verification",
     "build_proof",
+    "check_out_dir",
     "default_pack_dirs",
     "generate_key",
     "load_private_key",
@@ -195,6 +196,29 @@ def _relative(path: Path, root: Path) -> str:
         path.is_relative_to(root) else path.as_posix()
 
 
+def check_out_dir(out_dir: str | os.PathLike[str], pack_dirs: Sequence[str | os.PathLike[str]],
+                  templates_dir: str | os.PathLike[str]) -> None:
+    """Refuse (ConfigError) a proof folder inside a pack or a template's folder.
+
+    Every file there is a source the proof digests: the proof's own files
+    would change the sources it describes while it is made (and what a later
+    approval digests), so it could only fail, leaving a half-written folder.
+    """
+    out = Path(os.path.realpath(out_dir))
+    tdir = Path(os.path.realpath(templates_dir))
+    folders = [("brand pack", Path(os.path.realpath(p))) for p in pack_dirs]
+    if tdir.is_dir():
+        folders += [("template", d) for d in sorted(tdir.iterdir())
+                    if d.is_dir() and (d / "template.yaml").is_file()]
+    for kind, root in folders:
+        if out.is_relative_to(root):
+            raise ConfigError(
+                f"{out_dir}: the proof folder is inside the {kind} {root}, whose files the "
+                "proof digests: its own files would change the sources it describes; choose "
+                "a folder outside the brand packs and template folders (e.g. proof/ next to "
+                "them)", path=str(out_dir))
+
+
 def _prepare_out(out: Path) -> None:
     """Make ``out`` ready: absent, empty, or an earlier proof (whose files are removed)."""
     if not out.exists():
@@ -274,6 +298,7 @@ def build_proof(
     packs = [Path(p).resolve() for p in pack_dirs]
     if not packs:
         raise ConfigError("no brand packs to proof (pass --pack DIR)")
+    check_out_dir(out, packs, tdir)
     _prepare_out(out)
     root = Path(os.path.commonpath([tdir, *packs]))
     now = (clock or (lambda: datetime.now(UTC)))()
@@ -362,7 +387,9 @@ def _render_template(
     samples = _samples(tpl)
     if not samples:
         return [ProofRow(engine.pack.id, tpl.id, "", "", "", "error",
-                         error=f"{tpl.root}/samples: no sample requests")]
+                         error=f"{tpl.root}/samples: no sample requests, so nothing of "
+                               f"{tpl.id!r} was rendered; add one (e.g. samples/01_example.json "
+                               "with a customer and data)")]
     for locale in engine.pack.locales:
         for sample_name, request in samples:
             folder = "/".join(portable_name(x) for x in

@@ -49,7 +49,7 @@ def test_packs_look_different() -> None:
         (lambda raw: raw["legal"].pop(raw["default_locale"]), "legal"),
         (lambda raw: raw.__setitem__("logo", "assets/missing.svg"), "logo"),
         (lambda raw: raw.__setitem__("logo", "../../etc/passwd"), "logo"),
-        (lambda raw: raw.__setitem__("colour", "#000000"), "(top level)"),
+        (lambda raw: raw.__setitem__("colour", "#000000"), "colour"),
     ],
 )
 def test_bad_pack_names_file_and_key(tmp_path: Path, change, key: str) -> None:  # type: ignore[no-untyped-def]
@@ -153,3 +153,18 @@ def test_schema_error_does_not_quote_a_long_value_whole(tmp_path: Path) -> None:
     message = str(info.value)
     assert info.value.key == "tone.acronyms"  # type: ignore[attr-defined]
     assert len(message) < len(str(pack_dir)) + 400 and message.endswith(" [...]")
+
+
+def test_a_pack_check_names_the_line_of_its_key(tmp_path: Path) -> None:
+    """A mistake only the loader sees (a font file missing, a locale without legal text)
+    names pack.yaml's line of the key, as a schema mistake does; ``line`` is in the context."""
+    pack_dir, _ = copy_examples(tmp_path)
+    (pack_dir / "assets" / "fonts" / "DejaVuSans-Bold.ttf").unlink()
+    lines = (pack_dir / "pack.yaml").read_text("utf-8").split("\n")
+    number = next(i for i, row in enumerate(lines, 1)
+                  if row.strip() == "bold: assets/fonts/DejaVuSans-Bold.ttf")
+    with pytest.raises(PackError) as info:
+        ccm.load_pack(pack_dir)
+    assert str(info.value) == (f"{pack_dir / 'pack.yaml'}:{number}: fonts.body.files.bold: "
+                               "file 'assets/fonts/DejaVuSans-Bold.ttf' does not exist")
+    assert info.value.line == number  # type: ignore[attr-defined]

@@ -212,6 +212,26 @@ def test_a_small_png_of_169_million_pixels_fails_the_render(tmp_path: Path) -> N
     assert "40,000,000" in str(caught.value) and "scale it down" in str(caught.value)
 
 
+def test_a_png_past_pillows_own_limit_is_refused_with_its_true_size(tmp_path: Path) -> None:
+    """A 20,000 x 20,000 PNG (400 million pixels, past the count at which Pillow stops
+    before saying the width and height) is refused with its true pixel count, not a made-up
+    "40000001 x 1 pixels"."""
+    from PIL import Image
+
+    from ccm.errors import AssetError
+
+    pack, templates = copy_examples(tmp_path)
+    Image.new("1", (20_000, 20_000)).save(pack / "assets" / "huge.png")
+    source = templates / "welcome" / "pdf.html.j2"
+    source.write_text(source.read_text(encoding="utf-8").replace(
+        "{% block content %}", '{% block content %}<img src="assets/huge.png" alt="Logo">', 1),
+        encoding="utf-8")
+    eng = ccm.Engine(pack, templates, record=None, clock=daytime)
+    with pytest.raises(AssetError, match=r"assets/huge\.png.* has 400,000,000 pixels, more "
+                       r"than the limit of 40,000,000"):
+        eng.render("welcome", sample("welcome"), channel="pdf")
+
+
 def test_deeply_nested_email_is_a_render_error_naming_the_template(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A loop opening 20,000 tags fails the render; mjml-python (it would crash) never runs."""

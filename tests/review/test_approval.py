@@ -400,7 +400,7 @@ def test_approve_refuses_a_sample_that_is_not_json(
     pack, templates = project
     (templates / PDF_TEMPLATE / "samples" / "09_broken.json").write_text("{", "utf-8")
     err = refused_by_cli(pack, templates, tmp_path / "approvals.json", PDF_TEMPLATE, capsys)
-    assert "samples/09_broken.json: not a readable JSON request" in err
+    assert "samples/09_broken.json:1: invalid JSON: Expecting property name" in err
 
 
 def test_check_sources_renders_nothing_into_the_record(

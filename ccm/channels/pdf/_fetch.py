@@ -6,6 +6,7 @@ import contextlib
 import logging
 import mimetypes
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -312,13 +313,18 @@ class PackFetcher(URLFetcher):  # type: ignore[misc]
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(BytesIO(data)) as image:
                     width, height = image.size
-        except Image.DecompressionBombError:
+            size = f"{width} x {height} pixels"
+        except Image.DecompressionBombError as exc:
+            # Pillow stops before saying the width and height; its message has the count.
+            count = re.search(r"\((\d+) pixels\)", str(exc))
             width, height = self.max_image_pixels + 1, 1
+            size = (f"{int(count.group(1)):,} pixels" if count else
+                    f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels")
         except Exception:  # not an image Pillow reads: WeasyPrint reports it
             return
         if width * height > self.max_image_pixels:
             raise AssetRefused(
-                f"image too large: {self.describe(url)} has {width} x {height} pixels, more "
+                f"image too large: {self.describe(url)} has {size}, more "
                 f"than the limit of {self.max_image_pixels:,}; scale it down (an image is "
                 "decoded whole before it is placed on the page)", url)
 

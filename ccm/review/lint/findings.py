@@ -38,11 +38,15 @@ RULES: Mapping[str, Rule] = {
     rule.id: rule
     for rule in (
         Rule("render-error", "error", "a template, layout or pack fails to load or render",
-             "fix the error at this line; the message says what Jinja or MJML expected"),
+             "fix the error at this line; the message says what is wrong there (a Jinja or "
+             "MJML error, a key of pack.yaml or template.yaml, the contract, a catalog)"),
         Rule("unsafe-construct", "error",
              "|safe, |attr, autoescape off, Markup(, dynamic include/extends, "
              "private attributes, mj-include outside the pack",
              "print the value escaped; include templates by a literal name inside the pack"),
+        Rule("unknown-block", "error",
+             "a block the layout a source extends does not have: its text is never shown",
+             "name the block as the layout does (the message lists its blocks)"),
         Rule("contract-violation", "error", "a sample's data breaks the template's contract",
              "make the sample match contract.schema.json (or fix the contract)"),
         Rule("no-samples", "warning", "a template has no sample to render",

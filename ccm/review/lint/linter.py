@@ -22,6 +22,7 @@ from ccm.render.environment import render_source
 from ccm.render.security import PasswordRule, entropy_bits, needs_sample
 from ccm.render.template import Template, validate_request
 from ccm.review.lint.base import english
+from ccm.review.lint.blocks import unknown_blocks
 from ccm.review.lint.catalogs import check_catalog
 from ccm.review.lint.colors import (
     ColorProblem,
@@ -196,6 +197,14 @@ class PackLinter(OutputChecks):
         for line, message in found:
             yield self._finding("unsafe-construct", path, line, message, **where)
 
+    def _blocks(self, path: Path, name: str, **where: Any) -> Iterable[Finding]:
+        try:
+            found = unknown_blocks(self.env, str(path), name)
+        except jinja2.TemplateSyntaxError:
+            return  # a render-error already (_unsafe reports it)
+        for line, message in found:
+            yield self._finding("unknown-block", path, line, message, **where)
+
     def _colors(self, problems: Iterable[ColorProblem], **where: Any) -> Iterable[Finding]:
         for p in problems:
             yield self._finding(p.rule, p.file, p.line, p.message, **where)
@@ -225,6 +234,7 @@ class PackLinter(OutputChecks):
             path = self.source(tpl, channel)
             yield from self._source_checks(path, channel, **where)
             yield from self._unsafe(path, tpl.source_name(channel), channel=channel, **where)
+            yield from self._blocks(path, tpl.source_name(channel), channel=channel, **where)
             prepared = prepare_markup(read_text(path), self.pack.palette)
             if channel == "email":
                 for line, message in mj_includes(str(path), [self.pack.root, tpl.root]):

@@ -188,3 +188,38 @@ def test_a_template_file_linked_out_of_its_folder_is_a_finding_not_the_end(
     assert f"{EMAIL}:{line}:17: error: banned-term:" in out
     assert "TOP-SECRET-LINE" not in out + err
     assert "ccm: error" not in err
+
+
+def test_a_misspelt_block_is_an_unknown_block_error(
+        project: Project, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``{% block contnet %}`` renders an email without its text and no error (Jinja drops a
+    block its layout lacks): lint reports it at its line, suggests the layout's name, exit 1."""
+    project.edit(EMAIL, "{% block content %}", "{% block contnet %}")
+    line = project.line_of(EMAIL, "{% block contnet %}")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--pack", "brand_packs/acme", "--templates", "templates"]) == 1
+    out = capsys.readouterr().out
+    assert f"{EMAIL}:{line}:1: error: unknown-block: block 'contnet' is not in " \
+        "'pack/email.mjml.j2', the layout this source extends, so what it holds is never " \
+        "shown (did you mean 'content'? the layout's blocks: content, preheader, subject)" \
+        in out
+    assert out.count("unknown-block: ") == 1
+
+
+def test_a_layout_block_renamed_is_an_unknown_block_error_in_each_template(
+        project: Project, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Renaming the email layout's ``content`` block drops every email's text: each template
+    whose email fills ``content`` gets an unknown-block error at its block (not the SMS)."""
+    layout = "brand_packs/acme/layouts/email.mjml.j2"
+    project.edit(layout, "{% block content %}{% endblock %}", "{% block body %}{% endblock %}")
+    monkeypatch.chdir(project.root)
+    assert main(["lint", "--pack", "brand_packs/acme", "--templates", "templates"]) == 1
+    out = capsys.readouterr().out
+    line = project.line_of(EMAIL, "{% block content %}")
+    found = [row for row in out.splitlines() if ": unknown-block: " in row]
+    assert len(found) == 1, out
+    assert found[0].startswith(f"{EMAIL}:{line}:1: error: unknown-block: block 'content' is "
+                               "not in 'pack/email.mjml.j2'")
+    assert "the layout's blocks: body, preheader, subject" in found[0]
