@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from ccm._util import json_encoder_once
 from ccm.errors import ApprovalError, UnknownChannel, UnknownLocale, UnknownTemplate
 from ccm.message import CHANNELS, Message, Request, new_message_id
 from ccm.pack import BrandPack, load_pack
@@ -83,6 +84,23 @@ def _carriers_decision(decisions: list[Any]) -> Any:
     """One decision for a document from its carriers' (one per carrying channel): allowed
     when one of them is, else the first one's no."""
     return next((d for d in decisions if d.allowed), decisions[0])
+
+
+
+#: ``json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))``: the parameters
+#: digest's JSON (:meth:`Engine._params_sha256`), as the encoder made once (no circular
+#: check: it only writes requests :func:`validate_request` accepted, at most ``MAX_DEPTH``
+#: deep, with a few names around them).
+DIGEST_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+_DIGEST_ONCE = json_encoder_once(DIGEST_ENCODER)
+
+
+def digest_json(value: Any) -> str:
+    """``DIGEST_ENCODER.encode(value)`` for an acyclic ``value`` (a validated request and
+    names), by the C encoder made once."""
+    if _DIGEST_ONCE is None:  # pragma: no cover - json without its C speedups
+        return DIGEST_ENCODER.encode(value)
+    return _DIGEST_ONCE(value)
 
 
 class Engine:
@@ -488,20 +506,15 @@ class Engine:
 
     def _params_sha256(self, tpl: Template, req: Request, channel: str, locale: str) -> str:
         """What an idempotency key commits to: template version, pack version, locale, data."""
-        blob = json.dumps(
-            {
-                "template": tpl.id,
-                "template_version": tpl.version,
-                "pack": self.pack.id,
-                "pack_version": self.pack.version,
-                "channel": channel,
-                "locale": locale,
-                "request": req.to_dict(),
-            },
-            sort_keys=True,
-            default=str,
-            separators=(",", ":"),
-        )
+        blob = digest_json({
+            "template": tpl.id,
+            "template_version": tpl.version,
+            "pack": self.pack.id,
+            "pack_version": self.pack.version,
+            "channel": channel,
+            "locale": locale,
+            "request": req.to_dict(),
+        })
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _render_channel(

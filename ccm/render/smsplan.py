@@ -39,20 +39,18 @@ requests.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import nodes
 
-from ccm._util import json_encoder_once
 from ccm.channels import sms as sms_channel
 from ccm.errors import DataError
 from ccm.message import Request, output_filename
 from ccm.render._request_shape import plain_levels
 from ccm.render.budget import _current
-from ccm.render.engine import _FIELD, Engine
+from ccm.render.engine import _FIELD, DIGEST_ENCODER, Engine, digest_json
 from ccm.render.environment import _consume, translate_error
 from ccm.render.template import (
     JSON_BAD_TEXT,
@@ -69,12 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SmsPlan", "SmsRendered"]
 
-#: ``json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`` as the engine's
-#: parameters digest writes it, built once.
-_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
-#: ``_ENCODER.encode`` made once: it only writes what :func:`plain_request` accepted
-#: (depth-bounded, so acyclic).
-_ENCODE_ONCE = json_encoder_once(_ENCODER)
 def plain_request(obj: Any) -> bool:
     """True when ``obj`` is a dict of exact JSON types, finite, at most ``MAX_DEPTH`` deep.
 
@@ -85,11 +77,9 @@ def plain_request(obj: Any) -> bool:
 
 
 def request_json(obj: dict[str, Any]) -> str:
-    """``_ENCODER.encode(obj)`` (the parameters digest's JSON) for a ``obj`` that
-    :func:`plain_request` accepted, by the C encoder made once."""
-    if _ENCODE_ONCE is None:  # pragma: no cover - json without its C speedups
-        return _ENCODER.encode(obj)
-    return _ENCODE_ONCE(obj)
+    """The parameters digest's JSON of a ``obj`` that :func:`plain_request` accepted
+    (:func:`~ccm.render.engine.digest_json`)."""
+    return digest_json(obj)
 
 
 @dataclass(frozen=True)
@@ -135,9 +125,9 @@ class _Locale:
         #: The context's ``message`` without its ``id`` and ``created_at``; copied per render.
         self.message: dict[str, Any] = {}
         self.prefix = (
-            '{"channel":"sms","locale":' + _ENCODER.encode(locale)
-            + ',"pack":' + _ENCODER.encode(pack.id)
-            + ',"pack_version":' + _ENCODER.encode(pack.version) + ',"request":')
+            '{"channel":"sms","locale":' + DIGEST_ENCODER.encode(locale)
+            + ',"pack":' + DIGEST_ENCODER.encode(pack.id)
+            + ',"pack_version":' + DIGEST_ENCODER.encode(pack.version) + ',"request":')
 
 
 class SmsPlan:
@@ -158,8 +148,8 @@ class SmsPlan:
         self._resolved: dict[Any, str] = {}
         #: Time zones ``check_timezone`` accepted (None: none given).
         self._zones: set[str | None] = set()
-        self._suffix = (',"template":' + _ENCODER.encode(tpl.id)
-                        + ',"template_version":' + _ENCODER.encode(tpl.version) + "}")
+        self._suffix = (',"template":' + DIGEST_ENCODER.encode(tpl.id)
+                        + ',"template_version":' + DIGEST_ENCODER.encode(tpl.version) + "}")
         self.sources_sha256 = engine.sources_sha256(tpl)
         self._static = {
             "template": tpl.id,

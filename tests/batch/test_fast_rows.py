@@ -28,9 +28,9 @@ from ccm.batch._worker import (
     render_rows,
 )
 from ccm.errors import CCMError
-from ccm.render.engine import Engine
+from ccm.render.engine import DIGEST_ENCODER, Engine
 from ccm.render.options import RenderOptions
-from ccm.render.smsplan import _ENCODER, SmsPlan, plain_request, request_json
+from ccm.render.smsplan import SmsPlan, plain_request, request_json
 from tests.batch.conftest import PACK, TEMPLATES, TEST_TEMPLATES
 from tests.strategies import customer_ids, customer_names, sms_texts
 
@@ -262,7 +262,7 @@ def test_the_request_json_is_the_encoders(obj: dict[str, Any]) -> None:
     """Property: for what plain_request accepts, request_json writes what the digest's
     encoder writes (sorted keys, ASCII escapes, float reprs)."""
     if plain_request(obj):
-        assert request_json(obj) == _ENCODER.encode(obj)
+        assert request_json(obj) == DIGEST_ENCODER.encode(obj)
     event(f"plain: {plain_request(obj)}")
 
 
