@@ -18,6 +18,16 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _use_proof_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proof signing key made with ``ccm proof --generate-key``, in CCM_PROOF_KEY_FILE."""
+    key = tmp_path / "keys" / "proof.pem"
+    key.parent.mkdir()
+    assert main(["proof", "--generate-key", str(key)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("CCM_PROOF_KEY_FILE", str(key))
+
+
 @pytest.fixture
 def other_template_broken(tmp_path: Path) -> tuple[Path, Path]:
     """The examples, with a symlink out of ``nps_survey``'s folder (not the template rendered)."""
@@ -195,11 +205,7 @@ def test_proof_of_a_template_without_samples_says_what_to_add(
 
     pack, templates = copy_examples(tmp_path)
     shutil.rmtree(templates / "welcome" / "samples")
-    key = tmp_path / "keys" / "proof.pem"
-    key.parent.mkdir()
-    assert main(["proof", "--generate-key", str(key)]) == 0
-    capsys.readouterr()
-    monkeypatch.setenv("CCM_PROOF_KEY_FILE", str(key))
+    _use_proof_key(tmp_path, capsys, monkeypatch)
     code, _, err = run(capsys, "proof", "--pack", str(pack), "--templates", str(templates),
                        "--template", "welcome", "--out", str(tmp_path / "proof"))
     assert code == 1
@@ -249,11 +255,7 @@ def test_proof_refuses_an_out_folder_inside_what_it_proofs(
     made, exit 1."""
     pack, templates = copy_examples(tmp_path)
     out = (pack if inside == "pack" else templates / "welcome") / "proof" / "june"
-    key = tmp_path / "keys" / "proof.pem"
-    key.parent.mkdir()
-    assert main(["proof", "--generate-key", str(key)]) == 0
-    capsys.readouterr()
-    monkeypatch.setenv("CCM_PROOF_KEY_FILE", str(key))
+    _use_proof_key(tmp_path, capsys, monkeypatch)
     code, _, err = run(capsys, "proof", "--pack", str(pack), "--templates", str(templates),
                        "--template", "welcome", "--out", str(out))
     assert code == 1
