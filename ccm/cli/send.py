@@ -110,6 +110,9 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
         raise Fail("choose one of --follow, --dry-run, --review and --resolve", ExitCode.USAGE)
     if (resolve_id is None) != (resolve_as is None):
         raise Fail("--resolve MESSAGE_ID and --as DECISION go together", ExitCode.USAGE)
+    if follow and limit is not None:
+        raise Fail("--limit N sends at most N messages and exits; --follow keeps sending until "
+                   "stopped: give one of them", ExitCode.USAGE)
     moment = aware(as_of)
 
     def now() -> datetime:
