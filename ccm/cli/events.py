@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import mailbox
 import os
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,6 +202,44 @@ def serve_cmd(record_url: str | None, host: str, port: int, key_file: Path | Non
               retrieval=retrieval)
     except CCMError as exc:
         raise Fail(str(exc)) from exc
+    except SystemExit as exc:
+        if exc.code != UVICORN_STARTUP_FAILURE:
+            raise
+        raise Fail(*cannot_listen(host, port)) from None
+
+
+#: uvicorn's exit status when it cannot start (it logs the reason, then ``sys.exit(3)``): left
+#: as it is, ccm would exit 3, "not found", with no ``ccm: error:`` line.
+UVICORN_STARTUP_FAILURE = 3
+
+
+def cannot_listen(host: str, port: int) -> tuple[str, ExitCode]:
+    """Why the app could not listen on ``host:port`` (found by binding it), and the exit code:
+    CONFLICT when another process listens there, BAD_INPUT for a host this machine does not
+    have, IO_ERROR when the system refuses (a privileged port)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except socket.gaierror:
+        return (f"cannot listen on {where}: no such host name; check --host", ExitCode.BAD_INPUT)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (f"cannot listen on {where}: another process listens there; stop it or "
+                    "choose another --port", ExitCode.CONFLICT)
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return (f"cannot listen on {where}: this machine has no such address; check "
+                    "--host", ExitCode.BAD_INPUT)
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return (f"cannot listen on {where}: permission denied (ports below 1024 need "
+                    "privileges); choose another --port, or put a proxy in front",
+                    ExitCode.IO_ERROR)
+        return (f"cannot listen on {where}: {exc.strerror or type(exc).__name__}",
+                ExitCode.IO_ERROR)
+    return (f"the app did not start on {where} (the line above says why)", ExitCode.IO_ERROR)
 
 
 @click.command("unsuppress")

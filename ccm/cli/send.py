@@ -13,7 +13,9 @@ errors of the command), 1 bad config or no master key, or some message
 failed for good in this run, 3 unknown message or no such config file, 4
 another sender holds the SQLite record (or the message cannot be resolved
 so), 5 the record, the relay, the API or the folder cannot be reached (the
-message in hand is put back untouched).
+message in hand is put back untouched), 130 / 143 stopped by SIGINT / SIGTERM
+(without --follow; the message in hand is settled first, the rest stay
+queued).
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ def send(config_file: Path | None, record_url: str | None, follow: bool, poll: f
         raise Fail("choose one of --follow, --dry-run, --review and --resolve", ExitCode.USAGE)
     if (resolve_id is None) != (resolve_as is None):
         raise Fail("--resolve MESSAGE_ID and --as DECISION go together", ExitCode.USAGE)
+    if follow and limit is not None:
+        raise Fail("--limit N sends at most N messages and exits; --follow keeps sending until "
+                   "stopped: give one of them", ExitCode.USAGE)
     moment = aware(as_of)
 
     def now() -> datetime:
@@ -199,8 +204,26 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
 
     _need_key(rec)
     config = _load_config(config_file)
+    # SIGTERM or SIGINT (Ctrl-C) stops after the message in hand, which is settled first:
+    # killed mid-message, it would be left in `sending` and go to review. A message still
+    # waiting for its rate limit is not in hand: the wait ends and it goes back untouched.
+    # A second signal stops at once (KeyboardInterrupt: a message the transport holds goes
+    # to review, one it does not is put back).
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+        stop.set()
+
+    def pause(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise KeyboardInterrupt  # the sender puts the waiting message back
+
     try:
-        sender = Sender(rec, config, clock=clock)
+        sender = Sender(rec, config, clock=clock, sleep=pause)
     except SenderBusy as exc:
         raise Fail(str(exc), ExitCode.CONFLICT) from exc
 
@@ -224,11 +247,10 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
             or "nothing due"
         echo(f"ccm: {counts}", err=True)
 
-    stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}
-    if follow:
+    if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+            previous[sig] = signal.signal(sig, on_signal)
     try:
         if follow:
             echo(f"ccm: sending from {rec.where} (channels: "
@@ -237,7 +259,10 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
         else:
             # Each line as its message is settled (click.echo flushes): a sender killed
             # half-way leaves a log line for every message the record says it sent.
-            sender.send_due(limit=limit, on_result=show)
+            sender.send_due(limit=limit, on_result=show, stop=stop)
+    except KeyboardInterrupt:
+        if not received:  # not one of our signals: the usual `ccm: interrupted`
+            raise
     except TransportUnavailable as exc:
         if done.results:
             summary()
@@ -254,8 +279,15 @@ def _run(rec: Any, config_file: Path | None, *, follow: bool, poll: float, limit
     finally:
         sender.close()
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     summary()
+    if received and not follow:
+        name = signal.Signals(received[0]).name
+        how = ("at once (a second signal): ccm send --review lists a message it was handing "
+               "over" if len(received) > 1 else "after the message in hand")
+        echo(f"ccm: stopped by {name} {how}; {_left(rec)} message(s) left queued; run ccm "
+             "send again to send them", err=True)
+        raise SystemExit(128 + received[0])
     _warn_unrouted(rec, sender.channels, _config_path(config_file), clock)
     if done.counts["failed"] and not follow:
         # Some message failed for good in this run (refused, out of attempts, or no longer

@@ -47,6 +47,14 @@ def track_serve(record_url: str | None, host: str, port: int, key_file: Path | N
               key_file=str(key_file) if key_file else None, brand=brand)
     except CCMError as exc:
         _fail(str(exc))
+    except SystemExit as exc:
+        from ccm.cli.events import UVICORN_STARTUP_FAILURE, cannot_listen
+
+        if exc.code != UVICORN_STARTUP_FAILURE:
+            raise
+        message, code = cannot_listen(host, port)
+        click.echo(f"ccm: error: {message}", err=True)
+        raise SystemExit(int(code)) from None
 
 
 def _fail(message: str) -> None:

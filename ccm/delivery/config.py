@@ -35,6 +35,7 @@ are relative to the config file.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -115,10 +116,23 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
                                   key="(file)")
     doc = load_yaml(file, DeliveryConfigError)
     validate_manifest(doc, "delivery", file, DeliveryConfigError)
+    _finite(file, doc, "")
     routes: dict[str, Route] = {}
     for channel, raw in doc["channels"].items():
         routes[channel] = _route(file, channel, raw, environ)
     return DeliveryConfig(routes, file)
+
+
+def _finite(file: Path, value: Any, key: str) -> None:
+    """Refuse YAML's ``.nan`` and ``.inf`` anywhere: they pass every bound of the schema
+    (``nan > 0`` and ``nan <= 0`` are both false) and would break a sender mid-message."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DeliveryConfigError(f"{file}: {key}: {value} is not a finite number; write a "
+                                  "number (YAML's .nan and .inf are refused)",
+                                  path=str(file), key=key)
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _finite(file, item, f"{key}.{name}" if key else str(name))
 
 
 @contextmanager

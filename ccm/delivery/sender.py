@@ -38,7 +38,11 @@ sending a message (no master key, a refused login) and a
 :class:`~ccm.errors.TransportUnavailable` (the relay or API cannot be
 reached, the folder cannot be written) put the message back untouched
 (``queued``, same due time, attempt not counted) and stop the run with that
-error; :meth:`Sender.run` waits and tries again on the latter instead.
+error; :meth:`Sender.run` waits and tries again on the latter instead. So does
+anything else raised before the transport is handed the message -- an interrupt
+(Ctrl-C) while waiting for the rate limit, a route that cannot be built --
+which is raised again; once the transport holds the message, an unexpected
+error or an interrupt sends it to ``review`` instead.
 
 Logging (logger ``ccm.delivery.sender``): INFO per outcome (message id,
 state, transport), WARNING for review and reconciliation, never a recipient,
@@ -361,10 +365,11 @@ class Sender:
             return Sent(claimed.message_id, claimed.channel, "failed", claimed.error)
         return self._deliver(claimed)
 
-    def _put_back(self, item: OutboxItem, name: str, reason: str, exc: Exception) -> None:
+    def _put_back(self, item: OutboxItem, name: str, reason: str, exc: BaseException) -> None:
         """Back to the queue as it was before the claim: same due time, attempt not counted."""
         self._move(item, "queued", due_at=item.due_at, attempts=max(0, item.attempts - 1),
-                   data={"transport": name, "reason": reason}, error=scrub(str(exc), 400))
+                   data={"transport": name, "reason": reason},
+                   error=scrub(str(exc) or type(exc).__name__, 400))
         logger.warning("message %s put back (%s): %s", item.message_id, reason,
                        type(exc).__name__)
 
@@ -372,10 +377,16 @@ class Sender:
         item, outgoing = claimed.item, claimed.outgoing
         try:
             lane = self._lane(item.channel)
-        except ConfigError as exc:  # the route cannot be opened: nothing was handed over
-            self._put_back(item, item.channel, "configuration", exc)
+            lane.limiter.wait()
+        except BaseException as exc:
+            # The route could not be opened, or the wait for the rate limit was interrupted
+            # (Ctrl-C, a second SIGTERM): nothing was handed over, so the message goes back
+            # untouched rather than being left in `sending` for the next run to review.
+            reason = ("configuration" if isinstance(exc, ConfigError) else
+                      "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else
+                      "sender error")
+            self._put_back(item, item.channel, reason, exc)
             raise
-        lane.limiter.wait()
         name = getattr(lane.transport, "name", type(lane.transport).__name__)
         try:
             receipt = lane.transport.send(outgoing)

@@ -11,6 +11,7 @@ How an answer maps to the delivery errors:
 what happened                               raised
 ==========================================  ====================================
 cannot connect (refused, DNS, timeout)      :class:`TransportUnavailable` (stop)
+turned away (421 at the greeting, not SMTP) :class:`TransportUnavailable` (stop)
 4xx before the content                      :class:`TemporaryDeliveryError`
 dropped before the content was handed over  reconnect once, then temporary
 5xx to MAIL, RCPT or DATA                   :class:`PermanentDeliveryError`
@@ -156,8 +157,16 @@ class SmtpTransport:
                 f"SMTP server {s.host}:{s.port}: TLS certificate not trusted "
                 f"({exc.verify_message}); set ca_file for a private CA", key="ca_file",
             ) from None
+        except smtplib.SMTPResponseException as exc:
+            # It answered, but will not take mail now (421 busy, 554 no service) or is not
+            # an SMTP server at all (the wrong port): say what it answered.
+            raise TransportUnavailable(
+                f"SMTP server {s.host}:{s.port} {_turned_away(exc)}",
+                transport=self.name, message_id=message_id, code=None,
+                where=f"{s.host}:{s.port}",
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            # Refused, no such host, timed out, or turned away at the greeting: no message
+            # Refused, no such host, timed out, or dropped at the greeting: no message
             # was handed over, and none will be until the relay is back.
             raise TransportUnavailable(
                 f"SMTP server {s.host}:{s.port} cannot be reached: {_why(exc)}",
@@ -269,6 +278,16 @@ def _queue_id(reply: str) -> str | None:
 def _short(text: str) -> str:
     """A reply on one line, at most 200 characters, with any quoted address blanked."""
     return scrub(text)
+
+
+def _turned_away(exc: smtplib.SMTPResponseException) -> str:
+    """What a server that answered but would not serve us said, for the operator."""
+    if exc.smtp_code < 200:  # smtplib's -1: the answer began with no SMTP reply code
+        return ("does not speak SMTP (its answer has no reply code); check host and port "
+                "(587 for starttls, 465 for tls, 25 for a local relay)")
+    raw = exc.smtp_error
+    text = scrub(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw), 120)
+    return f"turned the connection away: it answered {exc.smtp_code} {text}"
 
 
 def _why(exc: BaseException) -> str:
