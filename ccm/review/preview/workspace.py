@@ -472,8 +472,10 @@ class Workspace:
         if not self.lint_enabled:
             return ()
         engine = self.engine(key.pack)
-        if isinstance(engine, ErrorInfo):
-            return ()
+        if isinstance(engine, ErrorInfo):  # the page shows why; "no findings" would mislead
+            return (FindingView("error", engine.where or "", "not-linted",
+                                "nothing was linted: the pack or templates do not load "
+                                "(the error above says why; `ccm lint` lists every problem)"),)
         try:
             from ccm.review.lint import findings_for
         except ImportError as exc:

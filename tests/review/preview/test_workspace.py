@@ -294,3 +294,17 @@ def test_pack_manifest_error_shows_the_line_of_its_key(
     assert listing.error.where == f"brand_packs/acme/pack.yaml:{legal}"
     assert "legal: no text for locale(s) fr_FR" in listing.error.message
     assert (legal, "legal:") in listing.error.excerpt
+
+
+def test_nothing_loading_is_not_shown_as_no_findings(project: tuple[list[Path], Path]) -> None:
+    """When the pack or templates do not load, the lint panel says nothing was linted (it
+    said "No findings for what is shown" under the error)."""
+    packs, templates = project
+    ws = Workspace(packs, templates)
+    key = ws.resolve("acme", LIGHT)
+    manifest = templates / LIGHT / "template.yaml"
+    manifest.write_text(manifest.read_text("utf-8") + "\nnot: [valid\n", "utf-8")
+    ws.bump()
+    found = ws.findings(key)
+    assert [(f.severity, f.rule) for f in found] == [("error", "not-linted")]
+    assert "do not load" in found[0].message
