@@ -145,6 +145,7 @@ def bounce_cmd(files: tuple[Path, ...], maildir: Path | None, record_url: str | 
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Tracking key file [default: $CCM_TRACKING_KEY or $CCM_TRACKING_KEY_FILE].")
 @click.option("--public-url", default=None, metavar="URL",
+              callback=lambda _c, _p, v: _public_url(v),
               help="The app's address as providers call it (Twilio signs that URL).")
 @click.option("--customers", type=ExistingFile(),
               default=None, help="Request file (JSON Lines) whose phones map STOP/START "
@@ -206,6 +207,26 @@ def serve_cmd(record_url: str | None, host: str, port: int, key_file: Path | Non
         if exc.code != UVICORN_STARTUP_FAILURE:
             raise
         raise Fail(*cannot_listen(host, port)) from None
+
+
+def _public_url(value: str | None) -> str | None:
+    """``--public-url``: an http(s) address with a host and no query (Twilio signs the URL
+    it calls, which is this plus the route: a typo would fail every signature check)."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.query or parts.fragment or "\\" in value or any(c.isspace() for c in value)):
+        raise click.BadParameter(
+            "give the app's address as providers call it, e.g. https://hooks.example.com "
+            "(http or https, a host, an optional path; no query)", param_hint="--public-url")
+    return value
 
 
 #: uvicorn's exit status when it cannot start (it logs the reason, then ``sys.exit(3)``): left

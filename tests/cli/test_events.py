@@ -160,6 +160,23 @@ def test_serve_without_a_tracking_key_says_what_to_set(
     assert code == 1 and "CCM_TRACKING_KEY" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("public_url", [
+    "hooks.example.com", "ftp://hooks.example.com", "https://", "https://hooks.example.com?x=1",
+    "https://hooks.example.com#top", "https://hooks.example.com:port", "https://hooks .example.com",
+    "",
+])
+def test_serve_refuses_a_public_url_that_is_not_an_address(
+    url: str, capsys: pytest.CaptureFixture[str], public_url: str
+) -> None:
+    """A mistyped ``--public-url`` is a usage error (exit 2) naming the option: Twilio signs the
+    URL it calls, so every signature check would have failed, each webhook answered 403."""
+    code, _, err = run(capsys, "events", "serve", "--record", url, "--port", "1",
+                       "--public-url", public_url)
+    assert code == 2, err
+    assert "--public-url" in err and "https://hooks.example.com" in err
+    assert "Traceback" not in err
+
+
 def test_render_documents_as_links(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`ccm render --documents link` writes an email without attachment that links to the
@@ -263,3 +280,11 @@ def test_the_served_app_logs_its_own_warnings(tmp_path: Path, url: str) -> None:
     assert status == 200
     assert "WARNING:  open for a message not in the record" in text, text
     assert token not in text
+
+
+@pytest.mark.parametrize("public_url", ["https://hooks.example.com", "http://127.0.0.1:8080",
+                                        "https://hooks.example.com/ccm/", "https://[::1]:8443"])
+def test_serve_takes_a_public_url_with_a_path_or_port(public_url: str) -> None:
+    from ccm.cli.events import _public_url
+
+    assert _public_url(public_url) == public_url
