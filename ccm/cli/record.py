@@ -43,6 +43,7 @@ from ccm.errors import (
     RecordError,
 )
 from ccm.record import checkpoint as checkpoints
+from ccm.record.entries import personal_data_in
 from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
 from ccm.record.store import EVENT_KINDS, Record
 from ccm.record.views import FEATURE_COLUMNS
@@ -469,6 +470,14 @@ def event_cmd(message_id: str, kind: str, record_url: str | None, data_json: str
             raise click.BadParameter(f"invalid JSON: {exc.msg}", param_hint="--data") from None
         if not isinstance(data, dict):
             raise click.BadParameter("must be a JSON object", param_hint="--data")
+        # Checked before the record opens, URLs included: event data is stored in clear
+        # and chained, so erasing the customer later could not remove it.
+        found = personal_data_in(data)
+        if found:
+            raise click.BadParameter(
+                f"holds personal data ({'; '.join(found)}): event data is stored in clear "
+                "and erasing the customer cannot remove it; keep ids, codes and channels in "
+                "it (the content is archived encrypted)", param_hint="--data")
     at = _when(at_text)
     with _opened(record_url, write=True) as rec:
         added = rec.add_event(message_id, kind, at=at, data=data)
