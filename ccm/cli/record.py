@@ -278,6 +278,12 @@ def verify_cmd(record_url: str | None, checkpoint_path: Path | None, key_file: P
         echo(f"first bad: {result.first_bad}")
         for problem in result.problems[1:]:
             echo(f"  {problem}")
+    if result.erasures_pending and not as_json:
+        # Not tampering, but not done either: an erase killed or held up before its flush.
+        echo(f"erasure pending for {len(result.erasures_pending)} customer(s): "
+             f"{', '.join(map(shown, result.erasures_pending))}: their data key is destroyed, "
+             "but old pages of the database may still hold it and their archived content; "
+             "run: ccm record erase --pending", err=True)
     if not result.ok:
         sys.exit(1)
 
@@ -373,6 +379,10 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
                        ExitCode.BAD_INPUT)
     with _opened(record_url, write=True, erase_wait=wait) as rec:
         done = rec.erase(customer)
+    if done.finished_pending:
+        echo(f"finished the pending erasure of customer {shown(customer)} (erased "
+             f"{done.at.isoformat()}): no old page of it remains")
+        return
     key = "data key destroyed" if done.data_key_destroyed else "no data key held"
     echo(f"erased customer {shown(customer)}: {key}, {done.blobs_deleted} archived part(s) "
          "deleted, audit entries kept")

@@ -1,4 +1,4 @@
-"""Event data is stored in clear and chained, so it never takes an email address or a phone number."""
+"""Event data is stored in clear and chained: it never takes an email address or phone number."""
 
 from __future__ import annotations
 
