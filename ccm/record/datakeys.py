@@ -322,8 +322,8 @@ class DataKeys(Connected):
             ).scalar_one()
             if not known:
                 raise CustomerNotFound(
-                    f"customer {customer_id} has no entry in the record at {self.where}: "
-                    "nothing to erase (check the id)", customer_id=customer_id)
+                    f"customer {wal.named(customer_id)} has no entry in the record at "
+                    f"{self.where}: nothing to erase (check the id)", customer_id=customer_id)
             row = conn.execute(
                 sa.select(data_keys.c.key_id, data_keys.c.wrapped)
                 .where(data_keys.c.customer_id == customer_id)
@@ -376,7 +376,7 @@ class DataKeys(Connected):
                 wal.flush(self, required=True)
                 return Erasure(customer_id, already, True, 0, True, finished_pending=True)
             raise AlreadyErased(
-                f"customer {customer_id} was already erased on {already.isoformat()}; "
+                f"customer {wal.named(customer_id)} was already erased on {already.isoformat()}; "
                 "nothing was archived for them since", customer_id=customer_id,
                 erased_at=already.isoformat())
         logger.info("erased customer %s (data key destroyed: %s)", customer_id, bool(destroyed))

@@ -40,12 +40,19 @@ from ccm.record.schema import ERASURE_PENDING, ccm_meta, set_meta
 if TYPE_CHECKING:
     from ccm.record.connect import Connected
 
-__all__ = ["flush", "holders", "mark_pending", "needs_flush", "pending"]
+__all__ = ["flush", "holders", "mark_pending", "named", "needs_flush", "pending"]
 
 logger = logging.getLogger("ccm.record")
 
 _PREFIX = ERASURE_PENDING
 _POLL = 0.05
+
+
+def named(customer_id: str) -> str:
+    """A customer id for an error message: as it is, or quoted with escapes (``'X\\nY'``)
+    when it holds a line break or a character a terminal would act on, so that an id
+    typed (or stored) with them cannot fake a line of output."""
+    return customer_id if customer_id.isprintable() else repr(customer_id)
 
 
 def needs_flush(rec: Connected) -> bool:
@@ -149,7 +156,7 @@ def flush(rec: Connected, *, required: bool = False) -> bool:
             logger.warning("WAL checkpoint of %s deferred: readers hold it (%s)",
                            rec.where, ", ".join(held) or "unknown")
             return False
-        names = ", ".join(waiting) or "(none)"
+        names = ", ".join(map(named, waiting)) or "(none)"
         raise ErasurePending(
             f"erasure pending for customer(s) {names}: the data key is destroyed, but "
             f"readers held {path} for more than {rec.erase_wait:g} s, so old pages may "

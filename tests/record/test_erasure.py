@@ -287,3 +287,19 @@ def test_an_erase_killed_before_its_flush_is_shown_by_verify_and_finished(
     assert verify.exit_code == 0 and verify.stderr == ""
     assert json.loads(runner.invoke(record_group, ["verify", "--json", "--record", str(db)]
                                     ).stdout)["erasures_pending"] == []
+
+
+def test_cli_erase_errors_cannot_fake_lines(db: Path) -> None:
+    """A customer id with a line break or an escape sequence, unknown or erased already, is
+    quoted with escapes in the one-line error: it cannot print a fake 'erased' line."""
+    odd = "B\x1b[2J\nerased customer B: data key destroyed"
+    rec = Record(db, master_key=MasterKey.generate())
+    rec.append(entry(odd, created_at=T0), content=b"letter")
+    rec.erase(odd)
+    rec.close()
+    runner = CliRunner()
+    for customer, code in ((odd, 4), ("X\nerased customer X: data key destroyed", 3)):
+        result = runner.invoke(record_group, ["erase", customer, "--yes", "--record", str(db)])
+        assert result.exit_code == code, result.output
+        assert len(result.stderr.splitlines()) == 1 and "\x1b" not in result.stderr
+        assert repr(customer) in result.stderr
