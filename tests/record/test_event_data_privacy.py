@@ -80,3 +80,27 @@ def test_a_tracked_click_keeps_its_url(record: Record) -> None:
     url = f"https://acme.example/p?e={EMAIL}"
     added = record.add_event_once("m1", "clicked", at=T0, data={"url": url}, same_data=True)
     assert added is not None and added.data == {"url": url}
+
+
+def test_a_resolve_note_with_personal_data_is_refused(
+        tmp_path: Path, master_key: MasterKey, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ccm send --resolve ID --note` with a phone number exits 1 naming `$.note`, not the
+    number, and leaves the message in review with no event; a plain note settles it."""
+    from ccm.record.outbox import Outbox, Queue
+
+    db = tmp_path / "record.db"
+    with Record(db, master_key=master_key) as rec:
+        rec.append(entry("C1", message_id="q-1", created_at=T0), content=b"Dear Ada",
+                   queue=Queue(recipient=EMAIL, due_at=T0))
+        Outbox(rec).transition("q-1", "sending", at=T0, sender="s1")
+        Outbox(rec).transition("q-1", "review", at=T0)
+        before = len(raw_rows(rec, "events"))
+    args = ["send", "--record", str(db), "--resolve", "q-1", "--as", "sent",
+            "--as-of", "2026-03-02T13:00:00+00:00", "--note"]
+    assert main([*args, f"customer confirmed on {PHONE}"]) == 1
+    err = capsys.readouterr().err
+    assert "$.note: a phone number" in err and PHONE not in err and "Traceback" not in err
+    with Record(db, master_key=master_key) as rec:
+        assert Outbox(rec).get("q-1").state == "review"  # type: ignore[union-attr]
+        assert len(raw_rows(rec, "events")) == before
+    assert main([*args, "in the relay log"]) == 0
