@@ -160,7 +160,8 @@ def flush(rec: Connected, *, required: bool = False) -> bool:
         raise ErasurePending(
             f"erasure pending for customer(s) {names}: the data key is destroyed, but "
             f"readers held {path} for more than {rec.erase_wait:g} s, so old pages may "
-            f"still be in {path.name}-wal; held by {', '.join(held) or 'an unknown reader'}. "
+            f"still be in {path.name} and {path.name}-wal; held by "
+            f"{', '.join(held) or 'an unknown reader'}. "
             "When they are done, run: ccm record erase --pending",
             customers=list(waiting), holders=held, url=rec.where,
         )
