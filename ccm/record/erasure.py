@@ -70,15 +70,31 @@ def mark_pending(conn: sa.Connection, customer_id: str) -> None:
     set_meta(conn, **{_mark_key(customer_id): value})
 
 
+def _marks(conn: sa.Connection) -> dict[str, tuple[str, datetime]]:
+    """``{ccm_meta key: (customer_id, erased_at)}`` of every mark that can be read.
+
+    A mark edited or damaged outside ccm is left out (with a warning): ``ccm
+    record verify`` reports it, and it must not stop erasures from finishing.
+    """
+    out: dict[str, tuple[str, datetime]] = {}
+    for key, value in conn.execute(
+        sa.select(ccm_meta.c.key, ccm_meta.c.value).where(ccm_meta.c.key.startswith(_PREFIX))
+    ):
+        try:
+            doc = json.loads(value)
+            customer = doc["customer_id"]
+            if not isinstance(customer, str):
+                raise TypeError(customer)
+            out[str(key)] = (customer, utc(datetime.fromisoformat(doc["at"])))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ccm_meta holds an erasure-pending mark that is not one ccm wrote; "
+                           "left for `ccm record verify` to report")
+    return out
+
+
 def pending(conn: sa.Connection) -> dict[str, datetime]:
     """``{customer_id: erased_at}`` of every erasure whose flush is pending."""
-    out: dict[str, datetime] = {}
-    for (value,) in conn.execute(
-        sa.select(ccm_meta.c.value).where(ccm_meta.c.key.startswith(_PREFIX))
-    ):
-        doc = json.loads(value)
-        out[str(doc["customer_id"])] = utc(datetime.fromisoformat(doc["at"]))
-    return dict(sorted(out.items()))
+    return dict(sorted(_marks(conn).values()))
 
 
 def holders(path: Path) -> list[str]:
@@ -166,8 +182,9 @@ def flush(rec: Connected, *, required: bool = False) -> bool:
             customers=list(waiting), holders=held, url=rec.where,
         )
     with rec._tx(write=True) as conn:
-        if pending(conn):
-            conn.execute(ccm_meta.delete().where(ccm_meta.c.key.startswith(_PREFIX)))
+        marks = list(_marks(conn))
+        if marks:
+            conn.execute(ccm_meta.delete().where(ccm_meta.c.key.in_(marks)))
     # The mark's removal left a few frames of the ccm_meta page: fold them in too.
     _checkpoint(rec, 0)
     return True

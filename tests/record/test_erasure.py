@@ -307,3 +307,26 @@ def test_cli_erase_errors_cannot_fake_lines(db: Path) -> None:
         assert result.exit_code == code, result.output
         assert len(result.stderr.splitlines()) == 1 and "\x1b" not in result.stderr
         assert repr(customer) in result.stderr
+
+
+def test_a_garbled_pending_mark_does_not_stop_erasures(db: Path, tmp_path: Path) -> None:
+    """A pending-erasure mark edited outside ccm (not JSON) used to make every later erase fail
+    after its commit ("values changed outside ccm", exit 1, the customer left pending) and
+    `erase --pending` fail too; now the erase finishes, says so, and verify names the mark."""
+    rec = Record(db, master_key=MasterKey.generate())
+    wrapped, blobs = _fill(rec)
+    rec.close()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO ccm_meta (key, value) VALUES ('erasure_pending:zz', 'garbage')")
+    conn.close()
+    runner = CliRunner()
+    done = runner.invoke(record_group, ["erase", "GONE", "--yes", "--record", str(db)])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("erased customer GONE: data key destroyed, 6 archived part(s)")
+    _assert_gone(_snapshot_files(db, tmp_path / "copy"), wrapped, blobs)
+    assert runner.invoke(record_group, ["erase", "--pending", "--record", str(db)]).exit_code == 0
+    verify = runner.invoke(record_group, ["verify", "--record", str(db)])
+    assert verify.exit_code == 1
+    assert "ccm_meta erasure_pending:zz: the value is not a pending erasure's note" in verify.stdout
+    assert "erasure pending for" not in verify.stderr
