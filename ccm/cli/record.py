@@ -43,6 +43,7 @@ from ccm.errors import (
     RecordError,
 )
 from ccm.record import checkpoint as checkpoints
+from ccm.record.entries import personal_data_in
 from ccm.record.keys import ENV_KEY, ENV_KEY_FILE, MasterKey
 from ccm.record.store import EVENT_KINDS, Record
 from ccm.record.views import FEATURE_COLUMNS
@@ -277,6 +278,12 @@ def verify_cmd(record_url: str | None, checkpoint_path: Path | None, key_file: P
         echo(f"first bad: {result.first_bad}")
         for problem in result.problems[1:]:
             echo(f"  {problem}")
+    if result.erasures_pending and not as_json:
+        # Not tampering, but not done either: an erase killed or held up before its flush.
+        echo(f"erasure pending for {len(result.erasures_pending)} customer(s): "
+             f"{', '.join(map(shown, result.erasures_pending))}: their data key is destroyed, "
+             "but old pages of the database may still hold it and their archived content; "
+             "run: ccm record erase --pending", err=True)
     if not result.ok:
         sys.exit(1)
 
@@ -372,6 +379,10 @@ def erase_cmd(customer: str | None, record_url: str | None, yes: bool, pending: 
                        ExitCode.BAD_INPUT)
     with _opened(record_url, write=True, erase_wait=wait) as rec:
         done = rec.erase(customer)
+    if done.finished_pending:
+        echo(f"finished the pending erasure of customer {shown(customer)} (erased "
+             f"{done.at.isoformat()}): no old page of it remains")
+        return
     key = "data key destroyed" if done.data_key_destroyed else "no data key held"
     echo(f"erased customer {shown(customer)}: {key}, {done.blobs_deleted} archived part(s) "
          "deleted, audit entries kept")
@@ -469,6 +480,14 @@ def event_cmd(message_id: str, kind: str, record_url: str | None, data_json: str
             raise click.BadParameter(f"invalid JSON: {exc.msg}", param_hint="--data") from None
         if not isinstance(data, dict):
             raise click.BadParameter("must be a JSON object", param_hint="--data")
+        # Checked before the record opens, URLs included: event data is stored in clear
+        # and chained, so erasing the customer later could not remove it.
+        found = personal_data_in(data)
+        if found:
+            raise click.BadParameter(
+                f"holds personal data ({'; '.join(found)}): event data is stored in clear "
+                "and erasing the customer cannot remove it; keep ids, codes and channels in "
+                "it (the content is archived encrypted)", param_hint="--data")
     at = _when(at_text)
     with _opened(record_url, write=True) as rec:
         added = rec.add_event(message_id, kind, at=at, data=data)

@@ -40,6 +40,7 @@ from ccm.record.entries import (
     Event,
     find_entry,
     get_entry,
+    personal_data_in,
 )
 from ccm.record.outbox import Queue, enqueue
 from ccm.record.policy import Cap
@@ -299,6 +300,13 @@ class Appends(DataKeys):
                 text = canonical(data).decode("utf-8")
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"event data must be plain JSON: {exc}") from None
+            # Stored in clear and chained: an erasure could not remove it afterwards.
+            found = personal_data_in(data, urls=False)
+            if found:
+                raise ValueError(
+                    "event data must not hold personal data (it is stored in clear, and "
+                    f"erasing the customer cannot remove it): {'; '.join(found)}; keep ids, "
+                    "codes and channels in it")
         with self._tx(write=False) as conn:
             customer_id = get_entry(conn, message_id).customer_id
         event_id = new_message_id(when)  # time-ordered as message ids are: same index locality

@@ -261,7 +261,9 @@ class VerifyReport:
 
     ``first_bad`` names the first bad entry and why (chain order: customer,
     then seq); ``problems`` lists up to 100 problems, ``problem_count`` has
-    them all.
+    them all. ``erasures_pending`` lists the customers whose erasure is not
+    finished (old pages may still hold their data key and content: run
+    ``ccm record erase --pending``); that is no tampering, ``ok`` stays true.
     """
 
     ok: bool
@@ -271,6 +273,7 @@ class VerifyReport:
     problem_count: int = 0
     customers: int = 0
     checkpoint: str | None = None
+    erasures_pending: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -280,6 +283,7 @@ class VerifyReport:
             "ok": self.ok, "checked": self.checked, "customers": self.customers,
             "first_bad": self.first_bad, "problems": list(self.problems),
             "problem_count": self.problem_count, "checkpoint": self.checkpoint,
+            "erasures_pending": list(self.erasures_pending),
         }
 
 
@@ -518,7 +522,8 @@ def _short_blobs(conn: sa.Connection, result: Scan) -> None:
 
 
 def report(
-    result: Scan, extra: Iterable[str] = (), *, checkpoint: str | None = None
+    result: Scan, extra: Iterable[str] = (), *, checkpoint: str | None = None,
+    erasures_pending: Iterable[str] = (),
 ) -> VerifyReport:
     """Turn a scan (plus checkpoint problems) into a :class:`VerifyReport`."""
     for problem in extra:
@@ -531,4 +536,5 @@ def report(
         problem_count=result.problem_count,
         customers=result.customers,
         checkpoint=checkpoint,
+        erasures_pending=list(erasures_pending),
     )

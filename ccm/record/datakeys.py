@@ -83,7 +83,9 @@ class Erasure:
     outbox (``queued``): their content and recipient can no longer be read, so
     the erasure marked them ``failed`` ("the customer was erased") in its own
     transaction. ``in_review`` counts those in ``review`` (a send whose outcome
-    is unknown): they stay for a person to resolve.
+    is unknown): they stay for a person to resolve. ``finished_pending`` is
+    true when the customer had been erased before and this call only finished
+    that erasure's flush (``at`` is then the earlier erasure's time).
     """
 
     customer_id: str
@@ -93,6 +95,7 @@ class Erasure:
     flushed: bool = True
     unsendable: int = 0
     in_review: int = 0
+    finished_pending: bool = False
 
 
 class DataKeys(Connected):
@@ -319,8 +322,8 @@ class DataKeys(Connected):
             ).scalar_one()
             if not known:
                 raise CustomerNotFound(
-                    f"customer {customer_id} has no entry in the record at {self.where}: "
-                    "nothing to erase (check the id)", customer_id=customer_id)
+                    f"customer {wal.named(customer_id)} has no entry in the record at "
+                    f"{self.where}: nothing to erase (check the id)", customer_id=customer_id)
             row = conn.execute(
                 sa.select(data_keys.c.key_id, data_keys.c.wrapped)
                 .where(data_keys.c.customer_id == customer_id)
@@ -371,9 +374,9 @@ class DataKeys(Connected):
         if isinstance(already, datetime):
             if pending_mark and customer_id in self.pending_erasures():
                 wal.flush(self, required=True)
-                return Erasure(customer_id, already, True, 0, True)
+                return Erasure(customer_id, already, True, 0, True, finished_pending=True)
             raise AlreadyErased(
-                f"customer {customer_id} was already erased on {already.isoformat()}; "
+                f"customer {wal.named(customer_id)} was already erased on {already.isoformat()}; "
                 "nothing was archived for them since", customer_id=customer_id,
                 erased_at=already.isoformat())
         logger.info("erased customer %s (data key destroyed: %s)", customer_id, bool(destroyed))

@@ -7,6 +7,7 @@ neither imports the other.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -33,6 +34,7 @@ __all__ = [
     "find_entry",
     "fold_consent",
     "get_entry",
+    "personal_data_in",
 ]
 
 #: Event kinds the record accepts. ``queued``, ``sending``, ``retry`` (back to queued after a
@@ -188,3 +190,47 @@ def get_entry(conn: sa.Connection, message_id: str) -> Entry:
     if row is None:
         raise MessageNotFound(f"no message {message_id!r} in the record", message_id=message_id)
     return entry_of(row)
+
+
+# The shapes of the personal data an event's clear ``data`` must not hold: those of
+# ccm.delivery.transport.scrub (the record imports nothing of delivery).
+_ADDRESS = re.compile(r"[^\s<>\"(),;:]+@[^\s<>\"'(),;:]+\.[^\s<>\"'(),;:]+")
+_NUMBER = re.compile(r"(?<!\w)\+?\d(?:[ ().-]?\d){6,}(?!\w)")
+# Dates and times are not phone numbers: taken out before _NUMBER looks.
+_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+
+
+def personal_data_in(data: Any, *, urls: bool = True, path: str = "$",
+                     numbers: bool = True) -> list[str]:
+    """Where ``data`` (an event's JSON data) holds an email address or a phone number.
+
+    Event data is stored in clear and chained, so an erasure cannot remove
+    it: ``["$.email: an email address", ...]``, never the value itself.
+    ``urls=False`` leaves out a top-level ``url`` (a tracked click's link,
+    checked by the lint's ``personal-data-in-link`` instead); in a ``url``
+    only email addresses count (digits in a link are mostly ids).
+    """
+    found: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if not urls and path == "$" and key == "url":
+                continue
+            name = str(key)
+            if _ADDRESS.search(name) or _NUMBER.search(name):
+                found.append(f"{path}: a key that is an email address or a phone number")
+                here = f"{path}[…]"
+            elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                here = f"{path}.{name}"
+            else:
+                here = f"{path}[{json.dumps(name)}]"
+            found.extend(personal_data_in(value, path=here,
+                                          numbers=numbers and name != "url"))
+    elif isinstance(data, list | tuple):
+        for index, value in enumerate(data):
+            found.extend(personal_data_in(value, path=f"{path}[{index}]", numbers=numbers))
+    elif isinstance(data, str):
+        if _ADDRESS.search(data):
+            found.append(f"{path}: an email address")
+        elif numbers and _NUMBER.search(_MOMENT.sub(" ", data)):
+            found.append(f"{path}: a phone number")
+    return found

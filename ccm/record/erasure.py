@@ -40,12 +40,19 @@ from ccm.record.schema import ERASURE_PENDING, ccm_meta, set_meta
 if TYPE_CHECKING:
     from ccm.record.connect import Connected
 
-__all__ = ["flush", "holders", "mark_pending", "needs_flush", "pending"]
+__all__ = ["flush", "holders", "mark_pending", "named", "needs_flush", "pending"]
 
 logger = logging.getLogger("ccm.record")
 
 _PREFIX = ERASURE_PENDING
 _POLL = 0.05
+
+
+def named(customer_id: str) -> str:
+    """A customer id for an error message: as it is, or quoted with escapes (``'X\\nY'``)
+    when it holds a line break or a character a terminal would act on, so that an id
+    typed (or stored) with them cannot fake a line of output."""
+    return customer_id if customer_id.isprintable() else repr(customer_id)
 
 
 def needs_flush(rec: Connected) -> bool:
@@ -63,15 +70,31 @@ def mark_pending(conn: sa.Connection, customer_id: str) -> None:
     set_meta(conn, **{_mark_key(customer_id): value})
 
 
+def _marks(conn: sa.Connection) -> dict[str, tuple[str, datetime]]:
+    """``{ccm_meta key: (customer_id, erased_at)}`` of every mark that can be read.
+
+    A mark edited or damaged outside ccm is left out (with a warning): ``ccm
+    record verify`` reports it, and it must not stop erasures from finishing.
+    """
+    out: dict[str, tuple[str, datetime]] = {}
+    for key, value in conn.execute(
+        sa.select(ccm_meta.c.key, ccm_meta.c.value).where(ccm_meta.c.key.startswith(_PREFIX))
+    ):
+        try:
+            doc = json.loads(value)
+            customer = doc["customer_id"]
+            if not isinstance(customer, str):
+                raise TypeError(customer)
+            out[str(key)] = (customer, utc(datetime.fromisoformat(doc["at"])))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ccm_meta holds an erasure-pending mark that is not one ccm wrote; "
+                           "left for `ccm record verify` to report")
+    return out
+
+
 def pending(conn: sa.Connection) -> dict[str, datetime]:
     """``{customer_id: erased_at}`` of every erasure whose flush is pending."""
-    out: dict[str, datetime] = {}
-    for (value,) in conn.execute(
-        sa.select(ccm_meta.c.value).where(ccm_meta.c.key.startswith(_PREFIX))
-    ):
-        doc = json.loads(value)
-        out[str(doc["customer_id"])] = utc(datetime.fromisoformat(doc["at"]))
-    return dict(sorted(out.items()))
+    return dict(sorted(_marks(conn).values()))
 
 
 def holders(path: Path) -> list[str]:
@@ -149,17 +172,19 @@ def flush(rec: Connected, *, required: bool = False) -> bool:
             logger.warning("WAL checkpoint of %s deferred: readers hold it (%s)",
                            rec.where, ", ".join(held) or "unknown")
             return False
-        names = ", ".join(waiting) or "(none)"
+        names = ", ".join(map(named, waiting)) or "(none)"
         raise ErasurePending(
             f"erasure pending for customer(s) {names}: the data key is destroyed, but "
             f"readers held {path} for more than {rec.erase_wait:g} s, so old pages may "
-            f"still be in {path.name}-wal; held by {', '.join(held) or 'an unknown reader'}. "
+            f"still be in {path.name} and {path.name}-wal; held by "
+            f"{', '.join(held) or 'an unknown reader'}. "
             "When they are done, run: ccm record erase --pending",
             customers=list(waiting), holders=held, url=rec.where,
         )
     with rec._tx(write=True) as conn:
-        if pending(conn):
-            conn.execute(ccm_meta.delete().where(ccm_meta.c.key.startswith(_PREFIX)))
+        marks = list(_marks(conn))
+        if marks:
+            conn.execute(ccm_meta.delete().where(ccm_meta.c.key.in_(marks)))
     # The mark's removal left a few frames of the ccm_meta page: fold them in too.
     _checkpoint(rec, 0)
     return True

@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ccm.errors import ContentErased, KeyConfigError, MessageNotFound, RecordError
+from ccm.errors import ContentErased, DataError, KeyConfigError, MessageNotFound, RecordError
 from ccm.message import Outgoing, new_message_id
 from ccm.record.archive import open_blob, seal_blob
 from ccm.record.chain import canonical, event_body, link, utc
-from ccm.record.entries import get_entry
+from ccm.record.entries import get_entry, personal_data_in
 from ccm.record.schema import events, messages, outbox
 
 if TYPE_CHECKING:
@@ -509,14 +509,22 @@ class Outbox:
         (the customer was erased, the content is gone, consent was withdrawn
         or the channel blocked since) is refused with the reason
         (:class:`~ccm.errors.RecordError`; that needs the master key, to
-        read the recipient). ``note`` is kept in the event (no personal
-        data).
+        read the recipient). ``note`` is kept in the event, in clear, where
+        an erasure cannot remove it: one that holds an email address or a
+        phone number is refused (:class:`~ccm.errors.DataError`, the value
+        not repeated) before anything changes.
         """
         if to not in ("sent", "failed", "queued"):
             raise ValueError("a reviewed message becomes sent, failed or queued")
         data: dict[str, Any] = {"resolved": True}
         if note:
             data["note"] = note[:200]
+            found = personal_data_in({"note": note})
+            if found:
+                raise DataError(
+                    f"the note must not hold personal data ({'; '.join(found)}): it is kept "
+                    "in clear with the decision, and erasing the customer cannot remove it; "
+                    "nothing was changed", path="$.note", message_id=message_id)
         changes: dict[str, Any] = {"due_at": at} if to == "queued" else {}
         expect: tuple[str, ...] = ("review",)
         current = self.get(message_id)

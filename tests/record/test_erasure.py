@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +25,7 @@ from ccm.record import MasterKey, Record
 from ._support import T0, append_forever, entry, raw_rows
 
 SECRET = "Ms Ada Quill, 12 Lantern Row"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fill(rec: Record, customer: str = "GONE") -> tuple[bytes, list[bytes]]:
@@ -124,6 +131,7 @@ def test_a_reader_held_too_long_leaves_the_erasure_pending(db: Path, tmp_path: P
         rec.content("GONE-0")
     held = _snapshot_files(db, tmp_path / "held")
     assert wrapped in held, "the old page is still there while the reader holds it"
+    assert f"{db.name} and {db.name}-wal" in message
     reader.close()
     result = CliRunner().invoke(record_group, ["erase", "--pending", "--record", str(db)])
     assert result.exit_code == 0, result.output
@@ -226,3 +234,99 @@ def test_erase_and_pending_are_exclusive_on_the_command_line(db: Path) -> None:
     assert CliRunner().invoke(record_group, ["erase", "--record", str(db)]).exit_code == 2
     both = CliRunner().invoke(record_group, ["erase", "C1", "--pending", "--record", str(db)])
     assert both.exit_code == 2
+
+
+def _marked(db: Path) -> bool:
+    conn = sqlite3.connect(db)
+    try:
+        return bool(conn.execute("SELECT count(*) FROM ccm_meta WHERE key LIKE "
+                                 "'erasure_pending:%'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_an_erase_killed_before_its_flush_is_shown_by_verify_and_finished(
+        db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ccm record erase` SIGKILLed while it waits for a reader: verify still passes but says on
+    stderr that the erasure is pending (and --json lists it); erasing again says it finished
+    that erasure, and then no byte of the key or content is left and verify says nothing."""
+    key = MasterKey.generate()
+    rec = Record(db, master_key=key)
+    wrapped, blobs = _fill(rec)
+    rec.close()
+    reader = _reader(db)
+    env = {**os.environ, "CCM_MASTER_KEY": key.text(), "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "ccm", "record", "erase", "GONE", "--yes",
+                              "--wait", "600", "--record", str(db)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(6000):  # the erase committed: the mark is there, the flush waits
+            if _marked(db):
+                break
+            assert child.poll() is None, "the erase ended before it was killed"
+            time.sleep(0.01)
+        else:
+            pytest.fail("the erase never committed")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        # The old page is the database file's own, written there when the record was closed
+        # (the WAL holds the new one): ErasurePending names both files.
+        old_page_left = wrapped in db.read_bytes()
+        reader.close()
+    assert old_page_left and _marked(db)
+    monkeypatch.setenv("CCM_MASTER_KEY", key.text())
+    runner = CliRunner()
+    verify = runner.invoke(record_group, ["verify", "--record", str(db)])
+    assert verify.exit_code == 0 and verify.stdout.startswith("ok: ")
+    assert verify.stderr.startswith("erasure pending for 1 customer(s): GONE: ")
+    assert "ccm record erase --pending" in verify.stderr
+    as_json = runner.invoke(record_group, ["verify", "--json", "--record", str(db)])
+    assert json.loads(as_json.stdout)["erasures_pending"] == ["GONE"]
+    again = runner.invoke(record_group, ["erase", "GONE", "--yes", "--record", str(db)])
+    assert again.exit_code == 0, again.output
+    assert again.stdout.startswith("finished the pending erasure of customer GONE (erased ")
+    _assert_gone(_snapshot_files(db, tmp_path / "copy"), wrapped, blobs)
+    verify = runner.invoke(record_group, ["verify", "--record", str(db)])
+    assert verify.exit_code == 0 and verify.stderr == ""
+    assert json.loads(runner.invoke(record_group, ["verify", "--json", "--record", str(db)]
+                                    ).stdout)["erasures_pending"] == []
+
+
+def test_cli_erase_errors_cannot_fake_lines(db: Path) -> None:
+    """A customer id with a line break or an escape sequence, unknown or erased already, is
+    quoted with escapes in the one-line error: it cannot print a fake 'erased' line."""
+    odd = "B\x1b[2J\nerased customer B: data key destroyed"
+    rec = Record(db, master_key=MasterKey.generate())
+    rec.append(entry(odd, created_at=T0), content=b"letter")
+    rec.erase(odd)
+    rec.close()
+    runner = CliRunner()
+    for customer, code in ((odd, 4), ("X\nerased customer X: data key destroyed", 3)):
+        result = runner.invoke(record_group, ["erase", customer, "--yes", "--record", str(db)])
+        assert result.exit_code == code, result.output
+        assert len(result.stderr.splitlines()) == 1 and "\x1b" not in result.stderr
+        assert repr(customer) in result.stderr
+
+
+def test_a_garbled_pending_mark_does_not_stop_erasures(db: Path, tmp_path: Path) -> None:
+    """A pending-erasure mark edited outside ccm (not JSON) used to make every later erase fail
+    after its commit ("values changed outside ccm", exit 1, the customer left pending) and
+    `erase --pending` fail too; now the erase finishes, says so, and verify names the mark."""
+    rec = Record(db, master_key=MasterKey.generate())
+    wrapped, blobs = _fill(rec)
+    rec.close()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO ccm_meta (key, value) VALUES ('erasure_pending:zz', 'garbage')")
+    conn.close()
+    runner = CliRunner()
+    done = runner.invoke(record_group, ["erase", "GONE", "--yes", "--record", str(db)])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("erased customer GONE: data key destroyed, 6 archived part(s)")
+    _assert_gone(_snapshot_files(db, tmp_path / "copy"), wrapped, blobs)
+    assert runner.invoke(record_group, ["erase", "--pending", "--record", str(db)]).exit_code == 0
+    verify = runner.invoke(record_group, ["verify", "--record", str(db)])
+    assert verify.exit_code == 1
+    assert "ccm_meta erasure_pending:zz: the value is not a pending erasure's note" in verify.stdout
+    assert "erasure pending for" not in verify.stderr
