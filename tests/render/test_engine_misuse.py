@@ -137,3 +137,26 @@ def test_render_many_chunk_size() -> None:
     """chunk_size below 1 is a ConfigError naming it (a bare ValueError before)."""
     with pytest.raises(ConfigError, match=r"render_many\(chunk_size=0\): .*at least 1"):
         engine().render_many("payment_reminder", [copy.deepcopy(_sms())], "sms", chunk_size=0)
+
+
+# -- RenderOptions ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"document_delivery": "links"},
+         r"document_delivery='links'\): must be 'attach' or 'link'"),
+        ({"time_budget": "30"}, r"time_budget=\.\.\.\): give a number; got str"),
+        ({"time_budget": float("nan")}, r"time_budget=nan\): must be positive"),
+        ({"max_value_size": 10}, r"max_value_size=10\): must be at least 1024"),
+    ],
+)
+def test_render_options_refuse_bad_values(kwargs: dict[str, Any], message: str) -> None:
+    """RenderOptions refuse a value they cannot use with a ConfigError (and ValueError)
+    naming the option: ``document_delivery="links"`` was accepted and attached the
+    confidential PDF it was meant to link (the check sat after a return), and a str
+    budget was a TypeError from a comparison."""
+    with pytest.raises(ConfigError, match=message) as info:
+        ccm.RenderOptions(**kwargs)
+    assert isinstance(info.value, ValueError)
