@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from ccm._util import json_encoder_once
+from ccm._util import checked_clock, json_encoder_once
 from ccm.errors import (
     ApprovalError,
     ConfigError,
@@ -137,8 +137,8 @@ class Engine:
         self.templates: dict[str, Template] = load_templates(self.templates_dir)
         self.options = options or RenderOptions()
         self.run_id = run_id
-        self._clock = _checked_clock(clock) if clock is not None else (
-            lambda: datetime.now(UTC))
+        self._clock: Callable[[], datetime] = (
+            checked_clock(clock, "Engine") if clock is not None else lambda: datetime.now(UTC))
         self._env = create_environment(
             self.pack.layouts_dir, self.templates_dir, self.pack.root,
             {tpl_id: tpl.root for tpl_id, tpl in self.templates.items()})
@@ -869,22 +869,6 @@ def _check_arguments(pack: Any, templates: Any, record: Any, options: Any, run_i
     if clock is not None and not callable(clock):
         raise wrong("clock", clock, "give a function returning an aware datetime, "
                     "e.g. lambda: datetime(2026, 6, 1, 12, tzinfo=UTC), or None")
-
-
-def _checked_clock(clock: Callable[[], datetime]) -> Callable[[], datetime]:
-    """``clock``, each reading checked: an aware datetime, else a :class:`ConfigError`
-    naming the clock (the contact policy, message ids and record times need the zone)."""
-
-    def now() -> datetime:
-        value = clock()
-        if isinstance(value, datetime) and value.utcoffset() is not None:
-            return value
-        what = "a naive datetime" if isinstance(value, datetime) else type(value).__name__
-        raise ConfigError(
-            f"Engine(clock=...) returned {what}: it must return an aware datetime, "
-            "e.g. datetime(2026, 6, 1, 12, tzinfo=UTC) or datetime.now(UTC)")
-
-    return now
 
 
 def _as_dict(request: Any) -> Any:
