@@ -19,12 +19,32 @@ from typing import IO, Any, TypeVar
 from ccm._files import read_contained
 
 __all__ = [
-    "YOUNG_THRESHOLD", "atomic_write", "csv_cell", "fewer_collections", "json_encoder_once",
-    "on_roomy_stack", "portable_name",
+    "YOUNG_THRESHOLD", "atomic_write", "checked_clock", "csv_cell", "fewer_collections",
+    "json_encoder_once", "on_roomy_stack", "portable_name",
     "safe_filename", "sha256_files", "unique_filename", "write_csv",
 ]
 
 T = TypeVar("T")
+
+
+def checked_clock(clock: Callable[[], Any], owner: str) -> Callable[[], Any]:
+    """``clock``, each reading checked: an aware datetime, else a
+    :class:`~ccm.errors.ConfigError` naming ``owner``'s clock (``Engine(clock=...)``):
+    the contact policy, message ids, due times and record times all need the zone."""
+    from datetime import datetime
+
+    from ccm.errors import ConfigError
+
+    def now() -> Any:
+        value = clock()
+        if isinstance(value, datetime) and value.utcoffset() is not None:
+            return value
+        what = "a naive datetime" if isinstance(value, datetime) else type(value).__name__
+        raise ConfigError(
+            f"{owner}(clock=...) returned {what}: it must return an aware datetime, "
+            "e.g. datetime(2026, 6, 1, 12, tzinfo=UTC) or datetime.now(UTC)")
+
+    return now
 
 #: The longest file name written, in bytes of UTF-8 (common file systems allow 255).
 MAX_NAME_BYTES = 200

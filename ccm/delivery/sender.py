@@ -67,6 +67,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ccm._util import checked_clock
 from ccm.delivery.config import DeliveryConfig, Route
 from ccm.delivery.transport import Checkable, RateLimiter, Retry, Transport, scrub
 from ccm.errors import (
@@ -78,7 +79,7 @@ from ccm.errors import (
     TemporaryDeliveryError,
     TransportUnavailable,
 )
-from ccm.message import Outgoing, Receipt
+from ccm.message import CHANNELS, Outgoing, Receipt
 from ccm.record import Record
 from ccm.record.outbox import Claimed, Outbox, OutboxItem
 
@@ -133,6 +134,30 @@ class _Lane:
     limiter: RateLimiter
 
 
+def _check_arguments(record: Any, routes: Any) -> Mapping[str, Route | Transport]:
+    """The routes of a :class:`Sender` whose arguments are of the types it takes; else a
+    :class:`ConfigError` naming the argument (not an ``AttributeError`` in the first send,
+    or an unknown channel's messages silently left queued)."""
+    if not isinstance(record, Record):
+        raise ConfigError("Sender(record=...): give a ccm.record.Record (with its master key: "
+                          f"the outbox content is encrypted); got {type(record).__name__}")
+    if isinstance(routes, DeliveryConfig):
+        return routes.routes
+    if not isinstance(routes, Mapping):
+        raise ConfigError("Sender(routes=...): give a DeliveryConfig (load_config) or a "
+                          "mapping of channel to Route or transport, e.g. "
+                          f"{{'email': FolderTransport(folder)}}; got {type(routes).__name__}")
+    for channel, route in routes.items():
+        if channel not in CHANNELS:
+            raise ConfigError(f"Sender(routes=...): no channel {channel!r}; "
+                              f"the channels are {', '.join(sorted(CHANNELS))}")
+        if not isinstance(route, Route) and not callable(getattr(route, "send", None)):
+            raise ConfigError(f"Sender(routes=...): the route for {channel!r} must be a Route "
+                              "or a transport (an object with send(), e.g. "
+                              f"FolderTransport(folder)); got {type(route).__name__}")
+    return routes
+
+
 def _lock_key(sender_id: str) -> int:
     digest = hashlib.sha256(b"ccm/delivery/sender\x00" + sender_id.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -159,14 +184,15 @@ class Sender:
         sender_id: str | None = None,
         reconcile_every: float = 30.0,
     ) -> None:
+        given = _check_arguments(record, routes)
         self.record = record
         self.outbox = Outbox(record)
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock: Callable[[], datetime] = (
+            checked_clock(clock, "Sender") if clock is not None else lambda: datetime.now(UTC))
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.reconcile_every = reconcile_every
         self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        given = routes.routes if isinstance(routes, DeliveryConfig) else routes
         self._routes = dict(given)
         self._lanes: dict[str, _Lane] = {}
         self._lock_file: Any = None

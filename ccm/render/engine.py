@@ -24,8 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from ccm._util import json_encoder_once
-from ccm.errors import ApprovalError, UnknownChannel, UnknownLocale, UnknownTemplate
+from ccm._util import checked_clock, json_encoder_once
+from ccm.errors import (
+    ApprovalError,
+    ConfigError,
+    UnknownChannel,
+    UnknownLocale,
+    UnknownTemplate,
+)
 from ccm.message import CHANNELS, Message, Request, new_message_id
 from ccm.pack import BrandPack, load_pack
 from ccm.pack.model import localised
@@ -63,8 +69,6 @@ from ccm.render.recording import (
 from ccm.render.security import PasswordRule
 from ccm.render.template import (
     Template,
-    check_text,
-    escape_text,
     load_templates,
     validate_request,
 )
@@ -127,12 +131,14 @@ class Engine:
         run_id: str | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        _check_arguments(pack, templates, record, options, run_id, clock)
         self.pack = pack if isinstance(pack, BrandPack) else load_pack(pack)
         self.templates_dir = Path(templates).resolve()
         self.templates: dict[str, Template] = load_templates(self.templates_dir)
         self.options = options or RenderOptions()
         self.run_id = run_id
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock: Callable[[], datetime] = (
+            checked_clock(clock, "Engine") if clock is not None else lambda: datetime.now(UTC))
         self._env = create_environment(
             self.pack.layouts_dir, self.templates_dir, self.pack.root,
             {tpl_id: tpl.root for tpl_id, tpl in self.templates.items()})
@@ -391,8 +397,17 @@ class Engine:
         already written stay written, the failing chunk is not written. Needs
         a record; without one this is :meth:`render` in a loop.
         """
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise ConfigError(f"render_many(chunk_size={chunk_size!r}): "
+                              "give a whole number of messages per transaction, at least 1")
+        if not isinstance(channel, str):
+            # (render() would take None as "every channel": render_many makes one each.)
+            tpl = self.template(template)
+            raise UnknownChannel(
+                f"render_many needs one channel name, got {type(channel).__name__}; "
+                f"template {tpl.id!r} has: {', '.join(tpl.channels)} "
+                "(render() without a channel makes them all)",
+                template=tpl.id, channel=str(channel), available=list(tpl.channels))
         out: list[Message] = []
         pending: list[Request | Mapping[str, Any]] = []
         for request in requests:
@@ -818,14 +833,42 @@ _ = ApprovalError  # re-exported for users catching it from the engine module
 
 
 def _request(request: Request | Mapping[str, Any]) -> Request:
-    """A request validated (:func:`validate_request`); a :class:`Request` made by the caller
-    keeps its shape unchecked, but its text is checked as validation checks it, so that no
-    channel meets a lone surrogate or a control character (:func:`check_text`)."""
+    """A request validated (:func:`validate_request`). A :class:`Request` made by the caller
+    is validated as the same request as a dict would be (a missing or mistyped customer
+    id, consents that are no object, text with a control character: the same
+    :class:`DataError` naming the field); one :func:`validate_request` built (a batch
+    worker's) is passed through."""
     if isinstance(request, Request):
-        if getattr(request, "_text_checked", False) is not True:  # not from validate_request
-            check_text(request.to_dict(), escape_text(request.customer_id))
-        return request
+        if getattr(request, "_text_checked", False) is True:  # from validate_request
+            return request
+        return validate_request(request.to_dict())
     return validate_request(_as_dict(request))
+
+
+def _check_arguments(pack: Any, templates: Any, record: Any, options: Any, run_id: Any,
+                     clock: Any) -> None:
+    """The :class:`Engine` arguments are of the types it takes: else a
+    :class:`ConfigError` naming the argument (not a ``TypeError`` from pathlib, or an
+    ``AttributeError`` at the first render)."""
+    from ccm.record import Record
+
+    def wrong(name: str, value: Any, takes: str) -> ConfigError:
+        return ConfigError(f"Engine({name}=...): {takes}; got {type(value).__name__}")
+
+    if not isinstance(pack, str | os.PathLike | BrandPack):
+        raise wrong("pack", pack, "give the brand pack's folder (str or Path) or a BrandPack")
+    if not isinstance(templates, str | os.PathLike):
+        raise wrong("templates", templates, "give the templates folder (str or Path)")
+    if not (record is None or record is DEFAULT or isinstance(record, str | os.PathLike | Record)):
+        raise wrong("record", record, "give a ccm.record.Record, a record URL or file path "
+                    "(str or Path), None for no record, or leave the default")
+    if options is not None and not isinstance(options, RenderOptions):
+        raise wrong("options", options, "give a ccm.RenderOptions(...) or None")
+    if run_id is not None and not isinstance(run_id, str):
+        raise wrong("run_id", run_id, "give a str or None")
+    if clock is not None and not callable(clock):
+        raise wrong("clock", clock, "give a function returning an aware datetime, "
+                    "e.g. lambda: datetime(2026, 6, 1, 12, tzinfo=UTC), or None")
 
 
 def _as_dict(request: Any) -> Any:

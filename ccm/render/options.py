@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ccm.errors import ConfigError
 from ccm.render.budget import Budget
 
 __all__ = ["DEFAULT", "RenderOptions"]
@@ -26,6 +27,11 @@ class _Default:
 
 
 DEFAULT: Any = _Default()
+
+
+class OptionError(ConfigError, ValueError):
+    """A :class:`RenderOptions` value out of range or of the wrong type: a
+    :class:`~ccm.errors.ConfigError` naming the option, and a ``ValueError`` as before."""
 
 
 @dataclass(frozen=True)
@@ -61,18 +67,24 @@ class RenderOptions:
     web_version: bool = False
 
     def __post_init__(self) -> None:
-        if self.time_budget <= 0:
-            raise ValueError("time_budget must be positive")
-        if self.max_output_chars < 1024:
-            raise ValueError("max_output_chars must be at least 1024")
-        if self.max_value_size < 1024:
-            raise ValueError("max_value_size must be at least 1024")
+        for name, least in (("time_budget", None), ("max_output_chars", 1024),
+                            ("max_value_size", 1024)):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise OptionError(f"RenderOptions({name}=...): give a number; "
+                                  f"got {type(value).__name__}")
+            if least is None and not value > 0:
+                raise OptionError(f"RenderOptions({name}={value!r}): must be positive")
+            if least is not None and value < least:
+                raise OptionError(f"RenderOptions({name}={value!r}): must be at least {least}")
+        # A typo here would have attached a confidential PDF that was meant to be linked.
+        if self.document_delivery not in ("attach", "link"):
+            raise OptionError(f"RenderOptions(document_delivery={self.document_delivery!r}): "
+                              "must be 'attach' or 'link'")
 
     @property
     def budget(self) -> Budget:
         """The engine-wide render budget (a ceiling: templates may only lower it)."""
         return Budget(seconds=self.time_budget, max_output=self.max_output_chars,
                       max_value=self.max_value_size)
-        if self.document_delivery not in ("attach", "link"):
-            raise ValueError("document_delivery must be 'attach' or 'link'")
 

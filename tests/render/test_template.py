@@ -205,14 +205,14 @@ def test_a_validated_request_is_not_walked_again_by_the_engine(
     from ccm.message import Request
     from tests.examples_helpers import daytime, sample
 
-    walked: list[str] = []
-    real = engine_mod.check_text
+    walked: list[object] = []
+    real = engine_mod.validate_request
 
-    def counting(obj: object, customer_id: str | None = None) -> None:
-        walked.append(str(customer_id))
-        real(obj, customer_id)
+    def counting(obj: object) -> Request:
+        walked.append(obj)
+        return real(obj)
 
-    monkeypatch.setattr(engine_mod, "check_text", counting)
+    monkeypatch.setattr(engine_mod, "validate_request", counting)
     engine = ccm.Engine("brand_packs/acme", "templates", record=None, clock=daytime)
     request = sample("payment_reminder")
     engine.render("payment_reminder", validate_request(request), channel="sms")
