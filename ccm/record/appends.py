@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from ccm.errors import IdempotencyConflict
+from ccm.errors import DataError, IdempotencyConflict
 from ccm.message import new_message_id
 from ccm.record.archive import seal_blob
 from ccm.record.bulk import Prepared, append_bulk, prepare
@@ -288,25 +288,27 @@ class Appends(DataKeys):
                    data: Mapping[str, Any] | None, once: bool,
                    within: timedelta | None = None, same_data: bool = False) -> Event | None:
         if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown event kind {kind!r}; one of {', '.join(EVENT_KINDS)}")
+            raise DataError(f"unknown event kind {kind!r}; one of {', '.join(EVENT_KINDS)}",
+                            rule="kind")
         if at is not None and at.tzinfo is None:
-            raise ValueError("at must be timezone-aware")
+            raise DataError("at must be timezone-aware", rule="at")
         when = utc(at or datetime.now(UTC))
         text = None
         if data is not None:
             if not isinstance(data, Mapping):
-                raise ValueError("event data must be a JSON object")
+                raise DataError("event data must be a JSON object", path="$", rule="type")
             try:
                 text = canonical(data).decode("utf-8")
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"event data must be plain JSON: {exc}") from None
+                raise DataError(f"event data must be plain JSON: {exc}", path="$",
+                                rule="type") from None
             # Stored in clear and chained: an erasure could not remove it afterwards.
             found = personal_data_in(data, urls=False)
             if found:
-                raise ValueError(
+                raise DataError(
                     "event data must not hold personal data (it is stored in clear, and "
                     f"erasing the customer cannot remove it): {'; '.join(found)}; keep ids, "
-                    "codes and channels in it")
+                    "codes and channels in it", path="$", rule="personal-data")
         with self._tx(write=False) as conn:
             customer_id = get_entry(conn, message_id).customer_id
         event_id = new_message_id(when)  # time-ordered as message ids are: same index locality
