@@ -67,16 +67,20 @@ class RenderOptions:
     web_version: bool = False
 
     def __post_init__(self) -> None:
-        for name, least in (("time_budget", None), ("max_output_chars", 1024),
-                            ("max_value_size", 1024)):
+        seconds = self.time_budget
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            raise OptionError("RenderOptions(time_budget=...): give a number of seconds; "
+                              f"got {type(seconds).__name__}")
+        if not (0 < seconds < float("inf")):  # (NaN too)
+            raise OptionError(f"RenderOptions(time_budget={seconds!r}): must be a positive, "
+                              "finite number of seconds")
+        for name in ("max_output_chars", "max_value_size"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise OptionError(f"RenderOptions({name}=...): give a number; "
-                                  f"got {type(value).__name__}")
-            if least is None and not value > 0:
-                raise OptionError(f"RenderOptions({name}={value!r}): must be positive")
-            if least is not None and value < least:
-                raise OptionError(f"RenderOptions({name}={value!r}): must be at least {least}")
+            if type(value) is not int:
+                raise OptionError(f"RenderOptions({name}=...): give a whole number of "
+                                  f"characters; got {type(value).__name__}")
+            if value < 1024:
+                raise OptionError(f"RenderOptions({name}={value!r}): must be at least 1024")
         # A typo here would have attached a confidential PDF that was meant to be linked.
         if self.document_delivery not in ("attach", "link"):
             raise OptionError(f"RenderOptions(document_delivery={self.document_delivery!r}): "

@@ -147,9 +147,14 @@ def test_render_many_chunk_size() -> None:
     [
         ({"document_delivery": "links"},
          r"document_delivery='links'\): must be 'attach' or 'link'"),
-        ({"time_budget": "30"}, r"time_budget=\.\.\.\): give a number; got str"),
-        ({"time_budget": float("nan")}, r"time_budget=nan\): must be positive"),
+        ({"time_budget": "30"}, r"time_budget=\.\.\.\): give a number of seconds; got str"),
+        ({"time_budget": float("nan")}, r"time_budget=nan\): must be a positive, finite"),
+        ({"time_budget": float("inf")}, r"time_budget=inf\): must be a positive, finite"),
+        ({"time_budget": 0}, r"time_budget=0\): must be a positive, finite"),
         ({"max_value_size": 10}, r"max_value_size=10\): must be at least 1024"),
+        ({"max_value_size": float("nan")}, r"max_value_size=\.\.\.\): give a whole number"),
+        ({"max_output_chars": 4096.5}, r"max_output_chars=\.\.\.\): give a whole number"),
+        ({"max_output_chars": True}, r"max_output_chars=\.\.\.\): give a whole number"),
     ],
 )
 def test_render_options_refuse_bad_values(kwargs: dict[str, Any], message: str) -> None:
