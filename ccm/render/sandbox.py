@@ -984,6 +984,22 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
 
         return checked
 
+    def concat(self, parts: Iterable[str]) -> str:
+        """Jinja's join of captured output -- a ``{% set %}`` or ``{% filter %}`` block, a
+        macro's or a ``caller()`` body, ``self.block()`` -- within the value budget, found
+        before it is joined: a ``{% set %}`` block looping ``{{ big }}`` (the same string
+        each time) would otherwise join gigabytes, unchecked. (The document itself is
+        streamed and held to the output budget: :func:`~ccm.render.environment.render_source`.)
+        """
+        if type(parts) is not list:
+            parts = list(parts)
+        size = sum(map(len, parts))
+        meter = current_meter()
+        if size > meter.max_value:
+            raise meter.too_big(size, "text captured by a {% set %} or {% filter %} block, "
+                                "a macro or a call block")
+        return "".join(parts)
+
     def ccm_concat(self, join: Callable[[Iterable[Any]], str], parts: tuple[Any, ...]) -> str:
         """``a ~ b``: each part must be data, the result within the value budget."""
         meter = current_meter()

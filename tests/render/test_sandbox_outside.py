@@ -105,3 +105,35 @@ def test_cli_refuses_an_integer_over_the_budget_naming_the_template(
     assert "payment_reminder/sms.txt.j2:2" in err and "10000 bits" in err
     assert "Traceback" not in err
     assert not list(out.glob("*.sms.txt")) if out.exists() else True
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # One string of 100,000 characters, written 100 times into a {% set %} block.
+        "{% set big = 'x' * 100000 %}{% set s %}{% for i in range(100) %}{{ big }}"
+        "{% endfor %}{% endset %}{{ s|length }}",
+        "{% set big = 'x' * 100000 %}{% filter length %}{% for i in range(100) %}{{ big }}"
+        "{% endfor %}{% endfilter %}",
+        "{% set big = 'x' * 100000 %}{% macro m() %}{% for i in range(100) %}{{ big }}"
+        "{% endfor %}{% endmacro %}{{ m()|length }}",
+        "{% set big = 'x' * 100000 %}{% macro m() %}{{ caller() }}{% endmacro %}"
+        "{% call m() %}{% for i in range(100) %}{{ big }}{% endfor %}{% endcall %}",
+    ],
+)
+def test_text_captured_by_a_block_is_within_the_value_budget(sources: Sources,
+                                                             source: str) -> None:
+    """A ``{% set %}`` block's text is a value like any other: 100 × 100,000 characters
+    are refused before they are joined (it printed 10,000,000; with a loop of a
+    hundred thousand, the join alone would have needed 10 GB)."""
+    with pytest.raises(BudgetError, match="text captured by a ") as caught:
+        sources.render(source, {"data": {}}, budget=Budget(seconds=30.0))
+    assert caught.value.context["budget"] == "value"
+
+
+def test_blocks_macros_and_calls_within_the_budget_still_render(sources: Sources) -> None:
+    text = sources.render(
+        "{% set s %}a{{ 1 }}{% endset %}{% filter upper %}b{{ s }}{% endfilter %}"
+        "{% macro m() %}<{{ caller() }}>{% endmacro %}{% call m() %}c{% endcall %}"
+        "{% block d %}d{% endblock %}{{ self.d() }}", {"data": {}})
+    assert text == "BA1<c>dd"
