@@ -15,7 +15,7 @@ import pytest
 from ccm.cli import main
 from ccm.errors import BudgetError
 from ccm.render.budget import Budget
-from tests.examples_helpers import copy_examples, sample
+from tests.examples_helpers import copy_examples, sample, sample_for_locale
 from tests.render.test_sandbox import Sources
 
 
@@ -78,6 +78,29 @@ def test_a_translation_without_variables_is_refused_before_it_is_built(
         with pytest.raises(BudgetError, match="format width") as caught:
             sources.render(source, context, budget=Budget(seconds=30.0), suffix=suffix)
         assert caught.value.context["budget"] == "value"
+
+
+def test_a_catalog_translation_with_a_huge_width_is_refused_naming_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A catalog's msgstr is the pack's or the template's (``"%999999999s"`` for
+    ``_("Payment reminder")``, which has no variables): `ccm render` exits 1 with the
+    format width's BudgetError naming the line, not after a gigabyte of text (3 GB of
+    memory and 8 s, then the output budget)."""
+    pack, templates = copy_examples(tmp_path)
+    po = templates / "payment_reminder" / "locales" / "de_DE" / "LC_MESSAGES" / "messages.po"
+    text = po.read_text("utf-8")
+    assert 'msgstr "Zahlungserinnerung"' in text
+    po.write_text(text.replace('msgstr "Zahlungserinnerung"', 'msgstr "%999999999s"'),
+                  "utf-8")
+    data = tmp_path / "req.json"
+    data.write_text(json.dumps(sample_for_locale("payment_reminder", "de")), "utf-8")
+    code = main(["render", "payment_reminder", "--pack", str(pack), "--templates",
+                 str(templates), "--data", str(data), "--out", str(tmp_path / "out"),
+                 "--channel", "email", "--no-record", "--as-of", "2026-06-01T12:00:00+00:00"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "payment_reminder/email.mjml.j2:" in err and "format width" in err
+    assert "Traceback" not in err
 
 
 def test_translations_without_variables_still_render(sources: Sources) -> None:
