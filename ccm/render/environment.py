@@ -236,7 +236,9 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
                 if type(value) not in _PLAIN:
                     check_printable(value, deep=True)
         translated = lookup(__string)
-        if variables:
+        if variables or (isinstance(translated, str) and "%" in translated):
+            # Formatted with % even without variables: ``_('%999999999s')`` (or request
+            # data translated) would build a gigabyte before its size was checked.
             check_named_format(str(translated), variables)
         if __context.eval_ctx.autoescape:
             translated = Markup(translated)

@@ -615,8 +615,11 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             if name == "format" and values and isinstance(values[0], str):
                 _check_format_widths(values[0], tuple(kwargs.values()), percent=True)
         result = func(*args, **kwargs)
-        # (Markup is checked too: tojson, escape and safe return it.)
-        if type(result) in _FAST and (not isinstance(result, str) or len(result) <= _SMALL):
+        # (Markup is checked too: tojson, escape and safe return it; and an int's bits:
+        # int(base=16) has no digit limit.)
+        if type(result) in _FAST and (
+                len(result) <= _SMALL if isinstance(result, str)
+                else type(result) is not int or result.bit_length() <= MAX_INT_BITS):
             return result
         return _checked_size(result, f"result of filter {name!r}")
 
@@ -872,7 +875,9 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
                 kwargs.pop("_block_vars", None)
             result = (__obj(__context, *args, **kwargs) if kind is types.FunctionType
                       else __obj(*args, **kwargs))
-            if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
+            if type(result) in _FAST and (
+                    len(result) <= _SMALL if isinstance(result, str)
+                    else type(result) is not int or result.bit_length() <= MAX_INT_BITS):
                 return result
             return _checked_size(result, "call result")
         if not __self.is_safe_callable(__obj):
@@ -906,7 +911,11 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
                 if type(item) not in _FAST:
                     check_printable(item, deep=True)
         result = __context.call(__obj, *args, **kwargs)
-        if type(result) in _FAST and (type(result) is not str or len(result) <= _SMALL):
+        # Markup too (Markup.escape(x) makes up to five characters of one), and an int's
+        # bits ((1).from_bytes(b, 'big') has no limit).
+        if type(result) in _FAST and (
+                len(result) <= _SMALL if isinstance(result, str)
+                else type(result) is not int or result.bit_length() <= MAX_INT_BITS):
             return result
         return _checked_size(result, "call result")
 
@@ -974,6 +983,22 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
             return str(_checked_size(kind(formatter.vformat(fmt, positional, named))))
 
         return checked
+
+    def concat(self, parts: Iterable[str]) -> str:
+        """Jinja's join of captured output -- a ``{% set %}`` or ``{% filter %}`` block, a
+        macro's or a ``caller()`` body, ``self.block()`` -- within the value budget, found
+        before it is joined: a ``{% set %}`` block looping ``{{ big }}`` (the same string
+        each time) would otherwise join gigabytes, unchecked. (The document itself is
+        streamed and held to the output budget: :func:`~ccm.render.environment.render_source`.)
+        """
+        if type(parts) is not list:
+            parts = list(parts)
+        size = sum(map(len, parts))
+        meter = current_meter()
+        if size > meter.max_value:
+            raise meter.too_big(size, "text captured by a {% set %} or {% filter %} block, "
+                                "a macro or a call block")
+        return "".join(parts)
 
     def ccm_concat(self, join: Callable[[Iterable[Any]], str], parts: tuple[Any, ...]) -> str:
         """``a ~ b``: each part must be data, the result within the value budget."""
