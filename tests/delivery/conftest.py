@@ -54,3 +54,11 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     data.write_text("".join(json.dumps(reminder(i)) + "\n" for i in range(3)), "utf-8")
     return {"url": f"sqlite:///{tmp_path / 'record.db'}", "data": data, "tmp": tmp_path,
             "key": MasterKey.from_file(key_file)}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment handed to sender processes: a master key file and nothing else."""
+    key_file = tmp_path / "master.key"
+    MasterKey.generate_file(key_file)
+    yield {"CCM_MASTER_KEY_FILE": str(key_file), "HOME": str(tmp_path), "LANG": "C.UTF-8"}

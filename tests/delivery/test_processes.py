@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ from .conftest import NOON, queue_engine, reminder
 
 AS_OF = "2026-03-02T12:00:00+00:00"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment handed to sender processes: a master key file and nothing else."""
-    key_file = tmp_path / "master.key"
-    MasterKey.generate_file(key_file)
-    yield {"CCM_MASTER_KEY_FILE": str(key_file), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
 
 
 def write_config(tmp_path: Path, server: SmtpServer) -> Path:

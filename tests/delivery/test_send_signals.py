@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ from .conftest import NOON, queue_engine, reminder
 from .test_processes import AS_OF, delivered, wait_for, write_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment handed to sender processes: a master key file and nothing else."""
-    key_file = tmp_path / "master.key"
-    MasterKey.generate_file(key_file)
-    yield {"CCM_MASTER_KEY_FILE": str(key_file), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
 
 
 def queued(tmp_path: Path, env: dict[str, str], n: int) -> tuple[str, Record, list[str]]:
