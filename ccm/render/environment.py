@@ -216,8 +216,8 @@ def gettext_functions(translations: Any) -> dict[str, Callable[..., Any]]:
     """Per-render ``gettext``/``ngettext``/``_`` bound to one catalog.
 
     Newstyle and autoescape-aware: what :func:`jinja2.ext._make_new_gettext` and
-    ``_make_new_ngettext`` return, with ccm's checks before the text is built (no
-    ``%r``, no placeholders that repeat a value over the value budget). Each looks
+    ``_make_new_ngettext`` return, with ccm's checks before the text is built (no repr
+    conversion, no placeholders that repeat a value over the value budget). Each looks
     its message up once (the check and the text share it) and calls the catalog
     directly; the sandbox calls them directly too (:func:`~ccm.render.sandbox.trusted_call`).
     """

@@ -242,6 +242,18 @@ def trusted_call(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _checked_result(result: Any, what: str) -> Any:
+    """A filter's or call's ``result``, within the value budget (:func:`_checked_size`):
+    short text (``Markup`` too: ``Markup.escape`` makes up to five characters of one) and
+    numbers within :data:`MAX_INT_BITS` (``int(base=16)`` and ``int.from_bytes`` have no
+    digit limit) pass at once; anything else is measured."""
+    if type(result) in _FAST and (
+            len(result) <= _SMALL if isinstance(result, str)
+            else type(result) is not int or result.bit_length() <= MAX_INT_BITS):
+        return result
+    return _checked_size(result, what)
+
+
 def _check_int_args(args: Iterable[Any], what: str) -> None:
     for arg in args:
         if type(arg) is int and abs(arg) > _SMALL and \
@@ -566,6 +578,7 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     # Filters whose input comes out as text, each item of a list at least one character.
     text = deep and not lazy_ok and name not in ("xmlattr", "urlencode")
     growing = name in _GROWING
+    result_of = f"result of filter {name!r}"
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         # Every call counts, also through map, select and the like (which call filters
@@ -615,13 +628,7 @@ def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             if name == "format" and values and isinstance(values[0], str):
                 _check_format_widths(values[0], tuple(kwargs.values()), percent=True)
         result = func(*args, **kwargs)
-        # (Markup is checked too: tojson, escape and safe return it; and an int's bits:
-        # int(base=16) has no digit limit.)
-        if type(result) in _FAST and (
-                len(result) <= _SMALL if isinstance(result, str)
-                else type(result) is not int or result.bit_length() <= MAX_INT_BITS):
-            return result
-        return _checked_size(result, f"result of filter {name!r}")
+        return _checked_result(result, result_of)
 
     wrapped.__name__ = getattr(func, "__name__", name)
     wrapped.__doc__ = func.__doc__
@@ -875,11 +882,7 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
                 kwargs.pop("_block_vars", None)
             result = (__obj(__context, *args, **kwargs) if kind is types.FunctionType
                       else __obj(*args, **kwargs))
-            if type(result) in _FAST and (
-                    len(result) <= _SMALL if isinstance(result, str)
-                    else type(result) is not int or result.bit_length() <= MAX_INT_BITS):
-                return result
-            return _checked_size(result, "call result")
+            return _checked_result(result, "call result")
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{_describe(__obj)} is not safely callable")
         owner = getattr(__obj, "__self__", None) if args or kwargs else None
@@ -911,13 +914,7 @@ class CCMSandbox(ImmutableSandboxedEnvironment):
                 if type(item) not in _FAST:
                     check_printable(item, deep=True)
         result = __context.call(__obj, *args, **kwargs)
-        # Markup too (Markup.escape(x) makes up to five characters of one), and an int's
-        # bits ((1).from_bytes(b, 'big') has no limit).
-        if type(result) in _FAST and (
-                len(result) <= _SMALL if isinstance(result, str)
-                else type(result) is not int or result.bit_length() <= MAX_INT_BITS):
-            return result
-        return _checked_size(result, "call result")
+        return _checked_result(result, "call result")
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         meter = current_meter()
