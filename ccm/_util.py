@@ -19,8 +19,8 @@ from typing import IO, Any, TypeVar
 from ccm._files import read_contained
 
 __all__ = [
-    "YOUNG_THRESHOLD", "atomic_write", "checked_clock", "csv_cell", "fewer_collections",
-    "json_encoder_once", "on_roomy_stack", "portable_name",
+    "PHONE_NUMBER", "YOUNG_THRESHOLD", "atomic_write", "checked_clock", "csv_cell",
+    "fewer_collections", "json_encoder_once", "on_roomy_stack", "portable_name",
     "safe_filename", "sha256_files", "unique_filename", "write_csv",
 ]
 
@@ -45,6 +45,11 @@ def checked_clock(clock: Callable[[], Any], owner: str) -> Callable[[], Any]:
             "e.g. datetime(2026, 6, 1, 12, tzinfo=UTC) or datetime.now(UTC)")
 
     return now
+
+#: Something shaped like a phone number (seven digits or more, with the separators people
+#: write): what a provider's reply may quote and what the record's clear event data may not
+#: hold (:func:`ccm.delivery.transport.scrub`, :func:`ccm.record.entries.personal_data_in`).
+PHONE_NUMBER = re.compile(r"(?<!\w)\+?\d(?:[ ().-]?\d){6,}(?!\w)")
 
 #: The longest file name written, in bytes of UTF-8 (common file systems allow 255).
 MAX_NAME_BYTES = 200

@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ccm._util import PHONE_NUMBER
 from ccm.errors import PermanentDeliveryError, TemporaryDeliveryError, TransportUnavailable
 from ccm.message import SUFFIXES, Outgoing, Receipt
 
 __all__ = ["Checkable", "FolderTransport", "RateLimiter", "Retry", "Transport", "scrub"]
 
 _ADDRESS = re.compile(r"[^\s<>\"(),;:]+@[^\s<>\"'(),;:]+")  # ' is valid in a local part (o'brien@)
-_NUMBER = re.compile(r"(?<!\w)\+?\d(?:[ ().-]?\d){6,}(?!\w)")
 
 
 def scrub(text: str, limit: int = 200) -> str:
@@ -57,7 +57,7 @@ def scrub(text: str, limit: int = 200) -> str:
     """
     flat = " ".join(str(text).split())
     flat = _ADDRESS.sub("<address>", flat)
-    flat = _NUMBER.sub("<number>", flat)
+    flat = PHONE_NUMBER.sub("<number>", flat)
     return flat[:limit]
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from ccm._util import PHONE_NUMBER
 from ccm.errors import MessageNotFound
 from ccm.record.chain import utc
 from ccm.record.schema import messages
@@ -192,11 +193,10 @@ def get_entry(conn: sa.Connection, message_id: str) -> Entry:
     return entry_of(row)
 
 
-# The shapes of the personal data an event's clear ``data`` must not hold: those of
-# ccm.delivery.transport.scrub (the record imports nothing of delivery).
+# The shapes of the personal data an event's clear ``data`` must not hold: an email address
+# (with a dot in its domain: ids like ``<id@relay>`` are no address) and a phone number.
 _ADDRESS = re.compile(r"[^\s<>\"(),;:]+@[^\s<>\"'(),;:]+\.[^\s<>\"'(),;:]+")
-_NUMBER = re.compile(r"(?<!\w)\+?\d(?:[ ().-]?\d){6,}(?!\w)")
-# Dates and times are not phone numbers: taken out before _NUMBER looks.
+# Dates and times are not phone numbers: taken out before PHONE_NUMBER looks.
 _MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
 
 
@@ -216,7 +216,7 @@ def personal_data_in(data: Any, *, urls: bool = True, path: str = "$",
             if not urls and path == "$" and key == "url":
                 continue
             name = str(key)
-            if _ADDRESS.search(name) or _NUMBER.search(name):
+            if _ADDRESS.search(name) or PHONE_NUMBER.search(name):
                 found.append(f"{path}: a key that is an email address or a phone number")
                 here = f"{path}[…]"
             elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -231,6 +231,6 @@ def personal_data_in(data: Any, *, urls: bool = True, path: str = "$",
     elif isinstance(data, str):
         if _ADDRESS.search(data):
             found.append(f"{path}: an email address")
-        elif numbers and _NUMBER.search(_MOMENT.sub(" ", data)):
+        elif numbers and PHONE_NUMBER.search(_MOMENT.sub(" ", data)):
             found.append(f"{path}: a phone number")
     return found
