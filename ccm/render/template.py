@@ -25,7 +25,7 @@ from ccm.render._patterns import check_contract_patterns
 from ccm.render._request_shape import request_check
 
 __all__ = [
-    "BAD_TEXT", "SOURCES", "Template", "check_text", "check_timezone", "describe_rule",
+    "BAD_TEXT", "SOURCES", "Template", "check_timezone", "describe_rule",
     "escape_text", "load_template", "load_templates", "template_files", "text_fault",
     "validate_request",
 ]
@@ -247,26 +247,6 @@ def escape_text(text: str) -> str:
     """``text`` with what :data:`BAD_TEXT` matches written as ``\\xNN`` / ``\\uNNNN`` escapes
     (a customer id an error carries: it must print, and write as UTF-8)."""
     return BAD_TEXT.sub(lambda found: repr(found.group())[1:-1], text)
-
-
-def check_text(obj: Any, customer_id: str | None = None) -> None:
-    """Raise :class:`DataError` naming the field when a string or key of ``obj`` (a request)
-    holds a control character other than tab, line feed and carriage return, or a lone
-    surrogate: every channel refuses the request the same way, before anything is made."""
-    bad_text = BAD_TEXT.search
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if bad_text(item):
-                _raise_text_fault(obj, customer_id)
-        elif isinstance(item, dict):
-            for key in item:
-                if isinstance(key, str) and bad_text(key):
-                    _raise_text_fault(obj, customer_id)
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
 
 
 def _raise_text_fault(obj: Any, customer_id: str | None) -> None:
