@@ -53,13 +53,11 @@ from ccm.render.budget import _current
 from ccm.render.engine import _FIELD, DIGEST_ENCODER, Engine, digest_json
 from ccm.render.environment import _consume, translate_error
 from ccm.render.template import (
-    JSON_BAD_TEXT,
     MAX_DEPTH,
-    MAX_REQUEST_BYTES,
     check_timezone,
+    json_text_fits,
     request_fast_validator,
     request_shape_check,
-    text_fault,
 )
 
 if TYPE_CHECKING:
@@ -210,16 +208,8 @@ class SmsPlan:
         customer["id"] = str(customer["id"])
         req = Request(customer=customer, data=dict(obj.get("data", {})))
         text = request_json({"customer": customer, "data": req.data})
-        # json.dumps' default separators add at most one character per separator.
-        if 2 * len(text) > MAX_REQUEST_BYTES:
-            return None
-        # The JSON escapes every control character and surrogate: text without such an escape
-        # needs no walk; with one (an emoji is a surrogate pair), the walk decides.
-        # (Searched from the first backslash: there is none in a request of plain ASCII.)
-        escape = text.find("\\")
-        if (escape >= 0 and JSON_BAD_TEXT.search(text, escape) is not None
-                and text_fault(obj) is not None):
-            return None  # the full path names the field
+        if not json_text_fits(text, obj):
+            return None  # the full path names the field (or the size)
         return req, text
 
     def locale_for(self, req: Request) -> str:

@@ -26,7 +26,8 @@ from ccm.render._request_shape import request_check
 
 __all__ = [
     "BAD_TEXT", "SOURCES", "Template", "check_timezone", "describe_rule",
-    "escape_text", "load_template", "load_templates", "template_files", "text_fault",
+    "escape_text", "json_text_fits", "load_template", "load_templates", "template_files",
+    "text_fault",
     "validate_request",
 ]
 
@@ -287,27 +288,36 @@ def request_shape_check() -> Callable[[Any], bool] | None:
 #: check accepted (exact JSON types, depth-bounded, so acyclic).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 _COMPACT_ONCE = json_encoder_once(_COMPACT)
-#: The escapes ``_COMPACT`` (ASCII only) writes for what :data:`BAD_TEXT` matches:
+#: The escapes an ASCII JSON encoder writes for what :data:`BAD_TEXT` matches:
 #: ``\u0000``-``\u001f`` but tab, line feed and carriage return (written ``\t \n \r``),
 #: ``\b``, ``\f``, and surrogates. An escaped backslash before such letters matches too:
 #: a false alarm, settled by the walk.
-JSON_BAD_TEXT = re.compile(r"\\(?:u00[01]|ud[89a-f]|[bf])")
+_JSON_BAD_TEXT = re.compile(r"\\(?:u00[01]|ud[89a-f]|[bf])")
+
+
+def json_text_fits(text: str, obj: Any) -> bool:
+    """True when ``text``, ``obj`` written as ASCII JSON (any key order, compact), shows
+    ``obj`` within :data:`MAX_REQUEST_BYTES` (json's default separators add at most one
+    character per separator) and free of text :data:`BAD_TEXT` refuses: the JSON escapes
+    every such character, so text without such an escape needs no walk; with one (an emoji
+    is a surrogate pair), :func:`text_fault` decides."""
+    if 2 * len(text) > MAX_REQUEST_BYTES:
+        return False
+    # (Searched from the first backslash: there is none in a request of plain ASCII.)
+    escape = text.find("\\")
+    return (escape < 0 or _JSON_BAD_TEXT.search(text, escape) is None
+            or text_fault(obj) is None)
 
 
 def _certainly_plain(obj: Any) -> bool:
     """True when ``obj`` is certainly a request :func:`validate_request` accepts up to its
     time zone: the one-pass check (types, finite, depth, schema), then its compact JSON
-    (ASCII) for the size (at most twice as long with json's default separators) and for
-    the escapes of text :data:`BAD_TEXT` refuses. False: not sure, the full checks say."""
+    (:func:`json_text_fits`). False: not sure, the full checks say."""
     check = request_shape_check()
     if check is None or not check(obj):
         return False
-    text = _COMPACT.encode(obj) if _COMPACT_ONCE is None else _COMPACT_ONCE(obj)
-    if 2 * len(text) > MAX_REQUEST_BYTES:
-        return False
-    # (Searched from the first backslash: there is none in a request of plain ASCII.)
-    escape = text.find("\\")
-    return escape < 0 or JSON_BAD_TEXT.search(text, escape) is None
+    return json_text_fits(_COMPACT.encode(obj) if _COMPACT_ONCE is None else _COMPACT_ONCE(obj),
+                          obj)
 
 
 def describe_rule(err: Any) -> str:
