@@ -18,7 +18,8 @@ import sqlalchemy as sa
 
 from ccm.errors import ContentErased, ContentTampered, KeyConfigError, RecordError
 from ccm.record import checkpoint as checkpoints
-from ccm.record import stored, views
+from ccm.record import erasure as wal
+from ccm.record import views
 from ccm.record.chain import VerifyReport, canonical, report, scan, utc
 from ccm.record.connect import slices
 from ccm.record.datakeys import DataKeys
@@ -33,8 +34,6 @@ from ccm.record.entries import (
     get_entry,
 )
 from ccm.record.schema import (
-    ERASURE_PENDING,
-    ccm_meta,
     chain,
     events,
     messages,
@@ -225,7 +224,7 @@ class Reads(DataKeys):
             if doc is not None and key is not None:
                 extra += checkpoints.compare(doc, key, pinned=found.pinned,
                                              now_counts=checkpoints.counts(conn))
-            waiting = _pending_erasures(conn)
+            waiting = sorted(wal.pending(conn))  # an erase killed before its flush
         return report(found, extra, checkpoint=str(checkpoint) if checkpoint else None,
                       erasures_pending=waiting)
 
@@ -300,18 +299,3 @@ class Reads(DataKeys):
         return views.feature_rows(rows, now=moment)
 
 
-def _pending_erasures(conn: sa.Connection) -> list[str]:
-    """The customers marked "erasure pending" (an erase killed or held up before its flush).
-
-    A mark that is not a pending erasure's note is a ``ccm_meta`` problem
-    verify reports already; here it is left out.
-    """
-    found = []
-    for (value,) in conn.execute(
-        sa.select(ccm_meta.c.value).where(ccm_meta.c.key.startswith(ERASURE_PENDING))
-    ):
-        try:
-            found.append(stored.text(json.loads(value)["customer_id"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return sorted(found)
